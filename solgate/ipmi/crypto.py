@@ -1,0 +1,297 @@
+"""Cipher suites, RAKP key exchange and per-packet integrity and confidentiality.
+
+Theory of operation
+-------------------
+RMCP+ (ipmi-sol-protocol.md sections 2.7, 3) proves both sides know the user's password
+(`Kuid`) with HMACs over the random numbers and session IDs of the handshake, then derives
+a Session Integrity Key (SIK) keyed by K_g (or Kuid), and from it K1 (integrity HMAC key)
+and K2 (AES key = K2[:16]). Every later packet is sealed as: encrypt the payload (random
+IV, pad ``01 02 .. N`` then ``N``), then append an integrity trailer whose AuthCode is an
+HMAC with K1 over everything from the auth-type byte to the next-header byte.
+
+Both roles use the same functions: the client computes RAKP3 and verifies RAKP2/RAKP4,
+the simulated BMC computes RAKP2/RAKP4 and verifies RAKP3.
+
+The per-packet path (`PacketProtector.seal` / `open`) keeps a keyed HMAC object and copies
+it, so no key schedule is redone for each datagram. It raises `ProtocolError` for anything
+it cannot authenticate or decrypt; callers drop and count those.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from solgate.errors import ProtocolError
+from solgate.ipmi.codec import (
+    NEXT_HEADER,
+    PAYLOAD_AUTHENTICATED,
+    PAYLOAD_ENCRYPTED,
+    RMCP_IPMI_HEADER,
+    RMCPPLUS_HEADER_LEN,
+    RmcpPlusHeader,
+    decode_rmcpplus_header,
+)
+
+
+class AuthAlgorithm(IntEnum):
+    NONE = 0
+    HMAC_SHA1 = 1
+    HMAC_MD5 = 2
+    HMAC_SHA256 = 3
+
+
+class IntegrityAlgorithm(IntEnum):
+    NONE = 0
+    HMAC_SHA1_96 = 1
+    HMAC_MD5_128 = 2
+    MD5_128 = 3
+    HMAC_SHA256_128 = 4
+
+
+class ConfidentialityAlgorithm(IntEnum):
+    NONE = 0
+    AES_CBC_128 = 1
+    XRC4_128 = 2
+    XRC4_40 = 3
+
+
+_AUTH_HASH = {
+    AuthAlgorithm.HMAC_SHA1: "sha1",
+    AuthAlgorithm.HMAC_MD5: "md5",
+    AuthAlgorithm.HMAC_SHA256: "sha256",
+}
+# RAKP4 integrity check value length per authentication algorithm.
+_ICV_LENGTH = {
+    AuthAlgorithm.HMAC_SHA1: 12,
+    AuthAlgorithm.HMAC_MD5: 16,
+    AuthAlgorithm.HMAC_SHA256: 16,
+}
+# Integrity algorithm -> (hash, AuthCode length).
+_INTEGRITY = {
+    IntegrityAlgorithm.HMAC_SHA1_96: ("sha1", 12),
+    IntegrityAlgorithm.HMAC_MD5_128: ("md5", 16),
+    IntegrityAlgorithm.HMAC_SHA256_128: ("sha256", 16),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CipherSuite:
+    id: int
+    auth: AuthAlgorithm
+    integrity: IntegrityAlgorithm
+    confidentiality: ConfidentialityAlgorithm
+
+    @property
+    def secure(self) -> bool:
+        """Both ends prove the password and every packet carries an HMAC."""
+        return self.auth != AuthAlgorithm.NONE and self.integrity != IntegrityAlgorithm.NONE
+
+
+_A, _I, _C = AuthAlgorithm, IntegrityAlgorithm, ConfidentialityAlgorithm
+# Only suites this module can actually run: no xRC4, no MD5-128 (non-HMAC) integrity.
+CIPHER_SUITES: dict[int, CipherSuite] = {
+    s.id: s
+    for s in (
+        CipherSuite(0, _A.NONE, _I.NONE, _C.NONE),
+        CipherSuite(1, _A.HMAC_SHA1, _I.NONE, _C.NONE),
+        CipherSuite(2, _A.HMAC_SHA1, _I.HMAC_SHA1_96, _C.NONE),
+        CipherSuite(3, _A.HMAC_SHA1, _I.HMAC_SHA1_96, _C.AES_CBC_128),
+        CipherSuite(6, _A.HMAC_MD5, _I.NONE, _C.NONE),
+        CipherSuite(7, _A.HMAC_MD5, _I.HMAC_MD5_128, _C.NONE),
+        CipherSuite(8, _A.HMAC_MD5, _I.HMAC_MD5_128, _C.AES_CBC_128),
+        CipherSuite(15, _A.HMAC_SHA256, _I.NONE, _C.NONE),
+        CipherSuite(16, _A.HMAC_SHA256, _I.HMAC_SHA256_128, _C.NONE),
+        CipherSuite(17, _A.HMAC_SHA256, _I.HMAC_SHA256_128, _C.AES_CBC_128),
+    )
+}
+
+KEY_CONSTANT_1 = b"\x01" * 20
+KEY_CONSTANT_2 = b"\x02" * 20
+_U32 = struct.Struct("<I")
+
+
+def _hmac(alg: AuthAlgorithm, key: bytes, message: bytes) -> bytes:
+    if alg == AuthAlgorithm.NONE:
+        return b""
+    return hmac.new(key, message, _AUTH_HASH[alg]).digest()
+
+
+def password_key(password: bytes) -> bytes:
+    """Kuid: the password as HMAC key. IPMI 2.0 passwords are at most 20 bytes; HMAC
+    zero-pads short keys, so padding to 20 changes nothing and is not done."""
+    if len(password) > 20:
+        raise ValueError("IPMI 2.0 passwords are at most 20 bytes")
+    return password
+
+
+def _user_fields(role: int, username: bytes) -> bytes:
+    return bytes((role, len(username))) + username
+
+
+def rakp2_auth_code(alg: AuthAlgorithm, kuid: bytes, sidm: int, sidc: int, rm: bytes,
+                    rc: bytes, guid: bytes, role: int, username: bytes) -> bytes:
+    """The BMC's proof that it knows the password; the client must verify it."""
+    msg = _U32.pack(sidm) + _U32.pack(sidc) + rm + rc + guid + _user_fields(role, username)
+    return _hmac(alg, kuid, msg)
+
+
+def rakp3_auth_code(alg: AuthAlgorithm, kuid: bytes, sidm: int, rc: bytes, role: int,
+                    username: bytes) -> bytes:
+    """The client's proof that it knows the password."""
+    return _hmac(alg, kuid, rc + _U32.pack(sidm) + _user_fields(role, username))
+
+
+def session_integrity_key(alg: AuthAlgorithm, kuid: bytes, kg: bytes | None, rm: bytes,
+                          rc: bytes, role: int, username: bytes) -> bytes:
+    """SIK: keyed by K_g when a non-zero one is configured (two-key login), else Kuid."""
+    key = kg if kg and any(kg) else kuid
+    return _hmac(alg, key, rm + rc + _user_fields(role, username))
+
+
+def derive_k1_k2(alg: AuthAlgorithm, sik: bytes) -> tuple[bytes, bytes]:
+    """K1 and K2 use the 20-byte constants for every algorithm, SHA-256 included."""
+    if alg == AuthAlgorithm.NONE:
+        return KEY_CONSTANT_1, KEY_CONSTANT_2
+    return _hmac(alg, sik, KEY_CONSTANT_1), _hmac(alg, sik, KEY_CONSTANT_2)
+
+
+def rakp4_icv(alg: AuthAlgorithm, sik: bytes, rm: bytes, sidc: int, guid: bytes) -> bytes:
+    """The BMC's proof that it derived the same SIK (truncated HMAC)."""
+    if alg == AuthAlgorithm.NONE:
+        return b""
+    return _hmac(alg, sik, rm + _U32.pack(sidc) + guid)[: _ICV_LENGTH[alg]]
+
+
+def constant_time_equal(a: bytes, b: bytes) -> bool:
+    return hmac.compare_digest(a, b)
+
+
+# --------------------------------------------------------------------------- per packet
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedPacket:
+    header: RmcpPlusHeader
+    payload: bytes  # decrypted, confidentiality pad removed
+
+
+def integrity_pad_length(payload_length: int) -> int:
+    """FF bytes so that auth type .. next header is a multiple of 4 (digest section 1.6)."""
+    return (4 - ((12 + payload_length + 2) % 4)) % 4
+
+
+class PacketProtector:
+    """Seals and opens RMCP+ datagrams of one established session, in either direction.
+
+    `seal` builds a whole datagram; `open` checks integrity, decrypts and strips padding,
+    raising `ProtocolError` for anything forged, truncated or badly padded.
+    """
+
+    __slots__ = ("suite", "_mac", "_mac_len", "_aes_key", "_random")
+
+    def __init__(self, suite: CipherSuite, k1: bytes, k2: bytes,
+                 random: Callable[[int], bytes] = os.urandom) -> None:
+        self.suite = suite
+        if suite.integrity in _INTEGRITY:
+            name, self._mac_len = _INTEGRITY[suite.integrity]
+            self._mac: hmac.HMAC | None = hmac.new(k1, digestmod=name)
+        elif suite.integrity == IntegrityAlgorithm.NONE:
+            self._mac, self._mac_len = None, 0
+        else:
+            raise ValueError(f"integrity algorithm {suite.integrity!r} is not supported")
+        if suite.confidentiality == ConfidentialityAlgorithm.AES_CBC_128:
+            self._aes_key: bytes | None = k2[:16]
+        elif suite.confidentiality == ConfidentialityAlgorithm.NONE:
+            self._aes_key = None
+        else:
+            raise ValueError(f"confidentiality {suite.confidentiality!r} is not supported")
+        self._random = random
+
+    @property
+    def encrypts(self) -> bool:
+        return self._aes_key is not None
+
+    @property
+    def authenticates(self) -> bool:
+        return self._mac is not None
+
+    def _auth_code(self, covered: bytes) -> bytes:
+        assert self._mac is not None  # noqa: S101 - callers check authenticates
+        mac = self._mac.copy()
+        mac.update(covered)
+        return mac.digest()[: self._mac_len]
+
+    def encrypt(self, plaintext: bytes) -> bytes:
+        """IV + AES-CBC(plaintext + 01..N + N); N < 16 always (OpenBMC rejects 16)."""
+        assert self._aes_key is not None  # noqa: S101
+        n = (15 - len(plaintext) % 16) % 16
+        padded = plaintext + bytes(range(1, n + 1)) + bytes((n,))
+        iv = self._random(16)
+        enc = Cipher(algorithms.AES(self._aes_key), modes.CBC(iv)).encryptor()
+        return iv + enc.update(padded) + enc.finalize()
+
+    def decrypt(self, payload: bytes) -> bytes:
+        assert self._aes_key is not None  # noqa: S101
+        if len(payload) < 32 or len(payload) % 16:
+            raise ProtocolError(f"encrypted payload of {len(payload)} bytes")
+        dec = Cipher(algorithms.AES(self._aes_key), modes.CBC(payload[:16])).decryptor()
+        plain = dec.update(payload[16:]) + dec.finalize()
+        n = plain[-1]
+        if n > 16 or n + 1 > len(plain):
+            raise ProtocolError(f"confidentiality pad length {n}")
+        if plain[-1 - n : -1] != bytes(range(1, n + 1)):
+            raise ProtocolError("confidentiality pad bytes are wrong")
+        return plain[: -1 - n]
+
+    def seal(self, payload_type: int, session_id: int, seq: int, payload: bytes) -> bytes:
+        body = self.encrypt(payload) if self._aes_key is not None else payload
+        ptype = payload_type
+        if self._aes_key is not None:
+            ptype |= PAYLOAD_ENCRYPTED
+        if self._mac is None:
+            return (
+                struct.pack("<4sBBIIH", RMCP_IPMI_HEADER, 6, ptype, session_id, seq, len(body))
+                + body
+            )
+        ptype |= PAYLOAD_AUTHENTICATED
+        pad = integrity_pad_length(len(body))
+        covered = (
+            struct.pack("<BBIIH", 6, ptype, session_id, seq, len(body))
+            + body
+            + b"\xff" * pad
+            + bytes((pad, NEXT_HEADER))
+        )
+        return RMCP_IPMI_HEADER + covered + self._auth_code(covered)
+
+    def open(self, datagram: bytes) -> OpenedPacket:
+        header = decode_rmcpplus_header(datagram)
+        end = RMCPPLUS_HEADER_LEN + header.payload_length
+        if self._mac is not None:
+            if not header.authenticated:
+                raise ProtocolError("unauthenticated packet on an authenticated session")
+            trailer = len(datagram) - end
+            pad = trailer - 2 - self._mac_len
+            if not 0 <= pad <= 4:
+                raise ProtocolError(f"session trailer of {trailer} bytes")
+            if datagram[end + pad] != pad or datagram[end + pad + 1] != NEXT_HEADER:
+                raise ProtocolError("session trailer pad length or next header is wrong")
+            mac_at = len(datagram) - self._mac_len
+            if not hmac.compare_digest(self._auth_code(datagram[4:mac_at]), datagram[mac_at:]):
+                raise ProtocolError("integrity check failed")
+        elif header.authenticated or len(datagram) != end:
+            raise ProtocolError("unexpected session trailer")
+        payload = bytes(datagram[RMCPPLUS_HEADER_LEN:end])
+        if self._aes_key is not None:
+            if not header.encrypted:
+                raise ProtocolError("unencrypted payload on an encrypted session")
+            payload = self.decrypt(payload)
+        elif header.encrypted:
+            raise ProtocolError("encrypted payload on a session without confidentiality")
+        return OpenedPacket(header, payload)
