@@ -1,0 +1,98 @@
+"""`solgate check-config`, and the `-c/--config` option every subcommand shares.
+
+check-config loads the file exactly as `solgate serve` would (secrets included, so a
+missing password file or environment variable shows up now) and prints a summary that
+never contains a secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from solgate.config import (
+    CONFIG_ENV,
+    Config,
+    ConsoleConfig,
+    default_config_path,
+    load_config,
+    parse_duration,
+    parse_size,
+)
+from solgate.errors import ConfigError
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    """Add -c/--config FILE; resolve it with `config_from_args` (or `default_config_path`)."""
+    parser.add_argument(
+        "-c", "--config", metavar="FILE", default=None,
+        help=f"configuration file (default: ${CONFIG_ENV}, else ./solgate.toml, "
+             "else /etc/solgate/solgate.toml)",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Load the configuration named by -c/--config, $SOLGATE_CONFIG or the search path."""
+    return load_config(default_config_path(getattr(args, "config", None)))
+
+
+def duration_arg(text: str) -> float:
+    """argparse `type=` for durations ("500ms", "20s", "5m"), so a typo is a usage error."""
+    try:
+        return parse_duration(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def size_arg(text: str) -> int:
+    """argparse `type=` for sizes ("64KiB", "50MB")."""
+    try:
+        return parse_size(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def register(subparsers: Any) -> None:
+    """Add `check-config` to the `solgate` command."""
+    parser = subparsers.add_parser(
+        "check-config",
+        help="validate the configuration file and print a summary",
+        description="Load the configuration as `solgate serve` would (resolving every "
+                    "password source) and print a summary without secrets. Exit status 0 "
+                    "when it is valid, 1 with a one-line error naming the line otherwise.",
+    )
+    add_config_argument(parser)
+    parser.set_defaults(handler=check_config)
+
+
+def check_config(args: argparse.Namespace) -> int:
+    """Handler: print the summary, or let the `ConfigError` become cli.main's one line."""
+    print(summarize(config_from_args(args)))
+    return 0
+
+
+def _console_line(console: ConsoleConfig) -> str:
+    where = (f"[{console.host}]:{console.port}" if ":" in console.host
+             else f"{console.host}:{console.port}")
+    user = console.username or "(null user)"
+    suites = ",".join(str(s) for s in console.cipher_suites)
+    extra = " insecure-allowed" if console.allow_insecure else ""
+    tags = f"  tags {','.join(console.tags)}" if console.tags else ""
+    return (f"  {console.name}  {where}  user {user}  suites {suites}  "
+            f"password from {console.password_source}{extra}{tags}")
+
+
+def summarize(config: Config) -> str:
+    """A short, secret-free description of a loaded configuration."""
+    server = config.server
+    count = len(config.consoles)
+    lines = [
+        f"{config.source}: OK, {count} console{'' if count == 1 else 's'}",
+        f"data_dir: {config.data_dir}",
+        f"server: listen {server.listen}, auth {server.auth}, "
+        f"{'https' if server.tls else 'http'}, setup_concurrency {server.setup_concurrency}",
+    ]
+    if config.consoles:
+        lines.append("consoles:")
+        lines.extend(_console_line(c) for c in config.consoles.values())
+    return "\n".join(lines)
