@@ -1,0 +1,815 @@
+"""Client side of one RMCP+ session: handshake, sequence numbers, request matching, retries.
+
+Theory of operation
+-------------------
+`ClientSession` is a sans-I/O core (STYLE.md items 1, 4-7). The caller feeds it datagrams
+(`receive_datagram`) and timer expiries (`handle_timeout`), both with a `now` from the
+caller's clock, and drains `datagrams_to_send()` and `next_event()`. `next_deadline()`
+says when `handle_timeout` is due. Nothing here reads a clock, sleeps or owns a socket.
+
+Handshake (ipmi-sol-protocol.md section 2), one state per outstanding step:
+
+    IDLE -> AUTH_CAPS -> OPEN_SESSION -> RAKP2 -> RAKP4 -> PRIVILEGE -> ESTABLISHED
+                             ^   |          |        |
+                             +---+----------+--------+   next suite / timeout restart
+
+* Get Channel Authentication Capabilities (IPMI 1.5 wrapper) is retransmitted as is; a
+  BMC that errors on the "v2.0 data" bit 7 is asked again without it.
+* Open Session asks for one cipher suite at a time, in `target.cipher_suites` order. A
+  status that means "not this suite" (`SUITE_REJECTED`) moves on to the next suite with a
+  new SIDm and Rm. A timeout in any RMCP+ step restarts from Open Session (as ipmitool
+  does), at most `target.max_tries` attempts per suite.
+* RAKP2's HMAC is the BMC's proof that it knows the password: on a mismatch we send RAKP3
+  with status 0x0F and fail with `AuthenticationError`. RAKP4's ICV proves it derived the
+  same session key. Only then are the keys trusted.
+* Set Session Privilege Level raises the session from USER (where every session starts)
+  to the configured level, falling back from ADMINISTRATOR to OPERATOR once.
+
+Established session: every IPMI request gets a 6-bit rqSeq; responses are matched on
+(rqSeq, netfn, cmd). A request is retransmitted after `target.retransmit_timeout`, up to
+`target.max_tries` sends in all, each with a new session sequence number and the same
+rqSeq. cc 0xCF ("duplicate request") answers are ignored. SOL payloads are sealed and
+opened here but their stream logic lives in `sol.py`.
+
+Receive invariants: every datagram that is malformed, unauthenticated, replayed or not
+expected now is dropped and counted in `dropped`; none raises. The replay window moves
+only after the packet's integrity was verified. Only fatal conditions (authentication,
+cipher suite, privilege, handshake timeout) end the session, as `SessionTerminated`.
+Calling a method in a state where it makes no sense raises `LocalProtocolError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum, auto
+
+from solgate.errors import (
+    AuthenticationError,
+    BmcError,
+    CipherSuiteError,
+    InsecureCipherSuiteError,
+    LocalProtocolError,
+    PrivilegeError,
+    ProtocolError,
+    SolgateError,
+    SolgateTimeoutError,
+)
+from solgate.ipmi import codec
+from solgate.ipmi.codec import (
+    CURRENT_CHANNEL,
+    NAME_ONLY_LOOKUP,
+    Command,
+    CompletionCode,
+    IpmiMessage,
+    NetFn,
+    PayloadType,
+    Privilege,
+    RakpStatus,
+)
+from solgate.ipmi.crypto import (
+    CIPHER_SUITES,
+    AuthAlgorithm,
+    CipherSuite,
+    PacketProtector,
+    constant_time_equal,
+    derive_k1_k2,
+    password_key,
+    rakp2_auth_code,
+    rakp3_auth_code,
+    rakp4_icv,
+    session_integrity_key,
+)
+from solgate.ipmi.replay import OutboundCounter, ReplayWindow
+from solgate.ipmi.target import BmcTarget
+
+log = logging.getLogger(__name__)
+
+# Open Session statuses that mean "the BMC does not do this cipher suite": try the next.
+SUITE_REJECTED = frozenset({
+    RakpStatus.INSUFFICIENT_RESOURCES,  # Intel M50CYP answers 0x01 when only CS17 is allowed
+    RakpStatus.INVALID_AUTHENTICATION_ALGORITHM,
+    RakpStatus.INVALID_INTEGRITY_ALGORITHM,
+    RakpStatus.INVALID_CONFIDENTIALITY_ALGORITHM,
+    RakpStatus.NO_CIPHER_SUITE_MATCH,
+})
+# RMCP+ statuses that are about the privilege or role asked for.
+PRIVILEGE_STATUSES = frozenset({
+    RakpStatus.INVALID_ROLE,
+    RakpStatus.UNAUTHORIZED_ROLE_OR_PRIVILEGE,
+    RakpStatus.INSUFFICIENT_RESOURCES_FOR_ROLE,
+})
+# Set Session Privilege Level codes after which a lower level is worth asking for.
+PRIVILEGE_REFUSED = frozenset({0x80, 0x81})
+
+# Workaround names (target.workarounds) understood here.
+WORKAROUND_OPEN_SESSION_PRIV_HIGHEST = "open_session_priv_highest"  # send 0 in Open Session
+WORKAROUND_SKIP_AUTH_CAPS = "skip_auth_caps"
+WORKAROUND_RAKP2_LONG = ("supermicro20", "sun20")  # RAKP2 auth code one byte too long
+
+DROP_REASONS = ("malformed", "unauthenticated", "replayed", "unexpected", "unsolicited",
+                "duplicate")
+
+_AUTH_CAPS_RQ_SEQ = 0
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEstablished:
+    cipher_suite: int
+    bmc_session_id: int
+    privilege: Privilege
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseReceived:
+    request_id: int
+    message: IpmiMessage
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTimedOut:
+    request_id: int
+    error: SolgateTimeoutError
+
+
+@dataclass(frozen=True, slots=True)
+class SolPayloadReceived:
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SessionTerminated:
+    reason: str
+    error: SolgateError | None
+
+
+SessionEvent = (
+    SessionEstablished | ResponseReceived | RequestTimedOut | SolPayloadReceived
+    | SessionTerminated
+)
+
+
+# --------------------------------------------------------------------------- states
+
+
+class SessionState(Enum):
+    IDLE = auto()
+    AUTH_CAPS = auto()
+    OPEN_SESSION = auto()
+    RAKP2 = auto()
+    RAKP4 = auto()
+    PRIVILEGE = auto()
+    ESTABLISHED = auto()
+    TERMINATED = auto()
+
+
+class SessionInput(Enum):
+    START = auto()
+    START_WITHOUT_AUTH_CAPS = auto()
+    RECV_AUTH_CAPS = auto()
+    RECV_OPEN_SESSION_OK = auto()
+    RESTART_OPEN_SESSION = auto()  # next suite, or a timeout in the RMCP+ handshake
+    RECV_RAKP2_OK = auto()
+    RECV_RAKP4_OK = auto()
+    SKIP_PRIVILEGE = auto()
+    RECV_PRIVILEGE_OK = auto()
+    CLOSE = auto()
+    FAIL = auto()
+
+
+_S, _I = SessionState, SessionInput
+_HANDSHAKE = (_S.AUTH_CAPS, _S.OPEN_SESSION, _S.RAKP2, _S.RAKP4, _S.PRIVILEGE)
+_TRANSITIONS: dict[tuple[SessionState, SessionInput], SessionState] = {
+    (_S.IDLE, _I.START): _S.AUTH_CAPS,
+    (_S.IDLE, _I.START_WITHOUT_AUTH_CAPS): _S.OPEN_SESSION,
+    (_S.AUTH_CAPS, _I.RECV_AUTH_CAPS): _S.OPEN_SESSION,
+    (_S.OPEN_SESSION, _I.RECV_OPEN_SESSION_OK): _S.RAKP2,
+    (_S.OPEN_SESSION, _I.RESTART_OPEN_SESSION): _S.OPEN_SESSION,
+    (_S.RAKP2, _I.RESTART_OPEN_SESSION): _S.OPEN_SESSION,
+    (_S.RAKP4, _I.RESTART_OPEN_SESSION): _S.OPEN_SESSION,
+    (_S.RAKP2, _I.RECV_RAKP2_OK): _S.RAKP4,
+    (_S.RAKP4, _I.RECV_RAKP4_OK): _S.PRIVILEGE,
+    (_S.RAKP4, _I.SKIP_PRIVILEGE): _S.ESTABLISHED,
+    (_S.PRIVILEGE, _I.RECV_PRIVILEGE_OK): _S.ESTABLISHED,
+    **{(s, _I.CLOSE): _S.TERMINATED for s in (_S.IDLE, *_HANDSHAKE, _S.ESTABLISHED)},
+    **{(s, _I.FAIL): _S.TERMINATED for s in (_S.IDLE, *_HANDSHAKE, _S.ESTABLISHED)},
+}
+
+
+@dataclass(slots=True)
+class _Pending:
+    """One IPMI request waiting for its response."""
+
+    request_id: int
+    netfn: int
+    cmd: int
+    rq_seq: int
+    data: bytes
+    deadline: float
+    tries: int = 1
+    internal: bool = False  # Set Session Privilege Level, answered inside the core
+
+
+class ClientSession:
+    """The client half of an RMCP+ session with one BMC (see the module docstring)."""
+
+    def __init__(self, target: BmcTarget, *, random: Callable[[int], bytes] = os.urandom,
+                 logger: logging.Logger | logging.LoggerAdapter = log) -> None:
+        self.target = target
+        self._random = random
+        self._log = logger
+        self.state = SessionState.IDLE
+        self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
+        self.last_received: float | None = None
+        self.privilege: Privilege = Privilege.USER
+        self.suite: CipherSuite | None = None
+        self.console_session_id = 0
+        self.bmc_session_id = 0
+        self._events: deque[SessionEvent] = deque()
+        self._out: list[bytes] = []
+        # handshake
+        self._suites: list[int] = []
+        self._suite_index = 0
+        self._attempts = 0  # Open Session attempts for the current suite / auth caps sends
+        self._handshake_deadline: float | None = None
+        self._auth_caps_data = bytes((0x80 | CURRENT_CHANNEL, target.privilege))
+        self._tag = 0
+        self._rm = b""
+        self._rakp1_role = 0
+        self._last_rejection = 0
+        self._kg_required = False
+        self._sik = b""
+        self._guid = b""
+        self._pending_protector: PacketProtector | None = None
+        # established
+        self._protector: PacketProtector | None = None
+        self._outbound = OutboundCounter()
+        self._window = ReplayWindow()
+        self._pending: dict[int, _Pending] = {}  # by rqSeq
+        self._next_rq_seq = 0
+        self._next_request_id = 1
+        self._privilege_wanted: Privilege = target.privilege
+
+    # ------------------------------------------------------------------ outputs
+
+    def datagrams_to_send(self) -> list[bytes]:
+        out, self._out = self._out, []
+        return out
+
+    def next_event(self) -> SessionEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def next_deadline(self) -> float | None:
+        if self.state is SessionState.TERMINATED:
+            return None
+        deadline = self._handshake_deadline
+        for p in self._pending.values():
+            if deadline is None or p.deadline < deadline:
+                deadline = p.deadline
+        return deadline
+
+    @property
+    def established(self) -> bool:
+        return self.state is SessionState.ESTABLISHED
+
+    # ------------------------------------------------------------------ commands
+
+    def start(self, now: float) -> None:
+        """Begin the handshake; `SessionEstablished` or `SessionTerminated` follows."""
+        if self.state is not SessionState.IDLE:
+            raise LocalProtocolError(f"start() in state {self.state.name}")
+        try:
+            self._suites = self._usable_suites()
+        except SolgateError as exc:
+            self._fail(exc)
+            return
+        if WORKAROUND_SKIP_AUTH_CAPS in self.target.workarounds:
+            self._move(SessionInput.START_WITHOUT_AUTH_CAPS)
+            self._attempts = 0
+            self._send_open_session(now)
+        else:
+            self._move(SessionInput.START)
+            self._send_auth_caps(now)
+
+    def send_request(self, netfn: int, cmd: int, data: bytes, now: float) -> int:
+        """Queue an IPMI request; its answer comes as `ResponseReceived(request_id, ...)`."""
+        if self.state is not SessionState.ESTABLISHED:
+            raise LocalProtocolError(f"send_request() in state {self.state.name}")
+        return self._request(netfn, cmd, data, now).request_id
+
+    def send_sol(self, payload: bytes, now: float) -> None:
+        """Seal and queue one SOL payload (header + characters, built by `sol.py`)."""
+        if self.state is not SessionState.ESTABLISHED:
+            raise LocalProtocolError(f"send_sol() in state {self.state.name}")
+        self._seal(PayloadType.SOL, payload)
+
+    def close(self, now: float) -> None:
+        """Send Close Session once (no retry, no wait) and terminate."""
+        if self.state is SessionState.TERMINATED:
+            return
+        if self._protector is not None:
+            msg = IpmiMessage(NetFn.APP, Command.CLOSE_SESSION, self._take_rq_seq(),
+                              self.bmc_session_id.to_bytes(4, "little"))
+            self._seal(PayloadType.IPMI, codec.encode_ipmi_message(msg))
+        self._pending.clear()
+        self._handshake_deadline = None
+        self._move(SessionInput.CLOSE)
+        self._events.append(SessionTerminated("closed", None))
+
+    # ------------------------------------------------------------------ timers
+
+    def handle_timeout(self, now: float) -> None:
+        if self.state is SessionState.TERMINATED:
+            return
+        if self._handshake_deadline is not None and now >= self._handshake_deadline:
+            self._handshake_deadline = None
+            self._handshake_timeout(now)
+            if self.state is SessionState.TERMINATED:
+                return
+        for p in [p for p in self._pending.values() if now >= p.deadline]:
+            if p.tries < self.target.max_tries:
+                p.tries += 1
+                p.deadline = now + self.target.retransmit_timeout
+                self._seal_request(p)
+                continue
+            del self._pending[p.rq_seq]
+            error = SolgateTimeoutError(
+                f"no answer from {self.target.label} to {command_name(p.netfn, p.cmd)} "
+                f"after {p.tries} tries: the BMC or the network may be down",
+                host=self.target.label, step=command_name(p.netfn, p.cmd),
+            )
+            if p.internal:
+                self._fail(error)
+                return
+            self._events.append(RequestTimedOut(p.request_id, error))
+
+    def _handshake_timeout(self, now: float) -> None:
+        if self._attempts >= self.target.max_tries:
+            step = ("Get Channel Authentication Capabilities"
+                    if self.state is SessionState.AUTH_CAPS else _STEP_NAMES[self.state])
+            self._fail(SolgateTimeoutError(
+                f"no answer from {self.target.label} after {self._attempts} tries ({step}): "
+                "check host/port and that IPMI over LAN is enabled",
+                host=self.target.label, step=step,
+            ))
+        elif self.state is SessionState.AUTH_CAPS:
+            self._send_auth_caps(now)
+        else:
+            self._log.debug("%s: no answer in %s, restarting from Open Session",
+                            self.target.label, self.state.name)
+            self._move(SessionInput.RESTART_OPEN_SESSION)
+            self._send_open_session(now)
+
+    # ------------------------------------------------------------------ receive
+
+    def receive_datagram(self, data: bytes, now: float) -> None:
+        """Take one datagram from the BMC. Never raises for anything the BMC sent."""
+        state = self.state
+        if state is SessionState.TERMINATED or state is SessionState.IDLE:
+            self._drop("unexpected")
+        elif len(data) < 4 + 10:  # shorter than any IPMI 1.5 or RMCP+ header
+            self._drop("malformed")
+        elif self._protector is not None and data[4] == codec.AUTH_TYPE_RMCPPLUS:
+            self._receive_session_packet(data, now)
+        elif state is SessionState.AUTH_CAPS:
+            self._receive_auth_caps(data, now)
+        elif state in (SessionState.OPEN_SESSION, SessionState.RAKP2, SessionState.RAKP4):
+            self._receive_setup(data, now)
+        else:
+            self._drop("unexpected")
+
+    def _drop(self, reason: str) -> None:
+        self.dropped[reason] += 1
+
+    def _receive_session_packet(self, data: bytes, now: float) -> None:
+        protector = self._protector
+        assert protector is not None  # noqa: S101 - checked by the caller
+        if int.from_bytes(data[6:10], "little") != self.console_session_id:
+            self._drop("unexpected")
+            return
+        try:
+            packet = protector.open(data)
+        except ProtocolError:
+            try:
+                codec.decode_rmcpplus_header(data)
+            except ProtocolError:
+                self._drop("malformed")
+            else:
+                self._drop("unauthenticated")
+            return
+        if not self._window.accept(packet.header.seq):
+            self._drop("replayed")
+            return
+        self.last_received = now
+        ptype = packet.header.payload_type
+        if ptype == PayloadType.IPMI:
+            self._receive_ipmi(packet.payload, now)
+        elif ptype == PayloadType.SOL and self.state is SessionState.ESTABLISHED:
+            self._events.append(SolPayloadReceived(packet.payload))
+        else:
+            self._drop("unexpected")
+
+    def _receive_ipmi(self, payload: bytes, now: float) -> None:
+        try:
+            msg = codec.decode_ipmi_message(payload)
+        except ProtocolError:
+            self._drop("malformed")
+            return
+        if not msg.is_response:
+            self._log.debug("%s: ignoring unsolicited request netfn 0x%02x cmd 0x%02x",
+                            self.target.label, msg.netfn, msg.cmd)
+            self._drop("unsolicited")
+            return
+        pending = self._pending.get(msg.rq_seq)
+        if pending is None or pending.netfn | 1 != msg.netfn or pending.cmd != msg.cmd:
+            self._drop("unexpected")
+            return
+        if msg.completion_code == CompletionCode.DUPLICATE_REQUEST:
+            self._drop("duplicate")
+            return
+        del self._pending[msg.rq_seq]
+        if pending.internal:
+            self._privilege_answered(msg, now)
+        else:
+            self._events.append(ResponseReceived(pending.request_id, msg))
+
+    # ------------------------------------------------------------------ handshake steps
+
+    def _usable_suites(self) -> list[int]:
+        target = self.target
+        if not target.cipher_suites:
+            raise CipherSuiteError(f"no cipher suites configured for {target.label}",
+                                   host=target.label, step="configuration")
+        for cs in target.cipher_suites:
+            suite = CIPHER_SUITES.get(cs)
+            if suite is None:
+                raise CipherSuiteError(
+                    f"cipher suite {cs} for {target.label} is not supported by solgate: "
+                    "use 17 or 3", host=target.label, step="configuration", code=cs)
+            if not suite.secure and not target.allow_insecure:
+                raise InsecureCipherSuiteError(
+                    f"cipher suite {cs} for {target.label} has no authentication or no "
+                    "integrity and is refused: use 17 or 3, or allow insecure cipher suites "
+                    "for this console", host=target.label, step="configuration", code=cs)
+        return list(target.cipher_suites)
+
+    def _send_auth_caps(self, now: float) -> None:
+        self._attempts += 1
+        msg = IpmiMessage(NetFn.APP, Command.GET_CHANNEL_AUTH_CAPABILITIES, _AUTH_CAPS_RQ_SEQ,
+                          self._auth_caps_data)
+        self._out.append(codec.encode_ipmi15(codec.Ipmi15Packet(codec.encode_ipmi_message(msg))))
+        self._handshake_deadline = now + self.target.retransmit_timeout
+
+    def _receive_auth_caps(self, data: bytes, now: float) -> None:
+        try:
+            msg = codec.decode_ipmi_message(codec.decode_ipmi15(data).message)
+            if (msg.netfn != NetFn.APP | 1 or msg.cmd != Command.GET_CHANNEL_AUTH_CAPABILITIES
+                    or msg.rq_seq != _AUTH_CAPS_RQ_SEQ):
+                self._drop("unexpected")
+                return
+            cc = msg.completion_code
+            caps = codec.decode_channel_auth_capabilities(msg.body) if cc == 0 else None
+        except ProtocolError:
+            self._drop("malformed")
+            return
+        if caps is None:
+            if self._auth_caps_data[0] & 0x80:
+                # Some BMCs refuse the "IPMI v2.0 extended data" bit: ask without it.
+                self._auth_caps_data = bytes((CURRENT_CHANNEL, self.target.privilege))
+                self._attempts = 0
+                self._send_auth_caps(now)
+                return
+            self._log.debug("%s: Get Channel Authentication Capabilities failed with %s",
+                            self.target.label, CompletionCode.describe(cc))
+        elif caps.ipmi20_extended and not caps.supports_ipmi20:
+            self._fail(BmcError(
+                f"{self.target.label} does not offer IPMI v2.0 (RMCP+) on this channel: "
+                "enable IPMI over LAN (v2.0) in the BMC settings",
+                host=self.target.label, step="Get Channel Authentication Capabilities"))
+            return
+        else:
+            self._kg_required = caps.kg_set
+        self._move(SessionInput.RECV_AUTH_CAPS)
+        self._attempts = 0
+        self._send_open_session(now)
+
+    def _next_tag(self) -> int:
+        self._tag = (self._tag + 1) & 0xFF
+        return self._tag
+
+    def _nonzero_session_id(self) -> int:
+        for _ in range(16):
+            sidm = int.from_bytes(self._random(4), "little")
+            if sidm:
+                return sidm
+        raise LocalProtocolError("the random source returned only zeros")
+
+    def _send_open_session(self, now: float) -> None:
+        self._attempts += 1
+        suite = CIPHER_SUITES[self._suites[self._suite_index]]
+        self.suite = suite
+        self.console_session_id = self._nonzero_session_id()
+        if WORKAROUND_OPEN_SESSION_PRIV_HIGHEST in self.target.workarounds:
+            priv = Privilege.HIGHEST
+        else:
+            priv = self._privilege_wanted
+        req = codec.OpenSessionRequest(
+            tag=self._next_tag(), privilege=priv, console_session_id=self.console_session_id,
+            auth_alg=suite.auth, integrity_alg=suite.integrity, conf_alg=suite.confidentiality,
+        )
+        self._out.append(codec.encode_unauthenticated(
+            PayloadType.OPEN_SESSION_REQUEST, codec.encode_open_session_request(req)))
+        self._handshake_deadline = now + self.target.retransmit_timeout
+
+    def _setup_payload(self, data: bytes, expected: PayloadType) -> bytes | None:
+        """The payload of a session-setup datagram of type `expected`, or None (dropped)."""
+        try:
+            header, payload = codec.decode_unauthenticated(data)
+        except ProtocolError:
+            self._drop("malformed")
+            return None
+        if header.payload_type != expected or header.session_id != 0:
+            self._drop("unexpected")
+            return None
+        return payload
+
+    def _receive_setup(self, data: bytes, now: float) -> None:
+        expected = {
+            SessionState.OPEN_SESSION: PayloadType.OPEN_SESSION_RESPONSE,
+            SessionState.RAKP2: PayloadType.RAKP_2,
+            SessionState.RAKP4: PayloadType.RAKP_4,
+        }[self.state]
+        payload = self._setup_payload(data, expected)
+        if payload is None:
+            return
+        try:
+            if expected is PayloadType.OPEN_SESSION_RESPONSE:
+                osr = codec.decode_open_session_response(payload)
+                if self._is_current(osr.tag, osr.console_session_id, osr.status):
+                    self._open_session_answered(osr, now)
+            elif expected is PayloadType.RAKP_2:
+                rakp2 = codec.decode_rakp2(payload)
+                if self._is_current(rakp2.tag, rakp2.console_session_id, rakp2.status):
+                    self._rakp2_answered(rakp2, now)
+            else:
+                rakp4 = codec.decode_rakp4(payload)
+                if self._is_current(rakp4.tag, rakp4.console_session_id, rakp4.status):
+                    self._rakp4_answered(rakp4, now)
+        except ProtocolError:
+            self._drop("malformed")
+
+    def _is_current(self, tag: int, sidm: int, status: int) -> bool:
+        """Answers to an earlier attempt (other tag or SIDm) are stale: drop them. Error
+        answers may carry no SIDm, so only the tag is checked for those."""
+        if tag != self._tag or (status == 0 and sidm != self.console_session_id) or (
+                status != 0 and sidm not in (0, self.console_session_id)):
+            self._drop("unexpected")
+            return False
+        return True
+
+    def _open_session_answered(self, osr: codec.OpenSessionResponse, now: float) -> None:
+        label = self.target.label
+        suite = self.suite
+        assert suite is not None  # noqa: S101 - set when Open Session was sent
+        if osr.status in SUITE_REJECTED:
+            self._last_rejection = osr.status
+            self._log.info("%s: cipher suite %d refused at Open Session (%s)", label, suite.id,
+                           RakpStatus.describe(osr.status))
+            if self._suite_index + 1 < len(self._suites):
+                self._suite_index += 1
+                self._attempts = 0
+                self._move(SessionInput.RESTART_OPEN_SESSION)
+                self._send_open_session(now)
+                return
+            tried = ", ".join(str(s) for s in self._suites)
+            self._fail(CipherSuiteError(
+                f"{label} accepted none of cipher suites {tried} (Open Session status "
+                f"{RakpStatus.describe(osr.status)}): enable one of them on the BMC or "
+                "list a cipher suite it supports for this console",
+                host=label, step="Open Session", code=osr.status))
+            return
+        if osr.status != RakpStatus.NO_ERRORS:
+            self._fail(self._status_error("Open Session", osr.status))
+            return
+        if (osr.auth_alg, osr.integrity_alg, osr.conf_alg) != (
+                suite.auth, suite.integrity, suite.confidentiality) or not osr.bmc_session_id:
+            self._fail(CipherSuiteError(
+                f"{label} answered Open Session for cipher suite {suite.id} with other "
+                f"algorithms ({osr.auth_alg}/{osr.integrity_alg}/{osr.conf_alg}): list "
+                "another cipher suite for this console", host=label, step="Open Session"))
+            return
+        if not suite.secure:
+            self._log.warning("%s: using insecure cipher suite %d (allowed by configuration): "
+                              "console traffic can be forged", label, suite.id)
+        self.bmc_session_id = osr.bmc_session_id
+        self._rm = self._random(16)
+        self._rakp1_role = self._privilege_wanted | NAME_ONLY_LOOKUP
+        rakp1 = codec.Rakp1(tag=self._next_tag(), bmc_session_id=self.bmc_session_id,
+                            console_random=self._rm, role=self._rakp1_role,
+                            username=self.target.username)
+        self._out.append(codec.encode_unauthenticated(PayloadType.RAKP_1,
+                                                      codec.encode_rakp1(rakp1)))
+        self._handshake_deadline = now + self.target.retransmit_timeout
+        self._move(SessionInput.RECV_OPEN_SESSION_OK)
+
+    def _rakp2_answered(self, rakp2: codec.Rakp2, now: float) -> None:
+        label, target, suite = self.target.label, self.target, self.suite
+        assert suite is not None  # noqa: S101
+        if rakp2.status != RakpStatus.NO_ERRORS:
+            self._fail(self._status_error("RAKP2", rakp2.status))
+            return
+        kuid = password_key(target.password)
+        expected = rakp2_auth_code(suite.auth, kuid, self.console_session_id,
+                                   self.bmc_session_id, self._rm, rakp2.bmc_random,
+                                   rakp2.bmc_guid, self._rakp1_role, target.username)
+        got = rakp2.key_exchange_code
+        if (len(got) == len(expected) + 1
+                and any(w in target.workarounds for w in WORKAROUND_RAKP2_LONG)):
+            got = got[: len(expected)]
+        if not constant_time_equal(got, expected):
+            # Tell the BMC we refuse it, then stop (digest section 9).
+            rakp3 = codec.Rakp3(self._next_tag(), RakpStatus.INVALID_INTEGRITY_CHECK_VALUE,
+                                self.bmc_session_id)
+            self._out.append(codec.encode_unauthenticated(PayloadType.RAKP_3,
+                                                          codec.encode_rakp3(rakp3)))
+            self._fail(AuthenticationError(
+                f"{label} rejected the password for user {_user(target)} (RAKP2 auth code "
+                "does not match: wrong password, or the BMC failed to prove it knows it): "
+                "check the password for this console",
+                host=label, step="RAKP2", code=RakpStatus.INVALID_INTEGRITY_CHECK_VALUE))
+            return
+        auth = suite.auth
+        sik = session_integrity_key(auth, kuid, target.kg, self._rm, rakp2.bmc_random,
+                                    self._rakp1_role, target.username)
+        self._sik, self._guid = sik, rakp2.bmc_guid
+        k1, k2 = derive_k1_k2(auth, sik)
+        self._pending_protector = PacketProtector(suite, k1, k2, self._random)
+        code = rakp3_auth_code(auth, kuid, self.console_session_id, rakp2.bmc_random,
+                               self._rakp1_role, target.username)
+        rakp3 = codec.Rakp3(self._next_tag(), RakpStatus.NO_ERRORS, self.bmc_session_id, code)
+        self._out.append(codec.encode_unauthenticated(PayloadType.RAKP_3,
+                                                      codec.encode_rakp3(rakp3)))
+        self._handshake_deadline = now + self.target.retransmit_timeout
+        self._move(SessionInput.RECV_RAKP2_OK)
+
+    def _rakp4_answered(self, rakp4: codec.Rakp4, now: float) -> None:
+        label, suite = self.target.label, self.suite
+        assert suite is not None  # noqa: S101
+        if rakp4.status != RakpStatus.NO_ERRORS:
+            self._fail(self._status_error("RAKP4", rakp4.status))
+            return
+        expected = rakp4_icv(suite.auth, self._sik, self._rm, self.bmc_session_id, self._guid)
+        if suite.auth == AuthAlgorithm.NONE and self.target.allow_insecure:
+            expected = rakp4.integrity_check_value  # nothing to check without keys
+        if not constant_time_equal(rakp4.integrity_check_value, expected):
+            hint = ("the BMC requires a K_g (BMC key): configure it for this console"
+                    if self._kg_required and not self.target.kg
+                    else "check the K_g (BMC key) for this console")
+            self._fail(AuthenticationError(
+                f"{label} failed to prove it derived the session key (RAKP4 integrity check "
+                f"value does not match): {hint}", host=label, step="RAKP4",
+                code=RakpStatus.INVALID_INTEGRITY_CHECK_VALUE))
+            return
+        self._handshake_deadline = None
+        self._protector = self._pending_protector
+        self._outbound = OutboundCounter()
+        self._window = ReplayWindow()
+        self.last_received = now
+        if self._privilege_wanted <= Privilege.USER:
+            self.privilege = self._privilege_wanted
+            self._move(SessionInput.SKIP_PRIVILEGE)
+            self._established()
+            return
+        self._move(SessionInput.RECV_RAKP4_OK)
+        self._request_privilege(now)
+
+    def _request_privilege(self, now: float) -> None:
+        p = self._request(NetFn.APP, Command.SET_SESSION_PRIVILEGE_LEVEL,
+                          bytes((self._privilege_wanted,)), now)
+        p.internal = True
+
+    def _privilege_answered(self, msg: IpmiMessage, now: float) -> None:
+        cc = msg.completion_code
+        label, wanted = self.target.label, self._privilege_wanted
+        if cc == CompletionCode.OK:
+            self.privilege = wanted
+            self._move(SessionInput.RECV_PRIVILEGE_OK)
+            self._established()
+            return
+        if cc in PRIVILEGE_REFUSED and wanted == Privilege.ADMINISTRATOR:
+            self._log.warning("%s refused ADMINISTRATOR privilege (%s); trying OPERATOR",
+                              label, CompletionCode.describe(cc))
+            self._privilege_wanted = Privilege.OPERATOR
+            self._request_privilege(now)
+            return
+        self._fail(PrivilegeError(
+            f"{label} refused privilege {Privilege.describe(wanted)} for user "
+            f"{_user(self.target)} (Set Session Privilege Level {CompletionCode.describe(cc)}):"
+            " give the user that privilege on the BMC, or configure a lower privilege",
+            host=label, step="Set Session Privilege Level", code=cc))
+
+    def _established(self) -> None:
+        suite = self.suite
+        assert suite is not None  # noqa: S101
+        self._log.info("%s: session established (cipher suite %d, %s)", self.target.label,
+                       suite.id, self.privilege.name)
+        self._events.append(SessionEstablished(suite.id, self.bmc_session_id, self.privilege))
+
+    def _status_error(self, step: str, status: int) -> BmcError:
+        label, user = self.target.label, _user(self.target)
+        desc = RakpStatus.describe(status)
+        if status == RakpStatus.UNAUTHORIZED_NAME:
+            return AuthenticationError(
+                f"{label} does not know user {user} ({step} status {desc}): check the "
+                "username for this console", host=label, step=step, code=status)
+        if status == RakpStatus.INVALID_INTEGRITY_CHECK_VALUE:
+            return AuthenticationError(
+                f"{label} rejected the password for user {user} ({step} status {desc}): "
+                "check the password for this console", host=label, step=step, code=status)
+        if status in PRIVILEGE_STATUSES:
+            return PrivilegeError(
+                f"{label} refused privilege {Privilege.describe(self._privilege_wanted)} for "
+                f"user {user} ({step} status {desc}): give the user that privilege on the "
+                "BMC, or configure a lower privilege", host=label, step=step, code=status)
+        return BmcError(f"{label} refused the session ({step} status {desc}): check the "
+                        "BMC's LAN settings and session limits", host=label, step=step,
+                        code=status)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _move(self, event: SessionInput) -> None:
+        try:
+            self.state = _TRANSITIONS[(self.state, event)]
+        except KeyError:
+            old, self.state = self.state, SessionState.TERMINATED
+            raise LocalProtocolError(f"no transition from {old.name} on {event.name}") from None
+
+    def _fail(self, error: SolgateError) -> None:
+        self._log.debug("%s: session failed: %s", self.target.label, error)
+        self._pending.clear()
+        self._handshake_deadline = None
+        self._move(SessionInput.FAIL)
+        self._events.append(SessionTerminated(getattr(error, "step", "") or "failed", error))
+
+    def _take_rq_seq(self) -> int:
+        for _ in range(64):
+            self._next_rq_seq = (self._next_rq_seq + 1) & 0x3F
+            if self._next_rq_seq not in self._pending:
+                return self._next_rq_seq
+        raise LocalProtocolError("64 IPMI requests are already outstanding")
+
+    def _request(self, netfn: int, cmd: int, data: bytes, now: float) -> _Pending:
+        pending = _Pending(self._next_request_id, netfn, cmd, self._take_rq_seq(), bytes(data),
+                           now + self.target.retransmit_timeout)
+        self._next_request_id += 1
+        self._pending[pending.rq_seq] = pending
+        self._seal_request(pending)
+        return pending
+
+    def _seal_request(self, p: _Pending) -> None:
+        msg = IpmiMessage(p.netfn, p.cmd, p.rq_seq, p.data)
+        self._seal(PayloadType.IPMI, codec.encode_ipmi_message(msg))
+
+    def _seal(self, payload_type: int, payload: bytes) -> None:
+        protector = self._protector
+        assert protector is not None  # noqa: S101 - only called with keys
+        self._out.append(protector.seal(payload_type, self.bmc_session_id,
+                                        self._outbound.next(), payload))
+
+
+_STEP_NAMES = {
+    SessionState.OPEN_SESSION: "Open Session",
+    SessionState.RAKP2: "RAKP1/RAKP2",
+    SessionState.RAKP4: "RAKP3/RAKP4",
+}
+
+_COMMAND_NAMES = {
+    (NetFn.APP, Command.GET_DEVICE_ID): "Get Device ID",
+    (NetFn.APP, Command.SET_SESSION_PRIVILEGE_LEVEL): "Set Session Privilege Level",
+    (NetFn.APP, Command.CLOSE_SESSION): "Close Session",
+    (NetFn.APP, Command.ACTIVATE_PAYLOAD): "Activate Payload",
+    (NetFn.APP, Command.DEACTIVATE_PAYLOAD): "Deactivate Payload",
+    (NetFn.APP, Command.GET_PAYLOAD_ACTIVATION_STATUS): "Get Payload Activation Status",
+    (NetFn.APP, Command.GET_PAYLOAD_INSTANCE_INFO): "Get Payload Instance Info",
+    (NetFn.APP, Command.GET_CHANNEL_CIPHER_SUITES): "Get Channel Cipher Suites",
+    (NetFn.APP, Command.GET_CHANNEL_PAYLOAD_VERSION): "Get Channel Payload Version",
+    (NetFn.CHASSIS, codec.ChassisCommand.GET_CHASSIS_STATUS): "Get Chassis Status",
+    (NetFn.CHASSIS, codec.ChassisCommand.CHASSIS_CONTROL): "Chassis Control",
+    (NetFn.TRANSPORT, codec.TransportCommand.GET_SOL_CONFIGURATION):
+        "Get SOL Configuration Parameters",
+}
+
+
+def command_name(netfn: int, cmd: int) -> str:
+    """Human name of a request, for messages ('netfn 0x06 cmd 0x01' if unknown)."""
+    return _COMMAND_NAMES.get((netfn, cmd), f"netfn 0x{netfn:02x} cmd 0x{cmd:02x}")
+
+
+def _user(target: BmcTarget) -> str:
+    return repr(target.username.decode("utf-8", "replace"))

@@ -1,0 +1,595 @@
+"""`ClientSession` driven by a scripted BMC under a fake clock: handshakes, failures,
+retransmits and hostile datagrams, all without sockets or sleeps.
+
+`ScriptedBmc` answers the handshake and a few IPMI commands the way the digest says a BMC
+does, with knobs for the failures the client must handle; it is built from codec and
+crypto and is deliberately small (the full simulated BMC lives in `solgate/sim/`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from solgate.errors import (
+    AuthenticationError,
+    CipherSuiteError,
+    InsecureCipherSuiteError,
+    LocalProtocolError,
+    PrivilegeError,
+    SolgateTimeoutError,
+)
+from solgate.ipmi import codec
+from solgate.ipmi.codec import Command, NetFn, PayloadType, Privilege, RakpStatus
+from solgate.ipmi.crypto import (
+    CIPHER_SUITES,
+    PacketProtector,
+    derive_k1_k2,
+    rakp2_auth_code,
+    rakp3_auth_code,
+    rakp4_icv,
+    session_integrity_key,
+)
+from solgate.ipmi.replay import OutboundCounter
+from solgate.ipmi.session import (
+    _TRANSITIONS,
+    ClientSession,
+    RequestTimedOut,
+    ResponseReceived,
+    SessionEstablished,
+    SessionInput,
+    SessionState,
+    SessionTerminated,
+    SolPayloadReceived,
+)
+from solgate.ipmi.target import BmcTarget
+
+AUTH_CAPS_BODY = bytes.fromhex("0197060300000000")  # what ipmi_sim answered (digest 2.2)
+DEVICE_ID_RESPONSE = bytes.fromhex("00" "00030908029f911200020f00000000")  # ipmi_sim, with cc
+
+
+@dataclass
+class ScriptedBmc:
+    password: bytes = b"password"
+    username: bytes = b"admin"
+    suites: frozenset[int] = frozenset({2, 3, 17})
+    sidc: int = 0x0202
+    rc: bytes = bytes.fromhex("dfc27b9d31a678968b428a1b62e5cfab")
+    guid: bytes = bytes.fromhex("a123456789abcdefa123456789abcdef")
+    rakp2_status: int = 0
+    rakp2_password: bytes | None = None  # key RAKP2 with another password (wrong password)
+    refuse_privileges: frozenset[int] = frozenset()
+    # filled in as the handshake goes
+    sidm: int = 0
+    suite: int = 0
+    rm: bytes = b""
+    role: int = 0
+    protector: PacketProtector | None = None
+    out: OutboundCounter = field(default_factory=OutboundCounter)
+    received: list[codec.IpmiMessage] = field(default_factory=list)
+    received_sol: list[bytes] = field(default_factory=list)
+    last_rakp3: codec.Rakp3 | None = None
+    open_session_requests: list[codec.OpenSessionRequest] = field(default_factory=list)
+    seen_seqs: list[int] = field(default_factory=list)
+
+    def handle(self, datagram: bytes) -> list[bytes]:
+        if codec.is_ipmi15(datagram):
+            msg = codec.decode_ipmi_message(codec.decode_ipmi15(datagram).message)
+            reply = self.response(msg, b"\x00" + AUTH_CAPS_BODY)
+            return [codec.encode_ipmi15(codec.Ipmi15Packet(reply))]
+        header = codec.decode_rmcpplus_header(datagram)
+        if header.session_id == 0:
+            return self._setup(header.payload_type, codec.decode_unauthenticated(datagram)[1])
+        assert self.protector is not None
+        opened = self.protector.open(datagram)
+        self.seen_seqs.append(opened.header.seq)
+        if opened.header.payload_type == PayloadType.SOL:
+            self.received_sol.append(opened.payload)
+            return []
+        msg = codec.decode_ipmi_message(opened.payload)
+        self.received.append(msg)
+        return [self.seal_ipmi(self.response(msg, self.answer(msg)))]
+
+    def answer(self, msg: codec.IpmiMessage) -> bytes:
+        if (msg.netfn, msg.cmd) == (NetFn.APP, Command.SET_SESSION_PRIVILEGE_LEVEL):
+            if msg.data[0] in self.refuse_privileges:
+                return b"\x81"
+            return bytes((0, msg.data[0]))
+        if (msg.netfn, msg.cmd) == (NetFn.APP, Command.GET_DEVICE_ID):
+            return DEVICE_ID_RESPONSE
+        return b"\x00"
+
+    @staticmethod
+    def response(req: codec.IpmiMessage, data: bytes) -> bytes:
+        return codec.encode_ipmi_message(codec.IpmiMessage(
+            netfn=req.netfn | 1, cmd=req.cmd, rq_seq=req.rq_seq, data=data,
+            rs_addr=req.rs_addr, rq_addr=req.rq_addr))
+
+    def seal_ipmi(self, message: bytes, seq: int | None = None) -> bytes:
+        assert self.protector is not None
+        return self.protector.seal(PayloadType.IPMI, self.sidm,
+                                   self.out.next() if seq is None else seq, message)
+
+    def seal_sol(self, payload: bytes) -> bytes:
+        assert self.protector is not None
+        return self.protector.seal(PayloadType.SOL, self.sidm, self.out.next(), payload)
+
+    def _setup(self, ptype: int, payload: bytes) -> list[bytes]:
+        if ptype == PayloadType.OPEN_SESSION_REQUEST:
+            req = codec.decode_open_session_request(payload)
+            self.open_session_requests.append(req)
+            suite = next((s for s in self.suites
+                          if (CIPHER_SUITES[s].auth, CIPHER_SUITES[s].integrity,
+                              CIPHER_SUITES[s].confidentiality)
+                          == (req.auth_alg, req.integrity_alg, req.conf_alg)), None)
+            if suite is None:
+                rsp = codec.OpenSessionResponse(
+                    req.tag, RakpStatus.INVALID_AUTHENTICATION_ALGORITHM,
+                    console_session_id=req.console_session_id)
+            else:
+                self.suite, self.sidm = suite, req.console_session_id
+                rsp = codec.OpenSessionResponse(
+                    req.tag, 0, req.privilege, req.console_session_id, self.sidc,
+                    req.auth_alg, req.integrity_alg, req.conf_alg)
+            return [codec.encode_unauthenticated(PayloadType.OPEN_SESSION_RESPONSE,
+                                                 codec.encode_open_session_response(rsp))]
+        if ptype == PayloadType.RAKP_1:
+            r1 = codec.decode_rakp1(payload)
+            self.rm, self.role = r1.console_random, r1.role
+            if self.rakp2_status:
+                r2 = codec.Rakp2(r1.tag, self.rakp2_status, self.sidm)
+            else:
+                alg = CIPHER_SUITES[self.suite].auth
+                code = rakp2_auth_code(alg, self.rakp2_password or self.password, self.sidm,
+                                       self.sidc, self.rm, self.rc, self.guid, self.role,
+                                       r1.username)
+                r2 = codec.Rakp2(r1.tag, 0, self.sidm, self.rc, self.guid, code)
+            return [codec.encode_unauthenticated(PayloadType.RAKP_2, codec.encode_rakp2(r2))]
+        if ptype == PayloadType.RAKP_3:
+            r3 = codec.decode_rakp3(payload)
+            self.last_rakp3 = r3
+            if r3.status:
+                return []
+            suite = CIPHER_SUITES[self.suite]
+            alg = suite.auth
+            want = rakp3_auth_code(alg, self.password, self.sidm, self.rc, self.role,
+                                   self.username)
+            if want != r3.key_exchange_code:
+                r4 = codec.Rakp4(r3.tag, RakpStatus.INVALID_INTEGRITY_CHECK_VALUE, self.sidm)
+            else:
+                sik = session_integrity_key(alg, self.password, None, self.rm, self.rc,
+                                            self.role, self.username)
+                k1, k2 = derive_k1_k2(alg, sik)
+                self.protector = PacketProtector(suite, k1, k2)
+                icv = rakp4_icv(alg, sik, self.rm, self.sidc, self.guid)
+                r4 = codec.Rakp4(r3.tag, 0, self.sidm, icv)
+            return [codec.encode_unauthenticated(PayloadType.RAKP_4, codec.encode_rakp4(r4))]
+        return []
+
+
+# --------------------------------------------------------------------------- helpers
+
+H = bytes.fromhex
+
+
+def target(**kw) -> BmcTarget:
+    base = dict(host="10.0.0.5", username=b"admin", password=b"password")
+    base.update(kw)
+    return BmcTarget(**base)
+
+
+def counting_random() -> Callable[[int], bytes]:
+    """Deterministic, distinct bytes for every call (a new SIDm / Rm / IV each time)."""
+    state = {"n": 0}
+
+    def rnd(n: int) -> bytes:
+        state["n"] += 1
+        return bytes((state["n"] + i) & 0xFF for i in range(n))
+    return rnd
+
+
+def events(session: ClientSession) -> list:
+    out = []
+    while (ev := session.next_event()) is not None:
+        out.append(ev)
+    return out
+
+
+def pump(session: ClientSession, bmc: ScriptedBmc, now: float = 0.0, rounds: int = 20) -> list:
+    """Move datagrams both ways until both sides are quiet; return the client's events."""
+    evs: list = []
+    for _ in range(rounds):
+        out = session.datagrams_to_send()
+        if not out:
+            break
+        for d in out:
+            for reply in bmc.handle(d):
+                session.receive_datagram(reply, now)
+        evs += events(session)
+    else:
+        raise AssertionError("no quiescence")
+    return evs + events(session)
+
+
+def establish(bmc: ScriptedBmc | None = None, **kw) -> tuple[ClientSession, ScriptedBmc, list]:
+    bmc = bmc or ScriptedBmc()
+    session = ClientSession(target(**kw), random=counting_random())
+    session.start(0.0)
+    return session, bmc, pump(session, bmc)
+
+
+# --------------------------------------------------------------------------- known answers
+
+
+def test_section_10_1_open_session_rakp1_and_rakp3_bytes():
+    """The digest's CS3 run, byte for byte: SIDm a0a2a3a4, Rm 00..0f, privilege byte 00."""
+    draws = iter([H("a4a3a2a0"), H("000102030405060708090a0b0c0d0e0f")])
+    session = ClientSession(
+        target(cipher_suites=(3,), workarounds=frozenset({"open_session_priv_highest"})),
+        random=lambda n: next(draws, bytes(n)),  # then zero IVs
+    )
+    session.start(0.0)
+    assert session.datagrams_to_send() == [
+        H("0600ff07 00 00000000 00000000 09 2018c8 81 00 38 8e04 b5".replace(" ", ""))]
+    session.receive_datagram(H("0600ff0700000000000000000000" "10" "811c632000380001970603"
+                               "000000000a")[:-1] + bytes([0]), 0.0)
+    # (the auth caps answer above has a deliberately wrong checksum: dropped, not fatal)
+    assert session.dropped["malformed"] == 1
+    reply = ScriptedBmc.response(
+        codec.IpmiMessage(6, 0x38, 0, b""), b"\x00" + AUTH_CAPS_BODY)
+    session.receive_datagram(codec.encode_ipmi15(codec.Ipmi15Packet(reply)), 0.0)
+    assert session.datagrams_to_send() == [H(
+        "0600ff07 06 10 00000000 00000000 2000 01 00 0000 a4a3a2a0 0000000801000000"
+        " 0100000801000000 0200000801000000".replace(" ", ""))]
+    session.receive_datagram(codec.encode_unauthenticated(0x11, H(
+        "01 00 00 00 a4a3a2a0 02020000 0000000801000000 0100000801000000 0200000801000000"
+        .replace(" ", ""))), 0.0)
+    assert session.datagrams_to_send() == [H(
+        "0600ff07 06 12 00000000 00000000 2100 02 000000 02020000"
+        " 000102030405060708090a0b0c0d0e0f 14 0000 05 61646d696e".replace(" ", ""))]
+    rc, guid = H("dfc27b9d31a678968b428a1b62e5cfab"), H("a123456789abcdefa123456789abcdef")
+    rakp2 = codec.Rakp2(2, 0, 0xA0A2A3A4, rc, guid, H("48452c279251dc08b5bb1b40a366b7203559d13e"))
+    session.receive_datagram(codec.encode_unauthenticated(0x13, codec.encode_rakp2(rakp2)), 0.0)
+    (rakp3,) = session.datagrams_to_send()
+    assert codec.decode_unauthenticated(rakp3)[1] == H(
+        "03000000 02020000 44dba17e0cb028b583999a7f2854afea84ccd46d".replace(" ", ""))
+    rakp4 = codec.Rakp4(3, 0, 0xA0A2A3A4, H("eee0d79664745dd4e41803ea"))
+    session.receive_datagram(codec.encode_unauthenticated(0x15, codec.encode_rakp4(rakp4)), 0.0)
+    (setpriv,) = session.datagrams_to_send()
+    bmc_side = PacketProtector(CIPHER_SUITES[3], H("d996bd6dc35bf77f1c039621d7e7172cdd4b41a7"),
+                               H("74cf5b2c72d14e8f339fe2f89410d5488e91f65b"))
+    opened = bmc_side.open(setpriv)
+    assert (opened.header.session_id, opened.header.seq) == (0x202, 1)
+    assert opened.payload == H("2018c881043b043c")  # digest 10.3, rqSeq 1
+    assert session.state is SessionState.PRIVILEGE
+
+
+# --------------------------------------------------------------------------- handshakes
+
+
+@pytest.mark.parametrize("suite", [3, 17, 2])
+def test_full_handshake_then_request_and_sol(suite):
+    session, bmc, evs = establish(cipher_suites=(suite,))
+    assert evs == [SessionEstablished(suite, 0x0202, Privilege.ADMINISTRATOR)]
+    assert session.established
+    assert bmc.open_session_requests[0].privilege == 4
+    assert bmc.last_rakp3 is not None
+    assert bmc.last_rakp3.status == 0
+    rid = session.send_request(NetFn.APP, Command.GET_DEVICE_ID, b"", 1.0)
+    (ev,) = pump(session, bmc, 1.0)
+    assert isinstance(ev, ResponseReceived)
+    assert ev.request_id == rid
+    assert ev.message.data == DEVICE_ID_RESPONSE
+    # SOL both ways, sealed with the session keys
+    session.send_sol(b"\x01\x00\x00\x00abc", 1.0)
+    pump(session, bmc, 1.0)
+    assert bmc.received_sol == [b"\x01\x00\x00\x00abc"]
+    session.receive_datagram(bmc.seal_sol(b"\x01\x00\x00\x00hello"), 2.0)
+    assert events(session) == [SolPayloadReceived(b"\x01\x00\x00\x00hello")]
+    assert session.last_received == 2.0
+    assert bmc.seen_seqs == [1, 2, 3]  # our outbound session sequence numbers
+    assert sum(session.dropped.values()) == 0
+
+
+def test_wrong_password_sends_rakp3_0f_and_fails_clearly():
+    bmc = ScriptedBmc(rakp2_password=b"other")  # ipmi_sim answers RAKP2 even then
+    session, bmc, evs = establish(bmc)
+    (ev,) = evs
+    assert isinstance(ev, SessionTerminated)
+    assert isinstance(ev.error, AuthenticationError)
+    assert str(ev.error).startswith("BMC 10.0.0.5:623 rejected the password for user 'admin'")
+    assert "check the password" in str(ev.error)
+    assert "password'" not in str(ev.error)
+    assert bmc.last_rakp3 == codec.Rakp3(3, 0x0F, 0x0202, b"")
+    assert session.state is SessionState.TERMINATED
+    assert session.next_deadline() is None
+
+
+def test_unknown_user():
+    session, _, evs = establish(ScriptedBmc(rakp2_status=0x0D), username=b"bob")
+    (ev,) = evs
+    assert isinstance(ev.error, AuthenticationError)
+    assert "does not know user 'bob'" in str(ev.error)
+    assert "0x0d" in str(ev.error)
+
+
+def test_suite_fallback_17_to_3_with_new_session_id():
+    session, bmc, evs = establish(ScriptedBmc(suites=frozenset({3})))
+    assert evs == [SessionEstablished(3, 0x0202, Privilege.ADMINISTRATOR)]
+    first, second = bmc.open_session_requests
+    assert (first.auth_alg, second.auth_alg) == (3, 1)
+    assert first.console_session_id != second.console_session_id
+    assert first.tag != second.tag
+
+
+def test_no_suite_accepted():
+    _, _, evs = establish(ScriptedBmc(suites=frozenset({2})))
+    (ev,) = evs
+    assert isinstance(ev.error, CipherSuiteError)
+    assert "accepted none of cipher suites 17, 3" in str(ev.error)
+
+
+@pytest.mark.parametrize("suite", [0, 1, 6, 15])
+def test_insecure_suites_refused_by_default(suite):
+    session = ClientSession(target(cipher_suites=(suite,)))
+    session.start(0.0)
+    (ev,) = events(session)
+    assert isinstance(ev.error, InsecureCipherSuiteError)
+    assert session.datagrams_to_send() == []
+
+
+def test_insecure_suite_allowed_logs_a_warning(caplog):
+    with caplog.at_level(logging.WARNING):
+        session, _, evs = establish(ScriptedBmc(suites=frozenset({1})), cipher_suites=(1,),
+                                    allow_insecure=True)
+    assert evs == [SessionEstablished(1, 0x0202, Privilege.ADMINISTRATOR)]
+    assert "insecure cipher suite 1" in caplog.text
+
+
+def test_privilege_falls_back_to_operator():
+    _, bmc, evs = establish(ScriptedBmc(refuse_privileges=frozenset({4})))
+    assert evs == [SessionEstablished(17, 0x0202, Privilege.OPERATOR)]
+    assert [m.data for m in bmc.received] == [b"\x04", b"\x03"]
+
+
+def test_privilege_refused():
+    _, _, evs = establish(ScriptedBmc(refuse_privileges=frozenset({3, 4})))
+    (ev,) = evs
+    assert isinstance(ev.error, PrivilegeError)
+    assert "Set Session Privilege Level" in str(ev.error)
+
+
+def test_user_privilege_skips_set_session_privilege():
+    _, bmc, evs = establish(privilege=Privilege.USER)
+    assert evs == [SessionEstablished(17, 0x0202, Privilege.USER)]
+    assert bmc.received == []
+
+
+def test_auth_caps_retried_without_v2_bit_when_refused():
+    session = ClientSession(target(), random=counting_random())
+    session.start(0.0)
+    (first,) = session.datagrams_to_send()
+    req = codec.decode_ipmi_message(codec.decode_ipmi15(first).message)
+    assert req.data == b"\x8e\x04"
+    session.receive_datagram(codec.encode_ipmi15(codec.Ipmi15Packet(
+        ScriptedBmc.response(req, b"\xcc"))), 0.1)
+    (second,) = session.datagrams_to_send()
+    assert codec.decode_ipmi_message(codec.decode_ipmi15(second).message).data == b"\x0e\x04"
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def test_handshake_timeout_restarts_open_session_then_gives_up():
+    session = ClientSession(target(), random=counting_random())
+    session.start(0.0)
+    bmc = ScriptedBmc()
+    session.receive_datagram(bmc.handle(session.datagrams_to_send()[0])[0], 0.0)
+    sids = []
+    now = 0.0
+    for expected_deadline in (1.0, 2.0, 3.0, 4.0):
+        (osr,) = session.datagrams_to_send()  # the BMC never answers
+        sids.append(codec.decode_open_session_request(
+            codec.decode_unauthenticated(osr)[1]).console_session_id)
+        assert session.next_deadline() == expected_deadline
+        session.handle_timeout(expected_deadline - 0.01)  # early: nothing happens
+        assert session.datagrams_to_send() == []
+        now = expected_deadline
+        session.handle_timeout(now)
+    assert len(set(sids)) == 4
+    (ev,) = events(session)
+    assert isinstance(ev.error, SolgateTimeoutError)
+    assert isinstance(ev.error, TimeoutError)
+    assert str(ev.error) == (
+        "no answer from BMC 10.0.0.5:623 after 4 tries (Open Session): check host/port and "
+        "that IPMI over LAN is enabled")
+
+
+def test_unreachable_bmc_times_out_at_auth_caps():
+    session = ClientSession(target(max_tries=2, retransmit_timeout=0.5))
+    session.start(10.0)
+    assert len(session.datagrams_to_send()) == 1
+    session.handle_timeout(10.5)
+    assert len(session.datagrams_to_send()) == 1
+    session.handle_timeout(11.0)
+    (ev,) = events(session)
+    assert "after 2 tries" in str(ev.error)
+
+
+def test_timeout_in_rakp_restarts_from_open_session():
+    session, bmc = ClientSession(target(), random=counting_random()), ScriptedBmc()
+    session.start(0.0)
+    for _ in range(2):  # auth caps, open session
+        for d in session.datagrams_to_send():
+            for r in bmc.handle(d):
+                session.receive_datagram(r, 0.0)
+    assert session.state is SessionState.RAKP2
+    session.datagrams_to_send()  # RAKP1 lost
+    session.handle_timeout(1.0)
+    assert session.state is SessionState.OPEN_SESSION
+    assert pump(session, bmc, 1.0) == [SessionEstablished(17, 0x0202, Privilege.ADMINISTRATOR)]
+    assert len(bmc.open_session_requests) == 2
+
+
+def test_request_retransmit_timing_and_timeout():
+    session, bmc, _ = establish(retransmit_timeout=1.0, max_tries=3)
+    rid = session.send_request(NetFn.APP, Command.GET_DEVICE_ID, b"", 10.0)
+    assert session.next_deadline() == 11.0
+    sent = [session.datagrams_to_send()[0]]
+    session.handle_timeout(10.999)
+    assert session.datagrams_to_send() == []
+    session.handle_timeout(11.0)
+    sent += session.datagrams_to_send()
+    assert session.next_deadline() == 12.0
+    session.handle_timeout(12.0)
+    sent += session.datagrams_to_send()
+    assert bmc.protector is not None
+    opened = [bmc.protector.open(d) for d in sent]
+    seqs = [o.header.seq for o in opened]
+    assert seqs == [seqs[0], seqs[0] + 1, seqs[0] + 2]  # a new session seq every time
+    msgs = [codec.decode_ipmi_message(o.payload) for o in opened]
+    assert len({m.rq_seq for m in msgs}) == 1
+    assert msgs[0].cmd == Command.GET_DEVICE_ID
+    assert session.next_deadline() == 13.0
+    session.handle_timeout(13.0)
+    (ev,) = events(session)
+    assert isinstance(ev, RequestTimedOut)
+    assert ev.request_id == rid
+    assert "Get Device ID after 3 tries" in str(ev.error)
+    assert session.established
+    assert session.next_deadline() is None
+
+
+def test_late_answer_to_a_retransmitted_request_is_delivered_once():
+    session, bmc, _ = establish()
+    session.send_request(NetFn.APP, Command.GET_DEVICE_ID, b"", 0.0)
+    first = session.datagrams_to_send()[0]
+    session.handle_timeout(1.0)
+    second = session.datagrams_to_send()[0]
+    for d in (first, second):
+        for r in bmc.handle(d):
+            session.receive_datagram(r, 1.5)
+    assert [type(e) for e in events(session)] == [ResponseReceived]
+    assert session.dropped["unexpected"] == 1
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+def test_replayed_corrupted_truncated_datagrams_are_dropped_and_counted():
+    session, bmc, _ = establish()
+    rid = session.send_request(NetFn.APP, Command.GET_DEVICE_ID, b"", 0.0)
+    (reply,) = bmc.handle(session.datagrams_to_send()[0])
+    tampered = bytearray(reply)
+    tampered[20] ^= 0x01
+    session.receive_datagram(bytes(tampered), 0.1)
+    session.receive_datagram(reply[:10], 0.1)
+    session.receive_datagram(reply[:-1], 0.1)
+    session.receive_datagram(b"", 0.1)
+    assert events(session) == []
+    session.receive_datagram(reply, 0.2)
+    session.receive_datagram(reply, 0.3)  # replay
+    (ev,) = events(session)
+    assert isinstance(ev, ResponseReceived)
+    assert ev.request_id == rid
+    assert session.dropped == {"malformed": 2, "unauthenticated": 2, "replayed": 1,
+                               "unexpected": 0, "unsolicited": 0, "duplicate": 0}
+    assert session.established
+    assert session.last_received == 0.2
+
+
+def test_foreign_session_id_and_setup_payloads_after_login_are_dropped():
+    session, bmc, _ = establish()
+    session.receive_datagram(codec.encode_unauthenticated(0x13, b"\x00" * 40), 0.0)
+    session.receive_datagram(codec.encode_ipmi15(codec.Ipmi15Packet(b"\x00" * 7)), 0.0)
+    assert session.dropped["unexpected"] == 2
+    assert session.established
+
+
+def test_duplicate_cc_cf_is_ignored_and_unsolicited_requests_dropped():
+    session, bmc, _ = establish()
+    rid = session.send_request(NetFn.APP, Command.GET_DEVICE_ID, b"", 0.0)
+    req = codec.decode_ipmi_message(bmc.protector.open(session.datagrams_to_send()[0]).payload)
+    session.receive_datagram(bmc.seal_ipmi(ScriptedBmc.response(req, b"\xcf")), 0.1)
+    # OpenBMC's "SOL activating" request to a former owner: netfn 0x0C cmd 0x20
+    unsolicited = codec.encode_ipmi_message(codec.IpmiMessage(0x0C, 0x20, 5, b"\x00\x01\x01\x00"))
+    session.receive_datagram(bmc.seal_ipmi(unsolicited), 0.1)
+    assert events(session) == []
+    session.receive_datagram(bmc.seal_ipmi(ScriptedBmc.response(req, DEVICE_ID_RESPONSE)), 0.2)
+    assert [e.request_id for e in events(session)] == [rid]
+    assert (session.dropped["duplicate"], session.dropped["unsolicited"]) == (1, 1)
+
+
+def test_stale_handshake_answers_are_dropped():
+    session = ClientSession(target(), random=counting_random())
+    session.start(0.0)
+    bmc = ScriptedBmc()
+    session.receive_datagram(bmc.handle(session.datagrams_to_send()[0])[0], 0.0)
+    (osr1,) = session.datagrams_to_send()
+    session.handle_timeout(1.0)  # restart: new tag, new SIDm
+    (osr2,) = session.datagrams_to_send()
+    session.receive_datagram(bmc.handle(osr1)[0], 1.1)  # answer to the first attempt
+    assert session.dropped["unexpected"] == 1
+    assert session.state is SessionState.OPEN_SESSION
+    session.receive_datagram(bmc.handle(osr2)[0], 1.2)
+    assert session.state is SessionState.RAKP2
+
+
+# --------------------------------------------------------------------------- close, misuse
+
+
+def test_close_sends_close_session_once_and_terminates():
+    session, bmc, _ = establish()
+    session.send_request(NetFn.APP, Command.GET_DEVICE_ID, b"", 0.0)
+    session.datagrams_to_send()
+    session.close(0.5)
+    (dgram,) = session.datagrams_to_send()
+    msg = codec.decode_ipmi_message(bmc.protector.open(dgram).payload)
+    assert (msg.cmd, msg.data) == (Command.CLOSE_SESSION, (0x0202).to_bytes(4, "little"))
+    assert events(session) == [SessionTerminated("closed", None)]
+    assert session.next_deadline() is None
+    session.handle_timeout(10.0)
+    assert session.datagrams_to_send() == []
+    session.close(11.0)  # idempotent
+    assert events(session) == []
+
+
+def test_misuse_raises_local_protocol_error():
+    session = ClientSession(target())
+    with pytest.raises(LocalProtocolError):
+        session.send_request(6, 1, b"", 0.0)
+    with pytest.raises(LocalProtocolError):
+        session.send_sol(b"\x01\x00\x00\x00", 0.0)
+    session.start(0.0)
+    with pytest.raises(LocalProtocolError):
+        session.start(0.0)
+
+
+@pytest.mark.parametrize("state", list(SessionState))
+@pytest.mark.parametrize("inp", list(SessionInput))
+def test_transition_table_is_total(state, inp):
+    """Every (state, input) pair either has a row or raises and moves to TERMINATED."""
+    session = ClientSession(target())
+    session.state = state
+    if (state, inp) in _TRANSITIONS:
+        session._move(inp)
+        assert session.state is _TRANSITIONS[(state, inp)]
+    else:
+        with pytest.raises(LocalProtocolError):
+            session._move(inp)
+        assert session.state is SessionState.TERMINATED
+
+
+def test_sixty_four_outstanding_requests_is_the_limit():
+    session, _, _ = establish()
+    seqs = set()
+    for _ in range(64):
+        session.send_request(NetFn.APP, Command.GET_DEVICE_ID, b"", 0.0)
+    for p in session._pending.values():
+        seqs.add(p.rq_seq)
+    assert seqs == set(range(64))
+    with pytest.raises(LocalProtocolError):
+        session.send_request(NetFn.APP, Command.GET_DEVICE_ID, b"", 0.0)
