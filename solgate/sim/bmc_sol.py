@@ -1,0 +1,173 @@
+"""SOL instance 1 of the simulated BMC: one session's `SolStream` joined to the host UART.
+
+Theory of operation
+-------------------
+The SOL sequence/ACK/NACK/retransmit rules live in `solgate.ipmi.sol.SolStream`, the
+same code the client runs, with ``role="bmc"``. This module only moves bytes between
+that stream and the `SimHost`:
+
+- host -> console: while SOL is active the host's output is read at most once per
+  *character accumulate interval* (SOL parameter 3), or sooner when the *send threshold*
+  worth of characters has had time to arrive at the host's baud rate, and handed to the
+  stream in one piece; the stream packs it into packets. Nothing is read while the
+  stream has no room, so a console that stops acking applies back-pressure.
+- console -> host: `DataReceived` is written to the host, `BreakRequested` becomes a
+  break on its serial port.
+- While SOL is inactive, host output is thrown away as real BMCs do, but lazily: on the
+  next activation everything produced so far is read and dropped. So an inactive (or
+  idle) console costs no timer at all.
+
+A *phantom* owner holds the instance for a session that does not exist on the wire (a
+console that crashed without deactivating); only Deactivate Payload or `restart` frees it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from solgate.ipmi.sol_codec import MAX_SOL_CHARACTERS
+
+if TYPE_CHECKING:
+    from solgate.sim.bmc import SimBmcConfig
+    from solgate.sim.host import SimHost
+
+log = logging.getLogger(__name__)
+
+PHANTOM_SESSION_ID = 0x7E57AB1E  # reported as the owner by Get Payload Instance Info
+_READ_CHUNK = 4096
+_MAX_DISCARD_READS = 10_000
+
+
+class SolPort:
+    """The one SOL payload instance of a BMC; see the module docstring."""
+
+    __slots__ = ("config", "host", "owner", "phantom", "stream", "_next_poll", "_hold",
+                 "stalls", "discarded")
+
+    def __init__(self, config: SimBmcConfig, host: SimHost | None) -> None:
+        self.config = config
+        self.host = host
+        self.owner: int | None = None
+        self.phantom = False
+        self.stream: Any = None  # solgate.ipmi.sol.SolStream while active
+        self._next_poll = 0.0
+        baud = getattr(host, "baud", 115200) if host is not None else 115200
+        char_time = 10.0 / baud if baud else 0.0
+        self._hold = min(config.accumulate_interval, config.send_threshold * char_time)
+        self.stalls = 0
+        self.discarded = 0  # host bytes thrown away while nobody was watching
+
+    @property
+    def active(self) -> bool:
+        return self.owner is not None
+
+    def activate(self, sidc: int, now: float) -> None:
+        from solgate.ipmi.sol import SolStream  # noqa: PLC0415 - keeps import cycles away
+
+        self._discard_host_output(now)
+        c = self.config
+        self.stream = SolStream(
+            role="bmc",
+            max_chars=max(1, min(MAX_SOL_CHARACTERS, c.outbound_payload_size - 4)),
+            retry_interval=c.sol_retry_interval,
+            max_retries=c.sol_retry_count,
+            first_seq=1,
+        )
+        self.owner = sidc
+        self.phantom = False
+        self._next_poll = now
+
+    def activate_phantom(self) -> None:
+        self.stream = None
+        self.owner = PHANTOM_SESSION_ID
+        self.phantom = True
+
+    def deactivate(self) -> None:
+        self.owner = None
+        self.phantom = False
+        self.stream = None
+
+    def receive_payload(self, payload: bytes, now: float) -> None:
+        if self.stream is not None:
+            self.stream.receive_payload(payload, now)
+
+    def next_deadline(self) -> float | None:
+        stream = self.stream
+        if stream is None:
+            return None
+        deadline = stream.next_deadline()
+        poll = self._poll_deadline()
+        if poll is not None and (deadline is None or poll < deadline):
+            deadline = poll
+        return deadline
+
+    def handle_timeout(self, now: float) -> None:
+        stream = self.stream
+        if stream is None:
+            return
+        due = stream.next_deadline()
+        if due is not None and due <= now:
+            stream.handle_timeout(now)
+
+    def pump(self, now: float) -> list[bytes]:
+        """Deliver stream events to the host, feed host output in; SOL payloads to seal."""
+        stream = self.stream
+        if stream is None:
+            return []
+        self._deliver_events(now)
+        poll = self._poll_deadline()
+        if poll is not None and poll <= now:
+            self._read_host(now)
+        return stream.payloads_to_send()
+
+    # ------------------------------------------------------------------ internals
+
+    def _deliver_events(self, now: float) -> None:
+        from solgate.ipmi.sol import BreakRequested, DataReceived, StreamStalled  # noqa: PLC0415
+
+        host = self.host
+        while (event := self.stream.next_event()) is not None:
+            match event:
+                case DataReceived(data=data):
+                    if host is not None:
+                        host.write(data, now)
+                case BreakRequested():
+                    if host is not None:
+                        host.send_break(now)
+                case StreamStalled():
+                    # Like ipmi_sim and OpenBMC: give up on that packet, keep SOL up.
+                    self.stalls += 1
+                case _:
+                    pass
+
+    def _capacity(self) -> int:
+        capacity = getattr(self.stream, "send_capacity", None)
+        return _READ_CHUNK if capacity is None else max(0, min(_READ_CHUNK, capacity))
+
+    def _poll_deadline(self) -> float | None:
+        host = self.host
+        if host is None or self.stream is None:
+            return None
+        due = host.next_deadline()
+        if due is None or self._capacity() == 0:
+            return None
+        return max(due + self._hold, self._next_poll)
+
+    def _read_host(self, now: float) -> None:
+        assert self.host is not None
+        assert self.stream is not None
+        self._next_poll = now + self.config.accumulate_interval
+        data = self.host.read(now, max_bytes=self._capacity())
+        if data:
+            self.stream.send(data, now)
+
+    def _discard_host_output(self, now: float) -> None:
+        host = self.host
+        if host is None:
+            return
+        for _ in range(_MAX_DISCARD_READS):
+            data = host.read(now, max_bytes=_READ_CHUNK)
+            if not data:
+                return
+            self.discarded += len(data)
