@@ -278,6 +278,13 @@ class SimBmc:
                 self._rakp1(payload, addr, now)
             elif ptype == PayloadType.RAKP_3:
                 self._rakp3(payload, addr, now)
+            elif ptype == PayloadType.IPMI:
+                # ipmitool asks Get Channel Cipher Suites this way, before any session.
+                req = decode_ipmi_message(payload)
+                if req.is_response:
+                    raise ProtocolError("unsolicited IPMI response")
+                cc, body = bmc_commands.pre_session(self, req)
+                self._out.append((_setup(PayloadType.IPMI, _response(req, cc, body)), addr))
             else:
                 raise ProtocolError(f"payload {PayloadType.describe(ptype)} outside a session")
             return
