@@ -23,7 +23,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,7 @@ from solgate.config_values import (
 )
 from solgate.errors import ConfigError
 from solgate.ipmi.codec import Privilege
-from solgate.ipmi.target import BmcTarget
+from solgate.ipmi.target import DEFAULT_CIPHER_SUITES, BmcTarget
 
 __all__ = [
     "BYTES", "CONFIG_ENV", "CONFIG_SEARCH_PATH", "DAYS", "DEFAULT_PANIC_PATTERNS", "GB", "GIB",
@@ -118,7 +118,7 @@ class ConsoleConfig:
     password: bytes = field(default=b"", repr=False)
     password_source: str = ""  # where the password came from, e.g. "env SOLGATE_BMC_PASSWORD"
     kg: bytes | None = field(default=None, repr=False)
-    cipher_suites: tuple[int, ...] = (17, 3)
+    cipher_suites: tuple[int, ...] = DEFAULT_CIPHER_SUITES
     privilege: Privilege = Privilege.ADMINISTRATOR
     allow_insecure: bool = False
     workarounds: frozenset[str] = frozenset()
@@ -156,6 +156,10 @@ class ConsoleConfig:
         )
 
 
+# The built-in value of every console key, for checks that span keys.
+_CONSOLE_DEFAULTS = {f.name: f.default for f in fields(ConsoleConfig)}
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole file. `consoles` keeps the file's order."""
@@ -169,6 +173,21 @@ class Config:
     # define their keys; their owners validate them. Left out of repr: they may hold secrets.
     users_raw: dict[str, Any] = field(default_factory=dict, repr=False)
     ssh_raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def with_server(self, **flags: object) -> Config:
+        """Apply `[server]` command-line flags over the file (None = flag not given).
+
+        The result is checked by the same rules as the file, so `--listen 0.0.0.0:80` on a
+        config with auth = "none" is refused too. Relative paths are relative to the cwd.
+        """
+        server = self.server
+        raw: dict[str, object] = {"listen": server.listen, "auth": server.auth,
+                                  "setup_concurrency": server.setup_concurrency}
+        if server.tls_cert is not None and server.tls_key is not None:
+            raw.update(tls_cert=str(server.tls_cert), tls_key=str(server.tls_key))
+        raw.update((k, v) for k, v in flags.items() if v is not None)
+        parser = _Parser("", "command line", Path.cwd(), os.environ)
+        return replace(self, server=parser.server(raw))
 
 
 # --------------------------------------------------------------------------- locating keys
@@ -219,11 +238,16 @@ class _Locator:
     def line(self, table: tuple[str, ...], key: str | None = None) -> int | None:
         """The line that best names `[table] key`: the key, else the table, else None."""
         want = table + ((key,) if key else ())
-        best: tuple[int, int] | None = None  # (matched length, line)
+        best: tuple[float, int] | None = None  # (score, line)
         for number, path in self._entries:
-            if len(path) <= len(want) and want[: len(path)] == path:
-                if best is None or len(path) > best[0]:
-                    best = (len(path), number)
+            common = min(len(path), len(want))
+            if path[:common] != want[:common]:
+                continue
+            # Exact beats a sub-table of the key ([x.y] for x), which beats an enclosing table.
+            score = common + (0.5 if len(path) == len(want) else 0.25 if len(path) > common
+                              else 0.0)
+            if best is None or score > best[0]:
+                best = (score, number)
         if best is None or best[0] < max(1, len(table)):
             return None
         return best[1]
@@ -375,7 +399,7 @@ class _Parser:
                     raise self.fail(where, key, f"{key}: conflicts with {other} in the same "
                                     f"table; keep exactly one of {', '.join(group)}")
             try:
-                out[key] = (CONSOLE_KEYS[key][0](value), where)
+                out[key] = (CONSOLE_KEYS[key](value), where)
             except Invalid as exc:
                 raise self.invalid(where, key, value, exc) from None
         return out
@@ -392,7 +416,7 @@ class _Parser:
         merged.update(own)
 
         def get(key: str) -> Any:
-            return merged[key][0] if key in merged else CONSOLE_KEYS[key][1]
+            return merged[key][0] if key in merged else _CONSOLE_DEFAULTS[key]
 
         def fail_at(key: str, text: str) -> ConfigError:
             origin = merged[key][1]
@@ -416,7 +440,7 @@ class _Parser:
                           'keepalives keep the session alive, e.g. keepalive_interval = "20s"')
         password, password_source = self.password(name, merged, fail_at)
         kg = merged["kg"][0] if "kg" in merged else merged.get("kg_hex", (None,))[0]
-        values = {k: get(k) for k in CONSOLE_KEYS if k not in PASSWORD_KEYS + KG_KEYS}
+        values = {k: v for k, (v, _) in merged.items() if k not in PASSWORD_KEYS + KG_KEYS}
         return ConsoleConfig(name=name, password=password, password_source=password_source,
                              kg=kg or None, **values)
 

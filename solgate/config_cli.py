@@ -8,6 +8,7 @@ never contains a secret.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from typing import Any
 
 from solgate.config import (
@@ -31,9 +32,11 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
+def config_from_args(args: argparse.Namespace,
+                     environ: Mapping[str, str] | None = None) -> Config:
     """Load the configuration named by -c/--config, $SOLGATE_CONFIG or the search path."""
-    return load_config(default_config_path(getattr(args, "config", None)))
+    path = default_config_path(getattr(args, "config", None), environ)
+    return load_config(path, environ=environ)
 
 
 def duration_arg(text: str) -> float:

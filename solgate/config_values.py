@@ -339,33 +339,34 @@ def want_escape(value: object) -> str:
     return char
 
 
-# Keys of `[consoles.NAME]` and `[defaults]`: key -> (check, default).
-CONSOLE_KEYS: dict[str, tuple[Callable[[object], Any], Any]] = {
-    "host": (want_host, None),
-    "port": (want_int(1, 65535), 623),
-    "username": (want_username, ""),
-    "password": (want_password, None),
-    "password_file": (want_nonempty_str, None),
-    "password_env": (want_env_name, None),
-    "kg": (want_kg, None),
-    "kg_hex": (want_kg_hex, None),
-    "cipher_suites": (want_suites, (17, 3)),
-    "privilege": (want_privilege, Privilege.ADMINISTRATOR),
-    "allow_insecure": (want_bool, False),
-    "workarounds": (want_workarounds, frozenset()),
-    "retransmit_timeout": (want_duration(), 1 * SECONDS),
-    "max_tries": (want_int(1, 100), 4),
-    "keepalive_interval": (want_duration(), 20 * SECONDS),
-    "session_timeout": (want_duration(), 60 * SECONDS),
-    "steal": (want_bool, True),
-    "reconnect_max": (want_duration(), 60 * SECONDS),
-    "tags": (want_str_list, ()),
-    "log_max": (want_size, 50 * MB),
-    "log_keep": (want_int(0, 1000), 5),
-    "log_timestamps": (want_bool, False),
-    "mark": (want_mark, None),
-    "panic_patterns": (want_patterns, DEFAULT_PANIC_PATTERNS),
-    "escape": (want_escape, "~"),
+# Keys of `[consoles.NAME]` and `[defaults]` and the check for each. Defaults live on
+# `solgate.config.ConsoleConfig`, the one place they are written.
+CONSOLE_KEYS: dict[str, Callable[[object], Any]] = {
+    "host": want_host,
+    "port": want_int(1, 65535),
+    "username": want_username,
+    "password": want_password,
+    "password_file": want_nonempty_str,
+    "password_env": want_env_name,
+    "kg": want_kg,
+    "kg_hex": want_kg_hex,
+    "cipher_suites": want_suites,
+    "privilege": want_privilege,
+    "allow_insecure": want_bool,
+    "workarounds": want_workarounds,
+    "retransmit_timeout": want_duration(),
+    "max_tries": want_int(1, 100),
+    "keepalive_interval": want_duration(),
+    "session_timeout": want_duration(),
+    "steal": want_bool,
+    "reconnect_max": want_duration(),
+    "tags": want_str_list,
+    "log_max": want_size,
+    "log_keep": want_int(0, 1000),
+    "log_timestamps": want_bool,
+    "mark": want_mark,
+    "panic_patterns": want_patterns,
+    "escape": want_escape,
 }
 PASSWORD_KEYS = ("password", "password_file", "password_env")
 KG_KEYS = ("kg", "kg_hex")
