@@ -1,0 +1,193 @@
+"""`solgate sim`: run simulated BMCs (with simulated hosts) on loopback for demos and tests.
+
+It prints a ready `solgate.toml` fragment for the fleet on stdout (progress and warnings
+go to stderr, so ``solgate sim > sim.toml`` works), then serves until SIGINT/SIGTERM.
+Binding anything but loopback needs ``--allow-remote``: a simulator has a well-known
+password and must not be reachable from a network by accident.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from solgate.config_cli import duration_arg
+from solgate.errors import ConfigError
+from solgate.ipmi.codec import Privilege
+from solgate.sim.bmc import SimBmcConfig
+from solgate.sim.faults import FaultConfig
+from solgate.sim.fleet import SimFleet, make_host
+
+DEFAULT_PASSWORD = b"password"
+DEFAULT_PASSWORD_ENV = "SOLGATE_SIM_PASSWORD"  # noqa: S105 - a variable name
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number between 0 and 1") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1 (0.1 = 10%)")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    """Add `sim` to the `solgate` command."""
+    p = subparsers.add_parser(
+        "sim",
+        help="run simulated BMCs with simulated hosts (for demos and tests)",
+        description="Run N simulated IPMI v2.0 BMCs, each with a simulated host on its "
+                    "serial port, on consecutive UDP ports. Prints a solgate.toml fragment "
+                    "for them, then runs until Ctrl-C.",
+    )
+    p.add_argument("--count", type=int, default=1, metavar="N", help="how many BMCs (1)")
+    p.add_argument("--base-port", type=int, default=9001, metavar="P",
+                   help="UDP port of the first BMC; the others follow (9001)")
+    p.add_argument("--bind", default="127.0.0.1", metavar="ADDR",
+                   help="address to listen on (127.0.0.1)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow a non-loopback --bind (the simulator's password is known)")
+    p.add_argument("--user", default="admin", help="BMC username (admin)")
+    p.add_argument("--password-env", metavar="VAR",
+                   help="read the BMC password from this environment variable "
+                        "(default: the password 'password')")
+    p.add_argument("--cipher-suites", default="1,2,3,17", metavar="LIST",
+                   help="cipher suites the BMCs accept (1,2,3,17)")
+    faults = p.add_argument_group("fault injection (rates 0..1, both directions)")
+    faults.add_argument("--loss", type=_rate, default=0.0, help="drop datagrams")
+    faults.add_argument("--dup", type=_rate, default=0.0, help="duplicate datagrams")
+    faults.add_argument("--reorder", type=_rate, default=0.0, help="swap datagrams")
+    faults.add_argument("--delay", type=_rate, default=0.0,
+                        help="delay datagrams by up to --max-delay")
+    faults.add_argument("--max-delay", type=duration_arg, default=0.3, metavar="T",
+                        help="longest added delay (300ms)")
+    faults.add_argument("--corrupt", type=_rate, default=0.0, help="flip one bit")
+    faults.add_argument("--seed", type=int, default=0, help="seed for faults and hosts (0)")
+    host = p.add_argument_group("simulated hosts")
+    host.add_argument("--baud", type=int, default=115200, help="serial speed (115200)")
+    host.add_argument("--boot-speed", type=float, default=1.0, metavar="X",
+                      help="boot log speed factor (1.0; 10 = ten times faster)")
+    host.add_argument("--powered-off", action="store_true",
+                      help="start with every host powered off")
+    p.add_argument("--session-timeout", type=duration_arg, default=60.0, metavar="T",
+                   help="BMC session idle timeout (60s)")
+    p.set_defaults(handler=run)
+
+
+def check_bind(bind: str, allow_remote: bool) -> None:
+    if bind == "localhost" or allow_remote:
+        return
+    try:
+        loopback = ipaddress.ip_address(bind).is_loopback
+    except ValueError:
+        raise ConfigError(f"--bind {bind!r} is not an IP address; use 127.0.0.1") from None
+    if not loopback:
+        raise ConfigError(
+            f"--bind {bind} is not a loopback address and the simulator's password is "
+            "public; add --allow-remote if you really want it on a network"
+        )
+
+
+def parse_suites(text: str) -> tuple[int, ...]:
+    try:
+        suites = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise ConfigError(f"--cipher-suites {text!r}: give numbers such as 17,3") from None
+    if 0 in suites:
+        raise ConfigError("--cipher-suites: suite 0 lets any password in; the simulator "
+                          "refuses it")
+    return suites
+
+
+def toml_fragment(fleet: SimFleet, *, user: str, password_env: str,
+                  default_password: bool) -> str:
+    """A `solgate.toml` fragment naming every BMC of the fleet."""
+    host = fleet.bind_host if fleet.bind_host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
+    lines = ["# solgate.toml fragment for `solgate sim`"]
+    if default_password:
+        lines.append(f"# export {password_env}={DEFAULT_PASSWORD.decode()}")
+    lines += [
+        "[defaults]",
+        f'username = "{user}"',
+        f'password_env = "{password_env}"',
+        "cipher_suites = [17, 3]",
+        "",
+    ]
+    for handle in fleet.bmcs:
+        lines += [f"[consoles.{handle.name}]", f'host = "{host}"', f"port = {handle.port}", ""]
+    return "\n".join(lines)
+
+
+async def run(args: argparse.Namespace) -> int:
+    check_bind(args.bind, args.allow_remote)
+    suites = parse_suites(args.cipher_suites)
+    if args.password_env:
+        value = os.environ.get(args.password_env)
+        if value is None:
+            raise ConfigError(f"--password-env {args.password_env}: that environment variable "
+                              "is not set; export it or leave the option out")
+        password, password_env, default_password = value.encode(), args.password_env, False
+    else:
+        password, password_env, default_password = DEFAULT_PASSWORD, DEFAULT_PASSWORD_ENV, True
+        print(f"solgate sim: warning: every simulated BMC accepts user {args.user!r} with the "
+              "password 'password' (this is a simulator; use --password-env VAR to change it)",
+              file=sys.stderr)
+    users = {args.user: (password, Privilege.ADMINISTRATOR)}
+
+    def config_factory(index: int, name: str) -> SimBmcConfig:
+        host = make_host(name, seed=args.seed + index, baud=args.baud,
+                         boot_speed=args.boot_speed)
+        return SimBmcConfig(name=name, users=users, cipher_suites=suites,
+                            session_timeout=args.session_timeout, host=host)
+
+    faults = FaultConfig.symmetric(
+        drop=args.loss, duplicate=args.dup, reorder=args.reorder, delay=args.delay,
+        corrupt=args.corrupt, max_delay=args.max_delay, seed=args.seed,
+    )
+    fleet = SimFleet(args.count, args.base_port, args.bind, config_factory=config_factory,
+                     faults=lambda index: _copy_faults(faults), power_on=not args.powered_off)
+    started = time.monotonic()
+    await fleet.start()
+    try:
+        elapsed = time.monotonic() - started
+        print(toml_fragment(fleet, user=args.user, password_env=password_env,
+                            default_password=default_password), flush=True)
+        ports = fleet.ports
+        span = f"{ports[0]}" if len(ports) == 1 else f"{ports[0]}-{ports[-1]}"
+        print(f"solgate sim: started {len(ports)} BMC{'s' if len(ports) > 1 else ''} on "
+              f"{args.bind}:{span} in {elapsed:.1f} s; Ctrl-C stops", file=sys.stderr,
+              flush=True)
+        await _wait_for_signal()
+    finally:
+        await fleet.stop()
+    print("solgate sim: stopped", file=sys.stderr)
+    return 0
+
+
+def _copy_faults(faults: FaultConfig) -> FaultConfig:
+    """Each BMC gets its own mutable FaultConfig (same rates and seed)."""
+    return FaultConfig.symmetric(
+        drop=faults.inbound.drop, duplicate=faults.inbound.duplicate,
+        reorder=faults.inbound.reorder, delay=faults.inbound.delay,
+        corrupt=faults.inbound.corrupt, max_delay=faults.inbound.max_delay, seed=faults.seed,
+    )
+
+
+async def _wait_for_signal() -> None:
+    """Signals only set an event; the caller then stops cleanly."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
