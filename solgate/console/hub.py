@@ -1,0 +1,579 @@
+"""Fan-out of one console to many attachments, without ever blocking the console.
+
+Theory of operation
+-------------------
+The console worker calls `Hub.publish(data)` after the bytes are logged. `publish`
+never awaits: it appends to the `RawRing`, feeds the live `Screen` (only while someone
+is attached) and appends to each attachment's own bounded queue. Each front end (a
+WebSocket writer task, the ssh session, the terminal client) pulls from its
+`Attachment` with `await attachment.get()` or `async for item in attachment`.
+
+What an attachment receives, in order:
+
+* `Snapshot(data)` first: the rendered screen (with scrollback), so a newcomer sees
+  what is on the console now, not a raw tail. It is rendered when the front end first
+  reads, so bytes published between `attach()` and that first read are in it, not
+  doubled after it.
+* Console output as `bytes` (consecutive chunks are joined into one item).
+* `WriteLockChanged(holder)` whenever the write lock moves (and once after the first
+  snapshot), `StateChanged(state, detail)` whenever the worker calls `set_state` (and
+  once after the first snapshot if a state is known).
+* `Lagged(dropped_bytes)` then a fresh `Snapshot` (screen only, no scrollback) when the
+  queue overflowed: the console output that did not fit is dropped for this viewer only
+  and replaced by a repaint, so a stalled viewer never slows the worker or the others.
+* `Closed(reason)` last; after it the async iterator stops and `get()` keeps returning it.
+
+Slow-viewer policy (documented for operators): a viewer whose queue overflows is
+resynced as above. It is dropped with `Closed("too slow")` when either
+
+* it overflows more than `max_lag_streak` times in a row (default 3), "in a row"
+  meaning it did not read a whole queue's worth (`queue_bytes`) of live output between
+  two overflows (it reads, but can never keep up), or
+* it stays lagged, without reading, for longer than `stall_timeout` seconds (default 60)
+  while the console keeps producing output (checked on `publish`, with the injected
+  `clock`; a viewer that stalls on an idle console costs nothing and is kept).
+
+While lagged, a viewer's queue holds no console bytes at all, so a stalled viewer costs
+a few control messages, not `queue_bytes`.
+
+Write lock: one writer at a time. The first attachment with `can_write` takes it when
+it is free; `take_write()` takes it from the holder (everyone, including the previous
+holder, gets `WriteLockChanged(new holder)`); an attachment without `can_write` never
+holds it. Input from anyone but the holder is refused and never reaches `on_input`.
+When the holder leaves, the lock is free (nobody is promoted silently).
+
+The screen model is only needed to render a Snapshot, and pyte interprets about 1 MB/s,
+so a watched console does not pay it per byte: while someone is attached the hub keeps
+a `Screen` plus the bytes published since it was last brought up to date, and feeds
+them in when a Snapshot is rendered. If those pending bytes grow past the ring's
+capacity the screen is dropped and rebuilt from the ring at the next render (the ring
+holds the same bytes), so a busy console costs no pyte time and bounded memory until a
+newcomer or a lagging viewer needs a picture.
+
+Memory per console while nobody is attached: the `RawRing` (lazily allocated, up to its
+capacity) and this object; no pyte screen and no queues. While attached: the screen
+(a few hundred KiB at 80x25 with scrollback), pending bytes up to the ring's capacity,
+and up to `queue_bytes` per attachment. Everything here runs on the event loop thread;
+nothing is thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from solgate.console.screen import RawRing, Screen
+
+__all__ = [
+    "Attachment",
+    "Closed",
+    "Hub",
+    "Lagged",
+    "Message",
+    "Snapshot",
+    "StateChanged",
+    "WriteLockChanged",
+]
+
+DEFAULT_QUEUE_BYTES = 256 * 1024
+DEFAULT_MAX_LAG_STREAK = 3
+DEFAULT_STALL_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A repaint of the console screen; replaces whatever the viewer showed."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Lagged:
+    """This viewer fell behind; `dropped_bytes` of output were skipped, a Snapshot follows."""
+
+    dropped_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class WriteLockChanged:
+    """The write lock moved; `holder` is the user now holding it, or None if free."""
+
+    holder: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    """The console worker's state changed (connected, reconnecting, stolen, ...)."""
+
+    state: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The attachment is over (detached, console closed, or too slow); nothing follows."""
+
+    reason: str
+
+
+Message = Snapshot | Lagged | WriteLockChanged | StateChanged | Closed
+
+
+class _Resync:
+    """Queue marker: the queue overflowed here; yield Lagged then a fresh Snapshot."""
+
+    __slots__ = ()
+
+
+_RESYNC = _Resync()
+
+
+class Attachment:
+    """One viewer of one console: a bounded queue and the write-lock rights of its user."""
+
+    __slots__ = (
+        "hub",
+        "user",
+        "can_write",
+        "cols",
+        "rows",
+        "_queue",
+        "_queued_bytes",
+        "_waiter",
+        "_need_snapshot",
+        "_snapshot_scrollback",
+        "_lagging",
+        "_lagging_since",
+        "_dropped",
+        "_lag_streak",
+        "_read_since_lag",
+        "_closed",
+        "_greeted",
+    )
+
+    def __init__(self, hub: Hub, user: str, *, can_write: bool, cols: int, rows: int) -> None:
+        self.hub = hub
+        self.user = user
+        self.can_write = can_write
+        self.cols = cols
+        self.rows = rows
+        self._queue: deque[bytes | Message | _Resync] = deque()
+        self._queued_bytes = 0
+        self._waiter: asyncio.Future[None] | None = None
+        # A new attachment starts as if it had just resynced: its first item is a
+        # Snapshot rendered when it first reads, and data until then is in that Snapshot.
+        self._need_snapshot = True
+        self._snapshot_scrollback = True
+        self._lagging = False  # console bytes are being dropped, a Lagged is queued
+        self._lagging_since: float | None = None
+        self._dropped = 0
+        self._lag_streak = 0  # overflows without a full queue's worth read in between
+        self._read_since_lag = 0  # console bytes read since the last overflow
+        self._closed: Closed | None = None
+        self._greeted = False  # lock and state told after the first Snapshot
+
+    def __repr__(self) -> str:
+        return f"<Attachment {self.user!r} to {self.hub.name!r}{' rw' if self.can_write else ''}>"
+
+    # -- what the front end calls ------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
+    @property
+    def is_writer(self) -> bool:
+        return self.hub._writer is self
+
+    @property
+    def queued_bytes(self) -> int:
+        """Console bytes waiting in this attachment's queue."""
+        return self._queued_bytes
+
+    def send(self, data: bytes) -> bool:
+        """Pass keyboard input to the console; False (and nothing sent) unless we hold the lock."""
+        return self.hub._input(self, data)
+
+    def take_write(self) -> bool:
+        """Take the write lock from its holder; False if this user may not write."""
+        return self.hub.take_write(self)
+
+    def release_write(self) -> None:
+        """Give the write lock up (if held), leaving it free."""
+        self.hub.release_write(self)
+
+    def resize(self, cols: int, rows: int) -> None:
+        """Record this viewer's terminal size; the writer's size sizes the shared screen."""
+        self.cols, self.rows = cols, rows
+        if self.is_writer:
+            self.hub._resize_screen(cols, rows)
+
+    def detach(self) -> None:
+        """Leave the console: releases the write lock; a pending `get()` returns Closed."""
+        self.hub._remove(self, Closed("detached"))
+
+    def __aiter__(self) -> AsyncIterator[bytes | Message]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes | Message]:
+        while True:
+            item = await self.get()
+            yield item
+            if isinstance(item, Closed):
+                return
+
+    async def get(self) -> bytes | Message:
+        """The next item: console bytes or a control message. Never blocks the hub."""
+        while True:
+            item = self.get_nowait()
+            if item is not None:
+                return item
+            loop = asyncio.get_running_loop()
+            self._waiter = waiter = loop.create_future()
+            try:
+                await waiter
+            finally:
+                if self._waiter is waiter:
+                    self._waiter = None
+
+    def get_nowait(self) -> bytes | Message | None:
+        """The next item if one is ready, else None."""
+        if self._need_snapshot and not self._lagging:
+            return self._take_snapshot()
+        queue = self._queue
+        if not queue:
+            return self._closed
+        item = queue.popleft()
+        if isinstance(item, bytes):
+            chunks = [item]
+            while queue and isinstance(queue[0], bytes):
+                chunks.append(queue.popleft())  # type: ignore[arg-type]
+            data = b"".join(chunks) if len(chunks) > 1 else item
+            self._queued_bytes -= len(data)
+            if self._lag_streak:
+                self._read_since_lag += len(data)
+                if self._read_since_lag >= self.hub.queue_bytes:
+                    self._lag_streak = 0  # it kept up for a whole queue: forgiven
+            self.hub.bytes_out += len(data)
+            return data
+        if item is _RESYNC:
+            # From here on, output goes into the Snapshot rendered on the next read.
+            dropped, self._dropped = self._dropped, 0
+            self._lagging = False
+            self._need_snapshot = True
+            self._snapshot_scrollback = False
+            return Lagged(dropped)
+        return item  # type: ignore[return-value]
+
+    # -- what the hub calls ------------------------------------------------------
+
+    def _take_snapshot(self) -> Snapshot:
+        data = self.hub._render(scrollback=self._snapshot_scrollback)
+        self._need_snapshot = False
+        self.hub.bytes_out += len(data)
+        if not self._greeted:
+            self._greeted = True
+            # Tell the newcomer who writes and how the console is, right after the picture.
+            self._queue.appendleft(WriteLockChanged(self.hub.writer))
+            if self.hub.state is not None:
+                self._queue.insert(1, StateChanged(self.hub.state, self.hub.state_detail))
+        return Snapshot(data)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _push_control(self, message: Message) -> None:
+        if self._closed is None:
+            self._queue.append(message)
+            self._wake()
+
+    def _push_data(self, data: bytes, now: float | None) -> str | None:
+        """Queue console output; returns a reason to drop this viewer, or None."""
+        if self._closed is not None:
+            return None
+        if self._need_snapshot or self._lagging:
+            # The next Snapshot will show it (also true of a newcomer yet to read).
+            if self._lagging:
+                self._dropped += len(data)
+                since = self._lagging_since
+                timeout = self.hub.stall_timeout
+                if now is not None and since is not None and timeout is not None:
+                    if now - since > timeout:
+                        return "too slow"
+            return None
+        if self._queued_bytes + len(data) > self.hub.queue_bytes:
+            self._lag_streak += 1
+            if self._lag_streak > self.hub.max_lag_streak:
+                return "too slow"
+            self._overflow(len(data), now)
+            return None
+        self._queue.append(data)
+        self._queued_bytes += len(data)
+        self._wake()
+        return None
+
+    def _overflow(self, incoming: int, now: float | None) -> None:
+        """Drop queued console bytes (keeping control messages), queue the resync marker."""
+        kept = [item for item in self._queue if not isinstance(item, bytes)]
+        self._dropped = self._queued_bytes + incoming
+        self._queue.clear()
+        self._queue.extend(kept)
+        self._queue.append(_RESYNC)
+        self._queued_bytes = 0
+        self._lagging = True
+        self._lagging_since = now
+        self._read_since_lag = 0
+        self.hub.lagged_total += 1
+        self._wake()
+
+    def _close(self, message: Closed) -> None:
+        if self._closed is not None:
+            return
+        self._closed = message
+        # Nothing more to show: the queue's remaining control messages are kept, the
+        # console bytes go, and Closed comes last.
+        kept = [item for item in self._queue if not isinstance(item, bytes | _Resync)]
+        self._queue.clear()
+        self._queue.extend(kept)
+        self._queued_bytes = 0
+        self._need_snapshot = False
+        self._lagging = False
+        self._wake()
+
+
+class Hub:
+    """One console's fan-out: the ring, the on-demand screen, the attachments, the lock."""
+
+    __slots__ = (
+        "name",
+        "ring",
+        "queue_bytes",
+        "on_input",
+        "max_lag_streak",
+        "stall_timeout",
+        "clock",
+        "state",
+        "state_detail",
+        "lagged_total",
+        "dropped_total",
+        "bytes_out",
+        "_screen",
+        "_pending",
+        "_pending_bytes",
+        "_cols",
+        "_rows",
+        "_attachments",
+        "_writer",
+        "_closed",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        ring: RawRing | None = None,
+        queue_bytes: int = DEFAULT_QUEUE_BYTES,
+        on_input: Callable[[bytes], None] | None = None,
+        max_lag_streak: int = DEFAULT_MAX_LAG_STREAK,
+        stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
+        cols: int = 80,
+        rows: int = 25,
+    ) -> None:
+        if queue_bytes <= 0:
+            raise ValueError(f"queue_bytes must be positive, not {queue_bytes}")
+        self.name = name
+        self.ring = ring if ring is not None else RawRing()
+        self.queue_bytes = queue_bytes
+        self.on_input = on_input
+        self.max_lag_streak = max_lag_streak
+        self.stall_timeout = stall_timeout
+        self.clock = clock
+        self.state: str | None = None
+        self.state_detail = ""
+        self.lagged_total = 0  # overflows (resyncs) over the hub's life
+        self.dropped_total = 0  # viewers dropped as too slow
+        self.bytes_out = 0  # bytes handed to front ends: console data and snapshots
+        self._screen: Screen | None = None
+        self._pending: list[bytes] = []  # published, not yet fed to `_screen`
+        self._pending_bytes = 0
+        self._cols = cols  # console screen size used when the screen is rebuilt
+        self._rows = rows
+        self._attachments: list[Attachment] = []
+        self._writer: Attachment | None = None
+        self._closed: Closed | None = None
+
+    def __repr__(self) -> str:
+        return f"<Hub {self.name!r} viewers={self.viewers} writer={self.writer!r}>"
+
+    # -- counters --------------------------------------------------------------
+
+    @property
+    def viewers(self) -> int:
+        """How many attachments are open (writer included)."""
+        return len(self._attachments)
+
+    @property
+    def writer(self) -> str | None:
+        """The user holding the write lock, or None."""
+        return self._writer.user if self._writer is not None else None
+
+    @property
+    def attachments(self) -> tuple[Attachment, ...]:
+        """The open attachments, oldest first (for `who`)."""
+        return tuple(self._attachments)
+
+    @property
+    def screen(self) -> Screen | None:
+        """The screen model brought up to date, or None while nobody is attached."""
+        if not self._attachments:
+            return None
+        return self._current_screen()
+
+    @property
+    def screen_allocated(self) -> bool:
+        """True if a pyte screen is held in memory right now."""
+        return self._screen is not None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
+    # -- the worker side ---------------------------------------------------------
+
+    def publish(self, data: bytes) -> None:
+        """Console output, already logged: remember it and queue it to every viewer.
+
+        Never awaits and never blocks; a viewer that cannot keep up is resynced or dropped.
+        """
+        if not data:
+            return
+        data = bytes(data)
+        self.ring.append(data)
+        if not self._attachments:
+            return
+        if self._screen is not None:
+            self._pending.append(data)
+            self._pending_bytes += len(data)
+            if self._pending_bytes > self.ring.capacity:
+                self._drop_screen()  # cheaper to rebuild from the ring when needed
+        now = self.clock() if self.stall_timeout is not None else None
+        too_slow: list[Attachment] = []
+        for attachment in self._attachments:
+            if attachment._push_data(data, now) is not None:
+                too_slow.append(attachment)
+        for attachment in too_slow:
+            self.dropped_total += 1
+            self._remove(attachment, Closed("too slow"))
+
+    def set_state(self, state: str, detail: str = "") -> None:
+        """The worker's state changed; every viewer is told."""
+        self.state = state
+        self.state_detail = detail
+        message = StateChanged(state, detail)
+        for attachment in self._attachments:
+            if attachment._greeted:
+                attachment._push_control(message)
+
+    def close(self, reason: str) -> None:
+        """The console is going away: every attachment gets Closed(reason)."""
+        self._closed = Closed(reason)
+        attachments, self._attachments = self._attachments, []
+        self._writer = None
+        for attachment in attachments:
+            attachment._close(Closed(reason))
+        self._drop_screen()
+
+    # -- the front-end side ------------------------------------------------------
+
+    def attach(self, user: str, *, can_write: bool, cols: int = 80, rows: int = 25) -> Attachment:
+        """A new viewer; it takes the write lock if it may write and the lock is free.
+
+        On a closed hub the attachment is already closed (its first item is Closed).
+        """
+        attachment = Attachment(self, user, can_write=can_write, cols=cols, rows=rows)
+        if self._closed is not None:
+            attachment._close(self._closed)
+            return attachment
+        if not self._attachments:
+            self._cols, self._rows = cols, rows  # the screen is built at the first render
+        self._attachments.append(attachment)
+        if can_write and self._writer is None:
+            self._set_writer(attachment)
+        return attachment
+
+    def take_write(self, attachment: Attachment) -> bool:
+        """Give the write lock to `attachment` (taking it from the holder); False if refused."""
+        if attachment.hub is not self or attachment.closed or not attachment.can_write:
+            return False
+        if self._writer is not attachment:
+            self._set_writer(attachment)
+        return True
+
+    def release_write(self, attachment: Attachment) -> None:
+        """Free the write lock if `attachment` holds it."""
+        if self._writer is attachment:
+            self._set_writer(None)
+
+    # -- internals -----------------------------------------------------------------
+
+    def _set_writer(self, attachment: Attachment | None) -> None:
+        self._writer = attachment
+        message = WriteLockChanged(attachment.user if attachment is not None else None)
+        for other in self._attachments:
+            if other._greeted:
+                other._push_control(message)
+        if attachment is not None:
+            self._resize_screen(attachment.cols, attachment.rows)
+
+    def _resize_screen(self, cols: int, rows: int) -> None:
+        if (cols, rows) == (self._cols, self._rows):
+            return
+        if self._screen is not None:
+            # Output already published was laid out at the old size.
+            self._current_screen().resize(cols, rows)
+        self._cols, self._rows = cols, rows
+
+    def _current_screen(self) -> Screen:
+        screen = self._screen
+        if screen is None:
+            screen = self._screen = Screen.from_ring(self.ring, self._cols, self._rows)
+            self._pending.clear()
+            self._pending_bytes = 0
+        elif self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._pending_bytes = 0
+            screen.feed(data)
+        return screen
+
+    def _drop_screen(self) -> None:
+        self._screen = None
+        self._pending.clear()
+        self._pending_bytes = 0
+
+    def _input(self, attachment: Attachment, data: bytes) -> bool:
+        if self._writer is not attachment or attachment.closed or self.on_input is None:
+            return False
+        if data:
+            self.on_input(bytes(data))
+        return True
+
+    def _render(self, *, scrollback: bool) -> bytes:
+        return self._current_screen().render(scrollback=scrollback)
+
+    def _remove(self, attachment: Attachment, message: Closed) -> None:
+        attachment._close(message)
+        try:
+            self._attachments.remove(attachment)
+        except ValueError:
+            return
+        if self._writer is attachment:
+            self._set_writer(None)
+        if not self._attachments:
+            self._drop_screen()  # nobody watching: give the screen's memory back
