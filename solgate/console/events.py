@@ -1,0 +1,320 @@
+"""`<data_dir>/events.jsonl`: what happened to every console, one JSON object a line.
+
+Panics, SOL up/down, attach/detach, breaks, forced deactivations and power actions
+land here so an operator can answer "what happened to web01 last night" with `grep`
+or `jq`, and the web UI can list recent incidents without scanning console logs.
+
+Each record is appended with one `os.write` on an `O_APPEND` descriptor, so lines from
+several writers (the daemon and a `solgate power` run) never interleave. A failing
+disk never raises: records wait in a bounded in-memory queue, `error` and
+`write_errors` say what is wrong, and the next `append` or `flush` retries. Readers
+skip lines that do not parse (a torn last line after a crash or a full disk).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from solgate.console.log import FILE_MODE, RETRY_INTERVAL, format_time, lines_backwards
+
+__all__ = ["KINDS", "MAX_PENDING_RECORDS", "EventLog", "read_events"]
+
+_LOG = logging.getLogger(__name__)
+
+KINDS = frozenset(
+    {
+        "panic",
+        "sol-up",
+        "sol-down",
+        "stolen",
+        "attach",
+        "detach",
+        "takeover",
+        "break",
+        "deactivate",
+        "power",
+        "log-error",
+    }
+)
+"""The kinds solgate itself writes; others are accepted so new features need no change here."""
+
+_DEFAULT_SEVERITY = {
+    "panic": "error",
+    "sol-down": "warning",
+    "stolen": "warning",
+    "log-error": "error",
+}
+MAX_PENDING_RECORDS = 10_000
+
+
+def _parse_time(value: object) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
+
+
+def read_events(
+    path: Path,
+    since: float | None = None,
+    console: str | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Records of an events file, newest last, optionally filtered.
+
+    The file is read backwards, so `limit` and `since` cost only the lines they need;
+    reading stops at the first record older than `since` (records are appended in time
+    order). Lines that are not JSON objects (a torn last line) are skipped.
+    """
+    if limit is not None and limit <= 0:
+        return []
+    out: list[dict[str, Any]] = []
+    try:
+        for raw in lines_backwards(Path(path)):
+            try:
+                record = json.loads(raw)
+            except (ValueError, UnicodeDecodeError):
+                continue
+            if not isinstance(record, dict):
+                continue
+            if since is not None:
+                t = _parse_time(record.get("time"))
+                if t is not None and t < since:
+                    break
+            if console is not None and record.get("console") != console:
+                continue
+            out.append(record)
+            if limit is not None and len(out) >= limit:
+                break
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        _LOG.warning("cannot read events file %s: %s", path, exc.strerror or exc)
+    out.reverse()
+    return out
+
+
+class EventLog:
+    """Appends console events to a JSON-lines file; never raises on disk errors."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_pending: int = MAX_PENDING_RECORDS,
+    ) -> None:
+        self._path = Path(path)
+        self._clock = clock
+        self._fd: int | None = None
+        self._pending: deque[tuple[dict[str, Any], bytes]] = deque(maxlen=max(1, max_pending))
+        self._dropped = 0
+        self._error: str | None = None
+        self._write_errors = 0
+        self._retry_at = 0.0
+        self._closed = False
+        self._open()
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def error(self) -> str | None:
+        """What is wrong with the disk right now, or None."""
+        return self._error
+
+    @property
+    def write_errors(self) -> int:
+        """How many disk operations failed since this log was opened."""
+        return self._write_errors
+
+    @property
+    def records_dropped(self) -> int:
+        """Records lost because the pending queue overflowed while the disk failed."""
+        return self._dropped
+
+    @property
+    def pending_records(self) -> int:
+        return len(self._pending)
+
+    def append(
+        self,
+        kind: str,
+        console: str,
+        *,
+        severity: str | None = None,
+        user: str | None = None,
+        message: str | None = None,
+        now: float | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Record one event and return it as written (for fan-out to the web UI).
+
+        `now` defaults to the clock given at construction; extra keyword arguments
+        become extra fields (anything not JSON-native is written as its `str`).
+        """
+        if self._closed:
+            raise ValueError(f"event log {self._path} is closed")
+        t = self._clock() if now is None else now
+        record: dict[str, Any] = {
+            "time": format_time(t, millis=True),
+            "console": console,
+            "kind": kind,
+            "severity": severity or _DEFAULT_SEVERITY.get(kind, "info"),
+            "user": user,
+            "message": message,
+        }
+        for key, value in fields.items():
+            if key not in record:
+                record[key] = value
+        line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
+        data = line.encode("utf-8", "replace")
+        if (self._pending or self._fd is None) and self._clock() >= self._retry_at:
+            self.flush()
+        if self._pending or self._fd is None or not self._write(data):
+            if len(self._pending) == self._pending.maxlen:
+                self._dropped += 1
+            self._pending.append((record, data))
+        return json.loads(data)
+
+    def flush(self) -> None:
+        """Retry writing records the disk refused earlier, in order."""
+        if self._fd is None and not self._open():
+            return
+        while self._pending:
+            _, data = self._pending[0]
+            if not self._write(data):
+                return
+            self._pending.popleft()
+        if self._error is not None:
+            _LOG.info("events file %s: writing again after: %s", self._path, self._error)
+        self._error = None
+
+    def read(
+        self,
+        since: float | None = None,
+        console: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Records newest last, including any still waiting for the disk."""
+        records = read_events(self._path, since=since, console=console, limit=limit)
+        for record, _ in self._pending:
+            t = _parse_time(record["time"])
+            if since is not None and t is not None and t < since:
+                continue
+            if console is not None and record["console"] != console:
+                continue
+            records.append(json.loads(json.dumps(record, default=str)))
+        if limit is not None:
+            records = records[-limit:] if limit > 0 else []
+        return records
+
+    def reopen(self) -> None:
+        """Reopen the path after an external logrotate renamed the file."""
+        self._close_fd()
+        self._open()
+        if self._pending:
+            self.flush()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self.flush()
+        if self._pending:
+            _LOG.warning(
+                "events file %s closed with %d records the disk never took (%s)",
+                self._path,
+                len(self._pending),
+                self._error,
+            )
+            self._dropped += len(self._pending)
+            self._pending.clear()
+        self._close_fd()
+        self._closed = True
+
+    # -- internals ----------------------------------------------------------------
+
+    def _fail(self, exc: OSError, what: str) -> None:
+        self._write_errors += 1
+        message = exc.strerror or str(exc)
+        if message != self._error:
+            _LOG.warning("events file %s: %s failed: %s; will retry", self._path, what, message)
+        self._error = message
+        self._retry_at = self._clock() + RETRY_INTERVAL
+
+    def _open(self) -> bool:
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(
+                self._path,
+                os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                FILE_MODE,
+            )
+        except OSError as exc:
+            self._fail(exc, "open")
+            return False
+        self._end_torn_line()
+        return True
+
+    def _end_torn_line(self) -> None:
+        """A crash may have left half a record; end it so our first record stands alone."""
+        try:
+            with open(self._path, "rb") as f:
+                if f.seek(0, os.SEEK_END) == 0:
+                    return
+                f.seek(-1, os.SEEK_END)
+                torn = f.read(1) != b"\n"
+        except OSError:
+            return
+        if torn and self._fd is not None:
+            try:
+                os.write(self._fd, b"\n")
+            except OSError as exc:
+                self._fail(exc, "write")
+
+    def _write(self, data: bytes) -> bool:
+        """One record, whole. A short write is completed; a failure leaves it pending."""
+        fd = self._fd
+        if fd is None:
+            return False
+        done = 0
+        try:
+            while done < len(data):
+                n = os.write(fd, data[done:])
+                if n <= 0:
+                    raise OSError(0, "write returned no progress")
+                done += n
+        except OSError as exc:
+            self._fail(exc, "write")
+            if done:
+                # Half a record is on disk: end that torn line so the retry starts clean.
+                try:
+                    os.write(fd, b"\n")
+                except OSError:
+                    pass
+            return False
+        return True
+
+    def _close_fd(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            self._fail(exc, "fsync")
+        try:
+            os.close(fd)
+        except OSError as exc:
+            self._fail(exc, "close")

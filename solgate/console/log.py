@@ -1,0 +1,622 @@
+"""The durable record of one console: every byte the host sent, raw, in order, on disk.
+
+Theory of operation
+-------------------
+`<data_dir>/logs/<console>.log` is a plain append-only file, so `tail -F`, `grep`,
+`less -R` and logrotate work on it. `ConsoleLog` writes each chunk of console output
+with one `os.write` on an `O_APPEND` descriptor: nothing waits in a Python buffer, so
+a crash of solgate loses nothing the host printed before it (a panic is exactly when
+that matters). `fsync` happens on rotation and close, not per chunk: the page cache
+survives a solgate crash, and per-chunk fsync for thousands of consoles would not.
+
+Event lines (`[-- solgate 2026-11-22T03:14:07Z: SOL up --]`, conserver style) always
+sit on a line of their own: the log tracks whether the last byte of the stream was a
+newline and starts an event with `\\r\\n` when the console is mid-line. Periodic
+`MARK` lines show a quiet console was still being watched.
+
+With `timestamps=True` a stamp `[2026-11-22T03:14:07.123Z] ` is written before the
+first byte that follows a newline, at the time that byte arrives (never at the
+newline itself, so a stamp is never left dangling before content that has not come
+yet, and never splits a line or an escape sequence).
+
+Rotation is by rename (`name.log` -> `name.log.1` -> ... -> `name.log.<keep>`),
+never copy-and-truncate, which loses what arrives between the copy and the truncate.
+Once the file passes `max_bytes`, rotation waits for the next newline if one comes
+within `LINE_SLACK` bytes, otherwise it rotates anyway so one endless line cannot
+grow a file without bound. `reopen()` serves an external logrotate (SIGHUP), and
+`tick()` notices by itself when the file was renamed or deleted under us.
+
+A failing disk (ENOSPC, EIO, a vanished directory) never raises out of `write`,
+`event` or `tick`: the bytes wait in a bounded pending buffer (oldest dropped first,
+counted), `error` says what is wrong, and the next write or tick retries. When the
+disk recovers, the pending bytes are written in order, preceded by an event line
+saying how many bytes were lost, placed exactly where the gap is.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+__all__ = [
+    "LINE_SLACK",
+    "MAX_PENDING",
+    "ConsoleLog",
+    "format_time",
+    "iter_log_files",
+    "lines_backwards",
+    "read_tail",
+]
+
+_LOG = logging.getLogger(__name__)
+
+MiB = 2**20
+LINE_SLACK = 4096
+"""How far past `max_bytes` a file may grow while rotation waits for a newline."""
+MAX_PENDING = 4 * MiB
+"""Bytes kept in memory while the disk refuses writes; older bytes are dropped beyond it."""
+RETRY_INTERVAL = 1.0
+"""Seconds between retries of a failing disk from `write`/`event` (`tick` always retries)."""
+ROTATE_RETRY_INTERVAL = 30.0
+"""Seconds before an automatic rotation that failed (rename refused) is tried again."""
+FILE_MODE = 0o640
+
+_NL = 0x0A
+
+
+def format_time(t: float, *, millis: bool = False) -> str:
+    """UTC ISO 8601 with a `Z`, the one time format of every solgate file."""
+    secs = math.floor(t)
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    if not millis:
+        return base + "Z"
+    ms = min(int((t - secs) * 1000), 999)
+    return f"{base}.{ms:03d}Z"
+
+
+def _clean_event_text(text: str) -> bytes:
+    """An event must stay one line: control characters become spaces."""
+    cleaned = "".join(" " if (ord(c) < 0x20 or ord(c) == 0x7F) else c for c in text)
+    return cleaned.encode("utf-8", "replace")
+
+
+class ConsoleLog:
+    """Append-only raw log of one console, with rotation, marks, stamps and event lines.
+
+    Writes are synchronous and cheap (one `os.write` per call), meant to be called from
+    the asyncio loop before output is fanned out to viewers. The owner calls `tick()`
+    about once a second. Opening failures do not raise either: check `error`.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int = 50 * MiB,
+        keep: int = 5,
+        timestamps: bool = False,
+        mark_interval: float | None = None,
+        clock: Callable[[], float] = time.time,
+        max_pending: int = MAX_PENDING,
+    ) -> None:
+        if max_bytes <= 0:
+            raise ValueError(f"max_bytes must be positive, not {max_bytes}")
+        if keep < 0:
+            raise ValueError(f"keep must be 0 or more, not {keep}")
+        if mark_interval is not None and mark_interval <= 0:
+            raise ValueError(f"mark_interval must be positive or None, not {mark_interval}")
+        self._path = Path(path)
+        self._max_bytes = max_bytes
+        self._keep = keep
+        self._timestamps = timestamps
+        self._mark_interval = mark_interval
+        self._clock = clock
+        self._max_pending = max(1, max_pending)
+
+        self._fd: int | None = None
+        self._size = 0
+        self._closed = False
+        # The stream as generated (what stamps and event lines are placed against) ...
+        self._at_line_start = True
+        # ... and what actually reached the current file (where a loss note must start).
+        self._disk_at_line_start = True
+
+        self._pending: deque[bytes] = deque()
+        self._pending_len = 0
+        self._lost = 0  # dropped since the last loss note
+        self._lost_total = 0
+        self._gap_at_line_start = True  # did the dropped bytes end with a newline?
+
+        self._error: str | None = None
+        self._write_errors = 0
+        self._bytes_written = 0
+        self._retry_at = 0.0
+        self._rotate_retry_at = 0.0
+        self._last_activity = clock()
+
+        if self._open():
+            self._at_line_start = self._disk_at_line_start
+
+    # -- public state -------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes that reached the disk through this object, across rotations."""
+        return self._bytes_written
+
+    @property
+    def error(self) -> str | None:
+        """What is wrong with the disk right now (e.g. "No space left on device"), or None."""
+        return self._error
+
+    @property
+    def write_errors(self) -> int:
+        """How many disk operations failed since this log was opened."""
+        return self._write_errors
+
+    @property
+    def bytes_lost(self) -> int:
+        """Bytes dropped because the pending buffer overflowed while the disk failed."""
+        return self._lost_total
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes waiting in memory for the disk to take them."""
+        return self._pending_len
+
+    @property
+    def size(self) -> int:
+        """Size of the current file as far as this object knows."""
+        return self._size
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- writing --------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """Append console output. Never raises on disk errors (see `error`)."""
+        self._check_open()
+        if not data:
+            return
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        now = self._clock()
+        self._last_activity = now
+        self._maybe_retry(now)
+        just_rotated = False
+        while data:
+            cut, rotate_after = self._plan_cut(data, now)
+            if cut == 0:
+                if just_rotated:  # the fresh file is already full: write rather than spin
+                    cut, rotate_after = len(data), False
+                else:
+                    self._auto_rotate(now)
+                    just_rotated = True
+                    continue
+            piece, data = data[:cut], data[cut:]
+            if self._timestamps:
+                self._emit(self._stamped(piece, now))
+            else:
+                self._emit(piece)
+                self._at_line_start = piece[-1] == _NL
+            just_rotated = False
+            if rotate_after:
+                self._auto_rotate(now)
+                just_rotated = True
+
+    def event(self, text: str) -> None:
+        """Write `[-- solgate <time>: text --]` on a line of its own."""
+        self._check_open()
+        now = self._clock()
+        self._maybe_retry(now)
+        self._emit_event(text, now)
+
+    def tick(self) -> None:
+        """Housekeeping about once a second: retry the disk, follow renames, write marks."""
+        if self._closed:
+            return
+        now = self._clock()
+        if self._pending or self._fd is None:
+            self._retry(now)
+        elif self._replaced_on_disk():
+            self.reopen()
+        if self._mark_interval is not None and now - self._last_activity >= self._mark_interval:
+            self._emit_event("MARK", now)
+        if self._size >= self._max_bytes and self._at_line_start and self._rotation_allowed(now):
+            self._auto_rotate(now)
+
+    def rotate(self) -> None:
+        """Rename name.log -> name.log.1 -> ... (keeping `keep`) and start a new file."""
+        self._check_open()
+        self._rotate(self._clock())
+
+    def reopen(self) -> None:
+        """Close and reopen the path, e.g. after an external logrotate renamed the file."""
+        self._check_open()
+        now = self._clock()
+        self._close_fd(sync=True)
+        self._open()
+        if self._pending:
+            self._retry(now)
+
+    def close(self) -> None:
+        """Flush what is pending, fsync and close. Later writes raise ValueError."""
+        if self._closed:
+            return
+        now = self._clock()
+        if self._pending or self._fd is None:
+            self._retry(now)
+        if self._pending_len:
+            _LOG.warning(
+                "console log %s closed with %d bytes the disk never took (%s)",
+                self._path,
+                self._pending_len,
+                self._error,
+            )
+            self._lost_total += self._pending_len
+            self._pending.clear()
+            self._pending_len = 0
+        self._close_fd(sync=True)
+        self._closed = True
+
+    # -- internals: planning ----------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"console log {self._path} is closed")
+
+    def _rotation_allowed(self, now: float) -> bool:
+        return self._fd is not None and not self._pending and now >= self._rotate_retry_at
+
+    def _plan_cut(self, data: bytes, now: float) -> tuple[int, bool]:
+        """How many bytes of `data` go to the current file, and whether to rotate after.
+
+        A cut of 0 means "rotate before writing anything".
+        """
+        if not self._rotation_allowed(now):
+            return len(data), False
+        if self._size >= self._max_bytes and self._at_line_start:
+            return 0, True
+        room = self._max_bytes - self._size
+        if len(data) < room:
+            return len(data), False
+        hard = self._max_bytes + LINE_SLACK - self._size
+        if hard <= 0:
+            return 0, True
+        nl = data.find(b"\n", max(room - 1, 0), hard)
+        if nl >= 0:
+            return nl + 1, True
+        if len(data) >= hard:
+            return hard, True
+        return len(data), False
+
+    def _stamp(self, now: float) -> bytes:
+        return f"[{format_time(now, millis=True)}] ".encode()
+
+    def _stamped(self, piece: bytes, now: float) -> bytes:
+        """Insert a stamp before every byte that follows a newline (and updates the state)."""
+        stamp = self._stamp(now)
+        out = bytearray()
+        pos = 0
+        end = len(piece)
+        while pos < end:
+            if self._at_line_start:
+                out += stamp
+            nl = piece.find(b"\n", pos)
+            if nl < 0:
+                out += piece[pos:]
+                self._at_line_start = False
+                break
+            out += piece[pos : nl + 1]
+            self._at_line_start = True
+            pos = nl + 1
+        return bytes(out)
+
+    def _event_bytes(self, text: str, now: float, *, newline_first: bool) -> bytes:
+        body = b"[-- solgate " + format_time(now).encode() + b": "
+        body += _clean_event_text(text) + b" --]\r\n"
+        if self._timestamps:
+            body = self._stamp(now) + body
+        return (b"\r\n" if newline_first else b"") + body
+
+    def _emit_event(self, text: str, now: float) -> None:
+        self._emit(self._event_bytes(text, now, newline_first=not self._at_line_start))
+        self._at_line_start = True
+        self._last_activity = now
+
+    # -- internals: the disk ----------------------------------------------------
+
+    def _fail(self, exc: OSError, what: str) -> None:
+        self._write_errors += 1
+        message = exc.strerror or str(exc)
+        if message != self._error:
+            _LOG.warning(
+                "console log %s: %s failed: %s; keeping up to %d bytes in memory and retrying",
+                self._path,
+                what,
+                message,
+                self._max_pending,
+            )
+        self._error = message
+        self._retry_at = self._clock() + RETRY_INTERVAL
+
+    def _open(self) -> bool:
+        """Open (creating directory and file) for appending; False if the disk refused."""
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(
+                self._path,
+                os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                FILE_MODE,
+            )
+        except OSError as exc:
+            self._fail(exc, "open")
+            return False
+        self._fd = fd
+        try:
+            self._size = os.fstat(fd).st_size
+        except OSError:
+            self._size = 0
+        self._disk_at_line_start = self._size == 0 or self._last_byte_is_newline()
+        return True
+
+    def _last_byte_is_newline(self) -> bool:
+        try:
+            with open(self._path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                return f.read(1) == b"\n"
+        except OSError:
+            return True
+
+    def _close_fd(self, *, sync: bool) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        if sync:
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                self._fail(exc, "fsync")
+        try:
+            os.close(fd)
+        except OSError as exc:
+            self._fail(exc, "close")
+
+    def _replaced_on_disk(self) -> bool:
+        """True when the path no longer names our open file (renamed or deleted)."""
+        if self._fd is None:
+            return False
+        try:
+            ours = os.fstat(self._fd)
+            theirs = os.stat(self._path)
+        except OSError:
+            return True
+        return (ours.st_dev, ours.st_ino) != (theirs.st_dev, theirs.st_ino)
+
+    def _write_out(self, data: bytes) -> int:
+        """Write as much of `data` as the disk takes; return how many bytes landed."""
+        fd = self._fd
+        if fd is None:
+            return 0
+        done = 0
+        view = memoryview(data)
+        try:
+            while done < len(data):
+                n = os.write(fd, view[done:])
+                if n <= 0:
+                    raise OSError(errno.EIO, "write returned no progress")
+                done += n
+        except OSError as exc:
+            self._fail(exc, "write")
+        finally:
+            view.release()
+            if done:
+                self._size += done
+                self._bytes_written += done
+                self._disk_at_line_start = data[done - 1] == _NL
+        return done
+
+    def _emit(self, out: bytes) -> None:
+        """Send generated bytes to the file, or to the pending buffer behind older bytes."""
+        if self._pending or self._fd is None:
+            self._enqueue(out)
+            return
+        done = self._write_out(out)
+        if done < len(out):
+            self._enqueue(out[done:])
+
+    def _enqueue(self, out: bytes) -> None:
+        self._pending.append(out)
+        self._pending_len += len(out)
+        while self._pending_len > self._max_pending:
+            excess = self._pending_len - self._max_pending
+            first = self._pending[0]
+            if len(first) <= excess:
+                self._pending.popleft()
+                dropped = first
+            else:
+                self._pending[0] = first[excess:]
+                dropped = first[:excess]
+            self._pending_len -= len(dropped)
+            self._lost += len(dropped)
+            self._lost_total += len(dropped)
+            self._gap_at_line_start = dropped[-1] == _NL
+
+    def _maybe_retry(self, now: float) -> None:
+        if (self._pending or self._fd is None) and now >= self._retry_at:
+            self._retry(now)
+
+    def _retry(self, now: float) -> None:
+        """Try the disk again: reopen if needed, then write pending bytes in order."""
+        if self._fd is None and not self._open():
+            return
+        if self._pending:
+            blob = b"".join(self._pending)
+            lost = self._lost
+            if lost:
+                if not self._gap_at_line_start:
+                    # Drop the rest of the torn line so what follows starts a line.
+                    nl = blob.find(b"\n")
+                    if 0 <= nl < len(blob) - 1:
+                        lost += nl + 1
+                        blob = blob[nl + 1 :]
+                note = (
+                    f"log write failed ({self._error or 'disk error'}); "
+                    f"{lost} bytes of console output lost"
+                )
+                blob = (
+                    self._event_bytes(note, now, newline_first=not self._disk_at_line_start) + blob
+                )
+            done = self._write_out(blob)
+            if done == 0:
+                return
+            self._lost_total += lost - self._lost
+            self._lost = 0
+            self._pending.clear()
+            self._pending_len = 0
+            if done < len(blob):
+                self._pending.append(blob[done:])
+                self._pending_len = len(blob) - done
+                return
+        if self._error is not None:
+            _LOG.info("console log %s: writing again after: %s", self._path, self._error)
+        self._error = None
+
+    # -- internals: rotation ----------------------------------------------------
+
+    def _auto_rotate(self, now: float) -> None:
+        if not self._rotate(now):
+            self._rotate_retry_at = now + ROTATE_RETRY_INTERVAL
+
+    def _rotated_name(self, n: int) -> Path:
+        return self._path.with_name(f"{self._path.name}.{n}")
+
+    def _rotate(self, now: float) -> bool:
+        """Rotate by rename; on failure keep appending to the current file."""
+        if self._pending or self._fd is None:
+            self._retry(now)
+        if self._size == 0 and self._fd is not None:
+            return True
+        self._close_fd(sync=True)
+        ok = True
+        try:
+            for n in range(self._keep - 1, 0, -1):
+                try:
+                    os.replace(self._rotated_name(n), self._rotated_name(n + 1))
+                except FileNotFoundError:
+                    pass
+            if self._keep > 0:
+                os.replace(self._path, self._rotated_name(1))
+            else:
+                os.unlink(self._path)
+        except FileNotFoundError:
+            pass  # someone else moved it away already: a new file is what we want
+        except OSError as exc:
+            self._fail(exc, "rotate")
+            ok = False
+        if ok:
+            self._remove_beyond_keep()
+            self._sync_directory()
+        self._open()
+        return ok
+
+    def _remove_beyond_keep(self) -> None:
+        """Delete name.log.<n> for n > keep, left over from a larger `keep` earlier."""
+        for path in iter_log_files(self._path):
+            suffix = path.name[len(self._path.name) + 1 :]
+            if suffix.isdigit() and int(suffix) > self._keep:
+                try:
+                    path.unlink()
+                except OSError as exc:
+                    self._fail(exc, "remove old log")
+
+    def _sync_directory(self) -> None:
+        """Make the renames themselves durable."""
+        try:
+            dfd = os.open(self._path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            return
+        try:
+            os.fsync(dfd)
+        except OSError:
+            pass
+        finally:
+            os.close(dfd)
+
+
+# -- readers ------------------------------------------------------------------------
+
+
+def iter_log_files(path: Path) -> list[Path]:
+    """The files of one console log, oldest first: name.log.<N> ... name.log.1, name.log."""
+    path = Path(path)
+    prefix = path.name + "."
+    numbered: list[tuple[int, Path]] = []
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        names = []
+    for name in names:
+        if name.startswith(prefix) and name[len(prefix) :].isdigit():
+            numbered.append((int(name[len(prefix) :]), path.parent / name))
+    numbered.sort(reverse=True)
+    files = [p for _, p in numbered]
+    if path.exists():
+        files.append(path)
+    return files
+
+
+def lines_backwards(path: Path, *, block: int = 1 << 16) -> Iterator[bytes]:
+    """Lines of a file from the last to the first, each with its `\\n` (the final one may
+    lack it), reading fixed-size blocks from the end so a huge file costs little."""
+    with open(path, "rb") as f:
+        pos = f.seek(0, os.SEEK_END)
+        buf = b""
+        while pos > 0:
+            step = min(block, pos)
+            pos -= step
+            f.seek(pos)
+            buf = f.read(step) + buf
+            parts = buf.split(b"\n")
+            n = len(parts)
+            first = 0 if pos == 0 else 1
+            for k in range(n - 1, first - 1, -1):
+                seg = parts[k] + (b"\n" if k < n - 1 else b"")
+                if seg:
+                    yield seg
+            if pos > 0:
+                buf = parts[0] + (b"\n" if n > 1 else b"")
+
+
+def read_tail(path: Path, n_lines: int) -> list[bytes]:
+    """The last `n_lines` lines across the current and rotated files, newest last.
+
+    Each line keeps its terminator, so `b"".join(...)` is the raw tail of the log.
+    """
+    if n_lines <= 0:
+        return []
+    out: list[bytes] = []
+    for file in reversed(iter_log_files(path)):
+        try:
+            for line in lines_backwards(file):
+                out.append(line)
+                if len(out) >= n_lines:
+                    break
+        except OSError:
+            continue
+        if len(out) >= n_lines:
+            break
+    out.reverse()
+    return out
