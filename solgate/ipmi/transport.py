@@ -1,0 +1,342 @@
+"""The asyncio shell around `ClientSession`: one UDP socket, one timer, futures for answers.
+
+Theory of operation
+-------------------
+This is the only asyncio code in `solgate/ipmi/` (STYLE.md item 2). A `DatagramProtocol`
+hands every datagram to the sans-I/O `ClientSession` with `loop.time()`, then `_process`
+sends what the core queued and turns its events into results:
+
+* `SessionEstablished` resolves the future `IpmiClient.connect` waits on;
+* `ResponseReceived` / `RequestTimedOut` resolve the future of that request;
+* `SolPayloadReceived` goes to the handler set with `set_sol_handler` (the SOL stream);
+* `SessionTerminated` fails every pending future with its error (or `SessionClosedError`),
+  resolves `terminated`, and closes the socket.
+
+There is one `call_at` timer. It is re-armed only when the core's deadline moved, and on
+expiry the core is called with `now = max(deadline, loop.time())`, so a timer that fires a
+hair early still counts as on time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from solgate.errors import (
+    BmcError,
+    CommandError,
+    LocalProtocolError,
+    ProtocolError,
+    SessionClosedError,
+    SolgateError,
+)
+from solgate.ipmi import commands
+from solgate.ipmi.codec import CURRENT_CHANNEL, IpmiMessage
+from solgate.ipmi.commands import (
+    ChassisAction,
+    ChassisStatus,
+    DeviceId,
+    PayloadActivationStatus,
+    PayloadInstanceInfo,
+    Request,
+    SolActivation,
+    SolConfiguration,
+)
+from solgate.ipmi.session import (
+    ClientSession,
+    RequestTimedOut,
+    ResponseReceived,
+    SessionEstablished,
+    SessionState,
+    SessionTerminated,
+    SolPayloadReceived,
+)
+from solgate.ipmi.target import BmcTarget
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+SolHandler = Callable[[bytes], None]
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    """Forwards socket callbacks to the client; holds no state of its own."""
+
+    def __init__(self, client: IpmiClient) -> None:
+        self.client = client
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.client._datagram_received(data)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (port unreachable): the retransmit timer reports the failure.
+        self.client._log.debug("%s: socket error %s", self.client.target.label, exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client._connection_lost()
+
+
+class IpmiClient:
+    """An established RMCP+ session to one BMC (`await IpmiClient.connect(target)`)."""
+
+    def __init__(self, target: BmcTarget, *, random: Callable[[int], bytes] = os.urandom,
+                 logger: logging.Logger | logging.LoggerAdapter = log) -> None:
+        self.target = target
+        self._log = logger
+        self.session = ClientSession(target, random=random, logger=logger)
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.DatagramTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._futures: dict[int, asyncio.Future[IpmiMessage]] = {}
+        self._established: asyncio.Future[SessionEstablished] = self._loop.create_future()
+        self.terminated: asyncio.Future[SessionTerminated] = self._loop.create_future()
+        self._socket_closed: asyncio.Future[None] = self._loop.create_future()
+        self._sol_handler: SolHandler | None = None
+        self._processing = False
+
+    # ------------------------------------------------------------------ life cycle
+
+    @classmethod
+    async def connect(cls, target: BmcTarget, **kwargs: Any) -> IpmiClient:
+        """Resolve, open a UDP socket and run the handshake; raise its error on failure."""
+        client = cls(target, **kwargs)
+        try:
+            await client._open()
+            await asyncio.shield(client._established)
+        except BaseException:
+            await client.close()
+            raise
+        return client
+
+    async def _open(self) -> None:
+        target = self.target
+        try:
+            infos = await self._loop.getaddrinfo(target.host, target.port,
+                                                 type=socket.SOCK_DGRAM)
+        except (socket.gaierror, UnicodeError) as exc:
+            raise BmcError(f"cannot resolve {target.label}: {exc}: check the host name",
+                           host=target.label, step="resolve") from None
+        family, _, _, _, address = infos[0]
+        try:
+            transport, _ = await self._loop.create_datagram_endpoint(
+                lambda: _Protocol(self), remote_addr=address, family=family)
+        except OSError as exc:
+            raise BmcError(f"cannot open a UDP socket to {target.label}: {exc}",
+                           host=target.label, step="connect") from None
+        self._transport = transport
+        self.session.start(self._loop.time())
+        self._process()
+
+    async def close(self) -> None:
+        """Send Close Session (once, without waiting for the answer) and close the socket."""
+        if self.session.state is not SessionState.TERMINATED:
+            self.session.close(self._loop.time())
+            self._process()
+        self._close_transport()
+        if self._transport is not None and not self._socket_closed.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._socket_closed), 1.0)
+            except TimeoutError:
+                pass
+
+    async def __aenter__(self) -> IpmiClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def established(self) -> bool:
+        return self.session.established
+
+    @property
+    def last_received(self) -> float | None:
+        """`loop.time()` of the last authenticated datagram, for keepalive decisions."""
+        return self.session.last_received
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        return self.session.dropped
+
+    # ------------------------------------------------------------------ requests
+
+    async def request(self, netfn: int, cmd: int, data: bytes = b"") -> IpmiMessage:
+        """Send one IPMI request and return its response (completion code not checked)."""
+        self._check_open()
+        request_id = self.session.send_request(netfn, cmd, data, self._loop.time())
+        future: asyncio.Future[IpmiMessage] = self._loop.create_future()
+        self._futures[request_id] = future
+        self._process()
+        try:
+            return await future
+        finally:
+            self._futures.pop(request_id, None)
+
+    async def _call(self, req: Request, parse: Callable[[IpmiMessage, str], T]) -> T:
+        return parse(await self.request(req.netfn, req.cmd, req.data), self.target.label)
+
+    async def device_id(self) -> DeviceId:
+        return await self._call(commands.get_device_id(), commands.parse_device_id)
+
+    async def chassis_status(self) -> ChassisStatus:
+        return await self._call(commands.get_chassis_status(), commands.parse_chassis_status)
+
+    async def chassis_control(self, action: ChassisAction | str) -> None:
+        if isinstance(action, str):
+            action = ChassisAction[action.upper()]
+        await self._call(commands.chassis_control(action), commands.parse_chassis_control)
+
+    async def activate_sol(self, instance: int = commands.SOL_INSTANCE,
+                           aux: int | None = None) -> SolActivation:
+        """Activate Payload for SOL; raises `PayloadActiveElsewhere` if another session has it."""
+        aux_byte = commands.sol_activate_aux(self.session.suite, aux)
+        msg = await self._request(commands.activate_payload(instance, aux_byte))
+        return commands.parse_activate_payload(
+            msg, self.target.label, session_port=self.target.port,
+            workarounds=self.target.workarounds)
+
+    async def deactivate_sol(self, instance: int = commands.SOL_INSTANCE) -> bool:
+        """True if SOL was deactivated, False if it was not active."""
+        return await self._call(commands.deactivate_payload(instance),
+                                commands.parse_deactivate_payload)
+
+    async def payload_activation_status(self) -> PayloadActivationStatus:
+        return await self._call(commands.get_payload_activation_status(),
+                                commands.parse_payload_activation_status)
+
+    async def payload_instance_info(self, instance: int = commands.SOL_INSTANCE
+                                    ) -> PayloadInstanceInfo:
+        return await self._call(commands.get_payload_instance_info(instance),
+                                commands.parse_payload_instance_info)
+
+    async def sol_config(self) -> SolConfiguration:
+        """Every SOL configuration parameter the BMC answers; the others stay None."""
+        params: dict[int, bytes | None] = {}
+        for param in commands.SolParameter:
+            if param is commands.SolParameter.SET_IN_PROGRESS:
+                continue
+            try:
+                params[param] = await self._call(commands.get_sol_config(param),
+                                                 commands.parse_sol_config)
+            except (CommandError, ProtocolError):
+                params[param] = None
+        return SolConfiguration.from_parameters(params)
+
+    async def cipher_suites(self, channel: int = CURRENT_CHANNEL) -> tuple[int, ...]:
+        """The channel's cipher suite IDs (Get Channel Cipher Suites, optional command)."""
+        records = b""
+        for index in range(64):
+            chunk = await self._call(commands.get_channel_cipher_suites(index, channel),
+                                     commands.parse_channel_cipher_suites_chunk)
+            records += chunk
+            if len(chunk) < 16:
+                break
+        return commands.parse_cipher_suite_records(records)
+
+    async def _request(self, req: Request) -> IpmiMessage:
+        return await self.request(req.netfn, req.cmd, req.data)
+
+    # ------------------------------------------------------------------ SOL
+
+    def set_sol_handler(self, handler: SolHandler | None) -> None:
+        """`handler(payload)` gets every verified, decrypted SOL payload."""
+        self._sol_handler = handler
+
+    def send_sol(self, payload: bytes) -> None:
+        self._check_open()
+        self.session.send_sol(payload, self._loop.time())
+        self._process()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _check_open(self) -> None:
+        if self.terminated.done():
+            raise self.terminated.result().error or SessionClosedError(
+                f"the session to {self.target.label} is closed", host=self.target.label,
+                step="closed")
+        if not self.session.established:
+            raise LocalProtocolError("the session is not established yet")
+
+    def _datagram_received(self, data: bytes) -> None:
+        self.session.receive_datagram(data, self._loop.time())
+        self._process()
+
+    def _on_timer(self) -> None:
+        deadline = self._timer_at if self._timer_at is not None else self._loop.time()
+        self._timer = self._timer_at = None
+        self.session.handle_timeout(max(deadline, self._loop.time()))
+        self._process()
+
+    def _process(self) -> None:
+        """Send what the core queued and dispatch its events until both are drained."""
+        if self._processing:
+            return  # a handler called back into us; the outer loop picks it up
+        self._processing = True
+        try:
+            while True:
+                datagrams = self.session.datagrams_to_send()
+                if self._transport is not None and not self._transport.is_closing():
+                    for datagram in datagrams:
+                        self._transport.sendto(datagram)
+                event = self.session.next_event()
+                if event is None and not datagrams:
+                    break
+                if event is not None:
+                    self._dispatch(event)
+        finally:
+            self._processing = False
+        self._rearm()
+
+    def _dispatch(self, event: object) -> None:
+        match event:
+            case SolPayloadReceived(payload=payload):
+                if self._sol_handler is not None:
+                    self._sol_handler(payload)
+            case ResponseReceived(request_id=rid, message=message):
+                future = self._futures.get(rid)
+                if future is not None and not future.done():
+                    future.set_result(message)
+            case RequestTimedOut(request_id=rid, error=error):
+                future = self._futures.get(rid)
+                if future is not None and not future.done():
+                    future.set_exception(error)
+            case SessionEstablished():
+                if not self._established.done():
+                    self._established.set_result(event)
+            case SessionTerminated(error=error):
+                self._terminate(event, error)
+
+    def _terminate(self, event: SessionTerminated, error: SolgateError | None) -> None:
+        exc = error or SessionClosedError(f"the session to {self.target.label} was closed",
+                                          host=self.target.label, step="closed")
+        for future in [self._established, *self._futures.values()]:
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # nobody may be waiting: mark it retrieved
+        if not self.terminated.done():
+            self.terminated.set_result(event)
+        self._close_transport()
+
+    def _rearm(self) -> None:
+        deadline = self.session.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = None if deadline is None else self._loop.call_at(deadline, self._on_timer)
+
+    def _close_transport(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = self._timer_at = None
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+
+    def _connection_lost(self) -> None:
+        if not self._socket_closed.done():
+            self._socket_closed.set_result(None)
