@@ -1,0 +1,240 @@
+"""The REST API: console list and detail, actions, log tail, events, health, metrics.
+
+Every answer is JSON (the log download aside); errors are `{"error": "..."}` with a
+status that says whose fault it is: 401 no identity, 403 the role may not, 404 no such
+console (or not visible to this user), 409/502 the engine refused or the BMC failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from solgate.console.events import read_events
+from solgate.errors import SolgateError
+from solgate.web.keys import auth_key, data_dir_key, manager_key
+from solgate.web.middleware import json_error, require_identity
+from solgate.web.model import POWER_ACTIONS, ConsoleView, console_json
+
+MAX_TAIL_LINES = 10_000
+MAX_TAIL_BYTES = 4 * 1024 * 1024
+MAX_EVENTS = 5_000
+DEFAULT_EVENTS = 200
+
+
+def visible_console(request: web.Request) -> ConsoleView:
+    """The console named in the URL, if this user may see it; else 404."""
+    ident = require_identity(request)
+    name = request.match_info["name"]
+    console = request.app[manager_key].get(name)
+    if console is None or not ident.user.can_view(console):
+        raise web.HTTPNotFound(
+            text=json.dumps({"error": f"no console named {name!r}"}),
+            content_type="application/json",
+        )
+    return console
+
+
+async def list_consoles(request: web.Request) -> web.Response:
+    ident = require_identity(request)
+    now = time.time()
+    consoles = request.app[auth_key].visible(ident.user, request.app[manager_key].consoles())
+    return web.json_response({
+        "now": now,
+        "consoles": [
+            {**console_json(c, now=now), "can_write": ident.user.can_write(c),
+             "can_power": ident.user.can_power(c)}
+            for c in consoles
+        ],
+    })
+
+
+async def get_console(request: web.Request) -> web.Response:
+    ident = require_identity(request)
+    console = visible_console(request)
+    return web.json_response({
+        **console_json(console),
+        "can_write": ident.user.can_write(console),
+        "can_power": ident.user.can_power(console),
+    })
+
+
+async def post_break(request: web.Request) -> web.Response:
+    ident = require_identity(request)
+    console = visible_console(request)
+    if not ident.user.can_write(console):
+        return json_error(403, f"user {ident.user.name!r} may only watch {console.name!r}")
+    try:
+        await request.app[manager_key].send_break(console.name, ident.user.name)
+    except SolgateError as exc:
+        return json_error(502, str(exc))
+    return web.json_response({"ok": True, "console": console.name, "action": "break"})
+
+
+async def post_deactivate(request: web.Request) -> web.Response:
+    ident = require_identity(request)
+    console = visible_console(request)
+    if not ident.user.can_write(console):
+        return json_error(403, f"user {ident.user.name!r} may only watch {console.name!r}")
+    try:
+        await request.app[manager_key].deactivate(console.name, ident.user.name)
+    except SolgateError as exc:
+        return json_error(502, str(exc))
+    return web.json_response({"ok": True, "console": console.name, "action": "deactivate"})
+
+
+async def post_power(request: web.Request) -> web.Response:
+    ident = require_identity(request)
+    console = visible_console(request)
+    action = await _power_action(request)
+    if action not in POWER_ACTIONS:
+        return json_error(400, f"power action must be one of {', '.join(POWER_ACTIONS)}")
+    allowed = ident.user.can_write(console) if action == "status" else ident.user.can_power(console)
+    if not allowed:
+        return json_error(403, f"power {action} on {console.name!r} needs the admin role")
+    try:
+        result = await request.app[manager_key].power(console.name, action, ident.user.name)
+    except SolgateError as exc:
+        return json_error(502, str(exc))
+    return web.json_response({"ok": True, "console": console.name, "action": action,
+                              "result": result})
+
+
+async def _power_action(request: web.Request) -> str:
+    if request.content_type == "application/json":
+        try:
+            body = await request.json()
+        except ValueError:
+            return ""
+        return str(body.get("action", "")) if isinstance(body, dict) else ""
+    form = await request.post()
+    value = form.get("action", "")
+    return value if isinstance(value, str) else ""
+
+
+def read_tail(path: Path, lines: int, max_bytes: int = MAX_TAIL_BYTES) -> bytes:
+    """The last `lines` lines of a file, reading at most `max_bytes` from its end."""
+    with path.open("rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        start = max(0, size - max_bytes)
+        f.seek(start)
+        data = f.read()
+    if start > 0:  # drop the partial first line
+        cut = data.find(b"\n")
+        data = data[cut + 1:] if cut >= 0 else b""
+    if lines <= 0:
+        return b""
+    parts = data.split(b"\n")
+    trailing_newline = data.endswith(b"\n")
+    if trailing_newline:
+        parts.pop()
+    out = b"\n".join(parts[-lines:])
+    return out + b"\n" if trailing_newline and out else out
+
+
+async def get_log(request: web.Request) -> web.StreamResponse:
+    """The raw console log: `?tail=N` for the last N lines as text, else the whole file."""
+    console = visible_console(request)
+    path = console.log_path
+    if not path.exists():
+        return json_error(404, f"console {console.name!r} has no log yet at {path}")
+    tail = request.query.get("tail")
+    if tail is None:
+        return web.FileResponse(path, headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Disposition": f'attachment; filename="{console.name}.log"',
+        })
+    try:
+        lines = min(MAX_TAIL_LINES, max(0, int(tail)))
+    except ValueError:
+        return json_error(400, "tail must be a number of lines, like ?tail=200")
+    data = await _in_thread(read_tail, path, lines)
+    return web.Response(body=data, content_type="text/plain", charset="utf-8")
+
+
+async def _in_thread(func: Any, *args: Any) -> Any:
+    """File reads off the event loop, so a big log never stalls the consoles."""
+    return await asyncio.to_thread(func, *args)
+
+
+async def get_events(request: web.Request) -> web.Response:
+    """Recent events (`?console=`, `?kind=`, `?limit=`), only for consoles the user sees."""
+    ident = require_identity(request)
+    try:
+        limit = min(MAX_EVENTS, max(1, int(request.query.get("limit", DEFAULT_EVENTS))))
+    except ValueError:
+        return json_error(400, "limit must be a number, like ?limit=100")
+    want_console = request.query.get("console")
+    want_kind = request.query.get("kind")
+    manager = request.app[manager_key]
+    path = request.app[data_dir_key] / "events.jsonl"
+    # Newest first; the file reader filters by console cheaply, the rest is filtered here.
+    events = list(reversed(await _in_thread(
+        functools.partial(read_events, path, console=want_console or None, limit=MAX_EVENTS))))
+    visible: dict[str, bool] = {}
+    out = []
+    for event in events:
+        name = event.get("console")
+        if want_kind and event.get("kind") != want_kind:
+            continue
+        if name is not None:
+            if name not in visible:
+                console = manager.get(str(name))
+                visible[name] = console is not None and ident.user.can_view(console)
+            if not visible[name]:
+                continue
+        elif not ident.user.is_admin:
+            continue  # daemon-wide events are for admins
+        out.append(event)
+        if len(out) >= limit:
+            break
+    return web.json_response({"events": out})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness for load balancers: no login, no console names, only counts."""
+    states = Counter(c.state for c in request.app[manager_key].consoles())
+    return web.json_response({"status": "ok", "consoles": sum(states.values()),
+                              "states": dict(states)})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition, written by hand to avoid a dependency."""
+    require_identity(request)
+    consoles = request.app[manager_key].consoles()
+    states = Counter(c.state for c in consoles)
+    viewers = sum(c.hub.viewers for c in consoles)
+    panics = sum(c.panic_count for c in consoles)
+    writers = sum(1 for c in consoles if c.hub.writer)
+    lines = [
+        "# HELP solgate_consoles Configured consoles by state.",
+        "# TYPE solgate_consoles gauge",
+        *(f'solgate_consoles{{state="{_label(s)}"}} {n}' for s, n in sorted(states.items())),
+        "# HELP solgate_viewers Attached viewers over all consoles.",
+        "# TYPE solgate_viewers gauge",
+        f"solgate_viewers {viewers}",
+        "# HELP solgate_writers Consoles with a write-lock holder.",
+        "# TYPE solgate_writers gauge",
+        f"solgate_writers {writers}",
+        "# HELP solgate_panics Kernel panics seen since start, over all consoles.",
+        "# TYPE solgate_panics gauge",
+        f"solgate_panics {panics}",
+        "# HELP solgate_web_sessions Logged-in browser sessions.",
+        "# TYPE solgate_web_sessions gauge",
+        f"solgate_web_sessions {len(request.app[auth_key].sessions)}",
+    ]
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain",
+                        charset="utf-8", headers={"X-Content-Type-Options": "nosniff"})
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

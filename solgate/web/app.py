@@ -1,0 +1,84 @@
+"""The web app factory: `create_app(config, manager)` returns a ready `web.Application`.
+
+The app owns no console state: it is handed the engine (`manager`, see
+`solgate.web.model.ConsoleManager`) and only shows and forwards.  Starting and
+stopping the engine belongs to whoever runs the app (`solgate serve` adds it to
+`cleanup_ctx`); the app itself only closes its WebSockets on shutdown.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from solgate.web.auth import Authenticator, check_auth_mode, parse_users
+from solgate.web.keys import (
+    allowed_origins_key,
+    auth_key,
+    config_key,
+    data_dir_key,
+    manager_key,
+    websockets_key,
+)
+from solgate.web.middleware import auth_middleware, security_headers_middleware
+from solgate.web.model import ConsoleManager
+from solgate.web.routes import STATIC_DIR, setup_routes
+from solgate.web.ws import close_all
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
+CLIENT_MAX_SIZE = 64 * 1024  # forms and JSON bodies are tiny
+
+
+def _ago(seconds: float | None) -> str:
+    """Seconds as "3s", "5m", "2h", "4d"; the list page's idea of "since"."""
+    if seconds is None:
+        return "never"
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def create_app(
+    config: Any,
+    manager: ConsoleManager,
+    *,
+    authenticator: Authenticator | None = None,
+    static_dir: Path = STATIC_DIR,
+    template_dir: Path = TEMPLATE_DIR,
+) -> web.Application:
+    """Build the app; `authenticator` lets tests inject clocks and cheap password hashes."""
+    server = config.server
+    check_auth_mode(server.auth, server.listen)  # config checks too; never trust one gate
+    if authenticator is None:
+        authenticator = Authenticator(parse_users(config.users_raw), mode=server.auth)
+
+    app = web.Application(
+        middlewares=[security_headers_middleware, auth_middleware],
+        client_max_size=CLIENT_MAX_SIZE,
+    )
+    app[config_key] = config
+    app[manager_key] = manager
+    app[auth_key] = authenticator
+    app[data_dir_key] = Path(config.data_dir)
+    app[allowed_origins_key] = frozenset(getattr(server, "allowed_origins", ()) or ())
+    app[websockets_key] = weakref.WeakSet()
+
+    env = aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(str(template_dir)),
+        autoescape=jinja2.select_autoescape(["html"], default=True),
+    )
+    env.filters["ago"] = _ago
+    env.globals["now"] = time.time
+
+    setup_routes(app, static_dir)
+    app.on_shutdown.append(close_all)
+    return app

@@ -1,0 +1,462 @@
+"""Users, passwords, API tokens, sessions and login throttling for the web console.
+
+Theory of operation
+-------------------
+Users live in the configuration, one `[users.NAME]` table each::
+
+    [users.alice]
+    password_hash = "scrypt$16384$8$1$<salt>$<hash>"   # from `solgate passwd`
+    role = "operator"                  # viewer | operator | admin
+    consoles = ["web*", "db01"]        # shell-style patterns of console names
+    tags = ["rack12"]                  # or any console carrying one of these tags
+    api_tokens = ["sha256$<hex>"]      # hashes of bearer tokens for scripts
+
+A user sees a console when its name matches one of `consoles` or it carries one of
+`tags`; a user with neither key sees every console (a small site's natural default),
+and `consoles = []` with no tags sees none.  Roles are ordered: a viewer watches, an
+operator also types (once holding the write lock), sends BREAK and forces a
+deactivate; an admin also runs power actions.
+
+Passwords are stored as stdlib scrypt hashes with a random salt; verification is
+constant-time and an unknown user costs the same as a wrong password.  Bearer tokens
+are random strings of which only a SHA-256 hash is stored (they carry 256 bits of
+entropy, so a slow hash adds nothing).
+
+Sessions are kept in memory on the server: the cookie holds a random id plus an
+HMAC of it under a per-process key, so a forged or guessed cookie is rejected before
+any lookup, and a restart logs everyone out.  Each session has its own CSRF token.
+
+Failed logins are counted per client address and per user name in a sliding window;
+past the limit, logins are refused without checking the password until the window
+moves on.  Everything that reads time takes a `clock` so tests need no sleeps.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import fnmatch
+import hashlib
+import hmac
+import ipaddress
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from solgate.errors import ConfigError, SolgateError
+
+if TYPE_CHECKING:
+    from solgate.web.model import ConsoleView
+
+Clock = Callable[[], float]
+
+SCRYPT_N = 2**14
+SCRYPT_R = 8
+SCRYPT_P = 1
+SCRYPT_MAX_N = 2**20  # refuse absurd cost parameters from a hand-edited hash
+SALT_BYTES = 16
+HASH_BYTES = 32
+TOKEN_PREFIX = "sgt_"  # noqa: S105 - a marker, not a secret
+
+SESSION_IDLE_TIMEOUT = 12 * 3600.0
+SESSION_MAX_AGE = 7 * 24 * 3600.0
+LOGIN_FAILURES_PER_ADDRESS = 10
+LOGIN_FAILURES_PER_USER = 10
+LOGIN_WINDOW = 300.0
+
+
+class Role(enum.IntEnum):
+    """What a user may do; higher includes lower."""
+
+    VIEWER = 1
+    OPERATOR = 2
+    ADMIN = 3
+
+
+class LoginError(SolgateError):
+    """A login was refused; the message is safe to show (it never says which part was wrong)."""
+
+
+class LoginThrottled(LoginError):
+    """Too many failed logins from this address or for this user."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(
+            f"too many failed logins; try again in {int(retry_after) + 1} seconds"
+        )
+        self.retry_after = retry_after
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(
+        password.encode("utf-8"), salt=salt, n=n, r=r, p=p,
+        maxmem=256 * r * n + 1024 * 1024, dklen=HASH_BYTES,
+    )
+
+
+def hash_password(
+    password: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P
+) -> str:
+    """Hash a password for `[users.NAME] password_hash` (used by `solgate passwd`)."""
+    if not password:
+        raise ConfigError("an empty password cannot be hashed; choose a password")
+    salt = secrets.token_bytes(SALT_BYTES)
+    digest = _scrypt(password, salt, n, r, p)
+    return f"scrypt${n}${r}${p}${_b64(salt)}${_b64(digest)}"
+
+
+def _parse_hash(encoded: str) -> tuple[int, int, int, bytes, bytes]:
+    parts = encoded.split("$")
+    if len(parts) != 6 or parts[0] != "scrypt":
+        raise ValueError("not an scrypt$n$r$p$salt$hash string")
+    n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
+    if not (2 <= n <= SCRYPT_MAX_N and n & (n - 1) == 0 and 1 <= r <= 32 and 1 <= p <= 16):
+        raise ValueError("scrypt cost parameters out of range")
+    return n, r, p, _unb64(parts[4]), _unb64(parts[5])
+
+
+def verify_password(password: str, encoded: str) -> bool:
+    """True when `password` matches the stored hash; malformed hashes never match."""
+    try:
+        n, r, p, salt, expected = _parse_hash(encoded)
+    except ValueError:
+        return False
+    return hmac.compare_digest(_scrypt(password, salt, n, r, p), expected)
+
+
+# Verified against when the user does not exist, so timing does not reveal user names.
+_DUMMY_HASH = hash_password(secrets.token_hex(8))
+
+
+def hash_api_token(token: str) -> str:
+    """The form of a bearer token stored in `[users.NAME] api_tokens`."""
+    return "sha256$" + hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_api_token() -> tuple[str, str]:
+    """A fresh bearer token and the hash to put in the configuration."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    return token, hash_api_token(token)
+
+
+@dataclass(frozen=True)
+class User:
+    """A configured user (or the implicit admin "local" when auth is off)."""
+
+    name: str
+    role: Role
+    password_hash: str = ""
+    consoles: tuple[str, ...] | None = None  # None: no restriction by name given
+    tags: tuple[str, ...] = ()
+    api_token_hashes: frozenset[str] = frozenset()
+
+    def can_view(self, console: ConsoleView) -> bool:
+        """Whether the user may see this console at all."""
+        if self.role >= Role.ADMIN:
+            return True
+        if self.consoles is None and not self.tags:
+            return True
+        if any(fnmatch.fnmatchcase(console.name, pat) for pat in self.consoles or ()):
+            return True
+        return any(tag in self.tags for tag in console.tags)
+
+    def can_write(self, console: ConsoleView) -> bool:
+        """Whether the user may type, send BREAK and force a deactivate."""
+        return self.role >= Role.OPERATOR and self.can_view(console)
+
+    def can_power(self, console: ConsoleView) -> bool:
+        """Whether the user may run power actions that change state."""
+        return self.role >= Role.ADMIN and self.can_view(console)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role >= Role.ADMIN
+
+
+LOCAL_USER = User(name="local", role=Role.ADMIN)
+
+_USER_KEYS = {"password_hash", "role", "consoles", "tags", "api_tokens"}
+
+
+def _str_list(name: str, key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"[users.{name}] {key} must be a list of strings, like [\"web*\"]")
+    return tuple(value)
+
+
+def parse_users(raw: Mapping[str, Any] | None) -> dict[str, User]:
+    """Turn the `[users.NAME]` tables into `User`s; errors name the table and the fix."""
+    users: dict[str, User] = {}
+    for name, table in (raw or {}).items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"[users.{name}] must be a table with password_hash and role")
+        unknown = set(table) - _USER_KEYS
+        if unknown:
+            raise ConfigError(
+                f"[users.{name}] has unknown key(s) {', '.join(sorted(unknown))}; "
+                f"known keys are {', '.join(sorted(_USER_KEYS))}"
+            )
+        role_text = table.get("role", "viewer")
+        try:
+            role = Role[str(role_text).upper()]
+        except KeyError:
+            raise ConfigError(
+                f"[users.{name}] role = {role_text!r} is unknown; use viewer, operator or admin"
+            ) from None
+        password_hash = table.get("password_hash", "")
+        if password_hash:
+            try:
+                _parse_hash(password_hash)
+            except ValueError:
+                raise ConfigError(
+                    f"[users.{name}] password_hash is not a solgate scrypt hash; "
+                    "create one with `solgate passwd`"
+                ) from None
+        tokens = _str_list(name, "api_tokens", table.get("api_tokens", []))
+        for token in tokens:
+            if not token.startswith("sha256$"):
+                raise ConfigError(
+                    f"[users.{name}] api_tokens holds hashes (\"sha256$...\"), never tokens"
+                )
+        consoles = table.get("consoles")
+        users[name] = User(
+            name=name,
+            role=role,
+            password_hash=password_hash,
+            consoles=None if consoles is None else _str_list(name, "consoles", consoles),
+            tags=_str_list(name, "tags", table.get("tags", [])),
+            api_token_hashes=frozenset(tokens),
+        )
+    return users
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a listen host only accepts connections from this machine."""
+    host = host.strip().strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class RateLimiter:
+    """Counts failures per key in a sliding window; past the limit the key is blocked."""
+
+    def __init__(self, max_failures: int, window: float, *, clock: Clock = time.monotonic) -> None:
+        self.max_failures = max_failures
+        self.window = window
+        self._clock = clock
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, key: str) -> deque[float]:
+        now = self._clock()
+        times = self._failures.get(key)
+        if times is None:
+            return deque()
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if not times:
+            del self._failures[key]
+        return times
+
+    def blocked_for(self, key: str) -> float:
+        """Seconds until `key` may try again; 0.0 when it may try now."""
+        times = self._recent(key)
+        if len(times) < self.max_failures:
+            return 0.0
+        return max(0.0, times[-self.max_failures] + self.window - self._clock())
+
+    def failure(self, key: str) -> None:
+        if len(self._failures) > 100_000:  # bound memory under a spray of addresses
+            self._failures.clear()
+        self._failures.setdefault(key, deque()).append(self._clock())
+
+    def reset(self, key: str) -> None:
+        self._failures.pop(key, None)
+
+
+@dataclass
+class Session:
+    """One logged-in browser."""
+
+    id: str
+    user: str
+    csrf_token: str
+    created: float
+    last_seen: float
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class SessionStore:
+    """Server-side sessions keyed by random ids; cookies carry `id.hmac(id)`."""
+
+    def __init__(
+        self,
+        *,
+        idle_timeout: float = SESSION_IDLE_TIMEOUT,
+        max_age: float = SESSION_MAX_AGE,
+        clock: Clock = time.time,
+        secret: bytes | None = None,
+    ) -> None:
+        self.idle_timeout = idle_timeout
+        self.max_age = max_age
+        self._clock = clock
+        self._secret = secret or secrets.token_bytes(32)
+        self._sessions: dict[str, Session] = {}
+
+    def _sign(self, sid: str) -> str:
+        return _b64(hmac.new(self._secret, sid.encode("ascii"), hashlib.sha256).digest())
+
+    def _expired(self, session: Session, now: float) -> bool:
+        return (now - session.last_seen > self.idle_timeout
+                or now - session.created > self.max_age)
+
+    def create(self, user: str) -> tuple[str, Session]:
+        """A new session for `user`; returns the cookie value and the session."""
+        now = self._clock()
+        self._purge(now)
+        sid = secrets.token_urlsafe(32)
+        session = Session(sid, user, secrets.token_urlsafe(32), now, now)
+        self._sessions[sid] = session
+        return f"{sid}.{self._sign(sid)}", session
+
+    def lookup(self, cookie: str | None) -> Session | None:
+        """The live session a cookie names, or None (forged, unknown or expired)."""
+        if not cookie or "." not in cookie:
+            return None
+        sid, _, sig = cookie.rpartition(".")
+        try:
+            expected = self._sign(sid)
+        except UnicodeEncodeError:
+            return None
+        if not hmac.compare_digest(sig, expected):
+            return None
+        session = self._sessions.get(sid)
+        if session is None:
+            return None
+        now = self._clock()
+        if self._expired(session, now):
+            del self._sessions[sid]
+            return None
+        session.last_seen = now
+        return session
+
+    def drop(self, session: Session) -> None:
+        self._sessions.pop(session.id, None)
+
+    def drop_user(self, user: str) -> None:
+        """Log a user out everywhere."""
+        for sid in [s.id for s in self._sessions.values() if s.user == user]:
+            del self._sessions[sid]
+
+    def _purge(self, now: float) -> None:
+        for sid in [s.id for s in self._sessions.values() if self._expired(s, now)]:
+            del self._sessions[sid]
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+
+class Authenticator:
+    """The web app's one authority on who a request is."""
+
+    def __init__(
+        self,
+        users: Mapping[str, User],
+        *,
+        mode: str = "login",
+        clock: Clock = time.monotonic,
+        sessions: SessionStore | None = None,
+    ) -> None:
+        if mode not in ("login", "none"):
+            raise ConfigError(f'[server] auth = "{mode}" is unknown; use "login" or "none"')
+        self.mode = mode
+        self.users = dict(users)
+        self.sessions = sessions or SessionStore()
+        self.address_limiter = RateLimiter(LOGIN_FAILURES_PER_ADDRESS, LOGIN_WINDOW, clock=clock)
+        self.user_limiter = RateLimiter(LOGIN_FAILURES_PER_USER, LOGIN_WINDOW, clock=clock)
+        self._tokens = {h: u for u in self.users.values() for h in u.api_token_hashes}
+
+    @property
+    def login_required(self) -> bool:
+        return self.mode == "login"
+
+    def check_password(self, username: str, password: str, client: str) -> User:
+        """The user if the password is right; raises `LoginError` or `LoginThrottled`.
+
+        Blocking (scrypt): callers on the event loop run it in a thread.
+        """
+        wait = max(self.address_limiter.blocked_for(client),
+                   self.user_limiter.blocked_for(username))
+        if wait > 0:
+            raise LoginThrottled(wait)
+        user = self.users.get(username)
+        stored = user.password_hash if user is not None else ""
+        ok = verify_password(password, stored or _DUMMY_HASH)
+        if user is None or not stored or not ok:
+            self.address_limiter.failure(client)
+            self.user_limiter.failure(username)
+            raise LoginError("wrong user name or password")
+        self.user_limiter.reset(username)
+        return user
+
+    def user_for_token(self, token: str) -> User | None:
+        """The user owning a bearer token, or None."""
+        if not token:
+            return None
+        return self._tokens.get(hash_api_token(token))
+
+    def user_named(self, name: str) -> User | None:
+        if self.mode == "none":
+            return LOCAL_USER
+        return self.users.get(name)
+
+    def visible(self, user: User, consoles: Iterable[ConsoleView]) -> list[ConsoleView]:
+        return [c for c in consoles if user.can_view(c)]
+
+
+def listen_hosts(listen: Any) -> Sequence[str]:
+    """The host part(s) of a `[server] listen` value ("host:port", "[v6]:port" or a list)."""
+    if isinstance(listen, str):
+        items: list[Any] = [listen]
+    elif isinstance(listen, (list, tuple)) and len(listen) == 2 and isinstance(listen[1], int):
+        return [str(listen[0])]
+    else:
+        items = list(listen or ())
+    hosts = []
+    for item in items:
+        if isinstance(item, str):
+            host = item.rsplit(":", 1)[0] if item.count(":") == 1 or "]" in item else item
+            hosts.append(host.strip("[]"))
+        elif hasattr(item, "host"):
+            hosts.append(str(item.host))
+        else:
+            hosts.append(str(item[0]))
+    return hosts
+
+
+def check_auth_mode(mode: str, listen: Any) -> None:
+    """Refuse `auth = "none"` unless every listen address is loopback."""
+    if mode != "none":
+        return
+    hosts = listen_hosts(listen)
+    bad = [h for h in hosts if not is_loopback_host(h)]
+    if bad or not hosts:
+        raise ConfigError(
+            f'[server] auth = "none" is only allowed when listening on loopback, but listen '
+            f"includes {', '.join(bad) or 'no address'}; use auth = \"login\" or listen on "
+            "127.0.0.1"
+        )

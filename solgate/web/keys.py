@@ -1,0 +1,21 @@
+"""Every `web.AppKey` of the web app, typed, in one place."""
+
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from solgate.web.auth import Authenticator
+    from solgate.web.model import ConsoleManager
+
+config_key = web.AppKey("config", Any)
+manager_key: web.AppKey[ConsoleManager] = web.AppKey("manager")
+auth_key: web.AppKey[Authenticator] = web.AppKey("auth")
+websockets_key: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("websockets")
+data_dir_key = web.AppKey("data_dir", Path)
+# Exact origins (scheme://host[:port]) allowed to open WebSockets besides the page's own host.
+allowed_origins_key = web.AppKey("allowed_origins", frozenset)

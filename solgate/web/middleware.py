@@ -1,0 +1,211 @@
+"""Request-level security: who is asking, CSRF, Origin, and response headers.
+
+Theory of operation
+-------------------
+`auth_middleware` resolves every request to an `Identity` stored as
+`request[IDENTITY]`: from a bearer token (scripts), from the session cookie
+(browsers), or, with `auth = "none"`, the implicit admin "local".  Public paths (the
+login page, static files, /healthz) pass without one; any other page redirects to
+/login and any API call gets 401.
+
+A state-changing request (POST, PUT, PATCH, DELETE) made with a session cookie must
+carry the session's CSRF token in the `X-CSRF-Token` header or a `csrf_token` form
+field.  Bearer-token requests are exempt: a browser never adds that header on its
+own, so another site cannot make one.  With `auth = "none"` there are no logins, yet
+a hostile page could still post to 127.0.0.1; so the browser pages there get a
+session for "local" (and its CSRF token) too, and a cookie-less request is accepted
+only when it carries neither `Origin` nor `Sec-Fetch-Site`, which every browser sends
+on a cross-site POST.  Only page loads create such sessions, so a script polling the
+API does not pile them up.
+
+WebSocket upgrades are checked separately (`origin_allowed`), before `prepare()`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from solgate.web.auth import LOCAL_USER, Session, User
+from solgate.web.keys import allowed_origins_key, auth_key
+
+IDENTITY = web.RequestKey("identity", object)  # an Identity; typed at the accessor below
+SESSION_COOKIE = "solgate_session"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+PUBLIC_PREFIXES = ("/static/", "/login", "/healthz")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Same-host scripts and styles only; xterm.js sets inline styles on its elements.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who made a request and how they proved it."""
+
+    user: User
+    via: str  # "session", "token" or "local"
+    session: Session | None = None
+
+
+def identity(request: web.Request) -> Identity | None:
+    """The request's identity, or None on a public path without credentials."""
+    value = request.get(IDENTITY)
+    return value if isinstance(value, Identity) else None
+
+
+def require_identity(request: web.Request) -> Identity:
+    ident = identity(request)
+    if ident is None:
+        raise web.HTTPUnauthorized(text="log in first")
+    return ident
+
+
+def is_api(request: web.Request) -> bool:
+    return request.path.startswith(("/api/", "/ws/", "/metrics"))
+
+
+def json_error(status: int, message: str, **headers: str) -> web.Response:
+    """The one error shape of the API: {"error": "..."}."""
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+def _is_public(path: str) -> bool:
+    return path == "/login" or path.startswith(PUBLIC_PREFIXES)
+
+
+def set_session_cookie(request: web.Request, response: web.StreamResponse, value: str) -> None:
+    """HttpOnly, SameSite=Strict, and Secure whenever the page came over TLS."""
+    response.set_cookie(
+        SESSION_COOKIE, value, httponly=True, samesite="Strict", path="/",
+        secure=request.secure,
+    )
+
+
+def looks_like_script(request: web.Request) -> bool:
+    """A request no browser made cross-site: no cookie, no Origin, no Sec-Fetch-Site."""
+    return (SESSION_COOKIE not in request.cookies
+            and "Origin" not in request.headers
+            and "Sec-Fetch-Site" not in request.headers)
+
+
+@web.middleware
+async def security_headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Headers that keep pages from being framed, sniffed or pulling code from elsewhere."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = exc
+        _add_headers(response)
+        raise
+    if not response.prepared:
+        _add_headers(response)
+    return response
+
+
+def _add_headers(response: web.StreamResponse) -> None:
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Resolve the identity, enforce login and CSRF."""
+    auth = request.app[auth_key]
+    ident: Identity | None = None
+    new_cookie: str | None = None
+
+    token = _bearer(request)
+    if token is not None:
+        user = auth.user_for_token(token)
+        if user is None:
+            return json_error(401, "the bearer token is not valid",
+                              **{"WWW-Authenticate": 'Bearer realm="solgate"'})
+        ident = Identity(user, "token")
+    else:
+        session = auth.sessions.lookup(request.cookies.get(SESSION_COOKIE))
+        if session is not None:
+            user = auth.user_named(session.user)
+            if user is None:  # removed from the configuration since login
+                auth.sessions.drop(session)
+            else:
+                ident = Identity(user, "session", session)
+        if ident is None and not auth.login_required:
+            if request.method not in UNSAFE_METHODS:
+                if is_api(request) or _is_public(request.path):
+                    ident = Identity(LOCAL_USER, "local")
+                else:  # a page: give the browser a session so its forms carry a CSRF token
+                    new_cookie, session = auth.sessions.create(LOCAL_USER.name)
+                    ident = Identity(LOCAL_USER, "session", session)
+            elif looks_like_script(request):
+                ident = Identity(LOCAL_USER, "local")
+
+    if ident is not None:
+        request[IDENTITY] = ident
+    elif not _is_public(request.path):
+        if is_api(request) or request.method != "GET":
+            return json_error(401, "log in first (session cookie or Authorization: Bearer)")
+        raise web.HTTPFound(f"/login?next={request.rel_url}")
+
+    if (ident is not None and ident.session is not None
+            and request.method in UNSAFE_METHODS and not _is_public(request.path)):
+        if not await _csrf_ok(request, ident.session):
+            return json_error(403, "missing or wrong CSRF token; reload the page")
+
+    response = await handler(request)
+    if new_cookie is not None and not response.prepared:
+        set_session_cookie(request, response, new_cookie)
+    return response
+
+
+async def _csrf_ok(request: web.Request, session: Session) -> bool:
+    sent = request.headers.get(CSRF_HEADER)
+    if sent is None and request.content_type in (
+        "application/x-www-form-urlencoded", "multipart/form-data"
+    ):
+        form = await request.post()
+        value = form.get(CSRF_FIELD)
+        sent = value if isinstance(value, str) else None
+    return sent is not None and hmac.compare_digest(sent, session.csrf_token)
+
+
+def origin_allowed(request: web.Request) -> bool:
+    """Whether a WebSocket may be opened from the page's origin.
+
+    No Origin header means a non-browser client (it still needs credentials).  A
+    browser's Origin must name the host it connected to, or be listed in the
+    configuration's allowed origins.
+    """
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    if origin in request.app[allowed_origins_key]:
+        return True
+    try:
+        parts = urlsplit(origin)
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return False
+    return parts.netloc.lower() == (request.host or "").lower()

@@ -1,0 +1,112 @@
+"""What the web layer needs from the console engine, as a `typing.Protocol`.
+
+The web app never imports the engine; it is handed an object that satisfies
+`ConsoleManager` (the daemon passes the real engine, tests pass an in-memory
+stand-in).  Everything the pages, the REST API and the WebSockets show comes from
+`ConsoleView` attributes, and every action goes through the manager's coroutines,
+so the engine stays the only place where console state changes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from solgate.console.hub import Hub
+
+# Power actions the web offers; "status" only reads.
+POWER_ACTIONS = ("status", "on", "off", "cycle", "reset")
+
+# Console states in words an operator reads at a glance; unknown states fall back
+# to the state name with dashes turned into spaces.
+STATE_WORDS = {
+    "active": "connected",
+    "connecting": "connecting",
+    "activating": "activating SOL",
+    "backoff": "waiting to reconnect",
+    "reconnecting": "reconnecting",
+    "auth-failed": "BMC rejected the login",
+    "unreachable": "BMC unreachable",
+    "stolen": "SOL taken by another session",
+    "sol-disabled": "SOL disabled on the BMC",
+    "failed": "failed",
+    "stopped": "stopped",
+    "disabled": "disabled in the configuration",
+}
+
+# States in which the console is healthy; the list page colours the rest.
+GOOD_STATES = frozenset({"active"})
+
+
+@runtime_checkable
+class ConsoleView(Protocol):
+    """One console as the web sees it: read-only attributes, refreshed by the engine."""
+
+    name: str
+    tags: Sequence[str]
+    state: str  # a short key such as "active", "connecting", "auth-failed"
+    state_detail: str  # one line that says what to do, or ""
+    state_since: float  # epoch seconds of the last state change
+    last_output: float | None  # epoch seconds of the last byte from the host
+    panic_count: int
+    hub: Hub
+    log_path: Path
+
+
+@runtime_checkable
+class ConsoleManager(Protocol):
+    """The engine's face towards the web: a list of consoles and three actions.
+
+    Actions take the acting user's name for the audit trail (events.jsonl) and raise a
+    `SolgateError` whose message the web shows as is.
+    """
+
+    def consoles(self) -> Sequence[ConsoleView]:
+        """Every configured console, in display order."""
+        ...
+
+    def get(self, name: str) -> ConsoleView | None:
+        """One console by name, or None."""
+        ...
+
+    async def send_break(self, name: str, user: str) -> None:
+        """Send a serial BREAK to the host."""
+        ...
+
+    async def deactivate(self, name: str, user: str) -> None:
+        """Force the BMC's SOL payload off, then reconnect (frees a stuck or stolen slot)."""
+        ...
+
+    async def power(self, name: str, action: str, user: str) -> str:
+        """Run a chassis power action (one of POWER_ACTIONS); returns the power state in words."""
+        ...
+
+
+def state_words(state: str) -> str:
+    """The state as the list page prints it."""
+    return STATE_WORDS.get(state, state.replace("-", " "))
+
+
+def console_json(console: ConsoleView, *, now: float | None = None) -> dict[str, Any]:
+    """The JSON shape of one console, shared by the REST API and the list page poll."""
+    now = time.time() if now is None else now
+    hub = console.hub
+    last = console.last_output
+    return {
+        "name": console.name,
+        "tags": list(console.tags),
+        "state": console.state,
+        "state_words": state_words(console.state),
+        "state_detail": console.state_detail,
+        "state_since": console.state_since,
+        "state_age": max(0.0, now - console.state_since),
+        "last_output": last,
+        "last_output_age": None if last is None else max(0.0, now - last),
+        "panic_count": console.panic_count,
+        "viewers": hub.viewers,
+        "writer": hub.writer,
+        "healthy": console.state in GOOD_STATES,
+    }

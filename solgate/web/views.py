@@ -1,0 +1,147 @@
+"""HTML pages: login, console list, one console, its log, events.
+
+Pages are thin Jinja2 shells; live data comes from the REST API and the console
+WebSocket, so what a page shows and what a script sees never disagree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import re
+import secrets
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from solgate.web.api import read_tail, visible_console
+from solgate.web.auth import LoginError, LoginThrottled
+from solgate.web.keys import auth_key
+from solgate.web.middleware import (
+    SESSION_COOKIE,
+    identity,
+    require_identity,
+    set_session_cookie,
+)
+
+LOGIN_CSRF_COOKIE = "solgate_login"
+LOG_PAGE_LINES = 1000
+# CSI/OSC/other escape sequences, stripped for the plain-text log view.
+_ANSI = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site relative paths, so /login?next= cannot send users elsewhere."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def _page_context(request: web.Request, **extra: Any) -> dict[str, Any]:
+    ident = identity(request)
+    return {
+        "user": ident.user if ident else None,
+        "csrf_token": ident.session.csrf_token if ident and ident.session else "",
+        "login_required": request.app[auth_key].login_required,
+        **extra,
+    }
+
+
+async def login_page(request: web.Request) -> web.Response:
+    if not request.app[auth_key].login_required:
+        raise web.HTTPFound("/")
+    return _login_form(request, error="", status=200)
+
+
+def _login_form(request: web.Request, *, error: str, status: int,
+                username: str = "", headers: dict[str, str] | None = None) -> web.Response:
+    token = secrets.token_urlsafe(24)
+    response = aiohttp_jinja2.render_template(
+        "login.html", request,
+        {"error": error, "next": _safe_next(request.query.get("next")),
+         "login_csrf": token, "username": username, "user": None},
+        status=status,
+    )
+    # Double-submit token: a foreign page cannot read this cookie to fill the form.
+    response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="Strict",
+                        path="/login", secure=request.secure)
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+async def login_submit(request: web.Request) -> web.StreamResponse:
+    auth = request.app[auth_key]
+    if not auth.login_required:
+        raise web.HTTPFound("/")
+    form = await request.post()
+    username = str(form.get("username", ""))[:200]
+    password = str(form.get("password", ""))[:1000]
+    sent = str(form.get("login_csrf", ""))
+    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not expected or not hmac.compare_digest(sent, expected):
+        return _login_form(request, error="the login form expired; please try again",
+                           status=403, username=username)
+    client = request.remote or "unknown"
+    try:
+        user = await asyncio.to_thread(auth.check_password, username, password, client)
+    except LoginThrottled as exc:
+        return _login_form(request, error=str(exc), status=429, username=username,
+                           headers={"Retry-After": str(int(exc.retry_after) + 1)})
+    except LoginError as exc:
+        return _login_form(request, error=str(exc), status=401, username=username)
+    old = identity(request)
+    if old is not None and old.session is not None:
+        auth.sessions.drop(old.session)  # a fresh id on every login: no session fixation
+    cookie, _session = auth.sessions.create(user.name)
+    response = web.HTTPFound(_safe_next(str(form.get("next", "/"))))
+    set_session_cookie(request, response, cookie)
+    response.del_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    raise response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    ident = identity(request)
+    if ident is not None and ident.session is not None:
+        request.app[auth_key].sessions.drop(ident.session)
+    target = "/login" if request.app[auth_key].login_required else "/"
+    response = web.HTTPFound(target)
+    response.del_cookie(SESSION_COOKIE, path="/")
+    raise response
+
+
+@aiohttp_jinja2.template("consoles.html")
+async def consoles_page(request: web.Request) -> dict[str, Any]:
+    require_identity(request)
+    return _page_context(request, title="Consoles")
+
+
+@aiohttp_jinja2.template("console.html")
+async def console_page(request: web.Request) -> dict[str, Any]:
+    ident = require_identity(request)
+    console = visible_console(request)
+    return _page_context(
+        request, title=console.name, console=console,
+        can_write=ident.user.can_write(console), can_power=ident.user.can_power(console),
+    )
+
+
+@aiohttp_jinja2.template("log.html")
+async def log_page(request: web.Request) -> dict[str, Any]:
+    require_identity(request)
+    console = visible_console(request)
+    text = ""
+    if console.log_path.exists():
+        raw = await asyncio.to_thread(read_tail, console.log_path, LOG_PAGE_LINES)
+        text = _CONTROL.sub(b"", _ANSI.sub(b"", raw).replace(b"\r\n", b"\n")).decode(
+            "utf-8", "replace")
+    return _page_context(request, title=f"{console.name} log", console=console, text=text,
+                         lines=LOG_PAGE_LINES)
+
+
+@aiohttp_jinja2.template("events.html")
+async def events_page(request: web.Request) -> dict[str, Any]:
+    require_identity(request)
+    return _page_context(request, title="Events")

@@ -1,0 +1,298 @@
+"""The console WebSocket: `/ws/consoles/{name}` (protocol in docs/websocket-protocol.md).
+
+Theory of operation
+-------------------
+Checks happen before the upgrade, in this order: `Origin` (403), identity (401),
+the console exists and the user may see it (404, so names are not revealed).  Only
+then is the response prepared.
+
+Each socket gets one hub `Attachment`, which is its bounded queue, and one writer
+task that awaits `attachment.get()` and sends: console bytes as binary frames,
+control items as JSON text frames.  The hub only ever appends to the queue, so a
+slow browser costs the hub nothing; when the queue overflows the hub hands the
+writer a `Lagged` and then a fresh `Snapshot`, and the browser repaints.
+
+The reader loop (this handler) feeds binary frames through the server-side
+`EscapeParser`, so `~.` and `~B` behave the same in every front end.  Data from a
+user without write permission, or without the write lock, never reaches the
+console: the user gets an error message instead.
+
+Whichever side ends first ends the other: the reader loop ends on a close frame or
+an error, then cancels the writer; the writer ends on `Closed` or a send failure and
+closes the socket, which ends the reader.  The attachment is detached in `finally`,
+at once, so a vanished tab never lingers as a viewer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from solgate.console.escape import (
+    Detach,
+    EscapeParser,
+    ForceReconnect,
+    SendBreak,
+    SendData,
+    ShowHelp,
+    TakeWrite,
+)
+from solgate.console.hub import (
+    Attachment,
+    Closed,
+    Lagged,
+    Snapshot,
+    StateChanged,
+    WriteLockChanged,
+)
+from solgate.errors import SolgateError
+from solgate.web.keys import config_key, manager_key, websockets_key
+from solgate.web.middleware import identity, origin_allowed
+
+if TYPE_CHECKING:
+    from solgate.web.auth import User
+    from solgate.web.model import ConsoleView
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT = 20.0  # seconds between pings; under the 30-60 s idle cut of most proxies
+MAX_MESSAGE = 64 * 1024  # a paste larger than this is refused by aiohttp
+CLOSE_DETACHED = 4000  # the user typed ~. : the page must not reconnect
+CLOSE_HUB_CLOSED = 4001  # the hub ended this attachment (console removed, too slow)
+MIN_COLS, MAX_COLS = 10, 1000
+MIN_ROWS, MAX_ROWS = 2, 500
+
+
+def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    try:
+        return min(hi, max(lo, int(request.query.get(name, default))))
+    except ValueError:
+        return default
+
+
+def _escape_char(request: web.Request, name: str) -> str | None:
+    consoles = getattr(request.app[config_key], "consoles", {}) or {}
+    console_cfg = consoles.get(name)
+    return getattr(console_cfg, "escape", "~") if console_cfg is not None else "~"
+
+
+class _Socket:
+    """One browser's connection to one console: the sender side, serialised."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+        self._lock = asyncio.Lock()
+
+    async def json(self, **message: Any) -> None:
+        async with self._lock:
+            await self.ws.send_str(json.dumps(message))
+
+    async def data(self, data: bytes) -> None:
+        async with self._lock:
+            await self.ws.send_bytes(data)
+
+    async def snapshot(self, data: bytes) -> None:
+        async with self._lock:  # the marker and its frame must be adjacent
+            await self.ws.send_str('{"type": "snapshot"}')
+            await self.ws.send_bytes(data)
+
+    async def error(self, message: str) -> None:
+        await self.json(type="error", message=message)
+
+
+async def console_ws(request: web.Request) -> web.StreamResponse:
+    """Attach a browser (or `solgate console`) to one console."""
+    if not origin_allowed(request):
+        log.warning("refused WebSocket from origin %r for %s",
+                    request.headers.get("Origin"), request.path)
+        raise web.HTTPForbidden(text="WebSocket origin not allowed")
+    ident = identity(request)
+    if ident is None:
+        raise web.HTTPUnauthorized(text="log in first")
+    name = request.match_info["name"]
+    manager = request.app[manager_key]
+    console = manager.get(name)
+    if console is None or not ident.user.can_view(console):
+        raise web.HTTPNotFound(text=f"no console named {name!r}")
+
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_MESSAGE)
+    await ws.prepare(request)
+    sockets = request.app[websockets_key]
+    sockets.add(ws)
+    try:
+        await _ConsoleSocket(request, ws, ident.user, console).run()
+    finally:
+        sockets.discard(ws)
+        if not ws.closed:
+            await ws.close()
+    return ws
+
+
+class _ConsoleSocket:
+    """One browser attached to one console: the reader loop, the writer task, the actions."""
+
+    def __init__(
+        self, request: web.Request, ws: web.WebSocketResponse, user: User, console: ConsoleView
+    ) -> None:
+        self.manager = request.app[manager_key]
+        self.sock = _Socket(ws)
+        self.user = user
+        self.name = console.name
+        self.console = console
+        self.hub = console.hub
+        self.can_write = user.can_write(console)
+        self.parser = EscapeParser(_escape_char(request, console.name))
+        self.attachment = self.hub.attach(
+            user.name, can_write=self.can_write,
+            cols=_int_param(request, "cols", 80, MIN_COLS, MAX_COLS),
+            rows=_int_param(request, "rows", 25, MIN_ROWS, MAX_ROWS),
+        )
+
+    async def run(self) -> None:
+        ws = self.sock.ws
+        writer = asyncio.create_task(_pump(self.sock, self.attachment),
+                                     name=f"ws-writer-{self.name}")
+        try:
+            await self.sock.json(
+                type="hello", console=self.name, user=self.user.name,
+                state=self.console.state, state_detail=self.console.state_detail,
+                can_write=self.can_write, writer=self.hub.writer,
+                role=self.user.role.name.lower(), escape=self.parser.escape_char,
+            )
+            async for msg in ws:
+                if msg.type == WSMsgType.BINARY:
+                    if not await self.keyboard(msg.data):
+                        break
+                elif msg.type == WSMsgType.TEXT:
+                    await self.control(msg.data)
+                else:  # ERROR; CLOSE and friends end the iteration by themselves
+                    break
+        except ConnectionResetError:
+            pass
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            self.attachment.detach()
+
+    async def keyboard(self, data: bytes) -> bool:
+        """Handle keyboard bytes; returns False when the user asked to leave."""
+        for action in self.parser.feed(data):
+            match action:
+                case SendData(data=payload):
+                    if not self.can_write:
+                        await self.sock.error("read-only: your role cannot type on this console")
+                    elif not self.attachment.send(payload):
+                        await self.sock.error("read-only: take the write lock to type")
+                case Detach():
+                    await self.sock.ws.close(code=CLOSE_DETACHED, message=b"detached")
+                    return False
+                case SendBreak():
+                    await self.send_break()
+                case ForceReconnect():
+                    await self.deactivate()
+                case TakeWrite():
+                    await self.take_write()
+                case ShowHelp():
+                    await self.sock.data(self.parser.help_text.encode())
+        return True
+
+    async def control(self, text: str) -> None:
+        try:
+            message = json.loads(text)
+            kind = message["type"]
+        except (ValueError, KeyError, TypeError):
+            await self.sock.error('control messages are JSON objects with a "type"')
+            return
+        if kind == "resize":
+            try:
+                cols = min(MAX_COLS, max(MIN_COLS, int(message["cols"])))
+                rows = min(MAX_ROWS, max(MIN_ROWS, int(message["rows"])))
+            except (KeyError, ValueError, TypeError):
+                await self.sock.error("resize needs integer cols and rows")
+                return
+            resize = getattr(self.attachment, "resize", None)
+            if resize is not None:
+                resize(cols, rows)
+        elif kind == "take-write":
+            await self.take_write()
+        elif kind == "break":
+            await self.send_break()
+        elif kind == "sysrq":
+            key = message.get("key")
+            if not (isinstance(key, str) and len(key) == 1 and key.isascii()
+                    and key.isalnum()):
+                await self.sock.error("sysrq needs one letter or digit as key")
+                return
+            if await self.send_break() and not self.attachment.send(key.encode("ascii")):
+                await self.sock.error("BREAK sent, but the SysRq key was not: take the write lock")
+        elif kind == "ping":
+            await self.sock.json(type="pong")
+        else:
+            await self.sock.error(f"unknown control message type {kind!r}")
+
+    async def take_write(self) -> None:
+        if not self.can_write:
+            await self.sock.error("read-only: your role cannot take the write lock")
+            return
+        self.hub.take_write(self.attachment)
+
+    async def send_break(self) -> bool:
+        if not self.can_write:
+            await self.sock.error("read-only: your role cannot send BREAK")
+            return False
+        try:
+            await self.manager.send_break(self.name, self.user.name)
+        except SolgateError as exc:
+            await self.sock.error(f"BREAK failed: {exc}")
+            return False
+        return True
+
+    async def deactivate(self) -> None:
+        if not self.can_write:
+            await self.sock.error("read-only: your role cannot force a reconnect")
+            return
+        try:
+            await self.manager.deactivate(self.name, self.user.name)
+        except SolgateError as exc:
+            await self.sock.error(f"deactivate failed: {exc}")
+
+
+async def _pump(sock: _Socket, attachment: Attachment) -> None:
+    """The writer task: the only code that moves hub output to this socket."""
+    ws = sock.ws
+    try:
+        while not ws.closed:
+            item = await attachment.get()
+            match item:
+                case bytes() | bytearray() | memoryview():
+                    await sock.data(bytes(item))
+                case Snapshot(data=data):
+                    await sock.snapshot(data)
+                case Lagged(dropped_bytes=dropped):
+                    await sock.json(type="lagged", dropped=dropped)
+                case WriteLockChanged(holder=holder):
+                    await sock.json(type="write-lock", holder=holder)
+                case StateChanged(state=state, detail=detail):
+                    await sock.json(type="state", state=state, detail=detail)
+                case Closed(reason=reason):
+                    with contextlib.suppress(ConnectionResetError):
+                        await sock.json(type="closed", reason=reason)
+                    await ws.close(code=CLOSE_HUB_CLOSED, message=reason.encode()[:120])
+                    return
+                case _:
+                    log.debug("ignoring unknown hub item %r", type(item).__name__)
+    except (ConnectionResetError, RuntimeError):
+        # The browser went away mid-send; closing ends the reader loop too.
+        await ws.close()
+
+
+async def close_all(app: web.Application) -> None:
+    """on_shutdown: tell every browser the server is going away."""
+    for ws in set(app[websockets_key]):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
