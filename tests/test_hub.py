@@ -222,6 +222,23 @@ async def test_a_viewer_that_catches_up_is_forgiven():
     assert hub.viewers == 1
 
 
+async def test_overflows_far_apart_are_not_in_a_row():
+    clock = FakeClock()
+    hub = Hub("web01", queue_bytes=100, max_lag_streak=1, stall_timeout=60.0, clock=clock)
+    viewer = hub.attach("alice", can_write=False)
+    drain(viewer)
+    for _ in range(4):
+        hub.publish(b"z" * 150)
+        assert [type(item) for item in drain(viewer)] == [Lagged, Snapshot]
+        clock.now += 61
+    assert hub.viewers == 1
+    hub.publish(b"z" * 150)
+    hub.publish(b"z" * 150)  # still lagging: counted into the resync, no new overflow
+    drain(viewer)
+    hub.publish(b"z" * 150)  # second overflow within the minute: dropped
+    assert drain(viewer)[-1] == Closed("too slow")
+
+
 async def test_a_viewer_stalled_past_the_timeout_is_dropped():
     clock = FakeClock()
     hub = Hub("web01", queue_bytes=100, stall_timeout=60.0, clock=clock)

@@ -85,6 +85,17 @@ def test_pending_wrap_survives_the_repaint():
     assert screen.display[1].startswith("A")
 
 
+@pytest.mark.parametrize("move", [b"\x1b[1;3H", b"\x1b[3;3H", b"\x1b[2;10H", b""])
+def test_full_last_row_then_cursor_anywhere(move):
+    screen = Screen(10, 3)
+    screen.feed(b"\x1b[3;1Habcdefghij" + move)
+    fresh = replay(screen.render(), 10, 3)
+    assert_same_terminal(screen, fresh)
+    pyte.ByteStream(fresh).feed(b"XY")
+    screen.feed(b"XY")
+    assert fresh.display == screen.display
+
+
 def test_hidden_cursor_margins_and_origin_mode_are_restored():
     screen = Screen(40, 10)
     screen.feed(b"\x1b[?25l\x1b[3;8r\x1b[?6h\x1b[2;5Hin region")
@@ -131,6 +142,15 @@ def test_scrollback_lines_are_printed_before_the_screen():
     # Without scrollback (a resync) the screen alone is repainted.
     assert b"line 0" not in screen.render(scrollback=False)
     assert_same_terminal(screen, replay(screen.render(scrollback=False), 20, 3))
+
+
+def test_repaint_on_a_taller_terminal_keeps_the_cursor_on_the_right_cell():
+    screen = Screen(20, 5, scrollback=10)
+    screen.feed(b"\r\n".join(b"line %d" % i for i in range(8)))
+    screen.feed(b"\x1b[2;4H")
+    fresh = replay(screen.render(), 20, 12)
+    assert [row.rstrip() for row in fresh.display[:8]] == [f"line {i}" for i in range(8)]
+    assert (fresh.cursor.x, fresh.cursor.y) == (3, 3 + 1)
 
 
 def test_invalid_utf8_never_raises_and_cp437_box_drawing_survives():

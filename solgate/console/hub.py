@@ -27,8 +27,9 @@ Slow-viewer policy (documented for operators): a viewer whose queue overflows is
 resynced as above. It is dropped with `Closed("too slow")` when either
 
 * it overflows more than `max_lag_streak` times in a row (default 3), "in a row"
-  meaning it did not read a whole queue's worth (`queue_bytes`) of live output between
-  two overflows (it reads, but can never keep up), or
+  meaning that between two overflows it neither read a whole queue's worth
+  (`queue_bytes`) of live output nor went `stall_timeout` seconds without overflowing
+  (it reads, but can never keep up), or
 * it stays lagged, without reading, for longer than `stall_timeout` seconds (default 60)
   while the console keeps producing output (checked on `publish`, with the injected
   `clock`; a viewer that stalls on an idle console costs nothing and is kept).
@@ -307,6 +308,11 @@ class Attachment:
                         return "too slow"
             return None
         if self._queued_bytes + len(data) > self.hub.queue_bytes:
+            since = self._lagging_since  # the previous overflow, if any
+            timeout = self.hub.stall_timeout
+            if now is not None and since is not None and timeout is not None:
+                if now - since > timeout:
+                    self._lag_streak = 0  # the last overflow was long ago: not in a row
             self._lag_streak += 1
             if self._lag_streak > self.hub.max_lag_streak:
                 return "too slow"

@@ -408,25 +408,32 @@ class Screen:
             line = scr.buffer.get(y)
             if line:
                 self._render_line(line, out)
-        # Scrolling region, origin mode, then the cursor (relative to the region in
-        # origin mode).
+        # The cursor. Without a scrolling region it is placed relative to the last row
+        # just drawn, so a terminal taller than the screen (rows below, or scrollback
+        # above) still gets it right. DECSTBM homes the cursor, so with a region the
+        # position is absolute (relative to the region in origin mode).
         margins = scr.margins
-        top = 0
-        if margins is not None:
+        cx, cy = scr.cursor.x, scr.cursor.y
+        col = min(cx, scr.columns - 1) + 1
+        if margins is None:
+            up = scr.lines - 1 - cy
+            if up:
+                out.append(f"\x1b[{up}A")
+            out.append(f"\x1b[{col}G")
+        else:
             out.append(f"\x1b[{margins.top + 1};{margins.bottom + 1}r")
+            top = 0
             if pyte_modes.DECOM in scr.mode:
                 out.append("\x1b[?6h")
                 top = margins.top
-        cx, cy = scr.cursor.x, scr.cursor.y
+            out.append(f"\x1b[{cy - top + 1};{col}H")
         if cx >= scr.columns:
             # A wrap is pending: rewrite the last cell so the terminal is in the same
             # state (the next character goes to the next line).
-            cell = scr.buffer[cy][scr.columns - 1] if cy in scr.buffer else scr.default_char
-            out.append(f"\x1b[{cy - top + 1};{scr.columns}H")
+            line = scr.buffer.get(cy)
+            cell = line[scr.columns - 1] if line is not None else scr.default_char
             out.append(_sgr(cell))
             out.append(cell.data or " ")
-        else:
-            out.append(f"\x1b[{cy - top + 1};{cx + 1}H")
         out.append(_sgr(scr.cursor.attrs))
         # Character sets, after the rows: pyte stored the rows already translated.
         g0 = _charset_code(scr.g0_charset)
