@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES = (
     "solgate.config_cli",
     "solgate.ipmi_cli",
     "solgate.sim.cli",
+    "solgate.serve_cli",
 )
 
 EXIT_ERROR = 1

@@ -1,0 +1,171 @@
+"""Every configured console in one process: start, stop, reload, and the shared once-a-second tick.
+
+The manager owns one `ConsoleWorker` per console plus what workers share: the events
+file, the semaphore that caps concurrent session setups, and a single ticker that flushes
+logs, writes marks and releases pending panic events for all consoles (one timer for
+thousands of consoles, not one each). It is also what the web layer talks to
+(`solgate.web.model.ConsoleManager`): listing consoles and running operator actions, each
+recorded with the acting user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from solgate.config import Config, ConsoleConfig
+from solgate.console.events import EventLog
+from solgate.console.hub import Hub
+from solgate.console.log import ConsoleLog
+from solgate.console.panic import PanicDetector
+from solgate.console.worker import ConsoleState, ConsoleWorker
+from solgate.errors import ConfigError, SolgateError
+from solgate.ipmi.transport import IpmiClient
+
+logger = logging.getLogger("solgate.manager")
+
+TICK_INTERVAL = 1.0
+POWER_ACTIONS = ("status", "on", "off", "cycle", "reset", "soft")
+
+
+class ConsoleManager:
+    """Runs the workers of one `Config`; `reload()` applies a new one without touching the rest."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.data_dir = Path(config.data_dir)
+        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self.events = EventLog(self.data_dir / "events.jsonl")
+        self.setup_slots = asyncio.Semaphore(config.server.setup_concurrency)
+        self._workers: dict[str, ConsoleWorker] = {}
+        self._ticker: asyncio.Task[None] | None = None
+        self.started_at = time.time()
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for console in self.config.consoles.values():
+            self._start_worker(console)
+        self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="ticker")
+
+    async def stop(self) -> None:
+        """Deactivate SOL and close every session so each BMC is free for others."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        workers = list(self._workers.values())
+        self._workers.clear()
+        await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
+        for w in workers:
+            w.hub.close("solgate stopped")
+        self.events.close()
+
+    async def reload(self, config: Config) -> dict[str, list[str]]:
+        """Start added consoles, stop removed ones, restart changed ones; leave the rest alone."""
+        old, new = self.config.consoles, config.consoles
+        added = [n for n in new if n not in old]
+        removed = [n for n in old if n not in new]
+        changed = [n for n in new if n in old and new[n] != old[n]]
+        self.config = config
+        kept_hubs: dict[str, Hub] = {}
+        for name in removed + changed:
+            worker = self._workers.pop(name, None)
+            if worker is None:
+                continue
+            await worker.stop()
+            if name in removed:
+                worker.hub.close("console removed from the configuration")
+            else:
+                kept_hubs[name] = worker.hub  # viewers stay attached across the restart
+        for name in changed:
+            self._start_worker(new[name], hub=kept_hubs.get(name))
+        for name in added:
+            self._start_worker(new[name])
+        for w in self._workers.values():
+            w.log.reopen()
+        self.events.reopen()
+        summary = {"added": added, "removed": removed, "changed": changed}
+        logger.info("reloaded configuration: %s", summary)
+        return summary
+
+    def _start_worker(self, console: ConsoleConfig, hub: Hub | None = None) -> ConsoleWorker:
+        log = ConsoleLog(
+            self.data_dir / "logs" / f"{console.name}.log",
+            max_bytes=console.log_max,
+            keep=console.log_keep,
+            timestamps=console.log_timestamps,
+            mark_interval=console.mark,
+        )
+        worker = ConsoleWorker(
+            console,
+            hub=hub or Hub(console.name),
+            log=log,
+            events=self.events,
+            panic=PanicDetector(console.panic_patterns),
+            setup_slots=self.setup_slots,
+        )
+        self._workers[console.name] = worker
+        worker.start()
+        return worker
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_INTERVAL)
+            now = time.time()
+            for worker in self._workers.values():
+                worker.log.tick()
+                deadline = worker.panic.next_deadline()
+                if deadline is not None and deadline <= now:
+                    for incident in worker.panic.flush(now):
+                        worker._on_panic(incident)  # noqa: SLF001 - shared tick
+            self.events.flush()
+
+    # --- what the web and the CLI see ----------------------------------------------------
+
+    def consoles(self) -> Sequence[ConsoleWorker]:
+        return list(self._workers.values())
+
+    def get(self, name: str) -> ConsoleWorker | None:
+        return self._workers.get(name)
+
+    def _require(self, name: str) -> ConsoleWorker:
+        worker = self._workers.get(name)
+        if worker is None:
+            raise ConfigError(f"no console named {name!r} in {self.config.source}")
+        return worker
+
+    async def send_break(self, name: str, user: str) -> None:
+        worker = self._require(name)
+        if not worker.send_break(user):
+            raise SolgateError(f"console {name} is {worker.state}: a BREAK needs an active SOL "
+                               "session")
+
+    async def deactivate(self, name: str, user: str) -> None:
+        self._require(name).reconnect(force_deactivate=True, user=user)
+
+    async def power(self, name: str, action: str, user: str) -> str:
+        """Chassis control over a separate short session, so SOL is never disturbed."""
+        worker = self._require(name)
+        if action not in POWER_ACTIONS:
+            raise SolgateError(f"unknown power action {action!r}; use one of "
+                               f"{', '.join(POWER_ACTIONS)}")
+        async with await IpmiClient.connect(worker.console.target()) as client:
+            if action != "status":
+                await client.chassis_control(action)
+                worker._record("power", f"power {action} by {user or 'unknown'}",  # noqa: SLF001
+                               user=user, action=action)
+                return f"power {action} requested"
+            status = await client.chassis_status()
+        return "on" if status.power_on else "off"
+
+    def counts_by_state(self) -> dict[str, int]:
+        counts = dict.fromkeys((str(s) for s in ConsoleState), 0)
+        for w in self._workers.values():
+            counts[str(w.state)] += 1
+        return counts
+

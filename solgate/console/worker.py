@@ -1,0 +1,449 @@
+"""One console's life: connect, activate SOL (stealing when allowed), keep it alive, reconnect.
+
+Theory of operation
+-------------------
+A `ConsoleWorker` owns one BMC session and one `SolStream`. Its `run()` loop is:
+
+    connecting -> activating -> active -> (error) -> backoff -> connecting ...
+
+with side exits to `held-elsewhere` (SOL owned by another session and `steal = false`),
+`auth-failed` (wrong password: back off for minutes so the BMC does not lock the account)
+and `unreachable` (no answer). Every state has the time it was entered and the last error
+in words, for the web page and `/metrics`.
+
+While active, console bytes flow BMC -> `SolStream` -> `_on_output`: appended to the log
+first, then fed to the panic detector and published to the hub. The stream's ACK for a
+packet is handed to the socket only after that, so a byte is acknowledged to the BMC only
+once it sits in solgate's own buffers; if the loop stalls, the BMC retransmits.
+
+Keepalive: every `keepalive_interval` the worker asks Get Payload Instance Info. It keeps
+the BMC session from timing out and tells us whether SOL still belongs to our session (a
+thief rarely announces itself). A foreign owner, a SOL "deactivating" status, a stalled
+stream or a dead session ends the activation; the loop logs "SOL down" with the reason
+and reconnects after a backoff with jitter. Session setups across all workers are limited
+by a shared semaphore so thousands of consoles starting at once do not storm the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from solgate.config import ConsoleConfig
+from solgate.console.events import EventLog
+from solgate.console.hub import Hub
+from solgate.console.log import ConsoleLog
+from solgate.console.panic import PanicDetector, PanicEvent
+from solgate.errors import (
+    AuthenticationError,
+    PayloadActiveElsewhere,
+    SolgateError,
+    SolgateTimeoutError,
+)
+from solgate.ipmi.commands import SolActivation
+from solgate.ipmi.sol import (
+    BreakRequested,
+    DataReceived,
+    PeerDeactivating,
+    SolStream,
+    StreamStalled,
+    TransferUnavailable,
+)
+from solgate.ipmi.transport import IpmiClient
+
+AUTH_FAILURE_BACKOFF = 300.0  # seconds; repeated bad logins lock BMC accounts
+AUTH_FAILURE_BACKOFF_MAX = 1800.0
+INITIAL_BACKOFF = 1.0
+STEAL_SETTLE = 0.2  # seconds between a forced deactivate and the new activation
+
+
+class ConsoleState(enum.StrEnum):
+    CONNECTING = "connecting"
+    ACTIVATING = "activating"
+    ACTIVE = "active"
+    HELD_ELSEWHERE = "held-elsewhere"
+    AUTH_FAILED = "auth-failed"
+    UNREACHABLE = "unreachable"
+    BACKOFF = "backoff"
+    STOPPED = "stopped"
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter: the nth failure waits up to base * 2^n, capped."""
+
+    cap: float
+    base: float = INITIAL_BACKOFF
+    failures: int = 0
+    rng: random.Random | None = None
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap, self.base * (2**self.failures))
+        self.failures += 1
+        rng = self.rng or random
+        return ceiling / 2 + rng.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not crypto
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class _ActivationEnded(Exception):
+    """Internal: the active SOL session is over; `reason` says why, for the log."""
+
+    def __init__(self, reason: str, *, deactivate: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.deactivate = deactivate
+
+
+class ConsoleWorker:
+    """Keeps one console's SOL session alive and feeds its output to log, panics and hub."""
+
+    def __init__(
+        self,
+        console: ConsoleConfig,
+        *,
+        hub: Hub,
+        log: ConsoleLog,
+        events: EventLog,
+        panic: PanicDetector,
+        setup_slots: asyncio.Semaphore,
+        wall_clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.console = console
+        self.name = console.name
+        self.hub = hub
+        self.log = log
+        self.events = events
+        self.panic = panic
+        self._setup_slots = setup_slots
+        self._wall = wall_clock
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
+        self._logger = logging.LoggerAdapter(
+            logging.getLogger("solgate.worker"),
+            {"console": console.name},
+        )
+        self.state = ConsoleState.STOPPED
+        self.state_since = self._wall()
+        self.state_detail = ""
+        self.tags: tuple[str, ...] = tuple(console.tags)
+        self.last_output: float | None = None
+        self.panic_count = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.reconnects = 0
+        self.cipher_suite: int | None = None
+        self._client: IpmiClient | None = None
+        self._stream: SolStream | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._ended: asyncio.Future[_ActivationEnded] | None = None
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        hub.on_input = self.send_input
+
+    # --- control from the outside ------------------------------------------------------
+
+    def start(self) -> asyncio.Task[None]:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self.run(), name=f"console:{self.name}"
+            )
+        return self._task
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Deactivate SOL and close the session so the BMC is free, then end `run()`."""
+        self._stopping.set()
+        self._wake.set()
+        self._end(_ActivationEnded("solgate stopping", deactivate=True))
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+
+    def send_input(self, data: bytes) -> None:
+        """Keystrokes from the write-lock holder; dropped (and counted) when not active."""
+        stream = self._stream
+        if stream is None or self.state != ConsoleState.ACTIVE:
+            return
+        room = stream.send_capacity
+        if room <= 0:
+            return
+        stream.send(data[:room], self._now())
+        self.bytes_out += min(len(data), room)
+        self._pump()
+
+    def send_break(self, user: str = "") -> bool:
+        stream = self._stream
+        if stream is None or self.state != ConsoleState.ACTIVE:
+            return False
+        stream.send_break(self._now())
+        self._pump()
+        self._record("break", f"serial BREAK sent by {user or 'unknown'}", user=user)
+        return True
+
+    def reconnect(self, *, force_deactivate: bool, user: str = "") -> None:
+        """End the current activation (optionally forcing a deactivate) and start over now."""
+        why = f"reconnect requested by {user or 'unknown'}"
+        self._record("deactivate", f"forced deactivate and reconnect by {user or 'unknown'}",
+                     user=user)
+        self._end(_ActivationEnded(why, deactivate=force_deactivate))
+        self._wake.set()
+
+    # --- the loop ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        backoff = Backoff(cap=self.console.reconnect_max, rng=self._rng)
+        auth_backoff = Backoff(cap=AUTH_FAILURE_BACKOFF_MAX, base=AUTH_FAILURE_BACKOFF,
+                               rng=self._rng)
+        steal_next = self.console.steal
+        try:
+            while not self._stopping.is_set():
+                delay: float
+                try:
+                    await self._connect_and_serve(steal_next)
+                    backoff.reset()
+                    auth_backoff.reset()
+                    delay = 0.0 if self._stopping.is_set() else backoff.next_delay()
+                    steal_next = self.console.steal
+                except PayloadActiveElsewhere as exc:
+                    self._set_state(ConsoleState.HELD_ELSEWHERE, str(exc))
+                    delay = backoff.next_delay()
+                    steal_next = self.console.steal
+                except AuthenticationError as exc:
+                    self._set_state(ConsoleState.AUTH_FAILED, str(exc))
+                    delay = auth_backoff.next_delay()
+                except SolgateTimeoutError as exc:
+                    self._set_state(ConsoleState.UNREACHABLE, str(exc))
+                    delay = backoff.next_delay()
+                except SolgateError as exc:
+                    self._set_state(ConsoleState.BACKOFF, str(exc))
+                    delay = backoff.next_delay()
+                except OSError as exc:
+                    self._set_state(ConsoleState.UNREACHABLE, f"{self.console.host}: {exc}")
+                    delay = backoff.next_delay()
+                if self._stopping.is_set():
+                    break
+                if delay > 0:
+                    if self.state in (ConsoleState.ACTIVE, ConsoleState.ACTIVATING,
+                                      ConsoleState.CONNECTING):
+                        self._set_state(ConsoleState.BACKOFF, self.state_detail)
+                    await self._sleep(delay)
+                self.reconnects += 1
+        finally:
+            self._set_state(ConsoleState.STOPPED, "")
+            self.log.close()
+
+    async def _sleep(self, delay: float) -> None:
+        """Sleep, but wake early on stop() or an explicit reconnect request."""
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def _connect_and_serve(self, steal: bool) -> None:
+        self._set_state(ConsoleState.CONNECTING, f"{self.console.host}:{self.console.port}")
+        async with self._setup_slots:
+            if self._stopping.is_set():
+                return
+            client = await IpmiClient.connect(self.console.target())
+            self._client = client
+            try:
+                self._set_state(ConsoleState.ACTIVATING, "")
+                activation = await self._activate(client, steal)
+            except BaseException:
+                await self._close_client(client, deactivate=False)
+                raise
+        try:
+            await self._serve(client, activation)
+        finally:
+            self._client = None
+
+    async def _activate(self, client: IpmiClient, steal: bool) -> SolActivation:
+        try:
+            return await client.activate_sol()
+        except PayloadActiveElsewhere as exc:
+            if not steal:
+                raise
+            holder = await self._holder(client)
+            self._record("deactivate",
+                         f"SOL was held by {holder}; forcing deactivate (steal = true)")
+            await client.deactivate_sol()
+            await asyncio.sleep(STEAL_SETTLE)
+            try:
+                return await client.activate_sol()
+            except PayloadActiveElsewhere:
+                raise exc from None
+
+    async def _holder(self, client: IpmiClient) -> str:
+        try:
+            info = await client.payload_instance_info()
+        except SolgateError:
+            return "another session"
+        owner = info.owner_session_id
+        return f"session 0x{owner:08x}" if owner else "another session"
+
+    async def _serve(self, client: IpmiClient, activation: SolActivation) -> None:
+        loop = asyncio.get_running_loop()
+        target = self.console.target()
+        stream = SolStream(
+            "console",
+            max_chars=activation.max_characters,
+            retry_interval=max(0.5, min(target.retransmit_timeout, 2.0)),
+            max_retries=10,
+        )
+        self._stream = stream
+        self._ended = loop.create_future()
+        client.set_sol_handler(self._on_sol_payload)
+        suite = client.session.suite
+        self.cipher_suite = suite.id if suite is not None else None
+        self._set_state(ConsoleState.ACTIVE, f"cipher suite {self.cipher_suite}")
+        self._record("sol-up", f"SOL up (cipher suite {self.cipher_suite})")
+        keepalive = loop.create_task(self._keepalive(client), name=f"keepalive:{self.name}")
+        closed = loop.create_task(self._watch_session(client), name=f"session:{self.name}")
+        ended: _ActivationEnded
+        try:
+            ended = await self._ended
+        finally:
+            keepalive.cancel()
+            closed.cancel()
+            client.set_sol_handler(None)
+            self._cancel_timer()
+            self._stream = None
+            self._pump_panic_flush()
+        self._record("sol-down", f"SOL down: {ended.reason}")
+        self._set_state(ConsoleState.BACKOFF, ended.reason)
+        await self._close_client(client, deactivate=ended.deactivate or self._stopping.is_set())
+
+    async def _close_client(self, client: IpmiClient, *, deactivate: bool) -> None:
+        with contextlib.suppress(SolgateError, OSError, TimeoutError):
+            if deactivate:
+                await asyncio.wait_for(client.deactivate_sol(), 3.0)
+        with contextlib.suppress(SolgateError, OSError, TimeoutError):
+            await asyncio.wait_for(client.close(), 2.0)
+
+    async def _keepalive(self, client: IpmiClient) -> None:
+        interval = self.console.keepalive_interval
+        our_session = client.session.bmc_session_id
+        while True:
+            await asyncio.sleep(interval * (0.9 + 0.1 * self._rng.random()))
+            try:
+                info = await client.payload_instance_info()
+            except SolgateError as exc:
+                self._end(_ActivationEnded(f"keepalive failed: {exc}"))
+                return
+            owner = info.owner_session_id
+            if owner != our_session:
+                who = f"session 0x{owner:08x}" if owner else "nobody"
+                self._end(_ActivationEnded(f"SOL now held by {who}, not by us"))
+                return
+
+    async def _watch_session(self, client: IpmiClient) -> None:
+        ended = await asyncio.shield(client.terminated)
+        why = f"{ended.reason}: {ended.error}" if ended.error else ended.reason
+        self._end(_ActivationEnded(f"session ended ({why})"))
+
+    def _end(self, ended: _ActivationEnded) -> None:
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_result(ended)
+
+    # --- the SOL data path (synchronous, no awaits) --------------------------------------
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _on_sol_payload(self, payload: bytes) -> None:
+        stream = self._stream
+        if stream is None:
+            return
+        stream.receive_payload(payload, self._now())
+        self._pump()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        stream = self._stream
+        if stream is None:
+            return
+        stream.handle_timeout(self._now())
+        self._pump()
+
+    def _pump(self) -> None:
+        """Handle the stream's events first (log, hub), then hand its packets to the socket."""
+        stream, client = self._stream, self._client
+        if stream is None or client is None:
+            return
+        while (event := stream.next_event()) is not None:
+            match event:
+                case DataReceived(data=data):
+                    self._on_output(data)
+                case StreamStalled(reason=reason):
+                    self._end(_ActivationEnded(f"SOL stalled: {reason}"))
+                case PeerDeactivating():
+                    self._end(_ActivationEnded("BMC deactivated SOL"))
+                case TransferUnavailable(on=on):
+                    self.hub.set_state(str(self.state), "character transfer unavailable"
+                                       if on else "")
+                case BreakRequested():
+                    pass
+        for payload in stream.payloads_to_send():
+            client.send_sol(payload)
+        self._arm_timer(stream.next_deadline())
+
+    def _arm_timer(self, deadline: float | None) -> None:
+        if deadline is None:
+            self._cancel_timer()
+            return
+        if self._timer is not None:
+            if self._timer.when() == deadline:
+                return
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_output(self, data: bytes) -> None:
+        self.log.write(data)
+        self.bytes_in += len(data)
+        self.last_output = self._wall()
+        for incident in self.panic.feed(data, self._wall()):
+            self._on_panic(incident)
+        self.hub.publish(data)
+
+    def _pump_panic_flush(self) -> None:
+        for incident in self.panic.flush(self._wall()):
+            self._on_panic(incident)
+
+    def _on_panic(self, incident: PanicEvent) -> None:
+        self.panic_count += 1
+        self.log.event(f"PANIC ({incident.severity}): {incident.line}")
+        self.events.append(
+            "panic", self.name, severity=incident.severity, pattern=incident.pattern,
+            message=incident.line, context=list(incident.context),
+        )
+
+    # --- states and records --------------------------------------------------------------
+
+    def _set_state(self, state: ConsoleState, detail: str) -> None:
+        if state != self.state or detail != self.state_detail:
+            if state != self.state:
+                self.state_since = self._wall()
+                self._logger.info("%s: %s %s", self.name, state, detail)
+            self.state = state
+            self.state_detail = detail
+            self.hub.set_state(str(state), detail)
+
+    def _record(self, kind: str, message: str, **fields: object) -> None:
+        self.log.event(message)
+        self.events.append(kind, self.name, message=message, **fields)

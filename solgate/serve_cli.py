@@ -1,0 +1,270 @@
+"""`solgate serve`, `solgate demo` and `solgate reload`: the daemon and its lifecycle.
+
+Signals only set events (STYLE item 13): SIGTERM/SIGINT stop, SIGHUP reloads the
+configuration (consoles added, removed or changed are started, stopped or restarted;
+the others keep their sessions) and reopens the logs for an external logrotate.
+`run_server` takes an injectable `shutdown` event so tests can drive the whole daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import ssl
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from solgate.config import Config, default_config_path, load_config, parse_config
+from solgate.config_cli import add_config_argument
+from solgate.console.manager import ConsoleManager
+from solgate.errors import ConfigError, SolgateError
+from solgate.web.app import create_app
+
+logger = logging.getLogger("solgate.serve")
+PID_FILE = "solgate.pid"
+SHUTDOWN_TIMEOUT = 5.0
+
+
+def register(subparsers: Any) -> None:
+    serve = subparsers.add_parser(
+        "serve",
+        help="run the console server: SOL sessions, logs and the web console",
+        description="Keep a SOL session open to every console in the configuration, log "
+                    "all output under data_dir, and serve the web console. SIGHUP (or "
+                    "`solgate reload`) re-reads the configuration; SIGTERM stops cleanly, "
+                    "deactivating every SOL payload.",
+    )
+    add_config_argument(serve)
+    serve.add_argument("--listen", metavar="HOST:PORT",
+                       help="web server address (overrides [server] listen)")
+    serve.add_argument("--no-web", action="store_true",
+                       help="run consoles and logs only, without the web server")
+    serve.set_defaults(handler=_serve_command)
+
+    demo = subparsers.add_parser(
+        "demo",
+        help="try solgate with no hardware: simulated BMCs plus the web console",
+        description="Start a fleet of simulated BMCs (each with a simulated Linux host on "
+                    "its serial port) on free loopback ports, and serve the web console for "
+                    "them on http://127.0.0.1:8080 without login (loopback only). Try "
+                    "`uname`, `panic` or `flood 100000` in a console.",
+    )
+    demo.add_argument("--count", type=int, default=4, metavar="N",
+                      help="how many simulated consoles (4)")
+    demo.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
+                      help="web server address, loopback only (127.0.0.1:8080)")
+    demo.add_argument("--data-dir", default="solgate-demo-data", metavar="DIR",
+                      help="where console logs and events go (./solgate-demo-data)")
+    demo.add_argument("--boot-speed", type=float, default=1.0, metavar="X",
+                      help="simulated boot log speed (1.0)")
+    demo.set_defaults(handler=_demo_command)
+
+    reload_ = subparsers.add_parser(
+        "reload",
+        help="tell a running `solgate serve` to re-read its configuration (SIGHUP)",
+    )
+    add_config_argument(reload_)
+    reload_.set_defaults(handler=_reload_command)
+
+
+# --- the daemon ----------------------------------------------------------------------------
+
+
+def _ssl_context(config: Config) -> ssl.SSLContext | None:
+    server = config.server
+    if server.tls_cert is None or server.tls_key is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(str(server.tls_cert), str(server.tls_key))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"{config.source}: [server] tls_cert/tls_key cannot be loaded "
+                          f"({exc}); check the files") from None
+    return ctx
+
+
+async def run_server(
+    config: Config,
+    *,
+    shutdown: asyncio.Event | None = None,
+    web_enabled: bool = True,
+    reload_config: Callable[[], Config] | None = None,
+    on_ready: Callable[[ConsoleManager, str | None], None] | None = None,
+) -> int:
+    """Run until `shutdown` is set (or SIGTERM/SIGINT); SIGHUP calls `reload_config`."""
+    loop = asyncio.get_running_loop()
+    shutdown = shutdown or asyncio.Event()
+    manager = ConsoleManager(config)
+    pid_path = Path(config.data_dir) / PID_FILE
+    runner: web.AppRunner | None = None
+    url: str | None = None
+    installed: list[signal.Signals] = []
+
+    def hangup() -> None:
+        loop.create_task(_reload(manager, reload_config))
+
+    for sig, action in ((signal.SIGTERM, shutdown.set), (signal.SIGINT, shutdown.set),
+                        (signal.SIGHUP, hangup)):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, action)
+            installed.append(sig)
+    try:
+        await manager.start()
+        if web_enabled:
+            app = create_app(config, manager)
+            runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT)
+            await runner.setup()
+            server = config.server
+            site = web.TCPSite(runner, server.host, server.port, ssl_context=_ssl_context(config))
+            try:
+                await site.start()
+            except OSError as exc:
+                raise ConfigError(f"cannot listen on {server.listen}: {exc.strerror or exc}; "
+                                  "choose another [server] listen or --listen") from None
+            scheme = "https" if server.tls else "http"
+            host = f"[{server.host}]" if ":" in server.host else server.host
+            url = f"{scheme}://{host}:{server.port}/"
+        with contextlib.suppress(OSError):
+            pid_path.write_text(f"{os.getpid()}\n")
+        if on_ready is not None:
+            on_ready(manager, url)
+        await shutdown.wait()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        if runner is not None:
+            await runner.cleanup()
+        await manager.stop()
+        with contextlib.suppress(OSError):
+            pid_path.unlink()
+    return 0
+
+
+async def _reload(manager: ConsoleManager, reload_config: Callable[[], Config] | None) -> None:
+    if reload_config is None:
+        return
+    try:
+        config = reload_config()
+    except SolgateError as exc:
+        logger.error("reload refused, keeping the running configuration: %s", exc)  # noqa: TRY400
+        return
+    summary = await manager.reload(config)
+    logger.warning("configuration reloaded: %d added, %d removed, %d changed",
+                   len(summary["added"]), len(summary["removed"]), len(summary["changed"]))
+
+
+async def _serve_command(args: argparse.Namespace) -> int:
+    path = default_config_path(args.config)
+    config = load_config(path)
+    if args.listen:
+        config = config.with_server(listen=args.listen)
+
+    def reload_config() -> Config:
+        fresh = load_config(path)
+        return fresh.with_server(listen=args.listen) if args.listen else fresh
+
+    def ready(manager: ConsoleManager, url: str | None) -> None:
+        where = f"; web console on {url}" if url else ""
+        print(f"solgate: serving {len(config.consoles)} consoles from {path}{where}",
+              file=sys.stderr, flush=True)
+
+    return await run_server(config, web_enabled=not args.no_web,
+                            reload_config=reload_config, on_ready=ready)
+
+
+def _reload_command(args: argparse.Namespace) -> int:
+    config = load_config(default_config_path(args.config))
+    pid_path = Path(config.data_dir) / PID_FILE
+    try:
+        pid = int(pid_path.read_text().strip())
+    except (OSError, ValueError):
+        raise ConfigError(f"no running solgate serve found ({pid_path} is missing); start it "
+                          "with `solgate serve`") from None
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        raise ConfigError(f"solgate serve (pid {pid} in {pid_path}) is not running") from None
+    print(f"solgate: asked pid {pid} to reload its configuration")
+    return 0
+
+
+# --- the demo --------------------------------------------------------------------------------
+
+DEMO_PASSWORD = "demo-password"  # noqa: S105 - the simulator's, on loopback only
+
+
+def demo_config_text(ports: list[int], names: list[str], *, listen: str, data_dir: str) -> str:
+    lines = [
+        f'data_dir = "{data_dir}"',
+        "",
+        "[server]",
+        f'listen = "{listen}"',
+        'auth = "none"',
+        "",
+        "[defaults]",
+        'username = "admin"',
+        f'password = "{DEMO_PASSWORD}"',
+        "cipher_suites = [17, 3]",
+        'keepalive_interval = "20s"',
+        'reconnect_max = "10s"',
+        "",
+    ]
+    for name, port in zip(names, ports, strict=True):
+        lines += [f"[consoles.{name}]", 'host = "127.0.0.1"', f"port = {port}",
+                  'tags = ["demo"]', ""]
+    return "\n".join(lines)
+
+
+async def _demo_command(args: argparse.Namespace) -> int:
+    from solgate.ipmi.codec import Privilege
+    from solgate.sim.bmc import SimBmcConfig
+    from solgate.sim.fleet import SimFleet, make_host
+
+    if not 1 <= args.count <= 1000:
+        raise ConfigError("--count: give 1 to 1000 simulated consoles")
+    users = {"admin": (DEMO_PASSWORD.encode(), Privilege.ADMINISTRATOR)}
+
+    def config_factory(index: int, name: str) -> SimBmcConfig:
+        host = make_host(name, seed=index, boot_speed=args.boot_speed)
+        return SimBmcConfig(name=name, users=users, host=host)
+
+    # Hosts start powered off and are switched on once solgate's consoles are up, so the
+    # whole boot log shows in the browser (a BMC discards output nobody is connected to).
+    fleet = SimFleet(args.count, base_port=0, config_factory=config_factory, power_on=False)
+    await fleet.start()
+    try:
+        names = [h.name for h in fleet.bmcs]
+        text = demo_config_text(fleet.ports, names, listen=args.listen,
+                                data_dir=str(Path(args.data_dir).absolute()))
+        config = parse_config(text, "<demo>")
+
+        def ready(manager: ConsoleManager, url: str | None) -> None:
+            print(f"solgate demo: {args.count} simulated consoles; open {url} in a browser "
+                  f"(logs in {config.data_dir}); Ctrl-C stops", file=sys.stderr, flush=True)
+            asyncio.get_running_loop().create_task(_power_on_when_active(manager, fleet))
+
+        return await run_server(config, on_ready=ready)
+    finally:
+        await fleet.stop()
+
+
+async def _power_on_when_active(manager: ConsoleManager, fleet: Any, limit: float = 15.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while loop.time() < deadline:
+        if all(c.state == "active" for c in manager.consoles()):
+            break
+        await asyncio.sleep(0.2)
+    now = loop.time()
+    for handle in fleet.bmcs:
+        if handle.host is not None and not handle.host.powered:
+            handle.host.power_on(now)
+            fleet.poke(handle)
