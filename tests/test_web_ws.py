@@ -1,0 +1,272 @@
+"""The console WebSocket: Origin check before upgrade, roles, escapes, lag and shutdown."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import WSMsgType
+from web_fakes import StaticConsoles, login, make_app, start_client, wait_until
+
+from solgate.web.keys import websockets_key
+from solgate.web.ws import CLOSE_DETACHED, close_all
+
+
+@pytest.fixture
+def manager(tmp_path: Path) -> StaticConsoles:
+    m = StaticConsoles(tmp_path)
+    m.add("web01")
+    m.add("db01")
+    m.add("tiny", queue_bytes=1024)
+    return m
+
+
+@pytest.fixture
+async def client(tmp_path: Path, manager: StaticConsoles):
+    c = await start_client(make_app(tmp_path, manager))
+    yield c
+    await c.close()
+
+
+async def next_json(ws: aiohttp.ClientWebSocketResponse) -> dict:
+    msg = await ws.receive(timeout=2)
+    assert msg.type == WSMsgType.TEXT, msg
+    return json.loads(msg.data)
+
+
+async def until_type(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict:
+    """Skip control messages until one of `kind` (bounded by receive timeouts)."""
+    for _ in range(20):
+        message = await next_json(ws)
+        if message["type"] == kind:
+            return message
+    raise AssertionError(f"no {kind} message")
+
+
+async def open_console(client, name: str = "web01") -> aiohttp.ClientWebSocketResponse:
+    """Attach and read the greeting: hello, snapshot marker + screen, write-lock."""
+    ws = await client.ws_connect(f"/ws/consoles/{name}")
+    hello = await next_json(ws)
+    assert hello["type"] == "hello"
+    assert (await next_json(ws))["type"] == "snapshot"
+    screen = await ws.receive(timeout=2)
+    assert screen.type == WSMsgType.BINARY
+    assert (await next_json(ws))["type"] == "write-lock"
+    ws.hello = hello  # type: ignore[attr-defined]
+    return ws
+
+
+async def test_foreign_origin_is_403_before_upgrade(client, manager) -> None:
+    await login(client, "alice")
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await client.ws_connect("/ws/consoles/web01", headers={"Origin": "http://evil.example"})
+    assert info.value.status == 403
+    assert manager.get("web01").hub.viewers == 0
+    # The page's own origin is fine.
+    own = f"http://{client.host}:{client.port}"
+    ws = await client.ws_connect("/ws/consoles/web01", headers={"Origin": own})
+    assert (await next_json(ws))["type"] == "hello"
+    await ws.close()
+
+
+async def test_websocket_needs_a_login(client, manager) -> None:
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await client.ws_connect("/ws/consoles/web01")
+    assert info.value.status == 401
+    assert manager.get("web01").hub.viewers == 0
+
+
+async def test_unknown_or_hidden_console_is_404_before_upgrade(client) -> None:
+    await login(client, "rita")  # consoles = ["web*"]
+    for name in ("nope", "db01"):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await client.ws_connect(f"/ws/consoles/{name}")
+        assert info.value.status == 404
+
+
+async def test_newcomer_sees_current_screen_then_live_output(client, manager) -> None:
+    hub = manager.get("web01").hub
+    hub.publish(b"login: ")
+    await login(client, "victor")
+    ws = await client.ws_connect("/ws/consoles/web01")
+    hello = await next_json(ws)
+    assert hello == {
+        "type": "hello", "console": "web01", "user": "victor", "state": "active",
+        "state_detail": "", "can_write": False, "writer": None, "role": "viewer",
+        "escape": "~",
+    }
+    assert await next_json(ws) == {"type": "snapshot"}
+    screen = await ws.receive(timeout=2)
+    assert b"login:" in screen.data
+    assert await next_json(ws) == {"type": "write-lock", "holder": None}
+    hub.publish(b"root\r\n")
+    live = await ws.receive(timeout=2)
+    assert live.data == b"root\r\n"
+    await ws.close()
+
+
+async def test_viewer_keystrokes_are_refused_and_never_reach_the_console(client, manager) -> None:
+    console = manager.get("web01")
+    await login(client, "victor")
+    ws = await open_console(client)
+    assert ws.hello["can_write"] is False
+    await ws.send_bytes(b"reboot\r")
+    error = await next_json(ws)
+    assert error["type"] == "error"
+    assert "read-only" in error["message"]
+    await ws.send_str(json.dumps({"type": "take-write"}))
+    assert "read-only" in (await next_json(ws))["message"]
+    await ws.send_str(json.dumps({"type": "break"}))
+    assert "read-only" in (await next_json(ws))["message"]
+    assert console.inputs == []
+    assert manager.actions == []
+    assert console.hub.writer is None
+    await ws.close()
+
+
+async def test_operator_types_and_second_operator_must_take_the_lock(
+    tmp_path, client, manager
+) -> None:
+    console = manager.get("web01")
+    await login(client, "oscar")
+    ws1 = await open_console(client)
+    assert ws1.hello["can_write"] is True
+    await ws1.send_bytes(b"uptime\r")
+    await wait_until(lambda: console.inputs == [b"uptime\r"])
+
+    other = await start_client(client.server.app)
+    try:
+        await login(other, "otto")
+        ws2 = await open_console(other)
+        assert ws2.hello["writer"] == "oscar"
+        await ws2.send_bytes(b"ls\r")
+        assert "take the write lock" in (await next_json(ws2))["message"]
+        await ws2.send_str(json.dumps({"type": "take-write"}))
+        assert await until_type(ws1, "write-lock") == {"type": "write-lock", "holder": "otto"}
+        assert await until_type(ws2, "write-lock") == {"type": "write-lock", "holder": "otto"}
+        await ws2.send_bytes(b"ls\r")
+        await wait_until(lambda: console.inputs == [b"uptime\r", b"ls\r"])
+        await ws1.send_bytes(b"x")
+        assert "take the write lock" in (await next_json(ws1))["message"]
+        assert console.inputs == [b"uptime\r", b"ls\r"]
+        await ws2.close()
+    finally:
+        await other.close()
+    await ws1.close()
+
+
+async def test_escapes_are_parsed_on_the_server(client, manager) -> None:
+    console = manager.get("web01")
+    await login(client, "oscar")
+    ws = await open_console(client)
+    await ws.send_bytes(b"~B")
+    await wait_until(lambda: manager.actions == [("break", "web01", "oscar")])
+    await ws.send_bytes(b"~?")
+    help_frame = await ws.receive(timeout=2)
+    assert b"detach" in help_frame.data
+    await ws.send_bytes(b"echo a~b\r~.ignored")
+    msg = await ws.receive(timeout=2)
+    assert msg.type == WSMsgType.CLOSE
+    assert msg.data == CLOSE_DETACHED
+    assert console.inputs == [b"echo a~b\r"]
+    await wait_until(lambda: console.hub.viewers == 0)
+
+
+async def test_sysrq_sends_break_then_the_key(client, manager) -> None:
+    console = manager.get("web01")
+    await login(client, "oscar")
+    ws = await open_console(client)
+    await ws.send_str(json.dumps({"type": "sysrq", "key": "t"}))
+    await wait_until(lambda: console.inputs == [b"t"])
+    assert manager.actions == [("break", "web01", "oscar")]
+    await ws.send_str(json.dumps({"type": "sysrq", "key": "tt"}))
+    assert "one letter" in (await next_json(ws))["message"]
+    await ws.close()
+
+
+async def test_resize_and_bad_control_messages(client, manager) -> None:
+    await login(client, "oscar")
+    ws = await open_console(client)
+    await ws.send_str(json.dumps({"type": "resize", "cols": 132, "rows": 43}))
+    await ws.send_str("not json")
+    assert "JSON" in (await next_json(ws))["message"]
+    await ws.send_str(json.dumps({"type": "dance"}))
+    assert "unknown" in (await next_json(ws))["message"]
+    attachment = manager.get("web01").hub.attachments[0]
+    assert (attachment.cols, attachment.rows) == (132, 43)
+    await ws.close()
+
+
+async def test_closed_socket_ends_its_attachment(client, manager) -> None:
+    hub = manager.get("web01").hub
+    await login(client, "oscar")
+    ws = await open_console(client)
+    assert hub.viewers == 1
+    assert hub.writer == "oscar"
+    await ws.close()
+    await wait_until(lambda: hub.viewers == 0)
+    assert hub.writer is None
+    assert len(client.server.app[websockets_key]) == 0
+
+
+async def test_slow_client_is_told_it_lagged_and_gets_a_fresh_snapshot(client, manager) -> None:
+    hub = manager.get("tiny").hub  # queue_bytes = 1024
+    await login(client, "victor")
+    ws = await open_console(client, "tiny")
+    # A burst larger than the queue, before the writer task can run: the viewer falls behind.
+    for i in range(8):
+        hub.publish(f"line {i} ".encode() + b"x" * 400 + b"\r\n")
+    first = await next_json(ws)
+    assert first["type"] == "lagged"
+    assert first["dropped"] > 0
+    assert await next_json(ws) == {"type": "snapshot"}
+    screen = await ws.receive(timeout=2)
+    assert screen.type == WSMsgType.BINARY
+    assert b"line 7" in screen.data  # the repaint shows the latest output
+    hub.publish(b"after\r\n")
+    assert (await ws.receive(timeout=2)).data == b"after\r\n"
+    await ws.close()
+
+
+async def test_state_changes_reach_the_browser(client, manager) -> None:
+    hub = manager.get("web01").hub
+    await login(client, "victor")
+    ws = await open_console(client)
+    hub.set_state("backoff", "BMC 10.0.0.5:623 unreachable; retrying in 8 s")
+    assert await until_type(ws, "state") == {
+        "type": "state", "state": "backoff",
+        "detail": "BMC 10.0.0.5:623 unreachable; retrying in 8 s"}
+    await ws.close()
+
+
+async def test_hub_close_closes_the_socket(client, manager) -> None:
+    hub = manager.get("web01").hub
+    await login(client, "victor")
+    ws = await open_console(client)
+    hub.close("console removed from the configuration")
+    assert await until_type(ws, "closed") == {
+        "type": "closed", "reason": "console removed from the configuration"}
+    msg = await ws.receive(timeout=2)
+    assert msg.type == WSMsgType.CLOSE
+    assert msg.data == 4001
+
+
+async def test_shutdown_closes_sockets_with_going_away(client, manager) -> None:
+    await login(client, "victor")
+    ws = await open_console(client)
+    await close_all(client.server.app)
+    msg = await ws.receive(timeout=2)
+    assert msg.type == WSMsgType.CLOSE
+    assert msg.data == aiohttp.WSCloseCode.GOING_AWAY
+    await wait_until(lambda: manager.get("web01").hub.viewers == 0)
+
+
+async def test_bearer_token_client_can_attach_without_origin(client, manager) -> None:
+    ws = await client.ws_connect("/ws/consoles/web01",
+                                 headers={"Authorization": "Bearer sgt_alice-token"})
+    hello = await next_json(ws)
+    assert hello["user"] == "alice"
+    assert hello["can_write"] is True
+    await ws.close()
