@@ -93,13 +93,31 @@ def reorder() -> Filter:
     return f
 
 
-class Pair:
-    """A client core (anything with the ClientSession I/O methods) and a BMC in memory."""
+_MAILBOXES: dict[int, tuple[Any, dict[tuple, list[bytes]]]] = {}
 
-    def __init__(self, client: Any, bmc: SimBmc, now: float = 0.0) -> None:
+
+def take_datagrams(bmc: Any, addr: tuple) -> list[bytes]:
+    """What `bmc` sent to `addr`; datagrams for other addresses wait for their own pair."""
+    entry = _MAILBOXES.get(id(bmc))
+    if entry is None or entry[0] is not bmc:
+        entry = _MAILBOXES[id(bmc)] = (bmc, {})
+    boxes = entry[1]
+    for data, to in bmc.datagrams_to_send():
+        boxes.setdefault(to, []).append(data)
+    return boxes.pop(addr, [])
+
+
+class Pair:
+    """A client core (anything with the ClientSession I/O methods) and a BMC in memory.
+
+    Several pairs may share one BMC; give each its own `addr`."""
+
+    def __init__(self, client: Any, bmc: SimBmc, now: float = 0.0,
+                 addr: tuple = CLIENT_ADDR) -> None:
         self.client = client
         self.bmc = bmc
         self.now = now
+        self.addr = addr
         self.c2b: Filter | None = None
         self.b2c: Filter | None = None
         self.client_events: list[Any] = []
@@ -111,9 +129,9 @@ class Pair:
         if self.c2b is not None:
             out = self.c2b(out)
         for d in out:
-            self.bmc.receive_datagram(d, CLIENT_ADDR, self.now)
+            self.bmc.receive_datagram(d, self.addr, self.now)
             moved += 1
-        back = [d for d, addr in self.bmc.datagrams_to_send() if addr == CLIENT_ADDR]
+        back = take_datagrams(self.bmc, self.addr)
         if self.b2c is not None:
             back = self.b2c(back)
         for d in back:
