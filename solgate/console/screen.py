@@ -13,9 +13,10 @@ that leak. So the console keeps two things, at two very different costs:
   (10,000 consoles x 64 KiB = 640 MiB worst case; lower `capacity` to trade replay
   depth for memory).
 * `Screen`, on demand: a VT screen model (pyte) built by replaying the ring when the
-  first viewer attaches, fed live while anyone is attached, and thrown away when the
-  last one leaves. An 80x25 screen with its scrollback costs a few hundred KiB of
-  Python objects, which is why it is never kept for an unwatched console.
+  first viewer needs a picture, kept while anyone is attached (the hub feeds it when
+  a picture is needed), and thrown away when the last one leaves. An 80x25 screen
+  costs about 300 KiB of Python objects (pyte keeps one tuple per cell) and its 200
+  lines of scrollback about 30 KiB, which is why an unwatched console has none.
 
 `Screen.render()` turns the model into bytes that repaint a fresh terminal: reset the
 modes that change how text lands, clear, (optionally) the scrollback lines, every row
@@ -33,6 +34,7 @@ place) shows some wrong characters.
 from __future__ import annotations
 
 import codecs
+import re
 from collections import deque
 
 import pyte
@@ -191,11 +193,13 @@ class _ScrollbackScreen(pyte.Screen):
     """A plain pyte Screen that keeps the lines scrolled off the top in a bounded deque.
 
     Cheaper than pyte's HistoryScreen, which wraps every attribute access; we only need
-    the lines that leave a full-height scrolling region, for the attach repaint.
+    the lines that leave a full-height scrolling region, for the attach repaint. They are
+    kept already rendered (text with SGR sequences, ~100 bytes a line) rather than as
+    pyte cells (~150 bytes a cell: 200 lines of 80 cells would be 2.4 MB).
     """
 
     def __init__(self, columns: int, lines: int, scrollback: int) -> None:
-        self.scrollback: deque[dict[int, Char]] = deque(maxlen=scrollback)
+        self.scrollback: deque[str] = deque(maxlen=scrollback)
         super().__init__(columns, lines)
 
     def index(self) -> None:
@@ -208,9 +212,11 @@ class _ScrollbackScreen(pyte.Screen):
             and bottom == self.lines - 1
             and self.scrollback.maxlen
         ):
-            # pyte drops buffer[0] from the buffer without mutating it, so keeping the
-            # reference is enough.
-            self.scrollback.append(self.buffer.get(0) or {})
+            line = self.buffer.get(0)
+            out: list[str] = []
+            if line:
+                _render_line(line, self.columns, self.default_char, out)
+            self.scrollback.append("".join(out))
         super().index()
 
 
@@ -280,6 +286,32 @@ def _same_attrs(a: Char, b: Char) -> bool:
     return a[1:] == b[1:]
 
 
+def _render_line(line: dict[int, Char], cols: int, default: Char, out: list[str]) -> None:
+    """Append one row: text with SGR changes, up to the last cell that is not blank."""
+    last = -1
+    for x, ch in line.items():
+        if x < cols and x > last and (ch.data != " " or not _same_attrs(ch, default)):
+            last = x
+    current = default
+    x = 0
+    while x <= last:
+        ch = line.get(x, default)
+        data = ch.data
+        if not data:
+            # The stub after a wide character is skipped; a stray stub is a blank.
+            data = " "
+        if not _same_attrs(ch, current):
+            out.append(_sgr(ch))
+            current = ch
+        out.append(data)
+        x += 2 if wcwidth(data[0]) == 2 else 1
+    if not _same_attrs(current, default):
+        out.append("\x1b[0m")
+
+
+_SGR_PATTERN = re.compile("\x1b\\[[0-9;]*m")
+
+
 class Screen:
     """A console's current screen (plus some scrollback), able to repaint a new terminal.
 
@@ -342,7 +374,7 @@ class Screen:
     @property
     def scrollback_lines(self) -> list[str]:
         """Lines that scrolled off the top, oldest first, without trailing blanks."""
-        return [self._line_text(line).rstrip() for line in self._screen.scrollback]
+        return [_SGR_PATTERN.sub("", line).rstrip() for line in self._screen.scrollback]
 
     def feed(self, data: bytes) -> None:
         """Interpret console output; never raises on malformed bytes."""
@@ -362,33 +394,6 @@ class Screen:
 
     # -- rendering -----------------------------------------------------------------
 
-    def _line_text(self, line: dict[int, Char]) -> str:
-        return "".join(ch.data for _, ch in sorted(line.items()) if ch.data)
-
-    def _render_line(self, line: dict[int, Char], out: list[str]) -> None:
-        """Append one row: text with SGR changes, up to the last cell that is not blank."""
-        cols = self._screen.columns
-        default = self._screen.default_char
-        last = -1
-        for x, ch in line.items():
-            if x < cols and x > last and (ch.data != " " or not _same_attrs(ch, default)):
-                last = x
-        current = default
-        x = 0
-        while x <= last:
-            ch = line.get(x, default)
-            data = ch.data
-            if not data:
-                # The stub after a wide character is skipped; a stray stub is a blank.
-                data = " "
-            if not _same_attrs(ch, current):
-                out.append(_sgr(ch))
-                current = ch
-            out.append(data)
-            x += 2 if data and wcwidth(data[0]) == 2 else 1
-        if not _same_attrs(current, default):
-            out.append("\x1b[0m")
-
     def render(self, *, scrollback: bool = True) -> bytes:
         """Bytes that repaint a fresh (or any) terminal to this screen.
 
@@ -399,15 +404,15 @@ class Screen:
         scr = self._screen
         out: list[str] = [_RESET.decode("ascii")]
         if scrollback:
-            for line in scr.scrollback:
-                self._render_line(line, out)
+            for text in scr.scrollback:
+                out.append(text)
                 out.append("\r\n")
         for y in range(scr.lines):
             if y:
                 out.append("\r\n")
             line = scr.buffer.get(y)
             if line:
-                self._render_line(line, out)
+                _render_line(line, scr.columns, scr.default_char, out)
         # The cursor. Without a scrolling region it is placed relative to the last row
         # just drawn, so a terminal taller than the screen (rows below, or scrollback
         # above) still gets it right. DECSTBM homes the cursor, so with a region the
