@@ -310,3 +310,27 @@ async def test_auth_none_acts_as_local_admin_but_keeps_csrf(tmp_path, manager) -
         assert manager.actions == [("break", "web01", "local"), ("deactivate", "web01", "local")]
     finally:
         await client.close()
+
+
+def test_passwd_and_token_commands_print_config_lines(monkeypatch, capsys) -> None:
+    import argparse
+    import io
+
+    from solgate.web import cli
+    from solgate.web.auth import Authenticator
+
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    monkeypatch.setattr("sys.stdin", io.StringIO("hunter2\n"))
+    args = parser.parse_args(["passwd", "--stdin"])
+    assert args.handler(args) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith('password_hash = "scrypt$')
+    assert verify_password("hunter2", line.split('"')[1])
+    args = parser.parse_args(["token"])
+    assert args.handler(args) == 0
+    out = capsys.readouterr()
+    token = out.err.strip().rsplit(" ", 1)[1]
+    digest = out.out.split('"')[1]
+    auth = Authenticator(parse_users({"bot": {"api_tokens": [digest]}}))
+    assert auth.user_for_token(token).name == "bot"

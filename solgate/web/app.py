@@ -8,6 +8,7 @@ stopping the engine belongs to whoever runs the app (`solgate serve` adds it to
 
 from __future__ import annotations
 
+import ssl
 import time
 import weakref
 from pathlib import Path
@@ -82,3 +83,14 @@ def create_app(
     setup_routes(app, static_dir)
     app.on_shutdown.append(close_all)
     return app
+
+
+def ssl_context(server: Any) -> ssl.SSLContext | None:
+    """The TLS context for `[server] tls_cert`/`tls_key`, or None for plain HTTP."""
+    cert = getattr(server, "tls_cert", None)
+    if cert is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(cert), str(server.tls_key) if server.tls_key else None)
+    return context

@@ -155,8 +155,7 @@ class _ConsoleSocket:
 
     async def run(self) -> None:
         ws = self.sock.ws
-        writer = asyncio.create_task(_pump(self.sock, self.attachment),
-                                     name=f"ws-writer-{self.name}")
+        writer: asyncio.Task[None] | None = None
         try:
             await self.sock.json(
                 type="hello", console=self.name, user=self.user.name,
@@ -164,6 +163,9 @@ class _ConsoleSocket:
                 can_write=self.can_write, writer=self.hub.writer,
                 role=self.user.role.name.lower(), escape=self.parser.escape_char,
             )
+            # Started after hello, so hello is always the first message.
+            writer = asyncio.create_task(_pump(self.sock, self.attachment),
+                                         name=f"ws-writer-{self.name}")
             async for msg in ws:
                 if msg.type == WSMsgType.BINARY:
                     if not await self.keyboard(msg.data):
@@ -175,9 +177,10 @@ class _ConsoleSocket:
         except ConnectionResetError:
             pass
         finally:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            if writer is not None:
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writer
             self.attachment.detach()
 
     async def keyboard(self, data: bytes) -> bool:
