@@ -34,7 +34,7 @@ POWER_ACTIONS = {
 def register(subparsers: Any) -> None:
     """Add `power`, `info` and `deactivate` to the `solgate` command."""
     power = subparsers.add_parser(
-        "power", help="show or change a console's chassis power",
+        "power", allow_abbrev=False, help="show or change a console's chassis power",
         description="Chassis power of one console's host, over IPMI.")
     _add_target_arguments(power)
     power.add_argument("action", choices=("status", *POWER_ACTIONS),
@@ -42,18 +42,29 @@ def register(subparsers: Any) -> None:
     power.set_defaults(handler=power_command)
 
     info = subparsers.add_parser(
-        "info", help="show a BMC's identity, power, SOL settings and SOL owner",
+        "info", allow_abbrev=False,
+        help="show a BMC's identity, power, SOL settings and SOL owner",
         description="Device ID, chassis power, SOL configuration and which session (if "
                     "any) has the SOL payload.")
     _add_target_arguments(info)
     info.set_defaults(handler=info_command)
 
     deactivate = subparsers.add_parser(
-        "deactivate", help="force the SOL payload inactive (frees a stuck console)",
+        "deactivate", allow_abbrev=False,
+        help="force the SOL payload inactive (frees a stuck console)",
         description="Deactivate Payload for SOL from a new session: frees SOL held by a "
                     "crashed or forgotten client. 'already inactive' is a success.")
     _add_target_arguments(deactivate)
     deactivate.set_defaults(handler=deactivate_command)
+
+
+class _RefusePassword(argparse.Action):
+    """A password in argv shows up in `ps` and shell history: refuse it and say why."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        parser.error("passwords are never taken on the command line (they show in ps and "
+                     "shell history): use --password-env VAR or --password-file PATH")
 
 
 def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,6 +80,7 @@ def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
                             f"${PASSWORD_ENV_DEFAULT})")
     adhoc.add_argument("--password-file", metavar="PATH",
                        help="file whose first line is the password")
+    adhoc.add_argument("--password", action=_RefusePassword, help=argparse.SUPPRESS)
     parser.add_argument("--cipher-suite", type=int, action="append", dest="cipher_suites",
                         metavar="N", help="cipher suite to try, repeatable, in order "
                                           "(default 17 then 3)")

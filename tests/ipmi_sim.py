@@ -7,7 +7,7 @@ to it as a client, so it listens first), and a chassis_control script that keeps
 power state in a file and logs every call. The `ipmi_sim` fixture wraps it and skips the
 test cleanly when the binary is missing. Other test modules use it with::
 
-    from tests.ipmi_sim import ipmi_sim  # noqa: F401  (the fixture)
+    from tests.ipmi_sim import ipmi_sim_fixture  # noqa: F401  (provides `ipmi_sim`)
 
 See ../shared/docs/ipmi_sim-notes.md for the quirks (never send Get Channel Payload
 Support 0x4E to it: it crashes).
@@ -261,8 +261,8 @@ async def run_ipmi_sim(tmp_path: Path, *, attempts: int = 3, wait_serial: bool =
         await server.wait_closed()
 
 
-@pytest.fixture
-async def ipmi_sim(tmp_path: Path) -> AsyncIterator[IpmiSim]:
+@pytest.fixture(name="ipmi_sim")
+async def ipmi_sim_fixture(tmp_path: Path) -> AsyncIterator[IpmiSim]:
     """A fresh ipmi_sim per test (skipped when OpenIPMI is not installed)."""
     if not os.access(IPMI_SIM, os.X_OK):
         pytest.skip("ipmi_sim (OpenIPMI) is not installed")
