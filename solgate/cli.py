@@ -26,6 +26,7 @@ SUBCOMMAND_MODULES = (
     "solgate.ipmi_cli",
     "solgate.sim.cli",
     "solgate.serve_cli",
+    "solgate.web.cli",
 )
 
 EXIT_ERROR = 1

@@ -26,7 +26,7 @@ from solgate.config import Config, default_config_path, load_config, parse_confi
 from solgate.config_cli import add_config_argument
 from solgate.console.manager import ConsoleManager
 from solgate.errors import ConfigError, SolgateError
-from solgate.web.app import create_app
+from solgate.web.app import create_app, ssl_context
 
 logger = logging.getLogger("solgate.serve")
 PID_FILE = "solgate.pid"
@@ -79,16 +79,11 @@ def register(subparsers: Any) -> None:
 
 
 def _ssl_context(config: Config) -> ssl.SSLContext | None:
-    server = config.server
-    if server.tls_cert is None or server.tls_key is None:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
-        ctx.load_cert_chain(str(server.tls_cert), str(server.tls_key))
+        return ssl_context(config.server)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"{config.source}: [server] tls_cert/tls_key cannot be loaded "
                           f"({exc}); check the files") from None
-    return ctx
 
 
 async def run_server(
