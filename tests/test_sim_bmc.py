@@ -7,6 +7,7 @@ ipmitool transcript against the core with the fixture's random numbers.
 
 from __future__ import annotations
 
+import asyncio
 import struct
 
 import pytest
@@ -19,6 +20,7 @@ from sim_helpers import (
     make_bmc,
     make_target,
     reorder,
+    running_fleet,
     seeded_random,
 )
 
@@ -50,6 +52,7 @@ from solgate.ipmi.session import (
 )
 from solgate.ipmi.sol import DataReceived, SolStream
 from solgate.ipmi.sol_codec import SolStatus, decode_sol
+from solgate.ipmi.transport import IpmiClient
 from solgate.sim.bmc import SimBmc, SimBmcConfig
 from solgate.sim.faults import FaultConfig, FaultyBmc, LinkFaults
 
@@ -546,3 +549,26 @@ def test_ipmitool_transcript_is_accepted():
     assert bytes(host.written) == b"abc\r"
     assert host.breaks == 1
     assert not bmc.sessions  # ipmitool closed it
+
+
+# ------------------------------------------------------------------------ fleet on UDP
+
+
+async def test_fleet_of_200_starts_serves_and_stops():
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with running_fleet(200) as fleet:
+        assert loop.time() - started < 20  # generous: a smoke test, not a benchmark
+        assert len(set(fleet.ports)) == 200
+        assert all(h.core.port == h.port for h in fleet.bmcs)
+        assert fleet._heap == []  # idle BMCs schedule nothing
+        last = fleet.bmcs[-1]
+        target = make_target(port=last.port, cipher_suites=(17,))
+        client = await asyncio.wait_for(IpmiClient.connect(target), 10)
+        async with client:
+            assert (await client.device_id()).ipmi_version == "2.0"
+            await client.activate_sol()
+            assert last.core.sol.owner == client.session.bmc_session_id
+        assert not last.core.sessions  # closed on the way out; SOL with it
+        assert not last.core.sol.active
+        assert fleet.errors == 0
