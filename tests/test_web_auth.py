@@ -334,3 +334,14 @@ def test_passwd_and_token_commands_print_config_lines(monkeypatch, capsys) -> No
     digest = out.out.split('"')[1]
     auth = Authenticator(parse_users({"bot": {"api_tokens": [digest]}}))
     assert auth.user_for_token(token).name == "bot"
+
+
+async def test_second_login_page_load_keeps_the_first_form_valid(client) -> None:
+    first = await login_form_token(client)
+    assert (await client.get("/favicon.ico", allow_redirects=False)).status == 204
+    assert await login_form_token(client) == first  # e.g. a second tab
+    resp = await client.post("/login", data={
+        "username": "alice", "password": "alice-pw", "login_csrf": first,
+        "next": "/events"}, allow_redirects=False)
+    assert resp.status == 302
+    assert resp.headers["Location"] == "/events"

@@ -38,7 +38,7 @@ SESSION_COOKIE = "solgate_session"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-PUBLIC_PREFIXES = ("/static/", "/login", "/healthz")
+PUBLIC_PREFIXES = ("/static/", "/login", "/healthz", "/favicon.ico")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -14,6 +14,7 @@ STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 def setup_routes(app: web.Application, static_dir: Path = STATIC_DIR) -> None:
     app.router.add_get("/", views.consoles_page, name="consoles")
     app.router.add_get("/login", views.login_page, name="login")
+    app.router.add_get("/favicon.ico", views.favicon)
     app.router.add_post("/login", views.login_submit)
     app.router.add_post("/logout", views.logout, name="logout")
     app.router.add_get("/consoles/{name}", views.console_page, name="console")

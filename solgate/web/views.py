@@ -26,6 +26,7 @@ from solgate.web.middleware import (
 )
 
 LOGIN_CSRF_COOKIE = "solgate_login"
+_LOGIN_TOKEN = re.compile(r"[A-Za-z0-9_-]{32}")
 LOG_PAGE_LINES = 1000
 # CSI/OSC/other escape sequences, stripped for the plain-text log view.
 _ANSI = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
@@ -55,12 +56,17 @@ async def login_page(request: web.Request) -> web.Response:
     return _login_form(request, error="", status=200)
 
 
-def _login_form(request: web.Request, *, error: str, status: int,
-                username: str = "", headers: dict[str, str] | None = None) -> web.Response:
-    token = secrets.token_urlsafe(24)
+def _login_form(request: web.Request, *, error: str, status: int, username: str = "",
+                next_path: str | None = None,
+                headers: dict[str, str] | None = None) -> web.Response:
+    # Reuse a well-formed token the browser already holds: a second login tab, or a
+    # favicon request redirected here, must not invalidate the form on screen.
+    token = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not _LOGIN_TOKEN.fullmatch(token):
+        token = secrets.token_urlsafe(24)
     response = aiohttp_jinja2.render_template(
         "login.html", request,
-        {"error": error, "next": _safe_next(request.query.get("next")),
+        {"error": error, "next": _safe_next(next_path or request.query.get("next")),
          "login_csrf": token, "username": username, "user": None},
         status=status,
     )
@@ -78,25 +84,28 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound("/")
     form = await request.post()
     username = str(form.get("username", ""))[:200]
+    next_path = _safe_next(str(form.get("next", "/")))
     password = str(form.get("password", ""))[:1000]
     sent = str(form.get("login_csrf", ""))
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not expected or not hmac.compare_digest(sent, expected):
         return _login_form(request, error="the login form expired; please try again",
-                           status=403, username=username)
+                           status=403, username=username, next_path=next_path)
     client = request.remote or "unknown"
     try:
         user = await asyncio.to_thread(auth.check_password, username, password, client)
     except LoginThrottled as exc:
         return _login_form(request, error=str(exc), status=429, username=username,
+                           next_path=next_path,
                            headers={"Retry-After": str(int(exc.retry_after) + 1)})
     except LoginError as exc:
-        return _login_form(request, error=str(exc), status=401, username=username)
+        return _login_form(request, error=str(exc), status=401, username=username,
+                           next_path=next_path)
     old = identity(request)
     if old is not None and old.session is not None:
         auth.sessions.drop(old.session)  # a fresh id on every login: no session fixation
     cookie, _session = auth.sessions.create(user.name)
-    response = web.HTTPFound(_safe_next(str(form.get("next", "/"))))
+    response = web.HTTPFound(next_path)
     set_session_cookie(request, response, cookie)
     response.del_cookie(LOGIN_CSRF_COOKIE, path="/login")
     raise response
@@ -145,3 +154,8 @@ async def log_page(request: web.Request) -> dict[str, Any]:
 async def events_page(request: web.Request) -> dict[str, Any]:
     require_identity(request)
     return _page_context(request, title="Events")
+
+
+async def favicon(request: web.Request) -> web.Response:
+    """No icon; answered here so browsers do not get redirected to the login page."""
+    return web.Response(status=204, headers={"Cache-Control": "max-age=86400"})
