@@ -9,6 +9,8 @@ import random
 import re
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from solgate.console.events import EventLog, read_events
 from solgate.console.log import ConsoleLog, format_time, iter_log_files, read_tail
@@ -477,3 +479,71 @@ def test_events_disk_full_never_raises_and_retries(tmp_path, clock, monkeypatch)
     ]
     assert events.error is None
     assert events.read()[0]["severity"] == "warning"
+
+
+# -- property: nothing lost, nothing doubled, whatever the chunking --------------------------
+
+EVENT_BODY = re.compile(rb"\[-- solgate [^\r\n]*--\]\r\n")
+STAMP_ANY = re.compile(rb"\[\d{4}-\d\d-\d\dT[\d:.]+Z\] ")
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.binary(min_size=1, max_size=300).map(lambda b: ("write", b)),
+            st.sampled_from(
+                [
+                    ("write", b"\r\n"),
+                    ("write", b"line\r\n"),
+                    ("event", b""),
+                    ("fail", b""),
+                    ("heal", b""),
+                    ("tick", b""),
+                ]
+            ),
+        ),
+        max_size=80,
+    ),
+    timestamps=st.booleans(),
+)
+def test_property_log_holds_exactly_the_console_bytes(
+    tmp_path_factory, monkeypatch, ops, timestamps
+):
+    clock = FakeClock()
+    path = tmp_path_factory.mktemp("prop") / "web01.log"
+    real_write = os.write
+    log = ConsoleLog(path, clock=clock, max_bytes=700, keep=1000, timestamps=timestamps)
+    # The stream we expect: console bytes, plus CRLF + "<E>" where an event had to start
+    # a new line, or just "<E>" where the console was already at a line start.
+    expected = bytearray()
+    at_line_start = True
+    with monkeypatch.context() as m:
+        for op, payload in ops:
+            clock.t += 0.4
+            if op == "write":
+                # Keep the console's own bytes free of what we rewrite below.
+                payload = payload.replace(b"[", b"(")
+                log.write(payload)
+                expected += payload
+                at_line_start = payload.endswith(b"\n")
+            elif op == "event":
+                log.event("SOL up")
+                expected += (b"" if at_line_start else b"\r\n") + b"<E>"
+                at_line_start = True
+            elif op == "fail":
+                m.setattr(os, "write", DiskFull())
+            elif op == "heal":
+                m.setattr(os, "write", real_write)
+            else:
+                log.tick()
+        m.setattr(os, "write", real_write)
+        log.close()
+    assert log.bytes_lost == 0
+    assert log.pending_bytes == 0
+    data = all_bytes(path)
+    if timestamps:
+        data = STAMP_ANY.sub(b"", data)
+    assert EVENT_BODY.sub(b"<E>", data) == bytes(expected)
