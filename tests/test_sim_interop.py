@@ -1,0 +1,223 @@
+"""Independent clients accept the simulated BMC: ipmitool (lanplus) and FreeIPMI ipmiconsole.
+
+Each test runs a one-BMC `SimFleet` on a free loopback port in this process and drives
+the real client binary; `sol activate` / ipmiconsole need a terminal, so they run on a
+pty whose output is collected by the event loop (no threads, no sleeps: every wait is
+for a pattern, bounded by a timeout). Only child processes started here are killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+
+import pytest
+from sim_helpers import running_fleet
+
+from solgate.sim.bmc import SimBmcConfig
+from solgate.sim.fleet import make_host
+
+pytestmark = pytest.mark.interop
+
+IPMITOOL = shutil.which("ipmitool")
+IPMICONSOLE = shutil.which("ipmiconsole") or (
+    "/usr/sbin/ipmiconsole" if os.path.exists("/usr/sbin/ipmiconsole") else None)
+TIMEOUT = 15.0
+
+
+def need(binary: str | None, name: str) -> str:
+    if binary is None:
+        pytest.skip(f"{name} is not installed")
+    return binary
+
+
+def fast_host_config(index: int, name: str) -> SimBmcConfig:
+    """A host that boots quickly, so a test sees the whole boot log in a second or two."""
+    return SimBmcConfig(name=name, host=make_host(name, seed=index, boot_speed=50.0))
+
+
+def ipmitool_argv(port: int, suite: int, *command: str) -> list[str]:
+    return [need(IPMITOOL, "ipmitool"), "-I", "lanplus", "-H", "127.0.0.1", "-p", str(port),
+            "-U", "admin", "-P", "password", "-C", str(suite), *command]
+
+
+def ipmiconsole_argv(port: int, suite: int, *extra: str) -> list[str]:
+    return [need(IPMICONSOLE, "ipmiconsole"), "-h", f"127.0.0.1:{port}", "-u", "admin",
+            "-p", "password", "-I", str(suite), "-l", "ADMIN", *extra]
+
+
+async def run(argv: list[str]) -> tuple[int, str]:
+    """Run a non-interactive client to completion; (exit code, stdout + stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+class PtyClient:
+    """A client process on a pseudo-terminal; output is gathered by the event loop."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.master, slave = os.openpty()
+        self.proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; output via add_reader
+            argv, stdin=slave, stdout=slave, stderr=slave, close_fds=True,
+            start_new_session=True)
+        os.close(slave)
+        self.output = bytearray()
+        self._changed = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.master, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.master, 4096)
+        except OSError:
+            data = b""
+        if not data:
+            self._loop.remove_reader(self.master)
+        self.output += data
+        self._changed.set()
+
+    async def expect(self, pattern: bytes, *, since: int = 0, timeout: float = TIMEOUT) -> int:
+        """Wait until `pattern` (a regex) appears in the output after offset `since`;
+        returns the offset just past the match."""
+        regex = re.compile(pattern)
+
+        async def wait() -> int:
+            while True:
+                if m := regex.search(bytes(self.output), since):
+                    return m.end()
+                self._changed.clear()
+                await self._changed.wait()
+
+        try:
+            return await asyncio.wait_for(wait(), timeout)
+        except TimeoutError:
+            raise AssertionError(
+                f"{pattern!r} not seen within {timeout} s; output so far: "
+                f"{bytes(self.output[-2000:])!r}") from None
+
+    def type(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    async def wait_exit(self, timeout: float = TIMEOUT) -> int:
+        for _ in range(int(timeout / 0.05)):
+            if self.proc.poll() is not None:
+                return self.proc.returncode
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"client did not exit; output: {bytes(self.output[-2000:])!r}")
+
+    def close(self) -> None:
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_reader(self.master)
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)  # our own child, by pid
+            self.proc.wait(5)
+        os.close(self.master)
+
+
+@contextlib.asynccontextmanager
+async def pty_client(argv: list[str]):
+    client = PtyClient(argv)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+# ------------------------------------------------------------------------ ipmitool
+
+
+@pytest.mark.parametrize("suite", [3, 17])
+async def test_ipmitool_chassis_power(suite):
+    async with running_fleet(1, power_on=False) as fleet:
+        port = fleet.bmcs[0].port
+        assert await run(ipmitool_argv(port, suite, "chassis", "power", "status")) == (
+            0, "Chassis Power is off\n")
+        rc, out = await run(ipmitool_argv(port, suite, "chassis", "power", "on"))
+        assert rc == 0, out
+        assert fleet.bmcs[0].host.powered
+        assert await run(ipmitool_argv(port, suite, "chassis", "power", "status")) == (
+            0, "Chassis Power is on\n")
+
+
+async def test_ipmitool_wrong_password_fails():
+    async with running_fleet(1) as fleet:
+        argv = ipmitool_argv(fleet.bmcs[0].port, 17, "chassis", "power", "status")
+        argv[argv.index("password")] = "wrong"
+        rc, out = await run(argv)
+        assert rc != 0
+        assert "Unable to establish" in out
+
+
+@pytest.mark.parametrize("suite", [3, 17])
+async def test_ipmitool_sol_session(suite):
+    async with running_fleet(1, power_on=False, config_factory=fast_host_config) as fleet:
+        port = fleet.bmcs[0].port
+        async with pty_client(ipmitool_argv(port, suite, "sol", "activate")) as sol:
+            at = await sol.expect(rb"\[SOL Session operational")
+            assert (await run(ipmitool_argv(port, suite, "chassis", "power", "on")))[0] == 0
+            at = await sol.expect(rb"Linux version", since=at)  # the boot log arrives
+            at = await sol.expect(rb"[#$] $", since=at)  # a shell prompt
+            sol.type(b"echo solgate-$((6*7))\r")
+            at = await sol.expect(rb"solgate-42", since=at)  # typed text reached the shell
+            sol.type(b"\r~B")
+            sol.type(b"h")
+            at = await sol.expect(rb"(?i)sysrq.*help", since=at)
+            sol.type(b"\r~.")
+            assert await sol.wait_exit() == 0
+        # ipmitool deactivated on the way out: nothing is left to deactivate.
+        rc, out = await run(ipmitool_argv(port, suite, "sol", "deactivate"))
+        assert rc == 1
+        assert "already de-activated" in out
+        assert not fleet.bmcs[0].core.sol.active
+
+
+async def test_ipmitool_sol_deactivate_evicts_the_owner():
+    async with running_fleet(1, config_factory=fast_host_config) as fleet:
+        port = fleet.bmcs[0].port
+        async with pty_client(ipmitool_argv(port, 17, "sol", "activate")) as sol:
+            await sol.expect(rb"\[SOL Session operational")
+            rc, out = await run(ipmitool_argv(port, 17, "sol", "activate"))
+            assert rc == 1
+            assert "already active on another session" in out
+            assert await run(ipmitool_argv(port, 17, "sol", "deactivate")) == (0, "")
+            assert not fleet.bmcs[0].core.sol.active
+            # ipmitool ignores the "deactivating" status; like on ipmi_sim it finds out when
+            # its next keystroke is not acknowledged, and leaves.
+            sol.type(b"x")
+            await sol.expect(rb"Error sending SOL data|SOL session closed by BMC", timeout=20)
+            assert await sol.wait_exit() == 1
+
+
+# ------------------------------------------------------------------------ ipmiconsole
+
+
+@pytest.mark.parametrize("suite", [3, 17])
+async def test_ipmiconsole_sol_session(suite):
+    async with running_fleet(1, power_on=False, config_factory=fast_host_config) as fleet:
+        port = fleet.bmcs[0].port
+        async with pty_client(ipmiconsole_argv(port, suite)) as sol:
+            at = await sol.expect(rb"\[SOL established\]")
+            assert (await run(ipmitool_argv(port, 17, "chassis", "power", "on")))[0] == 0
+            at = await sol.expect(rb"Linux version", since=at)
+            at = await sol.expect(rb"[#$] $", since=at)
+            sol.type(b"echo solgate-$((6*7))\r")
+            at = await sol.expect(rb"solgate-42", since=at)
+            sol.type(b"&B")
+            sol.type(b"h")
+            at = await sol.expect(rb"(?i)sysrq.*help", since=at)
+            sol.type(b"&.")
+            assert await sol.wait_exit() == 0
+        assert not fleet.bmcs[0].core.sol.active
+        assert not fleet.bmcs[0].core.sessions
