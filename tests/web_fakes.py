@@ -184,3 +184,18 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 2.0) -> Non
         if loop.time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.01)
+
+
+if __name__ == "__main__":
+    # A manual try-out until the engine lands: two echoing consoles on 127.0.0.1:8080
+    # with auth = "none" (`python tests/web_fakes.py`, then open http://127.0.0.1:8080/).
+    import tempfile
+
+    _dir = Path(tempfile.mkdtemp(prefix="solgate-web-"))
+    _manager = StaticConsoles(_dir)
+    for _name in ("web01", "web02"):
+        _manager.add(_name, echo=True, tags=("demo",)).hub.publish(
+            f"{_name} login: ".encode())
+    _config = make_config(_dir, auth="none", listen="127.0.0.1:8080", users={})
+    web.run_app(create_app(_config, _manager), host="127.0.0.1", port=8080,
+                shutdown_timeout=5)
