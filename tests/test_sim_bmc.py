@@ -24,7 +24,8 @@ from sim_helpers import (
     seeded_random,
 )
 
-from solgate.errors import AuthenticationError
+from solgate.config import load_config
+from solgate.errors import AuthenticationError, ConfigError
 from solgate.ipmi.codec import (
     ChassisCommand,
     Command,
@@ -54,6 +55,7 @@ from solgate.ipmi.sol import DataReceived, SolStream
 from solgate.ipmi.sol_codec import SolStatus, decode_sol
 from solgate.ipmi.transport import IpmiClient
 from solgate.sim.bmc import SimBmc, SimBmcConfig
+from solgate.sim.cli import DEFAULT_PASSWORD_ENV, check_bind, toml_fragment
 from solgate.sim.faults import FaultConfig, FaultyBmc, LinkFaults
 
 ACTIVATE_SOL = bytes((0x01, 0x01, 0xC6, 0, 0, 0))
@@ -572,3 +574,27 @@ async def test_fleet_of_200_starts_serves_and_stops():
         assert not last.core.sessions  # closed on the way out; SOL with it
         assert not last.core.sol.active
         assert fleet.errors == 0
+
+
+# ------------------------------------------------------------------------ CLI
+
+
+async def test_printed_fragment_is_a_valid_solgate_toml(tmp_path):
+    async with running_fleet(3) as fleet:
+        text = toml_fragment(fleet, user="admin", password_env=DEFAULT_PASSWORD_ENV,
+                             default_password=True)
+        path = tmp_path / "solgate.toml"
+        path.write_text(text)
+        config = load_config(path, environ={DEFAULT_PASSWORD_ENV: "password"})
+        assert [(name, c.host, c.port) for name, c in config.consoles.items()] == [
+            (h.name, "127.0.0.1", h.port) for h in fleet.bmcs]
+        assert all(c.username == "admin" and c.password == b"password"
+                   for c in config.consoles.values())
+
+
+@pytest.mark.parametrize("bind", ["10.1.2.3", "0.0.0.0", "example.org"])
+def test_sim_refuses_non_loopback_bind(bind):
+    with pytest.raises(ConfigError, match="bind"):
+        check_bind(bind, allow_remote=False)
+    check_bind("127.0.0.1", allow_remote=False)
+    check_bind("::1", allow_remote=False)
