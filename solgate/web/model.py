@@ -31,6 +31,7 @@ STATE_WORDS = {
     "auth-failed": "BMC rejected the login",
     "unreachable": "BMC unreachable",
     "stolen": "SOL taken by another session",
+    "held-elsewhere": "SOL held by another session",
     "sol-disabled": "SOL disabled on the BMC",
     "failed": "failed",
     "stopped": "stopped",
