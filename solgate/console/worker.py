@@ -34,6 +34,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from solgate.config import ConsoleConfig
 from solgate.console.events import EventLog
@@ -148,6 +149,10 @@ class ConsoleWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         hub.on_input = self.send_input
+
+    @property
+    def log_path(self) -> Path:
+        return self.log.path
 
     # --- control from the outside ------------------------------------------------------
 
