@@ -120,11 +120,15 @@ class IpmiClient:
         except (socket.gaierror, UnicodeError) as exc:
             raise BmcError(f"cannot resolve {target.label}: {exc}: check the host name",
                            host=target.label, step="resolve") from None
-        family, _, _, _, address = infos[0]
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
         try:
+            sock.setblocking(False)
+            sock.connect(address)  # a connected socket: only this BMC's datagrams come in
             transport, _ = await self._loop.create_datagram_endpoint(
-                lambda: _Protocol(self), remote_addr=address, family=family)
+                lambda: _Protocol(self), sock=sock)
         except OSError as exc:
+            sock.close()
             raise BmcError(f"cannot open a UDP socket to {target.label}: {exc}",
                            host=target.label, step="connect") from None
         self._transport = transport

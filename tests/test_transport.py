@@ -1,0 +1,161 @@
+"""`IpmiClient` over real loopback UDP against the scripted BMC: futures, timers, close."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from solgate.errors import (
+    AuthenticationError,
+    BmcError,
+    SessionClosedError,
+    SolgateTimeoutError,
+)
+from solgate.ipmi.codec import Command, NetFn
+from solgate.ipmi.target import BmcTarget
+from solgate.ipmi.transport import IpmiClient
+from tests.test_session import DEVICE_ID_RESPONSE, ScriptedBmc
+
+
+class UdpBmc(asyncio.DatagramProtocol):
+    """ScriptedBmc on a UDP socket, with knobs to drop datagrams or stay silent."""
+
+    def __init__(self, bmc: ScriptedBmc) -> None:
+        self.bmc = bmc
+        self.transport: asyncio.DatagramTransport | None = None
+        self.drop_next_requests = 0
+        self.silent = False
+        self.received = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.received += 1
+        if self.silent:
+            return
+        if self.bmc.protector is not None and self.drop_next_requests:
+            self.drop_next_requests -= 1
+            return
+        assert self.transport is not None
+        for reply in self.bmc.handle(data):
+            self.transport.sendto(reply, addr)
+
+
+async def serve(bmc: ScriptedBmc | None = None, host: str = "127.0.0.1"
+                ) -> tuple[UdpBmc, asyncio.DatagramTransport, int]:
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_datagram_endpoint(
+        lambda: UdpBmc(bmc or ScriptedBmc()), local_addr=(host, 0))
+    return proto, transport, transport.get_extra_info("sockname")[1]
+
+
+def target(port: int, **kw: object) -> BmcTarget:
+    base: dict[str, object] = dict(host="127.0.0.1", port=port, username=b"admin",
+                                   password=b"password", retransmit_timeout=0.05, max_tries=3)
+    base.update(kw)
+    return BmcTarget(**base)  # type: ignore[arg-type]
+
+
+async def test_connect_request_sol_and_close():
+    bmc, server, port = await serve()
+    try:
+        async with await IpmiClient.connect(target(port)) as client:
+            assert client.established
+            assert (await client.device_id()).firmware == "9.08"
+            got: list[bytes] = []
+            client.set_sol_handler(got.append)
+            client.send_sol(b"\x01\x00\x00\x00hi")
+            assert server is not None
+            for _ in range(50):
+                if bmc.bmc.received_sol:
+                    break
+                await asyncio.sleep(0.01)
+            assert bmc.bmc.received_sol == [b"\x01\x00\x00\x00hi"]
+        assert client.terminated.done()
+        assert bmc.bmc.received[-1].cmd == Command.CLOSE_SESSION
+    finally:
+        server.close()
+
+
+async def test_lost_request_is_retransmitted_on_the_loop_timer():
+    bmc, server, port = await serve()
+    try:
+        async with await IpmiClient.connect(target(port)) as client:
+            bmc.drop_next_requests = 2
+            msg = await asyncio.wait_for(client.request(NetFn.APP, Command.GET_DEVICE_ID), 2)
+            assert msg.data == DEVICE_ID_RESPONSE
+            assert bmc.drop_next_requests == 0
+    finally:
+        server.close()
+
+
+async def test_unanswered_request_times_out_but_session_lives():
+    bmc, server, port = await serve()
+    try:
+        async with await IpmiClient.connect(target(port)) as client:
+            bmc.drop_next_requests = 3
+            with pytest.raises(SolgateTimeoutError, match="Get Device ID after 3 tries"):
+                await asyncio.wait_for(client.device_id(), 2)
+            assert (await client.device_id()).ipmi_version == "2.0"
+    finally:
+        server.close()
+
+
+async def test_silent_bmc_gives_a_timeout_error():
+    bmc, server, port = await serve()
+    bmc.silent = True
+    try:
+        with pytest.raises(SolgateTimeoutError,
+                           match=r"no answer from BMC 127\.0\.0\.1:\d+ after 3"):
+            await asyncio.wait_for(IpmiClient.connect(target(port)), 2)
+        assert bmc.received == 3
+    finally:
+        server.close()
+
+
+async def test_wrong_password_fails_connect():
+    _, server, port = await serve(ScriptedBmc(rakp2_password=b"other"))
+    try:
+        with pytest.raises(AuthenticationError, match="rejected the password"):
+            await IpmiClient.connect(target(port))
+    finally:
+        server.close()
+
+
+async def test_pending_request_fails_when_the_session_closes():
+    bmc, server, port = await serve()
+    try:
+        client = await IpmiClient.connect(target(port, retransmit_timeout=5.0))
+        bmc.silent = True
+        pending = asyncio.ensure_future(client.device_id())
+        await asyncio.sleep(0.01)
+        await client.close()
+        with pytest.raises(SessionClosedError):
+            await pending
+        with pytest.raises(SessionClosedError):
+            client.send_sol(b"\x01\x00\x00\x00x")
+    finally:
+        server.close()
+
+
+async def test_unresolvable_host():
+    with pytest.raises(BmcError, match="cannot resolve"):
+        await IpmiClient.connect(target(623, host="no-such-host.invalid"))
+
+
+async def test_ipv6_loopback():
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        _, server, port = await serve(host="::1")
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    try:
+        client = await IpmiClient.connect(target(port, host="::1"))
+        assert client.target.label == f"BMC [::1]:{port}"
+        await client.close()
+    finally:
+        server.close()
