@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from solgate.errors import LocalProtocolError
 from solgate.ipmi.sol import (
+    _TRANSITIONS,
     BreakRequested,
     DataAcknowledged,
     DataReceived,
@@ -18,6 +19,7 @@ from solgate.ipmi.sol import (
     SolStream,
     StreamStalled,
     TransferUnavailable,
+    _SendInput,
 )
 from solgate.ipmi.sol_codec import SolOperation, SolStatus, decode_sol
 from tests.conftest import load_fixture
@@ -325,6 +327,20 @@ def test_ack_count_zero_is_partial_when_configured():
     assert c.payloads_to_send() == [h("02 00 00 00 616263")]
 
 
+def test_count_zero_is_literal_once_the_peer_reported_real_counts():
+    """ipmi_sim's "ready" ACK after taking nothing is (seq, 0, NACK clear); if it overtakes
+    the NACK, reading it as "all taken" would lose the characters."""
+    c = console()
+    c.send(b"ab", 0.0)
+    c.payloads_to_send()
+    c.receive_payload(h("00 01 02 00"), 0.1)  # a real count: this peer does not use count 0
+    c.send(b"cd", 0.2)
+    assert c.payloads_to_send() == [h("02 00 00 00 6364")]
+    c.receive_payload(h("00 02 00 00"), 0.3)  # its NACK (02 00 40) was lost
+    assert c.payloads_to_send() == [h("03 00 00 00 6364")]
+    assert events(c) == [DataAcknowledged(2)]
+
+
 def test_nack_with_count_zero_takes_nothing():
     c = console()
     c.send(b"abc", 0.0)
@@ -515,6 +531,20 @@ def test_constructor_rejects_nonsense():
         console(max_chars=256)
     with pytest.raises(LocalProtocolError):
         console(first_seq=0)
+
+
+@pytest.mark.parametrize("state", list(SendState))
+@pytest.mark.parametrize("event", list(_SendInput))
+def test_every_sender_state_and_input_pair_follows_the_table(state, event):
+    s = console()
+    s._state = state
+    if (state, event) in _TRANSITIONS:
+        s._move(event)
+        assert s.send_state is _TRANSITIONS[state, event]
+    else:
+        with pytest.raises(LocalProtocolError):
+            s._move(event)
+        assert s.send_state is state
 
 
 @given(st.binary(max_size=300))

@@ -15,8 +15,10 @@ Sending (one outstanding data packet per direction):
   (a break waits until every character queued before it was acknowledged, and characters
   queued after it wait for the break's ACK).
 - An ACK naming our packet consumes ``count`` characters (clamped to what was sent; count 0
-  with NACK clear means "all" when ``ack_count0_is_full``). Whatever was not accepted stays
-  at the head of the queue and goes out as a NEW packet with the NEXT sequence number.
+  with NACK clear means "all" when ``ack_count0_is_full``, until the peer has once ACKed
+  with a non-zero count and NACK clear, which shows it reports real counts). Whatever was
+  not accepted stays at the head of the queue and goes out as a NEW packet with the NEXT
+  sequence number.
 - A NACK consumes ``count`` too, then pauses new data until the peer sends any packet
   without the NACK bit, or ``nack_pause`` seconds pass.
 - Without an ACK, the same packet (same sequence number, same characters, same operation
@@ -249,6 +251,10 @@ class SolStream:
         self._paused_until: float | None = None
         self._keepalive_wanted = False
         self._status_flags = 0
+        # A peer that ever ACKed with a real count (NACK clear) does not use the count-0
+        # convention, so its count 0 is literal: ipmi_sim's "ready again" ACK after taking
+        # none of a packet must not read as "all taken" when it overtakes the NACK.
+        self._peer_counts_real = False
 
         # Receiving half.
         self._rx_seq = 0  # last packet taken (0: none yet)
@@ -530,9 +536,12 @@ class SolStream:
             self.counters["ignored_acks"] += 1
             return
         sent = len(flight.data)
+        if not pkt.nack and pkt.accepted:
+            self._peer_counts_real = True
+        count0_is_full = self.ack_count0_is_full and not self._peer_counts_real
         if pkt.nack:
             accepted = min(pkt.accepted, sent)
-        elif pkt.accepted >= sent or (pkt.accepted == 0 and self.ack_count0_is_full):
+        elif pkt.accepted >= sent or (pkt.accepted == 0 and count0_is_full):
             accepted = sent
         else:
             accepted = pkt.accepted
