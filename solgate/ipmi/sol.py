@@ -37,7 +37,9 @@ Receiving:
   number matches one of the few before that is a stale copy and is dropped silently.
 - Role "bmc" may take fewer characters than offered (``receive_capacity``): it ACKs the
   count taken with NACK set and keeps NACK on every packet until ``capacity_available()``
-  sends an ACK without NACK for the same packet. Role "console" never sends NACKs.
+  sends an ACK without NACK for the same packet. An ACK taking none of a non-empty packet
+  always carries NACK, and its "ready" is an informational packet: count 0 with NACK clear
+  reads as "all taken" to peers using the count-0 rule. Role "console" never sends NACKs.
 
 Invariants: characters are delivered at most once and in order; characters we send are
 retried until acknowledged and lost only when retries run out (reported by
