@@ -57,6 +57,28 @@ _HINTS = {
 }
 
 
+COMMAND_NAMES = {
+    (NetFn.APP, Command.GET_DEVICE_ID): "Get Device ID",
+    (NetFn.APP, Command.SET_SESSION_PRIVILEGE_LEVEL): "Set Session Privilege Level",
+    (NetFn.APP, Command.CLOSE_SESSION): "Close Session",
+    (NetFn.APP, Command.ACTIVATE_PAYLOAD): "Activate Payload",
+    (NetFn.APP, Command.DEACTIVATE_PAYLOAD): "Deactivate Payload",
+    (NetFn.APP, Command.GET_PAYLOAD_ACTIVATION_STATUS): "Get Payload Activation Status",
+    (NetFn.APP, Command.GET_PAYLOAD_INSTANCE_INFO): "Get Payload Instance Info",
+    (NetFn.APP, Command.GET_CHANNEL_CIPHER_SUITES): "Get Channel Cipher Suites",
+    (NetFn.APP, Command.GET_CHANNEL_PAYLOAD_VERSION): "Get Channel Payload Version",
+    (NetFn.CHASSIS, ChassisCommand.GET_CHASSIS_STATUS): "Get Chassis Status",
+    (NetFn.CHASSIS, ChassisCommand.CHASSIS_CONTROL): "Chassis Control",
+    (NetFn.TRANSPORT, TransportCommand.GET_SOL_CONFIGURATION):
+        "Get SOL Configuration Parameters",
+}
+
+
+def command_name(netfn: int, cmd: int) -> str:
+    """Human name of a request, for messages ('netfn 0x06 cmd 0x01' if unknown)."""
+    return COMMAND_NAMES.get((netfn, cmd), f"netfn 0x{netfn:02x} cmd 0x{cmd:02x}")
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     netfn: int

@@ -70,6 +70,7 @@ from solgate.ipmi.codec import (
     Privilege,
     RakpStatus,
 )
+from solgate.ipmi.commands import command_name
 from solgate.ipmi.crypto import (
     CIPHER_SUITES,
     AuthAlgorithm,
@@ -109,6 +110,8 @@ PRIVILEGE_REFUSED = frozenset({0x80, 0x81})
 WORKAROUND_OPEN_SESSION_PRIV_HIGHEST = "open_session_priv_highest"  # send 0 in Open Session
 WORKAROUND_SKIP_AUTH_CAPS = "skip_auth_caps"
 WORKAROUND_RAKP2_LONG = ("supermicro20", "sun20")  # RAKP2 auth code one byte too long
+WORKAROUND_AUTHCAP = "authcap"  # Get Channel Auth Capabilities bits are not to be trusted
+WORKAROUND_NO_CHECKSUM = "nochecksumcheck"  # IPMI message checksums are wrong
 
 DROP_REASONS = ("malformed", "unauthenticated", "replayed", "unexpected", "unsolicited",
                 "duplicate")
@@ -242,7 +245,6 @@ class ClientSession:
         self._tag = 0
         self._rm = b""
         self._rakp1_role = 0
-        self._last_rejection = 0
         self._kg_required = False
         self._sik = b""
         self._guid = b""
@@ -255,6 +257,7 @@ class ClientSession:
         self._next_rq_seq = 0
         self._next_request_id = 1
         self._privilege_wanted: Privilege = target.privilege
+        self._check_checksums = WORKAROUND_NO_CHECKSUM not in target.workarounds
 
     # ------------------------------------------------------------------ outputs
 
@@ -417,7 +420,7 @@ class ClientSession:
 
     def _receive_ipmi(self, payload: bytes, now: float) -> None:
         try:
-            msg = codec.decode_ipmi_message(payload)
+            msg = codec.decode_ipmi_message(payload, check_checksums=self._check_checksums)
         except ProtocolError:
             self._drop("malformed")
             return
@@ -468,7 +471,8 @@ class ClientSession:
 
     def _receive_auth_caps(self, data: bytes, now: float) -> None:
         try:
-            msg = codec.decode_ipmi_message(codec.decode_ipmi15(data).message)
+            msg = codec.decode_ipmi_message(codec.decode_ipmi15(data).message,
+                                            check_checksums=self._check_checksums)
             if (msg.netfn != NetFn.APP | 1 or msg.cmd != Command.GET_CHANNEL_AUTH_CAPABILITIES
                     or msg.rq_seq != _AUTH_CAPS_RQ_SEQ):
                 self._drop("unexpected")
@@ -487,14 +491,15 @@ class ClientSession:
                 return
             self._log.debug("%s: Get Channel Authentication Capabilities failed with %s",
                             self.target.label, CompletionCode.describe(cc))
-        elif caps.ipmi20_extended and not caps.supports_ipmi20:
+        elif (caps.ipmi20_extended and not caps.supports_ipmi20
+              and WORKAROUND_AUTHCAP not in self.target.workarounds):
             self._fail(BmcError(
                 f"{self.target.label} does not offer IPMI v2.0 (RMCP+) on this channel: "
                 "enable IPMI over LAN (v2.0) in the BMC settings",
                 host=self.target.label, step="Get Channel Authentication Capabilities"))
             return
         else:
-            self._kg_required = caps.kg_set
+            self._kg_required = caps.kg_set and WORKAROUND_AUTHCAP not in self.target.workarounds
         self._move(SessionInput.RECV_AUTH_CAPS)
         self._attempts = 0
         self._send_open_session(now)
@@ -578,7 +583,6 @@ class ClientSession:
         suite = self.suite
         assert suite is not None  # noqa: S101 - set when Open Session was sent
         if osr.status in SUITE_REJECTED:
-            self._last_rejection = osr.status
             self._log.info("%s: cipher suite %d refused at Open Session (%s)", label, suite.id,
                            RakpStatus.describe(osr.status))
             if self._suite_index + 1 < len(self._suites):
@@ -788,28 +792,6 @@ _STEP_NAMES = {
     SessionState.RAKP2: "RAKP1/RAKP2",
     SessionState.RAKP4: "RAKP3/RAKP4",
 }
-
-_COMMAND_NAMES = {
-    (NetFn.APP, Command.GET_DEVICE_ID): "Get Device ID",
-    (NetFn.APP, Command.SET_SESSION_PRIVILEGE_LEVEL): "Set Session Privilege Level",
-    (NetFn.APP, Command.CLOSE_SESSION): "Close Session",
-    (NetFn.APP, Command.ACTIVATE_PAYLOAD): "Activate Payload",
-    (NetFn.APP, Command.DEACTIVATE_PAYLOAD): "Deactivate Payload",
-    (NetFn.APP, Command.GET_PAYLOAD_ACTIVATION_STATUS): "Get Payload Activation Status",
-    (NetFn.APP, Command.GET_PAYLOAD_INSTANCE_INFO): "Get Payload Instance Info",
-    (NetFn.APP, Command.GET_CHANNEL_CIPHER_SUITES): "Get Channel Cipher Suites",
-    (NetFn.APP, Command.GET_CHANNEL_PAYLOAD_VERSION): "Get Channel Payload Version",
-    (NetFn.CHASSIS, codec.ChassisCommand.GET_CHASSIS_STATUS): "Get Chassis Status",
-    (NetFn.CHASSIS, codec.ChassisCommand.CHASSIS_CONTROL): "Chassis Control",
-    (NetFn.TRANSPORT, codec.TransportCommand.GET_SOL_CONFIGURATION):
-        "Get SOL Configuration Parameters",
-}
-
-
-def command_name(netfn: int, cmd: int) -> str:
-    """Human name of a request, for messages ('netfn 0x06 cmd 0x01' if unknown)."""
-    return _COMMAND_NAMES.get((netfn, cmd), f"netfn 0x{netfn:02x} cmd 0x{cmd:02x}")
-
 
 def _user(target: BmcTarget) -> str:
     return repr(target.username.decode("utf-8", "replace"))
