@@ -176,11 +176,12 @@ class Pair:
 
 
 @contextlib.asynccontextmanager
-async def running_fleet(count: int = 1, **kwargs: Any) -> AsyncIterator[Any]:
+async def running_fleet(count: int = 1, base_port: int = 0,
+                        **kwargs: Any) -> AsyncIterator[Any]:
     """Start `count` simulated BMCs on free loopback ports; yields the `SimFleet`."""
     from solgate.sim.fleet import SimFleet
 
-    fleet = SimFleet(count, base_port=0, **kwargs)
+    fleet = SimFleet(count, base_port=base_port, **kwargs)
     await fleet.start()
     try:
         yield fleet
