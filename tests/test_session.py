@@ -593,3 +593,59 @@ def test_sixty_four_outstanding_requests_is_the_limit():
     assert seqs == set(range(64))
     with pytest.raises(LocalProtocolError):
         session.send_request(NetFn.APP, Command.GET_DEVICE_ID, b"", 0.0)
+
+
+# --------------------------------------------------------------------------- transcript
+
+
+def test_replays_the_ipmitool_conversation_with_real_ipmi_sim_datagrams():
+    """Our core, given ipmitool's SIDm and Rm, accepts every datagram ipmi_sim sent in a
+    recorded CS3 session, and what it sends decrypts to what ipmitool sent."""
+    from tests.conftest import load_fixture
+
+    fx = load_fixture("ipmi_sim-ipmitool/cs3-sol-session.json")
+    sess = fx["session"]
+    draws = iter([int(sess["console_session_id"], 16).to_bytes(4, "little"), H(sess["rm"])])
+    session = ClientSession(target(cipher_suites=(3,)), random=lambda n: next(draws, bytes(n)))
+    bmc_side = PacketProtector(CIPHER_SUITES[3], H(sess["k1"]), H(sess["k2"]))
+    session.start(0.0)
+    client_packets = 0
+    for p in fx["packets"]:
+        raw = H(p["hex"])
+        plain = H(p["decoded"]["plaintext_hex"])
+        if p["dir"] == "bmc->client":
+            if not codec.is_ipmi15(raw) and raw[5] & 0x3F >= 0x10:  # setup: our tag, not 0
+                header, payload = codec.decode_unauthenticated(raw)
+                raw = codec.encode_unauthenticated(header.payload_type,
+                                                   bytes((session._tag,)) + payload[1:])
+            session.receive_datagram(raw, 0.0)
+            continue
+        client_packets += 1
+        if codec.is_ipmi15(raw) or raw[5] & 0x3F >= 0x10:
+            (ours,) = session.datagrams_to_send()  # the core sent its own setup message
+            if raw[5] & 0x3F in (0x12, 0x14):  # RAKP1/3: same bytes apart from the tag
+                assert codec.decode_unauthenticated(ours)[1][1:] == plain[1:]
+            continue
+        if session.state is SessionState.PRIVILEGE:  # Set Session Privilege: ours
+            (ours,) = session.datagrams_to_send()
+        elif raw[5] & 0x3F == PayloadType.SOL:
+            session.send_sol(plain, 0.0)
+            (ours,) = session.datagrams_to_send()
+        else:
+            msg = codec.decode_ipmi_message(plain)
+            if msg.cmd == Command.CLOSE_SESSION:
+                session.close(0.0)
+            else:
+                session.send_request(msg.netfn, msg.cmd, msg.data, 0.0)
+            (ours,) = session.datagrams_to_send()
+        assert bmc_side.open(ours).payload == plain
+    assert client_packets == 16
+    evs = events(session)
+    assert evs[0] == SessionEstablished(3, 0x82, Privilege.ADMINISTRATOR)
+    sol = [e.payload for e in evs if isinstance(e, SolPayloadReceived)]
+    assert sol[0] == b"\x01\x00\x00\x00hello from host\r\n"
+    responses = [e.message for e in evs if isinstance(e, ResponseReceived)]
+    assert [m.cmd for m in responses] == [0x3E, 0x01, 0x00, 0x00, 0x48, 0x49]
+    assert evs[-1] == SessionTerminated("closed", None)
+    # only the Close Session answer, which arrives after we stopped listening
+    assert session.dropped == dict.fromkeys(session.dropped, 0) | {"unexpected": 1}
