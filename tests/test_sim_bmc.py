@@ -57,6 +57,7 @@ from solgate.ipmi.transport import IpmiClient
 from solgate.sim.bmc import SimBmc, SimBmcConfig
 from solgate.sim.cli import DEFAULT_PASSWORD_ENV, check_bind, toml_fragment
 from solgate.sim.faults import FaultConfig, FaultyBmc, LinkFaults
+from solgate.sim.host import SimHost
 
 ACTIVATE_SOL = bytes((0x01, 0x01, 0xC6, 0, 0, 0))
 DEACTIVATE_SOL = bytes((0x01, 0x01, 0, 0, 0, 0))
@@ -576,6 +577,24 @@ async def test_fleet_of_200_starts_serves_and_stops():
         assert fleet.errors == 0
 
 
+async def test_fleet_applies_faults_and_the_client_survives_them():
+    faults = FaultConfig.symmetric(drop=0.15, duplicate=0.15, reorder=0.15, seed=11)
+    async with running_fleet(1, faults=faults) as fleet:
+        bmc = fleet.bmcs[0]
+        assert bmc.faults is faults
+        target = make_target(port=bmc.port, retransmit_timeout=0.2, max_tries=10)
+        client = await asyncio.wait_for(IpmiClient.connect(target), 20)
+        async with client:
+            for _ in range(10):
+                assert (await client.chassis_status()).power_on
+        faults.phantom_sol_owner = True
+        client = await asyncio.wait_for(IpmiClient.connect(target), 20)
+        async with client:
+            assert (await client.payload_activation_status()).is_active()
+            assert await client.deactivate_sol()  # frees what the phantom held
+            assert not (await client.payload_activation_status()).is_active()
+
+
 # ------------------------------------------------------------------------ CLI
 
 
@@ -598,3 +617,26 @@ def test_sim_refuses_non_loopback_bind(bind):
         check_bind(bind, allow_remote=False)
     check_bind("127.0.0.1", allow_remote=False)
     check_bind("::1", allow_remote=False)
+
+
+# ------------------------------------------------------------------------ with SimHost
+
+
+def test_boot_log_streams_through_sol_in_full_packets_then_idles():
+    host = SimHost("h1", seed=1, boot_speed=20.0)
+    bmc = make_bmc(host=host)
+    pair = connect(bmc)
+    assert activate(pair) == 0
+    sidc = pair.client.session.bmc_session_id
+    host.power_on(pair.now)
+    pair.pump(until=lambda: pair.client.received.endswith(b"# "), max_steps=20000)
+    text = bytes(pair.client.received)
+    assert b"Linux version" in text
+    data_packets = [p for p in (decode_sol(x) for x in pair.client.sol_payloads) if p.seq]
+    # Output is batched per accumulate interval: most packets are full.
+    assert len(data_packets) < 2 * len(text) / 255 + 20
+    # At the prompt the host is idle and SOL costs no timer: only the session's expiry.
+    pair.pump(timers=False)  # the last ACK
+    assert bmc.next_deadline() == bmc.sessions[sidc].expires
+    pair.client.stream.send(b"echo hi\r", pair.now)
+    pair.pump(until=lambda: pair.client.received.endswith(b"hi\r\nroot@h1:~# "))
