@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from solgate.errors import (
+    BmcError,
     CommandError,
     PayloadActiveElsewhere,
     PayloadDisabled,
@@ -46,7 +47,7 @@ DEFAULT_SOL_CHARACTERS = 32  # when the BMC's inbound payload size is nonsense (
 PARAMETER_NOT_SUPPORTED = 0x80
 
 # Hints appended to command errors, by completion code.
-_HINTS = {
+_HINTS: dict[int, str] = {
     CompletionCode.INVALID_COMMAND: "the BMC does not implement this command",
     CompletionCode.INSUFFICIENT_PRIVILEGE: (
         "the session's privilege is too low: use a user with ADMINISTRATOR or OPERATOR "
@@ -57,7 +58,7 @@ _HINTS = {
 }
 
 
-COMMAND_NAMES = {
+COMMAND_NAMES: dict[tuple[int, int], str] = {
     (NetFn.APP, Command.GET_DEVICE_ID): "Get Device ID",
     (NetFn.APP, Command.SET_SESSION_PRIVILEGE_LEVEL): "Set Session Privilege Level",
     (NetFn.APP, Command.CLOSE_SESSION): "Close Session",
@@ -87,7 +88,7 @@ class Request:
     name: str
 
 
-def command_error(label: str, step: str, cc: int, hint: str = "") -> CommandError:
+def command_error(label: str, step: str, cc: int, hint: str = "") -> BmcError:
     """A `CommandError` for completion code `cc`, with a hint on what to do."""
     hint = hint or _HINTS.get(cc, "")
     text = f"{label} refused {step} (completion code {CompletionCode.describe(cc)})"

@@ -223,7 +223,7 @@ class ClientSession:
     """The client half of an RMCP+ session with one BMC (see the module docstring)."""
 
     def __init__(self, target: BmcTarget, *, random: Callable[[int], bytes] = os.urandom,
-                 logger: logging.Logger | logging.LoggerAdapter = log) -> None:
+                 logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log) -> None:
         self.target = target
         self._random = random
         self._log = logger
@@ -281,6 +281,10 @@ class ClientSession:
     def established(self) -> bool:
         return self.state is SessionState.ESTABLISHED
 
+    @property
+    def terminated(self) -> bool:
+        return self.state is SessionState.TERMINATED
+
     # ------------------------------------------------------------------ commands
 
     def start(self, now: float) -> None:
@@ -333,7 +337,7 @@ class ClientSession:
         if self._handshake_deadline is not None and now >= self._handshake_deadline:
             self._handshake_deadline = None
             self._handshake_timeout(now)
-            if self.state is SessionState.TERMINATED:
+            if self.terminated:
                 return
         for p in [p for p in self._pending.values() if now >= p.deadline]:
             if p.tries < self.target.max_tries:

@@ -83,7 +83,7 @@ class IpmiClient:
     """An established RMCP+ session to one BMC (`await IpmiClient.connect(target)`)."""
 
     def __init__(self, target: BmcTarget, *, random: Callable[[int], bytes] = os.urandom,
-                 logger: logging.Logger | logging.LoggerAdapter = log) -> None:
+                 logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log) -> None:
         self.target = target
         self._log = logger
         self.session = ClientSession(target, random=random, logger=logger)
@@ -317,7 +317,8 @@ class IpmiClient:
     def _terminate(self, event: SessionTerminated, error: SolgateError | None) -> None:
         exc = error or SessionClosedError(f"the session to {self.target.label} was closed",
                                           host=self.target.label, step="closed")
-        for future in [self._established, *self._futures.values()]:
+        futures: list[asyncio.Future[Any]] = [self._established, *self._futures.values()]
+        for future in futures:
             if not future.done():
                 future.set_exception(exc)
                 future.exception()  # nobody may be waiting: mark it retrieved
