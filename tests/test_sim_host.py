@@ -349,6 +349,20 @@ def test_sysrq_o_powers_off():
     assert not host.powered
 
 
+def test_sysrq_during_a_flood_ends_the_job_and_is_printed():
+    host, t = booted()
+    host.write(b"flood 10M\r", t)
+    host.send_break(t + 1.0)
+    out, _ = type_line(host, b"e", t + 1.0)
+    killed = rb"\[\s*\d+\.\d{6}\] sysrq: Terminate All Tasks\r\n" + re.escape(PROMPT) + rb"\Z"
+    assert re.search(killed, out)
+    assert len(out) < 2 * RATE  # the rest of the flood was flushed
+    host.send_break(t + 2.0)
+    out, _ = type_line(host, b"o", t + 2.0)
+    assert b"sysrq: Power Off" in out
+    assert not host.powered
+
+
 def test_a_break_is_forgotten_after_five_seconds():
     host, t = booted()
     host.send_break(t)

@@ -468,6 +468,8 @@ class SimHost:
             self._panic(t, from_serial=True)
             return
         messages, action = SYSRQ_KEYS.get(key, ((SYSRQ_HELP,), ""))
+        if action:  # these end the running job; flush its output before the kernel speaks
+            self._cancel_job(t)
         if action == "reboot":  # emergency_restart: no sync, pending tty output is lost
             self._uart.flush(t)
             self._klog(messages, t)
@@ -478,7 +480,6 @@ class SimHost:
             self._shut_down(iter([Step(0.5, "reboot: Power down", kernel=True),
                                   Step(0.05, mark="off")]), t)
         elif action == "kill" and self._state is HostState.SHELL:
-            self._cancel_job(t)
             self._enter_shell(t)  # the getty respawns a fresh shell
 
     # ------------------------------------------------------------------- the tty
