@@ -763,7 +763,8 @@ class ClientSession:
         self._pending.clear()
         self._handshake_deadline = None
         self._move(SessionInput.FAIL)
-        self._events.append(SessionTerminated(getattr(error, "step", "") or "failed", error))
+        step = getattr(error, "step", "")
+        self._events.append(SessionTerminated(f"failed at {step}" if step else "failed", error))
 
     def _take_rq_seq(self) -> int:
         for _ in range(64):

@@ -299,7 +299,10 @@ class IpmiClient:
         match event:
             case SolPayloadReceived(payload=payload):
                 if self._sol_handler is not None:
-                    self._sol_handler(payload)
+                    try:
+                        self._sol_handler(payload)
+                    except Exception:  # a bug upstairs must not wedge the session
+                        self._log.exception("%s: SOL handler failed", self.target.label)
             case ResponseReceived(request_id=rid, message=message):
                 future = self._futures.get(rid)
                 if future is not None and not future.done():
