@@ -640,3 +640,16 @@ def test_boot_log_streams_through_sol_in_full_packets_then_idles():
     assert bmc.next_deadline() == bmc.sessions[sidc].expires
     pair.client.stream.send(b"echo hi\r", pair.now)
     pair.pump(until=lambda: pair.client.received.endswith(b"hi\r\nroot@h1:~# "))
+
+
+def test_small_host_input_buffer_nacks_then_resumes_without_loss():
+    host = FakeHost()
+    bmc = make_bmc(host=host, host_input_buffer=8)
+    pair = connect(bmc)
+    assert activate(pair) == 0
+    typed = b"a line much longer than eight characters\r"
+    pair.client.stream.send(typed, pair.now)
+    pair.pump(until=lambda: bytes(host.written) == typed, max_steps=1000)
+    acks = [decode_sol(p) for p in pair.client.sol_payloads]
+    assert any(p.nack and 0 < p.accepted < 32 for p in acks)  # partial accept + NACK
+    assert any(p.ack_seq and not p.nack for p in acks)  # then "ready" again

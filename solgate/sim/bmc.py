@@ -117,6 +117,10 @@ class SimBmcConfig:
     send_threshold: int = 96
     inbound_payload_size: int = 36  # 32 characters + 4 header bytes
     outbound_payload_size: int = 259  # 255 characters + 4 header bytes
+    # Characters the host's serial input buffer holds (None: unlimited). When set, a
+    # console typing faster than the baud rate gets a partial ACK with NACK, and an ACK
+    # without NACK once the buffer has drained (ipmi_sim's buffer holds 32).
+    host_input_buffer: int | None = None
     port: int = 623  # reported in Activate Payload; the fleet sets the bound port
     host: SimHost | None = None
     device_id: int = 0x20

@@ -43,7 +43,7 @@ class SolPort:
     """The one SOL payload instance of a BMC; see the module docstring."""
 
     __slots__ = ("config", "host", "owner", "phantom", "stream", "_next_poll", "_hold",
-                 "stalls", "discarded")
+                 "_rate", "_refill_at", "stalls", "discarded")
 
     def __init__(self, config: SimBmcConfig, host: SimHost | None) -> None:
         self.config = config
@@ -55,6 +55,8 @@ class SolPort:
         baud = getattr(host, "baud", 115200) if host is not None else 115200
         char_time = 10.0 / baud if baud else 0.0
         self._hold = min(config.accumulate_interval, config.send_threshold * char_time)
+        self._rate = baud / 10.0  # characters per second the host's UART takes in
+        self._refill_at = 0.0
         self.stalls = 0
         self.discarded = 0  # host bytes thrown away while nobody was watching
 
@@ -74,6 +76,9 @@ class SolPort:
             max_retries=c.sol_retry_count,
             first_seq=1,
         )
+        if c.host_input_buffer is not None:
+            self.stream.receive_capacity = c.host_input_buffer
+        self._refill_at = now
         self.owner = sidc
         self.phantom = False
         self._next_poll = now
@@ -97,9 +102,9 @@ class SolPort:
         if stream is None:
             return None
         deadline = stream.next_deadline()
-        poll = self._poll_deadline()
-        if poll is not None and (deadline is None or poll < deadline):
-            deadline = poll
+        for other in (self._poll_deadline(), self._drained_deadline()):
+            if other is not None and (deadline is None or other < deadline):
+                deadline = other
         return deadline
 
     def handle_timeout(self, now: float) -> None:
@@ -115,6 +120,7 @@ class SolPort:
         stream = self.stream
         if stream is None:
             return []
+        self._refill(now)
         self._deliver_events(now)
         poll = self._poll_deadline()
         if poll is not None and poll <= now:
@@ -140,6 +146,31 @@ class SolPort:
                     self.stalls += 1
                 case _:
                     pass
+
+    def _refill(self, now: float) -> None:
+        """With a bounded host input buffer, it drains at the baud rate; once it has room
+        again a NACKed console is told to resume (a partial ACK + NACK came before)."""
+        size = self.config.host_input_buffer
+        if size is None or self.stream is None:
+            return
+        have = self.stream.receive_capacity or 0
+        if have >= size:
+            self._refill_at = now
+            return
+        gained = int((now - self._refill_at) * self._rate)
+        if gained > 0:
+            self._refill_at += gained / self._rate
+            self.stream.receive_capacity = min(size, have + gained)
+            self.stream.capacity_available(now)
+
+    def _drained_deadline(self) -> float | None:
+        size = self.config.host_input_buffer
+        if size is None or self.stream is None:
+            return None
+        have = self.stream.receive_capacity or 0
+        if have >= size:
+            return None
+        return self._refill_at + (size - have) / self._rate
 
     def _capacity(self) -> int:
         capacity = getattr(self.stream, "send_capacity", None)
