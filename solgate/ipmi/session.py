@@ -48,17 +48,13 @@ from dataclasses import dataclass
 from enum import Enum, auto
 
 from solgate.errors import (
-    AuthenticationError,
-    BmcError,
-    CipherSuiteError,
-    InsecureCipherSuiteError,
     LocalProtocolError,
-    PrivilegeError,
     ProtocolError,
     SolgateError,
     SolgateTimeoutError,
 )
 from solgate.ipmi import codec
+from solgate.ipmi import session_errors as errors
 from solgate.ipmi.codec import (
     CURRENT_CHANNEL,
     NAME_ONLY_LOOKUP,
@@ -96,12 +92,6 @@ SUITE_REJECTED = frozenset({
     RakpStatus.INVALID_INTEGRITY_ALGORITHM,
     RakpStatus.INVALID_CONFIDENTIALITY_ALGORITHM,
     RakpStatus.NO_CIPHER_SUITE_MATCH,
-})
-# RMCP+ statuses that are about the privilege or role asked for.
-PRIVILEGE_STATUSES = frozenset({
-    RakpStatus.INVALID_ROLE,
-    RakpStatus.UNAUTHORIZED_ROLE_OR_PRIVILEGE,
-    RakpStatus.INSUFFICIENT_RESOURCES_FOR_ROLE,
 })
 # Set Session Privilege Level codes after which a lower level is worth asking for.
 PRIVILEGE_REFUSED = frozenset({0x80, 0x81})
@@ -346,11 +336,7 @@ class ClientSession:
                 self._seal_request(p)
                 continue
             del self._pending[p.rq_seq]
-            error = SolgateTimeoutError(
-                f"no answer from {self.target.label} to {command_name(p.netfn, p.cmd)} "
-                f"after {p.tries} tries: the BMC or the network may be down",
-                host=self.target.label, step=command_name(p.netfn, p.cmd),
-            )
+            error = errors.request_timeout(self.target, p.tries, command_name(p.netfn, p.cmd))
             if p.internal:
                 self._fail(error)
                 return
@@ -360,11 +346,7 @@ class ClientSession:
         if self._attempts >= self.target.max_tries:
             step = ("Get Channel Authentication Capabilities"
                     if self.state is SessionState.AUTH_CAPS else _STEP_NAMES[self.state])
-            self._fail(SolgateTimeoutError(
-                f"no answer from {self.target.label} after {self._attempts} tries ({step}): "
-                "check host/port and that IPMI over LAN is enabled",
-                host=self.target.label, step=step,
-            ))
+            self._fail(errors.handshake_timeout(self.target, self._attempts, step))
         elif self.state is SessionState.AUTH_CAPS:
             self._send_auth_caps(now)
         else:
@@ -451,19 +433,13 @@ class ClientSession:
     def _usable_suites(self) -> list[int]:
         target = self.target
         if not target.cipher_suites:
-            raise CipherSuiteError(f"no cipher suites configured for {target.label}",
-                                   host=target.label, step="configuration")
+            raise errors.no_suites(target)
         for cs in target.cipher_suites:
             suite = CIPHER_SUITES.get(cs)
             if suite is None:
-                raise CipherSuiteError(
-                    f"cipher suite {cs} for {target.label} is not supported by solgate: "
-                    "use 17 or 3", host=target.label, step="configuration", code=cs)
+                raise errors.unsupported_suite(target, cs)
             if not suite.secure and not target.allow_insecure:
-                raise InsecureCipherSuiteError(
-                    f"cipher suite {cs} for {target.label} has no authentication or no "
-                    "integrity and is refused: use 17 or 3, or allow insecure cipher suites "
-                    "for this console", host=target.label, step="configuration", code=cs)
+                raise errors.insecure_suite(target, cs)
         return list(target.cipher_suites)
 
     def _send_auth_caps(self, now: float) -> None:
@@ -497,10 +473,7 @@ class ClientSession:
                             self.target.label, CompletionCode.describe(cc))
         elif (caps.ipmi20_extended and not caps.supports_ipmi20
               and WORKAROUND_AUTHCAP not in self.target.workarounds):
-            self._fail(BmcError(
-                f"{self.target.label} does not offer IPMI v2.0 (RMCP+) on this channel: "
-                "enable IPMI over LAN (v2.0) in the BMC settings",
-                host=self.target.label, step="Get Channel Authentication Capabilities"))
+            self._fail(errors.no_ipmi20(self.target))
             return
         else:
             self._kg_required = caps.kg_set and WORKAROUND_AUTHCAP not in self.target.workarounds
@@ -595,22 +568,16 @@ class ClientSession:
                 self._move(SessionInput.RESTART_OPEN_SESSION)
                 self._send_open_session(now)
                 return
-            tried = ", ".join(str(s) for s in self._suites)
-            self._fail(CipherSuiteError(
-                f"{label} accepted none of cipher suites {tried} (Open Session status "
-                f"{RakpStatus.describe(osr.status)}): enable one of them on the BMC or "
-                "list a cipher suite it supports for this console",
-                host=label, step="Open Session", code=osr.status))
+            self._fail(errors.no_suite_accepted(self.target, self._suites, osr.status))
             return
         if osr.status != RakpStatus.NO_ERRORS:
-            self._fail(self._status_error("Open Session", osr.status))
+            self._fail(errors.status_error(self.target, "Open Session", osr.status,
+                                           self._privilege_wanted))
             return
         if (osr.auth_alg, osr.integrity_alg, osr.conf_alg) != (
                 suite.auth, suite.integrity, suite.confidentiality) or not osr.bmc_session_id:
-            self._fail(CipherSuiteError(
-                f"{label} answered Open Session for cipher suite {suite.id} with other "
-                f"algorithms ({osr.auth_alg}/{osr.integrity_alg}/{osr.conf_alg}): list "
-                "another cipher suite for this console", host=label, step="Open Session"))
+            self._fail(errors.other_algorithms(
+                self.target, suite.id, (osr.auth_alg, osr.integrity_alg, osr.conf_alg)))
             return
         if not suite.secure:
             self._log.warning("%s: using insecure cipher suite %d (allowed by configuration): "
@@ -627,10 +594,11 @@ class ClientSession:
         self._move(SessionInput.RECV_OPEN_SESSION_OK)
 
     def _rakp2_answered(self, rakp2: codec.Rakp2, now: float) -> None:
-        label, target, suite = self.target.label, self.target, self.suite
+        target, suite = self.target, self.suite
         assert suite is not None  # noqa: S101
         if rakp2.status != RakpStatus.NO_ERRORS:
-            self._fail(self._status_error("RAKP2", rakp2.status))
+            self._fail(errors.status_error(target, "RAKP2", rakp2.status,
+                                           self._privilege_wanted))
             return
         kuid = password_key(target.password)
         expected = rakp2_auth_code(suite.auth, kuid, self.console_session_id,
@@ -646,11 +614,7 @@ class ClientSession:
                                 self.bmc_session_id)
             self._out.append(codec.encode_unauthenticated(PayloadType.RAKP_3,
                                                           codec.encode_rakp3(rakp3)))
-            self._fail(AuthenticationError(
-                f"{label} rejected the password for user {_user(target)} (RAKP2 auth code "
-                "does not match: wrong password, or the BMC failed to prove it knows it): "
-                "check the password for this console",
-                host=label, step="RAKP2", code=RakpStatus.INVALID_INTEGRITY_CHECK_VALUE))
+            self._fail(errors.rakp2_mismatch(target))
             return
         auth = suite.auth
         sik = session_integrity_key(auth, kuid, target.kg, self._rm, rakp2.bmc_random,
@@ -667,22 +631,17 @@ class ClientSession:
         self._move(SessionInput.RECV_RAKP2_OK)
 
     def _rakp4_answered(self, rakp4: codec.Rakp4, now: float) -> None:
-        label, suite = self.target.label, self.suite
+        suite = self.suite
         assert suite is not None  # noqa: S101
         if rakp4.status != RakpStatus.NO_ERRORS:
-            self._fail(self._status_error("RAKP4", rakp4.status))
+            self._fail(errors.status_error(self.target, "RAKP4", rakp4.status,
+                                           self._privilege_wanted))
             return
         expected = rakp4_icv(suite.auth, self._sik, self._rm, self.bmc_session_id, self._guid)
         if suite.auth == AuthAlgorithm.NONE and self.target.allow_insecure:
             expected = rakp4.integrity_check_value  # nothing to check without keys
         if not constant_time_equal(rakp4.integrity_check_value, expected):
-            hint = ("the BMC requires a K_g (BMC key): configure it for this console"
-                    if self._kg_required and not self.target.kg
-                    else "check the K_g (BMC key) for this console")
-            self._fail(AuthenticationError(
-                f"{label} failed to prove it derived the session key (RAKP4 integrity check "
-                f"value does not match): {hint}", host=label, step="RAKP4",
-                code=RakpStatus.INVALID_INTEGRITY_CHECK_VALUE))
+            self._fail(errors.rakp4_mismatch(self.target, self._kg_required))
             return
         self._handshake_deadline = None
         self._protector = self._pending_protector
@@ -716,11 +675,7 @@ class ClientSession:
             self._privilege_wanted = Privilege.OPERATOR
             self._request_privilege(now)
             return
-        self._fail(PrivilegeError(
-            f"{label} refused privilege {Privilege.describe(wanted)} for user "
-            f"{_user(self.target)} (Set Session Privilege Level {CompletionCode.describe(cc)}):"
-            " give the user that privilege on the BMC, or configure a lower privilege",
-            host=label, step="Set Session Privilege Level", code=cc))
+        self._fail(errors.privilege_refused(self.target, wanted, cc))
 
     def _established(self) -> None:
         suite = self.suite
@@ -728,26 +683,6 @@ class ClientSession:
         self._log.info("%s: session established (cipher suite %d, %s)", self.target.label,
                        suite.id, self.privilege.name)
         self._events.append(SessionEstablished(suite.id, self.bmc_session_id, self.privilege))
-
-    def _status_error(self, step: str, status: int) -> BmcError:
-        label, user = self.target.label, _user(self.target)
-        desc = RakpStatus.describe(status)
-        if status == RakpStatus.UNAUTHORIZED_NAME:
-            return AuthenticationError(
-                f"{label} does not know user {user} ({step} status {desc}): check the "
-                "username for this console", host=label, step=step, code=status)
-        if status == RakpStatus.INVALID_INTEGRITY_CHECK_VALUE:
-            return AuthenticationError(
-                f"{label} rejected the password for user {user} ({step} status {desc}): "
-                "check the password for this console", host=label, step=step, code=status)
-        if status in PRIVILEGE_STATUSES:
-            return PrivilegeError(
-                f"{label} refused privilege {Privilege.describe(self._privilege_wanted)} for "
-                f"user {user} ({step} status {desc}): give the user that privilege on the "
-                "BMC, or configure a lower privilege", host=label, step=step, code=status)
-        return BmcError(f"{label} refused the session ({step} status {desc}): check the "
-                        "BMC's LAN settings and session limits", host=label, step=step,
-                        code=status)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -797,6 +732,3 @@ _STEP_NAMES = {
     SessionState.RAKP2: "RAKP1/RAKP2",
     SessionState.RAKP4: "RAKP3/RAKP4",
 }
-
-def _user(target: BmcTarget) -> str:
-    return repr(target.username.decode("utf-8", "replace"))
