@@ -126,7 +126,8 @@ async def run_server(
                                   "choose another [server] listen or --listen") from None
             scheme = "https" if server.tls else "http"
             host = f"[{server.host}]" if ":" in server.host else server.host
-            url = f"{scheme}://{host}:{server.port}/"
+            port = runner.addresses[0][1] if runner.addresses else server.port  # port 0: bound
+            url = f"{scheme}://{host}:{port}/"
         with contextlib.suppress(OSError):
             pid_path.write_text(f"{os.getpid()}\n")
         if on_ready is not None:

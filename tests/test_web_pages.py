@@ -141,7 +141,9 @@ async def test_healthz_needs_no_login_and_names_no_console(client) -> None:
 async def test_metrics_in_prometheus_text_format(client) -> None:
     assert (await client.get("/metrics")).status == 401
     resp = await client.get("/metrics", headers=ALICE)
+    assert resp.headers["Content-Type"].startswith("text/plain")
     text = await resp.text()
-    assert 'solgate_consoles{state="auth-failed"} 1' in text
-    assert "solgate_panics 2" in text
+    assert 'solgate_consoles{state="auth-failed"} 1.0' in text
+    assert "solgate_panics_total 2.0" in text
+    assert 'solgate_console_panics_total{console="db01"} 2.0' in text
     assert "# TYPE solgate_viewers gauge" in text

@@ -140,6 +140,10 @@ class ConsoleWorker:
         self.bytes_in = 0
         self.bytes_out = 0
         self.reconnects = 0
+        # SOL stream counters and dropped-datagram counts of finished activations and
+        # sessions; `sol_counters()` / `datagram_drops()` add the live ones (for /metrics).
+        self.sol_totals: dict[str, int] = {}
+        self.drop_totals: dict[str, int] = {}
         self.cipher_suite: int | None = None
         self._client: IpmiClient | None = None
         self._stream: SolStream | None = None
@@ -153,6 +157,16 @@ class ConsoleWorker:
     @property
     def log_path(self) -> Path:
         return self.log.path
+
+    def sol_counters(self) -> dict[str, int]:
+        """`SolStream.counters` summed over this worker's life, the live activation included."""
+        stream = self._stream
+        return _summed(self.sol_totals, stream.counters if stream is not None else {})
+
+    def datagram_drops(self) -> dict[str, int]:
+        """Datagrams the session layer dropped, by reason, over this worker's life."""
+        client = self._client
+        return _summed(self.drop_totals, client.dropped if client is not None else {})
 
     # --- control from the outside ------------------------------------------------------
 
@@ -267,10 +281,16 @@ class ConsoleWorker:
                 activation = await self._activate(client, steal)
             except BaseException:
                 await self._close_client(client, deactivate=False)
+                self._retire_client(client)
                 raise
         try:
             await self._serve(client, activation)
         finally:
+            self._retire_client(client)
+
+    def _retire_client(self, client: IpmiClient) -> None:
+        _add_into(self.drop_totals, client.dropped)
+        if self._client is client:
             self._client = None
 
     async def _activate(self, client: IpmiClient, steal: bool) -> SolActivation:
@@ -323,6 +343,7 @@ class ConsoleWorker:
             closed.cancel()
             client.set_sol_handler(None)
             self._cancel_timer()
+            _add_into(self.sol_totals, stream.counters)
             self._stream = None
             self._pump_panic_flush()
         self._record("sol-down", f"SOL down: {ended.reason}")
@@ -452,3 +473,14 @@ class ConsoleWorker:
     def _record(self, kind: str, message: str, **fields: object) -> None:
         self.log.event(message)
         self.events.append(kind, self.name, message=message, **fields)
+
+
+def _add_into(totals: dict[str, int], counts: dict[str, int]) -> None:
+    for key, value in counts.items():
+        totals[key] = totals.get(key, 0) + value
+
+
+def _summed(totals: dict[str, int], live: dict[str, int]) -> dict[str, int]:
+    out = dict(totals)
+    _add_into(out, live)
+    return out

@@ -21,6 +21,7 @@ from aiohttp import web
 from solgate.console.events import read_events
 from solgate.errors import SolgateError
 from solgate.web.keys import auth_key, data_dir_key, manager_key
+from solgate.web.metrics import metrics as metrics  # the /metrics route lives with its collector
 from solgate.web.middleware import json_error, require_identity
 from solgate.web.model import POWER_ACTIONS, ConsoleView, console_json
 
@@ -205,36 +206,3 @@ async def healthz(request: web.Request) -> web.Response:
     states = Counter(c.state for c in request.app[manager_key].consoles())
     return web.json_response({"status": "ok", "consoles": sum(states.values()),
                               "states": dict(states)})
-
-
-async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text exposition, written by hand to avoid a dependency."""
-    require_identity(request)
-    consoles = request.app[manager_key].consoles()
-    states = Counter(c.state for c in consoles)
-    viewers = sum(c.hub.viewers for c in consoles)
-    panics = sum(c.panic_count for c in consoles)
-    writers = sum(1 for c in consoles if c.hub.writer)
-    lines = [
-        "# HELP solgate_consoles Configured consoles by state.",
-        "# TYPE solgate_consoles gauge",
-        *(f'solgate_consoles{{state="{_label(s)}"}} {n}' for s, n in sorted(states.items())),
-        "# HELP solgate_viewers Attached viewers over all consoles.",
-        "# TYPE solgate_viewers gauge",
-        f"solgate_viewers {viewers}",
-        "# HELP solgate_writers Consoles with a write-lock holder.",
-        "# TYPE solgate_writers gauge",
-        f"solgate_writers {writers}",
-        "# HELP solgate_panics Kernel panics seen since start, over all consoles.",
-        "# TYPE solgate_panics gauge",
-        f"solgate_panics {panics}",
-        "# HELP solgate_web_sessions Logged-in browser sessions.",
-        "# TYPE solgate_web_sessions gauge",
-        f"solgate_web_sessions {len(request.app[auth_key].sessions)}",
-    ]
-    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain",
-                        charset="utf-8", headers={"X-Content-Type-Options": "nosniff"})
-
-
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
