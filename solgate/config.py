@@ -133,7 +133,9 @@ class ConsoleConfig:
     log_keep: int = 5
     log_timestamps: bool = False
     mark: float | None = None  # seconds between "-- MARK --" lines; None = off
-    panic_patterns: tuple[str, ...] = DEFAULT_PANIC_PATTERNS
+    panic_patterns: tuple[str, ...] = DEFAULT_PANIC_PATTERNS  # extra, beside the built-in ones
+    on_panic_command: tuple[str, ...] = ()  # argv run (no shell) with the event JSON on stdin
+    on_panic_webhook: str = ""  # URL that gets the event JSON in a POST
     escape: str = "~"
 
     def target(self) -> BmcTarget:

@@ -47,17 +47,9 @@ PRIVILEGES = {
     "user": Privilege.USER,
 }
 
-# Lines that mean the kernel (or firmware) is in trouble; matched against decoded lines.
-DEFAULT_PANIC_PATTERNS = (
-    r"Kernel panic - not syncing",
-    r"\bOops:",
-    r"\bBUG: ",
-    r"general protection fault",
-    r"Unable to handle kernel",
-    r"watchdog: BUG: soft lockup",
-    r"rcu_sched self-detected stall",
-    r"Call Trace:",
-)
+# Extra panic patterns a console adds to the detector's built-in ones (kernel panic, Oops,
+# BUG, lockups, hung tasks, OOM killer, machine checks: solgate/console/panic.py).
+DEFAULT_PANIC_PATTERNS: tuple[str, ...] = ()
 
 # --------------------------------------------------------------------------- units
 
@@ -331,6 +323,21 @@ def want_patterns(value: object) -> tuple[str, ...]:
     return patterns
 
 
+def want_command(value: object) -> tuple[str, ...]:
+    argv = want_str_list(value)
+    if argv and not argv[0]:
+        raise Invalid('names no program; write it like ["/usr/local/bin/page-oncall", "--sev", '
+                      '"high"] (run directly, no shell)')
+    return argv
+
+
+def want_url(value: object) -> str:
+    url = want_str(value)
+    if url and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+        raise Invalid(f"{toml_repr(value)} is not an http:// or https:// URL")
+    return url
+
+
 def want_escape(value: object) -> str:
     char = want_str(value)
     if len(char) != 1 or char.isspace() or char.isalnum():
@@ -366,6 +373,8 @@ CONSOLE_KEYS: dict[str, Callable[[object], Any]] = {
     "log_timestamps": want_bool,
     "mark": want_mark,
     "panic_patterns": want_patterns,
+    "on_panic_command": want_command,
+    "on_panic_webhook": want_url,
     "escape": want_escape,
 }
 PASSWORD_KEYS = ("password", "password_file", "password_env")

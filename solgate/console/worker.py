@@ -38,6 +38,7 @@ from pathlib import Path
 
 from solgate.config import ConsoleConfig
 from solgate.console.events import EventLog
+from solgate.console.hooks import run_panic_hooks
 from solgate.console.hub import Hub
 from solgate.console.log import ConsoleLog
 from solgate.console.panic import PanicDetector, PanicEvent
@@ -152,6 +153,7 @@ class ConsoleWorker:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._hook_tasks: set[asyncio.Task[list[str]]] = set()
         hub.on_input = self.send_input
 
     @property
@@ -454,10 +456,16 @@ class ConsoleWorker:
     def _on_panic(self, incident: PanicEvent) -> None:
         self.panic_count += 1
         self.log.event(f"PANIC ({incident.severity}): {incident.line}")
-        self.events.append(
+        record = self.events.append(
             "panic", self.name, severity=incident.severity, pattern=incident.pattern,
             message=incident.line, context=list(incident.context),
         )
+        command, webhook = self.console.on_panic_command, self.console.on_panic_webhook
+        if command or webhook:
+            task = asyncio.get_running_loop().create_task(
+                run_panic_hooks(self.name, command, webhook, record), name=f"hooks:{self.name}")
+            self._hook_tasks.add(task)
+            task.add_done_callback(self._hook_tasks.discard)
 
     # --- states and records --------------------------------------------------------------
 
