@@ -119,6 +119,7 @@ class ConsoleManager:
             now = time.time()
             for worker in self._workers.values():
                 worker.log.tick()
+                worker.check_log_health()
                 deadline = worker.panic.next_deadline()
                 if deadline is not None and deadline <= now:
                     for incident in worker.panic.flush(now):

@@ -154,6 +154,7 @@ class ConsoleWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._hook_tasks: set[asyncio.Task[list[str]]] = set()
+        self._log_error_reported: str | None = None
         hub.on_input = self.send_input
 
     @property
@@ -466,6 +467,21 @@ class ConsoleWorker:
                 run_panic_hooks(self.name, command, webhook, record), name=f"hooks:{self.name}")
             self._hook_tasks.add(task)
             task.add_done_callback(self._hook_tasks.discard)
+
+    def check_log_health(self) -> None:
+        """Called by the shared tick: report a failing log disk once, and its recovery."""
+        error = self.log.error
+        if error == self._log_error_reported:
+            return
+        self._log_error_reported = error
+        if error:
+            message = f"console log cannot be written ({error}); output is kept in memory " \
+                      "and retried, SOL stays up"
+        else:
+            message = "console log writable again"
+        self._logger.warning("%s: %s", self.name, message)
+        self.events.append("log-error" if error else "log-ok", self.name, message=message)
+        self.hub.set_state(str(self.state), message if error else self.state_detail)
 
     # --- states and records --------------------------------------------------------------
 
