@@ -27,6 +27,7 @@ SUBCOMMAND_MODULES = (
     "solgate.sim.cli",
     "solgate.serve_cli",
     "solgate.web.cli",
+    "solgate.terminal_cli",
 )
 
 EXIT_ERROR = 1

@@ -1,0 +1,386 @@
+"""`solgate console` on a real pty against a real server and a simulated BMC.
+
+Each test runs `run_server` in this process (auth = "none", loopback, a free port)
+with a one-BMC `SimFleet` whose host sits at its shell prompt, and starts
+`python -m solgate.cli console` as a child whose stdin/stdout/stderr are the slave
+side of a pty (its controlling terminal, so SIGWINCH works). The test reads the
+master side and types into it, and compares the slave's termios modes before and
+after to prove the terminal is put back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import termios
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from solgate.config import parse_config
+from solgate.errors import ConfigError
+from solgate.serve_cli import demo_config_text, run_server
+from solgate.terminal import ServerEscaper, console_from_ssh_command, resolve_server_url
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The child makes the pty its controlling terminal (it is a session leader), then
+# becomes `solgate`.
+CTTY_WRAPPER = (
+    "import fcntl, os, sys, termios\n"
+    "fcntl.ioctl(0, termios.TIOCSCTTY, 0)\n"
+    "os.execv(sys.executable, [sys.executable, '-m', 'solgate.cli', *sys.argv[1:]])\n"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def set_winsize(fd: int, cols: int, rows: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+async def until(predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll `predicate` (bounded); fail with `what` if it never holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@dataclass
+class LiveServer:
+    """A running `solgate serve` (in process) and its simulated fleet."""
+
+    url: str
+    port: int
+    manager: Any
+    fleet: Any
+    names: list[str]
+    config: Any
+    shutdown: asyncio.Event
+    task: asyncio.Task[int]
+
+    async def stop(self) -> None:
+        self.shutdown.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.task, 15)
+
+
+def sim_config_factory(index: int, name: str) -> Any:
+    from solgate.ipmi.codec import Privilege
+    from solgate.serve_cli import DEMO_PASSWORD
+    from solgate.sim.bmc import SimBmcConfig
+    from solgate.sim.host import SimHost
+
+    users = {"admin": (DEMO_PASSWORD.encode(), Privilege.ADMINISTRATOR)}
+    return SimBmcConfig(name=name, users=users, host=SimHost(name, seed=index, powered=True))
+
+
+@contextlib.asynccontextmanager
+async def live_server(tmp_path: Path, *, count: int = 1, extra: str = "",
+                      auth: str = "none") -> AsyncIterator[LiveServer]:
+    """Fleet + run_server on a free port; every console active before it yields."""
+    from solgate.sim.fleet import SimFleet
+
+    fleet = SimFleet(count, base_port=0, config_factory=sim_config_factory)
+    await fleet.start()
+    server: LiveServer | None = None
+    try:
+        names = [h.name for h in fleet.bmcs]
+        port = free_port()
+        text = demo_config_text(fleet.ports, names, listen=f"127.0.0.1:{port}",
+                                data_dir=str(tmp_path / "data"))
+        if auth != "none":
+            text = text.replace('auth = "none"', f'auth = "{auth}"')
+        config = parse_config(text + "\n" + extra, "<test>", base_dir=tmp_path)
+        shutdown = asyncio.Event()
+        ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def on_ready(manager: Any, url: str | None) -> None:
+            ready.set_result(manager)
+
+        task = asyncio.create_task(run_server(config, shutdown=shutdown, on_ready=on_ready))
+        await asyncio.wait({ready, task}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()  # raises the start-up error
+        manager = ready.result()
+        server = LiveServer(f"http://127.0.0.1:{port}", port, manager, fleet, names, config,
+                            shutdown, task)
+        await until(lambda: all(c.state == "active" for c in manager.consoles()), 15,
+                    "the consoles to become active")
+        yield server
+    finally:
+        if server is not None:
+            await server.stop()
+        await fleet.stop()
+
+
+class PtyChild:
+    """A child process on the slave side of a fresh pty; the test holds the master."""
+
+    def __init__(self, args: list[str], env: dict[str, str], *, cols: int = 80,
+                 rows: int = 24, program: list[str] | None = None) -> None:
+        self.master, self.slave = os.openpty()
+        set_winsize(self.slave, cols, rows)
+        self.modes_before = termios.tcgetattr(self.slave)
+        argv = program or [sys.executable, "-c", CTTY_WRAPPER]
+        self.proc = subprocess.Popen(
+            [*argv, *args], stdin=self.slave, stdout=self.slave, stderr=self.slave,
+            env=env, start_new_session=True, close_fds=True,
+        )
+        self.buffer = bytearray()
+        self.mark = 0
+        self._changed = asyncio.Event()
+        os.set_blocking(self.master, False)
+        asyncio.get_running_loop().add_reader(self.master, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.master, 65536)
+        except OSError:  # EIO: every slave descriptor is closed
+            data = b""
+        if not data:
+            asyncio.get_running_loop().remove_reader(self.master)
+        self.buffer += data
+        self._changed.set()
+
+    async def expect(self, needle: bytes, timeout: float = 10.0) -> bytes:
+        """Wait for `needle` after the last match; return what came up to its end."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            at = self.buffer.find(needle, self.mark)
+            if at >= 0:
+                seen = bytes(self.buffer[self.mark:at + len(needle)])
+                self.mark = at + len(needle)
+                return seen
+            left = deadline - loop.time()
+            if left <= 0:
+                tail = bytes(self.buffer[self.mark:])[-600:]
+                raise AssertionError(f"no {needle!r} within {timeout} s; got {tail!r}")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+
+    def type(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    async def wait(self, timeout: float = 15.0) -> int:
+        return await asyncio.wait_for(asyncio.to_thread(self.proc.wait), timeout)
+
+    def modes(self) -> list[Any]:
+        return termios.tcgetattr(self.slave)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        with contextlib.suppress(ValueError, OSError):
+            asyncio.get_running_loop().remove_reader(self.master)
+        for fd in (self.master, self.slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def client_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SOLGATE_", "SSH_", "PYTEST_"))}
+    env.update(HOME=str(tmp_path), TERM="xterm", PYTHONPATH=str(REPO))
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def console_on_pty(tmp_path: Path, server: LiveServer, *args: str, **env: str) -> Any:
+    child = PtyChild(["console", server.names[0], "--server", server.url, *args],
+                     client_env(tmp_path, **env))
+    try:
+        yield child
+    finally:
+        child.close()
+
+
+# --- unit tests of the pieces -------------------------------------------------------------
+
+
+def test_server_escaper_doubles_only_at_line_start() -> None:
+    esc = ServerEscaper("~")
+    assert esc.escape(b"~.") == b"~~."
+    assert esc.escape(b"a~b") == b"a~b"
+    assert esc.escape(b"\r~B") == b"\r~~B"
+    # Split across chunks the same way.
+    esc = ServerEscaper("~")
+    assert esc.escape(b"ls\r") + esc.escape(b"~") + esc.escape(b"~") == b"ls\r~~~"
+    assert ServerEscaper(None).escape(b"~.") == b"~."
+
+
+def test_ssh_original_command_selects_the_console() -> None:
+    assert console_from_ssh_command(None, "web01") == ("web01", set())
+    assert console_from_ssh_command(None, "console web01 --read-only") == (
+        "web01", {"read_only"})
+    assert console_from_ssh_command("web01", None) == ("web01", set())
+    assert console_from_ssh_command("web01", "web01 --force") == ("web01", {"force"})
+    with pytest.raises(ConfigError, match="limited to console 'web01'"):
+        console_from_ssh_command("web01", "db01")
+    with pytest.raises(ConfigError, match="not allowed"):
+        console_from_ssh_command(None, "web01 --server http://evil")
+    with pytest.raises(ConfigError, match="which console"):
+        console_from_ssh_command(None, None)
+
+
+def test_server_url_precedence() -> None:
+    assert resolve_server_url("https://sg:8443", {"SOLGATE_URL": "http://x"}, None) == (
+        "https://sg:8443")
+    assert resolve_server_url(None, {"SOLGATE_URL": "ws://x:1"}, None) == "http://x:1"
+    assert resolve_server_url(None, {}, ("0.0.0.0", 8080, False)) == "http://127.0.0.1:8080"
+    assert resolve_server_url(None, {}, ("::1", 8443, True)) == "https://[::1]:8443"
+    with pytest.raises(ConfigError, match="--server"):
+        resolve_server_url(None, {}, None)
+
+
+# --- the client on a pty --------------------------------------------------------------------
+
+
+async def test_console_types_breaks_and_leaves_with_the_terminal_restored(tmp_path) -> None:
+    async with live_server(tmp_path) as server:
+        with console_on_pty(tmp_path, server) as child:
+            await child.expect(b"\x1b[H\x1b[2J")  # the snapshot: a repaint, at once
+            await child.expect(b"~. leaves")
+            child.type(b"\r")
+            await child.expect(b"# ")
+            assert child.modes() != child.modes_before  # raw mode while attached
+            child.type(b"uname\r")
+            await child.expect(b"Linux")
+            child.type(b"~B")
+            await until(lambda: server.manager.get(server.names[0]).hub.viewers == 1)
+            await asyncio.sleep(0.3)  # the BREAK goes out before the SysRq key
+            child.type(b"h")
+            await child.expect(b"sysrq: HELP")
+            # ~? is answered locally.
+            child.type(b"\r~?")
+            await child.expect(b"detach from the console")
+            child.type(b"~.")
+            assert await child.wait() == 0
+            assert child.modes() == child.modes_before
+        await until(lambda: server.manager.get(server.names[0]).hub.viewers == 0, 5,
+                    "the attachment to end")
+
+
+async def test_window_size_follows_the_terminal(tmp_path) -> None:
+    async with live_server(tmp_path) as server:
+        hub = server.manager.get(server.names[0]).hub
+        with console_on_pty(tmp_path, server) as child:
+            await child.expect(b"~. leaves")
+            assert (hub.attachments[0].cols, hub.attachments[0].rows) == (80, 24)
+            set_winsize(child.master, 132, 43)  # the kernel sends SIGWINCH
+            await until(lambda: (hub.attachments[0].cols, hub.attachments[0].rows)
+                        == (132, 43), 5, "the resize to reach the server")
+            child.type(b"~.")
+            assert await child.wait() == 0
+
+
+async def test_escape_char_option_and_server_tilde_passes_through(tmp_path) -> None:
+    async with live_server(tmp_path) as server:
+        with console_on_pty(tmp_path, server, "--escape", "&") as child:
+            await child.expect(b"&. leaves")
+            # "~." is plain data now: it reaches the host's shell, the client stays.
+            child.type(b"~.\r")
+            await child.expect(b"~.")
+            await child.expect(b"# ")
+            assert child.proc.poll() is None
+            child.type(b"&.")
+            assert await child.wait() == 0
+            assert child.modes() == child.modes_before
+
+
+async def test_read_only_never_sends_keys(tmp_path) -> None:
+    async with live_server(tmp_path) as server:
+        worker = server.manager.get(server.names[0])
+        sent: list[bytes] = []
+        original = worker.send_input
+        worker.send_input = lambda data: (sent.append(data), original(data))[1]
+        hub_input = worker.hub.on_input
+        worker.hub.on_input = lambda data: (sent.append(data), hub_input(data))[1]
+        with console_on_pty(tmp_path, server, "--read-only") as child:
+            await child.expect(b"read-only (--read-only)")
+            child.type(b"uname\r")
+            await child.expect(b"input is not sent")
+            child.type(b"~B")
+            await child.expect(b"cannot send a BREAK")
+            child.type(b"~.")
+            assert await child.wait() == 0
+        assert sent == []
+
+
+async def test_lost_server_restores_the_terminal_and_exits_nonzero(tmp_path) -> None:
+    async with live_server(tmp_path) as server:
+        with console_on_pty(tmp_path, server, "--retries", "1") as child:
+            await child.expect(b"~. leaves")
+            await server.stop()
+            await child.expect(b"reconnecting in")
+            await child.expect(b"giving up", timeout=15)
+            assert await child.wait() == 1
+            assert child.modes() == child.modes_before
+            await child.expect(b"reconnect attempts failed")  # the one-line error
+
+
+async def test_sigterm_restores_the_terminal(tmp_path) -> None:
+    async with live_server(tmp_path) as server:
+        with console_on_pty(tmp_path, server) as child:
+            await child.expect(b"~. leaves")
+            child.proc.send_signal(signal.SIGTERM)
+            assert await child.wait() == 128 + signal.SIGTERM
+            assert child.modes() == child.modes_before
+
+
+async def test_refusals_are_one_line(tmp_path) -> None:
+    async with live_server(tmp_path) as server:
+        env = client_env(tmp_path)
+
+        async def run(*args: str, **extra: str) -> tuple[int, str]:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "solgate.cli", "console", *args, "--server", server.url,
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env={**env, **extra})
+            out, err = await asyncio.wait_for(proc.communicate(), 20)
+            return proc.returncode, err.decode()
+
+        code, err = await run("nosuch")
+        assert code == 1
+        assert err.strip() == ("solgate: no console 'nosuch' or no access to it (HTTP 404); "
+                               "check the name on the console list")
+        code, err = await run(server.names[0], SOLGATE_TOKEN="sgt_wrong")
+        assert code == 1
+        assert "the server refused the token" in err and len(err.strip().splitlines()) == 1
+        code, err = await run(server.names[0], SSH_ORIGINAL_COMMAND="other")
+        assert code == 1 and "limited to console" in err
+
+
+async def test_ssh_original_command_picks_the_console_on_a_pty(tmp_path) -> None:
+    async with live_server(tmp_path, count=2) as server:
+        env = client_env(tmp_path, SSH_ORIGINAL_COMMAND=server.names[1])
+        child = PtyChild(["console", "--server", server.url], env)
+        try:
+            await child.expect(f"{server.names[1]} as local".encode())
+            child.type(b"hostname\r")
+            await child.expect(f"\n{server.names[1]}".encode())
+            child.type(b"~.")
+            assert await child.wait() == 0
+        finally:
+            child.close()
