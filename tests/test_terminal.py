@@ -367,9 +367,11 @@ async def test_refusals_are_one_line(tmp_path) -> None:
                                "check the name on the console list")
         code, err = await run(server.names[0], SOLGATE_TOKEN="sgt_wrong")
         assert code == 1
-        assert "the server refused the token" in err and len(err.strip().splitlines()) == 1
+        assert "the server refused the token" in err
+        assert len(err.strip().splitlines()) == 1
         code, err = await run(server.names[0], SSH_ORIGINAL_COMMAND="other")
-        assert code == 1 and "limited to console" in err
+        assert code == 1
+        assert "limited to console" in err
 
 
 async def test_ssh_original_command_picks_the_console_on_a_pty(tmp_path) -> None:
