@@ -100,6 +100,7 @@ async def run_server(
     manager = ConsoleManager(config)
     pid_path = Path(config.data_dir) / PID_FILE
     runner: web.AppRunner | None = None
+    ssh_gateway: Any = None
     url: str | None = None
     installed: list[signal.Signals] = []
 
@@ -128,6 +129,10 @@ async def run_server(
             host = f"[{server.host}]" if ":" in server.host else server.host
             port = runner.addresses[0][1] if runner.addresses else server.port  # port 0: bound
             url = f"{scheme}://{host}:{port}/"
+        if config.ssh_raw.get("listen"):
+            from solgate.ssh import start_ssh_gateway
+
+            ssh_gateway = await start_ssh_gateway(config, manager)
         with contextlib.suppress(OSError):
             pid_path.write_text(f"{os.getpid()}\n")
         if on_ready is not None:
@@ -136,6 +141,8 @@ async def run_server(
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+        if ssh_gateway is not None:
+            await ssh_gateway.stop()
         if runner is not None:
             await runner.cleanup()
         await manager.stop()

@@ -186,7 +186,8 @@ class User:
 
 LOCAL_USER = User(name="local", role=Role.ADMIN)
 
-_USER_KEYS = {"password_hash", "role", "consoles", "tags", "api_tokens"}
+_USER_KEYS = {"password_hash", "role", "consoles", "tags", "api_tokens",
+              "ssh_keys", "authorized_keys"}  # the ssh keys are checked by solgate.ssh
 
 
 def _str_list(name: str, key: str, value: Any) -> tuple[str, ...]:

@@ -1,0 +1,670 @@
+"""The ssh gateway: `ssh -p 2222 web01@gateway` and you are on web01's console.
+
+Theory of operation
+-------------------
+An asyncssh server inside the daemon, next to the web server, over the same engine:
+each ssh session is one hub `Attachment`, exactly like a WebSocket, with the same
+users, roles and console/tag access lists (`solgate.web.auth.User`), the same escape
+parser, and the same lag policy (a slow ssh client stops draining, its hub queue
+overflows, it gets a repaint instead of stalling the console).
+
+Only public keys log in. Keys belong to users in the configuration::
+
+    [ssh]
+    listen = "127.0.0.1:2222"
+    host_key = "/var/lib/solgate/ssh_host_ed25519_key"   # default: <data_dir>/...
+
+    [users.alice]
+    role = "operator"
+    ssh_keys = ["ssh-ed25519 AAAA... alice@laptop"]
+    authorized_keys = "/etc/solgate/keys/alice"   # or a file (no options per line)
+
+Three login forms, decided from the ssh user name:
+
+* `alice@gateway`: a configured user; only alice's keys; a numbered menu of the
+  consoles alice may see, with their state. `~.` in a console returns to the menu.
+* `alice:web01@gateway`: alice's keys, straight to web01; `~.` ends the session.
+* `web01@gateway`: a console name (a user of the same name wins); any configured
+  user's key whose user may see web01 is accepted, and that user is who is recorded
+  (the first such user in the file when one key is shared).
+
+The user is recorded in the hub (who holds the write lock), in the attach/detach
+events of events.jsonl, and in every BREAK or forced reconnect. A viewer watches; a
+keystroke it types is refused with a note, never sent. The ssh client's own BREAK
+(OpenSSH `~B`) is a serial BREAK, just like our `~B` (which, behind OpenSSH, is typed
+`~~B`). The host key is generated on first start (ed25519, mode 0600) with its `.pub`
+beside it, so operators can pin it in known_hosts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from solgate.config_values import Invalid, split_listen
+from solgate.console.escape import (
+    Detach,
+    EscapeParser,
+    ForceReconnect,
+    SendBreak,
+    SendData,
+    ShowHelp,
+    TakeWrite,
+)
+from solgate.console.hub import Closed, Lagged, Snapshot, StateChanged, WriteLockChanged
+from solgate.errors import ConfigError, SolgateError
+from solgate.web.auth import User, parse_users
+
+__all__ = [
+    "SSH_KEYS",
+    "SshGateway",
+    "SshSettings",
+    "load_or_create_host_key",
+    "parse_ssh_settings",
+    "parse_user_keys",
+    "start_ssh_gateway",
+]
+
+log = logging.getLogger("solgate.ssh")
+
+SSH_KEYS = ("listen", "host_key")
+DEFAULT_LISTEN = "127.0.0.1:2222"
+HOST_KEY_NAME = "ssh_host_ed25519_key"
+KEEPALIVE_INTERVAL = 30.0
+KEEPALIVE_COUNT_MAX = 4
+LOGIN_TIMEOUT = 60.0
+READ_SIZE = 4096
+BREAK = object()  # the ssh client sent a BREAK request
+EOF = object()
+
+# Before a repaint: leave the alternate screen, normal keys, no mouse reporting.
+TERM_PREPARE = b"\x1b[?1049l\x1b[?1l\x1b>\x1b[?2004l\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l"
+TERM_LEAVE = TERM_PREPARE + b"\x1b[0m\x1b[?25h"
+
+
+# --- configuration --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    """The `[ssh]` table, checked."""
+
+    listen: str
+    host: str
+    port: int
+    host_key: Path
+
+
+def parse_ssh_settings(config: Any) -> SshSettings | None:
+    """`[ssh]` as settings, or None when the gateway is off (no `listen`)."""
+    raw: Mapping[str, Any] = getattr(config, "ssh_raw", None) or {}
+    where = f"{config.source}: [ssh]"
+    unknown = sorted(set(raw) - set(SSH_KEYS))
+    if unknown:
+        raise ConfigError(f"{where} has unknown key(s) {', '.join(unknown)}; known keys are "
+                          f"{', '.join(SSH_KEYS)}")
+    listen = raw.get("listen")
+    if listen is None:
+        return None
+    if not isinstance(listen, str):
+        raise ConfigError(f'{where} listen must be a string like "{DEFAULT_LISTEN}"')
+    try:
+        host, port = split_listen(listen)
+    except Invalid as exc:
+        raise ConfigError(f"{where} listen: {exc.text}") from None
+    host_key = raw.get("host_key")
+    if host_key is None:
+        key_path = Path(config.data_dir) / HOST_KEY_NAME
+    elif isinstance(host_key, str) and host_key.strip():
+        key_path = Path(os.path.expanduser(host_key))
+        if not key_path.is_absolute():
+            key_path = Path(config.base_dir) / key_path
+    else:
+        raise ConfigError(f"{where} host_key must be the path of a private key file")
+    return SshSettings(listen=listen.strip(), host=host, port=port, host_key=key_path)
+
+
+def _import_key(text: str, where: str) -> asyncssh.SSHKey:
+    try:
+        return asyncssh.import_public_key(text.strip())
+    except (asyncssh.KeyImportError, ValueError, TypeError):
+        raise ConfigError(f"{where} is not an OpenSSH public key; paste the whole line of "
+                          "id_ed25519.pub (\"ssh-ed25519 AAAA... comment\")") from None
+
+
+def _authorized_keys_file(path: Path, where: str) -> list[asyncssh.SSHKey]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where} = {str(path)!r} cannot be read ({exc}); check the "
+                          "path") from None
+    keys = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        first = line.split(None, 1)[0]
+        if not first.startswith(("ssh-", "ecdsa-", "sk-")):
+            raise ConfigError(f"{where} {path} line {number} has options or is not a key; "
+                              "solgate does not apply authorized_keys options: remove them")
+        keys.append(_import_key(line, f"{where} {path} line {number}"))
+    return keys
+
+
+def parse_user_keys(config: Any) -> dict[str, tuple[asyncssh.SSHKey, ...]]:
+    """Each user's public keys from `ssh_keys` and `authorized_keys`."""
+    out: dict[str, tuple[asyncssh.SSHKey, ...]] = {}
+    for name, table in (getattr(config, "users_raw", None) or {}).items():
+        if not isinstance(table, Mapping):
+            continue  # parse_users says what is wrong with it
+        keys: list[asyncssh.SSHKey] = []
+        listed = table.get("ssh_keys", [])
+        if not isinstance(listed, list) or not all(isinstance(k, str) for k in listed):
+            raise ConfigError(f'[users.{name}] ssh_keys must be a list of public key lines, '
+                              'like ["ssh-ed25519 AAAA... alice@laptop"]')
+        for i, text in enumerate(listed):
+            keys.append(_import_key(text, f"[users.{name}] ssh_keys[{i}]"))
+        path = table.get("authorized_keys")
+        if path is not None:
+            if not isinstance(path, str) or not path.strip():
+                raise ConfigError(f"[users.{name}] authorized_keys must be the path of a file")
+            file = Path(os.path.expanduser(path))
+            if not file.is_absolute():
+                file = Path(config.base_dir) / file
+            keys.extend(_authorized_keys_file(file, f"[users.{name}] authorized_keys"))
+        if keys:
+            out[name] = tuple(keys)
+    return out
+
+
+def load_or_create_host_key(path: Path) -> asyncssh.SSHKey:
+    """The gateway's host key; a new ed25519 key (0600, with a .pub) if the file is missing."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"[ssh] host_key {path} cannot be created ({exc.strerror}); "
+                              "check the directory or set [ssh] host_key") from None
+        with os.fdopen(fd, "wb") as f:
+            f.write(key.export_private_key())
+        with contextlib.suppress(OSError):
+            path.with_name(path.name + ".pub").write_bytes(key.export_public_key())
+        log.warning("generated the ssh host key %s (%s)", path,
+                    key.get_fingerprint("sha256"))
+        return key
+    except OSError as exc:
+        raise ConfigError(f"[ssh] host_key {path} cannot be read ({exc.strerror})") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("the ssh host key %s is readable by other users; chmod 600 it", path)
+    try:
+        return asyncssh.read_private_key(path)
+    except (asyncssh.KeyImportError, OSError, ValueError) as exc:
+        raise ConfigError(f"[ssh] host_key {path} is not a private key ({exc}); remove it "
+                          "to have a new one generated") from None
+
+
+# --- who may log in -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Directory:
+    """Users and their keys from one configuration."""
+
+    config: Any
+    users: dict[str, User]
+    keys: dict[bytes, list[User]]  # public key blob -> users holding it, in file order
+
+    @classmethod
+    def load(cls, config: Any) -> _Directory:
+        users = parse_users(getattr(config, "users_raw", None))
+        keys: dict[bytes, list[User]] = {}
+        for name, user_keys in parse_user_keys(config).items():
+            for key in user_keys:
+                keys.setdefault(key.public_data, []).append(users[name])
+        return cls(config, users, keys)
+
+
+@dataclass(frozen=True)
+class _Target:
+    user: str | None  # the user named in the login, if any
+    console: str | None  # the console named in the login, if any
+
+
+class _Server(asyncssh.SSHServer):
+    """One ssh connection's authentication: which user, which console."""
+
+    def __init__(self, gateway: SshGateway) -> None:
+        self.gateway = gateway
+        self.conn: asyncssh.SSHServerConnection | None = None
+        self.target = _Target(None, None)
+        self.user: User | None = None
+        self._candidate: User | None = None
+        self.peer = "?"
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+        peer = conn.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.gateway._connections.add(conn)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.conn is not None:
+            self.gateway._connections.discard(self.conn)
+
+    def begin_auth(self, username: str) -> bool:
+        self.target = self.gateway.resolve_login(username)
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def kbdint_auth_supported(self) -> bool:
+        return False
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        user = self.gateway.user_for_key(self.target, key)
+        if user is None:
+            return False
+        self._candidate = user  # the signed attempt is the last call before success
+        return True
+
+    def auth_completed(self) -> None:
+        self.user = self._candidate
+        log.info("ssh: %s logged in from %s", self.user.name if self.user else "?", self.peer)
+
+
+# --- the gateway ----------------------------------------------------------------------------
+
+
+class SshGateway:
+    """The listening ssh server; `stop()` ends every session and stops listening."""
+
+    def __init__(self, config: Any, manager: Any, settings: SshSettings) -> None:
+        self.manager = manager
+        self.settings = settings
+        self._directory = _Directory.load(config)
+        self._acceptor: asyncssh.SSHAcceptor | None = None
+        self._connections: set[asyncssh.SSHServerConnection] = set()
+        self._sessions: set[asyncio.Task[Any]] = set()
+
+    @property
+    def port(self) -> int:
+        """The port actually listened on (useful with port 0)."""
+        assert self._acceptor is not None
+        return self._acceptor.get_port()
+
+    async def start(self) -> None:
+        host_key = load_or_create_host_key(self.settings.host_key)
+        try:
+            self._acceptor = await asyncssh.create_server(
+                lambda: _Server(self), self.settings.host, self.settings.port,
+                server_host_keys=[host_key], process_factory=self._session,
+                encoding=None, line_editor=False, agent_forwarding=False,
+                x11_forwarding=False, allow_scp=False, login_timeout=LOGIN_TIMEOUT,
+                keepalive_interval=KEEPALIVE_INTERVAL, keepalive_count_max=KEEPALIVE_COUNT_MAX,
+            )
+        except OSError as exc:
+            raise ConfigError(f"cannot listen for ssh on {self.settings.listen}: "
+                              f"{exc.strerror or exc}; choose another [ssh] listen") from None
+        log.info("ssh gateway listening on %s", self.settings.listen)
+
+    async def stop(self) -> None:
+        if self._acceptor is not None:
+            self._acceptor.close()
+            await self._acceptor.wait_closed()
+        for conn in list(self._connections):
+            conn.close()
+        for task in list(self._sessions):
+            task.cancel()
+        await asyncio.gather(*self._sessions, return_exceptions=True)
+        for conn in list(self._connections):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.wait_closed(), 2.0)
+
+    # -- authentication ------------------------------------------------------------------
+
+    def directory(self) -> _Directory:
+        """Users and keys of the running configuration (re-read after a reload)."""
+        config = getattr(self.manager, "config", None)
+        if config is not None and config is not self._directory.config:
+            try:
+                self._directory = _Directory.load(config)
+            except SolgateError as exc:
+                log.error("ssh: keeping the previous users and keys: %s", exc)  # noqa: TRY400
+                self._directory = _Directory(config, self._directory.users,
+                                             self._directory.keys)
+        return self._directory
+
+    def resolve_login(self, username: str) -> _Target:
+        if ":" in username:
+            user, _, console = username.partition(":")
+            return _Target(user, console)
+        if username in self.directory().users:
+            return _Target(username, None)
+        return _Target(None, username)
+
+    def user_for_key(self, target: _Target, key: asyncssh.SSHKey) -> User | None:
+        for user in self.directory().keys.get(key.public_data, ()):
+            if target.user is not None and user.name != target.user:
+                continue
+            if target.console is not None:
+                console = self.manager.get(target.console)
+                if console is None or not user.can_view(console):
+                    continue
+            return user
+        return None
+
+    # -- sessions ------------------------------------------------------------------------
+
+    async def _session(self, process: asyncssh.SSHServerProcess) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._sessions.add(task)
+        status = 1
+        try:
+            server = process.get_extra_info("connection").get_owner()
+            if not isinstance(server, _Server) or server.user is None:
+                return  # cannot happen: asyncssh only opens sessions after auth
+            status = await _Session(self, process, server.user, server.target,
+                                    server.peer).run()
+        except (asyncssh.Error, ConnectionError, BrokenPipeError):
+            pass
+        finally:
+            self._sessions.discard(task)
+            with contextlib.suppress(Exception):
+                process.exit(status)
+
+
+class _Session:
+    """One ssh session: the menu and attachments, fed by one input reader."""
+
+    def __init__(self, gateway: SshGateway, process: asyncssh.SSHServerProcess, user: User,
+                 target: _Target, peer: str) -> None:
+        self.gateway = gateway
+        self.manager = gateway.manager
+        self.process = process
+        self.user = user
+        self.target = target
+        self.peer = peer
+        size = process.term_size
+        self.cols, self.rows = (size[0] or 80, size[1] or 25) if size else (80, 25)
+        self.attachment: Any = None
+        self.inq: asyncio.Queue[Any] = asyncio.Queue()
+        self._last_note = ""
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    async def write(self, data: bytes) -> None:
+        self.process.stdout.write(data)
+        await self.process.stdout.drain()
+
+    async def note(self, text: str) -> None:
+        if text == self._last_note:
+            return
+        self._last_note = text
+        await self.write(f"\r\n[solgate: {text}]\r\n".encode())
+
+    async def _reader(self) -> None:
+        """The only reader of the channel: keys, BREAKs and window sizes, in order."""
+        while True:
+            try:
+                data = await self.process.stdin.read(READ_SIZE)
+            except asyncssh.TerminalSizeChanged as exc:
+                self.cols, self.rows = max(exc.width, 1), max(exc.height, 1)
+                if self.attachment is not None and exc.width and exc.height:
+                    self.attachment.resize(exc.width, exc.height)
+                continue
+            except asyncssh.BreakReceived:
+                await self.inq.put(BREAK)
+                continue
+            except asyncssh.SignalReceived:
+                continue
+            except (asyncssh.Error, ConnectionError):
+                data = b""
+            if not data:
+                await self.inq.put(EOF)
+                return
+            await self.inq.put(data)
+
+    async def run(self) -> int:
+        reader = asyncio.ensure_future(self._reader())
+        try:
+            console = self.target.console
+            command = (self.process.command or "").strip()
+            if command:
+                if console is not None and command != console:
+                    await self.note(f"this login is for console {console}, not {command}")
+                    return 1
+                console = command
+            if console is not None:
+                status, _ = await self.attach(console)
+                return status
+            return await self.menu()
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+
+    # -- the menu ------------------------------------------------------------------------
+
+    def visible(self) -> list[Any]:
+        return [c for c in self.manager.consoles() if self.user.can_view(c)]
+
+    async def menu(self) -> int:
+        while True:
+            consoles = self.visible()
+            if not consoles:
+                await self.note(f"no consoles for {self.user.name}")
+                return 1
+            width = max(len(c.name) for c in consoles)
+            lines = [f"solgate: consoles for {self.user.name}"]
+            for i, c in enumerate(consoles, 1):
+                detail = f"  {c.state_detail}" if c.state_detail else ""
+                lines.append(f"  {i:>3}) {c.name:<{width}}  {c.state}{detail}")
+            await self.write(("\r\n".join(lines) + "\r\n").encode())
+            choice = await self.read_line("console number or name (q quits): ")
+            if choice is None or choice.lower() in ("q", "quit", "exit"):
+                await self.write(b"\r\n")
+                return 0
+            if not choice:
+                continue
+            if choice.isdigit() and 1 <= int(choice) <= len(consoles):
+                name = consoles[int(choice) - 1].name
+            else:
+                name = choice
+            self._last_note = ""
+            status, eof = await self.attach(name)
+            if eof:
+                return status
+            self._last_note = ""
+
+    async def read_line(self, prompt: str) -> str | None:
+        """A line typed by the user, echoed by us (the pty is raw); None on EOF or Ctrl-C/D."""
+        await self.write(prompt.encode())
+        line = bytearray()
+        while True:
+            item = await self.inq.get()
+            if item is EOF:
+                return None
+            if item is BREAK:
+                continue
+            for byte in item:
+                if byte in (0x0D, 0x0A):
+                    await self.write(b"\r\n")
+                    return line.decode("utf-8", "replace").strip()
+                if byte in (0x03, 0x04):
+                    return None
+                if byte in (0x08, 0x7F):
+                    if line:
+                        line.pop()
+                        await self.write(b"\b \b")
+                elif 0x20 <= byte < 0x7F and len(line) < 200:
+                    line.append(byte)
+                    await self.write(bytes((byte,)))
+
+    # -- one console ---------------------------------------------------------------------
+
+    async def attach(self, name: str) -> tuple[int, bool]:
+        """Attach to `name` until `~.`, EOF or the console closes; (status, input ended)."""
+        console = self.manager.get(name)
+        if console is None or not self.user.can_view(console):
+            await self.note(f"no console {name} or no access")
+            return 1, False
+        can_write = self.user.can_write(console)
+        escape = getattr(getattr(self.gateway.directory().config, "consoles", {}).get(name),
+                         "escape", "~")
+        parser = EscapeParser(escape)
+        attachment = console.hub.attach(self.user.name, can_write=can_write,
+                                        cols=self.cols, rows=self.rows)
+        self.attachment = attachment
+        self._event("attach", name, f"{self.user.name} attached over ssh from {self.peer}")
+        log.info("ssh: %s attached to %s from %s", self.user.name, name, self.peer)
+        pump = asyncio.ensure_future(self._pump(name, attachment, parser, can_write))
+        try:
+            while True:
+                getter = asyncio.ensure_future(self.inq.get())
+                await asyncio.wait({getter, pump}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    return 0, False  # the console closed this attachment
+                item = getter.result()
+                if item is EOF:
+                    return 0, True
+                if item is BREAK:
+                    await self._break(name, can_write)
+                    continue
+                if not await self._keys(name, item, parser, attachment, can_write):
+                    await self.write(TERM_LEAVE + f"\r\n[solgate: left {name}]\r\n".encode())
+                    return 0, False
+        finally:
+            self.attachment = None
+            attachment.detach()
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pump
+            self._event("detach", name, f"{self.user.name} detached (ssh)")
+
+    def _event(self, kind: str, name: str, message: str) -> None:
+        events = getattr(self.manager, "events", None)
+        if events is not None:
+            with contextlib.suppress(Exception):
+                events.append(kind, name, user=self.user.name, message=message, via="ssh")
+
+    async def _keys(self, name: str, data: bytes, parser: EscapeParser, attachment: Any,
+                    can_write: bool) -> bool:
+        """Handle typed bytes; False when the user typed `~.`."""
+        for action in parser.feed(data):
+            match action:
+                case SendData(data=payload):
+                    if not can_write:
+                        await self.note("read-only: your role cannot type on this console")
+                    elif not attachment.send(payload):
+                        holder = attachment.hub.writer
+                        who = f"{holder} holds the write lock" if holder else "no write lock"
+                        await self.note(f"read-only: {who}; {parser.escape_char}w takes it")
+                    else:
+                        self._last_note = ""
+                case Detach():
+                    return False
+                case SendBreak():
+                    await self._break(name, can_write)
+                case ForceReconnect():
+                    if not can_write:
+                        await self.note("read-only: your role cannot force a reconnect")
+                        continue
+                    try:
+                        await self.manager.deactivate(name, self.user.name)
+                        await self.note("asked the BMC to drop SOL; reconnecting")
+                    except SolgateError as exc:
+                        await self.note(f"deactivate failed: {exc}")
+                case TakeWrite():
+                    if not attachment.take_write():
+                        await self.note("read-only: your role cannot take the write lock")
+                case ShowHelp():
+                    await self.write(parser.help_text.encode())
+        return True
+
+    async def _break(self, name: str, can_write: bool) -> None:
+        if not can_write:
+            await self.note("read-only: your role cannot send BREAK")
+            return
+        try:
+            await self.manager.send_break(name, self.user.name)
+        except SolgateError as exc:
+            await self.note(f"BREAK failed: {exc}")
+
+    async def _pump(self, name: str, attachment: Any, parser: EscapeParser,
+                    can_write: bool) -> None:
+        """Hub output to the ssh channel; drain() is the back-pressure the hub turns into lag."""
+        greeted = False
+        holder: str | None = None
+        state: str | None = None
+        esc = parser.escape_char or "~"
+        async for item in attachment:
+            match item:
+                case bytes():
+                    await self.write(item)
+                case Snapshot(data=data):
+                    await self.write(TERM_PREPARE + data)
+                case Lagged():
+                    pass  # a Snapshot follows at once
+                case WriteLockChanged(holder=new):
+                    if not greeted:
+                        greeted = True
+                        if not can_write:
+                            how = "read-only: your role cannot type"
+                        elif new not in (None, self.user.name):
+                            how = f"{new} holds the write lock ({esc}w takes it)"
+                        else:
+                            how = "read-write"
+                        await self.note(f"{name} as {self.user.name}, {how}; {esc}. leaves, "
+                                        f"{esc}? help")
+                    elif can_write and new != holder:
+                        if new is not None and new != self.user.name:
+                            await self.note(f"{new} took the write lock; {esc}w takes it back")
+                        elif new == self.user.name:
+                            await self.note("you hold the write lock")
+                    holder = new
+                case StateChanged(state=new_state, detail=detail):
+                    if state is not None and new_state != state:
+                        await self.note(f"{name} is {new_state}"
+                                        + (f": {detail}" if detail else ""))
+                    state = new_state
+                case Closed(reason=reason):
+                    if reason != "detached":
+                        await self.note(f"{name}: {reason}")
+                    return
+
+
+async def start_ssh_gateway(config: Any, manager: Any,
+                            settings: SshSettings | None = None) -> SshGateway:
+    """Start listening per `[ssh]`; raises `ConfigError` (one line) when it cannot."""
+    settings = settings or parse_ssh_settings(config)
+    if settings is None:
+        raise ConfigError(f"{config.source}: [ssh] listen is not set; add "
+                          f'listen = "{DEFAULT_LISTEN}" to [ssh]')
+    gateway = SshGateway(config, manager, settings)
+    await gateway.start()
+    return gateway
+
+
+def ssh_enabled(config: Any) -> bool:
+    """Whether `run_server` should start the gateway."""
+    return bool((getattr(config, "ssh_raw", None) or {}).get("listen"))
+
