@@ -7,30 +7,30 @@ WebSocket, so what a page shows and what a script sees never disagree.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import re
 import secrets
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp_jinja2
 from aiohttp import web
 
-from solgate.web.api import read_tail, visible_console
+from solgate.web import logview
+from solgate.web.api import visible_console
 from solgate.web.auth import LoginError, LoginThrottled
-from solgate.web.keys import auth_key
+from solgate.web.keys import auth_key, data_dir_key
 from solgate.web.middleware import (
     SESSION_COOKIE,
     identity,
     require_identity,
     set_session_cookie,
 )
+from solgate.web.model import state_words
 
 LOGIN_CSRF_COOKIE = "solgate_login"
 _LOGIN_TOKEN = re.compile(r"[A-Za-z0-9_-]{32}")
-LOG_PAGE_LINES = 1000
-# CSI/OSC/other escape sequences, stripped for the plain-text log view.
-_ANSI = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
-_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def _safe_next(target: str | None) -> str:
@@ -139,15 +139,43 @@ async def console_page(request: web.Request) -> dict[str, Any]:
 
 @aiohttp_jinja2.template("log.html")
 async def log_page(request: web.Request) -> dict[str, Any]:
+    """The console log, paged across rotated files, searchable, with panics marked.
+
+    Reads files only, so it works the same for a console that is down.
+    """
     require_identity(request)
     console = visible_console(request)
-    text = ""
-    if console.log_path.exists():
-        raw = await asyncio.to_thread(read_tail, console.log_path, LOG_PAGE_LINES)
-        text = _CONTROL.sub(b"", _ANSI.sub(b"", raw).replace(b"\r\n", b"\n")).decode(
-            "utf-8", "replace")
-    return _page_context(request, title=f"{console.name} log", console=console, text=text,
-                         lines=LOG_PAGE_LINES)
+    query = request.query.get("q", "").strip()[:200]
+    before, after = request.query.get("before"), request.query.get("after")
+    try:
+        limit = int(request.query.get("lines", logview.DEFAULT_PAGE_LINES))
+    except ValueError:
+        limit = logview.DEFAULT_PAGE_LINES
+    panics = await asyncio.to_thread(
+        logview.panic_records, request.app[data_dir_key] / "events.jsonl", console.name)
+    try:
+        page = await asyncio.to_thread(
+            functools.partial(logview.read_page, console.log_path, before=before, after=after,
+                              query=query, limit=limit,
+                              panic_lines=frozenset(p.line for p in panics if p.line)))
+    except logview.BadCursor as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+
+    def link(**params: str | None) -> str:
+        keep = {"q": query or None, "lines": request.query.get("lines"), **params}
+        query_string = urlencode({k: v for k, v in keep.items() if v})
+        return f"?{query_string}" if query_string else "?"
+
+    return _page_context(
+        request, title=f"{console.name} log", console=console, page=page, query=query,
+        panics=panics, state_words=state_words(console.state),
+        older_url=link(before=page.older) if page.older else None,
+        newer_url=link(after=page.newer) if page.newer else None,
+        newest_url=link() if page.newer else None,
+        context_url=lambda cursor: f"?{urlencode({'before': cursor})}",
+        search_url=lambda text: f"?{urlencode({'q': text[:200]})}",
+        events_url=f"/events?{urlencode({'console': console.name, 'kind': 'panic'})}",
+    )
 
 
 @aiohttp_jinja2.template("events.html")
