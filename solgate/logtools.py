@@ -131,12 +131,32 @@ class LogFollower:
             out.append(self._file.read())  # whatever was written before the rename
             self.close()
             self.rotations += 1
+            out.extend(self._skipped_files())
             if self._open(at_end=False):
                 out.append(self._file.read())  # type: ignore[union-attr]
         elif st.st_size < self._file.tell():
             self._file.seek(0)  # truncated in place: start over
             out.append(self._file.read())
         return b"".join(out)
+
+
+    def _skipped_files(self) -> list[bytes]:
+        """Whole files rotated in between: newer than the one we read, older than the log."""
+        files = iter_log_files(self.path)[:-1]  # rotated ones, oldest first
+        ids = []
+        for file in files:
+            try:
+                st = os.stat(file)
+            except OSError:
+                st = None
+            ids.append((st.st_dev, st.st_ino) if st else None)
+        if self._id not in ids:
+            return []  # ours is gone (beyond `keep`); nothing to place after it
+        out = []
+        for file in files[ids.index(self._id) + 1:]:
+            with contextlib.suppress(OSError):
+                out.append(file.read_bytes())
+        return out
 
 
 def _write_out(out: IO[bytes], data: bytes) -> None:
