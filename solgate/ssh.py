@@ -445,6 +445,9 @@ class _Session:
     async def run(self) -> int:
         reader = asyncio.ensure_future(self._reader())
         try:
+            if self.process.subsystem:
+                await self.note(f"no {self.process.subsystem} here: this is a console gateway")
+                return 1
             console = self.target.console
             command = (self.process.command or "").strip()
             if command:

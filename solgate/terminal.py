@@ -645,14 +645,35 @@ def _describe(exc: BaseException) -> str:
 
 
 def _listen_from_config(args: argparse.Namespace) -> tuple[str, int, bool] | None:
-    from solgate.config import default_config_path, load_config
+    """`[server] listen` (and whether TLS is on) from the configuration, if there is one.
+
+    Only that table is read, with tomllib: a client machine need not have the BMC
+    passwords the full configuration refers to.
+    """
+    import tomllib
+
+    from solgate.config import default_config_path
+    from solgate.config_values import Invalid, split_listen
 
     path = default_config_path(getattr(args, "config", None))
-    if not getattr(args, "config", None) and not path.is_file():
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if getattr(args, "config", None):
+            raise ConfigError(f"{path}: no such configuration file") from None
         return None
-    config = load_config(path)
-    server = config.server
-    return server.host, server.port, server.tls
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read [server] listen ({exc}); pass --server "
+                          "URL") from None
+    server = data.get("server") if isinstance(data.get("server"), dict) else {}
+    listen = server.get("listen", "127.0.0.1:8080")
+    if not isinstance(listen, str):
+        raise ConfigError(f"{path}: [server] listen is not one HOST:PORT; pass --server URL")
+    try:
+        host, port = split_listen(listen)
+    except Invalid as exc:
+        raise ConfigError(f"{path}: [server] listen: {exc.text}") from None
+    return host, port, bool(server.get("tls_cert"))
 
 
 def options_from_args(args: argparse.Namespace,

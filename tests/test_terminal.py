@@ -353,9 +353,10 @@ async def test_refusals_are_one_line(tmp_path) -> None:
     async with live_server(tmp_path) as server:
         env = client_env(tmp_path)
 
-        async def run(*args: str, **extra: str) -> tuple[int, str]:
+        async def run(*args: str, server_args: tuple[str, ...] = ("--server", server.url),
+                      **extra: str) -> tuple[int, str]:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "solgate.cli", "console", *args, "--server", server.url,
+                sys.executable, "-m", "solgate.cli", "console", *args, *server_args,
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 env={**env, **extra})
             out, err = await asyncio.wait_for(proc.communicate(), 20)
@@ -369,6 +370,13 @@ async def test_refusals_are_one_line(tmp_path) -> None:
         assert code == 1
         assert "the server refused the token" in err
         assert len(err.strip().splitlines()) == 1
+        # The server address from a configuration whose BMC password this machine lacks.
+        config = tmp_path / "client.toml"
+        config.write_text(f'[server]\nlisten = "127.0.0.1:{server.port}"\n'
+                          '[consoles.x]\nhost = "10.0.0.9"\npassword_env = "NOT_SET_HERE"\n')
+        code, err = await run("nosuch", server_args=("-c", str(config)))
+        assert code == 1
+        assert "no console 'nosuch' or no access" in err
         code, err = await run(server.names[0], SSH_ORIGINAL_COMMAND="other")
         assert code == 1
         assert "limited to console" in err
