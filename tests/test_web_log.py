@@ -1,4 +1,5 @@
-"""The log page: pages across rotated files, search, panic marks, consoles that are down."""
+"""The log page (pages across rotated files, search, panic marks, consoles that are down)
+and the events API's kind filter."""
 
 from __future__ import annotations
 
@@ -178,3 +179,15 @@ def test_pages_are_exact_whatever_the_block_size(tmp_path, monkeypatch) -> None:
             page = logview.read_page(log, after=page.newer, limit=11)
             forward += [line.text for line in page.lines]
         assert forward == [*lines, "partial"], block
+
+
+async def test_events_api_takes_several_kinds(client, tmp_path) -> None:
+    kinds = ["sol-up", "attach", "panic", "sol-down", "detach", "sol-up"]
+    (tmp_path / "events.jsonl").write_text("".join(
+        json.dumps({"time": f"2026-01-01T00:00:0{i}Z", "console": "web01", "kind": k}) + "\n"
+        for i, k in enumerate(kinds)))
+    body = await (await client.get("/api/events?kind=sol-up,sol-down")).json()
+    assert [e["kind"] for e in body["events"]] == ["sol-up", "sol-down", "sol-up"]
+    assert body["events"][0]["time"] == "2026-01-01T00:00:05Z"  # newest first
+    body = await (await client.get("/api/events?kind=panic")).json()
+    assert [e["kind"] for e in body["events"]] == ["panic"]

@@ -4,8 +4,9 @@ Debian's chromium (driven by Playwright) logs in to `run_server`, which runs the
 `ConsoleManager` against a `SimFleet`: simulated BMCs with simulated Linux hosts, over
 real RMCP+/SOL on loopback UDP.  The user types `uname` into xterm.js and reads the
 answer, sends BREAK + SysRq-h from the toolbar and reads the kernel's SysRq help,
-panics the host and sees the panic badge on the console list, then finds the panic
-marked in the log view.  Skipped when playwright or chromium is not installed.
+panics the host and sees the panic badge on the console list, finds the panic marked
+in the log view and listed on the events page.  Skipped when playwright or chromium is
+not installed.
 """
 
 from __future__ import annotations
@@ -175,4 +176,15 @@ async def test_browser_drives_a_simulated_host_through_the_real_engine(
         worker = stack.manager.get("sim001")
         assert worker is not None
         assert worker.panic_count == 1
+
+        # The events page: panics and SOL up/down over all consoles, newest first.
+        await page.click("text=See them on the events page")
+        await page.wait_for_url(f"{stack.url}/events?console=sim001&kind=panic")
+        panic_row = page.locator("#rows tr.ev-panic")
+        await async_api.expect(panic_row).to_have_count(1)
+        await async_api.expect(panic_row.locator("a", has_text="Kernel panic")).to_be_visible()
+        await page.fill("#ev-console", "")
+        await page.click("button.ev-preset[data-kind^=sol-up]")
+        await async_api.expect(page.locator("#rows tr.ev-sol-up")).to_have_count(2)
+        assert await page.locator("#rows tr.ev-panic").count() == 0
         assert errors == []

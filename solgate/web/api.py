@@ -168,14 +168,17 @@ async def _in_thread(func: Any, *args: Any) -> Any:
 
 
 async def get_events(request: web.Request) -> web.Response:
-    """Recent events (`?console=`, `?kind=`, `?limit=`), only for consoles the user sees."""
+    """Recent events, newest first, only for consoles the user sees.
+
+    `?console=NAME`, `?kind=panic` (or several: `?kind=sol-up,sol-down`), `?limit=N`.
+    """
     ident = require_identity(request)
     try:
         limit = min(MAX_EVENTS, max(1, int(request.query.get("limit", DEFAULT_EVENTS))))
     except ValueError:
         return json_error(400, "limit must be a number, like ?limit=100")
     want_console = request.query.get("console")
-    want_kind = request.query.get("kind")
+    want_kinds = {k.strip() for k in request.query.get("kind", "").split(",") if k.strip()}
     manager = request.app[manager_key]
     path = request.app[data_dir_key] / "events.jsonl"
     # Newest first; the file reader filters by console cheaply, the rest is filtered here.
@@ -185,7 +188,7 @@ async def get_events(request: web.Request) -> web.Response:
     out = []
     for event in events:
         name = event.get("console")
-        if want_kind and event.get("kind") != want_kind:
+        if want_kinds and event.get("kind") not in want_kinds:
             continue
         if name is not None:
             if name not in visible:
