@@ -308,7 +308,6 @@ async def test_openssh_client_break_and_tilde_tilde_dot(tmp_path) -> None:
             await child.expect(b"Linux")
             # OpenSSH's own ~B sends an ssh BREAK: the gateway makes it a serial BREAK.
             child.type(b"~B")
-            await asyncio.sleep(0.3)
             child.type(b"h")
             await child.expect(b"sysrq: HELP")
             # ~~. reaches the gateway as ~. and leaves.
