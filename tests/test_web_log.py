@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
-from web_fakes import StaticConsoles, login, make_app, start_client
+from web_fakes import TOKENS, StaticConsoles, login, make_app, start_client
 
 from solgate.web import logview
 
@@ -191,3 +191,25 @@ async def test_events_api_takes_several_kinds(client, tmp_path) -> None:
     assert body["events"][0]["time"] == "2026-01-01T00:00:05Z"  # newest first
     body = await (await client.get("/api/events?kind=panic")).json()
     assert [e["kind"] for e in body["events"]] == ["panic"]
+
+
+async def test_the_api_pages_the_same_lines_as_json(client, manager) -> None:
+    log = manager.get("web01").log_path
+    everything = write_rotated(log, [[f"old {i}" for i in range(5)],
+                                     [f"new {i}" for i in range(5)]])
+    headers = {"Authorization": f"Bearer {TOKENS['alice']}"}
+    body = await (await client.get("/api/consoles/web01/log?format=json&lines=4",
+                                   headers=headers)).json()
+    seen = [line["text"] for line in body["lines"]]
+    assert body["newer"] is None
+    while body["older"] is not None:
+        resp = await client.get("/api/consoles/web01/log", headers=headers,
+                                params={"before": body["older"], "lines": "4"})
+        body = await resp.json()
+        seen = [line["text"] for line in body["lines"]] + seen
+    assert seen == everything
+    body = await (await client.get("/api/consoles/web01/log?q=OLD 3", headers=headers)).json()
+    assert [line["text"] for line in body["lines"]] == ["old 3"]
+    resp = await client.get("/api/consoles/web01/log?before=x", headers=headers)
+    assert resp.status == 400
+    assert "log position" in (await resp.json())["error"]

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from solgate.console.events import read_events
 from solgate.errors import SolgateError
+from solgate.web import logview
 from solgate.web.keys import auth_key, data_dir_key, manager_key
 from solgate.web.metrics import metrics as metrics  # the /metrics route lives with its collector
 from solgate.web.middleware import json_error, require_identity
@@ -143,8 +144,14 @@ def read_tail(path: Path, lines: int, max_bytes: int = MAX_TAIL_BYTES) -> bytes:
 
 
 async def get_log(request: web.Request) -> web.StreamResponse:
-    """The raw console log: `?tail=N` for the last N lines as text, else the whole file."""
+    """The raw console log: `?tail=N` for the last N lines as text, else the whole file.
+
+    `?format=json` (or `before=`, `after=`, `q=`) answers the log page's pages as JSON:
+    clean lines across rotated files, with cursors to page on (see `logview`).
+    """
     console = visible_console(request)
+    if request.query.get("format") == "json" or {"before", "after", "q"} & request.query.keys():
+        return await _log_page_json(request, console)
     path = console.log_path
     if not path.exists():
         return json_error(404, f"console {console.name!r} has no log yet at {path}")
@@ -160,6 +167,30 @@ async def get_log(request: web.Request) -> web.StreamResponse:
         return json_error(400, "tail must be a number of lines, like ?tail=200")
     data = await _in_thread(read_tail, path, lines)
     return web.Response(body=data, content_type="text/plain", charset="utf-8")
+
+
+async def _log_page_json(request: web.Request, console: ConsoleView) -> web.Response:
+    try:
+        limit = int(request.query.get("lines", logview.DEFAULT_PAGE_LINES))
+    except ValueError:
+        return json_error(400, "lines must be a number, like ?lines=200")
+    panics = await _in_thread(logview.panic_records,
+                              request.app[data_dir_key] / "events.jsonl", console.name)
+    try:
+        page = await _in_thread(functools.partial(
+            logview.read_page, console.log_path, before=request.query.get("before"),
+            after=request.query.get("after"), query=request.query.get("q", "").strip(),
+            limit=limit, panic_lines=frozenset(p.line for p in panics if p.line)))
+    except logview.BadCursor as exc:
+        return json_error(400, str(exc))
+    return web.json_response({
+        "console": console.name,
+        "lines": [{"text": ln.text, "kind": ln.kind, "start": ln.start, "end": ln.end}
+                  for ln in page.lines],
+        "older": page.older, "newer": page.newer, "stopped_early": page.stopped_early,
+        "cursor_lost": page.cursor_lost,
+        "panics": [{"time": p.time, "severity": p.severity, "line": p.line} for p in panics],
+    })
 
 
 async def _in_thread(func: Any, *args: Any) -> Any:
