@@ -183,6 +183,19 @@ async def test_user_console_login_types_and_leaves(tmp_path) -> None:
         assert mine == [("attach", "alice"), ("detach", "alice")]
 
 
+async def test_ssh_command_picks_the_console(tmp_path) -> None:
+    async with gateway(tmp_path, count=2) as server:
+        second = server.names[1]
+        async with await connect(server, "alice", "alice") as conn:
+            process = await conn.create_process(second, term_type="xterm",
+                                                term_size=(80, 24), encoding=None)
+            sh = Shell(process)
+            await sh.expect(f"{second} as alice".encode())
+            sh.type(b"~.")
+            await asyncio.wait_for(process.wait_closed(), 10)
+            assert process.exit_status == 0
+
+
 async def test_wrong_key_is_refused(tmp_path) -> None:
     async with gateway(tmp_path) as server:
         name = server.names[0]
