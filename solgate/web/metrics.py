@@ -17,10 +17,12 @@ console object has them, so a stand-in engine simply exports fewer series.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -42,160 +44,220 @@ SOL_COUNTERS = {
     "malformed": "SOL payloads that did not decode (dropped).",
 }
 
-# Which consoles the current scrape may see; set by the handler around one synchronous
-# generate call, so concurrent scrapes of different users never mix.
-_visible: contextvars.ContextVar[Callable[[ConsoleView], bool] | None] = (
-    contextvars.ContextVar("solgate_metrics_visible", default=None))
+# The numbers of the scrape under way: read on the event loop, formatted in a thread.
+_snapshot: contextvars.ContextVar[Snapshot | None] = contextvars.ContextVar(
+    "solgate_metrics_snapshot", default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleStats:
+    """One console's numbers at scrape time; None where the console object lacks them."""
+
+    name: str
+    up: bool
+    state_since: float
+    last_output: float | None
+    viewers: int
+    panics: int
+    resyncs: int
+    viewers_dropped: int
+    bytes_in: int | None
+    bytes_out: int | None
+    reconnects: int | None
+    log: tuple[int, int, bool] | None  # write errors, bytes lost, writable
+    sol: dict[str, int] | None
+    drops: dict[str, int] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    states: dict[str, int]
+    viewers: int
+    writers: int
+    panics: int
+    web_sessions: int | None
+    events: tuple[int, int, bool] | None  # write errors, records dropped, writable
+    consoles: list[ConsoleStats]
 
 
 class SolgateCollector(Collector):
-    """Reads a `ConsoleManager` at scrape time and yields metric families."""
+    """Reads a `ConsoleManager` at scrape time and yields metric families.
+
+    `snapshot()` only reads attributes (cheap, on the event loop); turning a snapshot
+    into families and text is the costly part and may run in a thread.
+    """
 
     def __init__(self, manager: ConsoleManager, *,
                  web_sessions: Callable[[], int] | None = None) -> None:
         self.manager = manager
         self.web_sessions = web_sessions
 
-    def collect(self) -> Iterator[Metric]:
+    def snapshot(self, visible: Callable[[ConsoleView], bool] | None = None) -> Snapshot:
+        """Daemon-wide totals over every console; per-console stats for the visible ones."""
         consoles = list(self.manager.consoles())
-        yield from self._daemon_wide(consoles)
-        visible = _visible.get()
-        shown = [c for c in consoles if visible is None or visible(c)]
-        yield from self._per_console(shown)
-
-    # --- daemon-wide -------------------------------------------------------------------
-
-    def _daemon_wide(self, consoles: list[ConsoleView]) -> Iterator[Metric]:
         states: Counter[str] = Counter()
         counts_by_state = getattr(self.manager, "counts_by_state", None)
         if callable(counts_by_state):  # every state the engine knows, zeros included
             states.update(dict.fromkeys(counts_by_state(), 0))
         states.update(str(c.state) for c in consoles)
-        family = GaugeMetricFamily("solgate_consoles", "Configured consoles by state.",
-                                   labels=["state"])
-        for state, n in sorted(states.items()):
-            family.add_metric([state], n)
-        yield family
-        yield GaugeMetricFamily("solgate_viewers", "Attached viewers over all consoles.",
-                                value=sum(c.hub.viewers for c in consoles))
-        yield GaugeMetricFamily("solgate_writers", "Consoles with a write-lock holder.",
-                                value=sum(1 for c in consoles if c.hub.writer))
-        yield CounterMetricFamily("solgate_panics", "Kernel panics seen over all consoles "
-                                  "since their workers started.",
-                                  value=sum(c.panic_count for c in consoles))
-        if self.web_sessions is not None:
-            yield GaugeMetricFamily("solgate_web_sessions", "Logged-in browser sessions.",
-                                    value=self.web_sessions())
         events = getattr(self.manager, "events", None)
-        if events is not None:
-            yield CounterMetricFamily(
-                "solgate_events_write_errors",
-                "Failed writes to events.jsonl (records wait in memory and are retried).",
-                value=events.write_errors)
-            yield CounterMetricFamily(
-                "solgate_events_records_dropped",
-                "Event records lost because the disk refused them for too long.",
-                value=events.records_dropped)
-            yield GaugeMetricFamily("solgate_events_file_ok",
-                                    "1 while events.jsonl is writable, 0 while it fails.",
-                                    value=0 if events.error else 1)
+        return Snapshot(
+            states=dict(states),
+            viewers=sum(c.hub.viewers for c in consoles),
+            writers=sum(1 for c in consoles if c.hub.writer),
+            panics=sum(c.panic_count for c in consoles),
+            web_sessions=self.web_sessions() if self.web_sessions is not None else None,
+            events=None if events is None else (
+                events.write_errors, events.records_dropped, not events.error),
+            consoles=[_console_stats(c) for c in consoles if visible is None or visible(c)],
+        )
 
-    # --- per console ---------------------------------------------------------------------
-
-    def _per_console(self, consoles: list[ConsoleView]) -> Iterator[Metric]:
-        def gauge(name: str, doc: str) -> GaugeMetricFamily:
-            return GaugeMetricFamily(name, doc, labels=["console"])
-
-        def counter(name: str, doc: str) -> CounterMetricFamily:
-            return CounterMetricFamily(name, doc, labels=["console"])
-
-        up = gauge("solgate_console_up", "1 while the console's SOL session is active.")
-        since = gauge("solgate_console_state_since_seconds",
-                      "Epoch time of the console's last state change.")
-        last = gauge("solgate_console_last_output_seconds",
-                     "Epoch time of the last byte from the host (absent: none yet).")
-        viewers = gauge("solgate_console_viewers", "Viewers attached to the console.")
-        panics = counter("solgate_console_panics", "Kernel panics seen on the console.")
-        resyncs = counter("solgate_console_viewer_resyncs",
-                          "Times a slow viewer fell behind and was repainted.")
-        slow = counter("solgate_console_viewers_dropped",
-                       "Viewers disconnected for being too slow.")
-        bytes_in = counter("solgate_console_bytes_in", "Console output bytes from the host.")
-        bytes_out = counter("solgate_console_bytes_out", "Keystroke bytes sent to the host.")
-        reconnects = counter("solgate_console_reconnects", "SOL reconnect attempts.")
-        log_errors = counter("solgate_console_log_write_errors",
-                             "Failed writes to the console log (bytes wait and are retried).")
-        log_lost = counter("solgate_console_log_bytes_lost",
-                           "Console bytes lost because the disk refused them for too long.")
-        log_ok = gauge("solgate_console_log_ok", "1 while the console log is writable.")
-        sol = {key: counter(f"solgate_sol_{key}", doc) for key, doc in SOL_COUNTERS.items()}
-        drops = CounterMetricFamily(
-            "solgate_datagrams_dropped",
-            "Datagrams from the BMC dropped by the session layer, by reason.",
-            labels=["console", "reason"])
-
-        for c in consoles:
-            name = [c.name]
-            up.add_metric(name, 1 if c.state == "active" else 0)
-            since.add_metric(name, c.state_since)
-            if c.last_output is not None:
-                last.add_metric(name, c.last_output)
-            viewers.add_metric(name, c.hub.viewers)
-            panics.add_metric(name, c.panic_count)
-            resyncs.add_metric(name, getattr(c.hub, "lagged_total", 0))
-            slow.add_metric(name, getattr(c.hub, "dropped_total", 0))
-            _maybe(bytes_in, c, "bytes_in")
-            _maybe(bytes_out, c, "bytes_out")
-            _maybe(reconnects, c, "reconnects")
-            log = getattr(c, "log", None)
-            if log is not None:
-                log_errors.add_metric(name, log.write_errors)
-                log_lost.add_metric(name, log.bytes_lost)
-                log_ok.add_metric(name, 0 if log.error else 1)
-            sol_counters = getattr(c, "sol_counters", None)
-            if callable(sol_counters):
-                counts = sol_counters()
-                for key, family in sol.items():
-                    family.add_metric(name, counts.get(key, 0))
-            datagram_drops = getattr(c, "datagram_drops", None)
-            if callable(datagram_drops):
-                for reason, n in sorted(datagram_drops().items()):
-                    drops.add_metric([c.name, reason], n)
-
-        yield from (up, since, last, viewers, panics, resyncs, slow, bytes_in, bytes_out,
-                    reconnects, log_errors, log_lost, log_ok, *sol.values(), drops)
+    def collect(self) -> Iterator[Metric]:
+        snap = _snapshot.get()
+        if snap is None:  # a scrape outside the handler (tests, a registry dump): read now
+            snap = self.snapshot()
+        yield from _daemon_families(snap)
+        yield from _console_families(snap.consoles)
 
 
-def _maybe(family: CounterMetricFamily, console: Any, attr: str) -> None:
-    value = getattr(console, attr, None)
-    if isinstance(value, int | float):
-        family.add_metric([console.name], value)
+def _int_attr(obj: Any, attr: str) -> int | None:
+    value = getattr(obj, attr, None)
+    return value if isinstance(value, int) else None
 
 
-_registries: weakref.WeakKeyDictionary[web.Application, CollectorRegistry] = (
-    weakref.WeakKeyDictionary())
+def _console_stats(c: ConsoleView) -> ConsoleStats:
+    log = getattr(c, "log", None)
+    sol_counters = getattr(c, "sol_counters", None)
+    datagram_drops = getattr(c, "datagram_drops", None)
+    return ConsoleStats(
+        name=c.name, up=c.state == "active", state_since=c.state_since,
+        last_output=c.last_output, viewers=c.hub.viewers, panics=c.panic_count,
+        resyncs=getattr(c.hub, "lagged_total", 0),
+        viewers_dropped=getattr(c.hub, "dropped_total", 0),
+        bytes_in=_int_attr(c, "bytes_in"), bytes_out=_int_attr(c, "bytes_out"),
+        reconnects=_int_attr(c, "reconnects"),
+        log=None if log is None else (log.write_errors, log.bytes_lost, not log.error),
+        sol=sol_counters() if callable(sol_counters) else None,
+        drops=datagram_drops() if callable(datagram_drops) else None,
+    )
 
 
-def registry_for(app: web.Application) -> CollectorRegistry:
+def _daemon_families(snap: Snapshot) -> Iterator[Metric]:
+    family = GaugeMetricFamily("solgate_consoles", "Configured consoles by state.",
+                               labels=["state"])
+    for state, n in sorted(snap.states.items()):
+        family.add_metric([state], n)
+    yield family
+    yield GaugeMetricFamily("solgate_viewers", "Attached viewers over all consoles.",
+                            value=snap.viewers)
+    yield GaugeMetricFamily("solgate_writers", "Consoles with a write-lock holder.",
+                            value=snap.writers)
+    yield CounterMetricFamily("solgate_panics", "Kernel panics seen over all consoles "
+                              "since their workers started.", value=snap.panics)
+    if snap.web_sessions is not None:
+        yield GaugeMetricFamily("solgate_web_sessions", "Logged-in browser sessions.",
+                                value=snap.web_sessions)
+    if snap.events is not None:
+        write_errors, dropped, ok = snap.events
+        yield CounterMetricFamily(
+            "solgate_events_write_errors",
+            "Failed writes to events.jsonl (records wait in memory and are retried).",
+            value=write_errors)
+        yield CounterMetricFamily(
+            "solgate_events_records_dropped",
+            "Event records lost because the disk refused them for too long.", value=dropped)
+        yield GaugeMetricFamily("solgate_events_file_ok",
+                                "1 while events.jsonl is writable, 0 while it fails.",
+                                value=1 if ok else 0)
+
+
+def _console_families(consoles: list[ConsoleStats]) -> Iterator[Metric]:
+    def gauge(name: str, doc: str) -> GaugeMetricFamily:
+        return GaugeMetricFamily(name, doc, labels=["console"])
+
+    def counter(name: str, doc: str) -> CounterMetricFamily:
+        return CounterMetricFamily(name, doc, labels=["console"])
+
+    up = gauge("solgate_console_up", "1 while the console's SOL session is active.")
+    since = gauge("solgate_console_state_since_seconds",
+                  "Epoch time of the console's last state change.")
+    last = gauge("solgate_console_last_output_seconds",
+                 "Epoch time of the last byte from the host (absent: none yet).")
+    viewers = gauge("solgate_console_viewers", "Viewers attached to the console.")
+    panics = counter("solgate_console_panics", "Kernel panics seen on the console.")
+    resyncs = counter("solgate_console_viewer_resyncs",
+                      "Times a slow viewer fell behind and was repainted.")
+    slow = counter("solgate_console_viewers_dropped", "Viewers disconnected for being too slow.")
+    bytes_in = counter("solgate_console_bytes_in", "Console output bytes from the host.")
+    bytes_out = counter("solgate_console_bytes_out", "Keystroke bytes sent to the host.")
+    reconnects = counter("solgate_console_reconnects", "SOL reconnect attempts.")
+    log_errors = counter("solgate_console_log_write_errors",
+                         "Failed writes to the console log (bytes wait and are retried).")
+    log_lost = counter("solgate_console_log_bytes_lost",
+                       "Console bytes lost because the disk refused them for too long.")
+    log_ok = gauge("solgate_console_log_ok", "1 while the console log is writable.")
+    sol = {key: counter(f"solgate_sol_{key}", doc) for key, doc in SOL_COUNTERS.items()}
+    drops = CounterMetricFamily(
+        "solgate_datagrams_dropped",
+        "Datagrams from the BMC dropped by the session layer, by reason.",
+        labels=["console", "reason"])
+
+    for c in consoles:
+        name = [c.name]
+        up.add_metric(name, 1 if c.up else 0)
+        since.add_metric(name, c.state_since)
+        if c.last_output is not None:
+            last.add_metric(name, c.last_output)
+        viewers.add_metric(name, c.viewers)
+        panics.add_metric(name, c.panics)
+        resyncs.add_metric(name, c.resyncs)
+        slow.add_metric(name, c.viewers_dropped)
+        for family, value in ((bytes_in, c.bytes_in), (bytes_out, c.bytes_out),
+                              (reconnects, c.reconnects)):
+            if value is not None:
+                family.add_metric(name, value)
+        if c.log is not None:
+            log_errors.add_metric(name, c.log[0])
+            log_lost.add_metric(name, c.log[1])
+            log_ok.add_metric(name, 1 if c.log[2] else 0)
+        if c.sol is not None:
+            for key, family in sol.items():
+                family.add_metric(name, c.sol.get(key, 0))
+        if c.drops is not None:
+            for reason, n in sorted(c.drops.items()):
+                drops.add_metric([c.name, reason], n)
+
+    yield from (up, since, last, viewers, panics, resyncs, slow, bytes_in, bytes_out,
+                reconnects, log_errors, log_lost, log_ok, *sol.values(), drops)
+
+
+_registries: weakref.WeakKeyDictionary[
+    web.Application, tuple[CollectorRegistry, SolgateCollector]] = weakref.WeakKeyDictionary()
+
+
+def registry_for(app: web.Application) -> tuple[CollectorRegistry, SolgateCollector]:
     """The app's own registry, made on first use (never prometheus-client's global one)."""
-    registry = _registries.get(app)
-    if registry is None:
-        registry = CollectorRegistry(auto_describe=False)
+    entry = _registries.get(app)
+    if entry is None:
         sessions = app[auth_key].sessions
-        registry.register(SolgateCollector(app[manager_key],
-                                           web_sessions=lambda: len(sessions)))
-        _registries[app] = registry
-    return registry
+        collector = SolgateCollector(app[manager_key], web_sessions=lambda: len(sessions))
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(collector)
+        entry = _registries[app] = (registry, collector)
+    return entry
 
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus scrape endpoint; needs a login or a bearer token like the rest of the API."""
     ident = require_identity(request)
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    token = _visible.set(ident.user.can_view)
+    registry, collector = registry_for(request.app)
+    # Read the engine here, on its own loop; format in a thread (thousands of consoles
+    # make megabytes of text), which sees this snapshot through the copied context.
+    token = _snapshot.set(collector.snapshot(ident.user.can_view))
     try:
-        body = encoder(registry_for(request.app))
+        body = await asyncio.to_thread(encoder, registry)
     finally:
-        _visible.reset(token)
+        _snapshot.reset(token)
     return web.Response(body=body, headers={"Content-Type": content_type,
                                             "Cache-Control": "no-store"})
