@@ -427,6 +427,8 @@ class ConsoleClient:
         assert self._http is not None
         size = self.terminal.size() or (80, 25)
         url = f"{self.options.ws_url}?cols={size[0]}&rows={size[1]}"
+        if self.options.read_only:
+            url += "&mode=ro"  # never take the write lock, not even a free one
         try:
             ws = await self._http.ws_connect(url, heartbeat=30.0, max_msg_size=0)
         except aiohttp.WSServerHandshakeError as exc:

@@ -322,6 +322,7 @@ async def test_read_only_never_sends_keys(tmp_path) -> None:
             await child.expect(b"input is not sent")
             child.type(b"~B")
             await child.expect(b"cannot send a BREAK")
+            assert worker.hub.writer is None  # a free lock is not taken either
             child.type(b"~.")
             assert await child.wait() == 0
         assert sent == []

@@ -126,6 +126,22 @@ async def test_viewer_keystrokes_are_refused_and_never_reach_the_console(client,
     await ws.close()
 
 
+async def test_read_only_mode_never_takes_the_lock_or_types(client, manager) -> None:
+    console = manager.get("web01")
+    await login(client, "oscar")  # an operator, who could type
+    ws = await client.ws_connect("/ws/consoles/web01?mode=ro")
+    hello = await next_json(ws)
+    assert hello["can_write"] is False
+    assert (await next_json(ws))["type"] == "snapshot"
+    assert (await ws.receive(timeout=2)).type == WSMsgType.BINARY
+    assert await next_json(ws) == {"type": "write-lock", "holder": None}
+    await ws.send_bytes(b"reboot\r")
+    assert "read-only" in (await until_type(ws, "error"))["message"]
+    assert console.hub.writer is None
+    assert console.inputs == []
+    await ws.close()
+
+
 async def test_operator_types_and_second_operator_must_take_the_lock(
     tmp_path, client, manager
 ) -> None:

@@ -145,7 +145,9 @@ class _ConsoleSocket:
         self.name = console.name
         self.console = console
         self.hub = console.hub
-        self.can_write = user.can_write(console)
+        # `?mode=ro` asks for a watch-only attachment, even for a user who may type.
+        read_only = request.query.get("mode") == "ro"
+        self.can_write = user.can_write(console) and not read_only
         self.parser = EscapeParser(_escape_char(request, console.name))
         self.attachment = self.hub.attach(
             user.name, can_write=self.can_write,
