@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -24,6 +25,7 @@ from aiohttp import web
 
 from solgate.config import Config, default_config_path, load_config, parse_config
 from solgate.config_cli import add_config_argument
+from solgate.config_values import is_loopback
 from solgate.console.manager import ConsoleManager
 from solgate.errors import ConfigError, SolgateError
 from solgate.web.app import create_app, ssl_context
@@ -65,6 +67,10 @@ def register(subparsers: Any) -> None:
                       help="where console logs and events go (./solgate-demo-data)")
     demo.add_argument("--boot-speed", type=float, default=1.0, metavar="X",
                       help="simulated boot log speed (1.0)")
+    demo.add_argument("--ssh", default="127.0.0.1:2222", metavar="HOST:PORT",
+                      help="ssh gateway address, for the public keys in your ~/.ssh "
+                           "(127.0.0.1:2222)")
+    demo.add_argument("--no-ssh", action="store_true", help="do not start the ssh gateway")
     demo.set_defaults(handler=_demo_command)
 
     reload_ = subparsers.add_parser(
@@ -92,9 +98,12 @@ async def run_server(
     shutdown: asyncio.Event | None = None,
     web_enabled: bool = True,
     reload_config: Callable[[], Config] | None = None,
-    on_ready: Callable[[ConsoleManager, str | None], None] | None = None,
+    on_ready: Callable[[ConsoleManager, str | None, str | None], None] | None = None,
 ) -> int:
-    """Run until `shutdown` is set (or SIGTERM/SIGINT); SIGHUP calls `reload_config`."""
+    """Run until `shutdown` is set (or SIGTERM/SIGINT); SIGHUP calls `reload_config`.
+
+    `on_ready(manager, web_url, ssh_address)` is called once everything listens.
+    """
     loop = asyncio.get_running_loop()
     shutdown = shutdown or asyncio.Event()
     manager = ConsoleManager(config)
@@ -102,6 +111,7 @@ async def run_server(
     runner: web.AppRunner | None = None
     ssh_gateway: Any = None
     url: str | None = None
+    ssh_address: str | None = None
     installed: list[signal.Signals] = []
 
     def hangup() -> None:
@@ -133,10 +143,12 @@ async def run_server(
             from solgate.ssh import start_ssh_gateway
 
             ssh_gateway = await start_ssh_gateway(config, manager)
+            ssh_host = ssh_gateway.settings.host
+            ssh_address = f"{ssh_host}:{ssh_gateway.port}"
         with contextlib.suppress(OSError):
             pid_path.write_text(f"{os.getpid()}\n")
         if on_ready is not None:
-            on_ready(manager, url)
+            on_ready(manager, url, ssh_address)
         await shutdown.wait()
     finally:
         for sig in installed:
@@ -174,8 +186,9 @@ async def _serve_command(args: argparse.Namespace) -> int:
         fresh = load_config(path)
         return fresh.with_server(listen=args.listen) if args.listen else fresh
 
-    def ready(manager: ConsoleManager, url: str | None) -> None:
+    def ready(manager: ConsoleManager, url: str | None, ssh: str | None) -> None:
         where = f"; web console on {url}" if url else ""
+        where += f"; ssh gateway on {ssh}" if ssh else ""
         print(f"solgate: serving {len(config.consoles)} consoles from {path}{where}",
               file=sys.stderr, flush=True)
 
@@ -202,11 +215,34 @@ def _reload_command(args: argparse.Namespace) -> int:
 # --- the demo --------------------------------------------------------------------------------
 
 DEMO_PASSWORD = "demo-password"  # noqa: S105 - the simulator's, on loopback only
+DEMO_NAMES = ("web01", "web02", "db01", "db02")
+SSH_KEY_FILES = ("id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub", "authorized_keys")
 
 
-def demo_config_text(ports: list[int], names: list[str], *, listen: str, data_dir: str) -> str:
+def demo_names(count: int) -> list[str]:
+    """web01, web02, db01, db02, then node05, node06, ..."""
+    return [DEMO_NAMES[i] if i < len(DEMO_NAMES) else f"node{i + 1:02d}" for i in range(count)]
+
+
+def own_ssh_keys(ssh_dir: Path) -> list[str]:
+    """This user's public keys, so `ssh -p 2222 web01@localhost` just works in the demo."""
+    keys: list[str] = []
+    for name in SSH_KEY_FILES:
+        try:
+            text = (ssh_dir / name).read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            line = line.strip()
+            if line.startswith(("ssh-", "ecdsa-")) and line not in keys:
+                keys.append(line)
+    return keys
+
+
+def demo_config_text(ports: list[int], names: list[str], *, listen: str, data_dir: str,
+                     ssh_listen: str | None = None, ssh_keys: list[str] = ()) -> str:
     lines = [
-        f'data_dir = "{data_dir}"',
+        f"data_dir = {json.dumps(data_dir)}",
         "",
         "[server]",
         f'listen = "{listen}"',
@@ -220,38 +256,59 @@ def demo_config_text(ports: list[int], names: list[str], *, listen: str, data_di
         'reconnect_max = "10s"',
         "",
     ]
+    if ssh_listen and ssh_keys:
+        lines += ["[ssh]", f'listen = "{ssh_listen}"', "", "[users.demo]", 'role = "admin"',
+                  f"ssh_keys = {json.dumps(list(ssh_keys))}", ""]
     for name, port in zip(names, ports, strict=True):
+        tag = name.rstrip("0123456789")
         lines += [f"[consoles.{name}]", 'host = "127.0.0.1"', f"port = {port}",
-                  'tags = ["demo"]', ""]
+                  f'tags = ["demo", "{tag}"]', ""]
     return "\n".join(lines)
 
 
 async def _demo_command(args: argparse.Namespace) -> int:
     from solgate.ipmi.codec import Privilege
     from solgate.sim.bmc import SimBmcConfig
-    from solgate.sim.fleet import SimFleet, make_host
+    from solgate.sim.fleet import SimFleet
+    from solgate.sim.host import SimHost
 
     if not 1 <= args.count <= 1000:
         raise ConfigError("--count: give 1 to 1000 simulated consoles")
+    if not args.no_ssh and not is_loopback(args.ssh.rsplit(":", 1)[0].strip("[]")):
+        raise ConfigError(f"--ssh {args.ssh}: the demo listens on loopback only; use "
+                          "127.0.0.1:PORT")
     users = {"admin": (DEMO_PASSWORD.encode(), Privilege.ADMINISTRATOR)}
+    names = demo_names(args.count)
 
-    def config_factory(index: int, name: str) -> SimBmcConfig:
-        host = make_host(name, seed=index, boot_speed=args.boot_speed)
+    def config_factory(index: int, _default_name: str) -> SimBmcConfig:
+        name = names[index]
+        host = SimHost(name, seed=index, boot_speed=args.boot_speed)
         return SimBmcConfig(name=name, users=users, host=host)
 
+    ssh_keys = [] if args.no_ssh else own_ssh_keys(Path.home() / ".ssh")
     # Hosts start powered off and are switched on once solgate's consoles are up, so the
     # whole boot log shows in the browser (a BMC discards output nobody is connected to).
     fleet = SimFleet(args.count, base_port=0, config_factory=config_factory, power_on=False)
     await fleet.start()
     try:
-        names = [h.name for h in fleet.bmcs]
         text = demo_config_text(fleet.ports, names, listen=args.listen,
-                                data_dir=str(Path(args.data_dir).absolute()))
+                                data_dir=str(Path(args.data_dir).absolute()),
+                                ssh_listen=None if args.no_ssh else args.ssh, ssh_keys=ssh_keys)
         config = parse_config(text, "<demo>")
 
-        def ready(manager: ConsoleManager, url: str | None) -> None:
-            print(f"solgate demo: {args.count} simulated consoles; open {url} in a browser "
-                  f"(logs in {config.data_dir}); Ctrl-C stops", file=sys.stderr, flush=True)
+        def ready(manager: ConsoleManager, url: str | None, ssh: str | None) -> None:
+            print(f"solgate demo: {args.count} simulated consoles ({', '.join(names[:4])}"
+                  f"{', ...' if len(names) > 4 else ''}); open {url} in a browser",
+                  file=sys.stderr)
+            if ssh:
+                port = ssh.rsplit(":", 1)[1]
+                print(f"solgate demo: or ssh -p {port} {names[0]}@localhost (your own ssh "
+                      "keys log in; ~. leaves)", file=sys.stderr)
+            elif not args.no_ssh:
+                print("solgate demo: no ssh gateway: no public key in ~/.ssh (make one with "
+                      "ssh-keygen -t ed25519, then restart the demo)", file=sys.stderr)
+            print(f"solgate demo: logs in {config.data_dir}; Ctrl-C stops", file=sys.stderr,
+                  flush=True)
             asyncio.get_running_loop().create_task(_power_on_when_active(manager, fleet))
 
         return await run_server(config, on_ready=ready)

@@ -112,7 +112,7 @@ async def live_server(tmp_path: Path, *, count: int = 1, extra: str = "",
         shutdown = asyncio.Event()
         ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
-        def on_ready(manager: Any, url: str | None) -> None:
+        def on_ready(manager: Any, url: str | None, ssh: str | None) -> None:
             ready.set_result(manager)
 
         task = asyncio.create_task(run_server(config, shutdown=shutdown, on_ready=on_ready))

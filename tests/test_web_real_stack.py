@@ -77,7 +77,7 @@ async def running_stack(data_dir: Path, count: int = 2) -> AsyncIterator[Stack]:
         asyncio.get_running_loop().create_future())
     config = stack_config(data_dir, [h.name for h in fleet.bmcs], fleet.ports)
     server = asyncio.create_task(run_server(
-        config, shutdown=shutdown, on_ready=lambda m, url: ready.set_result((m, url))))
+        config, shutdown=shutdown, on_ready=lambda m, url, ssh: ready.set_result((m, url))))
     try:
         done, _ = await asyncio.wait({server, ready}, timeout=10,
                                      return_when=asyncio.FIRST_COMPLETED)
