@@ -69,8 +69,24 @@ def register(subparsers: Any) -> None:
 
 
 def check_config(args: argparse.Namespace) -> int:
-    """Handler: print the summary, or let the `ConfigError` become cli.main's one line."""
-    print(summarize(config_from_args(args)))
+    """Handler: print the summary, or let the `ConfigError` become cli.main's one line.
+
+    The `[users]` and `[ssh]` tables belong to the web and ssh layers; they are checked
+    here by those layers' own parsers, so `check-config` catches what `serve` would.
+    """
+    config = config_from_args(args)
+    from solgate.ssh import parse_ssh_settings, parse_user_keys
+    from solgate.web.auth import parse_users
+
+    users = parse_users(config.users_raw)
+    ssh = parse_ssh_settings(config)
+    keys = parse_user_keys(config)
+    print(summarize(config))
+    if users:
+        listed = ", ".join(f"{u.name} ({u.role.name.lower()})" for u in users.values())
+        print(f"  web users: {listed}")
+    if ssh is not None:
+        print(f"  ssh gateway: {ssh.listen}, {len(keys)} public keys")
     return 0
 
 

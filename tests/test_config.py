@@ -799,3 +799,21 @@ def test_argument_helpers_for_other_subcommands(tmp_path: Path,
     path = write(tmp_path, MINIMAL)
     args = parser.parse_args(["--config", str(path)])
     assert list(config_from_args(args, environ=ENV).consoles) == ["web01"]
+
+
+def test_check_config_also_checks_users_and_ssh_tables(tmp_path, capsys):
+    from solgate.cli import main
+
+    path = tmp_path / "solgate.toml"
+    base = ('[consoles.web01]\nhost = "127.0.0.1"\npassword = "x"\n'
+            '[ssh]\nlisten = "127.0.0.1:2222"\n')
+    path.write_text(base + '[users.alice]\nrole = "admin"\nssh_keys = ["not a key"]\n')
+    assert main(["check-config", "-c", str(path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "[users.alice] ssh_keys[0] is not an OpenSSH public key" in err[0]
+    path.write_text(base + '[users.alice]\nrole = "admin"\n')
+    assert main(["check-config", "-c", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "web users: alice (admin)" in out
+    assert "ssh gateway: 127.0.0.1:2222, 0 public keys" in out
