@@ -1,0 +1,159 @@
+"""Fan-out: one console flooding at 115200 baud to N WebSocket viewers.
+
+    python bench/fanout.py [--viewers 1000] [--bytes 120K] [--baud 115200]
+
+N WebSocket clients (in this process) attach to one console of `solgate serve`; the first
+takes the write lock and types `flood BYTES`. Every viewer records when each frame arrived
+and how far into the flood it reaches. A frame's *lateness* is its arrival time minus the
+time the host's UART finished sending its last byte (flood offset / line rate, plus an
+unknown constant); the smallest lateness seen by any viewer is taken as the pipeline's
+fixed cost, and *delay* is lateness above it: the time a viewer waited in solgate's
+queues (and this client's). Every viewer's bytes and the log are checked with the flood
+verifier. Note: the viewers run in one Python process on the same two cores as the
+server, so at 1,000 viewers the client side is a large part of the measured delay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    FLOOD_START,
+    Fleet,
+    Server,
+    WsConsole,
+    check_flood,
+    cpu_of,
+    flood_done,
+    parse_size,
+    print_table,
+    wait_log_flood,
+    workdir,
+    write_result,
+)
+
+
+class Viewer:
+    def __init__(self, ws: WsConsole) -> None:
+        self.ws = ws
+        self.buf = bytearray()
+        self.frames: list[tuple[float, int]] = []  # (arrival, len(buf))
+        self.start: int | None = None
+
+    async def read_until(self, size: int, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            r = await self.ws.receive(max(0.1, deadline - time.monotonic()))
+            if r is None:
+                if self.ws.closed:
+                    return
+                continue
+            if r[0] != "data":
+                continue
+            self.buf += r[1]
+            self.frames.append((time.perf_counter(), len(self.buf)))
+            if self.start is None:
+                i = bytes(self.buf).find(FLOOD_START)
+                if i >= 0:
+                    self.start = i
+            if self.start is not None and flood_done(self.buf, size, self.start) is not None:
+                return
+
+    def lateness(self, rate: float) -> list[float]:
+        if self.start is None:
+            return []
+        return [t - min(n - self.start, 10**12) / rate for t, n in self.frames
+                if n > self.start]
+
+
+async def amain(args: argparse.Namespace) -> int:
+    import aiohttp
+
+    size = parse_size(args.bytes)
+    rate = args.baud / 10.0
+    with workdir() as wd:
+        fleet = Fleet(1, wd, baud=args.baud)
+        fleet.start()
+        server = Server(fleet.consoles, wd, web=True, uvloop=args.uvloop)
+        name = fleet.consoles[0][0]
+        try:
+            server.start()
+            if server.wait_active(1, 60) is None:
+                raise RuntimeError("console did not come up")
+            conn = aiohttp.TCPConnector(limit=0)
+            async with aiohttp.ClientSession(connector=conn) as session:
+                viewers: list[Viewer] = []
+                t_attach = time.perf_counter()
+                for i in range(0, args.viewers, 50):
+                    batch = [WsConsole(session, server.url, name)
+                             for _ in range(min(50, args.viewers - i))]
+                    await asyncio.gather(*(w.open() for w in batch))
+                    viewers += [Viewer(w) for w in batch]
+                t_attach = time.perf_counter() - t_attach
+                writer = viewers[0].ws
+                await writer.take_write()
+                await asyncio.gather(*(v.ws.settle(0.5) for v in viewers))
+                await writer.send(b"\r")
+                await asyncio.gather(*(v.ws.settle(0.5) for v in viewers))
+                since = len(server.log_bytes(name))
+                cpu0 = cpu_of(server.pid)
+                t0 = time.perf_counter()
+                await writer.send(b"flood %d\r" % size)
+                deadline = time.monotonic() + size / rate * 3 + 30
+                await asyncio.gather(*(v.read_until(size, deadline) for v in viewers))
+                elapsed = time.perf_counter() - t0
+                cpu = cpu_of(server.pid) - cpu0
+                lagged = sum(1 for v in viewers if v.ws.lagged)
+                closed = sum(1 for v in viewers if v.ws.closed)
+                ok = [check_flood(v.buf, size)[0] for v in viewers]
+                await asyncio.gather(*(v.ws.close() for v in viewers), return_exceptions=True)
+            log_ok, log_detail = await wait_log_flood(server, name, size, since, 15.0)
+        finally:
+            server.stop()
+            fleet.stop()
+    late = [x for v in viewers for x in v.lateness(rate)]
+    base = min(late) if late else 0.0
+    delays = sorted(1000 * (x - base) for x in late)
+
+    def q(p: float) -> float:
+        return round(delays[min(len(delays) - 1, int(p * len(delays)))], 1) if delays else -1
+
+    result = {
+        "viewers": args.viewers, "bytes": size, "baud": args.baud, "uvloop": args.uvloop,
+        "attach_s": round(t_attach, 2), "flood_s": round(elapsed, 2),
+        "line_time_s": round(size / rate, 2),
+        "serve_cpu_s": round(cpu, 2), "serve_cpu_pct": round(100 * cpu / elapsed, 1),
+        "delay_p50_ms": q(0.5), "delay_p99_ms": q(0.99), "delay_max_ms": q(1.0),
+        "frames": len(delays), "viewers_complete": sum(ok), "viewers_lagged": lagged,
+        "viewers_closed": closed, "log_ok": log_ok, "log_detail": log_detail,
+        "mean_frames_per_viewer": round(statistics.mean(len(v.frames) for v in viewers), 1),
+    }
+    print(f"fan-out: one console at {args.baud} baud, flood of {size} bytes")
+    print_table(["viewers", "complete", "lagged", "delay p50 ms", "delay p99 ms",
+                 "max ms", "serve CPU %", "log ok"],
+                [[args.viewers, result["viewers_complete"], lagged, result["delay_p50_ms"],
+                  result["delay_p99_ms"], result["delay_max_ms"], result["serve_cpu_pct"],
+                  log_ok]])
+    path = write_result(args.name, result)
+    print(f"wrote {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--viewers", type=int, default=1000)
+    parser.add_argument("--bytes", default="120K")
+    parser.add_argument("--baud", type=int, default=115200)
+    parser.add_argument("--uvloop", action="store_true", help="run serve on uvloop")
+    parser.add_argument("--name", default="fanout")
+    return asyncio.run(amain(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
