@@ -35,11 +35,21 @@ MAX_PASSWORD_BYTES = 20  # IPMI v2.0 password (K_uid)
 MAX_KG_BYTES = 20  # IPMI v2.0 BMC key (K_g)
 
 # FreeIPMI workaround flag names (protocol digest section 8.1).
-WORKAROUNDS = (
-    "authcap", "intel20", "supermicro20", "sun20", "opensesspriv", "integritycheckvalue",
-    "nochecksumcheck", "solpayloadsize", "solport", "solstatus", "solchannelsupport",
-    "serialalertsdeferred", "solpacketseq",
+# BMC quirks, by FreeIPMI's flag names where one exists (ipmi-sol-protocol.md section 8).
+WORKAROUNDS_ACTED_ON = (
+    "authcap", "supermicro20", "sun20", "nochecksumcheck", "solpayloadsize", "solport",
+    # solgate's own: send privilege 0 ("highest") in Open Session; skip Get Channel Auth Caps.
+    "open_session_priv_highest", "skip_auth_caps",
 )
+# What these flags ask for is what solgate always does, so they are accepted and change
+# nothing: explicit Open Session privilege, no Get Channel Payload Support, alerts
+# deferred in Activate Payload, no activation-status probe, next SOL seq after a stall.
+WORKAROUNDS_ALWAYS_ON = (
+    "opensesspriv", "solchannelsupport", "serialalertsdeferred", "solstatus", "solpacketseq",
+)
+WORKAROUNDS = WORKAROUNDS_ACTED_ON + WORKAROUNDS_ALWAYS_ON
+# Known quirks solgate cannot work around yet: refused, so nobody believes they are on.
+WORKAROUNDS_NOT_IMPLEMENTED = ("intel20", "integritycheckvalue")
 
 PRIVILEGES = {
     "administrator": Privilege.ADMINISTRATOR,
@@ -304,6 +314,9 @@ def want_privilege(value: object) -> Privilege:
 def want_workarounds(value: object) -> frozenset[str]:
     names = want_str_list(value)
     for name in names:
+        if name in WORKAROUNDS_NOT_IMPLEMENTED:
+            raise Invalid(f"{toml_repr(name)} is a known BMC quirk that solgate does not work "
+                          "around yet; remove it (and try cipher suite 3 or a firmware update)")
         if name not in WORKAROUNDS:
             hint = did_you_mean(name, WORKAROUNDS)
             raise Invalid(f"unknown workaround {toml_repr(name)}" + (f" ({hint})" if hint else "")

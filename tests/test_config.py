@@ -262,7 +262,7 @@ kg = "two-key"
 port = 9001
 cipher_suites = [3]
 privilege = "user"
-workarounds = ["intel20"]
+workarounds = ["solpayloadsize"]
 retransmit_timeout = "2s"
 max_tries = 3
 keepalive_interval = "10s"
@@ -271,7 +271,7 @@ session_timeout = "30s"
     assert console.target() == BmcTarget(
         host="10.0.0.5", port=9001, username=b"admin", password=SECRET.encode(),
         kg=b"two-key", cipher_suites=(3,), privilege=Privilege.USER, allow_insecure=False,
-        workarounds=frozenset({"intel20"}), retransmit_timeout=2.0, max_tries=3,
+        workarounds=frozenset({"solpayloadsize"}), retransmit_timeout=2.0, max_tries=3,
         keepalive_interval=10.0, session_timeout=30.0, name="web01",
     )
     assert console.target().label == "BMC web01 (10.0.0.5:9001)"
@@ -817,3 +817,11 @@ def test_check_config_also_checks_users_and_ssh_tables(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "web users: alice (admin)" in out
     assert "ssh gateway: 127.0.0.1:2222, 0 public keys" in out
+
+
+def test_workarounds_solgate_cannot_honour_are_refused():
+    with pytest.raises(ConfigError, match="does not work around yet"):
+        parse_config('[consoles.a]\nhost = "h"\npassword = "p"\nworkarounds = ["intel20"]\n')
+    config = parse_config('[consoles.a]\nhost = "h"\npassword = "p"\n'
+                          'workarounds = ["opensesspriv", "skip_auth_caps"]\n')
+    assert config.consoles["a"].target().workarounds == {"opensesspriv", "skip_auth_caps"}
