@@ -29,6 +29,7 @@ from solgate.ipmi.transport import IpmiClient
 logger = logging.getLogger("solgate.manager")
 
 TICK_INTERVAL = 1.0
+LOG_TICKS_PER_SECOND = 1000
 POWER_ACTIONS = ("status", "on", "off", "cycle", "reset", "soft")
 
 
@@ -114,11 +115,18 @@ class ConsoleManager:
         return worker
 
     async def _tick(self) -> None:
+        turn = 0
         while True:
             await asyncio.sleep(TICK_INTERVAL)
             now = time.time()
-            for worker in self._workers.values():
-                worker.log.tick()
+            # A log's housekeeping (rename check = two stat calls, marks, disk retries) runs
+            # for at most LOG_TICKS_PER_SECOND consoles a tick, round robin: 10,000 consoles
+            # each get it every 10 s instead of 20,000 syscalls a second.
+            spread = max(1, -(-len(self._workers) // LOG_TICKS_PER_SECOND))
+            turn = (turn + 1) % spread
+            for i, worker in enumerate(self._workers.values()):
+                if i % spread == turn:
+                    worker.log.tick()
                 worker.check_log_health()
                 deadline = worker.panic.next_deadline()
                 if deadline is not None and deadline <= now:
