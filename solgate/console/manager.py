@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +50,7 @@ class ConsoleManager:
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
+        raise_file_limit(len(self.config.consoles))
         for console in self.config.consoles.values():
             self._start_worker(console)
         self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="ticker")
@@ -178,3 +180,28 @@ class ConsoleManager:
             counts[str(w.state)] += 1
         return counts
 
+
+def files_needed(consoles: int) -> int:
+    """Open files for `consoles`: one log each, a UDP socket per 64 sessions, and headroom
+    for viewers, the events file and the web server."""
+    return consoles + consoles // 64 + 1024
+
+
+def raise_file_limit(consoles: int) -> tuple[int, int]:
+    """Lift the soft open-files limit toward the hard one; say clearly when that is not
+    enough, rather than letting consoles fail one by one with "Too many open files"."""
+    needed = files_needed(consoles)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return soft, hard
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    if soft < needed:
+        logger.error(
+            "%d consoles need about %d open files but the limit is %d (hard limit %d); "
+            "consoles beyond it will fail with 'Too many open files'. Raise the limit: "
+            "LimitNOFILE=%d in the systemd unit, or `ulimit -n %d` before solgate serve",
+            consoles, needed, soft, hard, needed, needed)
+    return soft, hard
