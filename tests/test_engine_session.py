@@ -1,0 +1,213 @@
+"""The console engine's session life over real UDP: BMC reboots, thieves, bad passwords, idling.
+
+Each test runs a `ConsoleManager` against simulated BMCs on loopback and checks what an
+operator sees: the worker's state and detail, the console log's event lines and
+events.jsonl, and what the simulated BMC saw (sessions, SOL owner, failed logins).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from solgate.console import worker as worker_module
+from solgate.sim.bmc_sol import PHANTOM_SESSION_ID
+from solgate.sim.faults import FaultConfig
+from solgate.sim.fleet import SimFleet
+from tests.engine_helpers import (
+    HostInput,
+    engine_config,
+    event_lines,
+    events_path,
+    log_bytes,
+    prompt,
+    read_events,
+    running_manager,
+    sim_factory,
+    wait_active,
+    wait_for,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_bmc_restart_mid_stream_reconnects_by_itself(tmp_path: Path) -> None:
+    async with SimFleet(1, base_port=0, config_factory=sim_factory()) as fleet:
+        bmc = fleet.bmcs[0]
+        # A dead session is noticed by the keepalive: 0.5 s, then 3 tries 0.2 s apart.
+        config = engine_config(tmp_path, {"node": bmc.port}, keepalive_interval="500ms",
+                               max_tries=3, reconnect_max="1s")
+        async with running_manager(config) as manager:
+            worker = manager.get("node")
+            assert worker is not None
+            await wait_active(worker)
+            first = set(bmc.core.sessions)
+            worker.send_input(b"flood 50M\r")  # 50 s of output at the simulated baud
+            await wait_for(lambda: len(log_bytes(worker)) > 200_000, 10,
+                           "the flood to be under way")
+
+            bmc.restart()  # the BMC reboots: every session and the SOL owner are gone
+            fleet.poke(bmc)
+            size_at_restart = len(log_bytes(worker))
+            await wait_for(lambda: event_lines(log_bytes(worker)).count("SOL up (cipher "
+                                                                        "suite 17)") == 2,
+                           10, "SOL to come back up after the BMC restart")
+            await wait_active(worker)
+            lines = event_lines(log_bytes(worker))
+            assert lines[0] == "SOL up (cipher suite 17)"
+            assert lines[1].startswith("SOL down: keepalive failed"), lines
+            assert "BMC node (127.0.0.1:" in lines[1]
+            assert lines[2] == "SOL up (cipher suite 17)"
+            assert len(lines) == 3, lines
+
+            # The new session is a different one, and output flows through it again.
+            assert set(bmc.core.sessions).isdisjoint(first)
+            assert bmc.core.sol.owner in bmc.core.sessions
+            grown = len(log_bytes(worker))
+            await wait_for(lambda: len(log_bytes(worker)) > grown + 100_000, 10,
+                           "the flood to keep arriving after the reconnect")
+            assert grown > size_at_restart
+
+            kinds = [e["kind"] for e in read_events(events_path(config))]
+            assert kinds == ["sol-up", "sol-down", "sol-up"]
+
+
+async def test_phantom_sol_owner_is_stolen_when_steal_is_true(tmp_path: Path) -> None:
+    faults = FaultConfig(phantom_sol_owner=True)
+    async with SimFleet(1, base_port=0, config_factory=sim_factory(), faults=faults) as fleet:
+        bmc = fleet.bmcs[0]
+        assert bmc.core.sol.phantom
+        config = engine_config(tmp_path, {"node": bmc.port}, steal=True)
+        async with running_manager(config) as manager:
+            worker = manager.get("node")
+            assert worker is not None
+            await wait_active(worker)
+            assert not bmc.core.sol.phantom
+            assert bmc.core.sol.owner in bmc.core.sessions  # ours now
+
+            displaced = f"session 0x{PHANTOM_SESSION_ID:08x}"
+            lines = event_lines(log_bytes(worker))
+            assert lines == [
+                f"SOL was held by {displaced}; forcing deactivate (steal = true)",
+                "SOL up (cipher suite 17)",
+            ]
+            events = read_events(events_path(config))
+            assert [e["kind"] for e in events] == ["deactivate", "sol-up"]
+            assert displaced in events[0]["message"]
+
+            # And the stolen console works: a typed line comes back.
+            typed = HostInput(bmc.host)  # type: ignore[arg-type]
+            worker.send_input(b"hostname\r")
+            await wait_for(lambda: log_bytes(worker).endswith(
+                f"hostname\r\n{bmc.name}\r\n".encode() + prompt(bmc.name)), 5,
+                "the host to answer `hostname`")
+            assert bytes(typed.data) == b"hostname\r"
+
+
+async def test_phantom_sol_owner_is_left_alone_when_steal_is_false(tmp_path: Path) -> None:
+    faults = FaultConfig(phantom_sol_owner=True)
+    async with SimFleet(1, base_port=0, config_factory=sim_factory(), faults=faults) as fleet:
+        bmc = fleet.bmcs[0]
+        config = engine_config(tmp_path, {"node": bmc.port}, steal=False,
+                               reconnect_max="500ms")
+        async with running_manager(config) as manager:
+            worker = manager.get("node")
+            assert worker is not None
+            await wait_for(lambda: worker.state == "held-elsewhere", 5,
+                           "the console to report SOL held elsewhere")
+            assert "already active in another session" in worker.state_detail
+            assert f"BMC node (127.0.0.1:{bmc.port})" in worker.state_detail
+            # It keeps asking (backoff capped at 0.5 s here) and never takes SOL over.
+            await wait_for(lambda: worker.reconnects >= 3, 5, "a few more attempts")
+            assert bmc.core.sol.phantom
+            assert bmc.core.sol.owner == PHANTOM_SESSION_ID
+            assert worker.state in ("held-elsewhere", "connecting", "activating")
+            assert not [e for e in read_events(events_path(config))
+                        if e["kind"] in ("deactivate", "sol-up")]
+            assert event_lines(log_bytes(worker)) == []
+
+            # When the holder lets go, the console comes up by itself.
+            faults.phantom_sol_owner = False
+            bmc.link.restart()  # drops the phantom (and the sessions) as an operator would
+            fleet.poke(bmc)
+            await wait_active(worker, timeout=5)
+            assert event_lines(log_bytes(worker)) == ["SOL up (cipher suite 17)"]
+
+
+async def test_wrong_password_backs_off_for_minutes(tmp_path: Path) -> None:
+    """auth-failed with a clear detail; at most 3 logins in 10 (simulated) minutes.
+
+    The worker's backoff sleeps are recorded and skipped (a fake clock for the waits),
+    while every login attempt still goes over UDP to the simulated BMC, which counts the
+    failed ones.
+    """
+    async with SimFleet(1, base_port=0, config_factory=sim_factory()) as fleet:
+        bmc = fleet.bmcs[0]
+        config = engine_config(tmp_path, {"node": bmc.port}, password="not-the-password")
+        async with running_manager(config) as manager:
+            worker = manager.get("node")
+            assert worker is not None
+            delays: list[float] = []
+            ten_minutes = asyncio.Event()
+
+            async def fake_sleep(delay: float) -> None:
+                delays.append(delay)
+                if sum(delays) < 600.0:
+                    return  # the next attempt is still within 10 minutes: go at once
+                ten_minutes.set()
+                worker._wake.clear()  # noqa: SLF001 - then wait, as the real sleep does
+                await worker._wake.wait()  # noqa: SLF001
+
+            worker._sleep = fake_sleep  # type: ignore[method-assign]  # noqa: SLF001
+            await asyncio.wait_for(ten_minutes.wait(), 10)
+
+            assert worker.state == "auth-failed"
+            detail = worker.state_detail
+            assert f"BMC node (127.0.0.1:{bmc.port})" in detail
+            assert "password" in detail
+            assert "not-the-password" not in detail
+
+            attempts = bmc.core.stats.logins_failed
+            assert attempts == len(delays) <= 3, (attempts, delays)
+            first = worker_module.AUTH_FAILURE_BACKOFF
+            assert first / 2 <= delays[0] <= first  # 300 s, with jitter in its upper half
+            assert 2 * first / 2 <= delays[1] <= 2 * first  # then doubling
+            assert bmc.core.stats.sessions_opened == 0
+            # Nothing more happens in real time either while the backoff runs.
+            await asyncio.sleep(0.5)
+            assert bmc.core.stats.logins_failed == attempts
+            auth_events = [e for e in read_events(events_path(config))
+                           if e["kind"] in ("sol-up", "sol-down")]
+            assert auth_events == []
+
+
+async def test_idle_console_stays_up_across_many_bmc_session_timeouts(tmp_path: Path) -> None:
+    """A simulated hour: the BMC forgets a session after 1 s of silence, the console is
+    idle for 6 s, keepalives every 0.3 s keep the session (and SOL) alive throughout."""
+    factory = sim_factory(session_timeout=1.0)
+    async with SimFleet(1, base_port=0, config_factory=factory) as fleet:
+        bmc = fleet.bmcs[0]
+        config = engine_config(tmp_path, {"node": bmc.port}, keepalive_interval="300ms")
+        async with running_manager(config) as manager:
+            worker = manager.get("node")
+            assert worker is not None
+            await wait_active(worker)
+            sessions = set(bmc.core.sessions)
+            since = worker.state_since
+            await asyncio.sleep(6.0)
+
+            assert worker.state == "active"
+            assert worker.state_since == since
+            assert set(bmc.core.sessions) == sessions
+            assert bmc.core.stats.sessions_opened == 1
+            assert bmc.core.stats.sessions_timed_out == 0
+            assert bmc.core.sol.owner in sessions
+            assert event_lines(log_bytes(worker)) == ["SOL up (cipher suite 17)"]
+
+            # Still a live console, not just a live session.
+            worker.send_input(b"echo still here\r")
+            await wait_for(lambda: log_bytes(worker).endswith(
+                b"echo still here\r\nstill here\r\n" + prompt(bmc.name)), 5,
+                "the host to answer after the idle spell")
