@@ -31,6 +31,7 @@ from _common import (  # noqa: E402
     ipmitool_flood,
     parse_size,
     print_table,
+    sample,
     workdir,
     write_result,
     ws_flood,
@@ -38,22 +39,32 @@ from _common import (  # noqa: E402
 
 
 async def run_suite(fleet: Fleet, wd: Path, suite: int, size: int, runs: int,
-                    idle: list[tuple[str, int]], reference: bool) -> list[dict[str, object]]:
+                    idle: list[tuple[str, int]], reference: bool, uvloop: bool = False,
+                    background: float = 0.0) -> list[dict[str, object]]:
     import aiohttp
 
     ours, theirs = fleet.consoles[0], fleet.consoles[1]
-    server = Server([ours, *idle], wd / f"s{suite}", web=True, suites=(suite,))
+    server = Server([ours, *idle], wd / f"s{suite}", web=True, suites=(suite,), uvloop=uvloop)
     server.workdir.mkdir()
     out: list[dict[str, object]] = []
     server.start()
     try:
         if server.wait_active(1 + len(idle), 300) is None:
             raise RuntimeError("consoles did not come up")
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(2.0 if not idle else 10.0)
+        rate = 0.0
+        if background > 0:  # what the idle consoles cost on their own, to subtract
+            a = sample(server.pid)
+            await asyncio.sleep(background)
+            b = sample(server.pid)
+            rate = (b.cpu - a.cpu) / (b.t - a.t)
         async with aiohttp.ClientSession() as session:
             for run in range(runs):
                 r = await ws_flood(session, server, ours[0], size)
-                out.append({**r, "suite": suite, "run": run, "idle": len(idle)})
+                net = r["cpu_s"] - rate * r["seconds"]
+                out.append({**r, "suite": suite, "run": run, "idle": len(idle),
+                            "background_cpu_pct": round(100 * rate, 2),
+                            "net_cpu_s_per_mb": round(net / (size / 1e6), 3)})
                 if reference:
                     r = await ipmitool_flood(theirs[1], suite, size)
                     out.append({**r, "suite": suite, "run": run, "idle": 0})
@@ -70,6 +81,8 @@ def summarize(results: list[dict[str, object]]) -> list[dict[str, object]]:
         rows.append({
             "suite": suite, "client": client, "idle": idle, "runs": len(rs),
             "cpu_s_per_mb": round(statistics.median(r["cpu_s_per_mb"] for r in rs), 3),
+            "net_cpu_s_per_mb": round(statistics.median(
+                r.get("net_cpu_s_per_mb", r["cpu_s_per_mb"]) for r in rs), 3),
             "kb_per_s": round(statistics.median(r["kb_per_s"] for r in rs), 1),
             "all_bytes_ok": all(r["viewer_ok"] and r["log_ok"] is not False for r in rs),
         })
@@ -87,7 +100,8 @@ async def amain(args: argparse.Namespace) -> int:
             idle = fleet.consoles[2:]
             for suite in suites:
                 results += await run_suite(fleet, wd, suite, size, args.runs, idle,
-                                           reference=not args.no_reference)
+                                           reference=not args.no_reference,
+                                           uvloop=args.uvloop, background=args.background)
         finally:
             fleet.stop()
     summary = summarize(results)
@@ -97,14 +111,15 @@ async def amain(args: argparse.Namespace) -> int:
         s["ratio_vs_ipmitool"] = (round(s["cpu_s_per_mb"] / ref["cpu_s_per_mb"], 2)
                                   if ref and ref["cpu_s_per_mb"] else None)
     print(f"throughput: flood of {size} bytes, host at {args.baud} baud, {args.runs} runs")
-    print_table(["suite", "client", "idle consoles", "CPU s/MB", "KB/s", "x ipmitool",
-                 "bytes ok"],
-                [[s["suite"], s["client"], s["idle"], s["cpu_s_per_mb"], s["kb_per_s"],
-                  s["ratio_vs_ipmitool"], s["all_bytes_ok"]] for s in summary])
+    print_table(["suite", "client", "idle consoles", "CPU s/MB", "net CPU s/MB", "KB/s",
+                 "x ipmitool", "bytes ok"],
+                [[s["suite"], s["client"], s["idle"], s["cpu_s_per_mb"], s["net_cpu_s_per_mb"],
+                  s["kb_per_s"], s["ratio_vs_ipmitool"], s["all_bytes_ok"]] for s in summary])
     for r in results:
         if not r["viewer_ok"] or r["log_ok"] is False:
             print(f"  problem: {r}")
     path = write_result(args.name, {"bytes": size, "baud": args.baud, "idle": args.idle,
+                                    "uvloop": args.uvloop,
                                     "summary": summary, "runs": results})
     print(f"wrote {path}")
     return 0
@@ -118,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--idle", type=int, default=0,
                         help="idle consoles solgate also holds while flooding (0)")
+    parser.add_argument("--background", type=float, default=0.0, metavar="S",
+                        help="first measure serve's CPU for S seconds with no flood; "
+                             "'net CPU s/MB' subtracts it (use with --idle)")
+    parser.add_argument("--uvloop", action="store_true", help="run serve on uvloop")
     parser.add_argument("--no-reference", action="store_true", help="skip ipmitool")
     parser.add_argument("--name", default="throughput")
     return asyncio.run(amain(parser.parse_args(argv)))
