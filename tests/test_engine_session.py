@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from solgate.console import worker as worker_module
+from solgate.console.manager import ConsoleManager
 from solgate.sim.bmc_sol import PHANTOM_SESSION_ID
 from solgate.sim.faults import FaultConfig
 from solgate.sim.fleet import SimFleet
@@ -211,3 +212,49 @@ async def test_idle_console_stays_up_across_many_bmc_session_timeouts(tmp_path: 
             await wait_for(lambda: log_bytes(worker).endswith(
                 b"echo still here\r\nstill here\r\n" + prompt(bmc.name)), 5,
                 "the host to answer after the idle spell")
+
+
+async def test_operator_deactivate_frees_sol_held_elsewhere(tmp_path: Path) -> None:
+    """With steal = false the console waits; an operator's forced deactivate (the web's
+    "deactivate" button) frees the stuck slot once and the console comes up."""
+    faults = FaultConfig(phantom_sol_owner=True)
+    async with SimFleet(1, base_port=0, config_factory=sim_factory(), faults=faults) as fleet:
+        bmc = fleet.bmcs[0]
+        config = engine_config(tmp_path, {"node": bmc.port}, steal=False,
+                               reconnect_max="500ms")
+        async with running_manager(config) as manager:
+            worker = manager.get("node")
+            assert worker is not None
+            await wait_for(lambda: worker.state == "held-elsewhere", 5,
+                           "the console to report SOL held elsewhere")
+            await manager.deactivate("node", "alice")
+            await wait_active(worker, timeout=5)
+            assert not bmc.core.sol.phantom
+            assert bmc.core.sol.owner in bmc.core.sessions
+            displaced = f"session 0x{PHANTOM_SESSION_ID:08x}"
+            lines = event_lines(log_bytes(worker))
+            assert any(displaced in line for line in lines), lines
+            assert lines[-1] == "SOL up (cipher suite 17)"
+            events = read_events(events_path(config))
+            assert [e["user"] for e in events if e["kind"] == "deactivate"][0] == "alice"
+
+
+async def test_stop_during_activation_leaves_the_bmc_free(tmp_path: Path) -> None:
+    """stop() while the handshake is still in flight (a slow, 300 ms wire) neither hangs
+    nor leaves SOL active on the BMC once the activation completes."""
+    faults = FaultConfig.symmetric(delay=1.0, max_delay=0.3, seed=5)
+    async with SimFleet(1, base_port=0, config_factory=sim_factory(), faults=faults) as fleet:
+        bmc = fleet.bmcs[0]
+        config = engine_config(tmp_path, {"node": bmc.port}, retransmit_timeout="700ms")
+        manager = ConsoleManager(config)
+        await manager.start()
+        worker = manager.get("node")
+        assert worker is not None
+        await wait_for(lambda: worker.state == "activating", 10, "the activation to start")
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await asyncio.wait_for(manager.stop(), 10)
+        assert loop.time() - start < 4.0, "stop() waited for its timeout"
+        assert worker.state == "stopped"
+        await wait_for(lambda: bmc.core.sol.owner is None and not bmc.core.sessions, 5,
+                       "the BMC to have neither SOL active nor a session")

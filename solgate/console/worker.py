@@ -152,6 +152,7 @@ class ConsoleWorker:
         self._ended: asyncio.Future[_ActivationEnded] | None = None
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
+        self._force_steal = False  # an operator forced a deactivate: steal once
         self._task: asyncio.Task[None] | None = None
         self._hook_tasks: set[asyncio.Task[list[str]]] = set()
         self._log_error_reported: str | None = None
@@ -219,6 +220,8 @@ class ConsoleWorker:
         why = f"reconnect requested by {user or 'unknown'}"
         self._record("deactivate", f"forced deactivate and reconnect by {user or 'unknown'}",
                      user=user)
+        # Also when SOL is held elsewhere and steal = false: freeing it is the point.
+        self._force_steal = self._force_steal or force_deactivate
         self._end(_ActivationEnded(why, deactivate=force_deactivate))
         self._wake.set()
 
@@ -233,7 +236,8 @@ class ConsoleWorker:
             while not self._stopping.is_set():
                 delay: float
                 try:
-                    await self._connect_and_serve(steal_next)
+                    steal, self._force_steal = steal_next or self._force_steal, False
+                    await self._connect_and_serve(steal)
                     backoff.reset()
                     auth_backoff.reset()
                     delay = 0.0 if self._stopping.is_set() else backoff.next_delay()
@@ -286,6 +290,10 @@ class ConsoleWorker:
                 await self._close_client(client, deactivate=False)
                 self._retire_client(client)
                 raise
+        if self._stopping.is_set():  # stop() came during the handshake: free the BMC
+            await self._close_client(client, deactivate=True)
+            self._retire_client(client)
+            return
         try:
             await self._serve(client, activation)
         finally:
@@ -303,8 +311,8 @@ class ConsoleWorker:
             if not steal:
                 raise
             holder = await self._holder(client)
-            self._record("deactivate",
-                         f"SOL was held by {holder}; forcing deactivate (steal = true)")
+            why = "steal = true" if self.console.steal else "requested by an operator"
+            self._record("deactivate", f"SOL was held by {holder}; forcing deactivate ({why})")
             await client.deactivate_sol()
             await asyncio.sleep(STEAL_SETTLE)
             try:
