@@ -8,12 +8,16 @@ reload starts, stops and keeps consoles as it should; stop leaves every BMC free
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from pathlib import Path
 
 import pytest
 
 from solgate.console.hub import Closed, Lagged, Snapshot
+from solgate.console.manager import ConsoleManager
+from solgate.serve_cli import run_server
 from solgate.sim.fleet import SimFleet
 from solgate.sim.host import verify_flood
 from tests.engine_helpers import (
@@ -209,3 +213,46 @@ async def test_stop_leaves_every_bmc_without_sol_or_session(tmp_path: Path) -> N
         for handle in fleet.bmcs:
             assert handle.core.sol.owner is None
             assert not handle.core.sol.active
+
+
+async def test_the_daemon_reloads_on_sighup_and_frees_every_bmc_on_shutdown(
+        tmp_path: Path) -> None:
+    """`run_server` as `solgate serve --no-web` runs it: a real SIGHUP reloads (b goes,
+    c comes, a keeps its session), and the shutdown event stops with every BMC free."""
+    async with SimFleet(3, base_port=0, config_factory=sim_factory()) as fleet:
+        a, b, c = fleet.bmcs
+        old = engine_config(tmp_path, {"a": a.port, "b": b.port})
+        new = engine_config(tmp_path, {"a": a.port, "c": c.port})
+        shutdown = asyncio.Event()
+        ready: asyncio.Future[ConsoleManager] = asyncio.get_running_loop().create_future()
+
+        def on_ready(manager: ConsoleManager, *_: object) -> None:
+            ready.set_result(manager)
+
+        server = asyncio.create_task(run_server(old, shutdown=shutdown, web_enabled=False,
+                                                reload_config=lambda: new, on_ready=on_ready))
+        try:
+            manager = await asyncio.wait_for(ready, 10)
+            wa = manager.get("a")
+            assert wa is not None
+            await wait_active(wa)
+            sessions_a = set(a.core.sessions)
+            if signal.getsignal(signal.SIGHUP) == signal.SIG_DFL:
+                pytest.skip("run_server could not install its SIGHUP handler here")
+            os.kill(os.getpid(), signal.SIGHUP)
+            await wait_for(lambda: manager.get("b") is None and manager.get("c") is not None,
+                           5, "the SIGHUP reload")
+            wc = manager.get("c")
+            assert wc is not None
+            await wait_active(wc)
+            assert manager.get("a") is wa
+            assert set(a.core.sessions) == sessions_a
+            await wait_for(lambda: not b.core.sessions, 5, "b's BMC to be free")
+        finally:
+            shutdown.set()
+            assert await asyncio.wait_for(server, 15) == 0
+        await wait_for(lambda: all(not h.core.sessions and h.core.sol.owner is None
+                                   for h in fleet.bmcs), 5,
+                       "every simulated BMC to have neither session nor SOL")
+        assert event_lines(log_bytes(wa)) == ["SOL up (cipher suite 17)",
+                                              "SOL down: solgate stopping"]
