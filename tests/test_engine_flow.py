@@ -26,6 +26,7 @@ from tests.engine_helpers import (
     event_lines,
     events_path,
     log_bytes,
+    prompt,
     read_events,
     run_flood,
     running_manager,
@@ -256,3 +257,38 @@ async def test_the_daemon_reloads_on_sighup_and_frees_every_bmc_on_shutdown(
                        "every simulated BMC to have neither session nor SOL")
         assert event_lines(log_bytes(wa)) == ["SOL up (cipher suite 17)",
                                               "SOL down: solgate stopping"]
+
+
+async def test_break_and_power_cycle_from_an_operator(tmp_path: Path) -> None:
+    """BREAK travels in SOL (the host takes the next key as SysRq); a power cycle goes over
+    its own short session and the console shows the reboot without losing SOL."""
+    factory = sim_factory(boot_speed=10.0)
+    async with SimFleet(1, base_port=0, config_factory=factory) as fleet:
+        bmc = fleet.bmcs[0]
+        config = engine_config(tmp_path, {"node": bmc.port})
+        async with running_manager(config) as manager:
+            worker = manager.get("node")
+            assert worker is not None
+            await wait_active(worker)
+
+            await manager.send_break("node", "alice")
+            worker.send_input(b"h")  # queued behind the break, sent once it is acked
+            await wait_for(lambda: b"sysrq: HELP : " in log_bytes(worker), 5,
+                           "the host's SysRq help after BREAK h")
+
+            assert await manager.power("node", "status", "alice") == "on"
+            boots = bmc.host.boot_count if bmc.host is not None else 0
+            assert await manager.power("node", "cycle", "alice") == "power cycle requested"
+            await wait_for(lambda: log_bytes(worker).endswith(prompt(bmc.name))
+                           and b"solgate-sim BIOS" in log_bytes(worker), 10,
+                           "the power-cycled host to boot back to its prompt")
+            assert bmc.host is not None
+            assert bmc.host.boot_count == boots + 1
+            assert worker.state == "active"
+            lines = event_lines(log_bytes(worker))
+            assert lines == ["SOL up (cipher suite 17)", "serial BREAK sent by alice",
+                             "power cycle by alice"]
+            assert set(bmc.core.sessions) == {bmc.core.sol.owner}  # the power session closed
+            events = [(e["kind"], e["user"]) for e in read_events(events_path(config))]
+            assert ("break", "alice") in events
+            assert ("power", "alice") in events
