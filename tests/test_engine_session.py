@@ -8,12 +8,15 @@ events.jsonl, and what the simulated BMC saw (sessions, SOL owner, failed logins
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
 
 from solgate.console import worker as worker_module
 from solgate.console.manager import ConsoleManager
+from solgate.errors import SolgateError
+from solgate.ipmi.transport import IpmiClient
 from solgate.sim.bmc_sol import PHANTOM_SESSION_ID
 from solgate.sim.faults import FaultConfig
 from solgate.sim.fleet import SimFleet
@@ -30,6 +33,7 @@ from tests.engine_helpers import (
     wait_active,
     wait_for,
 )
+from tests.sim_helpers import make_target
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -258,3 +262,39 @@ async def test_stop_during_activation_leaves_the_bmc_free(tmp_path: Path) -> Non
         assert worker.state == "stopped"
         await wait_for(lambda: bmc.core.sol.owner is None and not bmc.core.sessions, 5,
                        "the BMC to have neither SOL active nor a session")
+
+
+async def test_sol_taken_by_another_tool_is_reported_and_not_stolen_back(
+        tmp_path: Path) -> None:
+    """Another client (an operator's ipmitool, say) forces SOL over. With steal = false
+    the console says SOL went down and who holds it, leaves it alone, and comes back by
+    itself once the other tool lets go."""
+    async with SimFleet(1, base_port=0, config_factory=sim_factory()) as fleet:
+        bmc = fleet.bmcs[0]
+        config = engine_config(tmp_path, {"node": bmc.port}, steal=False,
+                               reconnect_max="500ms")
+        async with running_manager(config) as manager:
+            worker = manager.get("node")
+            assert worker is not None
+            await wait_active(worker)
+            ours = bmc.core.sol.owner
+            thief = await IpmiClient.connect(make_target(bmc.port))
+            try:
+                assert await thief.deactivate_sol()
+                await thief.activate_sol()
+                theirs = bmc.core.sol.owner
+                assert theirs not in (None, ours)
+                await wait_for(lambda: worker.state == "held-elsewhere", 5,
+                               "the console to see SOL held elsewhere")
+                lines = event_lines(log_bytes(worker))
+                assert lines[:2] == ["SOL up (cipher suite 17)",
+                                     "SOL down: BMC deactivated SOL"], lines
+                await wait_for(lambda: worker.reconnects >= 3, 5, "a few more attempts")
+                assert bmc.core.sol.owner == theirs
+                assert ours not in bmc.core.sessions  # our old session was closed
+            finally:
+                with contextlib.suppress(SolgateError):
+                    await thief.deactivate_sol()
+                await thief.close()
+            await wait_active(worker, timeout=5)
+            assert event_lines(log_bytes(worker))[-1] == "SOL up (cipher suite 17)"
