@@ -17,7 +17,7 @@ import os
 import signal
 import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -240,7 +240,7 @@ def own_ssh_keys(ssh_dir: Path) -> list[str]:
 
 
 def demo_config_text(ports: list[int], names: list[str], *, listen: str, data_dir: str,
-                     ssh_listen: str | None = None, ssh_keys: list[str] = ()) -> str:
+                     ssh_listen: str | None = None, ssh_keys: Sequence[str] = ()) -> str:
     lines = [
         f"data_dir = {json.dumps(data_dir)}",
         "",

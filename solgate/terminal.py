@@ -329,7 +329,7 @@ class ConsoleClient:
             self.parser = EscapeParser("~")
         else:
             self.parser = EscapeParser(None if self.options.no_escape else self.options.escape)
-        installed: list[int] = []
+        installed: list[signal.Signals] = []
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT):
             loop.add_signal_handler(sig, self._on_signal, sig)
             installed.append(sig)
@@ -407,7 +407,7 @@ class ConsoleClient:
                     self.note(f"connection lost ({lost}); reconnecting in {delay:g} s "
                               f"(attempt {failures} of {self.options.retries}; "
                               f"{self._escape_hint()}. quits)")
-                    sleeper = asyncio.ensure_future(asyncio.sleep(delay))
+                    sleeper: asyncio.Future[Any] = asyncio.ensure_future(asyncio.sleep(delay))
                     await asyncio.wait({sleeper, self._done},
                                        return_when=asyncio.FIRST_COMPLETED)
                     sleeper.cancel()
@@ -667,7 +667,8 @@ def _listen_from_config(args: argparse.Namespace) -> tuple[str, int, bool] | Non
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read [server] listen ({exc}); pass --server "
                           "URL") from None
-    server = data.get("server") if isinstance(data.get("server"), dict) else {}
+    table = data.get("server")
+    server: dict[str, Any] = table if isinstance(table, dict) else {}
     listen = server.get("listen", "127.0.0.1:8080")
     if not isinstance(listen, str):
         raise ConfigError(f"{path}: [server] listen is not one HOST:PORT; pass --server URL")

@@ -46,15 +46,43 @@ GOOD_STATES = frozenset({"active"})
 class ConsoleView(Protocol):
     """One console as the web sees it: read-only attributes, refreshed by the engine."""
 
-    name: str
-    tags: Sequence[str]
-    state: str  # a short key such as "active", "connecting", "auth-failed"
-    state_detail: str  # one line that says what to do, or ""
-    state_since: float  # epoch seconds of the last state change
-    last_output: float | None  # epoch seconds of the last byte from the host
-    panic_count: int
-    hub: Hub
-    log_path: Path
+    # Read-only properties, so an engine may keep narrower types (a `StrEnum` state, a
+    # tuple of tags) or compute a value, and still satisfy this protocol.
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def tags(self) -> Sequence[str]: ...
+
+    @property
+    def state(self) -> str:
+        """A short key such as "active", "connecting", "auth-failed"."""
+        ...
+
+    @property
+    def state_detail(self) -> str:
+        """One line that says what to do, or ""."""
+        ...
+
+    @property
+    def state_since(self) -> float:
+        """Epoch seconds of the last state change."""
+        ...
+
+    @property
+    def last_output(self) -> float | None:
+        """Epoch seconds of the last byte from the host."""
+        ...
+
+    @property
+    def panic_count(self) -> int: ...
+
+    @property
+    def hub(self) -> Hub: ...
+
+    @property
+    def log_path(self) -> Path: ...
 
 
 @runtime_checkable

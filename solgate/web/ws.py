@@ -299,5 +299,6 @@ async def _pump(sock: _Socket, attachment: Attachment) -> None:
 
 async def close_all(app: web.Application) -> None:
     """on_shutdown: tell every browser the server is going away."""
-    for ws in set(app[websockets_key]):
+    sockets = app[websockets_key]
+    for ws in set(sockets):  # a copy: closing removes it from the WeakSet
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
