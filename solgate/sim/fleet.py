@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import logging
 import resource
@@ -28,11 +29,10 @@ from typing import TYPE_CHECKING, Any
 from solgate.errors import SolgateError
 from solgate.sim.bmc import SimBmc, SimBmcConfig
 from solgate.sim.faults import FaultConfig, FaultyBmc
+from solgate.sim.host import SimHost
 
 if TYPE_CHECKING:
     from types import TracebackType
-
-    from solgate.sim.host import SimHost
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +46,12 @@ def default_name(index: int, count: int) -> str:
 
 
 def default_config(index: int, name: str) -> SimBmcConfig:
-    """One BMC with user admin/password and a simulated host (if `sim.host` is present)."""
-    return SimBmcConfig(name=name, host=make_host(name, seed=index))
+    """One BMC with user admin/password and a simulated host."""
+    return SimBmcConfig(name=name, host=SimHost(name, seed=index))
 
 
-def make_host(name: str, **kwargs: Any) -> SimHost | None:
-    try:
-        from solgate.sim.host import SimHost
-    except ModuleNotFoundError:  # pragma: no cover - only while the host model is missing
-        return None
+def make_host(name: str, **kwargs: Any) -> SimHost:
+    """A simulated host; kept for callers written before `SimHost` existed."""
     return SimHost(name, **kwargs)
 
 
@@ -144,7 +141,7 @@ class SimFleet:
                 port = self.base_port + index if self.base_port else 0
                 try:
                     transport, _ = await loop.create_datagram_endpoint(
-                        lambda h=handle: _BmcProtocol(self, h),
+                        functools.partial(_BmcProtocol, self, handle),
                         local_addr=(self.bind_host, port),
                     )
                 except OSError as exc:
