@@ -76,7 +76,7 @@ from solgate.ipmi.crypto import (
 from solgate.ipmi.replay import ReplayWindow
 from solgate.ipmi.sol_codec import SolPacket, SolStatus, encode_sol
 from solgate.sim import bmc_commands
-from solgate.sim.bmc_session import BmcSession, SessionState, SimUser
+from solgate.sim.bmc_session import Address, BmcSession, SessionState, SimUser
 from solgate.sim.bmc_sol import SolPort
 
 if TYPE_CHECKING:
@@ -173,7 +173,7 @@ class SimBmc:
         }
         self._guid = config.bmc_guid
         self._sessions: dict[int, BmcSession] = {}
-        self._out: list[tuple[bytes, tuple]] = []
+        self._out: list[tuple[bytes, Address]] = []
         self.stats = BmcStats()
         self.sol = SolPort(config, config.host)
         # Behaviour knobs, set by `faults.FaultyBmc` (or a test).
@@ -196,7 +196,7 @@ class SimBmc:
     def active_sessions(self) -> list[BmcSession]:
         return [s for s in self._sessions.values() if s.active]
 
-    def datagrams_to_send(self) -> list[tuple[bytes, tuple]]:
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
         out, self._out = self._out, []
         self.stats.sent += len(out)
         return out
@@ -216,7 +216,7 @@ class SimBmc:
         self.sol.handle_timeout(now)
         self._flush_sol(now)
 
-    def receive_datagram(self, data: bytes, addr: tuple, now: float) -> None:
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         self.stats.received += 1
         try:
             self._dispatch(bytes(data), addr, now)
@@ -258,7 +258,7 @@ class SimBmc:
 
     # ------------------------------------------------------------------ dispatch
 
-    def _dispatch(self, data: bytes, addr: tuple, now: float) -> None:
+    def _dispatch(self, data: bytes, addr: Address, now: float) -> None:
         if len(data) < 5 or data[0] != 0x06:
             raise ProtocolError("not an RMCP packet")
         if data[3] & 0x80:
@@ -316,7 +316,7 @@ class SimBmc:
         else:
             raise ProtocolError(f"payload {PayloadType.describe(ptype)} in a session")
 
-    def _asf(self, data: bytes, addr: tuple) -> None:
+    def _asf(self, data: bytes, addr: Address) -> None:
         """Presence ping -> pong (digest section 1.2): IPMI supported, ASF 1.0."""
         if len(data) < 12 or data[4:8] != ASF_IANA or data[8] != _ASF_PING:
             raise ProtocolError("not an ASF presence ping")
@@ -325,7 +325,7 @@ class SimBmc:
         pong = b"\x06\x00\xff\x06" + ASF_IANA + bytes((_ASF_PONG, tag, 0, len(body))) + body
         self._out.append((pong, addr))
 
-    def _ipmi15(self, data: bytes, addr: tuple) -> None:
+    def _ipmi15(self, data: bytes, addr: Address) -> None:
         packet = decode_ipmi15(data)
         if packet.session_id != 0:
             raise ProtocolError("IPMI 1.5 sessions are not supported")
@@ -350,7 +350,7 @@ class SimBmc:
 
     # ------------------------------------------------------------------ handshake
 
-    def _open_session(self, payload: bytes, addr: tuple, now: float) -> None:
+    def _open_session(self, payload: bytes, addr: Address, now: float) -> None:
         req = decode_open_session_request(payload)
         for s in self._sessions.values():  # a retransmission: same answer, no new session
             if s.state is SessionState.OPENED and s.addr == addr and s.open_request == payload:
@@ -404,7 +404,7 @@ class SimBmc:
             if sidc and sidc not in self._sessions:
                 return sidc
 
-    def _rakp1(self, payload: bytes, addr: tuple, now: float) -> None:
+    def _rakp1(self, payload: bytes, addr: Address, now: float) -> None:
         req = decode_rakp1(payload)
         s = self._sessions.get(req.bmc_session_id)
         if s is None or s.state is SessionState.ACTIVE:
@@ -446,7 +446,7 @@ class SimBmc:
         s.expires = now + self.config.handshake_timeout
         self._out.append((s.rakp2, addr))
 
-    def _rakp3(self, payload: bytes, addr: tuple, now: float) -> None:
+    def _rakp3(self, payload: bytes, addr: Address, now: float) -> None:
         req = decode_rakp3(payload)
         s = self._sessions.get(req.bmc_session_id)
         if s is None:

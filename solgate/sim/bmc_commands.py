@@ -244,10 +244,7 @@ def _chassis_control(bmc: SimBmc, s: BmcSession, data: bytes, now: float) -> Res
     elif action == 3:
         host.reset(now)
     else:
-        nmi = getattr(host, "send_nmi", None)
-        if nmi is None:
-            return CC.INVALID_DATA_FIELD, b""
-        nmi(now)
+        return CC.INVALID_DATA_FIELD, b""  # diagnostic interrupt (NMI): not simulated
     return _OK
 
 
@@ -261,7 +258,7 @@ def _sol_config(bmc: SimBmc, s: BmcSession, data: bytes, now: float) -> Result:
     if data[0] & 0x80:
         return CC.OK, revision
     c = bmc.config
-    baud = getattr(c.host, "baud", 115200) if c.host is not None else 115200
+    baud = c.host.baud if c.host is not None else 115200
     rate = _BIT_RATE_CODES.get(baud, 0x00)
     params = {
         0: b"\x00",  # set complete

@@ -20,10 +20,14 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 from solgate.ipmi.codec import Privilege
 from solgate.ipmi.crypto import CipherSuite, PacketProtector
 from solgate.ipmi.replay import OutboundCounter, ReplayWindow
+
+Address = tuple[Any, ...]
+"""A peer's socket address as asyncio hands it over: (host, port) or the IPv6 4-tuple."""
 
 # How long a retransmitted IPMI request is answered from the cache instead of re-executed.
 DUPLICATE_REQUEST_WINDOW = 5.0
@@ -56,7 +60,7 @@ class BmcSession:
         "last_request", "last_response", "last_request_at", "closing",
     )
 
-    def __init__(self, sidc: int, sidm: int, addr: tuple, suite: CipherSuite,
+    def __init__(self, sidc: int, sidm: int, addr: Address, suite: CipherSuite,
                  max_privilege: Privilege, expires: float) -> None:
         self.sidc = sidc
         self.sidm = sidm

@@ -24,8 +24,9 @@ console that crashed without deactivating); only Deactivate Payload or `restart`
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from solgate.ipmi.sol import BreakRequested, DataReceived, SolStream, StreamStalled
 from solgate.ipmi.sol_codec import MAX_SOL_CHARACTERS
 
 if TYPE_CHECKING:
@@ -50,9 +51,9 @@ class SolPort:
         self.host = host
         self.owner: int | None = None
         self.phantom = False
-        self.stream: Any = None  # solgate.ipmi.sol.SolStream while active
+        self.stream: SolStream | None = None  # while active
         self._next_poll = 0.0
-        baud = getattr(host, "baud", 115200) if host is not None else 115200
+        baud = host.baud if host is not None else 115200
         char_time = 10.0 / baud if baud else 0.0
         self._hold = min(config.accumulate_interval, config.send_threshold * char_time)
         self._rate = baud / 10.0  # characters per second the host's UART takes in
@@ -65,11 +66,9 @@ class SolPort:
         return self.owner is not None
 
     def activate(self, sidc: int, now: float) -> None:
-        from solgate.ipmi.sol import SolStream  # noqa: PLC0415 - keeps import cycles away
-
         self._discard_host_output(now)
         c = self.config
-        self.stream = SolStream(
+        stream = self.stream = SolStream(
             role="bmc",
             max_chars=max(1, min(MAX_SOL_CHARACTERS, c.outbound_payload_size - 4)),
             retry_interval=c.sol_retry_interval,
@@ -77,7 +76,7 @@ class SolPort:
             first_seq=1,
         )
         if c.host_input_buffer is not None:
-            self.stream.receive_capacity = c.host_input_buffer
+            stream.receive_capacity = c.host_input_buffer
         self._refill_at = now
         self.owner = sidc
         self.phantom = False
@@ -121,7 +120,7 @@ class SolPort:
         if stream is None:
             return []
         self._refill(now)
-        self._deliver_events(now)
+        self._deliver_events(stream, now)
         poll = self._poll_deadline()
         if poll is not None and poll <= now:
             self._read_host(now)
@@ -129,11 +128,9 @@ class SolPort:
 
     # ------------------------------------------------------------------ internals
 
-    def _deliver_events(self, now: float) -> None:
-        from solgate.ipmi.sol import BreakRequested, DataReceived, StreamStalled  # noqa: PLC0415
-
+    def _deliver_events(self, stream: SolStream, now: float) -> None:
         host = self.host
-        while (event := self.stream.next_event()) is not None:
+        while (event := stream.next_event()) is not None:
             match event:
                 case DataReceived(data=data):
                     if host is not None:
@@ -173,8 +170,8 @@ class SolPort:
         return self._refill_at + (size - have) / self._rate
 
     def _capacity(self) -> int:
-        capacity = getattr(self.stream, "send_capacity", None)
-        return _READ_CHUNK if capacity is None else max(0, min(_READ_CHUNK, capacity))
+        stream = self.stream
+        return _READ_CHUNK if stream is None else max(0, min(_READ_CHUNK, stream.send_capacity))
 
     def _poll_deadline(self) -> float | None:
         host = self.host

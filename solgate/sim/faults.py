@@ -26,11 +26,13 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from solgate.sim.bmc_session import Address
+
 if TYPE_CHECKING:
     from solgate.sim.bmc import SimBmc
 
 REORDER_HOLD = 0.05  # seconds a reordered datagram waits for a successor before leaving
-Item = tuple[bytes, tuple]
+Item = tuple[bytes, Address]
 
 
 @dataclass
@@ -172,7 +174,7 @@ class FaultyBmc:
         self._phantom_applied = False
         self._apply_behaviour()
 
-    def receive_datagram(self, data: bytes, addr: tuple, now: float) -> None:
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         self._apply_behaviour()
         for d, a in self._in.push((data, addr), self.faults.inbound, now):
             self.core.receive_datagram(d, a, now)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from solgate.errors import SolgateError
 from solgate.sim.bmc import SimBmc, SimBmcConfig
+from solgate.sim.bmc_session import Address
 from solgate.sim.faults import FaultConfig, FaultyBmc
 from solgate.sim.host import SimHost
 
@@ -87,7 +88,7 @@ class _BmcProtocol(asyncio.DatagramProtocol):
         self.fleet = fleet
         self.handle = handle
 
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+    def datagram_received(self, data: bytes, addr: Address) -> None:
         self.fleet._datagram(self.handle, data, addr)
 
     def error_received(self, exc: Exception) -> None:
@@ -184,7 +185,7 @@ class SimFleet:
 
     # ------------------------------------------------------------------ I/O and timers
 
-    def _datagram(self, handle: SimBmcHandle, data: bytes, addr: tuple) -> None:
+    def _datagram(self, handle: SimBmcHandle, data: bytes, addr: Address) -> None:
         assert self._loop is not None
         try:
             handle.link.receive_datagram(data, addr, self._loop.time())
