@@ -372,7 +372,7 @@ class SshGateway:
 
     # -- sessions ------------------------------------------------------------------------
 
-    async def _session(self, process: asyncssh.SSHServerProcess) -> None:
+    async def _session(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._sessions.add(task)
@@ -394,7 +394,7 @@ class SshGateway:
 class _Session:
     """One ssh session: the menu and attachments, fed by one input reader."""
 
-    def __init__(self, gateway: SshGateway, process: asyncssh.SSHServerProcess, user: User,
+    def __init__(self, gateway: SshGateway, process: asyncssh.SSHServerProcess[bytes], user: User,
                  target: _Target, peer: str) -> None:
         self.gateway = gateway
         self.manager = gateway.manager
