@@ -20,7 +20,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -28,6 +28,7 @@ from typing import IO, Any
 from solgate.config import Config
 from solgate.config_cli import add_config_argument, config_from_args
 from solgate.config_values import duration_seconds
+from solgate.console.events import filter_records as filter_events
 from solgate.console.log import iter_log_files, lines_backwards, read_tail
 from solgate.errors import ConfigError
 
@@ -203,54 +204,6 @@ def parse_since(text: str, *, now: float | None = None) -> float:
     if stamp.tzinfo is None:
         stamp = stamp.astimezone()  # a time without zone is local time, as `date` prints it
     return stamp.timestamp()
-
-
-def _record_time(record: dict[str, Any]) -> float | None:
-    value = record.get("time")
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def filter_events(
-    lines: Iterable[bytes],
-    *,
-    since: float | None = None,
-    console: str | None = None,
-    kinds: frozenset[str] = frozenset(),
-    limit: int | None = None,
-) -> list[dict[str, Any]]:
-    """Records from `lines` given newest first (as `lines_backwards` yields), newest last.
-
-    Stops at the first record older than `since` (the file is in time order) and once
-    `limit` records matched; lines that are not JSON objects (a torn line) are skipped.
-    """
-    out: list[dict[str, Any]] = []
-    if limit is not None and limit <= 0:
-        limit = None
-    for raw in lines:
-        try:
-            record = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            continue
-        if not isinstance(record, dict):
-            continue
-        if since is not None:
-            t = _record_time(record)
-            if t is not None and t < since:
-                break
-        if console is not None and record.get("console") != console:
-            continue
-        if kinds and record.get("kind") not in kinds:
-            continue
-        out.append(record)
-        if limit is not None and len(out) >= limit:
-            break
-    out.reverse()
-    return out
 
 
 def format_event(record: dict[str, Any]) -> str:

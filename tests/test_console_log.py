@@ -442,6 +442,20 @@ def test_events_append_and_read(tmp_path, clock):
     events.close()
 
 
+def test_read_events_filters_kinds_before_the_limit(tmp_path, clock):
+    """A page of panics reaches past newer records of other kinds."""
+    path = tmp_path / "events.jsonl"
+    events = EventLog(path, clock=clock)
+    events.append("panic", "web01", message="Kernel panic - not syncing")
+    for _ in range(5):
+        events.append("attach", "web01", user="bob")
+    events.close()
+    kinds = frozenset({"panic"})
+    assert [r["kind"] for r in read_events(path, kinds=kinds, limit=1)] == ["panic"]
+    assert [r["kind"] for r in read_events(path, limit=1)] == ["attach"]
+    assert read_events(path, kinds=kinds, limit=0) == []
+
+
 def test_events_torn_last_line_is_tolerated(tmp_path, clock):
     path = tmp_path / "events.jsonl"
     events = EventLog(path, clock=clock)

@@ -18,14 +18,15 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from solgate.console.log import FILE_MODE, RETRY_INTERVAL, format_time, lines_backwards
 
-__all__ = ["KINDS", "MAX_PENDING_RECORDS", "EventLog", "read_events"]
+__all__ = ["KINDS", "MAX_PENDING_RECORDS", "EventLog", "filter_records", "read_events",
+           "record_time"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -55,7 +56,9 @@ _DEFAULT_SEVERITY = {
 MAX_PENDING_RECORDS = 10_000
 
 
-def _parse_time(value: object) -> float | None:
+def record_time(record: dict[str, Any]) -> float | None:
+    """Epoch seconds of a record's `time`, or None when it has none that parses."""
+    value = record.get("time")
     if not isinstance(value, str):
         return None
     try:
@@ -64,44 +67,71 @@ def _parse_time(value: object) -> float | None:
         return None
 
 
+def filter_records(
+    lines: Iterable[bytes],
+    *,
+    since: float | None = None,
+    console: str | None = None,
+    kinds: frozenset[str] = frozenset(),
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Records from `lines` given newest first (as `lines_backwards` yields), newest last.
+
+    Stops at the first record older than `since` (records are appended in time order)
+    and once `limit` records matched (None or 0 or less: no limit); lines that are not
+    JSON objects (a torn last line) are skipped.
+    """
+    out: list[dict[str, Any]] = []
+    if limit is not None and limit <= 0:
+        limit = None
+    for raw in lines:
+        try:
+            record = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if not isinstance(record, dict):
+            continue
+        if since is not None:
+            t = record_time(record)
+            if t is not None and t < since:
+                break
+        if console is not None and record.get("console") != console:
+            continue
+        if kinds and record.get("kind") not in kinds:
+            continue
+        out.append(record)
+        if limit is not None and len(out) >= limit:
+            break
+    out.reverse()
+    return out
+
+
+def _lines_or_nothing(path: Path) -> Iterable[bytes]:
+    """The file's lines backwards; none when it does not exist, or cannot be read."""
+    try:
+        yield from lines_backwards(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        _LOG.warning("cannot read events file %s: %s", path, exc.strerror or exc)
+
+
 def read_events(
     path: Path,
     since: float | None = None,
     console: str | None = None,
     limit: int | None = None,
+    kinds: frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
-    """Records of an events file, newest last, optionally filtered.
+    """Records of an events file, newest last, optionally filtered (see `filter_records`).
 
-    The file is read backwards, so `limit` and `since` cost only the lines they need;
-    reading stops at the first record older than `since` (records are appended in time
-    order). Lines that are not JSON objects (a torn last line) are skipped.
+    The file is read backwards, so `limit` and `since` cost only the lines they need.
+    A `limit` of 0 or less gives no records.
     """
     if limit is not None and limit <= 0:
         return []
-    out: list[dict[str, Any]] = []
-    try:
-        for raw in lines_backwards(Path(path)):
-            try:
-                record = json.loads(raw)
-            except (ValueError, UnicodeDecodeError):
-                continue
-            if not isinstance(record, dict):
-                continue
-            if since is not None:
-                t = _parse_time(record.get("time"))
-                if t is not None and t < since:
-                    break
-            if console is not None and record.get("console") != console:
-                continue
-            out.append(record)
-            if limit is not None and len(out) >= limit:
-                break
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        _LOG.warning("cannot read events file %s: %s", path, exc.strerror or exc)
-    out.reverse()
-    return out
+    return filter_records(_lines_or_nothing(Path(path)), since=since, console=console,
+                          kinds=kinds, limit=limit)
 
 
 class EventLog:
@@ -210,7 +240,7 @@ class EventLog:
         """Records newest last, including any still waiting for the disk."""
         records = read_events(self._path, since=since, console=console, limit=limit)
         for record, _ in self._pending:
-            t = _parse_time(record["time"])
+            t = record_time(record)
             if since is not None and t is not None and t < since:
                 continue
             if console is not None and record["console"] != console:

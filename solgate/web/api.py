@@ -209,18 +209,17 @@ async def get_events(request: web.Request) -> web.Response:
     except ValueError:
         return json_error(400, "limit must be a number, like ?limit=100")
     want_console = request.query.get("console")
-    want_kinds = {k.strip() for k in request.query.get("kind", "").split(",") if k.strip()}
+    want_kinds = frozenset(k.strip() for k in request.query.get("kind", "").split(",")
+                           if k.strip())
     manager = request.app[manager_key]
     path = request.app[data_dir_key] / "events.jsonl"
-    # Newest first; the file reader filters by console cheaply, the rest is filtered here.
-    events = list(reversed(await _in_thread(
-        functools.partial(read_events, path, console=want_console or None, limit=MAX_EVENTS))))
+    # Newest first; the file reader filters by console and kind, visibility is checked here.
+    events = list(reversed(await _in_thread(functools.partial(
+        read_events, path, console=want_console or None, kinds=want_kinds, limit=MAX_EVENTS))))
     visible: dict[str, bool] = {}
     out = []
     for event in events:
         name = event.get("console")
-        if want_kinds and event.get("kind") not in want_kinds:
-            continue
         if name is not None:
             if name not in visible:
                 console = manager.get(str(name))
