@@ -210,13 +210,14 @@ class EventLog:
                 record[key] = value
         line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
         data = line.encode("utf-8", "replace")
+        written: dict[str, Any] = json.loads(data)  # as a reader will see it: JSON-native
         if (self._pending or self._fd is None) and self._clock() >= self._retry_at:
             self.flush()
         if self._pending or self._fd is None or not self._write(data):
             if len(self._pending) == self._pending.maxlen:
                 self._dropped += 1
-            self._pending.append((record, data))
-        return json.loads(data)
+            self._pending.append((written, data))
+        return written
 
     def flush(self) -> None:
         """Retry writing records the disk refused earlier, in order."""
@@ -245,7 +246,7 @@ class EventLog:
                 continue
             if console is not None and record["console"] != console:
                 continue
-            records.append(json.loads(json.dumps(record, default=str)))
+            records.append(dict(record))
         if limit is not None:
             records = records[-limit:] if limit > 0 else []
         return records
