@@ -401,6 +401,8 @@ INSECURE_SUITES = {
 
 
 def is_loopback(host: str) -> bool:
+    """Whether a listen host only accepts connections from this machine ("[::1]" too)."""
+    host = host.strip().strip("[]")
     if host == "localhost":
         return True
     try:

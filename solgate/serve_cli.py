@@ -274,7 +274,7 @@ async def _demo_command(args: argparse.Namespace) -> int:
 
     if not 1 <= args.count <= 1000:
         raise ConfigError("--count: give 1 to 1000 simulated consoles")
-    if not args.no_ssh and not is_loopback(args.ssh.rsplit(":", 1)[0].strip("[]")):
+    if not args.no_ssh and not is_loopback(args.ssh.rsplit(":", 1)[0]):
         raise ConfigError(f"--ssh {args.ssh}: the demo listens on loopback only; use "
                           "127.0.0.1:PORT")
     users = {"admin": (DEMO_PASSWORD.encode(), Privilege.ADMINISTRATOR)}

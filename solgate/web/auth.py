@@ -38,7 +38,6 @@ import enum
 import fnmatch
 import hashlib
 import hmac
-import ipaddress
 import secrets
 import time
 from collections import deque
@@ -46,6 +45,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from solgate.config_values import is_loopback
 from solgate.errors import ConfigError, SolgateError
 
 if TYPE_CHECKING:
@@ -240,17 +240,6 @@ def parse_users(raw: Mapping[str, Any] | None) -> dict[str, User]:
             api_token_hashes=frozenset(tokens),
         )
     return users
-
-
-def is_loopback_host(host: str) -> bool:
-    """Whether a listen host only accepts connections from this machine."""
-    host = host.strip().strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class RateLimiter:
@@ -454,7 +443,7 @@ def check_auth_mode(mode: str, listen: Any) -> None:
     if mode != "none":
         return
     hosts = listen_hosts(listen)
-    bad = [h for h in hosts if not is_loopback_host(h)]
+    bad = [h for h in hosts if not is_loopback(h)]
     if bad or not hosts:
         raise ConfigError(
             f'[server] auth = "none" is only allowed when listening on loopback, but listen '
