@@ -13,7 +13,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from solgate.console.events import EventLog, read_events
-from solgate.console.log import ConsoleLog, format_time, iter_log_files, read_tail
+from solgate.console.log import (
+    ConsoleLog,
+    format_time,
+    iter_log_files,
+    lines_backwards,
+    lines_backwards_at,
+    read_tail,
+)
 
 T0 = 1_795_000_000.0  # 2026-11-18T11:06:40Z, a fixed wall clock
 STAMP = re.compile(rb"^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] ")
@@ -408,6 +415,33 @@ def test_read_tail_across_rotated_files(tmp_path, clock):
     assert tail == [f"line {i}\n".encode() for i in range(76, 100)] + [b"partial"]
     assert read_tail(log.path, 0) == []
     assert read_tail(tmp_path / "nothing.log", 5) == []
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=80).map(lambda b: bytes(c % 3 + 0x0A for c in b)),
+       block=st.integers(1, 9))
+def test_lines_backwards_is_the_file_read_back_to_front(tmp_path, data, block):
+    path = tmp_path / "f.log"
+    path.write_bytes(data)
+    lines = list(lines_backwards(path, block=block))
+    assert b"".join(reversed(lines)) == data
+    assert all(line.endswith(b"\n") for line in lines[1:])
+    assert all(b"\n" not in line[:-1] for line in lines)
+    with open(path, "rb") as f:
+        pairs = list(lines_backwards_at(f.fileno(), len(data), block=block))
+    assert [line for _, line in pairs] == lines
+    assert all(data[start:start + len(line)] == line for start, line in pairs)
+
+
+def test_lines_backwards_at_hands_out_an_endless_line_in_pieces(tmp_path):
+    path = tmp_path / "f.log"
+    path.write_bytes(b"head\n" + b"x" * 100)
+    with open(path, "rb") as f:
+        pairs = list(lines_backwards_at(f.fileno(), 105, block=8, max_line=20))
+    assert all(len(line) <= 28 for _, line in pairs)
+    assert pairs[-1] == (0, b"head\n")
+    assert b"".join(line for _, line in reversed(pairs)) == b"head\n" + b"x" * 100
 
 
 # -- events.jsonl -----------------------------------------------------------------------------

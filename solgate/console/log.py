@@ -51,6 +51,7 @@ __all__ = [
     "format_time",
     "iter_log_files",
     "lines_backwards",
+    "lines_backwards_at",
     "read_tail",
 ]
 
@@ -578,26 +579,42 @@ def iter_log_files(path: Path) -> list[Path]:
     return files
 
 
+def lines_backwards_at(
+    fd: int, end: int, *, block: int = 1 << 16, max_line: int | None = None
+) -> Iterator[tuple[int, bytes]]:
+    """(start offset, line) for the lines of an open file before offset `end`, last first.
+
+    Each line keeps its `\\n` (the final one may lack it). Fixed-size blocks are read
+    from the end, so a huge file costs only what the caller consumes. A line longer than
+    `max_line` is handed out in pieces (its end first) instead of held whole in memory.
+    """
+    pos, buf = end, b""
+    while pos > 0:
+        step = min(block, pos)
+        pos -= step
+        buf = os.pread(fd, step, pos) + buf
+        # Every complete line sits after a newline inside buf (or at the file start).
+        stop = len(buf)
+        cut = buf.rfind(b"\n", 0, stop - 1)
+        while cut >= 0:
+            yield pos + cut + 1, buf[cut + 1 : stop]
+            stop = cut + 1
+            cut = buf.rfind(b"\n", 0, stop - 1)
+        buf = buf[:stop]
+        if max_line is not None and len(buf) > max_line and pos > 0:
+            yield pos, buf
+            buf = b""
+    if buf:
+        yield 0, buf
+
+
 def lines_backwards(path: Path, *, block: int = 1 << 16) -> Iterator[bytes]:
     """Lines of a file from the last to the first, each with its `\\n` (the final one may
     lack it), reading fixed-size blocks from the end so a huge file costs little."""
     with open(path, "rb") as f:
-        pos = f.seek(0, os.SEEK_END)
-        buf = b""
-        while pos > 0:
-            step = min(block, pos)
-            pos -= step
-            f.seek(pos)
-            buf = f.read(step) + buf
-            parts = buf.split(b"\n")
-            n = len(parts)
-            first = 0 if pos == 0 else 1
-            for k in range(n - 1, first - 1, -1):
-                seg = parts[k] + (b"\n" if k < n - 1 else b"")
-                if seg:
-                    yield seg
-            if pos > 0:
-                buf = parts[0] + (b"\n" if n > 1 else b"")
+        end = f.seek(0, os.SEEK_END)
+        for _, line in lines_backwards_at(f.fileno(), end, block=block):
+            yield line
 
 
 def read_tail(path: Path, n_lines: int) -> list[bytes]:

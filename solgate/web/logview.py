@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from solgate.console.log import iter_log_files, lines_backwards
+from solgate.console.log import iter_log_files, lines_backwards, lines_backwards_at
 from solgate.console.panic import clean_line
 
 MAX_PAGE_LINES = 5000
@@ -112,26 +112,6 @@ def classify(text: str, panic_lines: frozenset[str]) -> str:
 
 
 # --- raw lines with their positions ------------------------------------------------------
-
-
-def _backwards(fd: int, end: int) -> Iterator[tuple[int, bytes]]:
-    """(start offset, line) from the line ending at `end` back to the file's start."""
-    pos, buf = end, b""
-    while pos > 0:
-        step = min(BLOCK, pos)
-        pos -= step
-        buf = os.pread(fd, step, pos) + buf
-        # Every complete line sits after a newline inside buf (or at the file start).
-        cut = buf.rfind(b"\n", 0, len(buf) - 1)
-        while cut >= 0:
-            yield pos + cut + 1, buf[cut + 1:]
-            buf = buf[: cut + 1]
-            cut = buf.rfind(b"\n", 0, len(buf) - 1)
-        if len(buf) > MAX_LINE_SHOWN * 4 and pos > 0:  # one endless line: show its end
-            yield pos, buf
-            buf = b""
-    if buf:
-        yield 0, buf
 
 
 def _forwards(fd: int, start: int) -> Iterator[tuple[int, bytes]]:
@@ -220,7 +200,9 @@ def _line(ino: int, start: int, raw: bytes, panic_lines: frozenset[str]) -> LogL
 def _walk_back(files: _Files, index: int, offset: int) -> Iterator[tuple[int, int, bytes]]:
     for i in range(index, -1, -1):
         fd, ino, size = files.fds[i]
-        for start, raw in _backwards(fd, offset if i == index else size):
+        end = offset if i == index else size
+        # One endless line is shown by its end, never read whole.
+        for start, raw in lines_backwards_at(fd, end, block=BLOCK, max_line=MAX_LINE_SHOWN * 4):
             yield ino, start, raw
 
 
