@@ -415,6 +415,8 @@ def test_read_tail_across_rotated_files(tmp_path, clock):
     assert tail == [f"line {i}\n".encode() for i in range(76, 100)] + [b"partial"]
     assert read_tail(log.path, 0) == []
     assert read_tail(tmp_path / "nothing.log", 5) == []
+    # A byte budget keeps whole lines, newest first, and stops before the one that passes it.
+    assert read_tail(log.path, 25, max_bytes=24) == [b"line 98\n", b"line 99\n", b"partial"]
 
 
 @settings(max_examples=200, deadline=None,

@@ -104,6 +104,16 @@ async def test_log_tail_and_download(client, manager, tmp_path) -> None:
     assert "\x1b" not in page
 
 
+async def test_log_tail_reaches_into_the_rotated_file(client, manager) -> None:
+    """Just after a rotation the current file is nearly empty; the tail still has lines."""
+    log = manager.get("web01").log_path
+    log.parent.mkdir(parents=True)
+    log.with_name(log.name + ".1").write_bytes(b"older\nold\n")
+    log.write_bytes(b"new\n")
+    resp = await client.get("/api/consoles/web01/log?tail=2", headers=ALICE)
+    assert await resp.read() == b"old\nnew\n"
+
+
 async def test_events_are_newest_first_and_filtered_by_acl(client, tmp_path) -> None:
     records = [
         {"time": "2026-01-01T00:00:00+00:00", "console": "web01", "kind": "sol-up"},

@@ -617,23 +617,32 @@ def lines_backwards(path: Path, *, block: int = 1 << 16) -> Iterator[bytes]:
             yield line
 
 
-def read_tail(path: Path, n_lines: int) -> list[bytes]:
+def read_tail(path: Path, n_lines: int, *, max_bytes: int | None = None) -> list[bytes]:
     """The last `n_lines` lines across the current and rotated files, newest last.
 
     Each line keeps its terminator, so `b"".join(...)` is the raw tail of the log.
+    With `max_bytes`, the tail stops before the line that would pass that many bytes
+    (a server answering a request must not hold a few endless lines in memory).
     """
     if n_lines <= 0:
         return []
     out: list[bytes] = []
+    size = 0
+    full = False
     for file in reversed(iter_log_files(path)):
         try:
             for line in lines_backwards(file):
+                size += len(line)
+                full = max_bytes is not None and size > max_bytes
+                if full:
+                    break
                 out.append(line)
-                if len(out) >= n_lines:
+                full = len(out) >= n_lines
+                if full:
                     break
         except OSError:
             continue
-        if len(out) >= n_lines:
+        if full:
             break
     out.reverse()
     return out

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from solgate.console.events import read_events
+from solgate.console.log import read_tail as log_tail
 from solgate.errors import SolgateError
 from solgate.web import logview
 from solgate.web.keys import auth_key, data_dir_key, manager_key
@@ -123,24 +123,8 @@ async def _power_action(request: web.Request) -> str:
 
 
 def read_tail(path: Path, lines: int, max_bytes: int = MAX_TAIL_BYTES) -> bytes:
-    """The last `lines` lines of a file, reading at most `max_bytes` from its end."""
-    with path.open("rb") as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        start = max(0, size - max_bytes)
-        f.seek(start)
-        data = f.read()
-    if start > 0:  # drop the partial first line
-        cut = data.find(b"\n")
-        data = data[cut + 1:] if cut >= 0 else b""
-    if lines <= 0:
-        return b""
-    parts = data.split(b"\n")
-    trailing_newline = data.endswith(b"\n")
-    if trailing_newline:
-        parts.pop()
-    out = b"\n".join(parts[-lines:])
-    return out + b"\n" if trailing_newline and out else out
+    """The last `lines` lines of a console log, across rotated files, at most `max_bytes`."""
+    return b"".join(log_tail(path, lines, max_bytes=max_bytes))
 
 
 async def get_log(request: web.Request) -> web.StreamResponse:
