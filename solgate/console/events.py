@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from solgate.console.log import FILE_MODE, RETRY_INTERVAL, format_time, lines_backwards
+from solgate.console.log import AppendFile, format_time, lines_backwards
 
 __all__ = ["KINDS", "MAX_PENDING_RECORDS", "EventLog", "filter_records", "read_events",
            "record_time"]
@@ -146,12 +146,10 @@ class EventLog:
     ) -> None:
         self._path = Path(path)
         self._clock = clock
-        self._fd: int | None = None
+        self._file = AppendFile(self._path, clock=clock, label="events file",
+                                hint="will retry", logger=_LOG)
         self._pending: deque[tuple[dict[str, Any], bytes]] = deque(maxlen=max(1, max_pending))
         self._dropped = 0
-        self._error: str | None = None
-        self._write_errors = 0
-        self._retry_at = 0.0
         self._closed = False
         self._open()
 
@@ -162,12 +160,12 @@ class EventLog:
     @property
     def error(self) -> str | None:
         """What is wrong with the disk right now, or None."""
-        return self._error
+        return self._file.error
 
     @property
     def write_errors(self) -> int:
         """How many disk operations failed since this log was opened."""
-        return self._write_errors
+        return self._file.write_errors
 
     @property
     def records_dropped(self) -> int:
@@ -211,9 +209,9 @@ class EventLog:
         line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
         data = line.encode("utf-8", "replace")
         written: dict[str, Any] = json.loads(data)  # as a reader will see it: JSON-native
-        if (self._pending or self._fd is None) and self._clock() >= self._retry_at:
+        if (self._pending or self._file.fd is None) and self._clock() >= self._file.retry_at:
             self.flush()
-        if self._pending or self._fd is None or not self._write(data):
+        if self._pending or self._file.fd is None or not self._write(data):
             if len(self._pending) == self._pending.maxlen:
                 self._dropped += 1
             self._pending.append((written, data))
@@ -221,16 +219,14 @@ class EventLog:
 
     def flush(self) -> None:
         """Retry writing records the disk refused earlier, in order."""
-        if self._fd is None and not self._open():
+        if self._file.fd is None and not self._open():
             return
         while self._pending:
             _, data = self._pending[0]
             if not self._write(data):
                 return
             self._pending.popleft()
-        if self._error is not None:
-            _LOG.info("events file %s: writing again after: %s", self._path, self._error)
-        self._error = None
+        self._file.recovered()
 
     def read(
         self,
@@ -253,7 +249,7 @@ class EventLog:
 
     def reopen(self) -> None:
         """Reopen the path after an external logrotate renamed the file."""
-        self._close_fd()
+        self._file.close(sync=True)
         self._open()
         if self._pending:
             self.flush()
@@ -267,85 +263,32 @@ class EventLog:
                 "events file %s closed with %d records the disk never took (%s)",
                 self._path,
                 len(self._pending),
-                self._error,
+                self._file.error,
             )
             self._dropped += len(self._pending)
             self._pending.clear()
-        self._close_fd()
+        self._file.close(sync=True)
         self._closed = True
 
     # -- internals ----------------------------------------------------------------
 
-    def _fail(self, exc: OSError, what: str) -> None:
-        self._write_errors += 1
-        message = exc.strerror or str(exc)
-        if message != self._error:
-            _LOG.warning("events file %s: %s failed: %s; will retry", self._path, what, message)
-        self._error = message
-        self._retry_at = self._clock() + RETRY_INTERVAL
-
     def _open(self) -> bool:
-        try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(
-                self._path,
-                os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                FILE_MODE,
-            )
-        except OSError as exc:
-            self._fail(exc, "open")
+        if self._file.open() is None:
             return False
-        self._end_torn_line()
+        if not self._file.last_byte_is_newline():
+            # A crash left half a record: end it so our first record stands alone.
+            self._file.write(b"\n")
         return True
-
-    def _end_torn_line(self) -> None:
-        """A crash may have left half a record; end it so our first record stands alone."""
-        try:
-            with open(self._path, "rb") as f:
-                if f.seek(0, os.SEEK_END) == 0:
-                    return
-                f.seek(-1, os.SEEK_END)
-                torn = f.read(1) != b"\n"
-        except OSError:
-            return
-        if torn and self._fd is not None:
-            try:
-                os.write(self._fd, b"\n")
-            except OSError as exc:
-                self._fail(exc, "write")
 
     def _write(self, data: bytes) -> bool:
         """One record, whole. A short write is completed; a failure leaves it pending."""
-        fd = self._fd
-        if fd is None:
-            return False
-        done = 0
-        try:
-            while done < len(data):
-                n = os.write(fd, data[done:])
-                if n <= 0:
-                    raise OSError(0, "write returned no progress")
-                done += n
-        except OSError as exc:
-            self._fail(exc, "write")
-            if done:
-                # Half a record is on disk: end that torn line so the retry starts clean.
-                try:
-                    os.write(fd, b"\n")
-                except OSError:
-                    pass
-            return False
-        return True
-
-    def _close_fd(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is None:
-            return
-        try:
-            os.fsync(fd)
-        except OSError as exc:
-            self._fail(exc, "fsync")
-        try:
-            os.close(fd)
-        except OSError as exc:
-            self._fail(exc, "close")
+        done = self._file.write(data)
+        if done == len(data):
+            return True
+        if done and self._file.fd is not None:
+            # Half a record is on disk: end that torn line so the retry starts clean.
+            try:
+                os.write(self._file.fd, b"\n")
+            except OSError:
+                pass
+        return False

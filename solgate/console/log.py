@@ -46,6 +46,7 @@ from pathlib import Path
 
 __all__ = [
     "LINE_SLACK",
+    "AppendFile",
     "MAX_PENDING",
     "ConsoleLog",
     "format_time",
@@ -79,6 +80,104 @@ def format_time(t: float, *, millis: bool = False) -> str:
         return base + "Z"
     ms = min(int((t - secs) * 1000), 999)
     return f"{base}.{ms:03d}Z"
+
+
+class AppendFile:
+    """One `O_APPEND` descriptor that remembers disk failures instead of raising them.
+
+    Shared by `ConsoleLog` and `EventLog`, so both say the same things about a failing
+    disk: `error` is what is wrong now, `write_errors` counts failures, and `retry_at`
+    is when the owner should try again (a failing disk is not hammered on every write).
+    A failure is logged once per distinct error, its recovery once.
+    """
+
+    __slots__ = ("path", "fd", "error", "write_errors", "retry_at",
+                 "_clock", "_label", "_hint", "_logger")
+
+    def __init__(self, path: Path, *, clock: Callable[[], float], label: str, hint: str,
+                 logger: logging.Logger = _LOG) -> None:
+        self.path = path
+        self.fd: int | None = None
+        self.error: str | None = None
+        self.write_errors = 0
+        self.retry_at = 0.0
+        self._clock = clock
+        self._label = label  # "console log", "events file": how the warnings name it
+        self._hint = hint  # what happens to the data meanwhile
+        self._logger = logger
+
+    def fail(self, exc: OSError, what: str) -> None:
+        self.write_errors += 1
+        message = exc.strerror or str(exc)
+        if message != self.error:
+            self._logger.warning("%s %s: %s failed: %s; %s", self._label, self.path, what,
+                                 message, self._hint)
+        self.error = message
+        self.retry_at = self._clock() + RETRY_INTERVAL
+
+    def recovered(self) -> None:
+        """The owner's pending data reached the disk: the error is over."""
+        if self.error is not None:
+            self._logger.info("%s %s: writing again after: %s", self._label, self.path,
+                              self.error)
+        self.error = None
+
+    def open(self) -> int | None:
+        """Open (creating directory and file) for appending; None if the disk refused."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(
+                self.path,
+                os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                FILE_MODE,
+            )
+        except OSError as exc:
+            self.fail(exc, "open")
+        return self.fd
+
+    def last_byte_is_newline(self) -> bool:
+        """Whether the file on disk ends a line (an empty or unreadable one counts as yes)."""
+        try:
+            with open(self.path, "rb") as f:
+                if f.seek(0, os.SEEK_END) == 0:
+                    return True
+                f.seek(-1, os.SEEK_END)
+                return f.read(1) == b"\n"
+        except OSError:
+            return True
+
+    def write(self, data: bytes) -> int:
+        """Write as much of `data` as the disk takes; return how many bytes landed."""
+        fd = self.fd
+        if fd is None:
+            return 0
+        done = 0
+        try:
+            done = os.write(fd, data)  # the common case: all of it at once
+            if done < len(data):
+                with memoryview(data) as view:
+                    while done < len(data):
+                        n = os.write(fd, view[done:])
+                        if n <= 0:
+                            raise OSError(errno.EIO, "write returned no progress")
+                        done += n
+        except OSError as exc:
+            self.fail(exc, "write")
+        return done
+
+    def close(self, *, sync: bool) -> None:
+        fd, self.fd = self.fd, None
+        if fd is None:
+            return
+        if sync:
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                self.fail(exc, "fsync")
+        try:
+            os.close(fd)
+        except OSError as exc:
+            self.fail(exc, "close")
 
 
 def _clean_event_text(text: str) -> bytes:
@@ -120,7 +219,10 @@ class ConsoleLog:
         self._clock = clock
         self._max_pending = max(1, max_pending)
 
-        self._fd: int | None = None
+        self._file = AppendFile(
+            self._path, clock=clock, label="console log",
+            hint=f"keeping up to {self._max_pending} bytes in memory and retrying",
+        )
         self._size = 0
         self._closed = False
         # The stream as generated (what stamps and event lines are placed against) ...
@@ -134,10 +236,7 @@ class ConsoleLog:
         self._lost_total = 0
         self._gap_at_line_start = True  # did the dropped bytes end with a newline?
 
-        self._error: str | None = None
-        self._write_errors = 0
         self._bytes_written = 0
-        self._retry_at = 0.0
         self._rotate_retry_at = 0.0
         self._last_activity = clock()
 
@@ -158,12 +257,16 @@ class ConsoleLog:
     @property
     def error(self) -> str | None:
         """What is wrong with the disk right now (e.g. "No space left on device"), or None."""
-        return self._error
+        return self._file.error
 
     @property
     def write_errors(self) -> int:
         """How many disk operations failed since this log was opened."""
-        return self._write_errors
+        return self._file.write_errors
+
+    @property
+    def _fd(self) -> int | None:
+        return self._file.fd
 
     @property
     def bytes_lost(self) -> int:
@@ -264,7 +367,7 @@ class ConsoleLog:
                 "console log %s closed with %d bytes the disk never took (%s)",
                 self._path,
                 self._pending_len,
-                self._error,
+                self._file.error,
             )
             self._lost_total += self._pending_len
             self._pending.clear()
@@ -339,61 +442,20 @@ class ConsoleLog:
 
     # -- internals: the disk ----------------------------------------------------
 
-    def _fail(self, exc: OSError, what: str) -> None:
-        self._write_errors += 1
-        message = exc.strerror or str(exc)
-        if message != self._error:
-            _LOG.warning(
-                "console log %s: %s failed: %s; keeping up to %d bytes in memory and retrying",
-                self._path,
-                what,
-                message,
-                self._max_pending,
-            )
-        self._error = message
-        self._retry_at = self._clock() + RETRY_INTERVAL
-
     def _open(self) -> bool:
-        """Open (creating directory and file) for appending; False if the disk refused."""
-        try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(
-                self._path,
-                os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                FILE_MODE,
-            )
-        except OSError as exc:
-            self._fail(exc, "open")
+        """Open for appending and learn the file's size and last byte; False on failure."""
+        fd = self._file.open()
+        if fd is None:
             return False
-        self._fd = fd
         try:
             self._size = os.fstat(fd).st_size
         except OSError:
             self._size = 0
-        self._disk_at_line_start = self._size == 0 or self._last_byte_is_newline()
+        self._disk_at_line_start = self._size == 0 or self._file.last_byte_is_newline()
         return True
 
-    def _last_byte_is_newline(self) -> bool:
-        try:
-            with open(self._path, "rb") as f:
-                f.seek(-1, os.SEEK_END)
-                return f.read(1) == b"\n"
-        except OSError:
-            return True
-
     def _close_fd(self, *, sync: bool) -> None:
-        fd, self._fd = self._fd, None
-        if fd is None:
-            return
-        if sync:
-            try:
-                os.fsync(fd)
-            except OSError as exc:
-                self._fail(exc, "fsync")
-        try:
-            os.close(fd)
-        except OSError as exc:
-            self._fail(exc, "close")
+        self._file.close(sync=sync)
 
     def _replaced_on_disk(self) -> bool:
         """True when the path no longer names our open file (renamed or deleted)."""
@@ -408,25 +470,11 @@ class ConsoleLog:
 
     def _write_out(self, data: bytes) -> int:
         """Write as much of `data` as the disk takes; return how many bytes landed."""
-        fd = self._fd
-        if fd is None:
-            return 0
-        done = 0
-        view = memoryview(data)
-        try:
-            while done < len(data):
-                n = os.write(fd, view[done:])
-                if n <= 0:
-                    raise OSError(errno.EIO, "write returned no progress")
-                done += n
-        except OSError as exc:
-            self._fail(exc, "write")
-        finally:
-            view.release()
-            if done:
-                self._size += done
-                self._bytes_written += done
-                self._disk_at_line_start = data[done - 1] == _NL
+        done = self._file.write(data)
+        if done:
+            self._size += done
+            self._bytes_written += done
+            self._disk_at_line_start = data[done - 1] == _NL
         return done
 
     def _emit(self, out: bytes) -> None:
@@ -456,7 +504,7 @@ class ConsoleLog:
             self._gap_at_line_start = dropped[-1] == _NL
 
     def _maybe_retry(self, now: float) -> None:
-        if (self._pending or self._fd is None) and now >= self._retry_at:
+        if (self._pending or self._fd is None) and now >= self._file.retry_at:
             self._retry(now)
 
     def _retry(self, now: float) -> None:
@@ -474,7 +522,7 @@ class ConsoleLog:
                         lost += nl + 1
                         blob = blob[nl + 1 :]
                 note = (
-                    f"log write failed ({self._error or 'disk error'}); "
+                    f"log write failed ({self._file.error or 'disk error'}); "
                     f"{lost} bytes of console output lost"
                 )
                 blob = (
@@ -491,9 +539,7 @@ class ConsoleLog:
                 self._pending.append(blob[done:])
                 self._pending_len = len(blob) - done
                 return
-        if self._error is not None:
-            _LOG.info("console log %s: writing again after: %s", self._path, self._error)
-        self._error = None
+        self._file.recovered()
 
     # -- internals: rotation ----------------------------------------------------
 
@@ -525,7 +571,7 @@ class ConsoleLog:
         except FileNotFoundError:
             pass  # someone else moved it away already: a new file is what we want
         except OSError as exc:
-            self._fail(exc, "rotate")
+            self._file.fail(exc, "rotate")
             ok = False
         if ok:
             self._remove_beyond_keep()
@@ -541,7 +587,7 @@ class ConsoleLog:
                 try:
                     path.unlink()
                 except OSError as exc:
-                    self._fail(exc, "remove old log")
+                    self._file.fail(exc, "remove old log")
 
     def _sync_directory(self) -> None:
         """Make the renames themselves durable."""
