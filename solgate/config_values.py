@@ -239,8 +239,16 @@ def want_username(value: object) -> str:
     return name
 
 
+def want_secret_str(value: object) -> str:
+    """A string that is a secret: a wrong type is named, the value never shown."""
+    if not isinstance(value, str):
+        what = kind(value).split(" (")[0]  # "a number", not "a number (1234)"
+        raise Invalid(f'expected a string, got {what}; put the value in quotes, like "..."')
+    return value
+
+
 def want_password(value: object) -> str:
-    secret = want_str(value)
+    secret = want_secret_str(value)
     if len(secret.encode()) > MAX_PASSWORD_BYTES:
         raise Invalid(f"is longer than {MAX_PASSWORD_BYTES} bytes; IPMI v2.0 passwords are "
                        f"at most {MAX_PASSWORD_BYTES} bytes")
@@ -263,7 +271,7 @@ def want_nonempty_str(value: object) -> str:
 
 
 def want_kg(value: object) -> bytes:
-    kg = want_str(value).encode()
+    kg = want_secret_str(value).encode()
     if len(kg) > MAX_KG_BYTES:
         raise Invalid(f"is longer than {MAX_KG_BYTES} bytes; K_g is at most {MAX_KG_BYTES} "
                        "bytes (use kg_hex for a binary key)")
@@ -271,7 +279,7 @@ def want_kg(value: object) -> bytes:
 
 
 def want_kg_hex(value: object) -> bytes:
-    text = want_str(value).strip()
+    text = want_secret_str(value).strip()
     text = text[2:] if text.lower().startswith("0x") else text
     try:
         kg = bytes.fromhex(text)

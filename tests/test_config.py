@@ -332,6 +332,16 @@ def test_secrets_never_appear_in_repr(tmp_path: Path) -> None:
         assert "web01" in text
 
 
+@pytest.mark.parametrize("line", ["password = 73815296", "kg = 73815296", "kg_hex = 73815296",
+                                  "password = 7381.5296"])
+def test_a_secret_of_the_wrong_type_is_not_echoed(tmp_path: Path, line: str) -> None:
+    """An unquoted numeric password is a likely typo; the error must not print it."""
+    message = error(tmp_path, f'[consoles.web01]\nhost = "10.0.0.5"\n{line}\n')
+    assert "7381" not in message
+    assert "line 3" in message
+    assert "put the value in quotes" in message
+
+
 # --------------------------------------------------------------------------- error lines
 
 
