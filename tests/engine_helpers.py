@@ -264,6 +264,7 @@ class Wire:
     sim: dict[str, Any] = field(default_factory=dict)  # SimBmcConfig overrides
     console: dict[str, object] = field(default_factory=dict)  # [defaults] overrides
     timeout: float = 20.0
+    typed: int = 600  # characters typed in one line: 19 SOL packets, the sequence wraps
 
 
 def expected_boot(name: str, seed: int, at: float) -> bytes:
@@ -307,7 +308,7 @@ async def check_wire(tmp_path: Path, wire: Wire) -> None:
             typed = HostInput(host)
             writer = worker.hub.attach("operator", can_write=True)
             try:
-                word = "".join(chr(0x41 + (i * 7) % 26) for i in range(90))
+                word = "".join(chr(0x41 + (i * 7) % 26) for i in range(wire.typed))
                 line = f"echo {word}\r".encode()
                 assert writer.send(line)
                 reply = f"echo {word}\r\n{word}\r\n".encode() + prompt(host.name)

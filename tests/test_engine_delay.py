@@ -25,6 +25,7 @@ DELAY_300MS = Wire(
     sim={"sol_retry_interval": 0.7, "sol_retry_count": 10},
     console={"retransmit_timeout": "700ms", "keepalive_interval": "3s"},
     timeout=25.0,
+    typed=160,  # 5 SOL packets, one per round trip
 )
 
 

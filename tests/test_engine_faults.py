@@ -4,7 +4,8 @@ For each wire (`engine_helpers.check_wire`): a console reaches `active`; the hos
 and its whole boot log lands in `<data_dir>/logs/<name>.log` byte for byte; `flood N`
 lands there whole (checked line by line by the host's flood checker: nothing lost,
 doubled or moved); a line typed through the hub's writer attachment reaches the host's
-serial port exactly as typed; and the session never drops (one "SOL up", no "SOL down").
+serial port exactly as typed (600 characters: 19 SOL packets, so the 4-bit sequence
+number wraps in that direction too); and the session never drops (one "SOL up", no "SOL down").
 The 300 ms delay wire is in test_engine_delay.py (it is slow by nature).
 
 Sizes and timers (CI runs this on two cores, each test well under 30 s):
@@ -14,6 +15,8 @@ Sizes and timers (CI runs this on two cores, each test well under 30 s):
   waits one BMC retry interval; 128 KiB is ~520 packets and ~300 retries, about 2 s at
   a 5 ms retry interval, where 1 MB would take ~15 s. The BMC retries 40 times (not
   ipmi_sim's 4) so that its giving up (which loses data by design) is out of the picture.
+  The typed line is 200 characters (7 packets): solgate waits 0.5 s before resending a
+  lost keystroke packet, so 600 characters would add ~7 s.
 - 25% reordering (a datagram held until the next one passes, or 50 ms): 256 KiB, for
   the same reason.
 Fault randomness is seeded, so a failure reproduces.
@@ -35,6 +38,7 @@ WIRES = {
     "loss-20%": Wire(
         FaultConfig.symmetric(drop=0.2, seed=11), 128 * 1024,
         sim={"sol_retry_interval": 0.005, "sol_retry_count": 40},
+        typed=200,  # solgate retries its own SOL packets after 0.5 s: keep the line short
     ),
     "duplicate-10%": Wire(
         FaultConfig.symmetric(duplicate=0.1, seed=12), 1_000_000,
