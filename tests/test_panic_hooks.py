@@ -70,6 +70,30 @@ async def test_webhook_receives_the_event_as_json():
     assert got == [EVENT]
 
 
+async def test_a_failing_webhook_is_reported_without_its_secret_path(caplog):
+    """Webhook URLs often carry a token in their path; a failure names the host only."""
+    async def loop(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect(str(request.url))  # to itself until aiohttp gives up
+
+    app = web.Application()
+    app.router.add_post("/services/T0KEN-SECRET", loop)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        problems = await run_panic_hooks(
+            "web01", (), f"http://127.0.0.1:{port}/services/T0KEN-SECRET", EVENT)
+    finally:
+        await runner.cleanup()
+    assert len(problems) == 1
+    assert "on_panic_webhook failed" in problems[0]
+    assert f"127.0.0.1:{port}" in problems[0]
+    assert "T0KEN-SECRET" not in problems[0]
+    assert "T0KEN-SECRET" not in caplog.text
+
+
 async def test_failures_are_reported_not_raised(tmp_path):
     problems = await run_panic_hooks(
         "web01", (str(tmp_path / "no-such-program"),), "http://127.0.0.1:9/hook", EVENT)

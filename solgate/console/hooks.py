@@ -16,6 +16,7 @@ import logging
 import os
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -66,6 +67,23 @@ async def post_webhook(url: str, event: Mapping[str, Any]) -> int:
         return response.status
 
 
+def _webhook_origin(url: str) -> str:
+    """scheme://host:port of a webhook: its path often holds a token, so messages omit it."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
+def _webhook_failure(url: str, exc: BaseException) -> str:
+    origin = _webhook_origin(url)
+    if isinstance(exc, aiohttp.ClientResponseError):
+        detail = f"{type(exc).__name__}: HTTP {exc.status} {exc.message}"  # its str has the URL
+    else:
+        detail = str(exc) or type(exc).__name__
+    detail = detail.replace(url, origin + "/...")
+    return (f"on_panic_webhook failed: {detail}; check the URL and that {origin} is "
+            "reachable from this machine")
+
+
 async def run_panic_hooks(
     console: str, command: tuple[str, ...], webhook: str, event: Mapping[str, Any]
 ) -> list[str]:
@@ -87,10 +105,11 @@ async def run_panic_hooks(
             try:
                 status = await post_webhook(webhook, event)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                problems.append(f"on_panic_webhook failed: {exc or type(exc).__name__}")
+                problems.append(_webhook_failure(webhook, exc))
             else:
                 if not 200 <= status < 300:
-                    problems.append(f"on_panic_webhook answered HTTP {status}")
+                    problems.append(f"on_panic_webhook answered HTTP {status} from "
+                                    f"{_webhook_origin(webhook)}; check the URL")
     for problem in problems:
         logger.warning("console %s: %s", console, problem)
     return problems
