@@ -201,13 +201,22 @@ def _reload_command(args: argparse.Namespace) -> int:
     pid_path = Path(config.data_dir) / PID_FILE
     try:
         pid = int(pid_path.read_text().strip())
-    except (OSError, ValueError):
+    except FileNotFoundError:
         raise ConfigError(f"no running solgate serve found ({pid_path} is missing); start it "
-                          "with `solgate serve`") from None
+                          "with `solgate serve`, or pass the -c it runs with") from None
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "no pid in it"
+        raise ConfigError(f"cannot read {pid_path} ({why}); is solgate serve running with "
+                          "this data_dir? Send it SIGHUP yourself to reload") from None
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:
-        raise ConfigError(f"solgate serve (pid {pid} in {pid_path}) is not running") from None
+        raise ConfigError(f"solgate serve (pid {pid} in {pid_path}) is not running; start it "
+                          "with `solgate serve` (the pid file is left from an earlier run)"
+                          ) from None
+    except PermissionError:
+        raise ConfigError(f"pid {pid} in {pid_path} belongs to another user; run "
+                          "`solgate reload` as the user solgate serve runs as") from None
     print(f"solgate: asked pid {pid} to reload its configuration")
     return 0
 

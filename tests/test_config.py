@@ -762,6 +762,32 @@ def test_check_config_finds_the_file_through_the_environment(
     assert "missing.toml: no such configuration file" in err
 
 
+def test_reload_says_what_to_do_when_serve_is_not_there(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BMC_PW", "pw")
+    path = write(tmp_path, MINIMAL)
+    assert cli.main(["reload", "-c", str(path)]) == 1
+    assert "start it with `solgate serve`" in capsys.readouterr().err
+    (tmp_path / "data").mkdir()
+    pid_file = tmp_path / "data" / "solgate.pid"
+    pid_file.write_text("not a pid\n")
+    assert cli.main(["reload", "-c", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "no pid in it" in err
+
+    def refuse(pid: int, sig: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    pid_file.write_text("1\n")
+    monkeypatch.setattr("solgate.serve_cli.os.kill", refuse)
+    assert cli.main(["reload", "-c", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "as the user solgate serve runs as" in err
+
+
 # --------------------------------------------------------------------------- the example file
 
 
