@@ -70,27 +70,26 @@ async def get_console(request: web.Request) -> web.Response:
 
 
 async def post_break(request: web.Request) -> web.Response:
-    ident = require_identity(request)
-    console = visible_console(request)
-    if not ident.user.can_write(console):
-        return json_error(403, f"user {ident.user.name!r} may only watch {console.name!r}")
-    try:
-        await request.app[manager_key].send_break(console.name, ident.user.name)
-    except SolgateError as exc:
-        return json_error(502, str(exc))
-    return web.json_response({"ok": True, "console": console.name, "action": "break"})
+    return await _writer_action(request, "break")
 
 
 async def post_deactivate(request: web.Request) -> web.Response:
+    return await _writer_action(request, "deactivate")
+
+
+async def _writer_action(request: web.Request, action: str) -> web.Response:
+    """An action anyone who may type on the console may take: a BREAK, a deactivate."""
     ident = require_identity(request)
     console = visible_console(request)
     if not ident.user.can_write(console):
         return json_error(403, f"user {ident.user.name!r} may only watch {console.name!r}")
+    manager = request.app[manager_key]
+    run = manager.send_break if action == "break" else manager.deactivate
     try:
-        await request.app[manager_key].deactivate(console.name, ident.user.name)
+        await run(console.name, ident.user.name)
     except SolgateError as exc:
         return json_error(502, str(exc))
-    return web.json_response({"ok": True, "console": console.name, "action": "deactivate"})
+    return web.json_response({"ok": True, "console": console.name, "action": action})
 
 
 async def post_power(request: web.Request) -> web.Response:
