@@ -436,10 +436,10 @@ class SolStream:
 
     def next_deadline(self) -> float | None:
         """When `handle_timeout` must next be called, or None if no timer runs."""
-        deadlines = [d for d in (self._paused_until,) if d is not None]
-        if self._flight is not None:
-            deadlines.append(self._flight.deadline)
-        return min(deadlines) if deadlines else None
+        paused, flight = self._paused_until, self._flight
+        if flight is None:
+            return paused
+        return flight.deadline if paused is None else min(paused, flight.deadline)
 
     def payloads_to_send(self) -> list[bytes]:
         """SOL payloads for the session layer to seal and send, oldest first."""
