@@ -133,8 +133,8 @@ class LogFollower:
             self.close()
             self.rotations += 1
             out.extend(self._skipped_files())
-            if self._open(at_end=False):
-                out.append(self._file.read())  # type: ignore[union-attr]
+            if self._open(at_end=False) and self._file is not None:
+                out.append(self._file.read())
         elif st.st_size < self._file.tell():
             self._file.seek(0)  # truncated in place: start over
             out.append(self._file.read())
