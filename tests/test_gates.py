@@ -31,6 +31,23 @@ def test_protocol_core_type_checks_strictly():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# Modules not yet held to mypy --strict, each with what stands in the way. Keep it short:
+# worker.py needs `_record(..., **fields: Any)` (EventLog.append has typed keywords) and a
+# typed rng in Backoff.next_delay.
+NOT_YET_STRICT = frozenset({"solgate/console/worker.py"})
+
+
+def test_the_whole_package_type_checks_strictly():
+    """Every module but those listed above; their own errors are silenced, not others'."""
+    pytest.importorskip("mypy")
+    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "solgate").rglob("*.py"))
+    checked = [f for f in files if f not in NOT_YET_STRICT]
+    assert len(checked) > 40  # the package, not an empty list
+    result = _run(sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent",
+                  *checked)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_ipmi_layer_does_no_io_and_knows_no_upper_layer():
     """ARCHITECTURE.md: only transport.py touches asyncio or sockets; ipmi/ imports nothing
     above it; no clock or sleep in a core."""
