@@ -57,7 +57,7 @@ def create_app(
 ) -> web.Application:
     """Build the app; `authenticator` lets tests inject clocks and cheap password hashes."""
     server = config.server
-    check_auth_mode(server.auth, server.listen)  # config checks too; never trust one gate
+    check_auth_mode(server.auth, server.host)  # config checks too; never trust one gate
     if authenticator is None:
         authenticator = Authenticator(parse_users(config.users_raw), mode=server.auth)
 

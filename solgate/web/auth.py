@@ -41,7 +41,7 @@ import hmac
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -418,35 +418,10 @@ class Authenticator:
         return [c for c in consoles if user.can_view(c)]
 
 
-def listen_hosts(listen: Any) -> Sequence[str]:
-    """The host part(s) of a `[server] listen` value ("host:port", "[v6]:port" or a list)."""
-    if isinstance(listen, str):
-        items: list[Any] = [listen]
-    elif isinstance(listen, (list, tuple)) and len(listen) == 2 and isinstance(listen[1], int):
-        return [str(listen[0])]
-    else:
-        items = list(listen or ())
-    hosts = []
-    for item in items:
-        if isinstance(item, str):
-            host = item.rsplit(":", 1)[0] if item.count(":") == 1 or "]" in item else item
-            hosts.append(host.strip("[]"))
-        elif hasattr(item, "host"):
-            hosts.append(str(item.host))
-        else:
-            hosts.append(str(item[0]))
-    return hosts
-
-
-def check_auth_mode(mode: str, listen: Any) -> None:
-    """Refuse `auth = "none"` unless every listen address is loopback."""
-    if mode != "none":
-        return
-    hosts = listen_hosts(listen)
-    bad = [h for h in hosts if not is_loopback(h)]
-    if bad or not hosts:
+def check_auth_mode(mode: str, host: str) -> None:
+    """Refuse `auth = "none"` unless the web server listens on loopback only."""
+    if mode == "none" and not is_loopback(host):
         raise ConfigError(
             f'[server] auth = "none" is only allowed when listening on loopback, but listen '
-            f"includes {', '.join(bad) or 'no address'}; use auth = \"login\" or listen on "
-            "127.0.0.1"
+            f'is on {host}; use auth = "login" or listen on 127.0.0.1'
         )
