@@ -221,9 +221,7 @@ class _ConsoleSocket:
             except (KeyError, ValueError, TypeError):
                 await self.sock.error("resize needs integer cols and rows")
                 return
-            resize = getattr(self.attachment, "resize", None)
-            if resize is not None:
-                resize(cols, rows)
+            self.attachment.resize(cols, rows)
         elif kind == "take-write":
             await self.take_write()
         elif kind == "break":
