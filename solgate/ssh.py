@@ -46,7 +46,7 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
@@ -63,6 +63,9 @@ from solgate.console.escape import (
 from solgate.console.hub import Closed, Lagged, Snapshot, StateChanged, WriteLockChanged
 from solgate.errors import ConfigError, SolgateError
 from solgate.web.auth import User, parse_users
+
+if TYPE_CHECKING:
+    from solgate.config import Config
 
 __all__ = [
     "SSH_KEYS",
@@ -104,9 +107,9 @@ class SshSettings:
     host_key: Path
 
 
-def parse_ssh_settings(config: Any) -> SshSettings | None:
+def parse_ssh_settings(config: Config) -> SshSettings | None:
     """`[ssh]` as settings, or None when the gateway is off (no `listen`)."""
-    raw: Mapping[str, Any] = getattr(config, "ssh_raw", None) or {}
+    raw: Mapping[str, Any] = config.ssh_raw
     where = f"{config.source}: [ssh]"
     unknown = sorted(set(raw) - set(SSH_KEYS))
     if unknown:
@@ -160,10 +163,10 @@ def _authorized_keys_file(path: Path, where: str) -> list[asyncssh.SSHKey]:
     return keys
 
 
-def parse_user_keys(config: Any) -> dict[str, tuple[asyncssh.SSHKey, ...]]:
+def parse_user_keys(config: Config) -> dict[str, tuple[asyncssh.SSHKey, ...]]:
     """Each user's public keys from `ssh_keys` and `authorized_keys`."""
     out: dict[str, tuple[asyncssh.SSHKey, ...]] = {}
-    for name, table in (getattr(config, "users_raw", None) or {}).items():
+    for name, table in config.users_raw.items():
         if not isinstance(table, Mapping):
             continue  # parse_users says what is wrong with it
         keys: list[asyncssh.SSHKey] = []
@@ -223,13 +226,13 @@ def load_or_create_host_key(path: Path) -> asyncssh.SSHKey:
 class _Directory:
     """Users and their keys from one configuration."""
 
-    config: Any
+    config: Config
     users: dict[str, User]
     keys: dict[bytes, list[User]]  # public key blob -> users holding it, in file order
 
     @classmethod
-    def load(cls, config: Any) -> _Directory:
-        users = parse_users(getattr(config, "users_raw", None))
+    def load(cls, config: Config) -> _Directory:
+        users = parse_users(config.users_raw)
         keys: dict[bytes, list[User]] = {}
         for name, user_keys in parse_user_keys(config).items():
             for key in user_keys:
@@ -295,7 +298,7 @@ class _Server(asyncssh.SSHServer):
 class SshGateway:
     """The listening ssh server; `stop()` ends every session and stops listening."""
 
-    def __init__(self, config: Any, manager: Any, settings: SshSettings) -> None:
+    def __init__(self, config: Config, manager: Any, settings: SshSettings) -> None:
         self.manager = manager
         self.settings = settings
         self._directory = _Directory.load(config)
@@ -655,7 +658,7 @@ class _Session:
                     return
 
 
-async def start_ssh_gateway(config: Any, manager: Any,
+async def start_ssh_gateway(config: Config, manager: Any,
                             settings: SshSettings | None = None) -> SshGateway:
     """Start listening per `[ssh]`; raises `ConfigError` (one line) when it cannot."""
     settings = settings or parse_ssh_settings(config)
@@ -665,9 +668,4 @@ async def start_ssh_gateway(config: Any, manager: Any,
     gateway = SshGateway(config, manager, settings)
     await gateway.start()
     return gateway
-
-
-def ssh_enabled(config: Any) -> bool:
-    """Whether `run_server` should start the gateway."""
-    return bool((getattr(config, "ssh_raw", None) or {}).get("listen"))
 
