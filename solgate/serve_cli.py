@@ -29,6 +29,8 @@ from solgate.config_values import is_loopback
 from solgate.console.manager import ConsoleManager
 from solgate.errors import ConfigError, SolgateError
 from solgate.web.app import create_app, ssl_context
+from solgate.web.auth import parse_users
+from solgate.web.keys import auth_key
 
 logger = logging.getLogger("solgate.serve")
 PID_FILE = "solgate.pid"
@@ -115,7 +117,7 @@ async def run_server(
     installed: list[signal.Signals] = []
 
     def hangup() -> None:
-        loop.create_task(_reload(manager, reload_config))
+        loop.create_task(_reload(manager, reload_config, runner.app if runner else None))
 
     for sig, action in ((signal.SIGTERM, shutdown.set), (signal.SIGINT, shutdown.set),
                         (signal.SIGHUP, hangup)):
@@ -163,15 +165,21 @@ async def run_server(
     return 0
 
 
-async def _reload(manager: ConsoleManager, reload_config: Callable[[], Config] | None) -> None:
+async def _reload(manager: ConsoleManager, reload_config: Callable[[], Config] | None,
+                  app: web.Application | None = None) -> None:
+    """Re-read the configuration: consoles through the manager, web users in the app (the
+    ssh gateway reads its users from the manager's configuration by itself)."""
     if reload_config is None:
         return
     try:
         config = reload_config()
+        users = parse_users(config.users_raw)
     except SolgateError as exc:
         logger.error("reload refused, keeping the running configuration: %s", exc)  # noqa: TRY400
         return
     summary = await manager.reload(config)
+    if app is not None:
+        app[auth_key].replace_users(users)
     logger.warning("configuration reloaded: %d added, %d removed, %d changed",
                    len(summary["added"]), len(summary["removed"]), len(summary["changed"]))
 

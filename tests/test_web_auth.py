@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from web_fakes import (
     start_client,
 )
 
+from solgate import serve_cli
 from solgate.errors import ConfigError
 from solgate.web.app import create_app
 from solgate.web.auth import (
@@ -28,7 +30,7 @@ from solgate.web.auth import (
     parse_users,
     verify_password,
 )
-from solgate.web.keys import auth_key
+from solgate.web.keys import auth_key, config_key
 
 
 @pytest.fixture
@@ -345,3 +347,56 @@ async def test_second_login_page_load_keeps_the_first_form_valid(client) -> None
         "next": "/events"}, allow_redirects=False)
     assert resp.status == 302
     assert resp.headers["Location"] == "/events"
+
+
+async def test_reload_applies_users_to_the_running_web_app(tmp_path, manager) -> None:
+    """`solgate reload` revokes on the web too: a removed user, a changed password and a
+    dropped token take effect without a restart; untouched users stay logged in."""
+    app = make_app(tmp_path, manager)
+    client = await start_client(app)
+    try:
+        cookies = {}
+        for user in ("alice", "oscar", "otto"):
+            client.session.cookie_jar.clear()
+            await login(client, user)
+            cookies[user] = dict(client.session.cookie_jar.filter_cookies(client.make_url("/")))
+        raw = copy.deepcopy(app[config_key].users_raw)  # same hashes: same passwords
+        del raw["otto"]
+        raw["oscar"]["password_hash"] = hash_password("new-pw", n=16, r=1, p=1)
+        raw["alice"]["api_tokens"] = []
+
+        class Engine:
+            async def reload(self, config):
+                return {"added": [], "removed": [], "changed": []}
+
+        new = make_config(tmp_path, users=raw)
+        await serve_cli._reload(Engine(), lambda: new, app)
+
+        async def status(user: str) -> int:
+            client.session.cookie_jar.clear()
+            client.session.cookie_jar.update_cookies(cookies[user])
+            return (await client.get("/api/consoles")).status
+
+        assert await status("alice") == 200
+        assert await status("oscar") == 401
+        assert await status("otto") == 401
+        client.session.cookie_jar.clear()
+        bearer = {"Authorization": f"Bearer {TOKENS['alice']}"}
+        assert (await client.get("/api/consoles", headers=bearer)).status == 401
+    finally:
+        await client.close()
+
+
+async def test_reload_with_bad_users_keeps_everything(tmp_path, manager) -> None:
+    app = make_app(tmp_path, manager)
+    reloaded = []
+
+    class Engine:
+        async def reload(self, config):
+            reloaded.append(config)
+            return {"added": [], "removed": [], "changed": []}
+
+    bad = make_config(tmp_path, users={"eve": {"role": "emperor"}})
+    await serve_cli._reload(Engine(), lambda: bad, app)
+    assert reloaded == []
+    assert "alice" in app[auth_key].users

@@ -403,6 +403,19 @@ class Authenticator:
         self.user_limiter.reset(username)
         return user
 
+    def replace_users(self, users: Mapping[str, User]) -> None:
+        """A reloaded `[users]`: roles, access lists and tokens apply from the next request.
+
+        Whoever was removed, or had their password changed, must log in again: a
+        password change is how an operator locks out someone who knew the old one.
+        """
+        old, self.users = self.users, dict(users)
+        self._tokens = {h: u for u in self.users.values() for h in u.api_token_hashes}
+        for name, user in old.items():
+            new = self.users.get(name)
+            if new is None or new.password_hash != user.password_hash:
+                self.sessions.drop_user(name)
+
     def user_for_token(self, token: str) -> User | None:
         """The user owning a bearer token, or None."""
         if not token:
