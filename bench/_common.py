@@ -608,3 +608,118 @@ async def ipmitool_flood(port: int, suite: int, size: int,
             "cpu_s_per_mb": round((cpu1 - cpu0) / (size / 1e6), 3),
             "kb_per_s": round(size / 1000 / (t1 - t0), 1),
             "viewer_ok": ok, "viewer_detail": detail, "log_ok": None, "log_detail": ""}
+
+
+# --------------------------------------------------------------------------- a lean viewer
+
+
+class RawWsViewer(asyncio.Protocol):
+    """A read-only WebSocket viewer with almost no per-frame cost, for fan-out runs.
+
+    A thousand aiohttp clients in one Python process cost more CPU than the server they
+    measure; this one does the upgrade by hand, then only splits frames, answers pings,
+    and records `(arrival time, console bytes so far)` once per read.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.data = bytearray()
+        self.arrivals: list[tuple[float, int]] = []
+        self.upgraded = asyncio.get_running_loop().create_future()
+        self.snapshot_next = False
+        self.lagged = 0
+        self.closed = False
+        self.changed = asyncio.Event()
+
+    @classmethod
+    async def open(cls, port: int, name: str) -> RawWsViewer:
+        import base64
+
+        loop = asyncio.get_running_loop()
+        _, viewer = await loop.create_connection(cls, "127.0.0.1", port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        assert viewer.transport is not None
+        viewer.transport.write(
+            f"GET /ws/consoles/{name} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+        await asyncio.wait_for(viewer.upgraded, 10)
+        return viewer
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.changed.set()
+
+    def data_received(self, chunk: bytes) -> None:
+        buf = self.buf
+        buf += chunk
+        if not self.upgraded.done():
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not buf.startswith(b"HTTP/1.1 101"):
+                self.upgraded.set_exception(RuntimeError(bytes(buf[:200]).decode()))
+                return
+            del buf[: end + 4]
+            self.upgraded.set_result(None)
+        pos = 0
+        n = len(buf)
+        while n - pos >= 2:
+            op = buf[pos] & 0x0F
+            ln = buf[pos + 1] & 0x7F
+            hdr = 2
+            if ln == 126:
+                if n - pos < 4:
+                    break
+                ln = int.from_bytes(buf[pos + 2 : pos + 4])
+                hdr = 4
+            elif ln == 127:
+                if n - pos < 10:
+                    break
+                ln = int.from_bytes(buf[pos + 2 : pos + 10])
+                hdr = 10
+            if n - pos < hdr + ln:
+                break
+            payload = buf[pos + hdr : pos + hdr + ln]
+            pos += hdr + ln
+            if op == 2:
+                if self.snapshot_next:
+                    self.snapshot_next = False
+                else:
+                    self.data += payload
+            elif op == 1:
+                ctl = json.loads(payload)
+                kind = ctl.get("type")
+                if kind == "snapshot":
+                    self.snapshot_next = True
+                elif kind == "lagged":
+                    self.lagged += int(ctl.get("dropped", 0))
+            elif op == 9:
+                self._send(0xA, bytes(payload))
+            elif op == 8:
+                self.closed = True
+        del buf[:pos]
+        self.arrivals.append((time.perf_counter(), len(self.data)))
+        self.changed.set()
+
+    def _send(self, opcode: int, payload: bytes) -> None:
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        assert self.transport is not None
+        self.transport.write(bytes((0x80 | opcode, 0x80 | len(payload))) + mask + masked)
+
+    async def wait(self, predicate, deadline: float) -> None:  # noqa: ANN001
+        while not predicate(self) and not self.closed and time.monotonic() < deadline:
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), max(0.05, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            with contextlib.suppress(OSError, RuntimeError):
+                self._send(0x8, b"\x03\xe8")
+            self.transport.close()

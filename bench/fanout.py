@@ -2,15 +2,16 @@
 
     python bench/fanout.py [--viewers 1000] [--bytes 120K] [--baud 115200]
 
-N WebSocket clients (in this process) attach to one console of `solgate serve`; the first
-takes the write lock and types `flood BYTES`. Every viewer records when each frame arrived
-and how far into the flood it reaches. A frame's *lateness* is its arrival time minus the
-time the host's UART finished sending its last byte (flood offset / line rate, plus an
-unknown constant); the smallest lateness seen by any viewer is taken as the pipeline's
-fixed cost, and *delay* is lateness above it: the time a viewer waited in solgate's
-queues (and this client's). Every viewer's bytes and the log are checked with the flood
-verifier. Note: the viewers run in one Python process on the same two cores as the
-server, so at 1,000 viewers the client side is a large part of the measured delay.
+N lean WebSocket viewers (`RawWsViewer`, in this process) attach to one console of
+`solgate serve`; one more client takes the write lock and types `flood BYTES`. Every
+viewer records, per socket read, when it arrived and how far into the flood it reaches.
+A read's *lateness* is its arrival time minus the time the host's UART finished sending
+the last byte it completed (flood offset / line rate, plus an unknown constant); the
+smallest lateness seen by any viewer is the pipeline's fixed cost, and *delay* is
+lateness above it: time spent in solgate's queues, the kernel and this client. Every
+viewer's bytes and the log are checked with the flood verifier. The viewers share the
+machine's two cores with the server and the simulator, so at 1,000 viewers part of the
+delay is the client's own.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     FLOOD_START,
     Fleet,
+    RawWsViewer,
     Server,
     WsConsole,
     check_flood,
@@ -40,36 +42,12 @@ from _common import (  # noqa: E402
 )
 
 
-class Viewer:
-    def __init__(self, ws: WsConsole) -> None:
-        self.ws = ws
-        self.buf = bytearray()
-        self.frames: list[tuple[float, int]] = []  # (arrival, len(buf))
-        self.start: int | None = None
-
-    async def read_until(self, size: int, deadline: float) -> None:
-        while time.monotonic() < deadline:
-            r = await self.ws.receive(max(0.1, deadline - time.monotonic()))
-            if r is None:
-                if self.ws.closed:
-                    return
-                continue
-            if r[0] != "data":
-                continue
-            self.buf += r[1]
-            self.frames.append((time.perf_counter(), len(self.buf)))
-            if self.start is None:
-                i = bytes(self.buf).find(FLOOD_START)
-                if i >= 0:
-                    self.start = i
-            if self.start is not None and flood_done(self.buf, size, self.start) is not None:
-                return
-
-    def lateness(self, rate: float) -> list[float]:
-        if self.start is None:
-            return []
-        return [t - min(n - self.start, 10**12) / rate for t, n in self.frames
-                if n > self.start]
+def lateness(v: RawWsViewer, rate: float) -> list[float]:
+    """Per read: arrival time minus the UART time of the last flood byte it completed."""
+    start = bytes(v.data).find(FLOOD_START)
+    if start < 0:
+        return []
+    return [t - (n - start) / rate for t, n in v.arrivals if n > start]
 
 
 async def amain(args: argparse.Namespace) -> int:
@@ -88,36 +66,46 @@ async def amain(args: argparse.Namespace) -> int:
                 raise RuntimeError("console did not come up")
             conn = aiohttp.TCPConnector(limit=0)
             async with aiohttp.ClientSession(connector=conn) as session:
-                viewers: list[Viewer] = []
+                writer = WsConsole(session, server.url, name)
+                await writer.open()
+                await writer.take_write()
+                await writer.settle(0.3)
+                await writer.send(b"\r")
+                await writer.settle(0.3)
+                viewers: list[RawWsViewer] = []
                 t_attach = time.perf_counter()
                 for i in range(0, args.viewers, 50):
-                    batch = [WsConsole(session, server.url, name)
-                             for _ in range(min(50, args.viewers - i))]
-                    await asyncio.gather(*(w.open() for w in batch))
-                    viewers += [Viewer(w) for w in batch]
+                    viewers += await asyncio.gather(*(
+                        RawWsViewer.open(server.port, name)
+                        for _ in range(min(50, args.viewers - i))))
                 t_attach = time.perf_counter() - t_attach
-                writer = viewers[0].ws
-                await writer.take_write()
-                await asyncio.gather(*(v.ws.settle(0.5) for v in viewers))
-                await writer.send(b"\r")
-                await asyncio.gather(*(v.ws.settle(0.5) for v in viewers))
+                await asyncio.sleep(1.0)  # greetings and snapshots
+                for v in viewers:
+                    v.data.clear()
+                    v.arrivals.clear()
                 since = len(server.log_bytes(name))
                 cpu0 = cpu_of(server.pid)
                 t0 = time.perf_counter()
                 await writer.send(b"flood %d\r" % size)
                 deadline = time.monotonic() + size / rate * 3 + 30
-                await asyncio.gather(*(v.read_until(size, deadline) for v in viewers))
+
+                def done(v: RawWsViewer) -> bool:
+                    return flood_done(v.data, size) is not None
+
+                await asyncio.gather(*(v.wait(done, deadline) for v in viewers))
                 elapsed = time.perf_counter() - t0
                 cpu = cpu_of(server.pid) - cpu0
-                lagged = sum(1 for v in viewers if v.ws.lagged)
-                closed = sum(1 for v in viewers if v.ws.closed)
-                ok = [check_flood(v.buf, size)[0] for v in viewers]
-                await asyncio.gather(*(v.ws.close() for v in viewers), return_exceptions=True)
+                lagged = sum(1 for v in viewers if v.lagged)
+                closed = sum(1 for v in viewers if v.closed)
+                ok = [check_flood(v.data, size)[0] for v in viewers]
+                for v in viewers:
+                    v.close()
+                await writer.close()
             log_ok, log_detail = await wait_log_flood(server, name, size, since, 15.0)
         finally:
             server.stop()
             fleet.stop()
-    late = [x for v in viewers for x in v.lateness(rate)]
+    late = [x for v in viewers for x in lateness(v, rate)]
     base = min(late) if late else 0.0
     delays = sorted(1000 * (x - base) for x in late)
 
@@ -132,7 +120,7 @@ async def amain(args: argparse.Namespace) -> int:
         "delay_p50_ms": q(0.5), "delay_p99_ms": q(0.99), "delay_max_ms": q(1.0),
         "frames": len(delays), "viewers_complete": sum(ok), "viewers_lagged": lagged,
         "viewers_closed": closed, "log_ok": log_ok, "log_detail": log_detail,
-        "mean_frames_per_viewer": round(statistics.mean(len(v.frames) for v in viewers), 1),
+        "mean_reads_per_viewer": round(statistics.mean(len(v.arrivals) for v in viewers), 1),
     }
     print(f"fan-out: one console at {args.baud} baud, flood of {size} bytes")
     print_table(["viewers", "complete", "lagged", "delay p50 ms", "delay p99 ms",
