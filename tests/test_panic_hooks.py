@@ -33,7 +33,7 @@ def _recorder_script(tmp_path):
     return [sys.executable, str(script)], out
 
 
-async def _webhook_server():
+async def _webhook_server(handler=None, path="/hook"):
     got: list[dict] = []
 
     async def hook(request: web.Request) -> web.Response:
@@ -41,13 +41,13 @@ async def _webhook_server():
         return web.Response(text="ok")
 
     app = web.Application()
-    app.router.add_post("/hook", hook)
+    app.router.add_post(path, handler or hook)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
-    return runner, f"http://127.0.0.1:{port}/hook", got
+    return runner, f"http://127.0.0.1:{port}{path}", got
 
 
 async def test_command_gets_the_event_on_stdin_and_in_its_environment(tmp_path):
@@ -75,21 +75,14 @@ async def test_a_failing_webhook_is_reported_without_its_secret_path(caplog):
     async def loop(request: web.Request) -> web.Response:
         raise web.HTTPTemporaryRedirect(str(request.url))  # to itself until aiohttp gives up
 
-    app = web.Application()
-    app.router.add_post("/services/T0KEN-SECRET", loop)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    runner, url, _ = await _webhook_server(loop, "/services/T0KEN-SECRET")
     try:
-        problems = await run_panic_hooks(
-            "web01", (), f"http://127.0.0.1:{port}/services/T0KEN-SECRET", EVENT)
+        problems = await run_panic_hooks("web01", (), url, EVENT)
     finally:
         await runner.cleanup()
     assert len(problems) == 1
     assert "on_panic_webhook failed" in problems[0]
-    assert f"127.0.0.1:{port}" in problems[0]
+    assert url.removesuffix("/services/T0KEN-SECRET") in problems[0]
     assert "T0KEN-SECRET" not in problems[0]
     assert "T0KEN-SECRET" not in caplog.text
 
