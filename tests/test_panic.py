@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from solgate.console.panic import PanicDetector, PanicEvent, clean_line
 from solgate.errors import ConfigError
@@ -332,3 +334,118 @@ def test_a_new_crash_after_the_end_marker_is_a_new_event():
     text = serial(VFS_PANIC) + serial("[    9.000000] Oops: 0000 [#1] SMP\n")
     events = det.feed(text, now=0.0) + det.flush(1.0)
     assert [e.pattern for e in events] == ["kernel-panic", "oops"]
+
+
+# Pieces a console line is made of, picked so that keys, escapes, tabs, control bytes,
+# box drawing and line ends land inside and across lines and chunks.
+_PIECES = [
+    b"Kernel panic - not syncing: x",
+    b"Kernel\tpanic - not syncing",
+    b"Kern\x07el panic",
+    b"BUG\x07: x",
+    b"BUG: soft lockup",
+    b"BU\x1b[0mG: ",
+    b"Oops: 0000",
+    b"Oops:",
+    b"Call Trace:",
+    b"WARNING: CPU: 1 PID: 2",
+    b"INFO: task x:1 blocked for more than 120 seconds",
+    b"invoked oom-killer",
+    b"Machine check",
+    b"general protection fault",
+    b"[   1.000] ",
+    b" ? do_thing+0x1/0x2",
+    b"RIP: 0010:x",
+    b"---[ end Kernel panic ]---",
+    b"FATAL: firmware",
+    b"hello",
+    b"   ",
+    b"\t",
+    b"\x00",
+    b"\x7f",
+    b"\x1b[31m",
+    b"\x1b]0;t",
+    b"\x07",
+    b"\xcd\xba",
+    "\u2550naïve".encode(),
+    b"\xff",
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b"\r\n\r\n",
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pieces=st.lists(st.sampled_from(_PIECES), max_size=80),
+    cuts=st.lists(st.integers(1, 300), min_size=1, max_size=20),
+    extra=st.sampled_from([(), ("FATAL: .* firmware",), ("(?i)hello", "x{3}")]),
+    max_line=st.sampled_from([16, 40, 4096]),
+)
+@example(
+    pieces=[b"hello", b"\r\n", b"Kernel\tpanic - not syncing", b"\r\n"],
+    cuts=[300],
+    extra=(),
+    max_line=4096,
+)
+@example(
+    pieces=[b"hello", b"\n", b"BUG\x07: x", b"\n", b"   ", b"\n"],
+    cuts=[300],
+    extra=(),
+    max_line=4096,
+)
+def test_chunk_prefilter_reports_exactly_what_line_by_line_matching_does(
+    pieces, cuts, extra, max_line
+):
+    """The whole-chunk shortcut for quiet output changes no event, context or count."""
+    data = b"".join(pieces)
+    fast = PanicDetector(extra, context_before=3, context_after=4, max_line_bytes=max_line)
+    slow = PanicDetector(extra, context_before=3, context_after=4, max_line_bytes=max_line)
+    slow._skim = lambda lines: False  # every line through the per-line path
+    got: list[PanicEvent] = []
+    want: list[PanicEvent] = []
+    pos, i, now = 0, 0, 0.0
+    while pos < len(data):
+        n = cuts[i % len(cuts)]
+        got += fast.feed(data[pos : pos + n], now)
+        want += slow.feed(data[pos : pos + n], now)
+        pos, i, now = pos + n, i + 1, now + 0.5
+    got += fast.flush(now, final=True)
+    want += slow.flush(now, final=True)
+    assert got == want
+    assert fast.lines_seen == slow.lines_seen
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"plain",
+        b"tab\there  ",
+        b"\x1b[1mbold\x1b[0m",
+        b"\xba box \xba",
+        b"bell\x07\x7f",
+        b"\t \x0b",
+        "caf\u00e9 \u2502x".encode(),
+        b"\xc9\xcd\xbb",
+        b"nbsp\xc2\xa0",
+        b"\x9b31mx",
+    ],
+)
+def test_clean_line_keeps_its_meaning(raw):
+    """`clean_line` skips steps that cannot change a line; the result is the full recipe's."""
+    import re as _re
+
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("cp437")
+    text = _re.sub(
+        r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[PX^_][^\x1b]*(?:\x1b\\)?"
+        r"|[ -/]*[0-~])|\x9b[0-?]*[ -/]*[@-~]",
+        "",
+        text,
+    )
+    text = _re.sub("[\u2500-\u25ff]", " ", text)
+    text = _re.sub(r"[\x00-\x08\x0a-\x1f\x7f]", "", text.replace("\t", " ")).rstrip()
+    assert clean_line(raw) == text

@@ -12,7 +12,9 @@ Bytes become lines robustly: `\\r\\n`, `\\n` and a lone `\\r` end a line; each l
 decoded as UTF-8, or CP437 (which maps every byte) when that fails; ANSI escape
 sequences, BIOS box drawing and other control characters are removed; blank lines
 are ignored. No line grows past `max_line_bytes`: longer runs are cut into pieces, so
-a flood without newlines costs bounded memory.
+a flood without newlines costs bounded memory. Most output matches nothing, so a chunk
+of plain ASCII lines is cleared in one search for the built-in patterns' literals (and
+the extra patterns' one combined regex per line) before any per-line work is done.
 
 One incident, one event. The first line that matches a pattern opens an incident,
 taking the `context_before` lines that preceded it. While it is open, further
@@ -95,23 +97,24 @@ BUILTIN_PATTERNS: tuple[PanicPattern, ...] = (
     _p("kernel-warning", r"WARNING: CPU: \d+ PID: \d+", "warning"),
     _p("call-trace", r"Call Trace:", "warning"),
 )
-# Every built-in regex needs one of these literals; `in` on them is several times faster
-# than one big alternation, and nearly every console line fails all of them.
+# Every built-in regex needs one of these literals, so a line (or a whole chunk) without
+# any of them matches no built-in pattern. One regex over the keys beats a loop of `in`.
 _BUILTIN_KEYS = (
     "Kernel panic",
     "LOCKUP",
-    "lockup",
+    "BUG: ",  # also soft-lockup's "BUG: soft lockup"
     "Hardware Error",
     "Machine ",
     "Out of memory",
-    "oom-killer",
+    "-killer",  # "invoked oom-killer"
     "protection fault",
     "Oops: ",
-    "BUG: ",
-    "blocked for more than",
+    "INFO: task",
     "WARNING: CPU",
     "Call Trace:",
 )
+_KEYS = re.compile("|".join(re.escape(k) for k in _BUILTIN_KEYS))
+_KEYS_BYTES = re.compile(b"|".join(re.escape(k.encode()) for k in _BUILTIN_KEYS))
 
 _END_OF_PANIC = "---[ end Kernel panic"
 
@@ -141,15 +144,29 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 def clean_line(raw: bytes) -> str:
     """Decode one console line for matching: UTF-8, else CP437; no escapes, no boxes."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("cp437")
-    if "\x1b" in text or "\x9b" in text:
-        text = _ANSI.sub("", text)
-    text = _BOX_DRAWING.sub(" ", text)
-    text = _CONTROL.sub("", text.replace("\t", " "))
+    if raw.isascii():
+        text = raw.decode("ascii")  # the common case: no box drawing possible
+        if "\x1b" in text:
+            text = _ANSI.sub("", text)
+    else:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("cp437")
+        if "\x1b" in text or "\x9b" in text:
+            text = _ANSI.sub("", text)
+        text = _BOX_DRAWING.sub(" ", text)
+    if "\t" in text:
+        text = text.replace("\t", " ")
+    if not text.isprintable():  # printable text has no control character to remove
+        text = _CONTROL.sub("", text)
     return text.rstrip()
+
+
+# For `PanicDetector._skim`: what `clean_line` does to ASCII without ESC, on bytes.
+_TAB_TO_SPACE = bytes.maketrans(b"\t", b" ")
+_CONTROL_BYTES = bytes(range(0x09)) + bytes(range(0x0B, 0x20)) + b"\x7f"  # keeps \n
+_INVISIBLE = bytes(range(0x21)) + b"\x7f"  # a line of only these cleans to blank
 
 
 def _compile_extra(spec: str | tuple[str, str]) -> PanicPattern:
@@ -188,6 +205,17 @@ class _Incident:
 _EOL = re.compile(rb"\r\n|\r|\n")
 
 
+def _combine(extra: tuple[PanicPattern, ...]) -> re.Pattern[str] | None:
+    """One regex matching where any of `extra` does, to test a line once; None when the
+    patterns cannot be joined safely (groups could be back-referenced by number)."""
+    if not extra or any(p.regex.groups for p in extra):
+        return None
+    try:
+        return re.compile("|".join(f"(?:{p.regex.pattern})" for p in extra))
+    except re.error:  # e.g. a global flag like (?i) that must start its pattern
+        return None
+
+
 class PanicDetector:
     """Sans-I/O pattern matcher over console output; one `PanicEvent` per incident."""
 
@@ -205,13 +233,15 @@ class PanicDetector:
         if isinstance(extra_patterns, str):
             extra_patterns = (extra_patterns,)
         self._extra = tuple(_compile_extra(s) for s in extra_patterns)
+        self._extra_any = _combine(self._extra)
         self._context_after = max(0, context_after)
         self._quiet_seconds = quiet_seconds
         self._max_open_seconds = max_open_seconds
         self._max_incident_lines = max(1, max_incident_lines)
         self._max_line = max(16, max_line_bytes)
         self._partial = bytearray()
-        self._recent: deque[str] = deque(maxlen=max(0, context_before))
+        # Cleaned lines, or raw ones `_skim` knows are not blank (cleaned when needed).
+        self._recent: deque[str | bytes] = deque(maxlen=max(0, context_before))
         self._incident: _Incident | None = None
         self.lines_seen = 0
         self.events_emitted = 0
@@ -231,9 +261,11 @@ class PanicDetector:
 
     def feed(self, data: bytes, now: float) -> list[PanicEvent]:
         """Consume console output; return the incidents that closed."""
-        events = self.handle_timeout(now)
-        for raw in self._split(data):
-            self._line(raw, now, events)
+        events = self.handle_timeout(now) if self._incident is not None else []
+        lines = self._split(data)
+        if lines and not (self._incident is None and self._skim(lines)):
+            for raw in lines:
+                self._line(raw, now, events)
         return events
 
     def next_deadline(self) -> float | None:
@@ -272,30 +304,73 @@ class PanicDetector:
         if not has_eol and len(self._partial) + len(data) <= self._max_line:
             self._partial += data
             return []
-        buf = bytes(self._partial) + bytes(data)
+        buf = bytes(self._partial) + data if self._partial else bytes(data)
         self._partial.clear()
-        parts = _EOL.split(buf) if has_eol else [buf]
+        if not has_eol:
+            parts = [buf]
+        elif b"\r" not in buf:
+            parts = buf.split(b"\n")
+        else:
+            parts = buf.split(b"\r\n")
+            pairs = len(parts) - 1
+            if buf.count(b"\r") != pairs or buf.count(b"\n") != pairs:
+                parts = _EOL.split(buf)  # a lone CR or LF somewhere
         rest = parts.pop()
         limit = self._max_line
-        lines: list[bytes] = []
-        for part in parts:
-            if len(part) <= limit:
-                if part:
-                    lines.append(part)
-            else:
-                lines.extend(part[i : i + limit] for i in range(0, len(part), limit))
-        if len(rest) > limit:
-            whole = len(rest) - len(rest) % limit
-            lines.extend(rest[i : i + limit] for i in range(0, whole, limit))
-            rest = rest[whole:]
+        if len(buf) <= limit:  # then no piece is too long
+            lines = [part for part in parts if part]
+        else:
+            lines = []
+            for part in parts:
+                if len(part) <= limit:
+                    if part:
+                        lines.append(part)
+                else:
+                    lines.extend(part[i : i + limit] for i in range(0, len(part), limit))
+            if len(rest) > limit:
+                whole = len(rest) - len(rest) % limit
+                lines.extend(rest[i : i + limit] for i in range(0, whole, limit))
+                rest = rest[whole:]
         self._partial += rest
         return lines
 
+    def _skim(self, lines: list[bytes]) -> bool:
+        """Take `lines` as `_line` would when none of them can match, else return False.
+
+        Most console output matches nothing. For ASCII without ESC, `clean_line` is a byte
+        translation, so one search for the built-in keys over the whole chunk clears every
+        line at once; blank lines are told by their bytes, and the kept ones are cleaned
+        only if an incident later wants them as before-context. Call with no incident open.
+        """
+        probe = b"\n".join(lines)
+        if not probe.isascii() or b"\x1b" in probe:
+            return False
+        if _KEYS_BYTES.search(probe.translate(_TAB_TO_SPACE, _CONTROL_BYTES)):
+            return False
+        kept = [raw for raw in lines if raw.strip(_INVISIBLE)]
+        if self._extra:
+            texts = [
+                raw.translate(_TAB_TO_SPACE, _CONTROL_BYTES).decode("ascii").rstrip()
+                for raw in kept
+            ]
+            if any(self._match_extra(text) for text in texts):
+                return False
+            self._recent.extend(texts)
+        else:
+            self._recent.extend(kept)
+        self.lines_seen += len(kept)
+        return True
+
     def _match(self, line: str) -> PanicPattern | None:
-        if any(key in line for key in _BUILTIN_KEYS):
+        if _KEYS.search(line):
             for pattern in BUILTIN_PATTERNS:
                 if pattern.regex.search(line):
                     return pattern
+        return self._match_extra(line) if self._extra else None
+
+    def _match_extra(self, line: str) -> PanicPattern | None:
+        if self._extra_any is not None and not self._extra_any.search(line):
+            return None
         for pattern in self._extra:
             if pattern.regex.search(line):
                 return pattern
@@ -328,7 +403,7 @@ class PanicDetector:
             inc = _Incident(
                 start=now,
                 last_active=now,
-                before=tuple(self._recent),
+                before=tuple(r if isinstance(r, str) else clean_line(r) for r in self._recent),
                 lines=[line],
                 rank=_RANK[hit.severity],
                 name=hit.name,
