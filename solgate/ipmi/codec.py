@@ -328,9 +328,12 @@ def encode_rmcpplus_header(header: RmcpPlusHeader) -> bytes:
     )
 
 
-def decode_rmcpplus_header(datagram: bytes) -> RmcpPlusHeader:
-    """Parse the fixed header; the caller checks the rest of the datagram's length."""
-    _at_least(datagram, RMCPPLUS_HEADER_LEN, "RMCP+ header")
+def unpack_rmcpplus_header(datagram: bytes) -> tuple[int, int, int, int]:
+    """The fixed header as (payload type byte with its encrypted and authenticated bits,
+    session ID, sequence number, payload length): `decode_rmcpplus_header` without the
+    object, for the per-packet path. Raises what it raises."""
+    if len(datagram) < RMCPPLUS_HEADER_LEN:
+        _at_least(datagram, RMCPPLUS_HEADER_LEN, "RMCP+ header")
     rmcp, auth_type, ptype, sid, seq, length = _RMCPPLUS_HEADER.unpack_from(datagram)
     if rmcp != RMCP_IPMI_HEADER:
         raise ProtocolError("not an RMCP IPMI-class packet")
@@ -340,6 +343,12 @@ def decode_rmcpplus_header(datagram: bytes) -> RmcpPlusHeader:
         raise ProtocolError("OEM explicit payloads are not supported")
     if RMCPPLUS_HEADER_LEN + length > len(datagram):
         raise ProtocolError("RMCP+ payload length runs past the datagram")
+    return ptype, sid, seq, length
+
+
+def decode_rmcpplus_header(datagram: bytes) -> RmcpPlusHeader:
+    """Parse the fixed header; the caller checks the rest of the datagram's length."""
+    ptype, sid, seq, length = unpack_rmcpplus_header(datagram)
     return RmcpPlusHeader(
         payload_type=ptype & PAYLOAD_TYPE_MASK,
         encrypted=bool(ptype & PAYLOAD_ENCRYPTED),

@@ -23,13 +23,14 @@ class OutboundCounter:
 
 
 class ReplayWindow:
-    __slots__ = ("ahead", "behind", "highest", "_seen")
+    __slots__ = ("ahead", "behind", "highest", "_seen", "_mask")
 
     def __init__(self, ahead: int = 32, behind: int = 16) -> None:
         self.ahead = ahead
         self.behind = behind
         self.highest: int | None = None
         self._seen = 0  # bit i set: highest - i was seen
+        self._mask = (1 << (behind + 1)) - 1
 
     def check(self, seq: int) -> bool:
         """Would `seq` be accepted? Does not change the window."""
@@ -45,6 +46,11 @@ class ReplayWindow:
 
     def accept(self, seq: int) -> bool:
         """Record `seq` if acceptable; return whether it was."""
+        highest = self.highest
+        if highest is not None and seq == highest + 1 and self.ahead:  # in order: most calls
+            self._seen = ((self._seen << 1) | 1) & self._mask
+            self.highest = seq
+            return True
         if not self.check(seq):
             return False
         if self.highest is None:
@@ -52,7 +58,7 @@ class ReplayWindow:
             return True
         fwd = (seq - self.highest) % MOD
         if 1 <= fwd <= self.ahead:
-            self._seen = ((self._seen << fwd) | 1) & ((1 << (self.behind + 1)) - 1)
+            self._seen = ((self._seen << fwd) | 1) & self._mask
             self.highest = seq
         else:
             self._seen |= 1 << ((self.highest - seq) % MOD)

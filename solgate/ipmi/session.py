@@ -107,6 +107,8 @@ DROP_REASONS = ("malformed", "unauthenticated", "replayed", "unexpected", "unsol
                 "duplicate")
 
 _AUTH_CAPS_RQ_SEQ = 0
+_IPMI = int(PayloadType.IPMI)
+_SOL = int(PayloadType.SOL)
 
 
 # --------------------------------------------------------------------------- events
@@ -383,7 +385,7 @@ class ClientSession:
             self._drop("unexpected")
             return
         try:
-            packet = protector.open(data)
+            ptype, seq, payload = protector.unseal(data)
         except ProtocolError:
             try:
                 codec.decode_rmcpplus_header(data)
@@ -392,15 +394,14 @@ class ClientSession:
             else:
                 self._drop("unauthenticated")
             return
-        if not self._window.accept(packet.header.seq):
+        if not self._window.accept(seq):
             self._drop("replayed")
             return
         self.last_received = now
-        ptype = packet.header.payload_type
-        if ptype == PayloadType.IPMI:
-            self._receive_ipmi(packet.payload, now)
-        elif ptype == PayloadType.SOL and self.state is SessionState.ESTABLISHED:
-            self._events.append(SolPayloadReceived(packet.payload))
+        if ptype == _SOL and self.state is SessionState.ESTABLISHED:
+            self._events.append(SolPayloadReceived(payload))
+        elif ptype == _IPMI:
+            self._receive_ipmi(payload, now)
         else:
             self._drop("unexpected")
 

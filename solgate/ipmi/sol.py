@@ -58,10 +58,8 @@ from solgate.errors import LocalProtocolError, ProtocolError
 from solgate.ipmi.sol_codec import (
     MAX_SOL_CHARACTERS,
     SolOperation,
-    SolPacket,
     SolStatus,
     decode_sol,
-    encode_sol,
 )
 
 Role = Literal["console", "bmc"]
@@ -69,6 +67,13 @@ Role = Literal["console", "bmc"]
 NACK_PAUSE = 2.0  # seconds a NACKed sender waits for a "ready" packet before trying again
 MAX_SEND_BUFFER = 64 * 1024  # characters queued toward the peer before send() refuses
 STALE_HISTORY = 3  # how many earlier sequence numbers count as stale copies, not new data
+
+# Plain ints: `int & IntFlag` runs Flag.__and__ in Python, which the per-packet path avoids.
+_NACK = int(SolStatus.NACK)
+_DEACTIVATING = int(SolStatus.DEACTIVATING)
+_TRANSFER_UNAVAILABLE = int(SolStatus.CHARACTER_TRANSFER_UNAVAILABLE)
+_TRANSMIT_OVERRUN = int(SolStatus.TRANSMIT_OVERRUN)
+_MAX_PAYLOAD = 4 + MAX_SOL_CHARACTERS
 
 
 # --- events -----------------------------------------------------------------------------
@@ -298,7 +303,7 @@ class SolStream:
     @property
     def peer_nacking(self) -> bool:
         """The peer's latest packet had the NACK bit set."""
-        return bool(self._peer_flags & SolStatus.NACK)
+        return bool(self._peer_flags & _NACK)
 
     # --- settable state ---------------------------------------------------------------
 
@@ -312,7 +317,7 @@ class SolStream:
     @status_flags.setter
     def status_flags(self, flags: int) -> None:
         flags = int(flags)
-        forbidden = int(SolStatus.NACK) | self._tx_break
+        forbidden = _NACK | self._tx_break
         if flags & forbidden or not 0 <= flags <= 0xFF:
             raise LocalProtocolError(
                 f"status_flags 0x{flags:02x}: NACK and break bits are set by the stream itself"
@@ -372,7 +377,7 @@ class SolStream:
 
     def send_status(self, now: float) -> None:
         """Send an informational ACK-only packet carrying the current status bits."""
-        self._emit(SolPacket(0, 0, 0, self._sticky_flags(), b""))
+        self._emit(0, 0, 0, self._sticky_flags(), b"")
 
     def capacity_available(self, now: float) -> None:
         """Role bmc: the receiver drained; lift our NACK with an ACK for the same packet.
@@ -385,31 +390,37 @@ class SolStream:
             return
         self._nacking = False
         if self._rx_taken == 0 and not self._rx_complete:
-            self._emit(SolPacket(0, 0, 0, self._sticky_flags(), b""))
+            self._emit(0, 0, 0, self._sticky_flags(), b"")
         else:
             self._ack_due = (self._rx_seq, self._rx_taken)
         self._pump(now)
 
     def receive_payload(self, payload: bytes, now: float) -> None:
         """Take one decrypted SOL payload from the peer; bad ones are dropped and counted."""
-        try:
-            pkt = decode_sol(payload)
-        except ProtocolError as exc:
-            self.counters["malformed"] += 1
-            self._log.debug("dropped malformed SOL payload: %s", exc)
+        # The fields are read in place (the layout of `decode_sol`): no SolPacket per packet.
+        if not 4 <= len(payload) <= _MAX_PAYLOAD:
+            try:
+                decode_sol(payload)
+            except ProtocolError as exc:
+                self.counters["malformed"] += 1
+                self._log.debug("dropped malformed SOL payload: %s", exc)
             return
-        if pkt.seq == 0 and pkt.data:
+        seq = payload[0] & 0x0F
+        data = bytes(payload[4:])
+        if seq == 0 and data:
             self.counters["malformed"] += 1
-            self._log.debug("dropped ACK-only SOL packet carrying %d characters", len(pkt.data))
+            self._log.debug("dropped ACK-only SOL packet carrying %d characters", len(data))
             return
-        self._note_peer_flags(pkt.flags)
-        if pkt.ack_seq:
-            self._handle_ack(pkt, now)
-        if not pkt.nack and self._state is SendState.PAUSED:
+        flags = payload[3]
+        self._note_peer_flags(flags)
+        ack_seq = payload[1] & 0x0F
+        if ack_seq:
+            self._handle_ack(ack_seq, payload[2], flags & _NACK, now)
+        if self._state is SendState.PAUSED and not flags & _NACK:
             self._move(_SendInput.RESUMED)
             self._paused_until = None
-        if pkt.seq:
-            self._handle_data(pkt)
+        if seq:
+            self._handle_data(seq, flags, data)
         self._pump(now)
 
     def handle_timeout(self, now: float) -> None:
@@ -425,9 +436,7 @@ class SolStream:
                 self.counters["retransmits"] += 1
                 self._move(_SendInput.RETRANSMIT)
                 self._log.debug("resending SOL seq %d (try %d)", flight.seq, flight.retries)
-                self._emit(
-                    SolPacket(flight.seq, 0, 0, self._sticky_flags() | flight.flags, flight.data)
-                )
+                self._emit(flight.seq, 0, 0, self._sticky_flags() | flight.flags, flight.data)
             else:
                 self._stall(flight)
         self._pump(now)
@@ -453,13 +462,13 @@ class SolStream:
 
     def _note_peer_flags(self, flags: int) -> None:
         old, self._peer_flags = self._peer_flags, flags
-        if self._is_bmc:
+        if self._is_bmc or old == flags:
             return  # in this direction bits 4/5 mean break and ring, handled per packet
         changed = old ^ flags
-        if changed & flags & SolStatus.DEACTIVATING:
+        if changed & flags & _DEACTIVATING:
             self._events.append(PeerDeactivating())
-        if changed & SolStatus.CHARACTER_TRANSFER_UNAVAILABLE:
-            on = bool(flags & SolStatus.CHARACTER_TRANSFER_UNAVAILABLE)
+        if changed & _TRANSFER_UNAVAILABLE:
+            on = bool(flags & _TRANSFER_UNAVAILABLE)
             self._events.append(TransferUnavailable(on))
 
     def _take(self, offered: int) -> int:
@@ -470,36 +479,37 @@ class SolStream:
         self._receive_capacity -= taken
         return taken
 
-    def _handle_data(self, pkt: SolPacket) -> None:
-        if pkt.seq == self._rx_seq:
-            self._handle_duplicate(pkt)
+    def _handle_data(self, seq: int, flags: int, data: bytes) -> None:
+        if seq == self._rx_seq:
+            self._handle_duplicate(seq, data)
             return
-        if pkt.seq in self._rx_history:
+        if seq in self._rx_history:
             self.counters["stale"] += 1
-            self._log.debug("dropped stale copy of SOL seq %d", pkt.seq)
+            self._log.debug("dropped stale copy of SOL seq %d", seq)
             return
         if self._rx_seq:
             self._rx_history.append(self._rx_seq)
-        self._rx_seq = pkt.seq
-        if pkt.flags & self._rx_break:
+        self._rx_seq = seq
+        if flags & self._rx_break:
             self._events.append(BreakRequested())
-        if not self._is_bmc and pkt.flags & SolStatus.TRANSMIT_OVERRUN:
+        if not self._is_bmc and flags & _TRANSMIT_OVERRUN:
             self.counters["overruns"] += 1
-        taken = self._take(len(pkt.data))
+        offered = len(data)
+        taken = offered if self._receive_capacity is None else self._take(offered)
         self._rx_taken = taken
-        self._rx_complete = taken == len(pkt.data)
+        self._rx_complete = taken == offered
         if taken:
-            self._events.append(DataReceived(pkt.data[:taken]))
+            self._events.append(DataReceived(data if taken == offered else data[:taken]))
         if not self._rx_complete:
             self._start_nacking()
         elif self._nacking:
             self._nacking = False  # we took a whole packet: that ACK says "ready" already
-        self._ack_due = (pkt.seq, taken)
+        self._ack_due = (seq, taken)
 
-    def _handle_duplicate(self, pkt: SolPacket) -> None:
+    def _handle_duplicate(self, seq: int, data: bytes) -> None:
         """The peer resent the packet we took last: re-ACK, deliver only what is new."""
         self.counters["duplicates"] += 1
-        extra = pkt.data[self._rx_taken :]
+        extra = data[self._rx_taken :]
         # A grown retransmission adds characters after the ones already taken. Taking them
         # risks a repeat if the peer already acted on our first (shorter) ACK and resends
         # the overlap as a new packet (ipmi_sim, quirk 11); ACKing only the old count is
@@ -514,7 +524,7 @@ class SolStream:
                 self._events.append(DataReceived(extra[:taken]))
             if not self._rx_complete:
                 self._start_nacking()
-        self._ack_due = (pkt.seq, self._rx_taken)
+        self._ack_due = (seq, self._rx_taken)
 
     def _start_nacking(self) -> None:
         if not self._is_bmc:  # unreachable: the console never limits what it takes
@@ -532,26 +542,26 @@ class SolStream:
             )
         self._state = nxt
 
-    def _handle_ack(self, pkt: SolPacket, now: float) -> None:
+    def _handle_ack(self, ack_seq: int, count: int, nack: int, now: float) -> None:
         flight = self._flight
-        if flight is None or pkt.ack_seq != flight.seq:
+        if flight is None or ack_seq != flight.seq:
             self.counters["ignored_acks"] += 1
             return
         sent = len(flight.data)
-        if not pkt.nack and pkt.accepted:
+        if not nack and count:
             self._peer_counts_real = True
         count0_is_full = self.ack_count0_is_full and not self._peer_counts_real
-        if pkt.nack:
-            accepted = min(pkt.accepted, sent)
-        elif pkt.accepted >= sent or (pkt.accepted == 0 and count0_is_full):
+        if nack:
+            accepted = min(count, sent)
+        elif count >= sent or (count == 0 and count0_is_full):
             accepted = sent
         else:
-            accepted = pkt.accepted
+            accepted = count
         self._consume(accepted)
         if flight.is_break:
             self._breaks.popleft()
         self._flight = None
-        if pkt.nack:
+        if nack:
             self.counters["nacks_received"] += 1
             self._move(_SendInput.NACKED)
             self._paused_until = now + self.nack_pause
@@ -585,14 +595,15 @@ class SolStream:
         self._events.append(StreamStalled(reason, dropped))
 
     def _sticky_flags(self) -> int:
-        return self._status_flags | (int(SolStatus.NACK) if self._nacking else 0)
+        return self._status_flags | _NACK if self._nacking else self._status_flags
 
     def _refusal_flag(self, count: int) -> int:
         """NACK on an ACK that takes none of a non-empty packet (count 0 alone means "all")."""
-        return int(SolStatus.NACK) if count == 0 and not self._rx_complete else 0
+        return _NACK if count == 0 and not self._rx_complete else 0
 
-    def _emit(self, pkt: SolPacket) -> None:
-        self._out.append(encode_sol(pkt))
+    def _emit(self, seq: int, ack_seq: int, count: int, flags: int, data: bytes) -> None:
+        """Queue one SOL payload (`encode_sol`'s layout; every field is in range here)."""
+        self._out.append(bytes((seq, ack_seq, count, flags & 0xFF)) + data)
 
     def _pump(self, now: float) -> None:
         """Send the next data packet if allowed, then any ACK still owed."""
@@ -602,7 +613,7 @@ class SolStream:
             ack_seq, count = self._ack_due
             self._ack_due = None
             flags = self._sticky_flags() | self._refusal_flag(count)
-            self._emit(SolPacket(0, ack_seq, count, flags, b""))
+            self._emit(0, ack_seq, count, flags, b"")
 
     def _transmit_next(self, now: float) -> None:
         if self._breaks and self._breaks[0] == self._consumed:
@@ -626,4 +637,4 @@ class SolStream:
             self._ack_due = None
         self._flight = _Flight(seq, data, flags, is_break, now + self.retry_interval)
         self._move(_SendInput.TRANSMIT)
-        self._emit(SolPacket(seq, ack_seq, count, self._sticky_flags() | flags | ack_flags, data))
+        self._emit(seq, ack_seq, count, self._sticky_flags() | flags | ack_flags, data)
