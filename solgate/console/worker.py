@@ -149,6 +149,9 @@ class ConsoleWorker:
         self._client: IpmiClient | None = None
         self._stream: SolStream | None = None
         self._timer: asyncio.TimerHandle | None = None
+        # The loop `_serve` runs on, for the per-packet path: asyncio.get_running_loop()
+        # costs a getpid() system call each time.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._ended: asyncio.Future[_ActivationEnded] | None = None
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
@@ -329,7 +332,7 @@ class ConsoleWorker:
         return f"session 0x{owner:08x}" if owner else "another session"
 
     async def _serve(self, client: IpmiClient, activation: SolActivation) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         target = self.console.target()
         stream = SolStream(
             "console",
@@ -396,7 +399,7 @@ class ConsoleWorker:
     # --- the SOL data path (synchronous, no awaits) --------------------------------------
 
     def _now(self) -> float:
-        return asyncio.get_running_loop().time()
+        return (self._loop or asyncio.get_running_loop()).time()
 
     def _on_sol_payload(self, payload: bytes) -> None:
         stream = self._stream
@@ -443,7 +446,8 @@ class ConsoleWorker:
             if self._timer.when() == deadline:
                 return
             self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+        self._timer = (self._loop or asyncio.get_running_loop()).call_at(deadline,
+                                                                         self._on_timer)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -453,8 +457,8 @@ class ConsoleWorker:
     def _on_output(self, data: bytes) -> None:
         self.log.write(data)
         self.bytes_in += len(data)
-        self.last_output = self._wall()
-        for incident in self.panic.feed(data, self._wall()):
+        self.last_output = now = self._wall()
+        for incident in self.panic.feed(data, now):
             self._on_panic(incident)
         self.hub.publish(data)
 

@@ -397,17 +397,20 @@ class IpmiClient:
         if self._processing:
             return  # a handler called back into us; the outer loop picks it up
         self._processing = True
+        session = self.session
         try:
             while True:
-                datagrams = self.session.datagrams_to_send()
-                if self._transport is not None and not self._transport.is_closing():
-                    for datagram in datagrams:
-                        self._transport.sendto(datagram)
-                event = self.session.next_event()
-                if event is None and not datagrams:
-                    break
+                datagrams = session.datagrams_to_send()
+                if datagrams:
+                    port = self._transport
+                    if port is not None and not port.is_closing():
+                        for datagram in datagrams:
+                            port.sendto(datagram)
+                event = session.next_event()
                 if event is not None:
                     self._dispatch(event)
+                elif not datagrams:
+                    break
         finally:
             self._processing = False
         self._rearm()
