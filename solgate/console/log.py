@@ -298,6 +298,15 @@ class ConsoleLog:
             data = bytes(data)
         now = self._clock()
         self._last_activity = now
+        if (not self._pending and not self._timestamps and self._file.fd is not None
+                and self._size + len(data) < self._max_bytes):
+            # The common case, what the loop below comes to with a healthy disk and no
+            # rotation due: one os.write.
+            done = self._write_out(data)
+            if done < len(data):
+                self._enqueue(data[done:])
+            self._at_line_start = data[-1] == _NL
+            return
         self._maybe_retry(now)
         just_rotated = False
         while data:
