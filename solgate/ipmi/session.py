@@ -164,6 +164,13 @@ class SessionState(Enum):
     TERMINATED = auto()
 
 
+
+# Module names for the states the per-packet path tests (a class attribute of an Enum
+# costs several dictionary lookups on every access).
+_IDLE = SessionState.IDLE
+_ESTABLISHED = SessionState.ESTABLISHED
+_TERMINATED = SessionState.TERMINATED
+
 class SessionInput(Enum):
     START = auto()
     START_WITHOUT_AUTH_CAPS = auto()
@@ -261,7 +268,7 @@ class ClientSession:
         return self._events.popleft() if self._events else None
 
     def next_deadline(self) -> float | None:
-        if self.state is SessionState.TERMINATED:
+        if self.state is _TERMINATED:
             return None
         deadline = self._handshake_deadline
         for p in self._pending.values():
@@ -271,11 +278,11 @@ class ClientSession:
 
     @property
     def established(self) -> bool:
-        return self.state is SessionState.ESTABLISHED
+        return self.state is _ESTABLISHED
 
     @property
     def terminated(self) -> bool:
-        return self.state is SessionState.TERMINATED
+        return self.state is _TERMINATED
 
     # ------------------------------------------------------------------ commands
 
@@ -298,19 +305,19 @@ class ClientSession:
 
     def send_request(self, netfn: int, cmd: int, data: bytes, now: float) -> int:
         """Queue an IPMI request; its answer comes as `ResponseReceived(request_id, ...)`."""
-        if self.state is not SessionState.ESTABLISHED:
+        if self.state is not _ESTABLISHED:
             raise LocalProtocolError(f"send_request() in state {self.state.name}")
         return self._request(netfn, cmd, data, now).request_id
 
     def send_sol(self, payload: bytes, now: float) -> None:
         """Seal and queue one SOL payload (header + characters, built by `sol.py`)."""
-        if self.state is not SessionState.ESTABLISHED:
+        if self.state is not _ESTABLISHED:
             raise LocalProtocolError(f"send_sol() in state {self.state.name}")
         self._seal(PayloadType.SOL, payload)
 
     def close(self, now: float) -> None:
         """Send Close Session once (no retry, no wait) and terminate."""
-        if self.state is SessionState.TERMINATED:
+        if self.state is _TERMINATED:
             return
         if self._protector is not None:
             msg = IpmiMessage(NetFn.APP, Command.CLOSE_SESSION, self._take_rq_seq(),
@@ -324,7 +331,7 @@ class ClientSession:
     # ------------------------------------------------------------------ timers
 
     def handle_timeout(self, now: float) -> None:
-        if self.state is SessionState.TERMINATED:
+        if self.state is _TERMINATED:
             return
         if self._handshake_deadline is not None and now >= self._handshake_deadline:
             self._handshake_deadline = None
@@ -362,7 +369,7 @@ class ClientSession:
     def receive_datagram(self, data: bytes, now: float) -> None:
         """Take one datagram from the BMC. Never raises for anything the BMC sent."""
         state = self.state
-        if state is SessionState.TERMINATED or state is SessionState.IDLE:
+        if state is _TERMINATED or state is _IDLE:
             self._drop("unexpected")
         elif len(data) < 4 + 10:  # shorter than any IPMI 1.5 or RMCP+ header
             self._drop("malformed")
@@ -398,7 +405,7 @@ class ClientSession:
             self._drop("replayed")
             return
         self.last_received = now
-        if ptype == _SOL and self.state is SessionState.ESTABLISHED:
+        if ptype == _SOL and self.state is _ESTABLISHED:
             self._events.append(SolPayloadReceived(payload))
         elif ptype == _IPMI:
             self._receive_ipmi(payload, now)

@@ -143,6 +143,10 @@ class SendState(Enum):
     PAUSED = "paused"  # the peer NACKed; wait for "ready" or the pause deadline
 
 
+
+_IDLE = SendState.IDLE  # module names for the per-packet path (Enum attributes are slow)
+_PAUSED = SendState.PAUSED
+
 class _SendInput(Enum):
     TRANSMIT = "transmit"
     RETRANSMIT = "retransmit"
@@ -371,7 +375,7 @@ class SolStream:
         A data packet proves the BMC's serial side still answers (some BMCs do not ACK
         empty packets, so a stall after this is a per-host signal, not proof of death).
         """
-        if self._state is SendState.IDLE:
+        if self._state is _IDLE:
             self._keepalive_wanted = True
             self._pump(now)
 
@@ -416,7 +420,7 @@ class SolStream:
         ack_seq = payload[1] & 0x0F
         if ack_seq:
             self._handle_ack(ack_seq, payload[2], flags & _NACK, now)
-        if self._state is SendState.PAUSED and not flags & _NACK:
+        if self._state is _PAUSED and not flags & _NACK:
             self._move(_SendInput.RESUMED)
             self._paused_until = None
         if seq:
@@ -607,7 +611,7 @@ class SolStream:
 
     def _pump(self, now: float) -> None:
         """Send the next data packet if allowed, then any ACK still owed."""
-        if self._state is SendState.IDLE:
+        if self._state is _IDLE:
             self._transmit_next(now)
         if self._ack_due is not None:
             ack_seq, count = self._ack_due
