@@ -50,7 +50,7 @@ def test_environment_variable_chooses_and_a_bad_value_is_named(monkeypatch):
 
 
 def test_auto_takes_uvloop_when_installed():
-    uvloop = pytest.importorskip("uvloop")
+    uvloop = pytest.importorskip("uvloop", exc_type=ImportError)
     factory, name = event_loop_choice(None)
     assert factory is not None
     assert name.startswith("uvloop")
