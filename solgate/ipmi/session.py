@@ -164,12 +164,12 @@ class SessionState(Enum):
     TERMINATED = auto()
 
 
-
 # Module names for the states the per-packet path tests (a class attribute of an Enum
 # costs several dictionary lookups on every access).
 _IDLE = SessionState.IDLE
 _ESTABLISHED = SessionState.ESTABLISHED
 _TERMINATED = SessionState.TERMINATED
+
 
 class SessionInput(Enum):
     START = auto()

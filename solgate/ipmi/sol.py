@@ -143,9 +143,9 @@ class SendState(Enum):
     PAUSED = "paused"  # the peer NACKed; wait for "ready" or the pause deadline
 
 
-
 _IDLE = SendState.IDLE  # module names for the per-packet path (Enum attributes are slow)
 _PAUSED = SendState.PAUSED
+
 
 class _SendInput(Enum):
     TRANSMIT = "transmit"
