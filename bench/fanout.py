@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import statistics
 import sys
 import time
@@ -58,7 +59,13 @@ async def amain(args: argparse.Namespace) -> int:
     with workdir() as wd:
         fleet = Fleet(1, wd, baud=args.baud)
         fleet.start()
-        server = Server(fleet.consoles, wd, web=True, uvloop=args.uvloop)
+        server = Server(
+            fleet.consoles,
+            wd,
+            web=True,
+            uvloop=args.uvloop,
+            extra_env={"SOLGATE_EVENT_LOOP": args.event_loop},
+        )
         name = fleet.consoles[0][0]
         try:
             server.start()
@@ -75,9 +82,12 @@ async def amain(args: argparse.Namespace) -> int:
                 viewers: list[RawWsViewer] = []
                 t_attach = time.perf_counter()
                 for i in range(0, args.viewers, 50):
-                    viewers += await asyncio.gather(*(
-                        RawWsViewer.open(server.port, name)
-                        for _ in range(min(50, args.viewers - i))))
+                    viewers += await asyncio.gather(
+                        *(
+                            RawWsViewer.open(server.port, name)
+                            for _ in range(min(50, args.viewers - i))
+                        )
+                    )
                 t_attach = time.perf_counter() - t_attach
                 await asyncio.sleep(1.0)  # greetings and snapshots
                 for v in viewers:
@@ -102,6 +112,7 @@ async def amain(args: argparse.Namespace) -> int:
                     v.close()
                 await writer.close()
             log_ok, log_detail = await wait_log_flood(server, name, size, since, 15.0)
+            ran_on = re.search(r"event loop: (\w+(?: [\d.]+)?)", (wd / "serve.err").read_text())
         finally:
             server.stop()
             fleet.stop()
@@ -113,21 +124,55 @@ async def amain(args: argparse.Namespace) -> int:
         return round(delays[min(len(delays) - 1, int(p * len(delays)))], 1) if delays else -1
 
     result = {
-        "viewers": args.viewers, "bytes": size, "baud": args.baud, "uvloop": args.uvloop,
-        "attach_s": round(t_attach, 2), "flood_s": round(elapsed, 2),
+        "viewers": args.viewers,
+        "bytes": size,
+        "baud": args.baud,
+        "uvloop": args.uvloop,
+        "event_loop": ran_on.group(1).strip() if ran_on else "unknown",
+        "attach_s": round(t_attach, 2),
+        "flood_s": round(elapsed, 2),
         "line_time_s": round(size / rate, 2),
-        "serve_cpu_s": round(cpu, 2), "serve_cpu_pct": round(100 * cpu / elapsed, 1),
-        "delay_p50_ms": q(0.5), "delay_p99_ms": q(0.99), "delay_max_ms": q(1.0),
-        "frames": len(delays), "viewers_complete": sum(ok), "viewers_lagged": lagged,
-        "viewers_closed": closed, "log_ok": log_ok, "log_detail": log_detail,
+        "serve_cpu_s": round(cpu, 2),
+        "serve_cpu_pct": round(100 * cpu / elapsed, 1),
+        "delay_p50_ms": q(0.5),
+        "delay_p99_ms": q(0.99),
+        "delay_max_ms": q(1.0),
+        "frames": len(delays),
+        "viewers_complete": sum(ok),
+        "viewers_lagged": lagged,
+        "viewers_closed": closed,
+        "log_ok": log_ok,
+        "log_detail": log_detail,
         "mean_reads_per_viewer": round(statistics.mean(len(v.arrivals) for v in viewers), 1),
     }
-    print(f"fan-out: one console at {args.baud} baud, flood of {size} bytes")
-    print_table(["viewers", "complete", "lagged", "delay p50 ms", "delay p99 ms",
-                 "max ms", "serve CPU %", "log ok"],
-                [[args.viewers, result["viewers_complete"], lagged, result["delay_p50_ms"],
-                  result["delay_p99_ms"], result["delay_max_ms"], result["serve_cpu_pct"],
-                  log_ok]])
+    print(
+        f"fan-out: one console at {args.baud} baud, flood of {size} bytes, "
+        f"serve on {result['event_loop']}"
+    )
+    print_table(
+        [
+            "viewers",
+            "complete",
+            "lagged",
+            "delay p50 ms",
+            "delay p99 ms",
+            "max ms",
+            "serve CPU %",
+            "log ok",
+        ],
+        [
+            [
+                args.viewers,
+                result["viewers_complete"],
+                lagged,
+                result["delay_p50_ms"],
+                result["delay_p99_ms"],
+                result["delay_max_ms"],
+                result["serve_cpu_pct"],
+                log_ok,
+            ]
+        ],
+    )
     path = write_result(args.name, result)
     print(f"wrote {path}")
     return 0
@@ -139,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bytes", default="120K")
     parser.add_argument("--baud", type=int, default=115200)
     parser.add_argument("--uvloop", action="store_true", help="run serve on uvloop")
+    parser.add_argument(
+        "--event-loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="serve's --event-loop (auto: uvloop when installed, as serve does)",
+    )
     parser.add_argument("--name", default="fanout")
     return asyncio.run(amain(parser.parse_args(argv)))
 

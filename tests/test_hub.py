@@ -258,6 +258,188 @@ async def test_a_viewer_stalled_past_the_timeout_is_dropped():
     assert drain(other) == [b"c"]
 
 
+# -- direct output (front ends with a sink) ----------------------------------------
+
+
+class FakeSink:
+    """Records what the hub wrote; can back up like a socket whose peer stopped reading."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.open = True
+
+    def ready(self) -> bool:
+        return self.open
+
+    def write(self, data: bytes) -> bool:
+        if not self.open:
+            return False
+        self.writes.append(data)
+        return True
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.writes)
+
+
+async def park(attachment, sink: FakeSink) -> asyncio.Task:
+    """Read the greeting, then wait in get() the way a front end's writer task does."""
+    attachment.set_sink(sink)
+    drain(attachment)
+    task = asyncio.create_task(attachment.get())
+    await asyncio.sleep(0)
+    assert not task.done()
+    return task
+
+
+async def wait_for(predicate, timeout: float = 2.0) -> None:
+    for _ in range(int(timeout / 0.005)):
+        if predicate():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("condition not met in time")
+
+
+async def test_a_lone_viewer_is_written_inside_publish():
+    clock = FakeClock()
+    hub = Hub("web01", clock=clock)
+    sink = FakeSink()
+    reader = await park(hub.attach("alice", can_write=True), sink)
+    for key in (b"l", b"s", b"\r\n"):
+        clock.now += 0.001  # typed a millisecond apart
+        hub.publish(key)
+        assert sink.writes[-1] == key  # no task switch, no timer: the echo is out
+    assert not reader.done()  # and the reader was never woken
+    reader.cancel()
+
+
+async def test_many_viewers_share_one_batched_write_per_flush():
+    hub = Hub("web01", clock=FakeClock())  # time stands still: every later flush waits
+    sinks = [FakeSink() for _ in range(1000)]
+    readers = [
+        await park(hub.attach(f"u{i}", can_write=False), sink) for i, sink in enumerate(sinks)
+    ]
+    chunks = [b"line %d\r\n" % i for i in range(200)]
+    bytes_out = hub.bytes_out
+    for chunk in chunks:
+        hub.publish(chunk)
+    await wait_for(lambda: len(sinks[-1].writes) == 2)
+    # The first chunk went out at once, the other 199 together after the flush gap,
+    # and every viewer got the very same objects: a front end encodes each once.
+    first = sinks[0].writes
+    assert first == [chunks[0], b"".join(chunks[1:])]
+    assert all(len(s.writes) == 2 and all(map(bytes.__eq__, s.writes, first)) for s in sinks)
+    assert all(s.writes[1] is first[1] for s in sinks)
+    assert not any(reader.done() for reader in readers)
+    assert hub.bytes_out - bytes_out == 1000 * sum(map(len, chunks))
+    for reader in readers:
+        reader.cancel()
+
+
+async def test_a_backed_up_viewer_falls_back_to_its_queue_and_lags():
+    hub = Hub("web01", queue_bytes=1024)
+    slow_sink, fast_sink = FakeSink(), FakeSink()
+    slow = hub.attach("slow", can_write=False)
+    slow_reader = await park(slow, slow_sink)
+    fast_reader = await park(hub.attach("fast", can_write=False), fast_sink)
+    hub.publish(b"before\r\n")
+    slow_sink.open = False  # its socket backed up
+    for i in range(20):
+        hub.publish(b"row %02d " % i + b"y" * 60 + b"\r\n")
+        await asyncio.sleep(0)
+    await wait_for(lambda: fast_sink.data.endswith(b"row 19 " + b"y" * 60 + b"\r\n"))
+    assert slow_sink.data == b"before\r\n"
+    # Its writer took what was queued first, then stalled sending it; the rest overflowed
+    # the queue, so it is resynced like any viewer that falls behind.
+    assert (await asyncio.wait_for(slow_reader, 1)).startswith(b"row 00 ")
+    lagged, snapshot = drain(slow)
+    assert isinstance(lagged, Lagged)
+    assert lagged.dropped_bytes > 1024
+    assert "row 19 " + "y" * 60 in painted(snapshot)
+    assert hub.lagged_total == 1
+    # Once its socket drains and it waits again, it is written directly again.
+    slow_sink.open = True
+    slow_reader = asyncio.create_task(slow.get())
+    await asyncio.sleep(0)
+    hub.publish(b"after\r\n")
+    await wait_for(lambda: slow_sink.data.endswith(b"after\r\n"))
+    assert fast_sink.data.endswith(b"after\r\n")
+    assert not fast_reader.done()
+    for reader in (slow_reader, fast_reader):
+        reader.cancel()
+
+
+async def test_a_control_message_comes_after_the_output_published_before_it():
+    hub = Hub("web01", clock=FakeClock())
+    sink, other_sink = FakeSink(), FakeSink()
+    viewer = hub.attach("alice", can_write=False)
+    reader = await park(viewer, sink)
+    other = await park(hub.attach("bob", can_write=False), other_sink)
+    hub.publish(b"one ")  # written at once
+    hub.publish(b"two ")  # waits for the flush gap
+    hub.set_state("backoff", "BMC unreachable")
+    assert await asyncio.wait_for(reader, 1) == b"two "
+    assert await viewer.get() == StateChanged("backoff", "BMC unreachable")
+    assert sink.data == b"one "  # "two " was not written a second time
+    reader = asyncio.create_task(viewer.get())
+    await asyncio.sleep(0)
+    hub.publish(b"three")
+    await wait_for(lambda: sink.data == b"one three")
+    # The other viewer was told too, in the same order, and no longer waits to be live.
+    assert other_sink.data == b"one "
+    assert await asyncio.wait_for(other, 1) == b"two "
+    assert drain(hub.attachments[1]) == [StateChanged("backoff", "BMC unreachable"), b"three"]
+    reader.cancel()
+
+
+async def test_output_that_drops_the_lock_holder_still_reaches_everyone_before_the_news():
+    hub = Hub("web01", queue_bytes=100, max_lag_streak=0)
+    holder = hub.attach("alice", can_write=True)
+    drain(holder)  # then it stops reading: its next overflow drops it
+    sink = FakeSink()
+    viewer = hub.attach("guest", can_write=False)
+    reader = await park(viewer, sink)
+    hub.publish(b"x" * 150)
+    assert drain(holder)[-1] == Closed("too slow")
+    got = [await asyncio.wait_for(reader, 1), *drain(viewer)]
+    assert b"".join([sink.data, got[0]]) == b"x" * 150
+    assert got[1:] == [WriteLockChanged(None)]
+
+
+async def test_a_reader_that_stops_waiting_is_no_longer_written_directly():
+    hub = Hub("web01")
+    sink = FakeSink()
+    viewer = hub.attach("alice", can_write=False)
+    reader = await park(viewer, sink)
+    reader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    hub.publish(b"queued")
+    assert sink.writes == []
+    assert viewer.get_nowait() == b"queued"
+    detached = await park(viewer, sink)
+    viewer.detach()
+    hub.publish(b"gone")
+    assert sink.writes == []
+    assert await asyncio.wait_for(detached, 1) == Closed("detached")
+
+
+async def test_a_failing_sink_never_breaks_publish_or_the_other_viewers():
+    class BrokenSink(FakeSink):
+        def write(self, data: bytes) -> bool:
+            raise OSError("transport gone")
+
+    hub = Hub("web01")
+    broken = hub.attach("broken", can_write=False)
+    broken_reader = await park(broken, BrokenSink())
+    sink = FakeSink()
+    reader = await park(hub.attach("fine", can_write=False), sink)
+    hub.publish(b"still here")
+    await wait_for(lambda: sink.data == b"still here")
+    assert await asyncio.wait_for(broken_reader, 1) == b"still here"  # via its queue
+    reader.cancel()
+
+
 # -- the write lock ---------------------------------------------------------------
 
 

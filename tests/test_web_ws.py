@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import os
+import socket
 from pathlib import Path
 
 import aiohttp
@@ -93,8 +97,14 @@ async def test_newcomer_sees_current_screen_then_live_output(client, manager) ->
     ws = await client.ws_connect("/ws/consoles/web01")
     hello = await next_json(ws)
     assert hello == {
-        "type": "hello", "console": "web01", "user": "victor", "state": "active",
-        "state_detail": "", "can_write": False, "writer": None, "role": "viewer",
+        "type": "hello",
+        "console": "web01",
+        "user": "victor",
+        "state": "active",
+        "state_detail": "",
+        "can_write": False,
+        "writer": None,
+        "role": "viewer",
         "escape": "~",
     }
     assert await next_json(ws) == {"type": "snapshot"}
@@ -227,23 +237,127 @@ async def test_closed_socket_ends_its_attachment(client, manager) -> None:
     assert len(client.server.app[websockets_key]) == 0
 
 
+class RawViewer:
+    """A WebSocket client on a plain socket that can stop reading, like a stalled browser."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, client, name: str) -> RawViewer:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills up soon
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (client.host, client.port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            f"GET /ws/consoles/{name} HTTP/1.1\r\nHost: {client.host}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            "Authorization: Bearer sgt_alice-token\r\n\r\n".encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        return cls(reader, writer)
+
+    async def frame(self) -> tuple[int, bytes]:
+        """The next (opcode, payload); server frames are never masked."""
+        head = await asyncio.wait_for(self.reader.readexactly(2), 2)
+        assert head[0] & 0x70 == 0  # RSV bits: this client offered no compression
+        n = head[1] & 0x7F
+        if n == 126:
+            n = int.from_bytes(await self.reader.readexactly(2))
+        elif n == 127:
+            n = int.from_bytes(await self.reader.readexactly(8))
+        return head[0] & 0x0F, await self.reader.readexactly(n)
+
+    async def json(self) -> dict:
+        opcode, payload = await self.frame()
+        assert opcode == 1, (opcode, payload[:80])
+        return json.loads(payload)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 async def test_slow_client_is_told_it_lagged_and_gets_a_fresh_snapshot(client, manager) -> None:
     hub = manager.get("tiny").hub  # queue_bytes = 1024
+    viewer = await RawViewer.open(client, "tiny")
+    try:
+        assert (await viewer.json())["type"] == "hello"
+        assert (await viewer.json())["type"] == "snapshot"
+        assert (await viewer.frame())[0] == 2
+        assert (await viewer.json())["type"] == "write-lock"
+        # The viewer stops reading; output keeps coming until its socket backs up and
+        # its queue overflows (bounded: 64 MB would fill any loopback buffers).
+        published = bytearray()
+        for i in range(16384):
+            chunk = b"x" * 4000 + b"\r\nline %05d\r\n" % i
+            hub.publish(chunk)
+            published += chunk
+            if hub.lagged_total:
+                break
+            if i % 64 == 0:
+                await asyncio.sleep(0)  # let the loop write, as it would between packets
+        assert hub.lagged_total == 1
+        assert hub.viewers == 1  # lagged, not dropped
+        # It reads again: an in-order prefix of the output, then lagged and a repaint.
+        received = bytearray()
+        while (frame := await viewer.frame())[0] == 2:
+            received += frame[1]
+        assert frame[0] == 1
+        lagged = json.loads(frame[1])
+        assert lagged["type"] == "lagged"
+        assert lagged["dropped"] > 0
+        assert published.startswith(received)
+        assert len(received) + lagged["dropped"] == len(published)
+        assert await viewer.json() == {"type": "snapshot"}
+        opcode, screen = await viewer.frame()
+        assert opcode == 2
+        assert b"line %05d" % i in screen  # the repaint shows the latest output
+        hub.publish(b"after\r\n")
+        assert await viewer.frame() == (2, b"after\r\n")
+    finally:
+        viewer.close()
+
+
+async def test_many_browsers_get_identical_output_in_order(client, manager) -> None:
+    hub = manager.get("web01").hub
     await login(client, "victor")
-    ws = await open_console(client, "tiny")
-    # A burst larger than the queue, before the writer task can run: the viewer falls behind.
-    for i in range(8):
-        hub.publish(f"line {i} ".encode() + b"x" * 400 + b"\r\n")
-    first = await next_json(ws)
-    assert first["type"] == "lagged"
-    assert first["dropped"] > 0
-    assert await next_json(ws) == {"type": "snapshot"}
-    screen = await ws.receive(timeout=2)
-    assert screen.type == WSMsgType.BINARY
-    assert b"line 7" in screen.data  # the repaint shows the latest output
+    sockets = [await open_console(client) for _ in range(20)]
+    # Every writer task now waits in get(), so the hub writes their frames itself.
+    await wait_until(lambda: len(hub._live) == 20)
+
+    async def read_bytes(ws: aiohttp.ClientWebSocketResponse, n: int) -> bytes:
+        got = b""
+        while len(got) < n:
+            msg = await ws.receive(timeout=2)
+            assert msg.type == WSMsgType.BINARY, msg
+            got += msg.data
+        return got
+
+    # Every length form of the frame header (7-bit, 16-bit, 64-bit), on connections
+    # that negotiated compression (aiohttp's client offers it) and mixed with aiohttp's
+    # own compressed frames.
+    for size in (1, 125, 126, 200, 65535, 65536, 70000):
+        chunk = bytes(range(32, 127)) * (size // 95) + b"z" * (size % 95)
+        hub.publish(chunk)
+        assert await asyncio.gather(*(read_bytes(ws, size) for ws in sockets)) == [chunk] * 20
+    hub.publish(b"before\r\n")
+    hub.set_state("backoff", "BMC unreachable")
     hub.publish(b"after\r\n")
-    assert (await ws.receive(timeout=2)).data == b"after\r\n"
-    await ws.close()
+    for ws in sockets:
+        assert await read_bytes(ws, 8) == b"before\r\n"
+        assert await next_json(ws) == {
+            "type": "state",
+            "state": "backoff",
+            "detail": "BMC unreachable",
+        }
+        assert await read_bytes(ws, 7) == b"after\r\n"
+    for ws in sockets:
+        await ws.close()
+    await wait_until(lambda: hub.viewers == 0)
 
 
 async def test_state_changes_reach_the_browser(client, manager) -> None:
@@ -252,8 +366,10 @@ async def test_state_changes_reach_the_browser(client, manager) -> None:
     ws = await open_console(client)
     hub.set_state("backoff", "BMC 10.0.0.5:623 unreachable; retrying in 8 s")
     assert await until_type(ws, "state") == {
-        "type": "state", "state": "backoff",
-        "detail": "BMC 10.0.0.5:623 unreachable; retrying in 8 s"}
+        "type": "state",
+        "state": "backoff",
+        "detail": "BMC 10.0.0.5:623 unreachable; retrying in 8 s",
+    }
     await ws.close()
 
 
@@ -263,7 +379,9 @@ async def test_hub_close_closes_the_socket(client, manager) -> None:
     ws = await open_console(client)
     hub.close("console removed from the configuration")
     assert await until_type(ws, "closed") == {
-        "type": "closed", "reason": "console removed from the configuration"}
+        "type": "closed",
+        "reason": "console removed from the configuration",
+    }
     msg = await ws.receive(timeout=2)
     assert msg.type == WSMsgType.CLOSE
     assert msg.data == 4001
@@ -280,8 +398,9 @@ async def test_shutdown_closes_sockets_with_going_away(client, manager) -> None:
 
 
 async def test_bearer_token_client_can_attach_without_origin(client, manager) -> None:
-    ws = await client.ws_connect("/ws/consoles/web01",
-                                 headers={"Authorization": "Bearer sgt_alice-token"})
+    ws = await client.ws_connect(
+        "/ws/consoles/web01", headers={"Authorization": "Bearer sgt_alice-token"}
+    )
     hello = await next_json(ws)
     assert hello["user"] == "alice"
     assert hello["can_write"] is True

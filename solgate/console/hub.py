@@ -51,6 +51,21 @@ capacity the screen is dropped and rebuilt from the ring at the next render (the
 holds the same bytes), so a busy console costs no pyte time and bounded memory until a
 newcomer or a lagging viewer needs a picture.
 
+Direct output (the fan-out fast path): a front end that can take console bytes
+synchronously registers an `OutputSink` with `Attachment.set_sink`. While its reader is
+parked in `get()` with nothing queued, the attachment is *live*: `publish` does not
+touch it, the bytes go into the hub's batch instead, and `_flush` hands the whole batch,
+as one `bytes` object (the same object for every live sink, so a front end can encode
+it once), to each live sink. No task is woken per viewer per chunk. The first flush
+after a quiet spell runs at once, inside `publish`, so an echo is never delayed; after
+a flush to N sinks the next waits until `N * FLUSH_GAP_PER_SINK` seconds (at most
+`MAX_FLUSH_GAP`) have passed, so with many viewers each gets fewer, larger writes and
+the fan-out's CPU share stays bounded, while one or a few viewers see no added delay.
+An attachment leaves the live state, back to its queue, when a control message is
+queued for it (what it was owed from the batch is queued first, so order is kept),
+when its sink refuses a write (backed up or closing: then the queue, and with it
+Lagged/Snapshot and the slow-viewer policy, apply as before), or when it is closed.
+
 Memory per console while nobody is attached: the `RawRing` (lazily allocated, up to its
 capacity) and this object; no pyte screen and no queues. While attached: the screen
 (a few hundred KiB at 80x25 with scrollback), pending bytes up to the ring's capacity,
@@ -61,10 +76,12 @@ nothing is thread-safe.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from solgate.console.screen import RawRing, Screen
 
@@ -74,6 +91,7 @@ __all__ = [
     "Hub",
     "Lagged",
     "Message",
+    "OutputSink",
     "Snapshot",
     "StateChanged",
     "WriteLockChanged",
@@ -82,6 +100,30 @@ __all__ = [
 DEFAULT_QUEUE_BYTES = 256 * 1024
 DEFAULT_MAX_LAG_STREAK = 3
 DEFAULT_STALL_TIMEOUT = 60.0
+# After a flush to N live sinks, the next waits N * FLUSH_GAP_PER_SINK (at most
+# MAX_FLUSH_GAP): 1,000 viewers get a write every 10 ms plus the flush itself (~9 us
+# per viewer, mostly the kernel's send), so the fan-out takes about half a core at
+# most; a lone viewer's echo is written at once. See "Direct output" above.
+FLUSH_GAP_PER_SINK = 10e-6
+MAX_FLUSH_GAP = 0.05
+
+log = logging.getLogger(__name__)
+
+
+class OutputSink(Protocol):
+    """A front end's synchronous output path (see "Direct output" in the module doc)."""
+
+    def ready(self) -> bool:
+        """True if `write` would take bytes now (open and not backed up)."""
+        ...
+
+    def write(self, data: bytes) -> bool:
+        """Send console bytes at once; False, and nothing sent, if not `ready()`.
+
+        Must not raise and must not block. `data` is the same object for every sink
+        in one flush.
+        """
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +195,9 @@ class Attachment:
         "_read_since_lag",
         "_closed",
         "_greeted",
+        "_sink",
+        "_live",
+        "_live_from",
     )
 
     def __init__(self, hub: Hub, user: str, *, can_write: bool, cols: int, rows: int) -> None:
@@ -175,6 +220,9 @@ class Attachment:
         self._read_since_lag = 0  # console bytes read since the last overflow
         self._closed: Closed | None = None
         self._greeted = False  # lock and state told after the first Snapshot
+        self._sink: OutputSink | None = None
+        self._live = False  # output goes to the sink from the hub's batch, not the queue
+        self._live_from = 0  # the first batch chunk this attachment is owed while live
 
     def __repr__(self) -> str:
         return f"<Attachment {self.user!r} to {self.hub.name!r}{' rw' if self.can_write else ''}>"
@@ -216,6 +264,16 @@ class Attachment:
         """Leave the console: releases the write lock; a pending `get()` returns Closed."""
         self.hub._remove(self, Closed("detached"))
 
+    def set_sink(self, sink: OutputSink | None) -> None:
+        """Let the hub write console bytes straight to `sink` while `get()` waits idle.
+
+        Control messages, snapshots and anything queued still come from `get()`; the
+        caller must send what `get()` returns before it calls `get()` again, as usual.
+        """
+        if sink is None and self._live:
+            self.hub._leave_live(self)
+        self._sink = sink
+
     def __aiter__(self) -> AsyncIterator[bytes | Message]:
         return self._iterate()
 
@@ -233,12 +291,18 @@ class Attachment:
             if item is not None:
                 return item
             loop = asyncio.get_running_loop()
+            sink = self._sink
+            if sink is not None and sink.ready():
+                # The caller has sent everything it got: later bytes may bypass the queue.
+                self.hub._go_live(self, loop)
             self._waiter = waiter = loop.create_future()
             try:
                 await waiter
             finally:
                 if self._waiter is waiter:
                     self._waiter = None
+                if self._live:  # cancelled while live: nobody sends from here on
+                    self.hub._leave_live(self)
 
     def get_nowait(self) -> bytes | Message | None:
         """The next item if one is ready, else None."""
@@ -254,11 +318,7 @@ class Attachment:
                 chunks.append(queue.popleft())  # type: ignore[arg-type]
             data = b"".join(chunks) if len(chunks) > 1 else item
             self._queued_bytes -= len(data)
-            if self._lag_streak:
-                self._read_since_lag += len(data)
-                if self._read_since_lag >= self.hub.queue_bytes:
-                    self._lag_streak = 0  # it kept up for a whole queue: forgiven
-            self.hub.bytes_out += len(data)
+            self._count_read(len(data))
             return data
         if item is _RESYNC:
             # From here on, output goes into the Snapshot rendered on the next read.
@@ -270,6 +330,14 @@ class Attachment:
         return item  # type: ignore[return-value]
 
     # -- what the hub calls ------------------------------------------------------
+
+    def _count_read(self, n: int) -> None:
+        """`n` console bytes reached the front end (from the queue or a sink)."""
+        if self._lag_streak:
+            self._read_since_lag += n
+            if self._read_since_lag >= self.hub.queue_bytes:
+                self._lag_streak = 0  # it kept up for a whole queue: forgiven
+        self.hub.bytes_out += n
 
     def _take_snapshot(self) -> Snapshot:
         data = self.hub._render(scrollback=self._snapshot_scrollback)
@@ -290,6 +358,8 @@ class Attachment:
 
     def _push_control(self, message: Message) -> None:
         if self._closed is None:
+            if self._live:
+                self.hub._leave_live(self)  # owed bytes first, then the message
             self._queue.append(message)
             self._wake()
 
@@ -341,6 +411,8 @@ class Attachment:
         if self._closed is not None:
             return
         self._closed = message
+        if self._live:
+            self.hub._leave_live(self)  # owes nothing now: Closed comes next
         # Nothing more to show: the queue's remaining control messages are kept, the
         # console bytes go, and Closed comes last.
         kept = [item for item in self._queue if not isinstance(item, bytes | _Resync)]
@@ -376,6 +448,11 @@ class Hub:
         "_attachments",
         "_writer",
         "_closed",
+        "_live",
+        "_batch",
+        "_flush_handle",
+        "_flush_not_before",
+        "_loop",
     )
 
     def __init__(
@@ -413,6 +490,13 @@ class Hub:
         self._attachments: list[Attachment] = []
         self._writer: Attachment | None = None
         self._closed: Closed | None = None
+        # Direct output: live attachments (insertion-ordered set), the bytes published
+        # since the last flush, the scheduled flush and when the next may run at once.
+        self._live: dict[Attachment, None] = {}
+        self._batch: list[bytes] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._flush_not_before = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
         return f"<Hub {self.name!r} viewers={self.viewers} writer={self.writer!r}>"
@@ -470,12 +554,24 @@ class Hub:
                 self._drop_screen()  # cheaper to rebuild from the ring when needed
         now = self.clock() if self.stall_timeout is not None else None
         too_slow: list[Attachment] = []
-        for attachment in self._attachments:
-            if attachment._push_data(data, now) is not None:
-                too_slow.append(attachment)
-        for attachment in too_slow:
-            self.dropped_total += 1
-            self._remove(attachment, Closed("too slow"))
+        live = self._live
+        if live:
+            # First, so that an attachment leaving the live state below is owed it.
+            self._batch.append(data)
+        if len(live) < len(self._attachments):
+            for attachment in self._attachments:
+                if attachment._live:
+                    continue
+                if attachment._push_data(data, now) is not None:
+                    too_slow.append(attachment)
+        self._drop_too_slow(too_slow)
+        if live and self._flush_handle is None:
+            wait = self._flush_not_before - self.clock()
+            if wait <= 0:
+                self._flush()
+            else:
+                assert self._loop is not None
+                self._flush_handle = self._loop.call_later(wait, self._flush)
 
     def set_state(self, state: str, detail: str = "") -> None:
         """The worker's state changed; every viewer is told."""
@@ -494,6 +590,7 @@ class Hub:
         for attachment in attachments:
             attachment._close(Closed(reason))
         self._drop_screen()
+        self._cancel_flush()
 
     # -- the front-end side ------------------------------------------------------
 
@@ -525,6 +622,81 @@ class Hub:
         """Free the write lock if `attachment` holds it."""
         if self._writer is attachment:
             self._set_writer(None)
+
+    # -- direct output ---------------------------------------------------------------
+
+    def _go_live(self, attachment: Attachment, loop: asyncio.AbstractEventLoop) -> None:
+        """`attachment` has nothing queued and its reader waits: write its output directly."""
+        if attachment._live or attachment._closed is not None:
+            return
+        attachment._live = True
+        attachment._live_from = len(self._batch)  # owed only what is published from now
+        self._live[attachment] = None
+        self._loop = loop
+
+    def _leave_live(self, attachment: Attachment) -> None:
+        """Back to the queue; what the batch owes the attachment is queued first."""
+        if not attachment._live:
+            return
+        attachment._live = False
+        del self._live[attachment]
+        owed = self._batch[attachment._live_from :]
+        if owed and attachment._closed is None:
+            # At most one flush interval of output (or one large publish): no overflow
+            # check here; the next publish's check sees the queue's size.
+            data = b"".join(owed)
+            attachment._queue.append(data)
+            attachment._queued_bytes += len(data)
+            attachment._wake()
+        if not self._live:
+            self._cancel_flush()
+
+    def _flush(self) -> None:
+        """Hand the batch to every live sink: one `bytes` object, one write per viewer."""
+        self._flush_handle = None
+        batch = self._batch
+        if not batch:
+            return
+        self._batch = []
+        data = batch[0] if len(batch) == 1 else b"".join(batch)
+        written = 0
+        too_slow: list[Attachment] = []
+        for attachment in list(self._live):
+            start = attachment._live_from
+            attachment._live_from = 0
+            chunk = data if start == 0 else b"".join(batch[start:])
+            if not chunk:
+                continue
+            sink = attachment._sink
+            try:
+                ok = sink is not None and sink.write(chunk)
+            except Exception:  # a broken front end must not break the console worker
+                log.exception("output sink of %r failed", attachment)
+                ok = False
+            if ok:
+                written += 1
+                attachment._count_read(len(chunk))
+                continue
+            # Backed up or closing: back to the queue, where the slow-viewer policy applies.
+            attachment._live = False
+            del self._live[attachment]
+            now = self.clock() if self.stall_timeout is not None else None
+            if attachment._push_data(chunk, now) is not None:
+                too_slow.append(attachment)
+        self._flush_not_before = self.clock() + min(MAX_FLUSH_GAP, written * FLUSH_GAP_PER_SINK)
+        self._drop_too_slow(too_slow)  # after the loop: it may move the lock and tell others
+
+    def _drop_too_slow(self, attachments: list[Attachment]) -> None:
+        for attachment in attachments:
+            self.dropped_total += 1
+            self._remove(attachment, Closed("too slow"))
+
+    def _cancel_flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if not self._live:
+            self._batch = []
 
     # -- internals -----------------------------------------------------------------
 

@@ -12,6 +12,19 @@ control items as JSON text frames.  The hub only ever appends to the queue, so a
 slow browser costs the hub nothing; when the queue overflows the hub hands the
 writer a `Lagged` and then a fresh `Snapshot`, and the browser repaints.
 
+While the writer task waits with nothing queued, the hub writes console bytes
+itself through the socket's `_DirectSink` (see "Direct output" in console/hub.py):
+one binary frame per flush, built once and written to every caught-up socket's
+transport, so a console watched by a thousand browsers costs one `transport.write`
+per browser per flush, not a task wake-up, a lock and a `send_bytes` per chunk.  The
+frame is plain RFC 6455 framing (a server never masks) and uncompressed, which
+RFC 7692 allows on a connection that negotiated permessage-deflate; frames are whole
+`transport.write` calls, and aiohttp writes its own frames the same way, so the two
+never interleave inside a frame.  A socket whose transport holds more than
+`DIRECT_BUFFER_LIMIT` unsent bytes, or that is closing, refuses the write and goes
+back to its queue, where aiohttp's flow control and the hub's slow-viewer policy
+(lagged, resync, "too slow") apply.
+
 The reader loop (this handler) feeds binary frames through the server-side
 `EscapeParser`, so `~.` and `~B` behave the same in every front end.  Data from a
 user without write permission, or without the write lock, never reaches the
@@ -29,6 +42,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import struct
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -66,6 +80,10 @@ CLOSE_DETACHED = 4000  # the user typed ~. : the page must not reconnect
 CLOSE_HUB_CLOSED = 4001  # the hub ended this attachment (console removed, too slow)
 MIN_COLS, MAX_COLS = 10, 1000
 MIN_ROWS, MAX_ROWS = 2, 500
+# Unsent bytes a transport may hold and still take direct writes: asyncio's default
+# high-water mark, above which aiohttp would wait for the socket to drain.
+DIRECT_BUFFER_LIMIT = 64 * 1024
+_BINARY_FIN = 0x82  # FIN + opcode 2 (binary), RSV bits clear: not compressed
 
 
 def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
@@ -79,6 +97,62 @@ def _escape_char(request: web.Request, name: str) -> str | None:
     consoles = getattr(request.app[config_key], "consoles", {}) or {}
     console_cfg = consoles.get(name)
     return getattr(console_cfg, "escape", "~") if console_cfg is not None else "~"
+
+
+def binary_frame(data: bytes) -> bytes:
+    """`data` as one final, unmasked, uncompressed binary frame (RFC 6455 section 5.2)."""
+    n = len(data)
+    if n < 126:
+        return bytes((_BINARY_FIN, n)) + data
+    if n < 65536:
+        return struct.pack("!BBH", _BINARY_FIN, 126, n) + data
+    return struct.pack("!BBQ", _BINARY_FIN, 127, n) + data
+
+
+class _FrameCache:
+    """The frame of the last chunk: the hub hands every sink the same object per flush."""
+
+    __slots__ = ("data", "frame")
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.frame = binary_frame(b"")
+
+    def frame_of(self, data: bytes) -> bytes:
+        if data is not self.data:
+            self.data, self.frame = data, binary_frame(data)
+        return self.frame
+
+
+_frames = _FrameCache()
+
+
+class _DirectSink:
+    """The hub's synchronous output path to one socket (an `OutputSink`)."""
+
+    __slots__ = ("ws", "transport")
+
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport) -> None:
+        self.ws = ws
+        self.transport = transport
+
+    def ready(self) -> bool:
+        transport = self.transport
+        return (
+            not self.ws.closed
+            and not transport.is_closing()
+            and transport.get_write_buffer_size() <= DIRECT_BUFFER_LIMIT
+        )
+
+    def write(self, data: bytes) -> bool:
+        if not self.ready():
+            return False
+        try:
+            self.transport.write(_frames.frame_of(data))
+        except Exception:  # the transport broke under us: let the writer task find out
+            log.debug("direct write failed", exc_info=True)
+            return False
+        return True
 
 
 class _Socket:
@@ -108,8 +182,9 @@ class _Socket:
 async def console_ws(request: web.Request) -> web.StreamResponse:
     """Attach a browser (or `solgate console`) to one console."""
     if not origin_allowed(request):
-        log.warning("refused WebSocket from origin %r for %s",
-                    request.headers.get("Origin"), request.path)
+        log.warning(
+            "refused WebSocket from origin %r for %s", request.headers.get("Origin"), request.path
+        )
         raise web.HTTPForbidden(text="WebSocket origin not allowed")
     ident = identity(request)
     if ident is None:
@@ -145,12 +220,14 @@ class _ConsoleSocket:
         self.name = console.name
         self.console = console
         self.hub = console.hub
+        self.transport = request.transport
         # `?mode=ro` asks for a watch-only attachment, even for a user who may type.
         read_only = request.query.get("mode") == "ro"
         self.can_write = user.can_write(console) and not read_only
         self.parser = EscapeParser(_escape_char(request, console.name))
         self.attachment = self.hub.attach(
-            user.name, can_write=self.can_write,
+            user.name,
+            can_write=self.can_write,
             cols=_int_param(request, "cols", 80, MIN_COLS, MAX_COLS),
             rows=_int_param(request, "rows", 25, MIN_ROWS, MAX_ROWS),
         )
@@ -160,14 +237,23 @@ class _ConsoleSocket:
         writer: asyncio.Task[None] | None = None
         try:
             await self.sock.json(
-                type="hello", console=self.name, user=self.user.name,
-                state=self.console.state, state_detail=self.console.state_detail,
-                can_write=self.can_write, writer=self.hub.writer,
-                role=self.user.role.name.lower(), escape=self.parser.escape_char,
+                type="hello",
+                console=self.name,
+                user=self.user.name,
+                state=self.console.state,
+                state_detail=self.console.state_detail,
+                can_write=self.can_write,
+                writer=self.hub.writer,
+                role=self.user.role.name.lower(),
+                escape=self.parser.escape_char,
             )
-            # Started after hello, so hello is always the first message.
-            writer = asyncio.create_task(_pump(self.sock, self.attachment),
-                                         name=f"ws-writer-{self.name}")
+            # Started after hello, so hello is always the first message; the hub writes
+            # directly only while that task waits in get(), so after hello too.
+            if self.transport is not None:
+                self.attachment.set_sink(_DirectSink(ws, self.transport))
+            writer = asyncio.create_task(
+                _pump(self.sock, self.attachment), name=f"ws-writer-{self.name}"
+            )
             async for msg in ws:
                 if msg.type == WSMsgType.BINARY:
                     if not await self.keyboard(msg.data):
@@ -228,8 +314,7 @@ class _ConsoleSocket:
             await self.send_break()
         elif kind == "sysrq":
             key = message.get("key")
-            if not (isinstance(key, str) and len(key) == 1 and key.isascii()
-                    and key.isalnum()):
+            if not (isinstance(key, str) and len(key) == 1 and key.isascii() and key.isalnum()):
                 await self.sock.error("sysrq needs one letter or digit as key")
                 return
             if await self.send_break() and not self.attachment.send(key.encode("ascii")):
