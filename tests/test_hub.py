@@ -300,7 +300,7 @@ async def wait_for(predicate, timeout: float = 2.0) -> None:
     raise AssertionError("condition not met in time")
 
 
-async def test_a_lone_viewer_is_written_inside_publish():
+async def test_a_lone_viewer_is_written_on_the_next_loop_turn():
     clock = FakeClock()
     hub = Hub("web01", clock=clock)
     sink = FakeSink()
@@ -308,7 +308,8 @@ async def test_a_lone_viewer_is_written_inside_publish():
     for key in (b"l", b"s", b"\r\n"):
         clock.now += 0.001  # typed a millisecond apart
         hub.publish(key)
-        assert sink.writes[-1] == key  # no task switch, no timer: the echo is out
+        await asyncio.sleep(0)
+        assert sink.writes[-1] == key  # no timer waited for: the echo is out
     assert not reader.done()  # and the reader was never woken
     reader.cancel()
 
@@ -321,11 +322,13 @@ async def test_many_viewers_share_one_batched_write_per_flush():
     ]
     chunks = [b"line %d\r\n" % i for i in range(200)]
     bytes_out = hub.bytes_out
-    for chunk in chunks:
+    hub.publish(chunks[0])
+    await asyncio.sleep(0)
+    for chunk in chunks[1:]:
         hub.publish(chunk)
     await wait_for(lambda: len(sinks[-1].writes) == 2)
-    # The first chunk went out at once, the other 199 together after the flush gap,
-    # and every viewer got the very same objects: a front end encodes each once.
+    # The first chunk went out on the next loop turn, the other 199 together after the
+    # flush gap, and every viewer got the very same objects: a front end encodes once.
     first = sinks[0].writes
     assert first == [chunks[0], b"".join(chunks[1:])]
     assert all(len(s.writes) == 2 and all(map(bytes.__eq__, s.writes, first)) for s in sinks)
@@ -343,6 +346,7 @@ async def test_a_backed_up_viewer_falls_back_to_its_queue_and_lags():
     slow_reader = await park(slow, slow_sink)
     fast_reader = await park(hub.attach("fast", can_write=False), fast_sink)
     hub.publish(b"before\r\n")
+    await asyncio.sleep(0)
     slow_sink.open = False  # its socket backed up
     for i in range(20):
         hub.publish(b"row %02d " % i + b"y" * 60 + b"\r\n")
@@ -375,7 +379,8 @@ async def test_a_control_message_comes_after_the_output_published_before_it():
     viewer = hub.attach("alice", can_write=False)
     reader = await park(viewer, sink)
     other = await park(hub.attach("bob", can_write=False), other_sink)
-    hub.publish(b"one ")  # written at once
+    hub.publish(b"one ")
+    await asyncio.sleep(0)  # written on the next loop turn
     hub.publish(b"two ")  # waits for the flush gap
     hub.set_state("backoff", "BMC unreachable")
     assert await asyncio.wait_for(reader, 1) == b"two "

@@ -57,8 +57,10 @@ parked in `get()` with nothing queued, the attachment is *live*: `publish` does 
 touch it, the bytes go into the hub's batch instead, and `_flush` hands the whole batch,
 as one `bytes` object (the same object for every live sink, so a front end can encode
 it once), to each live sink. No task is woken per viewer per chunk. The first flush
-after a quiet spell runs at once, inside `publish`, so an echo is never delayed; after
-a flush to N sinks the next waits until `N * FLUSH_GAP_PER_SINK` seconds (at most
+after a quiet spell runs on the loop's next turn (`call_soon`, as a woken reader would):
+after the worker has acknowledged the packet and handled whatever else arrived with it,
+so an echo waits for nothing else and the BMC's ACK never waits for the viewers. After a
+flush to N sinks the next waits until `N * FLUSH_GAP_PER_SINK` seconds (at most
 `MAX_FLUSH_GAP`) have passed, so with many viewers each gets fewer, larger writes and
 the fan-out's CPU share stays bounded, while one or a few viewers see no added delay.
 An attachment leaves the live state, back to its queue, when a control message is
@@ -103,7 +105,7 @@ DEFAULT_STALL_TIMEOUT = 60.0
 # After a flush to N live sinks, the next waits N * FLUSH_GAP_PER_SINK (at most
 # MAX_FLUSH_GAP): 1,000 viewers get a write every 10 ms plus the flush itself (~9 us
 # per viewer, mostly the kernel's send), so the fan-out takes about half a core at
-# most; a lone viewer's echo is written at once. See "Direct output" above.
+# most; a lone viewer's echo is written on the loop's next turn. See "Direct output".
 FLUSH_GAP_PER_SINK = 10e-6
 MAX_FLUSH_GAP = 0.05
 
@@ -566,12 +568,13 @@ class Hub:
                     too_slow.append(attachment)
         self._drop_too_slow(too_slow)
         if live and self._flush_handle is None:
+            loop = self._loop
+            assert loop is not None
             wait = self._flush_not_before - self.clock()
             if wait <= 0:
-                self._flush()
+                self._flush_handle = loop.call_soon(self._flush)
             else:
-                assert self._loop is not None
-                self._flush_handle = self._loop.call_later(wait, self._flush)
+                self._flush_handle = loop.call_later(wait, self._flush)
 
     def set_state(self, state: str, detail: str = "") -> None:
         """The worker's state changed; every viewer is told."""
