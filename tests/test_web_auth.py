@@ -314,6 +314,36 @@ async def test_auth_none_acts_as_local_admin_but_keeps_csrf(tmp_path, manager) -
         await client.close()
 
 
+async def test_auth_none_refuses_a_rebound_host_name(tmp_path, manager) -> None:
+    """A hostile site that points its DNS name at 127.0.0.1 gets nothing, not a console."""
+    client = await start_client(make_app(tmp_path, manager, auth="none"))
+    try:
+        rebound = {"Host": "evil.example:8080", "Origin": "http://evil.example:8080"}
+        for method, path in [("GET", "/"), ("GET", "/api/consoles"),
+                             ("POST", "/api/consoles/web01/break")]:
+            resp = await client.request(method, path, headers=rebound, allow_redirects=False)
+            assert resp.status == 403, (method, path)
+            assert "loopback host name" in (await resp.json())["error"]
+        resp = await client.get("/ws/consoles/web01", headers={
+            **rebound, "Connection": "Upgrade", "Upgrade": "websocket",
+            "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+        assert resp.status == 403
+        assert manager.actions == []
+        # The same requests by a loopback name work.
+        for host in ("localhost:8080", "127.0.0.1", "[::1]:8080"):
+            resp = await client.get("/api/consoles", headers={"Host": host})
+            assert resp.status == 200, host
+    finally:
+        await client.close()
+
+
+async def test_login_mode_serves_any_host_name(client) -> None:
+    """Behind a real name (TLS, a proxy), login mode answers to it: the check is auth=none's."""
+    resp = await client.get("/api/consoles", headers={"Host": "console.example.org",
+                                                      **bearer("alice")})
+    assert resp.status == 200
+
+
 def test_passwd_and_token_commands_print_config_lines(monkeypatch, capsys) -> None:
     import argparse
     import io

@@ -18,12 +18,18 @@ only when it carries neither `Origin` nor `Sec-Fetch-Site`, which every browser 
 on a cross-site POST.  Only page loads create such sessions, so a script polling the
 API does not pile them up.
 
+With `auth = "none"` every request must also name a loopback host (`host_allowed`):
+a page on another site can point its own DNS name at 127.0.0.1 ("DNS rebinding"), and
+its requests then carry that site's name as Host and Origin, which would pass the
+Origin and Sec-Fetch checks above.
+
 WebSocket upgrades are checked separately (`origin_allowed`), before `prepare()`.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -133,6 +139,13 @@ def _add_headers(response: web.StreamResponse) -> None:
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Resolve the identity, enforce login and CSRF."""
     auth = request.app[auth_key]
+    if not auth.login_required and not host_allowed(request.host):
+        return json_error(
+            403,
+            'with auth = "none" solgate answers only to a loopback host name '
+            "(127.0.0.1, localhost or [::1]); open it by that name, or set "
+            'auth = "login" to serve other names',
+        )
     ident: Identity | None = None
     new_cookie: str | None = None
 
@@ -188,6 +201,24 @@ async def _csrf_ok(request: web.Request, session: Session) -> bool:
         value = form.get(CSRF_FIELD)
         sent = value if isinstance(value, str) else None
     return sent is not None and hmac.compare_digest(sent, session.csrf_token)
+
+
+def host_allowed(host: str | None) -> bool:
+    """Whether a Host header names this machine's loopback (with or without a port)."""
+    if not host:
+        return False
+    try:
+        name = urlsplit(f"//{host}").hostname
+    except ValueError:
+        return False
+    if name is None:
+        return False
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def origin_allowed(request: web.Request) -> bool:
