@@ -70,10 +70,14 @@ def no_ipmi20(target: BmcTarget) -> BmcError:
 
 def no_suite_accepted(target: BmcTarget, suites: list[int], status: int) -> CipherSuiteError:
     tried = ", ".join(str(s) for s in suites)
+    # 0x01 is also how most BMCs say their session table is full; some use it for a suite.
+    full = ("its session table may be full: close idle IPMI sessions on it (or wait for "
+            "them to time out) and retry; otherwise "
+            if status == RakpStatus.INSUFFICIENT_RESOURCES else "")
     return CipherSuiteError(
         f"{target.label} accepted none of cipher suites {tried} (Open Session status "
-        f"{RakpStatus.describe(status)}): enable one of them on the BMC or list a cipher "
-        "suite it supports for this console",
+        f"{RakpStatus.describe(status)}): {full}enable one of them on the BMC or list a "
+        "cipher suite it supports for this console",
         host=target.label, step="Open Session", code=status)
 
 
