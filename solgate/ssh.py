@@ -537,9 +537,9 @@ class _Session:
                          "escape", "~")
         parser = EscapeParser(escape)
         attachment = console.hub.attach(self.user.name, can_write=can_write,
-                                        cols=self.cols, rows=self.rows)
+                                        cols=self.cols, rows=self.rows,
+                                        via=f"over ssh from {self.peer}")
         self.attachment = attachment
-        self._event("attach", name, f"{self.user.name} attached over ssh from {self.peer}")
         log.info("ssh: %s attached to %s from %s", self.user.name, name, self.peer)
         pump = asyncio.ensure_future(self._pump(name, attachment, parser, can_write))
         try:
@@ -564,13 +564,6 @@ class _Session:
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await pump
-            self._event("detach", name, f"{self.user.name} detached (ssh)")
-
-    def _event(self, kind: str, name: str, message: str) -> None:
-        events = getattr(self.manager, "events", None)
-        if events is not None:
-            with contextlib.suppress(Exception):
-                events.append(kind, name, user=self.user.name, message=message, via="ssh")
 
     async def _keys(self, name: str, data: bytes, parser: EscapeParser, attachment: Any,
                     can_write: bool) -> bool:

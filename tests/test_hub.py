@@ -582,3 +582,37 @@ async def test_writer_size_sizes_the_shared_screen():
 def test_queue_size_must_be_positive():
     with pytest.raises(ValueError, match="positive"):
         Hub("web01", queue_bytes=0)
+
+
+def test_attach_takeover_and_detach_are_told_with_the_user():
+    """What lands in the console log and events.jsonl: who came, who typed, who left."""
+    hub = Hub("web01")
+    told: list[tuple[str, str, str]] = []
+    hub.on_event = lambda kind, user, message: told.append((kind, user, message))
+    first = hub.attach("ops1", can_write=True, via="over ssh from 192.0.2.7")
+    second = hub.attach("ops2", can_write=True)
+    viewer = hub.attach("watcher", can_write=False)
+    assert hub.take_write(second)
+    assert not hub.take_write(viewer)  # refused: nothing to tell
+    assert hub.take_write(second)  # already the holder: nothing to tell
+    first.detach()
+    assert told == [
+        ("attach", "ops1", "ops1 attached over ssh from 192.0.2.7 (read-write)"),
+        ("attach", "ops2", "ops2 attached (read-write)"),
+        ("attach", "watcher", "watcher attached (read-only)"),
+        ("takeover", "ops2", "ops2 took the write lock from ops1"),
+        ("detach", "ops1", "ops1 detached"),
+    ]
+
+
+def test_a_failing_record_never_breaks_an_attach():
+    hub = Hub("web01")
+
+    def broken(kind: str, user: str, message: str) -> None:
+        raise OSError("disk gone")
+
+    hub.on_event = broken
+    attachment = hub.attach("ops1", can_write=True)
+    assert hub.writer == "ops1"
+    attachment.detach()
+    assert hub.viewers == 0

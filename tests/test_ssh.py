@@ -179,8 +179,13 @@ async def test_user_console_login_types_and_leaves(tmp_path) -> None:
         server.manager.events.flush()
         path = Path(server.config.data_dir) / "events.jsonl"
         events = [json.loads(line) for line in path.read_text().splitlines()]
-        mine = [(e["kind"], e["user"]) for e in events if e.get("via") == "ssh"]
-        assert mine == [("attach", "alice"), ("detach", "alice")]
+        mine = [e for e in events if e["kind"] in ("attach", "detach")]
+        assert [(e["kind"], e["user"]) for e in mine] == [("attach", "alice"), ("detach", "alice")]
+        assert "alice attached over ssh from 127.0.0.1" in mine[0]["message"]
+        # The console log says it too, in its own line, for whoever reads it later.
+        log_text = (Path(server.config.data_dir) / "logs" / f"{name}.log").read_bytes()
+        assert b"alice attached over ssh from 127.0.0.1" in log_text
+        assert b"alice detached --]" in log_text
 
 
 async def test_ssh_command_picks_the_console(tmp_path) -> None:

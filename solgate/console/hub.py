@@ -439,6 +439,7 @@ class Hub:
         "clock",
         "state",
         "state_detail",
+        "on_event",
         "lagged_total",
         "dropped_total",
         "bytes_out",
@@ -481,6 +482,9 @@ class Hub:
         self.clock = clock
         self.state: str | None = None
         self.state_detail = ""
+        # Who attached, left or took the write lock: (kind, user, message) for the console
+        # log and events.jsonl, so "who typed that" has an answer the next morning.
+        self.on_event: Callable[[str, str, str], None] | None = None
         self.lagged_total = 0  # overflows (resyncs) over the hub's life
         self.dropped_total = 0  # viewers dropped as too slow
         self.bytes_out = 0  # bytes handed to front ends: console data and snapshots
@@ -597,9 +601,11 @@ class Hub:
 
     # -- the front-end side ------------------------------------------------------
 
-    def attach(self, user: str, *, can_write: bool, cols: int = 80, rows: int = 25) -> Attachment:
+    def attach(self, user: str, *, can_write: bool, cols: int = 80, rows: int = 25,
+               via: str = "") -> Attachment:
         """A new viewer; it takes the write lock if it may write and the lock is free.
 
+        `via` says how the user came (`over ssh from 192.0.2.7`) for the attach record.
         On a closed hub the attachment is already closed (its first item is Closed).
         """
         attachment = Attachment(self, user, can_write=can_write, cols=cols, rows=rows)
@@ -609,6 +615,8 @@ class Hub:
         if not self._attachments:
             self._cols, self._rows = cols, rows  # the screen is built at the first render
         self._attachments.append(attachment)
+        mode = "read-write" if can_write else "read-only"
+        self._tell("attach", user, f"{user} attached{' ' + via if via else ''} ({mode})")
         if can_write and self._writer is None:
             self._set_writer(attachment)
         return attachment
@@ -618,8 +626,19 @@ class Hub:
         if attachment.hub is not self or attachment.closed or not attachment.can_write:
             return False
         if self._writer is not attachment:
+            previous = self._writer
             self._set_writer(attachment)
+            taken = f" from {previous.user}" if previous is not None else ""
+            self._tell("takeover", attachment.user,
+                       f"{attachment.user} took the write lock{taken}")
         return True
+
+    def _tell(self, kind: str, user: str, message: str) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(kind, user, message)
+            except Exception:  # a record that cannot be written never breaks an attach
+                log.exception("%s: recording %s failed", self.name, kind)
 
     def release_write(self, attachment: Attachment) -> None:
         """Free the write lock if `attachment` holds it."""
@@ -756,5 +775,6 @@ class Hub:
             return
         if self._writer is attachment:
             self._set_writer(None)
+        self._tell("detach", attachment.user, f"{attachment.user} detached")
         if not self._attachments:
             self._drop_screen()  # nobody watching: give the screen's memory back

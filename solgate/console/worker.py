@@ -124,6 +124,7 @@ class ConsoleWorker:
         self.hub = hub
         self.log = log
         self.events = events
+        hub.on_event = self._hub_event
         self.panic = panic
         self._setup_slots = setup_slots
         self._wall = wall_clock
@@ -505,6 +506,9 @@ class ConsoleWorker:
             self.state = state
             self.state_detail = detail
             self.hub.set_state(str(state), detail)
+
+    def _hub_event(self, kind: str, user: str, message: str) -> None:
+        self._record(kind, message, user=user)
 
     def _record(self, kind: str, message: str, **fields: object) -> None:
         self.log.event(message)

@@ -230,6 +230,7 @@ class _ConsoleSocket:
             can_write=self.can_write,
             cols=_int_param(request, "cols", 80, MIN_COLS, MAX_COLS),
             rows=_int_param(request, "rows", 25, MIN_ROWS, MAX_ROWS),
+            via=f"over the web from {request.remote or 'an unknown address'}",
         )
 
     async def run(self) -> None:
