@@ -57,6 +57,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for automatically chosen ports (Linux default 32768-60999)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_udp_base(count: int, start: int | None = None) -> int:
     """A base port with `count` consecutive free UDP ports on 127.0.0.1 (checked by binding).
 
@@ -64,8 +73,13 @@ def free_udp_base(count: int, start: int | None = None) -> int:
     (the smoke test) do not all pick the same ports between checking and binding.
     """
     if start is None:
-        span = max(1000, 64000 - 20000 - count)
-        start = 20000 + (os.getpid() * 7919) % span
+        # Below the kernel's ephemeral range, so the ports other programs (a test suite,
+        # a browser) are handed by bind(0) and connect() cannot take ours mid-start.
+        low, high = 10000, _ephemeral_range()[0]
+        if high - low - count < 1000:
+            low, high = 20000, 64000
+        span = max(1000, high - low - count)
+        start = low + (os.getpid() * 7919) % span
     base = start
     while base + count < 65000:
         socks = []
