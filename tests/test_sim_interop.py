@@ -1,7 +1,8 @@
 """Independent clients accept the simulated BMC: ipmitool (lanplus) and FreeIPMI ipmiconsole.
 
-Each test runs a one-BMC `SimFleet` on a free loopback port in this process and drives
-the real client binary; `sol activate` / ipmiconsole need a terminal, so they run on a
+Each test runs a one-BMC `SimFleet` on a free loopback port in this process (or `solgate
+sim` itself, as an operator would, for what its options decide) and drives the real
+client binary; `sol activate` / ipmiconsole need a terminal, so they run on a
 pty whose output is collected by the event loop (no threads, no sleeps: every wait is
 for a pattern, bounded by a timeout). Only child processes started here are killed.
 """
@@ -17,10 +18,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 
 import pytest
-from sim_helpers import running_fleet
+from sim_helpers import make_target, running_fleet
 
+from solgate.errors import PayloadActiveElsewhere
+from solgate.ipmi.transport import IpmiClient
 from solgate.sim.bmc import SimBmcConfig
 from solgate.sim.fleet import make_host
 
@@ -239,3 +243,120 @@ async def test_ipmiconsole_sol_session(suite):
             assert await sol.wait_exit() == 0
         assert not fleet.bmcs[0].core.sol.active
         assert not fleet.bmcs[0].core.sessions
+
+
+# ------------------------------------------------------------------------ K_g, cipher suites
+
+KG = "two-key-kg-20-bytes!"  # 20 bytes, the most K_g may be
+
+
+def kg_config(index: int, name: str) -> SimBmcConfig:
+    return SimBmcConfig(name=name, kg=KG.encode())
+
+
+@pytest.mark.parametrize("suite", [3, 17])
+async def test_ipmitool_kg_login(suite):
+    async with running_fleet(1, config_factory=kg_config) as fleet:
+        port = fleet.bmcs[0].port
+        status = ("chassis", "power", "status")
+        ok = (0, "Chassis Power is off\n")  # kg_config's BMC has no host
+        assert await run(ipmitool_argv(port, suite, "-k", KG, *status)) == ok
+        assert await run(ipmitool_argv(port, suite, "-y", KG.encode().hex(), *status)) == ok
+        for wrong in ([], ["-k", "not-the-right-kg"]):
+            rc, out = await run(ipmitool_argv(port, suite, *wrong, *status))
+            assert rc != 0
+            assert "Unable to establish" in out
+
+
+async def solgate_sim(*args: str) -> tuple[asyncio.subprocess.Process, int]:
+    """`solgate sim` as an operator runs it; the port comes from the printed fragment."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import sys; from solgate.cli import main; sys.exit(main())",
+        "sim", "--base-port", "0", *args,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    try:
+        while True:
+            line = await asyncio.wait_for(proc.stdout.readline(), TIMEOUT)
+            assert line, "solgate sim exited before printing its fragment"
+            if m := re.fullmatch(rb"port = (\d+)\n", line):
+                return proc, int(m[1])
+    except BaseException:
+        await stop(proc)
+        raise
+
+
+async def stop(proc: asyncio.subprocess.Process) -> int:
+    """SIGTERM our own child by pid, as Ctrl-C would; SIGKILL if it does not stop."""
+    if proc.returncode is None:
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), TIMEOUT)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+    return proc.returncode or 0
+
+
+def cipher_suite_ids(out: str) -> list[int]:
+    """The ID column of `ipmitool channel getciphers` (one row per suite under a header)."""
+    lines = out.splitlines()
+    assert lines[0].split()[:2] == ["ID", "IANA"], out
+    return [int(line.split()[0]) for line in lines[1:] if line.strip()]
+
+
+@pytest.mark.parametrize("suite", [3, 17])
+async def test_ipmitool_getciphers_lists_what_solgate_sim_accepts(suite):
+    need(IPMITOOL, "ipmitool")
+    proc, port = await solgate_sim()
+    try:
+        rc, out = await run(ipmitool_argv(port, suite, "channel", "getciphers", "ipmi"))
+        assert rc == 0, out
+        assert cipher_suite_ids(out) == [1, 2, 3, 17]
+        rows = {int(line.split()[0]): line.split()[2:] for line in out.splitlines()[1:]}
+        assert rows[17] == ["hmac_sha256", "sha256_128", "aes_cbc_128"]
+        assert rows[3] == ["hmac_sha1", "hmac_sha1_96", "aes_cbc_128"]
+    finally:
+        assert await stop(proc) == 0
+
+
+async def test_ipmitool_getciphers_follows_the_cipher_suites_option():
+    need(IPMITOOL, "ipmitool")
+    proc, port = await solgate_sim("--cipher-suites", "17")
+    try:
+        rc, out = await run(ipmitool_argv(port, 17, "channel", "getciphers", "ipmi"))
+        assert rc == 0, out
+        assert cipher_suite_ids(out) == [17]
+        rc, out = await run(ipmitool_argv(port, 3, "chassis", "power", "status"))
+        assert rc != 0  # suite 3 is no longer accepted
+    finally:
+        assert await stop(proc) == 0
+
+
+# ------------------------------------------------------------------------ ipmiconsole --deactivate
+
+
+@pytest.mark.parametrize("holder", ["phantom", "solgate"])
+async def test_ipmiconsole_deactivate_frees_a_held_sol(holder):
+    need(IPMICONSOLE, "ipmiconsole")
+    async with running_fleet(1, base_port=low_free_port()) as fleet:
+        bmc = fleet.bmcs[0]
+        target = make_target(port=bmc.port)
+        async with contextlib.AsyncExitStack() as stack:
+            if holder == "phantom":
+                bmc.faults.phantom_sol_owner = True  # applied at the next datagram
+            else:
+                owner = await stack.enter_async_context(
+                    await asyncio.wait_for(IpmiClient.connect(target), TIMEOUT))
+                await owner.activate_sol()
+            client = await stack.enter_async_context(
+                await asyncio.wait_for(IpmiClient.connect(target), TIMEOUT))
+            assert bmc.core.sol.active
+            with pytest.raises(PayloadActiveElsewhere):
+                await client.activate_sol()
+            rc, out = await run(ipmiconsole_argv(bmc.port, 17, "--deactivate"))
+            assert rc == 0, out
+            assert not bmc.core.sol.active
+            assert not (await client.payload_activation_status()).is_active()
+            await client.activate_sol()  # a console may now take it
+            assert bmc.core.sol.owner == client.session.bmc_session_id
