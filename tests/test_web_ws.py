@@ -14,7 +14,7 @@ import pytest
 from aiohttp import WSMsgType
 from web_fakes import StaticConsoles, login, make_app, start_client, wait_until
 
-from solgate.web.keys import websockets_key
+from solgate.web.keys import heartbeat_key, websockets_key
 from solgate.web.ws import CLOSE_DETACHED, close_all
 
 
@@ -405,3 +405,36 @@ async def test_bearer_token_client_can_attach_without_origin(client, manager) ->
     assert hello["user"] == "alice"
     assert hello["can_write"] is True
     await ws.close()
+
+
+async def test_client_that_never_answers_pings_is_dropped_and_detached(tmp_path, manager) -> None:
+    app = make_app(tmp_path, manager)
+    app[heartbeat_key] = 0.2  # instead of 20 s
+    client = await start_client(app)
+    hub = manager.get("web01").hub
+    try:
+        # Answers pings (aiohttp's client does by itself while someone reads).
+        alive = await client.ws_connect(
+            "/ws/consoles/web01", headers={"Authorization": "Bearer sgt_alice-token"}
+        )
+        received: list[aiohttp.WSMessage] = []
+
+        async def read_all() -> None:
+            async for msg in alive:  # pongs are sent from here, as in a browser
+                received.append(msg)
+
+        reader = asyncio.create_task(read_all())
+        silent = await RawViewer.open(client, "web01")  # never reads, never answers
+        await wait_until(lambda: hub.viewers == 2)
+        await wait_until(lambda: hub.viewers == 1, timeout=5)
+        assert [a.user for a in hub.attachments] == ["alice"]
+        assert len(client.server.app[websockets_key]) == 1
+        assert not alive.closed
+        hub.publish(b"still watching")
+        await wait_until(lambda: any(m.data == b"still watching" for m in received))
+        silent.close()
+        await alive.close()
+        await reader
+        await wait_until(lambda: hub.viewers == 0)
+    finally:
+        await client.close()

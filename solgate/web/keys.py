@@ -19,3 +19,5 @@ websockets_key: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey(
 data_dir_key = web.AppKey("data_dir", Path)
 # Exact origins (scheme://host[:port]) allowed to open WebSockets besides the page's own host.
 allowed_origins_key = web.AppKey("allowed_origins", frozenset)
+# Seconds between WebSocket pings (a client that misses the pong is dropped); tests shorten it.
+heartbeat_key = web.AppKey("ws_heartbeat", float)

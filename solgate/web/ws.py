@@ -65,7 +65,7 @@ from solgate.console.hub import (
     WriteLockChanged,
 )
 from solgate.errors import SolgateError
-from solgate.web.keys import config_key, manager_key, websockets_key
+from solgate.web.keys import config_key, heartbeat_key, manager_key, websockets_key
 from solgate.web.middleware import identity, origin_allowed
 
 if TYPE_CHECKING:
@@ -195,7 +195,8 @@ async def console_ws(request: web.Request) -> web.StreamResponse:
     if console is None or not ident.user.can_view(console):
         raise web.HTTPNotFound(text=f"no console named {name!r}")
 
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_MESSAGE)
+    heartbeat = request.app.get(heartbeat_key, HEARTBEAT)
+    ws = web.WebSocketResponse(heartbeat=heartbeat, max_msg_size=MAX_MESSAGE)
     await ws.prepare(request)
     sockets = request.app[websockets_key]
     sockets.add(ws)
