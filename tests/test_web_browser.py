@@ -11,15 +11,22 @@ import os
 from pathlib import Path
 
 import pytest
-from web_fakes import PASSWORDS, StaticConsoles, make_app, start_client
+from web_fakes import PASSWORDS, StaticConsoles, make_app, start_client, wait_until
 
 from solgate.web.ws import close_all
 
 async_api = pytest.importorskip("playwright.async_api")
 
 CHROMIUM = os.environ.get("SOLGATE_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 TIMEOUT_MS = 10_000
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} not installed")
@@ -111,5 +118,152 @@ async def test_viewer_sees_output_but_cannot_type(tmp_path: Path, browser) -> No
         assert console.inputs == []
         console.hub.publish(b"kernel: hello viewer")
         await async_api.expect(page.locator(".xterm-rows")).to_contain_text("hello viewer")
+    finally:
+        await client.close()
+
+
+async def logged_in_page(browser, base: str, user: str, path: str):
+    """A new page, logged in as `user` through the form, at `path`."""
+    page = await browser.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    await page.goto(f"{base}/login?next={path}")
+    await page.fill("input[name=username]", user)
+    await page.fill("input[name=password]", PASSWORDS[user])
+    await page.click("button[type=submit]")
+    await page.wait_for_url(f"{base}{path}")
+    return page
+
+
+async def test_console_list_filter_hides_non_matching_consoles(tmp_path: Path, browser) -> None:
+    manager = StaticConsoles(tmp_path)
+    manager.add("web01", tags=("rack1",))
+    manager.add("web02", tags=("rack1",))
+    manager.add("db01", tags=("rack2",))
+    client = await start_client(make_app(tmp_path, manager))
+    base = f"http://{client.host}:{client.port}"
+    try:
+        page = await logged_in_page(browser, base, "oscar", "/")
+        rows = page.locator("#rows tr")
+        await async_api.expect(rows).to_have_count(3)
+        await page.fill("#filter", "web")
+        await async_api.expect(rows).to_have_count(2)
+        await async_api.expect(page.locator("#rows")).not_to_contain_text("db01")
+        await async_api.expect(page.locator("#summary")).to_contain_text("2 of 3 shown")
+        await page.fill("#filter", "tag:rack2")
+        await async_api.expect(rows).to_have_count(1)
+        await async_api.expect(rows).to_contain_text("db01")
+        await page.fill("#filter", "nosuchconsole")
+        await async_api.expect(rows).to_have_text("No console matches the filter.")
+        await page.fill("#filter", "")
+        await async_api.expect(rows).to_have_count(3)
+        # The filter is kept in the address, so a reload or a shared link keeps it.
+        await page.goto(f"{base}/?q=db")
+        await async_api.expect(rows).to_have_count(1)
+        await async_api.expect(rows).to_contain_text("db01")
+    finally:
+        await client.close()
+
+
+async def test_search_finds_a_line_that_scrolled_off(tmp_path: Path, browser) -> None:
+    manager = StaticConsoles(tmp_path)
+    console = manager.add("web01")
+    client = await start_client(make_app(tmp_path, manager))
+    base = f"http://{client.host}:{client.port}"
+    try:
+        page = await logged_in_page(browser, base, "victor", "/consoles/web01")
+        await async_api.expect(page.locator("#conn")).to_have_text("live")
+        screen = page.locator(".xterm-rows")
+        console.hub.publish(b"oops: needle-4711 happened\r\n")
+        console.hub.publish(b"".join(b"filler line %03d\r\n" % i for i in range(200)))
+        await async_api.expect(screen).to_contain_text("filler line 199")
+        await async_api.expect(screen).not_to_contain_text("needle-4711")
+        await page.fill("#search", "needle-4711")
+        await page.press("#search", "Enter")
+        # The terminal scrolls back to the match.
+        await async_api.expect(screen).to_contain_text("needle-4711")
+        await async_api.expect(page.locator("#message")).not_to_contain_text("no match")
+        await page.fill("#search", "not-in-scrollback")
+        await page.click("#search-next")
+        await async_api.expect(page.locator("#message")).to_contain_text("no match")
+    finally:
+        await client.close()
+
+
+# Every text the connection badge and the banner show, recorded as they change.
+WATCH_CONNECTION = """() => {
+  window.seen = [];
+  const note = () => window.seen.push([document.getElementById("conn").textContent,
+                                       document.getElementById("banner").hidden,
+                                       document.getElementById("banner").textContent]);
+  for (const id of ["conn", "banner"]) {
+    new MutationObserver(note).observe(document.getElementById(id),
+      {childList: true, characterData: true, subtree: true, attributes: true});
+  }
+}"""
+
+
+async def test_lost_connection_banner_appears_and_clears_on_reconnect(
+    tmp_path: Path, browser
+) -> None:
+    manager = StaticConsoles(tmp_path)
+    console = manager.add("web01")
+    client = await start_client(make_app(tmp_path, manager))
+    base = f"http://{client.host}:{client.port}"
+    try:
+        page = await logged_in_page(browser, base, "victor", "/consoles/web01")
+        await async_api.expect(page.locator("#conn")).to_have_text("live")
+        await async_api.expect(page.locator("#banner")).to_be_hidden()
+        await page.evaluate(WATCH_CONNECTION)
+        await close_all(client.server.app)
+        await async_api.expect(page.locator("#conn")).to_have_text("live")
+        await async_api.expect(page.locator("#banner")).to_be_hidden()
+        seen = await page.evaluate("window.seen")
+        offline = [s for s in seen if s[0] == "offline" and not s[1]]
+        assert offline, seen
+        assert "Connection to solgate lost" in offline[0][2]
+        assert "reconnecting in" in offline[0][2]
+        assert seen[-1][0] == "live"
+        await wait_until(lambda: console.hub.viewers == 1)
+    finally:
+        await client.close()
+
+
+async def test_confirmation_dialogs_and_dismissing_sends_nothing(tmp_path: Path, browser) -> None:
+    manager = StaticConsoles(tmp_path)
+    console = manager.add("web01")
+    client = await start_client(make_app(tmp_path, manager))
+    base = f"http://{client.host}:{client.port}"
+    try:
+        page = await logged_in_page(browser, base, "alice", "/consoles/web01")
+        await async_api.expect(page.locator("#conn")).to_have_text("live")
+        await async_api.expect(page.locator("#lock")).to_have_text("you type")
+        dialogs: list[str] = []
+        answer = {"accept": False}
+
+        async def on_dialog(dialog: object) -> None:
+            dialogs.append(dialog.message)  # type: ignore[attr-defined]
+            if answer["accept"]:
+                await dialog.accept()  # type: ignore[attr-defined]
+            else:
+                await dialog.dismiss()  # type: ignore[attr-defined]
+
+        page.on("dialog", on_dialog)
+        await page.click("#deactivate")
+        await page.select_option("#power-action", "cycle")
+        await page.click("#power")
+        await page.select_option("#sysrq-key", "b")
+        await page.click("#sysrq")
+        await wait_until(lambda: len(dialogs) == 3, timeout=5)
+        assert "drop its SOL session" in dialogs[0]
+        assert "Power cycle web01?" in dialogs[1]
+        assert "SysRq-b" in dialogs[2]
+        # Accepted, the same button acts; nothing the dismissed ones asked for was sent.
+        answer["accept"] = True
+        await page.click("#deactivate")
+        await wait_until(lambda: manager.actions != [], timeout=5)
+        await async_api.expect(page.locator("#message")).to_contain_text("SOL deactivated")
+        assert manager.actions == [("deactivate", "web01", "alice")]
+        assert console.inputs == []
+        assert len(dialogs) == 4
     finally:
         await client.close()
