@@ -42,8 +42,11 @@ async def test_disk_full_is_reported_once_and_recovery_too(tmp_path, monkeypatch
     worker.check_log_health()
     events.flush()
     kinds = [e["kind"] for e in read_events(tmp_path / "events.jsonl")]
-    assert kinds == ["log-error", "log-ok"]
-    assert (tmp_path / "web01.log").read_bytes() == b"line one\r\nline two\r\n"
+    assert [k for k in kinds if k.startswith("log-")] == ["log-error", "log-ok"]
+    logged = (tmp_path / "web01.log").read_bytes()
+    assert logged.startswith(b"[-- solgate ")
+    assert b": ops attached (read-only)" in logged.split(b"\r\n")[0]
+    assert logged.split(b" --]\r\n", 1)[1] == b"line one\r\nline two\r\n"
     # The viewer saw the output while the disk was full.
     seen = b""
     while (item := viewer.get_nowait()) is not None:
