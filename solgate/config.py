@@ -19,6 +19,7 @@ working directory.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -61,7 +62,9 @@ from solgate.config_values import (
     parse_size,
     split_listen,
     toml_repr,
+    want_header_name,
     want_int,
+    want_networks,
     want_nonempty_str,
     want_str,
 )
@@ -97,6 +100,10 @@ class ServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     setup_concurrency: int = 64  # session handshakes in flight at once, all consoles
+    # A reverse proxy that authenticates users names them in this header; believed only
+    # on connections from `trusted_proxies`. Empty: no proxy is trusted.
+    proxy_user_header: str = ""
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @property
     def tls(self) -> bool:
@@ -187,6 +194,9 @@ class Config:
                                   "setup_concurrency": server.setup_concurrency}
         if server.tls_cert is not None and server.tls_key is not None:
             raw.update(tls_cert=str(server.tls_cert), tls_key=str(server.tls_key))
+        if server.proxy_user_header:
+            raw.update(proxy_user_header=server.proxy_user_header,
+                       trusted_proxies=[str(n) for n in server.trusted_proxies])
         raw.update((k, v) for k, v in flags.items() if v is not None)
         parser = _Parser("", "command line", Path.cwd(), os.environ)
         return replace(self, server=parser.server(raw))
@@ -367,6 +377,10 @@ class _Parser:
                     if not path.is_file():
                         raise Invalid(f"{path} does not exist or is not a file; fix the path")
                     values[key] = path
+                elif key == "proxy_user_header":
+                    values[key] = want_header_name(value)
+                elif key == "trusted_proxies":
+                    values[key] = want_networks(value)
                 else:
                     values[key] = want_int(1, 100_000)(value)
             except Invalid as exc:
@@ -376,7 +390,17 @@ class _Parser:
                 "tls_key", "tls_cert")
             raise self.fail(where, have, f"{have}: set without {lack}; set both for HTTPS, "
                             "or neither for plain HTTP")
+        if ("proxy_user_header" in values) != ("trusted_proxies" in values):
+            have, lack = (("proxy_user_header", "trusted_proxies")
+                          if "proxy_user_header" in values
+                          else ("trusted_proxies", "proxy_user_header"))
+            raise self.fail(where, have, f"{have}: set without {lack}; a proxy's user header "
+                            "is believed only from the proxy's addresses, so set both")
         server = ServerConfig(**values)
+        if server.proxy_user_header and server.auth != "login":
+            raise self.fail(where, "proxy_user_header",
+                            'proxy_user_header needs auth = "login": with auth = "none" '
+                            "everyone is already the local admin")
         if server.auth == "none" and not is_loopback(server.host):
             raise self.fail(where, "auth" if "auth" in raw else None,
                             f'auth = "none" is refused: listen = {toml_repr(server.listen)} is '

@@ -292,6 +292,38 @@ def want_kg_hex(value: object) -> bytes:
     return kg
 
 
+# Headers a proxy must never be trusted to set for a user: they carry other meanings.
+_RESERVED_HEADERS = frozenset({
+    "authorization", "cookie", "host", "origin", "content-type", "content-length",
+    "connection", "upgrade", "x-csrf-token", "sec-fetch-site", "sec-websocket-key",
+})
+
+
+def want_header_name(value: object) -> str:
+    name = want_nonempty_str(value).strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", name):
+        raise Invalid(f"{toml_repr(value)} is not an HTTP header name; use letters, digits "
+                      'and "-", e.g. "X-Remote-User"')
+    if name.lower() in _RESERVED_HEADERS:
+        raise Invalid(f"{name} has its own meaning in HTTP; use a header only the proxy "
+                      'sets, e.g. "X-Remote-User"')
+    return name
+
+
+def want_networks(value: object) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    texts = want_str_list(value)
+    if not texts:
+        raise Invalid('the list is empty; name the proxy\'s address, e.g. ["127.0.0.1"]')
+    nets = []
+    for text in texts:
+        try:
+            nets.append(ipaddress.ip_network(text.strip(), strict=False))
+        except ValueError:
+            raise Invalid(f"{toml_repr(text)} is not an IP address or network; use e.g. "
+                          '"10.0.0.5" or "10.0.0.0/24" (names are not resolved)') from None
+    return tuple(nets)
+
+
 def want_suites(value: object) -> tuple[int, ...]:
     if (not isinstance(value, list) or not value
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
@@ -400,7 +432,8 @@ CONSOLE_KEYS: dict[str, Callable[[object], Any]] = {
 }
 PASSWORD_KEYS = ("password", "password_file", "password_env")
 KG_KEYS = ("kg", "kg_hex")
-SERVER_KEYS = ("listen", "auth", "tls_cert", "tls_key", "setup_concurrency")
+SERVER_KEYS = ("listen", "auth", "tls_cert", "tls_key", "setup_concurrency",
+               "proxy_user_header", "trusted_proxies")
 # What each insecure suite lacks, for the refusal message.
 INSECURE_SUITES = {
     sid: ("no authentication" if s.auth == AuthAlgorithm.NONE else "no integrity check")

@@ -18,7 +18,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from solgate.web.auth import Authenticator, check_auth_mode, parse_users
+from solgate.web.auth import Authenticator, ProxyTrust, check_auth_mode, parse_users
 from solgate.web.keys import (
     allowed_origins_key,
     auth_key,
@@ -59,7 +59,8 @@ def create_app(
     server = config.server
     check_auth_mode(server.auth, server.host)  # config checks too; never trust one gate
     if authenticator is None:
-        authenticator = Authenticator(parse_users(config.users_raw), mode=server.auth)
+        authenticator = Authenticator(parse_users(config.users_raw), mode=server.auth,
+                                      proxy=ProxyTrust.from_server(server))
 
     app = web.Application(
         middlewares=[security_headers_middleware, auth_middleware],

@@ -26,6 +26,12 @@ Sessions are kept in memory on the server: the cookie holds a random id plus an
 HMAC of it under a per-process key, so a forged or guessed cookie is rejected before
 any lookup, and a restart logs everyone out.  Each session has its own CSRF token.
 
+Behind a reverse proxy that authenticates users itself (single sign-on), the proxy
+may name the user in a header (`[server] proxy_user_header`).  The header is believed
+only on connections whose peer address is in `trusted_proxies`; from anywhere else it
+is ignored, so a client that reaches solgate directly cannot claim a name.  The named
+user must exist in `[users]`, whose role and access lists apply as for a login.
+
 Failed logins are counted per client address and per user name in a sliding window;
 past the limit, logins are refused without checking the password until the window
 moves on.  Everything that reads time takes a `clock` so tests need no sleeps.
@@ -38,6 +44,7 @@ import enum
 import fnmatch
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import time
 from collections import deque
@@ -360,6 +367,41 @@ class SessionStore:
         return len(self._sessions)
 
 
+MAX_PROXY_USER_LENGTH = 256
+
+
+@dataclass(frozen=True)
+class ProxyTrust:
+    """Which peers may name the user in which header (`[server] proxy_user_header`)."""
+
+    header: str
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+    @classmethod
+    def from_server(cls, server: Any) -> ProxyTrust | None:
+        header = getattr(server, "proxy_user_header", "")
+        return cls(header, tuple(server.trusted_proxies)) if header else None
+
+    def trusts(self, peer: str | None) -> bool:
+        """Whether a connection from `peer` (its IP address) comes from a trusted proxy."""
+        if not peer:
+            return False
+        try:
+            address = ipaddress.ip_address(peer.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in net for net in self.networks)
+
+    def user_name(self, peer: str | None, headers: Mapping[str, str]) -> str | None:
+        """The user the proxy vouches for, or None (no header, or not from a proxy)."""
+        if not self.trusts(peer):
+            return None
+        name = headers.get(self.header, "").strip()
+        return name or None
+
+
 class Authenticator:
     """The web app's one authority on who a request is."""
 
@@ -370,12 +412,14 @@ class Authenticator:
         mode: str = "login",
         clock: Clock = time.monotonic,
         sessions: SessionStore | None = None,
+        proxy: ProxyTrust | None = None,
     ) -> None:
         if mode not in ("login", "none"):
             raise ConfigError(f'[server] auth = "{mode}" is unknown; use "login" or "none"')
         self.mode = mode
         self.users = dict(users)
         self.sessions = sessions or SessionStore()
+        self.proxy = proxy
         self.address_limiter = RateLimiter(LOGIN_FAILURES_PER_ADDRESS, LOGIN_WINDOW, clock=clock)
         self.user_limiter = RateLimiter(LOGIN_FAILURES_PER_USER, LOGIN_WINDOW, clock=clock)
         self._tokens = {h: u for u in self.users.values() for h in u.api_token_hashes}

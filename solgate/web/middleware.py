@@ -23,6 +23,12 @@ a page on another site can point its own DNS name at 127.0.0.1 ("DNS rebinding")
 its requests then carry that site's name as Host and Origin, which would pass the
 Origin and Sec-Fetch checks above.
 
+With `[server] proxy_user_header`, a request from a trusted proxy's address that
+carries the header is that user (`auth.ProxyTrust`), treated like the local admin
+above: pages get a session bound to the user (a different name from the proxy ends
+it), and cookie-less unsafe requests must look like scripts.  A bearer token wins over
+the header; the header from any other address is ignored.
+
 WebSocket upgrades are checked separately (`origin_allowed`), before `prepare()`.
 """
 
@@ -36,7 +42,13 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from solgate.web.auth import LOCAL_USER, Session, User
+from solgate.web.auth import (
+    LOCAL_USER,
+    MAX_PROXY_USER_LENGTH,
+    Authenticator,
+    Session,
+    User,
+)
 from solgate.web.keys import allowed_origins_key, auth_key
 
 IDENTITY = web.RequestKey("identity", object)  # an Identity; typed at the accessor below
@@ -61,7 +73,7 @@ class Identity:
     """Who made a request and how they proved it."""
 
     user: User
-    via: str  # "session", "token" or "local"
+    via: str  # "session", "token", "local" or "proxy"
     session: Session | None = None
 
 
@@ -150,12 +162,28 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     new_cookie: str | None = None
 
     token = _bearer(request)
+    proxied = (auth.proxy.user_name(request.remote, request.headers)
+               if auth.proxy is not None and token is None else None)
     if token is not None:
         user = auth.user_for_token(token)
         if user is None:
             return json_error(401, "the bearer token is not valid",
                               **{"WWW-Authenticate": 'Bearer realm="solgate"'})
         ident = Identity(user, "token")
+    elif proxied is not None:
+        user = auth.users.get(proxied) if len(proxied) <= MAX_PROXY_USER_LENGTH else None
+        if user is None:
+            return json_error(403, "the proxy signed in a user solgate does not know; add "
+                                   "a [users.NAME] table with that name and a role")
+        session = auth.sessions.lookup(request.cookies.get(SESSION_COOKIE))
+        if session is not None and session.user == user.name:
+            ident = Identity(user, "session", session)
+        else:  # no session yet, or the proxy now names someone else
+            if session is not None:
+                auth.sessions.drop(session)
+            ident, new_cookie = _implicit_identity(request, auth, user, "proxy")
+            if ident is None:
+                return json_error(403, "missing CSRF token; reload the page")
     else:
         session = auth.sessions.lookup(request.cookies.get(SESSION_COOKIE))
         if session is not None:
@@ -165,14 +193,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             else:
                 ident = Identity(user, "session", session)
         if ident is None and not auth.login_required:
-            if request.method not in UNSAFE_METHODS:
-                if is_api(request) or _is_public(request.path):
-                    ident = Identity(LOCAL_USER, "local")
-                else:  # a page: give the browser a session so its forms carry a CSRF token
-                    new_cookie, session = auth.sessions.create(LOCAL_USER.name)
-                    ident = Identity(LOCAL_USER, "session", session)
-            elif looks_like_script(request):
-                ident = Identity(LOCAL_USER, "local")
+            ident, new_cookie = _implicit_identity(request, auth, LOCAL_USER, "local")
 
     if ident is not None:
         request[IDENTITY] = ident
@@ -190,6 +211,24 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if new_cookie is not None and not response.prepared:
         set_session_cookie(request, response, new_cookie)
     return response
+
+
+def _implicit_identity(request: web.Request, auth: Authenticator, user: User,
+                       via: str) -> tuple[Identity | None, str | None]:
+    """An identity vouched for without a login (loopback admin, or a trusted proxy's user).
+
+    Such a user's browser would send a cross-site POST with the same credentials, so
+    pages get a session (and its CSRF token) and an unsafe request is accepted without
+    one only when it looks like a script.  Returns (identity, new session cookie).
+    """
+    if request.method not in UNSAFE_METHODS:
+        if is_api(request) or _is_public(request.path):
+            return Identity(user, via), None
+        cookie, session = auth.sessions.create(user.name)  # a page
+        return Identity(user, "session", session), cookie
+    if looks_like_script(request):
+        return Identity(user, via), None
+    return None, None
 
 
 async def _csrf_ok(request: web.Request, session: Session) -> bool:

@@ -65,7 +65,13 @@ from solgate.console.hub import (
     WriteLockChanged,
 )
 from solgate.errors import SolgateError
-from solgate.web.keys import config_key, heartbeat_key, manager_key, websockets_key
+from solgate.web.keys import (
+    auth_key,
+    config_key,
+    heartbeat_key,
+    manager_key,
+    websockets_key,
+)
 from solgate.web.middleware import identity, origin_allowed
 
 if TYPE_CHECKING:
@@ -231,7 +237,7 @@ class _ConsoleSocket:
             can_write=self.can_write,
             cols=_int_param(request, "cols", 80, MIN_COLS, MAX_COLS),
             rows=_int_param(request, "rows", 25, MIN_ROWS, MAX_ROWS),
-            via=f"over the web from {request.remote or 'an unknown address'}",
+            via=_web_via(request),
         )
 
     async def run(self) -> None:
@@ -387,3 +393,12 @@ async def close_all(app: web.Application) -> None:
     sockets = app[websockets_key]
     for ws in set(sockets):  # a copy: closing removes it from the WeakSet
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+
+def _web_via(request: web.Request) -> str:
+    """How an attachment came, for the console log: the peer, or the proxy it came through."""
+    remote = request.remote or "an unknown address"
+    proxy = request.app[auth_key].proxy
+    if proxy is not None and proxy.trusts(request.remote):
+        return f"over the web through the proxy at {remote}"
+    return f"over the web from {remote}"
