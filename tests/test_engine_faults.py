@@ -8,17 +8,17 @@ serial port exactly as typed (600 characters: 19 SOL packets, so the 4-bit seque
 number wraps in that direction too); and the session never drops (one "SOL up", no "SOL down").
 The 300 ms delay wire is in test_engine_delay.py (it is slow by nature).
 
-Sizes and timers (CI runs this on two cores, each test well under 30 s):
-- clean wire and 10% duplication: 1 MB floods, about 1 s with the fast simulated UART
+Sizes and timers (CI runs this on two cores): every flood is 1 MB.
+- clean wire and 10% duplication: about 1 s each with the fast simulated UART
   (duplicated datagrams die in the session's replay window, so they cost nothing).
-- 20% loss both ways: 128 KiB. With one SOL packet in flight, each lost packet or ACK
-  waits one BMC retry interval; 128 KiB is ~520 packets and ~300 retries, about 2 s at
-  a 5 ms retry interval, where 1 MB would take ~15 s. The BMC retries 40 times (not
-  ipmi_sim's 4) so that its giving up (which loses data by design) is out of the picture.
+- 20% loss both ways: with one SOL packet in flight, each lost packet or ACK waits one
+  BMC retry interval; 1 MB is ~4,000 packets and ~2,400 retries, so the simulated BMC
+  retries after 2 ms (a loopback round trip is ~0.1 ms) and 60 times (not ipmi_sim's 4),
+  so that its giving up (which loses data by design) is out of the picture: ~12 s.
   The typed line is 200 characters (7 packets): solgate waits 0.5 s before resending a
   lost keystroke packet, so 600 characters would add ~7 s.
-- 25% reordering (a datagram held until the next one passes, or 50 ms): 256 KiB, for
-  the same reason.
+- 25% reordering (a datagram held until the next one passes, or 50 ms): the BMC's
+  retransmission after 5 ms is what passes a held packet, ~11 s.
 Fault randomness is seeded, so a failure reproduces.
 """
 
@@ -31,13 +31,13 @@ import pytest
 from solgate.sim.faults import FaultConfig
 from tests.engine_helpers import Wire, check_wire
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(150)
 
 WIRES = {
     "clean": Wire(None, 1_000_000),
     "loss-20%": Wire(
-        FaultConfig.symmetric(drop=0.2, seed=11), 128 * 1024,
-        sim={"sol_retry_interval": 0.005, "sol_retry_count": 40},
+        FaultConfig.symmetric(drop=0.2, seed=11), 1_000_000,
+        sim={"sol_retry_interval": 0.002, "sol_retry_count": 60}, timeout=90.0,
         typed=200,  # solgate retries its own SOL packets after 0.5 s: keep the line short
     ),
     "duplicate-10%": Wire(
@@ -45,8 +45,8 @@ WIRES = {
         sim={"sol_retry_interval": 0.05, "sol_retry_count": 40},
     ),
     "reorder-25%": Wire(
-        FaultConfig.symmetric(reorder=0.25, seed=13), 256 * 1024,
-        sim={"sol_retry_interval": 0.01, "sol_retry_count": 40},
+        FaultConfig.symmetric(reorder=0.25, seed=13), 1_000_000,
+        sim={"sol_retry_interval": 0.005, "sol_retry_count": 40}, timeout=90.0,
     ),
 }
 
