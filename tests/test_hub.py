@@ -314,6 +314,32 @@ async def test_a_lone_viewer_is_written_on_the_next_loop_turn():
     reader.cancel()
 
 
+async def test_a_flood_reaches_a_lone_viewer_in_fewer_larger_writes():
+    clock = FakeClock()
+    hub = Hub("web01", clock=clock)
+    sink = FakeSink()
+    reader = await park(hub.attach("alice", can_write=False), sink)
+    packets = [bytes([0x41 + i]) * 255 for i in range(6)]  # full SOL packets, 1 ms apart
+    for packet in packets[:2]:
+        hub.publish(packet)
+        await asyncio.sleep(0)
+        clock.now += 0.001
+    assert sink.writes == packets[:2]  # the first output of a burst is not held
+    for packet in packets[2:]:
+        hub.publish(packet)
+        await asyncio.sleep(0)
+        clock.now += 0.001
+    assert sink.writes == packets[:2], "in full flow the next write waits a few ms"
+    await wait_for(lambda: len(sink.writes) == 3)
+    assert sink.writes[2] == b"".join(packets[2:])
+    # After a quiet spell, output (an echo) goes out on the next loop turn again.
+    clock.now += 1.0
+    hub.publish(b"x")
+    await asyncio.sleep(0)
+    assert sink.writes[-1] == b"x"
+    reader.cancel()
+
+
 async def test_many_viewers_share_one_batched_write_per_flush():
     hub = Hub("web01", clock=FakeClock())  # time stands still: every later flush waits
     sinks = [FakeSink() for _ in range(1000)]
