@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -40,7 +42,8 @@ from _common import (  # noqa: E402
 
 async def run_suite(fleet: Fleet, wd: Path, suite: int, size: int, runs: int,
                     idle: list[tuple[str, int]], reference: bool, uvloop: bool = False,
-                    background: float = 0.0) -> list[dict[str, object]]:
+                    background: float = 0.0,
+                    profile: Path | None = None) -> list[dict[str, object]]:
     import aiohttp
 
     ours, theirs = fleet.consoles[0], fleet.consoles[1]
@@ -60,7 +63,9 @@ async def run_suite(fleet: Fleet, wd: Path, suite: int, size: int, runs: int,
             rate = (b.cpu - a.cpu) / (b.t - a.t)
         async with aiohttp.ClientSession() as session:
             for run in range(runs):
+                spy = _start_profile(profile, server.pid, suite) if run == 0 else None
                 r = await ws_flood(session, server, ours[0], size)
+                _stop_profile(spy)
                 net = r["cpu_s"] - rate * r["seconds"]
                 out.append({**r, "suite": suite, "run": run, "idle": len(idle),
                             "background_cpu_pct": round(100 * rate, 2),
@@ -71,6 +76,27 @@ async def run_suite(fleet: Fleet, wd: Path, suite: int, size: int, runs: int,
     finally:
         server.stop()
     return out
+
+
+def _start_profile(profile: Path | None, pid: int, suite: int) -> subprocess.Popen[bytes] | None:
+    """py-spy on serve during the first flood: where the CPU per MB goes (GIL samples)."""
+    if profile is None:
+        return None
+    out = profile.with_name(f"{profile.stem}-cs{suite}{profile.suffix or '.txt'}")
+    return subprocess.Popen(["py-spy", "record", "-p", str(pid), "-f", "raw", "--gil",
+                             "-r", "500", "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop_profile(spy: subprocess.Popen[bytes] | None) -> None:
+    if spy is None:
+        return
+    spy.send_signal(signal.SIGINT)
+    try:
+        spy.wait(30)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        spy.wait()
 
 
 def summarize(results: list[dict[str, object]]) -> list[dict[str, object]]:
@@ -101,7 +127,8 @@ async def amain(args: argparse.Namespace) -> int:
             for suite in suites:
                 results += await run_suite(fleet, wd, suite, size, args.runs, idle,
                                            reference=not args.no_reference,
-                                           uvloop=args.uvloop, background=args.background)
+                                           uvloop=args.uvloop, background=args.background,
+                                           profile=args.profile)
         finally:
             fleet.stop()
     summary = summarize(results)
@@ -139,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--uvloop", action="store_true", help="run serve on uvloop")
     parser.add_argument("--no-reference", action="store_true", help="skip ipmitool")
     parser.add_argument("--name", default="throughput")
+    parser.add_argument("--profile", type=Path, metavar="FILE",
+                        help="py-spy raw profile of serve during the first flood of each "
+                             "suite, written to FILE-csN.txt (needs py-spy)")
     return asyncio.run(amain(parser.parse_args(argv)))
 
 
