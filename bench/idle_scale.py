@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([n, r["active"], r["setup_s"], r["cpu_pct"], r["sys_cpu_pct"], r["rss_mb"],
                      r["kb_per_console"], r["fds"], r["sim_cpu_pct"]])
         print(f"... {n}: {r}", file=sys.stderr, flush=True)
-    print(f"idle scale ({'uvloop' if args.uvloop else 'asyncio'} loop, "
+    loop = "uvloop" if args.uvloop else "serve's default loop (uvloop when installed)"
+    print(f"idle scale ({loop}, "
           f"one-console baseline RSS {base['rss_mb']} MB)")
     print_table(["consoles", "active", "setup s", "CPU %", "sys %", "RSS MB", "KB/console", "fds",
                  "sim CPU %"], rows)

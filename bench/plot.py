@@ -34,7 +34,8 @@ def main() -> int:
         rs = idle["results"]
         n = [r["consoles"] for r in rs]
         fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-        a.plot(n, [r["cpu_pct"] for r in rs], "o-", label="asyncio loop")
+        loop = "uvloop" if idle.get("uvloop") else "serve's default loop"
+        a.plot(n, [r["cpu_pct"] for r in rs], "o-", label=idle.get("event_loop", loop))
         uv = load("idle_scale_uvloop")
         if uv:
             a.plot([r["consoles"] for r in uv["results"]],
