@@ -62,6 +62,7 @@ from solgate.config_values import (
     parse_size,
     split_listen,
     toml_repr,
+    want_duration,
     want_header_name,
     want_int,
     want_networks,
@@ -104,6 +105,9 @@ class ServerConfig:
     # on connections from `trusted_proxies`. Empty: no proxy is trusted.
     proxy_user_header: str = ""
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # Seconds without keyboard input after which a web, terminal or ssh client is
+    # detached (the BMC session and the log carry on); 0 = never.
+    client_idle_timeout: float = 0.0
 
     @property
     def tls(self) -> bool:
@@ -191,7 +195,8 @@ class Config:
         """
         server = self.server
         raw: dict[str, object] = {"listen": server.listen, "auth": server.auth,
-                                  "setup_concurrency": server.setup_concurrency}
+                                  "setup_concurrency": server.setup_concurrency,
+                                  "client_idle_timeout": server.client_idle_timeout}
         if server.tls_cert is not None and server.tls_key is not None:
             raw.update(tls_cert=str(server.tls_cert), tls_key=str(server.tls_key))
         if server.proxy_user_header:
@@ -381,6 +386,8 @@ class _Parser:
                     values[key] = want_header_name(value)
                 elif key == "trusted_proxies":
                     values[key] = want_networks(value)
+                elif key == "client_idle_timeout":
+                    values[key] = want_duration(positive=False)(value)
                 else:
                     values[key] = want_int(1, 100_000)(value)
             except Invalid as exc:

@@ -433,7 +433,7 @@ CONSOLE_KEYS: dict[str, Callable[[object], Any]] = {
 PASSWORD_KEYS = ("password", "password_file", "password_env")
 KG_KEYS = ("kg", "kg_hex")
 SERVER_KEYS = ("listen", "auth", "tls_cert", "tls_key", "setup_concurrency",
-               "proxy_user_header", "trusted_proxies")
+               "proxy_user_header", "trusted_proxies", "client_idle_timeout")
 # What each insecure suite lacks, for the refusal message.
 INSECURE_SUITES = {
     sid: ("no authentication" if s.auth == AuthAlgorithm.NONE else "no integrity check")

@@ -84,6 +84,7 @@ RETRY_MAX_DELAY = 8.0
 STABLE_AFTER = 10.0  # a connection that lived this long resets the retry count
 CONNECT_TIMEOUT = 10.0
 CLOSE_DETACHED = 4000
+CLOSE_IDLE = 4002  # the server's client idle timeout detached us: do not reconnect
 
 # Before a repaint: leave the alternate screen, normal cursor keys and keypad, no
 # bracketed paste, no mouse reporting; the snapshot itself resets the rest.
@@ -491,6 +492,9 @@ class ConsoleClient:
             else:
                 break
         if ws.close_code == CLOSE_DETACHED:
+            return 0
+        if ws.close_code == CLOSE_IDLE:
+            self.note(f"detached: {closed_reason or 'idle without input'}")
             return 0
         if ws.close_code == aiohttp.WSCloseCode.GOING_AWAY:
             raise _Lost("the server is shutting down")

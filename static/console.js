@@ -11,6 +11,7 @@
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const $ = (id) => document.getElementById(id);
   const CLOSE_DETACHED = 4000;
+  const CLOSE_IDLE = 4002;
   const enc = new TextEncoder();
 
   const term = new Terminal({
@@ -123,6 +124,12 @@
         badge("conn", "detached", "");
         banner("Detached (~.). Going back to the console list…");
         location.href = "/";
+        return;
+      }
+      if (ev.code === CLOSE_IDLE) {
+        badge("conn", "idle", "");
+        banner("Detached: " + (ev.reason || "idle without input") +
+               " (reload the page to attach again).", true);
         return;
       }
       if (ev.code === 1008 || ev.code === 4003) {

@@ -172,6 +172,7 @@ class Closed:
     """The attachment is over (detached, console closed, or too slow); nothing follows."""
 
     reason: str
+    idle: bool = False  # ended by the client idle timeout: front ends must not reattach
 
 
 Message = Snapshot | Lagged | WriteLockChanged | StateChanged | Closed
@@ -210,6 +211,7 @@ class Attachment:
         "_sink",
         "_live",
         "_live_from",
+        "last_input",
     )
 
     def __init__(self, hub: Hub, user: str, *, can_write: bool, cols: int, rows: int) -> None:
@@ -235,6 +237,8 @@ class Attachment:
         self._sink: OutputSink | None = None
         self._live = False  # output goes to the sink from the hub's batch, not the queue
         self._live_from = 0  # the first batch chunk this attachment is owed while live
+        # When its user last typed (or attached, or took the lock): for the idle timeout.
+        self.last_input = hub.clock()
 
     def __repr__(self) -> str:
         return f"<Attachment {self.user!r} to {self.hub.name!r}{' rw' if self.can_write else ''}>"
@@ -635,7 +639,10 @@ class Hub:
 
     def take_write(self, attachment: Attachment) -> bool:
         """Give the write lock to `attachment` (taking it from the holder); False if refused."""
-        if attachment.hub is not self or attachment.closed or not attachment.can_write:
+        if attachment.hub is not self or attachment.closed:
+            return False
+        attachment.last_input = self.clock()  # someone asked, allowed or not
+        if not attachment.can_write:
             return False
         if self._writer is not attachment:
             previous = self._writer
@@ -775,6 +782,7 @@ class Hub:
         self._pending_bytes = 0
 
     def _input(self, attachment: Attachment, data: bytes) -> bool:
+        attachment.last_input = self.clock()  # someone is at the keyboard, lock or not
         if self._writer is not attachment or attachment.closed or self.on_input is None:
             return False
         if data:
@@ -784,7 +792,21 @@ class Hub:
     def _render(self, *, scrollback: bool) -> bytes:
         return self._current_screen().render(scrollback=scrollback)
 
-    def _remove(self, attachment: Attachment, message: Closed) -> None:
+    def expire_idle(self, timeout: float) -> int:
+        """Detach every attachment whose user has not typed for `timeout` seconds.
+
+        The idle timeout of `[server] client_idle_timeout`: a terminal left logged in
+        is closed, while the BMC session and the log carry on. Returns how many went.
+        """
+        now = self.clock()
+        idle = [a for a in self._attachments if now - a.last_input >= timeout]
+        for attachment in idle:
+            self._remove(attachment, Closed(
+                f"idle for {_duration_words(timeout)} without input; attach again to continue",
+                idle=True), why=f"idle for {_duration_words(timeout)}")
+        return len(idle)
+
+    def _remove(self, attachment: Attachment, message: Closed, why: str = "") -> None:
         attachment._close(message)
         try:
             self._attachments.remove(attachment)
@@ -792,6 +814,16 @@ class Hub:
             return
         if self._writer is attachment:
             self._set_writer(None)
-        self._tell("detach", attachment.user, f"{attachment.user} detached")
+        self._tell("detach", attachment.user,
+                   f"{attachment.user} detached{f' ({why})' if why else ''}")
         if not self._attachments:
             self._drop_screen()  # nobody watching: give the screen's memory back
+
+
+def _duration_words(seconds: float) -> str:
+    """`1800` -> "30m", `90` -> "90s": short, as an operator would write it in the config."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"

@@ -126,9 +126,12 @@ class ConsoleManager:
             # each get it every 10 s instead of 20,000 syscalls a second.
             spread = max(1, -(-len(self._workers) // LOG_TICKS_PER_SECOND))
             turn = (turn + 1) % spread
+            idle_timeout = self.config.server.client_idle_timeout
             for i, worker in enumerate(self._workers.values()):
                 if i % spread == turn:
                     worker.log.tick()
+                if idle_timeout > 0 and worker.hub.viewers:
+                    worker.hub.expire_idle(idle_timeout)
                 worker.check_log_health()
                 deadline = worker.panic.next_deadline()
                 if deadline is not None and deadline <= now:

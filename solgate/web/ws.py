@@ -84,6 +84,7 @@ HEARTBEAT = 20.0  # seconds between pings; under the 30-60 s idle cut of most pr
 MAX_MESSAGE = 64 * 1024  # a paste larger than this is refused by aiohttp
 CLOSE_DETACHED = 4000  # the user typed ~. : the page must not reconnect
 CLOSE_HUB_CLOSED = 4001  # the hub ended this attachment (console removed, too slow)
+CLOSE_IDLE = 4002  # the client idle timeout ended it: the page must not reconnect
 MIN_COLS, MAX_COLS = 10, 1000
 MIN_ROWS, MAX_ROWS = 2, 500
 # Unsent bytes a transport may hold and still take direct writes: asyncio's default
@@ -376,10 +377,12 @@ async def _pump(sock: _Socket, attachment: Attachment) -> None:
                     await sock.json(type="write-lock", holder=holder)
                 case StateChanged(state=state, detail=detail):
                     await sock.json(type="state", state=state, detail=detail)
-                case Closed(reason=reason):
+                case Closed(reason=reason, idle=idle):
                     with contextlib.suppress(ConnectionResetError):
-                        await sock.json(type="closed", reason=reason)
-                    await ws.close(code=CLOSE_HUB_CLOSED, message=reason.encode()[:120])
+                        await sock.json(type="closed", reason=reason,
+                                        **({"idle": True} if idle else {}))
+                    await ws.close(code=CLOSE_IDLE if idle else CLOSE_HUB_CLOSED,
+                                   message=reason.encode()[:120])
                     return
                 case _:
                     log.debug("ignoring unknown hub item %r", type(item).__name__)
