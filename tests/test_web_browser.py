@@ -228,6 +228,27 @@ async def test_lost_connection_banner_appears_and_clears_on_reconnect(
         await client.close()
 
 
+async def test_idle_timeout_detaches_with_a_banner_and_no_reconnect(
+    tmp_path: Path, browser
+) -> None:
+    manager = StaticConsoles(tmp_path)
+    console = manager.add("web01")
+    client = await start_client(make_app(tmp_path, manager))
+    base = f"http://{client.host}:{client.port}"
+    try:
+        page = await logged_in_page(browser, base, "victor", "/consoles/web01")
+        await async_api.expect(page.locator("#conn")).to_have_text("live")
+        assert console.hub.expire_idle(0.0) == 1  # what the server's tick does at the timeout
+        await async_api.expect(page.locator("#conn")).to_have_text("idle")
+        await async_api.expect(page.locator("#banner")).to_contain_text(
+            "Detached: idle for 0s without input")
+        await page.wait_for_timeout(3000)  # longer than the first reconnect delay
+        assert console.hub.viewers == 0
+        await async_api.expect(page.locator("#conn")).to_have_text("idle")
+    finally:
+        await client.close()
+
+
 async def test_confirmation_dialogs_and_dismissing_sends_nothing(tmp_path: Path, browser) -> None:
     manager = StaticConsoles(tmp_path)
     console = manager.add("web01")
