@@ -686,6 +686,10 @@ def _listen_from_config(args: argparse.Namespace) -> tuple[str, int, bool] | Non
 def options_from_args(args: argparse.Namespace,
                       environ: Mapping[str, str] | None = None) -> ClientOptions:
     environ = os.environ if environ is None else environ
+    if getattr(args, "token_argument", None) is not None:
+        raise ConfigError(f"--token is not accepted: a token on the command line is visible "
+                          f"to every user of this machine; set ${TOKEN_ENV} or use "
+                          "--token-file FILE")
     name, flags = console_from_ssh_command(args.name, environ.get(SSH_COMMAND_ENV))
     explicit_url = args.server or environ.get(URL_ENV)
     server = resolve_server_url(explicit_url, environ,

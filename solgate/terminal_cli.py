@@ -6,6 +6,7 @@ the files under data_dir directly, so they work while the server is down.
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from solgate import logtools
@@ -38,6 +39,10 @@ def register(subparsers: Any) -> None:
                          help="take the write lock on connect")
     console.add_argument("--token-file", metavar="FILE",
                          help=f"file holding the API token (default {DEFAULT_TOKEN_FILE})")
+    # Hidden, and only to refuse: without it argparse would take `--token VALUE` as an
+    # abbreviation of --token-file and print VALUE back in "no such file".
+    console.add_argument("--token", dest="token_argument", nargs="?", const="",
+                         help=argparse.SUPPRESS)
     console.add_argument("--retries", type=int, default=DEFAULT_RETRIES, metavar="N",
                          help=f"reconnect attempts after a lost connection ({DEFAULT_RETRIES})")
     add_config_argument(console)
