@@ -141,13 +141,6 @@ async def test_retransmissions_during_a_stall_mid_flood_are_logged_once(tmp_path
         assert worker.sol_counters()["duplicates"] > duplicates_before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="solgate takes the growth of ipmi_sim's resent packet and ACKs twice (short "
-    "count, then full); ipmi_sim acts on the short ACK and sends the grown bytes "
-    "again as a new packet, so they are logged twice",
-)
 async def test_a_retransmission_that_grew_is_logged_once(tmp_path, ipmi_sim) -> None:
     """A short packet goes unacknowledged while the host writes more: ipmi_sim resends the
     same sequence number with the new bytes added. The log must hold each byte once."""

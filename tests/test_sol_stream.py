@@ -214,9 +214,9 @@ def test_duplicate_is_reacked_and_not_delivered_again():
     assert c.counters["duplicates"] == 1
 
 
-def test_growing_retransmission_delivers_only_the_new_tail_once():
-    """ipmi_sim resends the same seq with more characters (quirk 11)."""
-    c = console()
+def test_growing_retransmission_can_deliver_only_the_new_tail_once():
+    """Option, for a BMC that ignores short counts: take the tail of a grown resend once."""
+    c = console(deliver_retransmitted_growth=True)
     c.receive_payload(h("05 00 00 00 616263"), 0.0)
     c.receive_payload(h("05 00 00 00 616263646566"), 1.0)
     c.receive_payload(h("05 00 00 00 616263646566"), 2.0)
@@ -226,9 +226,10 @@ def test_growing_retransmission_delivers_only_the_new_tail_once():
     assert events(c) == [DataReceived(b"g")]
 
 
-def test_growing_retransmission_can_be_acked_with_the_old_count():
-    """Option: take nothing new and ACK the first count, so the BMC resends the tail."""
-    c = console(deliver_retransmitted_growth=False)
+def test_growing_retransmission_is_acked_with_the_old_count():
+    """ipmi_sim resends the same seq with more characters (quirk 11): take nothing new and
+    ACK the first count, so the BMC sends the tail as a new packet, logged once."""
+    c = console()
     c.receive_payload(h("05 00 00 00 616263"), 0.0)
     c.receive_payload(h("05 00 00 00 616263646566"), 1.0)
     assert events(c) == [DataReceived(b"abc")]

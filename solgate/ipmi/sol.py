@@ -224,7 +224,7 @@ class SolStream:
         max_send_buffer: int = MAX_SEND_BUFFER,
         nack_pause: float = NACK_PAUSE,
         piggyback_acks: bool = True,
-        deliver_retransmitted_growth: bool = True,
+        deliver_retransmitted_growth: bool = False,
         logger: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
     ) -> None:
         if role not in ("console", "bmc"):
@@ -514,11 +514,12 @@ class SolStream:
         """The peer resent the packet we took last: re-ACK, deliver only what is new."""
         self.counters["duplicates"] += 1
         extra = data[self._rx_taken :]
-        # A grown retransmission adds characters after the ones already taken. Taking them
-        # risks a repeat if the peer already acted on our first (shorter) ACK and resends
-        # the overlap as a new packet (ipmi_sim, quirk 11); ACKing only the old count is
-        # safe there but loses them on a peer that ignores short counts without NACK.
-        # Count 0 would read as "all" to such a peer, so then we always take them.
+        # A grown retransmission adds characters after the ones already taken. By default
+        # they are left to the peer: the ACK repeats the count we took, which per the
+        # spec makes the BMC send the rest as a new packet. Taking them logged them twice
+        # against ipmi_sim (quirk 11): it acts on our first, shorter ACK and resends the
+        # overlap anyway. `deliver_retransmitted_growth=True` is for a peer that ignores
+        # short counts. Count 0 would read as "all" to such a peer, so then we take them.
         wanted = self.deliver_retransmitted_growth or self._rx_taken == 0
         if extra and self._rx_complete and wanted:
             taken = self._take(len(extra))
