@@ -78,9 +78,6 @@ async def test_login_open_console_type_and_see_output(tmp_path: Path, browser) -
 
         # The server drops every socket: the page says so and reconnects by itself.
         await close_all(client.server.app)
-        # First the page must notice (until then the old "live" is still shown).
-        await page.wait_for_function(
-            "() => window.seen.some(s => s[0] === 'offline' && !s[1])")
         await async_api.expect(page.locator("#conn")).to_have_text("live")
         console.hub.publish(b"\r\nback again")
         await async_api.expect(rows).to_contain_text("back again")
@@ -218,6 +215,9 @@ async def test_lost_connection_banner_appears_and_clears_on_reconnect(
         await async_api.expect(page.locator("#banner")).to_be_hidden()
         await page.evaluate(WATCH_CONNECTION)
         await close_all(client.server.app)
+        # First the page must notice (until then the old "live" is still shown).
+        await page.wait_for_function(
+            "() => window.seen.some(s => s[0] === 'offline' && !s[1])")
         await async_api.expect(page.locator("#conn")).to_have_text("live")
         await async_api.expect(page.locator("#banner")).to_be_hidden()
         seen = await page.evaluate("window.seen")
