@@ -1,4 +1,4 @@
-"""`solgate console` on a real pty: `~~`, `~w`, `--force`, `~D`, and where the token comes from.
+"""`solgate console` on a real pty: `~w`, `--force`, `~D`, and where the token comes from.
 
 Same setting as test_terminal.py (an in-process server, a simulated BMC over UDP, the
 client as a child process on a pty); these are the escapes and options an operator
@@ -19,28 +19,13 @@ from test_terminal import (
 )
 
 from solgate.web.auth import new_api_token
-from tests.engine_helpers import HostInput, event_lines
+from tests.engine_helpers import event_lines
 
 pytestmark = pytest.mark.timeout(90)
 
 
 def log_of(server, name: str) -> bytes:
     return (Path(server.config.data_dir) / "logs" / f"{name}.log").read_bytes()
-
-
-async def test_double_escape_sends_one_tilde_at_line_start(tmp_path) -> None:
-    async with live_server(tmp_path) as server:
-        typed = HostInput(server.fleet.bmcs[0].host)
-        with console_on_pty(tmp_path, server) as child:
-            await child.expect(b"~. leaves")
-            child.type(b"\r")
-            await child.expect(b"# ")
-            child.type(b"~~x\r")
-            await child.expect(b"sh: ~x: command not found")
-            assert b"\r~x\r" in bytes(typed.data)
-            assert b"~~" not in bytes(typed.data)
-            child.type(b"~.")
-            assert await child.wait() == 0
 
 
 async def test_w_takes_the_lock_and_force_takes_it_on_attach(tmp_path) -> None:
