@@ -11,3 +11,34 @@ def load_fixture(relpath: str) -> dict:
     """A real ipmitool/ipmiconsole transcript against ipmi_sim (see tests/fixtures/*/README.md)."""
     path = FIXTURES / relpath
     return json.loads(path.read_text())
+
+
+# The slow tier: modules that drive a real browser, a pty, a lossy or delayed wire, a whole
+# engine through many reconnects, or type-check the package. `python -m pytest -m "not slow"`
+# runs the rest in well under a minute while developing; CI runs everything.
+SLOW_MODULES = frozenset({
+    "test_bench_smoke.py",
+    "test_client_idle.py",
+    "test_engine_delay.py",
+    "test_engine_faults.py",
+    "test_engine_flow.py",
+    "test_engine_ipmi_sim.py",
+    "test_engine_recovery.py",
+    "test_engine_session.py",
+    "test_fuzz_decoders.py",
+    "test_gates.py",
+    "test_sim_interop.py",
+    "test_terminal.py",
+    "test_terminal_escapes.py",
+    "test_terminal_locks_and_tokens.py",
+    "test_web_browser.py",
+    "test_web_real_stack.py",
+})
+
+
+def pytest_collection_modifyitems(config: object, items: list) -> None:
+    import pytest
+
+    for item in items:
+        if item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
