@@ -23,6 +23,8 @@ import os
 import signal
 import ssl
 import sys
+import time
+import tomllib
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,8 @@ from solgate.web.keys import auth_key
 
 logger = logging.getLogger("solgate.serve")
 PID_FILE = "solgate.pid"
+RELOAD_STATUS_FILE = "solgate.reload"  # the verdict of the last reload, for `solgate reload`
+RELOAD_WAIT = 30.0  # how long `solgate reload` waits for that verdict
 SHUTDOWN_TIMEOUT = 5.0
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 EVENT_LOOP_ENV = "SOLGATE_EVENT_LOOP"
@@ -95,6 +99,10 @@ def register(subparsers: Any) -> None:
     reload_ = subparsers.add_parser(
         "reload",
         help="tell a running `solgate serve` to re-read its configuration (SIGHUP)",
+        description="Signal the `solgate serve` whose pid file is in data_dir (read from "
+                    "the configuration file; nothing else in it is loaded here, so the BMC "
+                    "secrets need not be in this shell) and print its verdict: what the "
+                    "reload changed, or why it was refused.",
     )
     add_config_argument(reload_)
     reload_.set_defaults(handler=_reload_command)
@@ -171,7 +179,8 @@ async def run_server(
     installed: list[signal.Signals] = []
 
     def hangup() -> None:
-        loop.create_task(_reload(manager, reload_config, runner.app if runner else None))
+        loop.create_task(_reload(manager, reload_config, runner.app if runner else None,
+                                 ssh_gateway))
 
     for sig, action in ((signal.SIGTERM, shutdown.set), (signal.SIGINT, shutdown.set),
                         (signal.SIGHUP, hangup)):
@@ -220,22 +229,49 @@ async def run_server(
 
 
 async def _reload(manager: ConsoleManager, reload_config: Callable[[], Config] | None,
-                  app: web.Application | None = None) -> None:
-    """Re-read the configuration: consoles through the manager, web users in the app (the
-    ssh gateway reads its users from the manager's configuration by itself)."""
+                  app: web.Application | None = None, ssh_gateway: Any = None) -> None:
+    """Re-read the configuration: consoles through the manager, web users in the app, ssh
+    users and keys in the gateway; live attachments that lost rights lose them now.
+
+    The verdict goes to the log and to `<data_dir>/solgate.reload` for `solgate reload`.
+    """
+    data_dir = getattr(manager, "data_dir", None)
     if reload_config is None:
+        _write_reload_status(data_dir, False, "this server does not reload its "
+                             "configuration (solgate demo)")
         return
     try:
         config = reload_config()
         users = parse_users(config.users_raw)
     except SolgateError as exc:
         logger.error("reload refused, keeping the running configuration: %s", exc)  # noqa: TRY400
+        _write_reload_status(data_dir, False,
+                             f"reload refused, keeping the running configuration: {exc}")
         return
     summary = await manager.reload(config)
     if app is not None:
-        app[auth_key].replace_users(users)
-    logger.warning("configuration reloaded: %d added, %d removed, %d changed",
-                   len(summary["added"]), len(summary["removed"]), len(summary["changed"]))
+        app[auth_key].replace_users(users)  # re-checks the live WebSockets
+    if ssh_gateway is not None:
+        ssh_gateway.recheck()
+    message = (f"configuration reloaded: {len(summary['added'])} added, "
+               f"{len(summary['removed'])} removed, {len(summary['changed'])} changed")
+    logger.warning("%s", message)
+    _write_reload_status(data_dir, True, message)
+
+
+def _write_reload_status(data_dir: Path | None, ok: bool, message: str) -> None:
+    """Leave the verdict where `solgate reload` looks for it (replaced whole, never torn)."""
+    if data_dir is None:
+        return
+    path = data_dir / RELOAD_STATUS_FILE
+    record = {"pid": os.getpid(), "at": time.time(), "ok": ok, "message": message}
+    try:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(record) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        logger.warning("cannot write %s (%s); `solgate reload` will not see the verdict",
+                       path, exc.strerror or exc)
 
 
 def _serve_command(args: argparse.Namespace) -> int:
@@ -262,9 +298,27 @@ async def _serve(args: argparse.Namespace, loop_name: str) -> int:
                             reload_config=reload_config, on_ready=ready)
 
 
+def data_dir_of(path: Path) -> Path:
+    """`data_dir` of a configuration file, reading nothing else: a shell that signals the
+    server need not hold the BMC secrets the rest of the file refers to."""
+    try:
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file; pass the -c that solgate "
+                          "serve runs with") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc}); fix it, or send solgate serve "
+                          "SIGHUP yourself") from None
+    base = path.parent.absolute()
+    value = data.get("data_dir")
+    if isinstance(value, str) and value.strip():
+        return base / Path(value).expanduser()
+    return base / "data"
+
+
 def _reload_command(args: argparse.Namespace) -> int:
-    config = load_config(default_config_path(args.config))
-    pid_path = Path(config.data_dir) / PID_FILE
+    data_dir = data_dir_of(default_config_path(args.config))
+    pid_path = data_dir / PID_FILE
     try:
         pid = int(pid_path.read_text().strip())
     except FileNotFoundError:
@@ -274,6 +328,7 @@ def _reload_command(args: argparse.Namespace) -> int:
         why = exc.strerror if isinstance(exc, OSError) else "no pid in it"
         raise ConfigError(f"cannot read {pid_path} ({why}); is solgate serve running with "
                           "this data_dir? Send it SIGHUP yourself to reload") from None
+    sent = time.time()
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:
@@ -283,8 +338,27 @@ def _reload_command(args: argparse.Namespace) -> int:
     except PermissionError:
         raise ConfigError(f"pid {pid} in {pid_path} belongs to another user; run "
                           "`solgate reload` as the user solgate serve runs as") from None
-    print(f"solgate: asked pid {pid} to reload its configuration")
-    return 0
+    return _await_verdict(data_dir / RELOAD_STATUS_FILE, pid, sent)
+
+
+def _await_verdict(path: Path, pid: int, sent: float, wait: float = RELOAD_WAIT) -> int:
+    """Wait for the server's verdict on the reload asked for at `sent`; print it."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            record = None
+        if (isinstance(record, dict) and record.get("pid") == pid
+                and isinstance(record.get("at"), int | float) and record["at"] >= sent):
+            message = str(record.get("message", ""))
+            if record.get("ok"):
+                print(f"solgate: pid {pid}: {message}")
+                return 0
+            raise ConfigError(f"solgate serve (pid {pid}): {message}")
+        time.sleep(0.1)
+    raise ConfigError(f"sent SIGHUP to pid {pid} but it gave no verdict in {path} within "
+                      f"{wait:.0f} s; see its log for how the reload went")
 
 
 # --- the demo --------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
+from solgate.access import Rights, enforce, user_rights
 from solgate.config_values import Invalid, split_listen
 from solgate.console.escape import (
     Detach,
@@ -60,7 +61,16 @@ from solgate.console.escape import (
     ShowHelp,
     TakeWrite,
 )
-from solgate.console.hub import Closed, Lagged, Snapshot, StateChanged, WriteLockChanged
+from solgate.console.hub import (
+    AccessChanged,
+    Attachment,
+    Closed,
+    Grant,
+    Lagged,
+    Snapshot,
+    StateChanged,
+    WriteLockChanged,
+)
 from solgate.errors import ConfigError, SolgateError
 from solgate.web.auth import User, parse_users
 
@@ -229,15 +239,27 @@ class _Directory:
     config: Config
     users: dict[str, User]
     keys: dict[bytes, list[User]]  # public key blob -> users holding it, in file order
+    # (user, sha256 fingerprint) of every configured key: is a session's key still there?
+    held: frozenset[tuple[str, str]] = frozenset()
 
     @classmethod
     def load(cls, config: Config) -> _Directory:
         users = parse_users(config.users_raw)
         keys: dict[bytes, list[User]] = {}
+        held: set[tuple[str, str]] = set()
         for name, user_keys in parse_user_keys(config).items():
             for key in user_keys:
                 keys.setdefault(key.public_data, []).append(users[name])
-        return cls(config, users, keys)
+                held.add((name, key.get_fingerprint("sha256")))
+        return cls(config, users, keys, frozenset(held))
+
+    def refusal(self, user: str, fingerprint: str) -> str:
+        """Why a session of `user` logged in with that key may not go on, or ""."""
+        if user not in self.users:
+            return f"user {user} was removed from the configuration"
+        if (user, fingerprint) not in self.held:
+            return f"the ssh key {fingerprint} of {user} was removed from the configuration"
+        return ""
 
 
 @dataclass(frozen=True)
@@ -254,7 +276,9 @@ class _Server(asyncssh.SSHServer):
         self.conn: asyncssh.SSHServerConnection | None = None
         self.target = _Target(None, None)
         self.user: User | None = None
+        self.key_fingerprint = ""  # of the key the user logged in with
         self._candidate: User | None = None
+        self._candidate_key = ""
         self.peer = "?"
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
@@ -285,10 +309,12 @@ class _Server(asyncssh.SSHServer):
         if user is None:
             return False
         self._candidate = user  # the signed attempt is the last call before success
+        self._candidate_key = key.get_fingerprint("sha256")
         return True
 
     def auth_completed(self) -> None:
         self.user = self._candidate
+        self.key_fingerprint = self._candidate_key
         log.info("ssh: %s logged in from %s", self.user.name if self.user else "?", self.peer)
 
 
@@ -305,6 +331,7 @@ class SshGateway:
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._connections: set[asyncssh.SSHServerConnection] = set()
         self._sessions: set[asyncio.Task[Any]] = set()
+        self._live: set[_Session] = set()
 
     @property
     def port(self) -> int:
@@ -351,8 +378,33 @@ class SshGateway:
             except SolgateError as exc:
                 log.error("ssh: keeping the previous users and keys: %s", exc)  # noqa: TRY400
                 self._directory = _Directory(config, self._directory.users,
-                                             self._directory.keys)
+                                             self._directory.keys, self._directory.held)
         return self._directory
+
+    def recheck(self) -> int:
+        """After a reload: end sessions whose user or key is gone, downgrade or detach the
+        attachments whose user lost rights. Returns how many sessions or attachments changed.
+        """
+        directory = self.directory()
+        changed = 0
+        for session in list(self._live):
+            why = directory.refusal(session.user.name, session.key_fingerprint)
+            if why:
+                session.end(why)
+                changed += 1
+            else:
+                session.user = directory.users[session.user.name]
+
+        def verdict(attachment: Attachment, console: Any) -> Rights | None:
+            grant = attachment.grant
+            if grant is None or grant.how != "ssh-key":
+                return None
+            why = directory.refusal(attachment.user, grant.credential)
+            if why:
+                return Rights(False, False, why)
+            return user_rights(directory.users.get(attachment.user), attachment.user, console)
+
+        return changed + enforce(self.manager.consoles(), verdict)
 
     def resolve_login(self, username: str) -> _Target:
         if ":" in username:
@@ -385,7 +437,7 @@ class SshGateway:
             if not isinstance(server, _Server) or server.user is None:
                 return  # cannot happen: asyncssh only opens sessions after auth
             status = await _Session(self, process, server.user, server.target,
-                                    server.peer).run()
+                                    server.peer, server.key_fingerprint).run()
         except (asyncssh.Error, ConnectionError, BrokenPipeError):
             pass
         finally:
@@ -398,8 +450,9 @@ class _Session:
     """One ssh session: the menu and attachments, fed by one input reader."""
 
     def __init__(self, gateway: SshGateway, process: asyncssh.SSHServerProcess[bytes], user: User,
-                 target: _Target, peer: str) -> None:
+                 target: _Target, peer: str, key_fingerprint: str = "") -> None:
         self.gateway = gateway
+        self.key_fingerprint = key_fingerprint
         self.manager = gateway.manager
         self.process = process
         self.user = user
@@ -410,6 +463,7 @@ class _Session:
         self.attachment: Any = None
         self.inq: asyncio.Queue[Any] = asyncio.Queue()
         self._last_note = ""
+        self.ended = ""  # why the gateway ended this session (its user or key went)
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -422,6 +476,18 @@ class _Session:
             return
         self._last_note = text
         await self.write(f"\r\n[solgate: {text}]\r\n".encode())
+
+    def end(self, why: str) -> None:
+        """The user's key or the user is gone: say why and close the session now."""
+        self.ended = why
+        attachment = self.attachment
+        if attachment is not None:
+            attachment.hub.revoke(attachment, why)
+        with contextlib.suppress(Exception):
+            self.process.stdout.write(TERM_LEAVE + f"\r\n[solgate: access revoked: {why}]\r\n"
+                                      .encode())
+        self.inq.put_nowait(EOF)  # the menu or the console loop ends with it
+        log.warning("ssh: ended %s's session from %s: %s", self.user.name, self.peer, why)
 
     async def _reader(self) -> None:
         """The only reader of the channel: keys, BREAKs and window sizes, in order."""
@@ -447,6 +513,7 @@ class _Session:
 
     async def run(self) -> int:
         reader = asyncio.ensure_future(self._reader())
+        self.gateway._live.add(self)
         try:
             if self.process.subsystem:
                 await self.note(f"no {self.process.subsystem} here: this is a console gateway")
@@ -463,6 +530,7 @@ class _Session:
                 return status
             return await self.menu()
         finally:
+            self.gateway._live.discard(self)
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
@@ -485,6 +553,8 @@ class _Session:
                 lines.append(f"  {i:>3}) {c.name:<{width}}  {c.state}{detail}")
             await self.write(("\r\n".join(lines) + "\r\n").encode())
             choice = await self.read_line("console number or name (q quits): ")
+            if self.ended:
+                return 1
             if choice is None or choice.lower() in ("q", "quit", "exit"):
                 await self.write(b"\r\n")
                 return 0
@@ -528,34 +598,39 @@ class _Session:
 
     async def attach(self, name: str) -> tuple[int, bool]:
         """Attach to `name` until `~.`, EOF or the console closes; (status, input ended)."""
+        if self.ended:
+            return 1, True
         console = self.manager.get(name)
         if console is None or not self.user.can_view(console):
             await self.note(f"no console {name} or no access")
             return 1, False
-        can_write = self.user.can_write(console)
         escape = getattr(getattr(self.gateway.directory().config, "consoles", {}).get(name),
                          "escape", "~")
         parser = EscapeParser(escape)
-        attachment = console.hub.attach(self.user.name, can_write=can_write,
+        attachment = console.hub.attach(self.user.name, can_write=self.user.can_write(console),
                                         cols=self.cols, rows=self.rows,
-                                        via=f"over ssh from {self.peer}")
+                                        via=f"over ssh from {self.peer}",
+                                        grant=Grant("ssh-key", self.key_fingerprint))
         self.attachment = attachment
         log.info("ssh: %s attached to %s from %s", self.user.name, name, self.peer)
-        pump = asyncio.ensure_future(self._pump(name, attachment, parser, can_write))
+        pump = asyncio.ensure_future(self._pump(name, attachment, parser))
         try:
             while True:
                 getter = asyncio.ensure_future(self.inq.get())
                 await asyncio.wait({getter, pump}, return_when=asyncio.FIRST_COMPLETED)
+                if self.ended:
+                    getter.cancel()
+                    return 1, True
                 if not getter.done():
                     getter.cancel()
                     return 0, False  # the console closed this attachment
                 item = getter.result()
                 if item is EOF:
-                    return 0, True
+                    return (1 if self.ended else 0), True
                 if item is BREAK:
-                    await self._break(name, can_write)
+                    await self._break(name, attachment.can_write)
                     continue
-                if not await self._keys(name, item, parser, attachment, can_write):
+                if not await self._keys(name, item, parser, attachment):
                     await self.write(TERM_LEAVE + f"\r\n[solgate: left {name}]\r\n".encode())
                     return 0, False
         finally:
@@ -565,10 +640,10 @@ class _Session:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await pump
 
-    async def _keys(self, name: str, data: bytes, parser: EscapeParser, attachment: Any,
-                    can_write: bool) -> bool:
+    async def _keys(self, name: str, data: bytes, parser: EscapeParser, attachment: Any) -> bool:
         """Handle typed bytes; False when the user typed `~.`."""
         for action in parser.feed(data):
+            can_write = attachment.can_write  # asked each time: a reload can take it away
             match action:
                 case SendData(data=payload):
                     if not can_write:
@@ -608,14 +683,14 @@ class _Session:
         except SolgateError as exc:
             await self.note(f"BREAK failed: {exc}")
 
-    async def _pump(self, name: str, attachment: Any, parser: EscapeParser,
-                    can_write: bool) -> None:
+    async def _pump(self, name: str, attachment: Any, parser: EscapeParser) -> None:
         """Hub output to the ssh channel; drain() is the back-pressure the hub turns into lag."""
         greeted = False
         holder: str | None = None
         state: str | None = None
         esc = parser.escape_char or "~"
         async for item in attachment:
+            can_write = attachment.can_write
             match item:
                 case bytes():
                     await self.write(item)
@@ -645,8 +720,12 @@ class _Session:
                         await self.note(f"{name} is {new_state}"
                                         + (f": {detail}" if detail else ""))
                     state = new_state
-                case Closed(reason=reason):
-                    if reason != "detached":
+                case AccessChanged(reason=reason):
+                    await self.note(f"{name}: read-only now: {reason}")
+                case Closed(reason=reason, revoked=revoked):
+                    if revoked and not self.ended:
+                        await self.note(f"{name}: access revoked: {reason}")
+                    elif reason != "detached" and not revoked:
                         await self.note(f"{name}: {reason}")
                     return
 

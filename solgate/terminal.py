@@ -85,6 +85,7 @@ STABLE_AFTER = 10.0  # a connection that lived this long resets the retry count
 CONNECT_TIMEOUT = 10.0
 CLOSE_DETACHED = 4000
 CLOSE_IDLE = 4002  # the server's client idle timeout detached us: do not reconnect
+CLOSE_REVOKED = 4003  # a logout or a reload took our access away: do not reconnect
 
 # Before a repaint: leave the alternate screen, normal cursor keys and keypad, no
 # bracketed paste, no mouse reporting; the snapshot itself resets the rest.
@@ -286,6 +287,7 @@ class ConsoleClient:
         self._greeted = False  # the first snapshot of this run was shown
         self._user = ""
         self._can_write = False
+        self._revoked = False  # the server said our access was revoked
         self._holder: str | None = None
         self._state = "active"
         self._last_note = ""
@@ -496,6 +498,9 @@ class ConsoleClient:
         if ws.close_code == CLOSE_IDLE:
             self.note(f"detached: {closed_reason or 'idle without input'}")
             return 0
+        if ws.close_code == CLOSE_REVOKED or self._revoked:  # reconnecting would be refused
+            raise SolgateError(f"the server ended this console: access revoked "
+                               f"({closed_reason or 'logged out'})")
         if ws.close_code == aiohttp.WSCloseCode.GOING_AWAY:
             raise _Lost("the server is shutting down")
         raise _Lost(closed_reason or f"closed with code {ws.close_code}")
@@ -558,9 +563,13 @@ class ConsoleClient:
             if state != self._state and self._greeted:
                 self.note(f"{self.options.name} is {state}" + (f": {detail}" if detail else ""))
             self._state = state
+        elif kind == "access":  # a reload took the right to type away
+            self._can_write = bool(message.get("can_write"))
+            self.note(f"read-only now: {message.get('reason') or 'access changed'}")
         elif kind == "error":
             self.note(str(message.get("message") or "the server refused a request"))
         elif kind == "closed":
+            self._revoked = bool(message.get("revoked"))
             return str(message.get("reason") or "closed by the server")
         return None
 

@@ -113,6 +113,11 @@
           break;
         case "state": showState(m.state, m.detail); break;
         case "write-lock": showLock(m.holder); break;
+        case "access":  // a logout or a reload took the right to type away
+          canWrite = !!m.can_write;
+          showLock(null);
+          message("read-only now: " + m.reason);
+          break;
         case "error": message(m.message); break;
         case "closed": message("console closed: " + m.reason); break;
       }

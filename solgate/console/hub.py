@@ -21,6 +21,8 @@ What an attachment receives, in order:
 * `Lagged(dropped_bytes)` then a fresh `Snapshot` (screen only, no scrollback) when the
   queue overflowed: the console output that did not fit is dropped for this viewer only
   and replaced by a repaint, so a stalled viewer never slows the worker or the others.
+* `AccessChanged(can_write, reason)` when the user lost the right to type while
+  attached (a logout, or a reload that demoted the user): see "Revocation" below.
 * `Closed(reason)` last; after it the async iterator stops and `get()` keeps returning it.
 
 Slow-viewer policy (documented for operators): a viewer whose queue overflows is
@@ -42,6 +44,15 @@ it is free; `take_write()` takes it from the holder (everyone, including the pre
 holder, gets `WriteLockChanged(new holder)`); an attachment without `can_write` never
 holds it. Input from anyone but the holder is refused and never reaches `on_input`.
 When the holder leaves, the lock is free (nobody is promoted silently).
+
+Revocation: rights are checked when a front end attaches, and again whenever what they
+rest on changes (a logout, a reload of users, tokens or ssh keys: `solgate.access`).
+Each attachment carries its `Grant` (how its user proved who they are) so that check
+can tell which attachments lost what. `downgrade()` takes the right to write away (the
+lock is released and the front end gets `AccessChanged`); `revoke()` ends the
+attachment with `Closed(reason, revoked=True)`. Both are recorded through `on_event`,
+so the console log says who lost access and why. Front ends ask `can_write` of the
+attachment at every action, never a copy taken at attach.
 
 The screen model is only needed to render a Snapshot, and pyte interprets about 1 MB/s,
 so a watched console does not pay it per byte: while someone is attached the hub keeps
@@ -91,8 +102,10 @@ from typing import Protocol
 from solgate.console.screen import RawRing, Screen
 
 __all__ = [
+    "AccessChanged",
     "Attachment",
     "Closed",
+    "Grant",
     "Hub",
     "Lagged",
     "Message",
@@ -173,9 +186,30 @@ class Closed:
 
     reason: str
     idle: bool = False  # ended by the client idle timeout: front ends must not reattach
+    revoked: bool = False  # the user lost access to this console: front ends must not reattach
 
 
-Message = Snapshot | Lagged | WriteLockChanged | StateChanged | Closed
+@dataclass(frozen=True, slots=True)
+class AccessChanged:
+    """This attachment's user may no longer type (`can_write` False); `reason` says why."""
+
+    can_write: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """How an attachment's user proved who they are, so a later check can revoke it.
+
+    `how` is "session", "token", "local", "proxy" or "ssh-key"; `credential` names the
+    session id, the API token's hash or the ssh key's fingerprint (never logged).
+    """
+
+    how: str
+    credential: str = ""
+
+
+Message = Snapshot | Lagged | WriteLockChanged | StateChanged | AccessChanged | Closed
 
 
 class _Resync:
@@ -194,6 +228,7 @@ class Attachment:
         "hub",
         "user",
         "can_write",
+        "grant",
         "cols",
         "rows",
         "_queue",
@@ -214,10 +249,12 @@ class Attachment:
         "last_input",
     )
 
-    def __init__(self, hub: Hub, user: str, *, can_write: bool, cols: int, rows: int) -> None:
+    def __init__(self, hub: Hub, user: str, *, can_write: bool, cols: int, rows: int,
+                 grant: Grant | None = None) -> None:
         self.hub = hub
         self.user = user
         self.can_write = can_write
+        self.grant = grant
         self.cols = cols
         self.rows = rows
         self._queue: deque[bytes | Message | _Resync] = deque()
@@ -618,13 +655,15 @@ class Hub:
     # -- the front-end side ------------------------------------------------------
 
     def attach(self, user: str, *, can_write: bool, cols: int = 80, rows: int = 25,
-               via: str = "") -> Attachment:
+               via: str = "", grant: Grant | None = None) -> Attachment:
         """A new viewer; it takes the write lock if it may write and the lock is free.
 
-        `via` says how the user came (`over ssh from 192.0.2.7`) for the attach record.
-        On a closed hub the attachment is already closed (its first item is Closed).
+        `via` says how the user came (`over ssh from 192.0.2.7`) for the attach record;
+        `grant` how they proved it, for revocation. On a closed hub the attachment is
+        already closed (its first item is Closed).
         """
-        attachment = Attachment(self, user, can_write=can_write, cols=cols, rows=rows)
+        attachment = Attachment(self, user, can_write=can_write, cols=cols, rows=rows,
+                                grant=grant)
         if self._closed is not None:
             attachment._close(self._closed)
             return attachment
@@ -663,6 +702,29 @@ class Hub:
         """Free the write lock if `attachment` holds it."""
         if self._writer is attachment:
             self._set_writer(None)
+
+    def downgrade(self, attachment: Attachment, reason: str) -> bool:
+        """Take the right to write from a live attachment; False if it had none.
+
+        The write lock is released if it held it, the front end is told why, and the
+        console log records it.
+        """
+        if attachment.hub is not self or attachment.closed or not attachment.can_write:
+            return False
+        attachment.can_write = False
+        if self._writer is attachment:
+            self._set_writer(None)
+        attachment._push_control(AccessChanged(False, reason))
+        self._tell("access", attachment.user,
+                   f"{attachment.user} is now read-only ({reason})")
+        return True
+
+    def revoke(self, attachment: Attachment, reason: str) -> bool:
+        """End a live attachment whose user lost access; False if it was already gone."""
+        if attachment.hub is not self or attachment.closed:
+            return False
+        self._remove(attachment, Closed(reason, revoked=True), why=f"access revoked: {reason}")
+        return True
 
     # -- direct output ---------------------------------------------------------------
 

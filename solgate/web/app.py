@@ -29,6 +29,7 @@ from solgate.web.keys import (
 )
 from solgate.web.middleware import auth_middleware, security_headers_middleware
 from solgate.web.model import ConsoleManager
+from solgate.web.revoke import watch
 from solgate.web.routes import STATIC_DIR, setup_routes
 from solgate.web.ws import close_all
 
@@ -83,6 +84,7 @@ def create_app(
 
     setup_routes(app, static_dir)
     app.on_shutdown.append(close_all)
+    watch(app)  # a logout or a reload re-checks the live WebSockets at once
     return app
 
 

@@ -313,6 +313,9 @@ class SessionStore:
         self._clock = clock
         self._secret = secret or secrets.token_bytes(32)
         self._sessions: dict[str, Session] = {}
+        # Told the ids of sessions that were ended (logout, user removed), so their live
+        # WebSockets end too (solgate.web.revoke); expiry is not an ending of this kind.
+        self.on_end: Callable[[frozenset[str]], None] | None = None
 
     def _sign(self, sid: str) -> str:
         return _b64(hmac.new(self._secret, sid.encode("ascii"), hashlib.sha256).digest())
@@ -351,13 +354,25 @@ class SessionStore:
         session.last_seen = now
         return session
 
+    def alive(self, sid: str) -> bool:
+        """Whether the session `sid` has not been dropped (nor yet purged as expired)."""
+        return sid in self._sessions
+
     def drop(self, session: Session) -> None:
         self._sessions.pop(session.id, None)
+        self._ended(frozenset((session.id,)))
 
     def drop_user(self, user: str) -> None:
         """Log a user out everywhere."""
-        for sid in [s.id for s in self._sessions.values() if s.user == user]:
+        ended = frozenset(s.id for s in self._sessions.values() if s.user == user)
+        for sid in ended:
             del self._sessions[sid]
+        if ended:
+            self._ended(ended)
+
+    def _ended(self, ids: frozenset[str]) -> None:
+        if self.on_end is not None:
+            self.on_end(ids)
 
     def _purge(self, now: float) -> None:
         for sid in [s.id for s in self._sessions.values() if self._expired(s, now)]:
@@ -423,6 +438,14 @@ class Authenticator:
         self.address_limiter = RateLimiter(LOGIN_FAILURES_PER_ADDRESS, LOGIN_WINDOW, clock=clock)
         self.user_limiter = RateLimiter(LOGIN_FAILURES_PER_USER, LOGIN_WINDOW, clock=clock)
         self._tokens = {h: u for u in self.users.values() for h in u.api_token_hashes}
+        # Called after users change (a reload) with no ended sessions, and when sessions
+        # end with their ids: live attachments are re-checked (solgate.web.revoke).
+        self.on_change: Callable[[frozenset[str]], None] | None = None
+        self.sessions.on_end = self._changed
+
+    def _changed(self, ended_sessions: frozenset[str] = frozenset()) -> None:
+        if self.on_change is not None:
+            self.on_change(ended_sessions)
 
     @property
     def login_required(self) -> bool:
@@ -448,7 +471,8 @@ class Authenticator:
         return user
 
     def replace_users(self, users: Mapping[str, User]) -> None:
-        """A reloaded `[users]`: roles, access lists and tokens apply from the next request.
+        """A reloaded `[users]`: roles, access lists and tokens apply from the next request,
+        and to live attachments at once (`on_change`, see solgate.web.revoke).
 
         Whoever was removed, or had their password changed, must log in again: a
         password change is how an operator locks out someone who knew the old one.
@@ -459,6 +483,11 @@ class Authenticator:
             new = self.users.get(name)
             if new is None or new.password_hash != user.password_hash:
                 self.sessions.drop_user(name)
+        self._changed()
+
+    def user_for_token_hash(self, token_hash: str) -> User | None:
+        """The user owning a stored token hash now, or None (the token was deleted)."""
+        return self._tokens.get(token_hash)
 
     def user_for_token(self, token: str) -> User | None:
         """The user owning a bearer token, or None."""

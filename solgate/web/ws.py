@@ -57,6 +57,7 @@ from solgate.console.escape import (
     TakeWrite,
 )
 from solgate.console.hub import (
+    AccessChanged,
     Attachment,
     Closed,
     Lagged,
@@ -73,9 +74,10 @@ from solgate.web.keys import (
     websockets_key,
 )
 from solgate.web.middleware import identity, origin_allowed
+from solgate.web.revoke import check_new, grant_for
 
 if TYPE_CHECKING:
-    from solgate.web.auth import User
+    from solgate.web.middleware import Identity
     from solgate.web.model import ConsoleView
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,7 @@ MAX_MESSAGE = 64 * 1024  # a paste larger than this is refused by aiohttp
 CLOSE_DETACHED = 4000  # the user typed ~. : the page must not reconnect
 CLOSE_HUB_CLOSED = 4001  # the hub ended this attachment (console removed, too slow)
 CLOSE_IDLE = 4002  # the client idle timeout ended it: the page must not reconnect
+CLOSE_REVOKED = 4003  # the user lost access (logout, reload): the page must not reconnect
 MIN_COLS, MAX_COLS = 10, 1000
 MIN_ROWS, MAX_ROWS = 2, 500
 # Unsent bytes a transport may hold and still take direct writes: asyncio's default
@@ -208,7 +211,7 @@ async def console_ws(request: web.Request) -> web.StreamResponse:
     sockets = request.app[websockets_key]
     sockets.add(ws)
     try:
-        await _ConsoleSocket(request, ws, ident.user, console).run()
+        await _ConsoleSocket(request, ws, ident, console).run()
     finally:
         sockets.discard(ws)
         if not ws.closed:
@@ -220,26 +223,33 @@ class _ConsoleSocket:
     """One browser attached to one console: the reader loop, the writer task, the actions."""
 
     def __init__(
-        self, request: web.Request, ws: web.WebSocketResponse, user: User, console: ConsoleView
+        self, request: web.Request, ws: web.WebSocketResponse, ident: Identity,
+        console: ConsoleView
     ) -> None:
         self.manager = request.app[manager_key]
         self.sock = _Socket(ws)
-        self.user = user
+        self.user = user = ident.user
         self.name = console.name
         self.console = console
         self.hub = console.hub
         self.transport = request.transport
         # `?mode=ro` asks for a watch-only attachment, even for a user who may type.
         read_only = request.query.get("mode") == "ro"
-        self.can_write = user.can_write(console) and not read_only
         self.parser = EscapeParser(_escape_char(request, console.name))
         self.attachment = self.hub.attach(
             user.name,
-            can_write=self.can_write,
+            can_write=user.can_write(console) and not read_only,
             cols=_int_param(request, "cols", 80, MIN_COLS, MAX_COLS),
             rows=_int_param(request, "rows", 25, MIN_ROWS, MAX_ROWS),
             via=_web_via(request),
+            grant=grant_for(request, ident),
         )
+        check_new(request, self.attachment, console)
+
+    @property
+    def can_write(self) -> bool:
+        """Asked at every action: a logout or a reload can take the right away."""
+        return self.attachment.can_write
 
     async def run(self) -> None:
         ws = self.sock.ws
@@ -377,12 +387,15 @@ async def _pump(sock: _Socket, attachment: Attachment) -> None:
                     await sock.json(type="write-lock", holder=holder)
                 case StateChanged(state=state, detail=detail):
                     await sock.json(type="state", state=state, detail=detail)
-                case Closed(reason=reason, idle=idle):
+                case AccessChanged(can_write=can_write, reason=reason):
+                    await sock.json(type="access", can_write=can_write, reason=reason)
+                case Closed(reason=reason, idle=idle, revoked=revoked):
+                    flags = {"idle": True} if idle else {"revoked": True} if revoked else {}
                     with contextlib.suppress(ConnectionResetError):
-                        await sock.json(type="closed", reason=reason,
-                                        **({"idle": True} if idle else {}))
-                    await ws.close(code=CLOSE_IDLE if idle else CLOSE_HUB_CLOSED,
-                                   message=reason.encode()[:120])
+                        await sock.json(type="closed", reason=reason, **flags)
+                    code = (CLOSE_IDLE if idle else CLOSE_REVOKED if revoked
+                            else CLOSE_HUB_CLOSED)
+                    await ws.close(code=code, message=reason.encode()[:120])
                     return
                 case _:
                     log.debug("ignoring unknown hub item %r", type(item).__name__)
