@@ -20,8 +20,10 @@ working directory.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -147,6 +149,9 @@ class ConsoleConfig:
     panic_patterns: tuple[str, ...] = DEFAULT_PANIC_PATTERNS  # extra, beside the built-in ones
     on_panic_command: tuple[str, ...] = ()  # argv run (no shell) with the event JSON on stdin
     on_panic_webhook: str = ""  # URL that gets the event JSON in a POST
+    # Variables of solgate's environment on_panic_command also gets (it gets no others
+    # but PATH, HOME, locale and TZ, so BMC passwords in password_env stay out of it).
+    on_panic_pass_env: tuple[str, ...] = ()
     escape: str = "~"
 
     def target(self) -> BmcTarget:
@@ -281,6 +286,21 @@ _TOP_LEVEL_HELP = ("known top-level keys and tables: data_dir, [server], [defaul
                    "[consoles.NAME], [users.NAME], [ssh]")
 
 
+logger = logging.getLogger("solgate.config")
+
+
+def warn_if_readable(path: Path, what: str) -> bool:
+    """One warning line when a secret's file can be read by other users; True if so."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False  # whoever reads it says what is wrong
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        logger.warning("%s %s is readable by other users; chmod 600 %s", what, path, path)
+        return True
+    return False
+
+
 class _Parser:
     """Turns tomllib's dicts into a `Config`; every error names a line when it can."""
 
@@ -290,6 +310,14 @@ class _Parser:
         self.base_dir = base_dir
         self.environ = environ
         self.locator = _Locator(text)
+        self._checked_files: set[Path] = set()  # secret files already checked for mode
+
+    def check_private(self, path: Path, what: str) -> None:
+        """Warn once per load about a secret file others can read (a shared password_file
+        is checked once, not once per console)."""
+        if path not in self._checked_files:
+            self._checked_files.add(path)
+            warn_if_readable(path, what)
 
     # -- errors
 
@@ -381,6 +409,8 @@ class _Parser:
                     path = self.path(want_nonempty_str(value))
                     if not path.is_file():
                         raise Invalid(f"{path} does not exist or is not a file; fix the path")
+                    if key == "tls_key":
+                        self.check_private(path, "[server] tls_key")
                     values[key] = path
                 elif key == "proxy_user_header":
                     values[key] = want_header_name(value)
@@ -505,6 +535,7 @@ class _Parser:
             if not data:
                 raise fail_at("password_file", f"password_file: {path} is empty; put the "
                               "BMC password on its first line")
+            self.check_private(path, "password_file")
             source = f"file {path}"
             key = "password_file"
         else:

@@ -249,6 +249,9 @@ def want_secret_str(value: object) -> str:
 
 def want_password(value: object) -> str:
     secret = want_secret_str(value)
+    if not secret:
+        raise Invalid('is empty; an empty source is an error: put the BMC password here, '
+                      'or use password_env = "VAR" or password_file = "PATH"')
     if len(secret.encode()) > MAX_PASSWORD_BYTES:
         raise Invalid(f"is longer than {MAX_PASSWORD_BYTES} bytes; IPMI v2.0 passwords are "
                        f"at most {MAX_PASSWORD_BYTES} bytes")
@@ -272,6 +275,8 @@ def want_nonempty_str(value: object) -> str:
 
 def want_kg(value: object) -> bytes:
     kg = want_secret_str(value).encode()
+    if not kg:
+        raise Invalid("is empty; remove the key when the BMC has no K_g")
     if len(kg) > MAX_KG_BYTES:
         raise Invalid(f"is longer than {MAX_KG_BYTES} bytes; K_g is at most {MAX_KG_BYTES} "
                        "bytes (use kg_hex for a binary key)")
@@ -286,6 +291,8 @@ def want_kg_hex(value: object) -> bytes:
     except ValueError:
         raise Invalid("is not hexadecimal; write the key as hex digits, like "
                        '"0102030405060708090a0b0c0d0e0f1011121314"') from None
+    if not kg:
+        raise Invalid("is empty; remove the key when the BMC has no K_g")
     if len(kg) > MAX_KG_BYTES:
         raise Invalid(f"is {len(kg)} bytes; K_g is at most {MAX_KG_BYTES} bytes "
                        f"({2 * MAX_KG_BYTES} hex digits)")
@@ -384,6 +391,13 @@ def want_command(value: object) -> tuple[str, ...]:
     return argv
 
 
+def want_env_names(value: object) -> tuple[str, ...]:
+    names = want_str_list(value)
+    for name in names:
+        want_env_name(name)
+    return names
+
+
 def want_url(value: object) -> str:
     url = want_str(value)
     if url and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
@@ -428,6 +442,7 @@ CONSOLE_KEYS: dict[str, Callable[[object], Any]] = {
     "panic_patterns": want_patterns,
     "on_panic_command": want_command,
     "on_panic_webhook": want_url,
+    "on_panic_pass_env": want_env_names,
     "escape": want_escape,
 }
 PASSWORD_KEYS = ("password", "password_file", "password_env")

@@ -43,12 +43,13 @@ import contextlib
 import logging
 import os
 import stat
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import asyncssh
+from cryptography.utils import CryptographyDeprecationWarning
 
 from solgate.access import Rights, enforce, user_rights
 from solgate.config_values import Invalid, split_listen
@@ -73,6 +74,13 @@ from solgate.console.hub import (
 )
 from solgate.errors import ConfigError, SolgateError
 from solgate.web.auth import User, parse_users
+
+with warnings.catch_warnings():
+    # asyncssh's type hints name cryptography's DSA classes, deprecated since cryptography
+    # 43, so importing it prints five warnings; solgate never offers or accepts DSA keys.
+    warnings.filterwarnings("ignore", message="DSA is deprecated",
+                            category=CryptographyDeprecationWarning)
+    import asyncssh
 
 if TYPE_CHECKING:
     from solgate.config import Config

@@ -126,3 +126,35 @@ async def test_a_detected_panic_runs_the_console_hooks(tmp_path):
     assert (got[0]["console"], got[0]["kind"]) == ("web01", "panic")
     logged = (tmp_path / "web01.log").read_bytes()
     assert b"PANIC (critical): Kernel panic - not syncing: test" in logged
+
+
+async def test_command_environment_holds_no_bmc_password(tmp_path, monkeypatch):
+    """solgate's own environment carries password_env secrets; a hook sees only what it
+    needs plus what on_panic_pass_env names."""
+    monkeypatch.setenv("SOLGATE_BMC_PASSWORD", "bmc-secret-pw")
+    monkeypatch.setenv("PAGER_API_KEY", "pager-key")
+    out = tmp_path / "env.json"
+    script = tmp_path / "dump_env.py"
+    script.write_text("import json, os\n"
+                      f"open({str(out)!r}, 'w').write(json.dumps(dict(os.environ)))\n")
+    config = parse_config(
+        "[consoles.web01]\nhost = '127.0.0.1'\npassword_env = 'SOLGATE_BMC_PASSWORD'\n"
+        f"on_panic_command = {json.dumps([sys.executable, str(script)])}\n"
+        "on_panic_pass_env = ['PAGER_API_KEY']\n", "<test>", base_dir=tmp_path)
+    console = config.consoles["web01"]
+    assert console.on_panic_pass_env == ("PAGER_API_KEY",)
+    problems = await run_panic_hooks("web01", console.on_panic_command, "", EVENT,
+                                     pass_env=console.on_panic_pass_env,
+                                     log_path=str(tmp_path / "web01.log"))
+    assert problems == []
+    env = json.loads(out.read_text())
+    assert "bmc-secret-pw" not in env.values()
+    assert "SOLGATE_BMC_PASSWORD" not in env
+    assert env["PAGER_API_KEY"] == "pager-key"
+    assert env["SOLGATE_CONSOLE"] == "web01"
+    assert env["SOLGATE_LOG"] == str(tmp_path / "web01.log")
+    assert env["PATH"]
+    assert set(env) <= {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+                        "PAGER_API_KEY", "SOLGATE_CONSOLE", "SOLGATE_SEVERITY", "SOLGATE_LINE",
+                        "SOLGATE_PATTERN", "SOLGATE_TIME", "SOLGATE_LOG"} | {
+                            k for k in env if k.startswith("LC_")}

@@ -5,6 +5,12 @@ A panic at 3 a.m. is only useful if it wakes the right person. Each console may 
 `on_panic_webhook` (a URL that receives the same JSON). Hooks run in the background with
 a timeout and a global limit, so a slow pager never delays console output, and their
 failures are logged and counted, never raised into the worker.
+
+A command gets a clean environment, not solgate's: solgate's own may hold BMC passwords
+(`password_env`) and other secrets. It sees the basics a program needs (`BASE_ENV`:
+PATH, HOME, locale, TZ...), the event (`SOLGATE_CONSOLE`, `SOLGATE_SEVERITY`,
+`SOLGATE_LINE`, `SOLGATE_PATTERN`, `SOLGATE_TIME`, `SOLGATE_LOG`) and the variables the
+operator lists in `on_panic_pass_env`.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+# Passed on from solgate's environment when set: what programs need to run, nothing secret.
+BASE_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR")
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 COMMAND_TIMEOUT = 30.0
 WEBHOOK_TIMEOUT = 10.0
 MAX_CONCURRENT_HOOKS = 8
@@ -35,15 +44,31 @@ def _semaphore() -> asyncio.Semaphore:
     return _slots
 
 
-async def run_command(argv: tuple[str, ...], event: Mapping[str, Any]) -> int | None:
-    """Run `argv` with the event on stdin; return its exit status (None if it timed out)."""
-    body = json.dumps(event).encode()
-    env = dict(os.environ)
+def hook_environment(event: Mapping[str, Any], pass_env: tuple[str, ...] = (),
+                     log_path: str = "",
+                     environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The whole environment of a panic command: basics, the event, and `pass_env`."""
+    source = os.environ if environ is None else environ
+    env = {k: v for k, v in source.items() if k in BASE_ENV or k.startswith("LC_")}
+    env.setdefault("PATH", DEFAULT_PATH)
+    env.update({k: source[k] for k in pass_env if k in source})
     env.update(
         SOLGATE_CONSOLE=str(event.get("console", "")),
         SOLGATE_SEVERITY=str(event.get("severity", "")),
         SOLGATE_LINE=str(event.get("message", "")),
+        SOLGATE_PATTERN=str(event.get("pattern", "")),
+        SOLGATE_TIME=str(event.get("time", "")),
     )
+    if log_path:
+        env["SOLGATE_LOG"] = log_path
+    return env
+
+
+async def run_command(argv: tuple[str, ...], event: Mapping[str, Any],
+                      pass_env: tuple[str, ...] = (), log_path: str = "") -> int | None:
+    """Run `argv` with the event on stdin; return its exit status (None if it timed out)."""
+    body = json.dumps(event).encode()
+    env = hook_environment(event, pass_env, log_path)
     proc = await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL, env=env,
@@ -85,14 +110,15 @@ def _webhook_failure(url: str, exc: BaseException) -> str:
 
 
 async def run_panic_hooks(
-    console: str, command: tuple[str, ...], webhook: str, event: Mapping[str, Any]
+    console: str, command: tuple[str, ...], webhook: str, event: Mapping[str, Any],
+    *, pass_env: tuple[str, ...] = (), log_path: str = "",
 ) -> list[str]:
     """Run whatever is configured; return one line per problem (also logged)."""
     problems: list[str] = []
     async with _semaphore():
         if command:
             try:
-                status = await run_command(command, event)
+                status = await run_command(command, event, pass_env, log_path)
             except OSError as exc:
                 problems.append(f"on_panic_command {command[0]!r} could not start: {exc}")
             else:

@@ -477,7 +477,10 @@ class ConsoleWorker:
         command, webhook = self.console.on_panic_command, self.console.on_panic_webhook
         if command or webhook:
             task = asyncio.get_running_loop().create_task(
-                run_panic_hooks(self.name, command, webhook, record), name=f"hooks:{self.name}")
+                run_panic_hooks(self.name, command, webhook, record,
+                                pass_env=self.console.on_panic_pass_env,
+                                log_path=str(self.log.path)),
+                name=f"hooks:{self.name}")
             self._hook_tasks.add(task)
             task.add_done_callback(self._hook_tasks.discard)
 
