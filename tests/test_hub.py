@@ -8,7 +8,9 @@ import pyte
 import pytest
 
 from solgate.console.hub import (
+    AccessChanged,
     Closed,
+    Grant,
     Hub,
     Lagged,
     Snapshot,
@@ -642,3 +644,39 @@ def test_a_failing_record_never_breaks_an_attach():
     assert hub.writer == "ops1"
     attachment.detach()
     assert hub.viewers == 0
+
+
+def test_downgrade_releases_the_lock_and_tells_why():
+    """A reload demoted the writer: it keeps watching, cannot type or take the lock again."""
+    typed: list[bytes] = []
+    hub = Hub("web01", on_input=typed.append)
+    told: list[tuple[str, str, str]] = []
+    hub.on_event = lambda kind, user, message: told.append((kind, user, message))
+    writer = hub.attach("ops1", can_write=True, grant=Grant("token", "sha256$x"))
+    other = hub.attach("ops2", can_write=True)
+    drain(writer)
+    drain(other)
+    assert writer.grant == Grant("token", "sha256$x")
+    assert hub.downgrade(writer, "ops1 is now a viewer on web01")
+    assert not hub.downgrade(writer, "again")  # nothing left to take
+    assert hub.writer is None
+    assert drain(writer) == [WriteLockChanged(None),
+                             AccessChanged(False, "ops1 is now a viewer on web01")]
+    assert drain(other) == [WriteLockChanged(None)]
+    assert not writer.send(b"x")
+    assert not writer.take_write()
+    assert typed == []
+    assert told[-1] == ("access", "ops1", "ops1 is now read-only (ops1 is now a viewer on web01)")
+
+
+def test_revoke_closes_with_the_reason_and_records_it():
+    hub = Hub("web01")
+    told: list[tuple[str, str, str]] = []
+    hub.on_event = lambda kind, user, message: told.append((kind, user, message))
+    attachment = hub.attach("ops1", can_write=True)
+    drain(attachment)
+    assert hub.revoke(attachment, "logged out")
+    assert not hub.revoke(attachment, "logged out")
+    assert drain(attachment) == [Closed("logged out", revoked=True)]
+    assert hub.viewers == 0
+    assert told[-1] == ("detach", "ops1", "ops1 detached (access revoked: logged out)")
