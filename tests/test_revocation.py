@@ -29,7 +29,7 @@ import pytest
 asyncssh = pytest.importorskip("asyncssh")
 
 from test_ssh import Shell  # noqa: E402
-from test_terminal import free_port, until  # noqa: E402
+from test_terminal import PtyChild, client_env, free_port, until  # noqa: E402
 
 from solgate.config import Config, load_config  # noqa: E402
 from solgate.console.manager import ConsoleManager  # noqa: E402
@@ -313,3 +313,29 @@ async def test_solgate_reload_needs_no_bmc_secret_and_prints_the_verdict(
         assert err.startswith(f"solgate: solgate serve (pid {os.getpid()}): reload refused, "
                               "keeping the running configuration: "), err
         assert "role = 'boss' is unknown" in err
+
+
+async def test_solgate_console_is_told_and_stops_when_its_token_goes(
+        tmp_path: Path, monkeypatch) -> None:
+    """The terminal client on a real pty: demoted, it says so and stays; its token
+    deleted, it says why and exits instead of reconnecting."""
+    async with running_stack(tmp_path, monkeypatch) as stack:
+        args = ["console", stack.name, "--server", stack.url]
+        oscar = PtyChild(args, client_env(tmp_path, SOLGATE_TOKEN=OSCAR_TOKEN))
+        tina = PtyChild(args, client_env(tmp_path, SOLGATE_TOKEN=TINA_TOKEN))
+        try:
+            await oscar.expect(f"{stack.name} as oscar, read-write".encode())
+            await tina.expect(f"{stack.name} as tina".encode())
+            stack.write_config(users_text(stack.keys, oscar_role="viewer", tina_token=False))
+            os.kill(os.getpid(), signal.SIGHUP)
+            await oscar.expect(f"read-only now: oscar is now a viewer on {stack.name}".encode())
+            await tina.expect(b"access revoked (its API token was deleted)")
+            assert await tina.wait() == 1
+            assert b"reconnecting" not in bytes(tina.buffer)
+            oscar.type(b"\r~B")
+            await oscar.expect(b"read-only")
+            oscar.type(b"~.")
+            assert await oscar.wait() == 0
+        finally:
+            oscar.close()
+            tina.close()
