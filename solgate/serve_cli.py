@@ -243,6 +243,10 @@ async def _reload(manager: ConsoleManager, reload_config: Callable[[], Config] |
     try:
         config = reload_config()
         users = parse_users(config.users_raw)
+        if ssh_gateway is not None:
+            from solgate.ssh import parse_user_keys
+
+            parse_user_keys(config)  # a bad key refuses the whole reload, as check-config does
     except SolgateError as exc:
         logger.error("reload refused, keeping the running configuration: %s", exc)  # noqa: TRY400
         _write_reload_status(data_dir, False,

@@ -28,7 +28,10 @@ back to its queue, where aiohttp's flow control and the hub's slow-viewer policy
 The reader loop (this handler) feeds binary frames through the server-side
 `EscapeParser`, so `~.` and `~B` behave the same in every front end.  Data from a
 user without write permission, or without the write lock, never reaches the
-console: the user gets an error message instead.
+console: the user gets an error message instead.  Whether the user may write is asked
+of the attachment at every action: a logout or a reload re-checks live sockets
+(solgate.web.revoke) and may make one read-only (an `access` message) or end it (close
+code 4003).
 
 Whichever side ends first ends the other: the reader loop ends on a close frame or
 an error, then cancels the writer; the writer ends on `Closed` or a send failure and
