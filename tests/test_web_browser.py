@@ -291,3 +291,42 @@ async def test_confirmation_dialogs_and_dismissing_sends_nothing(tmp_path: Path,
         assert len(dialogs) == 4
     finally:
         await client.close()
+
+
+async def test_demoted_then_logged_out_the_page_says_why_and_stops(
+    tmp_path: Path, browser
+) -> None:
+    """A reload demotes the operator: the page turns read-only and says why; the session
+    then ends (logout elsewhere): the page says so and does not reconnect."""
+    from dataclasses import replace
+
+    from solgate.web.auth import Role
+    from solgate.web.keys import auth_key
+
+    manager = StaticConsoles(tmp_path)
+    console = manager.add("web01", echo=True)
+    client = await start_client(make_app(tmp_path, manager))
+    base = f"http://{client.host}:{client.port}"
+    auth = client.server.app[auth_key]
+    try:
+        page = await logged_in_page(browser, base, "oscar", "/consoles/web01")
+        await async_api.expect(page.locator("#conn")).to_have_text("live")
+        await async_api.expect(page.locator("#lock")).to_have_text("you type")
+        users = {**auth.users, "oscar": replace(auth.users["oscar"], role=Role.VIEWER)}
+        auth.replace_users(users)  # what a reload does
+        await async_api.expect(page.locator("#message")).to_contain_text(
+            "read-only now: oscar is now a viewer on web01")
+        await async_api.expect(page.locator("#lock")).to_contain_text("read-only")
+        await page.locator(".xterm").click()
+        await page.keyboard.type("reboot")
+        await async_api.expect(page.locator("#message")).to_contain_text("read-only")
+        assert console.inputs == []
+
+        auth.sessions.drop_user("oscar")  # logged out from another tab
+        await async_api.expect(page.locator("#conn")).to_have_text("refused")
+        await async_api.expect(page.locator("#banner")).to_contain_text(
+            "The server refused this console: logged out")
+        await page.wait_for_timeout(3000)  # longer than the first reconnect delay
+        assert console.hub.viewers == 0
+    finally:
+        await client.close()
