@@ -27,6 +27,7 @@ SLOW_MODULES = frozenset({
     "test_engine_session.py",
     "test_fuzz_decoders.py",
     "test_gates.py",
+    "test_revocation.py",
     "test_sim_interop.py",
     "test_terminal.py",
     "test_terminal_escapes.py",
