@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from solgate.web.auth import User
     from solgate.web.model import ConsoleView
 
-__all__ = ["Judge", "Rights", "enforce", "user_rights"]
+__all__ = ["Judge", "Rights", "apply", "enforce", "user_rights"]
 
 log = logging.getLogger("solgate.access")
 
