@@ -57,6 +57,7 @@ from solgate.console.escape import (
     Detach,
     EscapeParser,
     ForceReconnect,
+    LineStart,
     SendBreak,
     SendData,
     ShowHelp,
@@ -93,7 +94,6 @@ TERM_PREPARE = b"\x1b[?1049l\x1b[?1l\x1b>\x1b[?2004l\x1b[?1000l\x1b[?1002l\x1b[?
 # On the way out: the same, plus plain colours and a visible cursor for the shell.
 TERM_LEAVE = TERM_PREPARE + b"\x1b[0m\x1b[?25h"
 
-_CR, _LF = 0x0D, 0x0A
 
 
 @dataclass(frozen=True)
@@ -241,24 +241,33 @@ class ServerEscaper:
     """Doubles each server-escape character the server's parser would see at a line start.
 
     The server's `EscapeParser` only ever sees our bytes, so this mirror of its
-    line-start state is exact; after `~~` the server sends one `~` and is mid-line.
+    line-start state is exact (the same `LineStart`, which passes over the terminal's
+    replies); after `~~` the server sends one `~` and is mid-line.
     """
 
     def __init__(self, escape_char: str | None) -> None:
         self.esc = escape_char.encode()[0] if escape_char else -1
-        self.at_line_start = True
+        self._line = LineStart()
+
+    @property
+    def at_line_start(self) -> bool:
+        return self._line.at_line_start
 
     def escape(self, data: bytes) -> bytes:
         if self.esc < 0 or not data:
             return data
+        line = self._line
+        if self.esc not in data:
+            line.feed(data)
+            return data
         out = bytearray()
         for byte in data:
-            if byte == self.esc and self.at_line_start:
+            if byte == self.esc and line.at_line_start:
                 out += bytes((byte, byte))
-                self.at_line_start = False
+                line.set(False)
                 continue
             out.append(byte)
-            self.at_line_start = byte in (_CR, _LF)
+            line.feed_byte(byte)
         return bytes(out)
 
 

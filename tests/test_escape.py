@@ -9,6 +9,7 @@ from solgate.console.escape import (
     Detach,
     EscapeParser,
     ForceReconnect,
+    LineStart,
     SendBreak,
     SendData,
     ShowHelp,
@@ -176,3 +177,115 @@ def test_help_text_lists_every_escape_with_the_configured_char():
         assert f"  !{key}  " in custom
     assert HELP_TEXT.endswith("\r\n")
     assert "\n" not in HELP_TEXT.replace("\r\n", "")
+
+
+# --- the terminal's own replies are not typing ----------------------------------------------
+# busybox ash and systemd's serial getty send ESC [ 6 n with each prompt; the user's
+# terminal answers as if typed. The escapes after such an answer must still work.
+
+REPLIES = [
+    pytest.param(b"\x1b[24;80R", id="cursor-position"),
+    pytest.param(b"\x1b[?24;80;1R", id="decxcpr"),
+    pytest.param(b"\x1b[?62;22c", id="primary-device-attributes"),
+    pytest.param(b"\x1b[>41;380;0c", id="secondary-device-attributes"),
+    pytest.param(b"\x1b[0n", id="device-status-ok"),
+    pytest.param(b"\x1b[I", id="focus-in"),
+    pytest.param(b"\x1b[O", id="focus-out"),
+    pytest.param(b"\x1b[?2004;1$y", id="mode-report"),
+    pytest.param(b"\x1b[8;24;80t", id="window-size"),
+    pytest.param(b"\x1b]11;rgb:0000/0000/0000\x1b\\", id="osc-colour-st"),
+    pytest.param(b"\x1b]10;rgb:ffff/ffff/ffff\x07", id="osc-colour-bel"),
+    pytest.param(b"\x1bP>|xterm(380)\x1b\\", id="xtversion"),
+    pytest.param(b"\x1b[<0;12;5M\x1b[<0;12;5m", id="sgr-mouse-click"),
+    pytest.param(b"\x1b[M !!", id="x10-mouse"),
+]
+
+
+@pytest.mark.parametrize("reply", REPLIES)
+@pytest.mark.parametrize(("key", "action"), COMMANDS)
+def test_escape_after_a_terminal_reply(reply, key, action):
+    # Enter, the host's prompt asks for the cursor, the terminal answers, the user types ~B.
+    stream = b"\r" + reply + b"~" + key
+    expected = [SendData(b"\r" + reply), action]
+    assert EscapeParser().feed(stream) == expected
+    assert normalize(feed_bytewise(EscapeParser(), stream)) == expected
+    # At the very start of the input too, and after two replies in a row.
+    assert EscapeParser().feed(reply + reply + b"~" + key) == [SendData(reply + reply), action]
+
+
+@pytest.mark.parametrize("reply", REPLIES)
+def test_a_reply_mid_line_leaves_the_input_mid_line(reply):
+    parser = EscapeParser()
+    assert parser.feed(b"ls" + reply + b"~.") == [SendData(b"ls" + reply + b"~.")]
+
+
+def test_a_reply_in_separate_reads_keeps_the_line_start():
+    parser = EscapeParser()
+    assert parser.feed(b"uname\r") == [SendData(b"uname\r")]
+    assert parser.feed(b"\x1b[") == [SendData(b"\x1b[")]
+    assert not parser.at_line_start  # unfinished: not yet known to be a reply
+    assert parser.feed(b"5;1") == [SendData(b"5;1")]
+    assert parser.feed(b"R") == [SendData(b"R")]
+    assert parser.at_line_start
+    assert parser.feed(b"~D") == [ForceReconnect()]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        pytest.param(b"\x1b[A", id="up-arrow"),
+        pytest.param(b"\x1bOA", id="up-arrow-application-mode"),
+        pytest.param(b"\x1bOR", id="f3"),
+        pytest.param(b"\x1b[15~", id="f5"),
+        pytest.param(b"\x1b[1;5C", id="ctrl-right"),
+        pytest.param(b"\x1bb", id="alt-b"),
+        pytest.param(b"\x1b", id="escape-key"),
+        pytest.param(b"\x1b\x1b[A", id="escape-then-up"),
+        pytest.param(b"\x1b[200~x\x1b[201~", id="bracketed-paste"),
+    ],
+)
+def test_keys_that_send_sequences_are_typing(key):
+    # An Up arrow recalls a shell's history: the line is no longer empty, "~." is data.
+    parser = EscapeParser()
+    assert parser.feed(b"\r" + key + b"~.") == [SendData(b"\r" + key + b"~.")]
+
+
+def test_a_tilde_inside_a_sequence_is_part_of_it():
+    # F5 ends in "~": at line start it must not be taken for the escape character.
+    parser = EscapeParser()
+    assert parser.feed(b"\x1b[15~") == [SendData(b"\x1b[15~")]
+    assert not parser.pending
+
+
+@pytest.mark.parametrize(
+    "opened",
+    [
+        pytest.param(b"\x1b]", id="alt-bracket-opens-a-string"),
+        pytest.param(b"\x1bP", id="alt-shift-p-opens-a-dcs"),
+        pytest.param(b"\x1b[12;", id="unfinished-csi"),
+    ],
+)
+def test_an_unfinished_sequence_never_outlives_the_line(opened):
+    # A stray Alt+] must not swallow the escapes that follow the next Enter.
+    parser = EscapeParser()
+    stream = opened + b"text\r~."
+    assert parser.feed(stream) == [SendData(opened + b"text\r"), Detach()]
+    assert normalize(feed_bytewise(EscapeParser(), stream)) == [
+        SendData(opened + b"text\r"), Detach()]
+
+
+def test_an_endless_string_gives_up_being_a_reply():
+    parser = EscapeParser()
+    parser.feed(b"\r\x1b]" + b"x" * 5000)
+    assert not parser.at_line_start
+    assert parser.feed(b"~.") == [SendData(b"~.")]  # mid-line: typing after all
+    assert parser.feed(b"\r~.") == [SendData(b"\r"), Detach()]
+
+
+def test_line_start_fast_path_matches_bytewise():
+    for stream in (b"ab\r\x1b[3;4R", b"\x1b[3;4Rab", b"x\x1b[I", b"\r\x1b[A", b"\r"):
+        whole, bytewise = LineStart(), LineStart()
+        whole.feed(stream)
+        for byte in stream:
+            bytewise.feed_byte(byte)
+        assert whole.at_line_start == bytewise.at_line_start, stream

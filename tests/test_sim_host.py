@@ -118,6 +118,22 @@ def test_host_born_powered_is_quiet_until_enter():
     assert out == b"\r\n" + PROMPT
 
 
+def test_query_cursor_prompts_ask_and_the_shell_takes_the_answer_silently():
+    # busybox ash and systemd's serial getty: ESC [ 6 n after each prompt.
+    host = SimHost(powered=True, query_cursor=True)
+    out, now = type_line(host, b"\r", 10.0)
+    assert out == b"\r\n" + PROMPT + b"\x1b[6n"
+    out, now = type_line(host, b"\x1b[3;15R", now)
+    assert out == b""
+    assert host.cursor_replies == 1
+    out, now = type_line(host, b"uname\r", now)
+    assert out == b"uname\r\nLinux\r\n" + PROMPT + b"\x1b[6n"
+    # Another sequence is ordinary input, echoed as the tty does.
+    out, now = type_line(host, b"\x1b[A", now)
+    assert out == b"^[[A"
+    assert host.cursor_replies == 1
+
+
 def test_same_seed_same_bytes_other_seed_other_bytes():
     def boot(seed: int) -> bytes:
         host = _on(SimHost(seed=seed))

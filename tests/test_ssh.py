@@ -27,6 +27,7 @@ from solgate.ssh import (  # noqa: E402
     parse_ssh_settings,
     parse_user_keys,
 )
+from tests.engine_helpers import HostInput  # noqa: E402
 
 
 class Keys:
@@ -355,3 +356,28 @@ async def test_openssh_wrong_key_and_menu(tmp_path) -> None:
             assert await child.wait() == 0
         finally:
             child.close()
+
+
+async def test_escapes_work_after_the_host_queries_the_cursor(tmp_path) -> None:
+    # The gateway's parser must pass over the answer the user's terminal types back to
+    # a prompt's cursor query (busybox ash, systemd's serial getty).
+    async with gateway(tmp_path) as server:
+        name = server.names[0]
+        host = server.fleet.bmcs[0].host
+        host.query_cursor = True
+        typed = HostInput(host)
+        async with await connect(server, f"alice:{name}", "alice") as conn:
+            sh = await shell(conn)
+            await sh.expect(f"{name} as alice, read-write".encode())
+            sh.type(b"\r")
+            await sh.expect(b"# \x1b[6n")
+            sh.type(b"\x1b[3;16R")
+            await until(lambda: host.cursor_replies == 1, 5, "the shell to read the answer")
+            sh.type(b"~Bh")
+            await sh.expect(b"sysrq: HELP")
+            sh.type(b"\r")
+            await sh.expect(b"# \x1b[6n")
+            sh.type(b"\x1b[3;16R~.")
+            await sh.expect(f"left {name}".encode())
+            await asyncio.wait_for(sh.process.wait_closed(), 10)
+        assert b"~" not in typed.data, bytes(typed.data)

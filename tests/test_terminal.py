@@ -230,6 +230,14 @@ def test_server_escaper_doubles_only_at_line_start() -> None:
     assert ServerEscaper(None).escape(b"~.") == b"~."
 
 
+def test_server_escaper_passes_over_terminal_replies_like_the_server() -> None:
+    # After a cursor position answer the server's parser is still at line start, so a
+    # `~` this client sends as data must still be doubled there.
+    esc = ServerEscaper("~")
+    assert esc.escape(b"\r\x1b[3;16R~x") == b"\r\x1b[3;16R~~x"
+    assert esc.escape(b"\r\x1b[A~x") == b"\r\x1b[A~x"  # an arrow key is typing
+
+
 def test_ssh_original_command_selects_the_console() -> None:
     assert console_from_ssh_command(None, "web01") == ("web01", set())
     assert console_from_ssh_command(None, "console web01 --read-only") == (

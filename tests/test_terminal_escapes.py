@@ -367,3 +367,52 @@ async def test_a_token_option_is_refused_without_echoing_the_token(tmp_path) -> 
             assert child.modes() == child.modes_before
         finally:
             child.close()
+
+
+# --- a host that asks the terminal where the cursor is ------------------------------------------
+
+CURSOR_QUERY = b"\x1b[6n"
+CURSOR_REPLY = b"\x1b[3;16R"  # what the user's terminal answers, as if typed
+
+
+async def prompt_and_answer(child: PtyChild, host: Any, first_read: bytes = b"") -> None:
+    """Enter; the prompt asks for the cursor; answer as a terminal does (its own read)."""
+    seen = host.cursor_replies
+    child.type(b"\r")
+    await child.expect(b"# " + CURSOR_QUERY)
+    child.type(CURSOR_REPLY + first_read)
+    if not first_read:
+        await until(lambda: host.cursor_replies > seen, 5, "the shell to read the answer")
+
+
+async def test_escapes_work_after_the_host_queries_the_cursor(tmp_path) -> None:
+    # busybox ash and systemd's serial getty send ESC [ 6 n with each prompt; the answer
+    # the user's terminal types back must not make the next ~ a mid-line tilde.
+    async with live_server(tmp_path) as server:
+        name = server.names[0]
+        host = server.fleet.bmcs[0].host
+        host.query_cursor = True
+        typed = HostInput(host)
+        worker = server.manager.get(name)
+        with console_on_pty(tmp_path, server) as child:
+            await child.expect(b"~. leaves")
+            # ~B then h: a SysRq help from the kernel, not "~Bh: not found" from the shell.
+            await prompt_and_answer(child, host)
+            child.type(b"~B")
+            await until(lambda: "serial BREAK sent by local" in event_lines(log_of(server, name)),
+                        5, "the BREAK")
+            child.type(b"h")
+            await child.expect(b"sysrq: HELP")
+            # ~D, with the answer and the escape in one read.
+            await prompt_and_answer(child, host, b"~D")
+            await child.expect(b"asked the BMC to drop SOL; reconnecting")
+            await until(lambda: event_lines(log_of(server, name)).count(
+                "SOL up (cipher suite 17)") >= 2, 20, "SOL to come back after ~D")
+            await until(lambda: worker.state == "active", 10, "the console to be active")
+            # ~. leaves.
+            await prompt_and_answer(child, host)
+            child.type(b"~.")
+            assert await child.wait() == 0
+            assert child.modes() == child.modes_before
+        assert b"~" not in typed.data, bytes(typed.data)
+        assert host.cursor_replies >= 3

@@ -22,6 +22,10 @@ Rules (the same as OpenSSH's):
 * `~` followed by anything else sends both characters; the start-of-line state
   follows that character (so `~` then Enter sends `~\\r` and stays at line start).
 * Nothing after `~.` in the same chunk is sent: the user asked to leave.
+* The terminal's automatic replies do not count as typing (`LineStart`): a shell
+  that asks for the cursor position with each prompt (busybox ash, systemd's
+  serial getty: `ESC [ 6 n`) gets `ESC [ row ; col R` back from the user's
+  terminal as input, and a `~` typed after it is still at the start of a line.
 
 Behind an ssh client, whose own escape is also `~`, a user types `~~.` to reach ours,
 or picks another escape character per user.
@@ -37,6 +41,7 @@ __all__ = [
     "Detach",
     "EscapeParser",
     "ForceReconnect",
+    "LineStart",
     "SendBreak",
     "SendData",
     "ShowHelp",
@@ -89,6 +94,24 @@ _COMMANDS: dict[int, Action] = {
 
 _CR = 0x0D
 _LF = 0x0A
+_ESC = 0x1B
+_BEL = 0x07
+
+# What the input side of a terminal sends that the user did not type. Other sequences
+# (cursor and function keys, Alt+key) are typing: an Up arrow recalls a shell's history
+# and the line is no longer empty.
+_REPLY_FINALS = frozenset(b"RncIOy")
+"""CSI final bytes of replies: cursor position `R` (also DECXCPR `ESC [ ? r ; c R`),
+device status `n`, device attributes `c` (`ESC [ ? ... c`, `ESC [ > ... c`), focus in
+and out `I` / `O`, mode reports `$ y`."""
+_STRING_STARTS = frozenset(b"]P_^X")
+"""ESC + one of these opens a string (OSC, DCS, APC, PM, SOS) ended by ST or BEL: the
+colour, title, DECRQSS, XTVERSION and XTGETTCAP replies."""
+MAX_REPLY = 4096
+"""Longest sequence taken as a reply; anything longer was typing after all."""
+
+# LineStart states
+_GROUND, _ESCAPE, _CSI, _STRING, _STRING_ESC, _MOUSE = range(6)
 
 
 def help_text(escape_char: str = "~") -> str:
@@ -112,13 +135,137 @@ def help_text(escape_char: str = "~") -> str:
 HELP_TEXT = help_text("~")
 
 
+class LineStart:
+    """Whether keyboard input is at the start of a line, not counting terminal replies.
+
+    Bytes go through `feed_byte` one at a time (the caller passes them on unchanged;
+    nothing is held back). Inside an escape sequence `at_line_start` is False; when the
+    sequence ends it is either a reply (cursor position, device attributes, device
+    status, focus, mode and string reports, mouse reports), which leaves the state as
+    it was before, or a key (arrows, function keys, Alt+key), which is typing. A CR or
+    LF always means line start, even one that cuts an unfinished sequence short, so a
+    stray ESC never disables escapes for more than a line.
+    """
+
+    __slots__ = ("_at", "_state", "_saved", "_params", "_length")
+
+    def __init__(self) -> None:
+        self._at = True
+        self._state = _GROUND
+        self._saved = True  # the line-start state before the current sequence
+        self._params = bytearray()  # a CSI's parameter and intermediate bytes
+        self._length = 0
+
+    @property
+    def at_line_start(self) -> bool:
+        return self._at and self._state == _GROUND
+
+    @property
+    def in_sequence(self) -> bool:
+        """True inside an escape sequence (an escape character there is part of it)."""
+        return self._state != _GROUND
+
+    def set(self, at_line_start: bool) -> None:
+        """The caller decided (after an escape command or an escaped escape character)."""
+        self._at = at_line_start
+        self._state = _GROUND
+
+    def feed(self, data: bytes) -> None:
+        """Track a whole chunk (fast when it holds no ESC and no sequence is open)."""
+        if not data:
+            return
+        if self._state == _GROUND and _ESC not in data:
+            self._at = data[-1] in (_CR, _LF)
+            return
+        for byte in data:
+            self.feed_byte(byte)
+
+    def feed_byte(self, byte: int) -> None:
+        state = self._state
+        if state == _GROUND:
+            if byte == _ESC:
+                self._begin()
+            else:
+                self._at = byte in (_CR, _LF)
+            return
+        self._length += 1
+        if byte in (_CR, _LF) or self._length > MAX_REPLY:
+            self._state = _GROUND  # not a reply: typing, and a line end is a line end
+            self._at = byte in (_CR, _LF)
+            return
+        if state == _ESCAPE:
+            if byte == ord("["):
+                self._state = _CSI
+                self._params.clear()
+            elif byte in _STRING_STARTS:
+                self._state = _STRING
+            elif byte == _ESC:
+                self._begin()  # the first ESC was a key of its own (typing)
+                self._saved = False
+            elif byte == ord("O"):
+                self._state = _CSI  # SS3 (keypad, F1-F4): its final byte ends it, typing
+                self._params[:] = b"O"
+            else:
+                self._end(reply=False)  # Alt+key
+        elif state == _CSI:
+            if 0x20 <= byte <= 0x3F:
+                self._params.append(byte)
+            elif 0x40 <= byte <= 0x7E:
+                params = bytes(self._params)
+                if params.startswith(b"O"):
+                    self._end(reply=False)
+                elif byte == ord("M") and not params:
+                    self._state = _MOUSE  # X10 mouse report: three raw bytes follow
+                    self._length = 0
+                elif byte in _REPLY_FINALS and (byte != ord("y") or params.endswith(b"$")):
+                    self._end(reply=True)
+                elif byte in b"Mm" and params.startswith(b"<"):
+                    self._end(reply=True)  # SGR mouse report: not typing
+                elif byte == ord("t") and params[:1].isdigit():
+                    self._end(reply=True)  # window size or position report
+                else:
+                    self._end(reply=False)
+            elif byte == _ESC:
+                self._begin()
+                self._saved = False
+            else:
+                self._end(reply=False)
+        elif state == _STRING:
+            if byte == _BEL:
+                self._end(reply=True)
+            elif byte == _ESC:
+                self._state = _STRING_ESC
+            elif byte < 0x20:
+                self._end(reply=False)
+        elif state == _STRING_ESC:
+            if byte == ord("\\"):
+                self._end(reply=True)
+            else:  # ESC that is not ST cut the string short: a new sequence starts
+                self._state = _ESCAPE
+                self._saved = False
+                self._length = 0
+                self.feed_byte(byte)
+        elif state == _MOUSE:
+            if self._length >= 3:
+                self._end(reply=True)
+
+    def _begin(self) -> None:
+        self._saved = self._at
+        self._state = _ESCAPE
+        self._length = 0
+
+    def _end(self, *, reply: bool) -> None:
+        self._state = _GROUND
+        self._at = self._saved if reply else False
+
+
 class EscapeParser:
     """Splits keyboard input into console data and escape commands.
 
     `escape_char=None` disables escapes: every byte is data.
     """
 
-    __slots__ = ("escape_char", "help_text", "_esc", "_at_line_start", "_pending")
+    __slots__ = ("escape_char", "help_text", "_esc", "_line", "_pending")
 
     def __init__(self, escape_char: str | None = "~") -> None:
         if escape_char is None:
@@ -132,7 +279,7 @@ class EscapeParser:
             self._esc = encoded[0]
         self.escape_char = escape_char
         self.help_text = help_text(escape_char) if escape_char else ""
-        self._at_line_start = True
+        self._line = LineStart()
         self._pending = False
 
     @property
@@ -143,14 +290,14 @@ class EscapeParser:
     @property
     def at_line_start(self) -> bool:
         """True if an escape character typed now would start an escape."""
-        return self._at_line_start and not self._pending
+        return self._line.at_line_start and not self._pending
 
     def flush(self) -> list[Action]:
         """Send a held-back escape character as data (a front end's timeout)."""
         if not self._pending:
             return []
         self._pending = False
-        self._at_line_start = False
+        self._line.set(False)
         return [SendData(bytes([self._esc]))]
 
     def feed(self, data: bytes) -> list[Action]:
@@ -158,10 +305,10 @@ class EscapeParser:
         if not data:
             return []
         esc = self._esc
+        line = self._line
         if not self._pending and (esc < 0 or esc not in data):
             # Fast path: a paste or a chunk without the escape character.
-            last = data[-1]
-            self._at_line_start = last in (_CR, _LF)
+            line.feed(data)
             return [SendData(bytes(data))]
 
         actions: list[Action] = []
@@ -180,22 +327,21 @@ class EscapeParser:
                     flush_out()
                     actions.append(command)
                     # Still at line start, as after any escape command.
-                    self._at_line_start = True
+                    line.set(True)
                     if isinstance(command, Detach):
                         return actions
                     continue
-                if byte == esc:
-                    out.append(esc)
-                    self._at_line_start = False
-                    continue
                 out.append(esc)
+                line.set(False)
+                if byte == esc:
+                    continue
                 out.append(byte)
-                self._at_line_start = byte in (_CR, _LF)
+                line.feed_byte(byte)
                 continue
-            if byte == esc and self._at_line_start:
+            if byte == esc and line.at_line_start:
                 self._pending = True
                 continue
             out.append(byte)
-            self._at_line_start = byte in (_CR, _LF)
+            line.feed_byte(byte)
         flush_out()
         return actions

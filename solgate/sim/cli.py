@@ -76,6 +76,9 @@ def register(subparsers: Any) -> None:
                       help="boot log speed factor (1.0; 10 = ten times faster)")
     host.add_argument("--powered-off", action="store_true",
                       help="start with every host powered off")
+    host.add_argument("--query-cursor", action="store_true",
+                      help="end each shell prompt with a cursor position query (ESC [ 6 n), "
+                      "as busybox ash and systemd's serial getty do")
     p.add_argument("--session-timeout", type=duration_arg, default=60.0, metavar="T",
                    help="BMC session idle timeout (60s)")
     p.set_defaults(handler=run)
@@ -143,7 +146,7 @@ async def run(args: argparse.Namespace) -> int:
 
     def config_factory(index: int, name: str) -> SimBmcConfig:
         host = make_host(name, seed=args.seed + index, baud=args.baud,
-                         boot_speed=args.boot_speed)
+                         boot_speed=args.boot_speed, query_cursor=args.query_cursor)
         return SimBmcConfig(name=name, users=users, cipher_suites=suites,
                             session_timeout=args.session_timeout, host=host)
 

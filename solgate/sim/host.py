@@ -27,10 +27,13 @@ thousand small records. Ctrl-C during a job flushes the untransmitted part of th
 
 Lifecycle. OFF -> FIRMWARE (BIOS, GRUB) -> BOOTING (kernel; a BREAK works once the serial
 console is up) -> SHELL (cooked-mode tty: echo, erase, Ctrl-C, Ctrl-U; a login-less prompt
-``root@<name>:~# ``) -> SHUTTING_DOWN (after `reboot`, `poweroff`, SysRq b/o) -> FIRMWARE
-again or OFF. A kernel panic (`panic`, or BREAK then c) moves to PANICKED: no more output,
-all input ignored until `reset`/`power_cycle`. Power off and reset discard whatever the
-UART has not transmitted yet; bytes already transmitted stay readable.
+``root@<name>:~# ``; with `query_cursor=True` each prompt ends with a cursor position query
+``ESC [ 6 n`` as busybox ash and systemd's serial getty send, and the shell takes the
+terminal's ``ESC [ row ; col R`` answer silently) -> SHUTTING_DOWN (after `reboot`,
+`poweroff`, SysRq b/o) -> FIRMWARE again or OFF. A kernel panic (`panic`, or BREAK then c)
+moves to PANICKED: no more output, all input ignored until `reset`/`power_cycle`. Power off
+and reset discard whatever the UART has not transmitted yet; bytes already transmitted stay
+readable.
 
 SysRq. `send_break(now)` arms SysRq for `SYSRQ_TIMEOUT` seconds (as Linux's 8250 driver
 does); the next character written in that window is consumed as a SysRq key.
@@ -202,6 +205,7 @@ class SimHost:
         powered: bool = False,
         boot_log: bool = True,
         boot_speed: float = 1.0,
+        query_cursor: bool = False,
     ) -> None:
         """Build a host; with `powered=True` it is already up and idle at its prompt."""
         if baud <= 0:
@@ -215,6 +219,8 @@ class SimHost:
         self.baud = baud
         self.boot_log = boot_log
         self.boot_speed = boot_speed
+        self.query_cursor = query_cursor
+        self.cursor_replies = 0  # answers to the cursor query the shell took
         self.boot_count = 0
         self._rng = random.Random(seed)  # noqa: S311 - a simulation, not crypto
         self._mac = "52:54:00:" + ":".join(f"{self._rng.randrange(256):02x}" for _ in range(3))
@@ -229,6 +235,7 @@ class SimHost:
         self._sysrq_ready = False
         self._break_at: float | None = None
         self._line = bytearray()
+        self._reply: bytearray | None = None  # an ESC sequence coming in after a query
         self._job: _FloodJob | None = None
         self._shell_pid = 1
         self._commands: dict[str, Callable[[list[str], float], bool]] = {
@@ -373,7 +380,7 @@ class SimHost:
         self._out("".join(lines), t)
 
     def _prompt(self, t: float) -> None:
-        self._out(f"root@{self.name}:~# ", t)
+        self._out(f"root@{self.name}:~# " + ("\x1b[6n" if self.query_cursor else ""), t)
 
     # --------------------------------------------------------------- lifecycle
 
@@ -486,6 +493,26 @@ class SimHost:
 
     def _tty_input(self, byte: int, t: float) -> None:
         """Cooked-mode line discipline: echo, erase, kill, interrupt, newline."""
+        if self.query_cursor and self._job is None:
+            if self._reply is None and byte == 0x1B:
+                self._reply = bytearray(b"\x1b")
+                return
+            if self._reply is not None:
+                self._reply.append(byte)
+                if len(self._reply) == 2 and byte == ord("["):
+                    return
+                if len(self._reply) > 2 and 0x30 <= byte <= 0x3F and len(self._reply) < 32:
+                    return
+                seq, self._reply = bytes(self._reply), None
+                if re.fullmatch(rb"\x1b\[\d+;\d+R", seq):
+                    self.cursor_replies += 1  # the shell read its answer
+                    return
+                for b in seq:  # not a cursor report: ordinary (echoed) input
+                    self._tty_byte(b, t)
+                return
+        self._tty_byte(byte, t)
+
+    def _tty_byte(self, byte: int, t: float) -> None:
         if self._job is not None:  # a job owns the terminal; only Ctrl-C gets through
             if byte == _CTRL_C:
                 self._cancel_job(t)
