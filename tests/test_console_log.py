@@ -21,6 +21,7 @@ from solgate.console.log import (
     lines_backwards_at,
     read_tail,
 )
+from solgate.console.notes import BREAK_MARK, NOTE_HOLD
 
 T0 = 1_795_000_000.0  # 2026-11-18T11:06:40Z, a fixed wall clock
 STAMP = re.compile(rb"^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] ")
@@ -109,20 +110,88 @@ def test_event_line_format(tmp_path, clock):
     assert when == "2026-11-22T03:14:07Z"
 
 
-def test_event_starts_on_its_own_line_when_console_is_mid_line(tmp_path, clock):
+def test_event_waits_for_the_console_line_to_end_and_keeps_its_time(tmp_path, clock):
+    clock.t = 1_795_317_247.0  # 2026-11-22T03:14:07Z
     log = make(tmp_path, clock)
     log.write(b"Booting kern")
     log.event("SOL down (BMC stopped answering)")
-    log.write(b"el\r\n")
-    log.event("SOL up")
+    assert log.notes_held
+    clock.t += 0.5
+    log.write(b"el\r\nlog")  # the line ends: the event goes right after it
+    assert not log.notes_held
+    log.write(b"in: \r\n")
+    log.event("SOL up")  # at a line start: at once
     log.write(b"login: ")
-    data = log.path.read_bytes()
-    lines = data.split(b"\n")
-    assert lines[0] == b"Booting kern\r"
-    assert EVENT.match(lines[1])
-    assert lines[2] == b"el\r"
-    assert EVENT.match(lines[3])  # after a complete line, no extra blank line
-    assert lines[4] == b"login: "
+    assert log.path.read_bytes() == (
+        b"Booting kernel\r\n"
+        b"[-- solgate 2026-11-22T03:14:07Z: SOL down (BMC stopped answering) --]\r\n"
+        b"login: \r\n"
+        b"[-- solgate 2026-11-22T03:14:07Z: SOL up --]\r\n"
+        b"login: "
+    )
+
+
+def test_a_line_still_open_after_the_hold_is_broken_with_a_visible_mark(tmp_path, clock):
+    clock.t = 1_795_317_247.0  # 2026-11-22T03:14:07Z
+    log = make(tmp_path, clock)
+    log.write(b"root@web01:~# ")
+    log.event("alice attached")
+    clock.t += 0.6
+    log.event("alice detached")
+    assert log.next_deadline() == 1_795_317_248.0  # the first note's time + NOTE_HOLD
+    clock.t += 0.3
+    log.tick()
+    assert log.path.read_bytes() == b"root@web01:~# "  # not yet
+    clock.t = 1_795_317_248.0
+    log.tick()
+    log.write(b"uname\r\n")
+    assert log.path.read_bytes() == (
+        b"root@web01:~#  [-- solgate: line continues below --]\r\n"
+        b"[-- solgate 2026-11-22T03:14:07Z: alice attached --]\r\n"
+        b"[-- solgate 2026-11-22T03:14:07Z: alice detached --]\r\n"
+        b"uname\r\n"
+    )
+
+
+def test_held_events_are_written_by_the_scheduled_timer_and_on_close(tmp_path, clock):
+    timers: list[tuple[float, object]] = []
+    log = make(tmp_path, clock, note_hold=2.0,
+               schedule=lambda delay, callback: timers.append((delay, callback)))
+    log.write(b"progress 10%")
+    log.event("break sent")
+    assert [delay for delay, _ in timers] == [2.0]
+    clock.t += 1.99  # a timer that fires early (another clock) waits and asks again
+    timers.pop()[1]()
+    assert log.path.read_bytes() == b"progress 10%"
+    assert [round(delay, 6) for delay, _ in timers] == [0.01]
+    clock.t += 0.01
+    timers.pop()[1]()
+    assert log.path.read_bytes().endswith(b"--]\r\n")
+    assert not log.notes_held
+    # Closing (shutdown) writes what is held at once.
+    log.write(b"progress 20%")
+    log.event("SOL down (solgate stopping)")
+    log.close()
+    assert log.path.read_bytes().endswith(
+        b"progress 20% [-- solgate: line continues below --]\r\n"
+        + f"[-- solgate {format_time(clock.t)}: SOL down (solgate stopping) --]\r\n".encode())
+
+
+def test_rotate_and_reopen_write_held_events_into_the_file_they_belong_to(tmp_path, clock):
+    log = make(tmp_path, clock)
+    log.write(b"half a line")
+    log.event("rotating")
+    log.rotate()
+    old = log.path.with_name("web01.log.1").read_bytes()
+    assert old.startswith(b"half a line [-- solgate: line continues below --]\r\n")
+    assert b"rotating --]\r\n" in old
+    log.write(b"more")
+    log.event("reopening")
+    moved = log.path.with_name("web01.log-20261122")
+    os.rename(log.path, moved)
+    log.reopen()
+    assert moved.read_bytes().endswith(b"reopening --]\r\n")
+    assert log.path.read_bytes() == b""
 
 
 def test_event_text_stays_on_one_line(tmp_path, clock):
@@ -172,11 +241,12 @@ def test_events_and_marks_are_stamped_too(tmp_path, clock):
     log = make(tmp_path, clock, timestamps=True)
     log.write(b"half")
     log.event("break sent")
-    log.write(b"next\n")
+    log.write(b"next\nthird\n")
     lines = log.path.read_bytes().split(b"\n")
     assert all(STAMP.match(ln) for ln in lines[:-1])
+    assert STAMP.sub(b"", lines[0]) == b"halfnext"
     assert STAMP.sub(b"", lines[1]).startswith(b"[-- solgate ")
-    assert STAMP.sub(b"", lines[2]) == b"next"
+    assert STAMP.sub(b"", lines[2]) == b"third"
 
 
 # -- marks and tick -----------------------------------------------------------------------
@@ -566,10 +636,19 @@ def test_property_log_holds_exactly_the_console_bytes(
     path = tmp_path_factory.mktemp("prop") / "web01.log"
     real_write = os.write
     log = ConsoleLog(path, clock=clock, max_bytes=700, keep=1000, timestamps=timestamps)
-    # The stream we expect: console bytes, plus CRLF + "<E>" where an event had to start
-    # a new line, or just "<E>" where the console was already at a line start.
+    # The stream we expect: console bytes, with "<E>" for each event at the next line
+    # boundary, or after the break mark where the line stayed open for NOTE_HOLD.
     expected = bytearray()
     at_line_start = True
+    held, deadline = 0, 0.0
+
+    def release() -> None:
+        nonlocal held, at_line_start
+        if not held:
+            return
+        expected.extend((b"" if at_line_start else BREAK_MARK + b"\r\n") + b"<E>" * held)
+        held, at_line_start = 0, True
+
     with monkeypatch.context() as m:
         for op, payload in ops:
             clock.t += 0.4
@@ -577,20 +656,37 @@ def test_property_log_holds_exactly_the_console_bytes(
                 # Keep the console's own bytes free of what we rewrite below.
                 payload = payload.replace(b"[", b"(")
                 log.write(payload)
-                expected += payload
-                at_line_start = payload.endswith(b"\n")
+                if held and b"\n" in payload:
+                    nl = payload.index(b"\n") + 1
+                    expected.extend(payload[:nl] + b"<E>" * held + payload[nl:])
+                    held = 0
+                elif held and payload and clock.t >= deadline:
+                    expected.extend(payload)
+                    at_line_start = False
+                    release()
+                    continue
+                else:
+                    expected.extend(payload)
+                if payload:
+                    at_line_start = payload.endswith(b"\n")
             elif op == "event":
                 log.event("SOL up")
-                expected += (b"" if at_line_start else b"\r\n") + b"<E>"
-                at_line_start = True
+                if at_line_start and not held:
+                    expected.extend(b"<E>")
+                else:
+                    held += 1
+                    deadline = clock.t + NOTE_HOLD if held == 1 else deadline
             elif op == "fail":
                 m.setattr(os, "write", DiskFull())
             elif op == "heal":
                 m.setattr(os, "write", real_write)
             else:
                 log.tick()
+                if held and clock.t >= deadline:
+                    release()
         m.setattr(os, "write", real_write)
         log.close()
+        release()
     assert log.bytes_lost == 0
     assert log.pending_bytes == 0
     data = all_bytes(path)

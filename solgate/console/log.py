@@ -10,9 +10,12 @@ that matters). `fsync` happens on rotation and close, not per chunk: the page ca
 survives a solgate crash, and per-chunk fsync for thousands of consoles would not.
 
 Event lines (`[-- solgate 2026-11-22T03:14:07Z: SOL up --]`, conserver style) always
-sit on a line of their own: the log tracks whether the last byte of the stream was a
-newline and starts an event with `\\r\\n` when the console is mid-line. Periodic
-`MARK` lines show a quiet console was still being watched.
+sit on a line of their own, and never cut a line of the console's output in two: an
+event that comes while the console is mid-line waits for the line's end, at most
+`NOTE_HOLD` seconds, then ends the line with a visible `BREAK_MARK` (`notes.py` decides;
+the line's time is the event's, not the writing's). The owner passes `schedule` (the
+loop's `call_later`) so a held note is written on time even if no byte follows.
+Periodic `MARK` lines show a quiet console was still being watched.
 
 With `timestamps=True` a stamp `[2026-11-22T03:14:07.123Z] ` is written before the
 first byte that follows a newline, at the time that byte arrives (never at the
@@ -43,6 +46,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from solgate.console.notes import BREAK, BREAK_MARK, NOTE_HOLD, Item, NotePlacer
 
 __all__ = [
     "LINE_SLACK",
@@ -204,6 +209,8 @@ class ConsoleLog:
         mark_interval: float | None = None,
         clock: Callable[[], float] = time.time,
         max_pending: int = MAX_PENDING,
+        note_hold: float = NOTE_HOLD,
+        schedule: Callable[[float, Callable[[], None]], object] | None = None,
     ) -> None:
         if max_bytes <= 0:
             raise ValueError(f"max_bytes must be positive, not {max_bytes}")
@@ -239,9 +246,16 @@ class ConsoleLog:
         self._bytes_written = 0
         self._rotate_retry_at = 0.0
         self._last_activity = clock()
+        # `schedule(delay, callback)` (the loop's call_later) wakes `handle_timeout` for a
+        # held note; without it only `tick` and the next write release one.
+        self._schedule = schedule
+        self._scheduled_for: float | None = None
 
         if self._open():
             self._at_line_start = self._disk_at_line_start
+        # A line the file ended with before this process started is not waited for: the
+        # first event line after a restart goes in at once (on a fresh line).
+        self._notes = NotePlacer(hold=note_hold)
 
     # -- public state -------------------------------------------------------------
 
@@ -287,6 +301,15 @@ class ConsoleLog:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def notes_held(self) -> bool:
+        """True while an event line waits for the console's current line to end."""
+        return self._notes.holding
+
+    def next_deadline(self) -> float | None:
+        """When (on this log's clock) a held event line breaks the open line; None if none."""
+        return self._notes.next_deadline()
+
     # -- writing --------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
@@ -298,6 +321,14 @@ class ConsoleLog:
             data = bytes(data)
         now = self._clock()
         self._last_activity = now
+        notes = self._notes
+        if notes.holding:
+            self._put(notes.output(data, now), now)
+            return
+        notes.at_line_start = data[-1] == _NL
+        self._write_console(data, now)
+
+    def _write_console(self, data: bytes, now: float) -> None:
         if (not self._pending and not self._timestamps and self._file.fd is not None
                 and self._size + len(data) < self._max_bytes):
             # The common case, what the loop below comes to with a healthy disk and no
@@ -330,11 +361,20 @@ class ConsoleLog:
                 just_rotated = True
 
     def event(self, text: str) -> None:
-        """Write `[-- solgate <time>: text --]` on a line of its own."""
+        """Write `[-- solgate <time>: text --]` on a line of its own, at a line boundary."""
         self._check_open()
         now = self._clock()
         self._maybe_retry(now)
-        self._emit_event(text, now)
+        self._note(text, now)
+
+    def handle_timeout(self) -> None:
+        """A held event line's time is up (the `schedule` callback): break the open line."""
+        if self._closed:
+            return
+        now = self._clock()
+        self._scheduled_for = None  # this call is that timer: a clock skew re-arms it
+        self._put(self._notes.handle_timeout(now), now)
+        self._arm(now)
 
     def tick(self) -> None:
         """Housekeeping about once a second: retry the disk, follow renames, write marks."""
@@ -345,20 +385,24 @@ class ConsoleLog:
             self._retry(now)
         elif self._replaced_on_disk():
             self.reopen()
+        self._put(self._notes.handle_timeout(now), now)
         if self._mark_interval is not None and now - self._last_activity >= self._mark_interval:
-            self._emit_event("MARK", now)
+            self._note("MARK", now)
         if self._size >= self._max_bytes and self._at_line_start and self._rotation_allowed(now):
             self._auto_rotate(now)
 
     def rotate(self) -> None:
         """Rename name.log -> name.log.1 -> ... (keeping `keep`) and start a new file."""
         self._check_open()
-        self._rotate(self._clock())
+        now = self._clock()
+        self._put(self._notes.flush(), now)
+        self._rotate(now)
 
     def reopen(self) -> None:
         """Close and reopen the path, e.g. after an external logrotate renamed the file."""
         self._check_open()
         now = self._clock()
+        self._put(self._notes.flush(), now)
         self._close_fd(sync=True)
         self._open()
         if self._pending:
@@ -369,6 +413,7 @@ class ConsoleLog:
         if self._closed:
             return
         now = self._clock()
+        self._put(self._notes.flush(), now)
         if self._pending or self._fd is None:
             self._retry(now)
         if self._pending_len:
@@ -437,17 +482,41 @@ class ConsoleLog:
             pos = nl + 1
         return bytes(out)
 
-    def _event_bytes(self, text: str, now: float, *, newline_first: bool) -> bytes:
-        body = b"[-- solgate " + format_time(now).encode() + b": "
+    def _event_bytes(self, text: str, now: float, *, newline_first: bool,
+                     when: float | None = None) -> bytes:
+        """The event line; `when` (the event's time, default `now`) goes in its text."""
+        body = b"[-- solgate " + format_time(now if when is None else when).encode() + b": "
         body += _clean_event_text(text) + b" --]\r\n"
         if self._timestamps:
             body = self._stamp(now) + body
         return (b"\r\n" if newline_first else b"") + body
 
-    def _emit_event(self, text: str, now: float) -> None:
-        self._emit(self._event_bytes(text, now, newline_first=not self._at_line_start))
-        self._at_line_start = True
+    def _note(self, text: str, now: float) -> None:
+        """An event line through the placer: written now, or held for the line's end."""
         self._last_activity = now
+        self._put(self._notes.note(text, now), now)
+        self._arm(now)
+
+    def _put(self, items: list[Item], now: float) -> None:
+        """Write what the placer handed out, in order."""
+        for item in items:
+            if isinstance(item, bytes):
+                self._write_console(item, now)
+            elif item is BREAK:
+                self._emit(BREAK_MARK)
+                self._at_line_start = False
+            else:
+                self._emit(self._event_bytes(item.text, now, when=item.when,
+                                             newline_first=not self._at_line_start))
+                self._at_line_start = True
+
+    def _arm(self, now: float) -> None:
+        """Ask the owner's loop to call `handle_timeout` when a held note is due."""
+        deadline = self._notes.next_deadline()
+        if deadline is None or self._schedule is None or deadline == self._scheduled_for:
+            return
+        self._scheduled_for = deadline
+        self._schedule(max(0.0, deadline - now), self.handle_timeout)
 
     # -- internals: the disk ----------------------------------------------------
 

@@ -103,6 +103,7 @@ class ConsoleManager:
             keep=console.log_keep,
             timestamps=console.log_timestamps,
             mark_interval=console.mark,
+            schedule=asyncio.get_running_loop().call_later,  # held event lines come due
         )
         worker = ConsoleWorker(
             console,
