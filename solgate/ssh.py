@@ -653,6 +653,8 @@ class _Session:
         for action in parser.feed(data):
             can_write = attachment.can_write  # asked each time: a reload can take it away
             match action:
+                case SendData(typed=False) if not attachment.is_writer:
+                    pass  # the terminal answering the host (a cursor query): not typing
                 case SendData(data=payload):
                     if not can_write:
                         await self.note("read-only: your role cannot type on this console")

@@ -210,7 +210,8 @@ def test_escape_after_a_terminal_reply(reply, key, action):
     assert EscapeParser().feed(stream) == expected
     assert normalize(feed_bytewise(EscapeParser(), stream)) == expected
     # At the very start of the input too, and after two replies in a row.
-    assert EscapeParser().feed(reply + reply + b"~" + key) == [SendData(reply + reply), action]
+    assert EscapeParser().feed(reply + reply + b"~" + key) == [
+        SendData(reply + reply, typed=False), action]
 
 
 @pytest.mark.parametrize("reply", REPLIES)
@@ -222,10 +223,10 @@ def test_a_reply_mid_line_leaves_the_input_mid_line(reply):
 def test_a_reply_in_separate_reads_keeps_the_line_start():
     parser = EscapeParser()
     assert parser.feed(b"uname\r") == [SendData(b"uname\r")]
-    assert parser.feed(b"\x1b[") == [SendData(b"\x1b[")]
+    assert parser.feed(b"\x1b[") == [SendData(b"\x1b[", typed=False)]
     assert not parser.at_line_start  # unfinished: not yet known to be a reply
-    assert parser.feed(b"5;1") == [SendData(b"5;1")]
-    assert parser.feed(b"R") == [SendData(b"R")]
+    assert parser.feed(b"5;1") == [SendData(b"5;1", typed=False)]
+    assert parser.feed(b"R") == [SendData(b"R", typed=False)]
     assert parser.at_line_start
     assert parser.feed(b"~D") == [ForceReconnect()]
 
@@ -289,3 +290,16 @@ def test_line_start_fast_path_matches_bytewise():
         for byte in stream:
             bytewise.feed_byte(byte)
         assert whole.at_line_start == bytewise.at_line_start, stream
+
+
+def test_data_that_is_only_terminal_replies_is_marked_not_typed():
+    # A viewer's terminal answers the host's cursor query too; the front end drops that
+    # quietly instead of telling the viewer "read-only" at every prompt.
+    parser = EscapeParser()
+    assert parser.feed(b"\x1b[3;16R") == [SendData(b"\x1b[3;16R", typed=False)]
+    assert parser.feed(b"\x1b[I\x1b[?62;22c") == [SendData(b"\x1b[I\x1b[?62;22c", typed=False)]
+    assert parser.feed(b"\x1b[3;16Rls") == [SendData(b"\x1b[3;16Rls")]
+    assert parser.feed(b"\x1b[A") == [SendData(b"\x1b[A")]  # a key is typing
+    assert parser.feed(b"\r\x1b[3;16R~x") == [SendData(b"\r\x1b[3;16R~x")]
+    assert parser.feed(b"\r\x1b[3;16R~B\x1b[3;16R") == [
+        SendData(b"\r\x1b[3;16R"), SendBreak(), SendData(b"\x1b[3;16R", typed=False)]

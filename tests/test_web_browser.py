@@ -8,6 +8,7 @@ not installed.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -328,5 +329,33 @@ async def test_demoted_then_logged_out_the_page_says_why_and_stops(
             "The server refused this console: logged out")
         await page.wait_for_timeout(3000)  # longer than the first reconnect delay
         assert console.hub.viewers == 0
+    finally:
+        await client.close()
+
+
+async def test_escapes_work_after_xterm_answers_a_cursor_query(tmp_path: Path, browser) -> None:
+    # busybox ash and systemd's serial getty ask for the cursor position with each prompt;
+    # xterm.js answers by itself (ESC [ row ; col R), and that answer is not typing.
+    manager = StaticConsoles(tmp_path)
+    console = manager.add("web01")
+    client = await start_client(make_app(tmp_path, manager))
+    base = f"http://{client.host}:{client.port}"
+    cpr = re.compile(rb"\x1b\[\d+;\d+R")
+    try:
+        viewer = await logged_in_page(browser, base, "victor", "/consoles/web01")
+        page = await logged_in_page(browser, base, "oscar", "/consoles/web01")
+        await async_api.expect(page.locator("#lock")).to_have_text("you type")
+        await page.locator(".xterm").click()
+        console.hub.publish(b"\r\nroot@web01:~# \x1b[6n")
+        await wait_until(lambda: cpr.fullmatch(b"".join(console.inputs)) is not None, 5)
+        await page.keyboard.type("~B")
+        await wait_until(lambda: ("break", "web01", "oscar") in manager.actions, 5)
+        console.hub.publish(b"\r\nroot@web01:~# \x1b[6n")
+        await wait_until(lambda: len(cpr.findall(b"".join(console.inputs))) == 2, 5)
+        await page.keyboard.type("~.")
+        await page.wait_for_url(f"{base}/")
+        assert b"~" not in b"".join(console.inputs)
+        # The viewer's xterm.js answered both queries too, and was not told "read-only".
+        assert "read-only" not in (await viewer.locator("#message").text_content() or "")
     finally:
         await client.close()

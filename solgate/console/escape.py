@@ -52,9 +52,15 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class SendData:
-    """Bytes to send to the console (consecutive data in one feed are coalesced)."""
+    """Bytes to send to the console (consecutive data in one feed are coalesced).
+
+    `typed` is False when the bytes are only the terminal's automatic replies: a front
+    end drops those quietly for a user who may not type, instead of telling a viewer
+    "read-only" each time the host asks the terminal where its cursor is.
+    """
 
     data: bytes
+    typed: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,9 +153,12 @@ class LineStart:
     stray ESC never disables escapes for more than a line.
     """
 
-    __slots__ = ("_at", "_state", "_saved", "_params", "_length")
+    __slots__ = ("_at", "_state", "_saved", "_params", "_length", "typed")
 
     def __init__(self) -> None:
+        self.typed = False
+        """Set when a byte that is not (yet known to be) part of a reply goes by; the
+        caller resets it."""
         self._at = True
         self._state = _GROUND
         self._saved = True  # the line-start state before the current sequence
@@ -176,6 +185,7 @@ class LineStart:
             return
         if self._state == _GROUND and _ESC not in data:
             self._at = data[-1] in (_CR, _LF)
+            self.typed = True
             return
         for byte in data:
             self.feed_byte(byte)
@@ -187,11 +197,13 @@ class LineStart:
                 self._begin()
             else:
                 self._at = byte in (_CR, _LF)
+                self.typed = True
             return
         self._length += 1
         if byte in (_CR, _LF) or self._length > MAX_REPLY:
             self._state = _GROUND  # not a reply: typing, and a line end is a line end
             self._at = byte in (_CR, _LF)
+            self.typed = True
             return
         if state == _ESCAPE:
             if byte == ord("["):
@@ -202,6 +214,7 @@ class LineStart:
             elif byte == _ESC:
                 self._begin()  # the first ESC was a key of its own (typing)
                 self._saved = False
+                self.typed = True
             elif byte == ord("O"):
                 self._state = _CSI  # SS3 (keypad, F1-F4): its final byte ends it, typing
                 self._params[:] = b"O"
@@ -228,6 +241,7 @@ class LineStart:
             elif byte == _ESC:
                 self._begin()
                 self._saved = False
+                self.typed = True
             else:
                 self._end(reply=False)
         elif state == _STRING:
@@ -243,6 +257,7 @@ class LineStart:
             else:  # ESC that is not ST cut the string short: a new sequence starts
                 self._state = _ESCAPE
                 self._saved = False
+                self.typed = True
                 self._length = 0
                 self.feed_byte(byte)
         elif state == _MOUSE:
@@ -257,6 +272,8 @@ class LineStart:
     def _end(self, *, reply: bool) -> None:
         self._state = _GROUND
         self._at = self._saved if reply else False
+        if not reply:
+            self.typed = True
 
 
 class EscapeParser:
@@ -306,18 +323,20 @@ class EscapeParser:
             return []
         esc = self._esc
         line = self._line
+        line.typed = False
         if not self._pending and (esc < 0 or esc not in data):
             # Fast path: a paste or a chunk without the escape character.
             line.feed(data)
-            return [SendData(bytes(data))]
+            return [SendData(bytes(data), line.typed)]
 
         actions: list[Action] = []
         out = bytearray()
 
         def flush_out() -> None:
             if out:
-                actions.append(SendData(bytes(out)))
+                actions.append(SendData(bytes(out), line.typed))
                 out.clear()
+                line.typed = False
 
         for byte in data:
             if self._pending:
@@ -333,6 +352,7 @@ class EscapeParser:
                     continue
                 out.append(esc)
                 line.set(False)
+                line.typed = True
                 if byte == esc:
                     continue
                 out.append(byte)

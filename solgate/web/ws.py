@@ -297,6 +297,8 @@ class _ConsoleSocket:
         """Handle keyboard bytes; returns False when the user asked to leave."""
         for action in self.parser.feed(data):
             match action:
+                case SendData(typed=False) if not self.attachment.is_writer:
+                    pass  # the terminal answering the host (a cursor query): not typing
                 case SendData(data=payload):
                     if not self.can_write:
                         await self.sock.error("read-only: your role cannot type on this console")
