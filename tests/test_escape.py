@@ -303,3 +303,32 @@ def test_data_that_is_only_terminal_replies_is_marked_not_typed():
     assert parser.feed(b"\r\x1b[3;16R~x") == [SendData(b"\r\x1b[3;16R~x")]
     assert parser.feed(b"\r\x1b[3;16R~B\x1b[3;16R") == [
         SendData(b"\r\x1b[3;16R"), SendBreak(), SendData(b"\x1b[3;16R", typed=False)]
+
+
+CPR = b"\x1b[5;16R"
+
+
+@pytest.mark.parametrize(("key", "action"), COMMANDS)
+def test_a_reply_between_a_quick_tilde_and_its_key_does_not_spoil_the_escape(key, action):
+    # Enter, ~, . typed in one go: the answer to the new prompt's cursor query comes back
+    # from the terminal after the ~ and before the key.
+    stream = b"\r~" + CPR + key
+    assert EscapeParser().feed(stream) == [
+        SendData(b"\r"), SendData(CPR, typed=False), action]
+    assert normalize(feed_bytewise(EscapeParser(), stream)) == [SendData(b"\r" + CPR), action]
+
+
+def test_a_key_sequence_after_a_tilde_is_typing():
+    parser = EscapeParser()
+    assert parser.feed(b"~\x1b[A.") == [SendData(b"~\x1b[A.")]
+    parser = EscapeParser()
+    assert parser.feed(b"~" + CPR + b"~x") == [SendData(CPR, typed=False), SendData(b"~x")]
+
+
+def test_flush_sends_the_tilde_and_an_unfinished_sequence_after_it():
+    parser = EscapeParser()
+    assert parser.feed(b"~\x1b[5") == []
+    assert parser.pending
+    assert parser.flush() == [SendData(b"~\x1b[5")]
+    assert not parser.pending
+    assert parser.feed(b";16R~.") == [SendData(b";16R~.")]  # mid-line now

@@ -409,9 +409,14 @@ async def test_escapes_work_after_the_host_queries_the_cursor(tmp_path) -> None:
             await until(lambda: event_lines(log_of(server, name)).count(
                 "SOL up (cipher suite 17)") >= 2, 20, "SOL to come back after ~D")
             await until(lambda: worker.state == "active", 10, "the console to be active")
-            # ~. leaves.
-            await prompt_and_answer(child, host)
-            child.type(b"~.")
+            # Enter ~ . typed in one go: the answer comes between the ~ and the dot, and
+            # still ~. leaves.
+            seen = host.cursor_replies
+            child.type(b"\r~")
+            await child.expect(b"# " + CURSOR_QUERY)
+            child.type(CURSOR_REPLY)
+            await until(lambda: host.cursor_replies > seen, 5, "the answer to pass the ~")
+            child.type(b".")
             assert await child.wait() == 0
             assert child.modes() == child.modes_before
         assert b"~" not in typed.data, bytes(typed.data)

@@ -25,7 +25,9 @@ Rules (the same as OpenSSH's):
 * The terminal's automatic replies do not count as typing (`LineStart`): a shell
   that asks for the cursor position with each prompt (busybox ash, systemd's
   serial getty: `ESC [ 6 n`) gets `ESC [ row ; col R` back from the user's
-  terminal as input, and a `~` typed after it is still at the start of a line.
+  terminal as input, and a `~` typed after it is still at the start of a line. An
+  answer that arrives between a quickly typed `~` and its key goes on to the host
+  and the `~` keeps waiting, so Enter `~` `.` typed in one go still leaves.
 
 Behind an ssh client, whose own escape is also `~`, a user types `~~.` to reach ours,
 or picks another escape character per user.
@@ -282,7 +284,7 @@ class EscapeParser:
     `escape_char=None` disables escapes: every byte is data.
     """
 
-    __slots__ = ("escape_char", "help_text", "_esc", "_line", "_pending")
+    __slots__ = ("escape_char", "help_text", "_esc", "_line", "_pending", "_reply")
 
     def __init__(self, escape_char: str | None = "~") -> None:
         if escape_char is None:
@@ -298,6 +300,9 @@ class EscapeParser:
         self.help_text = help_text(escape_char) if escape_char else ""
         self._line = LineStart()
         self._pending = False
+        # A sequence that began while the escape character waits: the terminal's answer
+        # to a prompt's query often arrives between a quickly typed `~` and the next key.
+        self._reply: bytearray | None = None
 
     @property
     def pending(self) -> bool:
@@ -313,9 +318,11 @@ class EscapeParser:
         """Send a held-back escape character as data (a front end's timeout)."""
         if not self._pending:
             return []
+        held = bytes([self._esc]) + (self._reply or b"")
         self._pending = False
+        self._reply = None
         self._line.set(False)
-        return [SendData(bytes([self._esc]))]
+        return [SendData(held)]
 
     def feed(self, data: bytes) -> list[Action]:
         """Parse a chunk of input, however it was split; return the actions in order."""
@@ -339,7 +346,27 @@ class EscapeParser:
                 line.typed = False
 
         for byte in data:
+            reply = self._reply
+            if reply is not None:
+                reply.append(byte)
+                line.feed_byte(byte)
+                if line.in_sequence:
+                    continue
+                self._reply = None
+                if not line.typed:  # the terminal's reply: it goes on, `~` still waits
+                    actions.append(SendData(bytes(reply), typed=False))
+                    continue
+                self._pending = False  # a key after all: `~` and it are typing
+                out.append(esc)
+                out += reply
+                continue
             if self._pending:
+                if byte == _ESC and esc != _ESC:
+                    flush_out()
+                    line.typed = False
+                    self._reply = bytearray((byte,))
+                    line.feed_byte(byte)
+                    continue
                 self._pending = False
                 command = _COMMANDS.get(byte)
                 if command is not None:
