@@ -13,8 +13,9 @@ Event lines (`[-- solgate 2026-11-22T03:14:07Z: SOL up --]`, conserver style) al
 sit on a line of their own, and never cut a line of the console's output in two: an
 event that comes while the console is mid-line waits for the line's end, at most
 `NOTE_HOLD` seconds, then ends the line with a visible `BREAK_MARK` (`notes.py` decides;
-the line's time is the event's, not the writing's). The owner passes `schedule` (the
-loop's `call_later`) so a held note is written on time even if no byte follows.
+the time in the line is the event's, not the writing's). Only the loss note of a failing
+disk bypasses this: it marks the gap exactly where it is. The owner passes `schedule`
+(the loop's `call_later`) so a held note is written on time even if no byte follows.
 Periodic `MARK` lines show a quiet console was still being watched.
 
 With `timestamps=True` a stamp `[2026-11-22T03:14:07.123Z] ` is written before the
