@@ -322,9 +322,11 @@ async def test_solgate_console_is_told_and_stops_when_its_token_goes(
     async with running_stack(tmp_path, monkeypatch) as stack:
         args = ["console", stack.name, "--server", stack.url]
         oscar = PtyChild(args, client_env(tmp_path, SOLGATE_TOKEN=OSCAR_TOKEN))
-        tina = PtyChild(args, client_env(tmp_path, SOLGATE_TOKEN=TINA_TOKEN))
+        tina: PtyChild | None = None
         try:
+            # oscar attaches first and so holds the write lock; tina starts after.
             await oscar.expect(f"{stack.name} as oscar, read-write".encode())
+            tina = PtyChild(args, client_env(tmp_path, SOLGATE_TOKEN=TINA_TOKEN))
             await tina.expect(f"{stack.name} as tina".encode())
             stack.write_config(users_text(stack.keys, oscar_role="viewer", tina_token=False))
             os.kill(os.getpid(), signal.SIGHUP)
@@ -338,4 +340,5 @@ async def test_solgate_console_is_told_and_stops_when_its_token_goes(
             assert await oscar.wait() == 0
         finally:
             oscar.close()
-            tina.close()
+            if tina is not None:
+                tina.close()
