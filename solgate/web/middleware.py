@@ -38,7 +38,7 @@ import hmac
 import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
@@ -200,7 +200,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     elif not _is_public(request.path):
         if is_api(request) or request.method != "GET":
             return json_error(401, "log in first (session cookie or Authorization: Bearer)")
-        raise web.HTTPFound(f"/login?next={request.rel_url}")
+        raise web.HTTPFound("/login?" + urlencode({"next": str(request.rel_url)}, safe="/"))
 
     if (ident is not None and ident.session is not None
             and request.method in UNSAFE_METHODS and not _is_public(request.path)):

@@ -12,7 +12,7 @@ import hmac
 import re
 import secrets
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -33,9 +33,22 @@ LOGIN_CSRF_COOKIE = "solgate_login"
 _LOGIN_TOKEN = re.compile(r"[A-Za-z0-9_-]{32}")
 
 
+# A path on this server: printable ASCII without spaces or backslashes.  Browsers drop
+# tabs and newlines anywhere in a URL and read "\\" as "/", so "/\t/evil.example" and
+# "/\\evil.example" would leave the site; anything outside this set is refused whole.
+_NEXT_CHARS = re.compile(r"[!-\[\]-~]*")
+
+
 def _safe_next(target: str | None) -> str:
-    """Only same-site relative paths, so /login?next= cannot send users elsewhere."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """Only a path on this server, so /login?next= cannot send users elsewhere."""
+    if not target or not _NEXT_CHARS.fullmatch(target):
+        return "/"
+    try:
+        parts = urlsplit(target)
+    except ValueError:
+        return "/"
+    if (parts.scheme or parts.netloc or not parts.path.startswith("/")
+            or parts.path.startswith("//")):
         return "/"
     return target
 

@@ -69,6 +69,8 @@ from solgate.console.hub import (
     WriteLockChanged,
 )
 from solgate.errors import SolgateError
+from solgate.web import control
+from solgate.web.control import MAX_COLS, MAX_ROWS, MIN_COLS, MIN_ROWS
 from solgate.web.keys import (
     auth_key,
     config_key,
@@ -91,8 +93,6 @@ CLOSE_DETACHED = 4000  # the user typed ~. : the page must not reconnect
 CLOSE_HUB_CLOSED = 4001  # the hub ended this attachment (console removed, too slow)
 CLOSE_IDLE = 4002  # the client idle timeout ended it: the page must not reconnect
 CLOSE_REVOKED = 4003  # the user lost access (logout, reload): the page must not reconnect
-MIN_COLS, MAX_COLS = 10, 1000
-MIN_ROWS, MAX_ROWS = 2, 500
 # Unsent bytes a transport may hold and still take direct writes: asyncio's default
 # high-water mark, above which aiohttp would wait for the socket to drain.
 DIRECT_BUFFER_LIMIT = 64 * 1024
@@ -318,35 +318,25 @@ class _ConsoleSocket:
         return True
 
     async def control(self, text: str) -> None:
+        """One text frame; a malformed one gets an `error` and the socket stays open."""
         try:
-            message = json.loads(text)
-            kind = message["type"]
-        except (ValueError, KeyError, TypeError):
-            await self.sock.error('control messages are JSON objects with a "type"')
+            message = control.parse_control(text)
+        except control.ControlError as exc:
+            await self.sock.error(str(exc))
             return
-        if kind == "resize":
-            try:
-                cols = min(MAX_COLS, max(MIN_COLS, int(message["cols"])))
-                rows = min(MAX_ROWS, max(MIN_ROWS, int(message["rows"])))
-            except (KeyError, ValueError, TypeError):
-                await self.sock.error("resize needs integer cols and rows")
-                return
-            self.attachment.resize(cols, rows)
-        elif kind == "take-write":
-            await self.take_write()
-        elif kind == "break":
-            await self.send_break()
-        elif kind == "sysrq":
-            key = message.get("key")
-            if not (isinstance(key, str) and len(key) == 1 and key.isascii() and key.isalnum()):
-                await self.sock.error("sysrq needs one letter or digit as key")
-                return
-            if await self.send_break() and not self.attachment.send(key.encode("ascii")):
-                await self.sock.error("BREAK sent, but the SysRq key was not: take the write lock")
-        elif kind == "ping":
-            await self.sock.json(type="pong")
-        else:
-            await self.sock.error(f"unknown control message type {kind!r}")
+        match message:
+            case control.Resize(cols=cols, rows=rows):
+                self.attachment.resize(cols, rows)
+            case control.TakeWrite():
+                await self.take_write()
+            case control.Break():
+                await self.send_break()
+            case control.SysRq(key=key):
+                if await self.send_break() and not self.attachment.send(key.encode("ascii")):
+                    await self.sock.error(
+                        "BREAK sent, but the SysRq key was not: take the write lock")
+            case control.Ping():
+                await self.sock.json(type="pong")
 
     async def take_write(self) -> None:
         if not self.can_write:
