@@ -69,6 +69,7 @@ from solgate.config_values import (
     want_int,
     want_networks,
     want_nonempty_str,
+    want_origins,
     want_str,
 )
 from solgate.errors import ConfigError
@@ -110,6 +111,15 @@ class ServerConfig:
     # Seconds without keyboard input after which a web, terminal or ssh client is
     # detached (the BMC session and the log carry on); 0 = never.
     client_idle_timeout: float = 0.0
+    # Origins (scheme://host[:port]) accepted for WebSockets and logins besides the
+    # page's own Host, for a proxy that rewrites Host.
+    allowed_origins: tuple[str, ...] = ()
+    # Open web connections at once, in all and from one client address (trusted
+    # proxies are counted in the total only).
+    max_connections: int = 1000
+    max_connections_per_address: int = 64
+    # Seconds a client has to send a request's head and body before it is cut off.
+    request_timeout: float = 15.0
 
     @property
     def tls(self) -> bool:
@@ -205,8 +215,14 @@ class Config:
         if server.tls_cert is not None and server.tls_key is not None:
             raw.update(tls_cert=str(server.tls_cert), tls_key=str(server.tls_key))
         if server.proxy_user_header:
-            raw.update(proxy_user_header=server.proxy_user_header,
-                       trusted_proxies=[str(n) for n in server.trusted_proxies])
+            raw.update(proxy_user_header=server.proxy_user_header)
+        if server.trusted_proxies:
+            raw.update(trusted_proxies=[str(n) for n in server.trusted_proxies])
+        if server.allowed_origins:
+            raw.update(allowed_origins=list(server.allowed_origins))
+        raw.update(max_connections=server.max_connections,
+                   max_connections_per_address=server.max_connections_per_address,
+                   request_timeout=server.request_timeout)
         raw.update((k, v) for k, v in flags.items() if v is not None)
         parser = _Parser("", "command line", Path.cwd(), os.environ)
         return replace(self, server=parser.server(raw))
@@ -418,6 +434,12 @@ class _Parser:
                     values[key] = want_networks(value)
                 elif key == "client_idle_timeout":
                     values[key] = want_duration(positive=False)(value)
+                elif key == "request_timeout":
+                    values[key] = want_duration()(value)
+                elif key == "allowed_origins":
+                    values[key] = want_origins(value)
+                elif key in ("max_connections", "max_connections_per_address"):
+                    values[key] = want_int(1, 1_000_000)(value)
                 else:
                     values[key] = want_int(1, 100_000)(value)
             except Invalid as exc:
@@ -427,12 +449,10 @@ class _Parser:
                 "tls_key", "tls_cert")
             raise self.fail(where, have, f"{have}: set without {lack}; set both for HTTPS, "
                             "or neither for plain HTTP")
-        if ("proxy_user_header" in values) != ("trusted_proxies" in values):
-            have, lack = (("proxy_user_header", "trusted_proxies")
-                          if "proxy_user_header" in values
-                          else ("trusted_proxies", "proxy_user_header"))
-            raise self.fail(where, have, f"{have}: set without {lack}; a proxy's user header "
-                            "is believed only from the proxy's addresses, so set both")
+        if "proxy_user_header" in values and "trusted_proxies" not in values:
+            raise self.fail(where, "proxy_user_header", "proxy_user_header: set without "
+                            "trusted_proxies; a proxy's user header is believed only from "
+                            "the proxy's addresses, so set both")
         server = ServerConfig(**values)
         if server.proxy_user_header and server.auth != "login":
             raise self.fail(where, "proxy_user_header",

@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from solgate.errors import ConfigError
 from solgate.ipmi.codec import Privilege
@@ -331,6 +332,24 @@ def want_networks(value: object) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6
     return tuple(nets)
 
 
+def want_origins(value: object) -> tuple[str, ...]:
+    """Browser origins, exactly as a browser sends them: scheme://host[:port]."""
+    out = []
+    for text in want_str_list(value):
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            parts = None
+        if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
+                or parts.path or parts.query or parts.fragment or parts.username):
+            raise Invalid(f"{toml_repr(text)} is not an origin; write it as the browser "
+                          'sends it, like "https://console.example.com" (scheme://host[:port], '
+                          "no path)")
+        out.append(text.lower())
+    return tuple(out)
+
+
 def want_suites(value: object) -> tuple[int, ...]:
     if (not isinstance(value, list) or not value
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
@@ -448,7 +467,9 @@ CONSOLE_KEYS: dict[str, Callable[[object], Any]] = {
 PASSWORD_KEYS = ("password", "password_file", "password_env")
 KG_KEYS = ("kg", "kg_hex")
 SERVER_KEYS = ("listen", "auth", "tls_cert", "tls_key", "setup_concurrency",
-               "proxy_user_header", "trusted_proxies", "client_idle_timeout")
+               "proxy_user_header", "trusted_proxies", "client_idle_timeout",
+               "allowed_origins", "max_connections", "max_connections_per_address",
+               "request_timeout")
 # What each insecure suite lacks, for the refusal message.
 INSECURE_SUITES = {
     sid: ("no authentication" if s.auth == AuthAlgorithm.NONE else "no integrity check")

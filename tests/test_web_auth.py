@@ -22,6 +22,9 @@ from solgate import serve_cli
 from solgate.errors import ConfigError
 from solgate.web.app import create_app
 from solgate.web.auth import (
+    LOGIN_USER_MAX_WAIT,
+    LOGIN_USER_SLOWDOWN,
+    Authenticator,
     LoginError,
     LoginThrottled,
     Role,
@@ -172,14 +175,38 @@ async def test_login_rate_limited_per_address_then_recovers(tmp_path, manager) -
         await client.close()
 
 
-async def test_login_rate_limited_per_user(tmp_path, manager) -> None:
-    authenticator = make_app(tmp_path, manager)[auth_key]
+async def test_a_guessed_user_is_slowed_down_not_locked_out(tmp_path, manager) -> None:
+    clock, waits = FakeClock(), []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    config = make_config(tmp_path)
+    authenticator = Authenticator(parse_users(config.users_raw), clock=clock, sleep=sleep)
     for i in range(10):
         with pytest.raises(LoginError):
-            authenticator.check_password("oscar", "bad", f"10.0.0.{i}")
-    with pytest.raises(LoginThrottled):
-        authenticator.check_password("oscar", "oscar-pw", "10.0.1.1")
-    assert authenticator.check_password("otto", "otto-pw", "10.0.1.1").name == "otto"
+            await authenticator.login("oscar", "bad", f"10.0.0.{i}")
+    assert waits == []
+    # Past the limit a guess for oscar waits its turn (one check per LOGIN_USER_SLOWDOWN),
+    # but the password is still checked: oscar is slowed down, never locked out.
+    with pytest.raises(LoginError):
+        await authenticator.login("oscar", "bad", "10.0.0.20")
+    assert (await authenticator.login("oscar", "oscar-pw", "10.0.1.1")).name == "oscar"
+    assert waits == [LOGIN_USER_SLOWDOWN]
+    # A queue of guesses longer than LOGIN_USER_MAX_WAIT is refused, not queued.
+    for i in range(10):
+        with pytest.raises(LoginError):
+            await authenticator.login("otto", "bad", f"10.0.2.{i}")
+    refused = 0
+    for i in range(12):
+        try:
+            await authenticator.login("otto", "bad", f"10.0.3.{i}")
+        except LoginThrottled:
+            refused += 1
+        except LoginError:
+            pass
+    assert refused == 12 - int(LOGIN_USER_MAX_WAIT / LOGIN_USER_SLOWDOWN) - 1
+    assert (await authenticator.login("alice", "alice-pw", "10.0.1.1")).name == "alice"
 
 
 async def test_logout_needs_csrf_and_ends_the_session(client) -> None:

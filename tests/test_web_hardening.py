@@ -4,22 +4,32 @@ messages, login races and floods, forged log notes, slow or greedy clients."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import ipaddress
 import json
 import logging
+import threading
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import WSMsgType
-from yarl import URL
 from web_fakes import (
+    _LOGIN_CSRF,
     PASSWORDS,
     StaticConsoles,
     login,
     login_form_token,
     make_app,
+    make_config,
     start_client,
 )
+from yarl import URL
+
+from solgate.web import logview
+from solgate.web.app import create_app
+from solgate.web.auth import LOGIN_FAILURES_PER_ADDRESS, hash_password
+from solgate.web.limits import LOG_READS_PER_USER
 
 
 @pytest.fixture
@@ -141,3 +151,146 @@ async def test_huge_or_negative_sizes_are_clamped_not_refused(client, manager) -
         (attachment,) = hub.attachments
         assert (attachment.cols, attachment.rows) == want
     await ws.close()
+
+
+# -- finding 5: parallel guesses cannot overrun the login throttle ---------------------------
+
+async def test_parallel_wrong_guesses_do_not_get_past_the_limit(tmp_path, manager) -> None:
+    users = {"carol": {"password_hash": hash_password("carol-pw"), "role": "viewer"}}
+    config = make_config(tmp_path, users=users)  # a real-cost hash: ~25 ms a guess
+    client = await start_client(create_app(config, manager))
+    try:
+        token = await login_form_token(client)
+
+        async def guess(i: int) -> int:
+            resp = await client.post("/login", data={
+                "username": "carol", "password": f"guess-{i}", "login_csrf": token},
+                allow_redirects=False)
+            return resp.status
+
+        statuses = await asyncio.gather(*(guess(i) for i in range(20)))
+        assert statuses.count(401) == LOGIN_FAILURES_PER_ADDRESS, statuses
+        assert statuses.count(429) == 20 - LOGIN_FAILURES_PER_ADDRESS
+    finally:
+        await client.close()
+
+
+async def test_a_login_succeeds_while_log_reads_fill_every_thread(tmp_path, manager) -> None:
+    client = await start_client(make_app(tmp_path, manager))
+    release = threading.Event()
+    loop = asyncio.get_running_loop()
+    try:
+        # What twelve slow log searches did: every thread of the default pool is busy.
+        blockers = [loop.run_in_executor(None, release.wait, 10) for _ in range(40)]
+        await asyncio.wait_for(login(client, "alice"), 10)
+    finally:
+        release.set()
+        await asyncio.gather(*blockers)
+        await client.close()
+
+
+async def test_one_user_runs_a_bounded_number_of_log_reads(client, manager, monkeypatch) -> None:
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def slow_page(*args, **kwargs):
+        started.release()
+        release.wait(10)
+        return [], logview.LogPage()
+
+    monkeypatch.setattr(logview, "read_page_with_panics", slow_page)
+    await login(client, "victor")
+    url = "/api/consoles/web01/log?format=json&q=x"
+    first = [asyncio.ensure_future(client.get(url)) for _ in range(LOG_READS_PER_USER)]
+    for _ in range(LOG_READS_PER_USER):
+        await asyncio.to_thread(started.acquire, True, 5)
+    extra = await client.get(url)
+    assert extra.status == 429
+    assert "Retry-After" in extra.headers
+    release.set()
+    assert [r.status for r in await asyncio.gather(*first)] == [200] * LOG_READS_PER_USER
+
+
+# -- behind a TLS-terminating proxy ---------------------------------------------------------
+
+def proxied_app(tmp_path: Path, manager: StaticConsoles, proxies: list[str], **server):
+    config = make_config(tmp_path)
+    config = dataclasses.replace(config, server=dataclasses.replace(
+        config.server, trusted_proxies=tuple(ipaddress.ip_network(p) for p in proxies),
+        **server))
+    return create_app(config, manager)
+
+
+async def _fail_logins(client, n: int, headers: dict[str, str]) -> list[int]:
+    out = []
+    for _ in range(n):
+        resp = await client.post("/login", data={
+            "username": "victor", "password": "bad",
+            "login_csrf": await login_form_token(client)}, headers=headers)
+        out.append(resp.status)
+    return out
+
+
+async def test_logins_are_throttled_per_client_behind_a_trusted_proxy(tmp_path, manager) -> None:
+    client = await start_client(proxied_app(tmp_path, manager, ["127.0.0.1"]))
+    try:
+        one = {"X-Forwarded-For": "203.0.113.9, 10.9.9.9"}
+        assert await _fail_logins(client, 11, one) == [401] * 10 + [429]
+        # Another client behind the same proxy is not locked out with it.
+        resp = await client.post("/login", data={
+            "username": "alice", "password": PASSWORDS["alice"],
+            "login_csrf": await login_form_token(client)},
+            headers={"X-Forwarded-For": "10.9.9.10"}, allow_redirects=False)
+        assert resp.status == 302
+    finally:
+        await client.close()
+
+
+async def test_forwarded_headers_from_anyone_else_are_ignored(tmp_path, manager) -> None:
+    client = await start_client(proxied_app(tmp_path, manager, ["10.0.0.5"]))
+    try:
+        statuses = []
+        for i in range(11):  # a new X-Forwarded-For each time does not reset the count
+            statuses += await _fail_logins(client, 1, {"X-Forwarded-For": f"10.9.9.{i}"})
+        assert statuses == [401] * 10 + [429]
+        resp = await client.get("/login", headers={"X-Forwarded-Proto": "https"})
+        assert "Secure" not in resp.headers["Set-Cookie"]
+    finally:
+        await client.close()
+
+
+async def test_session_cookie_is_secure_when_the_trusted_proxy_says_https(
+        tmp_path, manager) -> None:
+    client = await start_client(proxied_app(tmp_path, manager, ["127.0.0.1"]))
+    try:
+        https = {"X-Forwarded-Proto": "https"}
+        page = await client.get("/login", headers=https)
+        assert "Secure" in page.headers["Set-Cookie"]  # the login form's token too
+        token = _LOGIN_CSRF.search(await page.text()).group(1)
+        resp = await client.post("/login", data={
+            "username": "alice", "password": PASSWORDS["alice"], "login_csrf": token},
+            headers={**https, "Cookie": f"solgate_login={token}"}, allow_redirects=False)
+        assert resp.status == 302
+        cookie = resp.cookies["solgate_session"]
+        assert cookie["secure"]
+        assert cookie["httponly"]
+    finally:
+        await client.close()
+
+
+# -- caching ---------------------------------------------------------------------------------
+
+async def test_authenticated_answers_are_not_stored_static_files_are(client, manager) -> None:
+    log = manager.get("web01").log_path
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_bytes(b"secret console output\r\n")
+    await login(client, "alice")
+    for url in ("/", "/consoles/web01", "/consoles/web01/log", "/events", "/api/consoles",
+                "/api/consoles/web01", "/api/consoles/web01/log",
+                "/api/consoles/web01/log?tail=5", "/api/events", "/login",
+                "/api/consoles/nope"):
+        resp = await client.get(url, allow_redirects=False)
+        assert resp.headers.get("Cache-Control") == "no-store", (url, resp.status)
+    resp = await client.get("/static/console.js")
+    assert resp.status == 200
+    assert "no-store" not in resp.headers.get("Cache-Control", "")

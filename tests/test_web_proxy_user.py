@@ -165,9 +165,14 @@ def test_config_reads_the_header_and_networks() -> None:
                                                        "::1/128"]
 
 
+def test_trusted_proxies_alone_are_for_forwarded_headers() -> None:
+    server = server_config('trusted_proxies = ["10.0.0.5"]')
+    assert (server.proxy_user_header, [str(n) for n in server.trusted_proxies]) == (
+        "", ["10.0.0.5/32"])
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ('proxy_user_header = "X-Remote-User"', "set without trusted_proxies"),
-    ('trusted_proxies = ["10.0.0.5"]', "set without proxy_user_header"),
     ('proxy_user_header = "Cookie"\ntrusted_proxies = ["10.0.0.5"]', "its own meaning"),
     ('proxy_user_header = "X User"\ntrusted_proxies = ["10.0.0.5"]', "not an HTTP header"),
     ('proxy_user_header = "X-User"\ntrusted_proxies = ["proxy.example"]',

@@ -94,7 +94,7 @@ async def test_viewer_escapes_and_control_messages_change_nothing(client, manage
             await ws.send_str(json.dumps(control))
         errors = [m["message"] for m in await until_pong(ws) if m["type"] == "error"]
         # ~B ~D ~w, then "\r" (refused) and the three again, then four control messages.
-        assert len(errors) == 3 + 4 + 4
+        assert len(errors) == 3 + 4 + 4, errors
         assert all("read-only" in e for e in errors[:-1]), errors
         assert "unknown control message" in errors[-1]  # "deactivate" is not a message
         assert manager.actions == []

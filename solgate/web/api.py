@@ -7,13 +7,11 @@ console (or not visible to this user), 409/502 the engine refused or the BMC fai
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
@@ -22,6 +20,7 @@ from solgate.console.log import read_tail as log_tail
 from solgate.errors import SolgateError
 from solgate.web import logview
 from solgate.web.keys import auth_key, data_dir_key, manager_key
+from solgate.web.limits import run_log_read
 from solgate.web.metrics import metrics as metrics  # the /metrics route lives with its collector
 from solgate.web.middleware import json_error, require_identity
 from solgate.web.model import POWER_ACTIONS, ConsoleView, console_json
@@ -148,7 +147,8 @@ async def get_log(request: web.Request) -> web.StreamResponse:
         lines = min(MAX_TAIL_LINES, max(0, int(tail)))
     except ValueError:
         return json_error(400, "tail must be a number of lines, like ?tail=200")
-    data = await _in_thread(read_tail, path, lines)
+    data = await run_log_read(request, require_identity(request).user.name,
+                              functools.partial(read_tail, path, lines))
     return web.Response(body=data, content_type="text/plain", charset="utf-8")
 
 
@@ -157,13 +157,13 @@ async def _log_page_json(request: web.Request, console: ConsoleView) -> web.Resp
         limit = int(request.query.get("lines", logview.DEFAULT_PAGE_LINES))
     except ValueError:
         return json_error(400, "lines must be a number, like ?lines=200")
-    panics = await _in_thread(logview.panic_records,
-                              request.app[data_dir_key] / "events.jsonl", console.name)
     try:
-        page = await _in_thread(functools.partial(
-            logview.read_page, console.log_path, before=request.query.get("before"),
-            after=request.query.get("after"), query=request.query.get("q", "").strip(),
-            limit=limit, panic_lines=frozenset(p.line for p in panics if p.line)))
+        panics, page = await run_log_read(
+            request, require_identity(request).user.name, functools.partial(
+                logview.read_page_with_panics, console.log_path,
+                request.app[data_dir_key] / "events.jsonl", console.name,
+                before=request.query.get("before"), after=request.query.get("after"),
+                query=request.query.get("q", "").strip(), limit=limit))
     except logview.BadCursor as exc:
         return json_error(400, str(exc))
     return web.json_response({
@@ -174,11 +174,6 @@ async def _log_page_json(request: web.Request, console: ConsoleView) -> web.Resp
         "cursor_lost": page.cursor_lost,
         "panics": [{"time": p.time, "severity": p.severity, "line": p.line} for p in panics],
     })
-
-
-async def _in_thread(func: Any, *args: Any) -> Any:
-    """File reads off the event loop, so a big log never stalls the consoles."""
-    return await asyncio.to_thread(func, *args)
 
 
 async def get_events(request: web.Request) -> web.Response:
@@ -197,7 +192,7 @@ async def get_events(request: web.Request) -> web.Response:
     manager = request.app[manager_key]
     path = request.app[data_dir_key] / "events.jsonl"
     # Newest first; the file reader filters by console and kind, visibility is checked here.
-    events = list(reversed(await _in_thread(functools.partial(
+    events = list(reversed(await run_log_read(request, ident.user.name, functools.partial(
         read_events, path, console=want_console or None, kinds=want_kinds, limit=MAX_EVENTS))))
     visible: dict[str, bool] = {}
     out = []

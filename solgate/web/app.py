@@ -24,9 +24,14 @@ from solgate.web.keys import (
     auth_key,
     config_key,
     data_dir_key,
+    log_executor_key,
+    log_slots_key,
+    login_executor_key,
     manager_key,
+    trusted_proxies_key,
     websockets_key,
 )
+from solgate.web.limits import UserSlots, body_timeout_middleware, executors
 from solgate.web.middleware import auth_middleware, security_headers_middleware
 from solgate.web.model import ConsoleManager
 from solgate.web.revoke import watch
@@ -63,16 +68,23 @@ def create_app(
         authenticator = Authenticator(parse_users(config.users_raw), mode=server.auth,
                                       proxy=ProxyTrust.from_server(server))
 
+    request_timeout = getattr(server, "request_timeout", 15.0)
     app = web.Application(
-        middlewares=[security_headers_middleware, auth_middleware],
+        middlewares=[security_headers_middleware, body_timeout_middleware(request_timeout),
+                     auth_middleware],
         client_max_size=CLIENT_MAX_SIZE,
     )
     app[config_key] = config
     app[manager_key] = manager
     app[auth_key] = authenticator
     app[data_dir_key] = Path(config.data_dir)
-    app[allowed_origins_key] = frozenset(getattr(server, "allowed_origins", ()) or ())
+    app[allowed_origins_key] = frozenset(
+        o.lower() for o in getattr(server, "allowed_origins", ()) or ())
+    app[trusted_proxies_key] = tuple(getattr(server, "trusted_proxies", ()) or ())
     app[websockets_key] = weakref.WeakSet()
+    app[login_executor_key], app[log_executor_key] = executors()
+    app[log_slots_key] = UserSlots()
+    app.on_cleanup.append(_stop_executors)
 
     env = aiohttp_jinja2.setup(
         app,
@@ -86,6 +98,11 @@ def create_app(
     app.on_shutdown.append(close_all)
     watch(app)  # a logout or a reload re-checks the live WebSockets at once
     return app
+
+
+async def _stop_executors(app: web.Application) -> None:
+    app[login_executor_key].shutdown(wait=False, cancel_futures=True)
+    app[log_executor_key].shutdown(wait=False, cancel_futures=True)
 
 
 def ssl_context(server: Any) -> ssl.SSLContext | None:

@@ -32,23 +32,35 @@ only on connections whose peer address is in `trusted_proxies`; from anywhere el
 is ignored, so a client that reaches solgate directly cannot claim a name.  The named
 user must exist in `[users]`, whose role and access lists apply as for a login.
 
-Failed logins are counted per client address and per user name in a sliding window;
-past the limit, logins are refused without checking the password until the window
-moves on.  Everything that reads time takes a `clock` so tests need no sleeps.
+Logins are counted per client address and per user name in a sliding window, and a
+login counts *before* its password is hashed (on the event loop, so parallel guesses
+cannot all pass the check while the first hashes are still running); a login that
+succeeds takes its count back.  Past the limit an address is refused without a
+password check until the window moves on.  A user name past the limit is slowed down,
+not banned: its password is checked at most once every `LOGIN_USER_SLOWDOWN` seconds
+(later attempts wait their turn, up to `LOGIN_USER_MAX_WAIT`), so guessing one user's
+password from many addresses stays slow while the user can still log in.  The client
+address is the connection's peer, or, from a trusted proxy, the address the proxy puts
+in `X-Forwarded-For` (see `middleware.client_address`).  Hashing runs in the app's own
+small executor, so nothing else that uses threads can delay a login.  Everything that
+reads time takes a `clock` so tests need no sleeps.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import enum
 import fnmatch
 import hashlib
 import hmac
 import ipaddress
+import re
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +85,10 @@ SESSION_MAX_AGE = 7 * 24 * 3600.0
 LOGIN_FAILURES_PER_ADDRESS = 10
 LOGIN_FAILURES_PER_USER = 10
 LOGIN_WINDOW = 300.0
+LOGIN_USER_SLOWDOWN = 2.0  # seconds between password checks of a user past the limit
+LOGIN_USER_MAX_WAIT = 10.0  # a login that would wait longer for its turn is refused
+# User names appear in pages, logs, events and ssh logins: printable, one line, no markup.
+_USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
 
 
 class Role(enum.IntEnum):
@@ -207,6 +223,11 @@ def parse_users(raw: Mapping[str, Any] | None) -> dict[str, User]:
     """Turn the `[users.NAME]` tables into `User`s; errors name the table and the fix."""
     users: dict[str, User] = {}
     for name, table in (raw or {}).items():
+        if not _USER_NAME.fullmatch(name):
+            raise ConfigError(
+                f"[users] {_shown_name(name)} cannot be a user name; use up to 64 letters, "
+                "digits, '.', '_', '@', '+' and '-', starting with a letter or digit"
+            )
         if not isinstance(table, Mapping):
             raise ConfigError(f"[users.{name}] must be a table with password_hash and role")
         unknown = set(table) - _USER_KEYS
@@ -249,6 +270,12 @@ def parse_users(raw: Mapping[str, Any] | None) -> dict[str, User]:
     return users
 
 
+def _shown_name(name: str) -> str:
+    """A refused name as one safe line: control characters escaped, long names cut."""
+    shown = repr(name[:80])
+    return shown[:-1] + "...'" if len(name) > 80 else shown
+
+
 class RateLimiter:
     """Counts failures per key in a sliding window; past the limit the key is blocked."""
 
@@ -283,6 +310,14 @@ class RateLimiter:
 
     def reset(self, key: str) -> None:
         self._failures.pop(key, None)
+
+    def forgive(self, key: str) -> None:
+        """Take back the newest count of `key` (a login counted before it succeeded)."""
+        times = self._failures.get(key)
+        if times:
+            times.pop()
+            if not times:
+                del self._failures[key]
 
 
 @dataclass
@@ -428,6 +463,7 @@ class Authenticator:
         clock: Clock = time.monotonic,
         sessions: SessionStore | None = None,
         proxy: ProxyTrust | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if mode not in ("login", "none"):
             raise ConfigError(f'[server] auth = "{mode}" is unknown; use "login" or "none"')
@@ -437,6 +473,9 @@ class Authenticator:
         self.proxy = proxy
         self.address_limiter = RateLimiter(LOGIN_FAILURES_PER_ADDRESS, LOGIN_WINDOW, clock=clock)
         self.user_limiter = RateLimiter(LOGIN_FAILURES_PER_USER, LOGIN_WINDOW, clock=clock)
+        self._clock = clock
+        self._sleep = sleep
+        self._user_turn: dict[str, float] = {}  # when a slowed-down user's next check may run
         self._tokens = {h: u for u in self.users.values() for h in u.api_token_hashes}
         # Called after users change (a reload) with no ended sessions, and when sessions
         # end with their ids: live attachments are re-checked (solgate.web.revoke).
@@ -451,24 +490,54 @@ class Authenticator:
     def login_required(self) -> bool:
         return self.mode == "login"
 
-    def check_password(self, username: str, password: str, client: str) -> User:
+    async def login(self, username: str, password: str, client: str,
+                    executor: Executor | None = None) -> User:
         """The user if the password is right; raises `LoginError` or `LoginThrottled`.
 
-        Blocking (scrypt): callers on the event loop run it in a thread.
+        Counts the attempt first (see the module docstring), waits its turn when the
+        user name is being slowed down, then hashes in `executor`.
         """
-        wait = max(self.address_limiter.blocked_for(client),
-                   self.user_limiter.blocked_for(username))
+        delay = self.admit_login(username, client)
+        if delay > 0:
+            await self._sleep(delay)
+        loop = asyncio.get_running_loop()
+        user = await loop.run_in_executor(executor, self.verify, username, password)
+        if user is None:
+            raise LoginError("wrong user name or password")
+        self.address_limiter.forgive(client)
+        self.user_limiter.reset(username)
+        self._user_turn.pop(username, None)
+        return user
+
+    def admit_login(self, username: str, client: str) -> float:
+        """Count a login before its password is checked; returns seconds it must wait.
+
+        Raises `LoginThrottled` when the address is over its limit, or the user name's
+        queue of slowed-down attempts is longer than `LOGIN_USER_MAX_WAIT`.
+        """
+        wait = self.address_limiter.blocked_for(client)
         if wait > 0:
             raise LoginThrottled(wait)
+        delay = 0.0
+        if self.user_limiter.blocked_for(username) > 0:
+            now = self._clock()
+            turn = max(now, self._user_turn.get(username, now))
+            delay = turn - now
+            if delay > LOGIN_USER_MAX_WAIT:
+                raise LoginThrottled(delay)
+            if len(self._user_turn) > 100_000:  # bound memory under a spray of names
+                self._user_turn.clear()
+            self._user_turn[username] = turn + LOGIN_USER_SLOWDOWN
+        self.address_limiter.failure(client)
+        self.user_limiter.failure(username)
+        return delay
+
+    def verify(self, username: str, password: str) -> User | None:
+        """The user if the password matches (blocking: scrypt); counts nothing."""
         user = self.users.get(username)
         stored = user.password_hash if user is not None else ""
         ok = verify_password(password, stored or _DUMMY_HASH)
-        if user is None or not stored or not ok:
-            self.address_limiter.failure(client)
-            self.user_limiter.failure(username)
-            raise LoginError("wrong user name or password")
-        self.user_limiter.reset(username)
-        return user
+        return user if user is not None and stored and ok else None
 
     def replace_users(self, users: Mapping[str, User]) -> None:
         """A reloaded `[users]`: roles, access lists and tokens apply from the next request,

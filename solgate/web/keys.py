@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +11,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from solgate.web.auth import Authenticator
+    from solgate.web.limits import Network, UserSlots
     from solgate.web.model import ConsoleManager
 
 config_key = web.AppKey("config", Any)
@@ -21,3 +23,9 @@ data_dir_key = web.AppKey("data_dir", Path)
 allowed_origins_key = web.AppKey("allowed_origins", frozenset)
 # Seconds between WebSocket pings (a client that misses the pong is dropped); tests shorten it.
 heartbeat_key = web.AppKey("ws_heartbeat", float)
+# Password hashing and log reading each have their own threads (see solgate.web.limits).
+login_executor_key: web.AppKey[ThreadPoolExecutor] = web.AppKey("login_executor")
+log_executor_key: web.AppKey[ThreadPoolExecutor] = web.AppKey("log_executor")
+log_slots_key: web.AppKey[UserSlots] = web.AppKey("log_slots")
+# Peers whose X-Forwarded-For and X-Forwarded-Proto are believed ([server] trusted_proxies).
+trusted_proxies_key: web.AppKey[tuple[Network, ...]] = web.AppKey("trusted_proxies")

@@ -251,6 +251,17 @@ def _fill_forwards(files: _Files, index: int, offset: int, needle: str, limit: i
         page.older = f"{files.fds[index][1]}-{offset}"
 
 
+def read_page_with_panics(path: Path, events_path: Path, console: str, *,
+                          before: str | None = None, after: str | None = None,
+                          query: str = "", limit: int = DEFAULT_PAGE_LINES,
+                          ) -> tuple[list[PanicRecord], LogPage]:
+    """The console's panic records and one page of its log, marked with them (one job)."""
+    panics = panic_records(events_path, console)
+    page = read_page(path, before=before, after=after, query=query, limit=limit,
+                     panic_lines=frozenset(p.line for p in panics if p.line))
+    return panics, page
+
+
 # --- panics from events.jsonl ------------------------------------------------------------
 
 

@@ -30,6 +30,16 @@ it), and cookie-less unsafe requests must look like scripts.  A bearer token win
 the header; the header from any other address is ignored.
 
 WebSocket upgrades are checked separately (`origin_allowed`), before `prepare()`.
+
+Behind a reverse proxy (`[server] trusted_proxies`), the proxy's `X-Forwarded-For`
+names the client (`client_address`, used to throttle logins per real client) and
+`X-Forwarded-Proto: https` says the browser came over TLS (`is_https`, which makes
+cookies `Secure`).  Both headers are ignored from any other peer, since a client that
+reaches solgate directly could send them itself.
+
+Every answer except static files says `Cache-Control: no-store`: pages, API answers
+and log downloads carry console output and names a shared or later browser must not
+find in its cache.
 """
 
 from __future__ import annotations
@@ -49,7 +59,8 @@ from solgate.web.auth import (
     Session,
     User,
 )
-from solgate.web.keys import allowed_origins_key, auth_key
+from solgate.web.keys import allowed_origins_key, auth_key, trusted_proxies_key
+from solgate.web.limits import in_networks
 
 IDENTITY = web.RequestKey("identity", object)  # an Identity; typed at the accessor below
 SESSION_COOKIE = "solgate_session"
@@ -111,11 +122,46 @@ def _is_public(path: str) -> bool:
     return path == "/login" or path.startswith(PUBLIC_PREFIXES)
 
 
+def _from_proxy(request: web.Request) -> bool:
+    networks = request.app[trusted_proxies_key]
+    return in_networks(request.remote, networks)
+
+
+def client_address(request: web.Request) -> str:
+    """The client's address: the peer, or from a trusted proxy its X-Forwarded-For.
+
+    The header is read from the right: the last address that is not itself a trusted
+    proxy is the one the nearest proxy saw (entries further left are the client's word).
+    """
+    peer = request.remote or "unknown"
+    if not _from_proxy(request):
+        return peer
+    networks = request.app[trusted_proxies_key]
+    hops = [h.strip() for v in request.headers.getall("X-Forwarded-For", [])
+            for h in v.split(",")]
+    for hop in reversed(hops):
+        if not hop:
+            continue
+        if not in_networks(hop, networks):
+            return hop[:64]
+    return peer
+
+
+def is_https(request: web.Request) -> bool:
+    """Whether the browser's connection is TLS: ours, or a trusted proxy's."""
+    if request.secure:
+        return True
+    if not _from_proxy(request):
+        return False
+    proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    return proto == "https"
+
+
 def set_session_cookie(request: web.Request, response: web.StreamResponse, value: str) -> None:
-    """HttpOnly, SameSite=Strict, and Secure whenever the page came over TLS."""
+    """HttpOnly, SameSite=Strict, and Secure whenever the browser came over TLS."""
     response.set_cookie(
         SESSION_COOKIE, value, httponly=True, samesite="Strict", path="/",
-        secure=request.secure,
+        secure=is_https(request),
     )
 
 
@@ -133,14 +179,16 @@ async def security_headers_middleware(request: web.Request, handler: Handler) ->
         response = await handler(request)
     except web.HTTPException as exc:
         response = exc
-        _add_headers(response)
+        _add_headers(request, response)
         raise
     if not response.prepared:
-        _add_headers(response)
+        _add_headers(request, response)
     return response
 
 
-def _add_headers(response: web.StreamResponse) -> None:
+def _add_headers(request: web.Request, response: web.StreamResponse) -> None:
+    if not request.path.startswith(("/static/", "/favicon.ico")):
+        response.headers.setdefault("Cache-Control", "no-store")
     response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("X-Frame-Options", "DENY")
@@ -270,7 +318,7 @@ def origin_allowed(request: web.Request) -> bool:
     origin = request.headers.get("Origin")
     if origin is None:
         return True
-    if origin in request.app[allowed_origins_key]:
+    if origin.lower() in request.app[allowed_origins_key]:
         return True
     try:
         parts = urlsplit(origin)

@@ -6,7 +6,6 @@ WebSocket, so what a page shows and what a script sees never disagree.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import hmac
 import re
@@ -20,10 +19,13 @@ from aiohttp import web
 from solgate.web import logview
 from solgate.web.api import visible_console
 from solgate.web.auth import LoginError, LoginThrottled
-from solgate.web.keys import auth_key, data_dir_key
+from solgate.web.keys import auth_key, data_dir_key, login_executor_key
+from solgate.web.limits import run_log_read
 from solgate.web.middleware import (
     SESSION_COOKIE,
+    client_address,
     identity,
+    is_https,
     require_identity,
     set_session_cookie,
 )
@@ -85,7 +87,7 @@ def _login_form(request: web.Request, *, error: str, status: int, username: str 
     )
     # Double-submit token: a foreign page cannot read this cookie to fill the form.
     response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="Strict",
-                        path="/login", secure=request.secure)
+                        path="/login", secure=is_https(request))
     for key, value in (headers or {}).items():
         response.headers[key] = value
     return response
@@ -104,9 +106,9 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     if not expected or not hmac.compare_digest(sent, expected):
         return _login_form(request, error="the login form expired; please try again",
                            status=403, username=username, next_path=next_path)
-    client = request.remote or "unknown"
     try:
-        user = await asyncio.to_thread(auth.check_password, username, password, client)
+        user = await auth.login(username, password, client_address(request),
+                                request.app[login_executor_key])
     except LoginThrottled as exc:
         return _login_form(request, error=str(exc), status=429, username=username,
                            next_path=next_path,
@@ -156,7 +158,7 @@ async def log_page(request: web.Request) -> dict[str, Any]:
 
     Reads files only, so it works the same for a console that is down.
     """
-    require_identity(request)
+    ident = require_identity(request)
     console = visible_console(request)
     query = request.query.get("q", "").strip()[:200]
     before, after = request.query.get("before"), request.query.get("after")
@@ -164,13 +166,11 @@ async def log_page(request: web.Request) -> dict[str, Any]:
         limit = int(request.query.get("lines", logview.DEFAULT_PAGE_LINES))
     except ValueError:
         limit = logview.DEFAULT_PAGE_LINES
-    panics = await asyncio.to_thread(
-        logview.panic_records, request.app[data_dir_key] / "events.jsonl", console.name)
+    events_path = request.app[data_dir_key] / "events.jsonl"
     try:
-        page = await asyncio.to_thread(
-            functools.partial(logview.read_page, console.log_path, before=before, after=after,
-                              query=query, limit=limit,
-                              panic_lines=frozenset(p.line for p in panics if p.line)))
+        panics, page = await run_log_read(request, ident.user.name, functools.partial(
+            logview.read_page_with_panics, console.log_path, events_path, console.name,
+            before=before, after=after, query=query, limit=limit))
     except logview.BadCursor as exc:
         raise web.HTTPBadRequest(text=str(exc)) from None
 
