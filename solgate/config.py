@@ -116,7 +116,7 @@ class ServerConfig:
     allowed_origins: tuple[str, ...] = ()
     # Open web connections at once, in all and from one client address (trusted
     # proxies are counted in the total only).
-    max_connections: int = 1000
+    max_connections: int = 512
     max_connections_per_address: int = 64
     # Seconds a client has to send a request's head and body before it is cut off.
     request_timeout: float = 15.0

@@ -39,6 +39,7 @@ from solgate.errors import ConfigError, SolgateError
 from solgate.web.app import create_app, ssl_context
 from solgate.web.auth import parse_users
 from solgate.web.keys import auth_key
+from solgate.web.limits import GuardedSite, connection_guard, install_accept_error_filter
 
 logger = logging.getLogger("solgate.serve")
 PID_FILE = "solgate.pid"
@@ -191,10 +192,14 @@ async def run_server(
         await manager.start()
         if web_enabled:
             app = create_app(config, manager)
-            runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT)
-            await runner.setup()
             server = config.server
-            site = web.TCPSite(runner, server.host, server.port, ssl_context=_ssl_context(config))
+            # keepalive_timeout also bounds the wait for a request's head (see web.limits).
+            runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT,
+                                   keepalive_timeout=server.request_timeout)
+            await runner.setup()
+            install_accept_error_filter(loop)
+            site = GuardedSite(runner, server.host, server.port, guard=connection_guard(config),
+                               ssl_context=_ssl_context(config))
             try:
                 await site.start()
             except OSError as exc:

@@ -4,10 +4,13 @@ messages, login races and floods, forged log notes, slow or greedy clients."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import errno
 import ipaddress
 import json
 import logging
+import re
 import threading
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from aiohttp import WSMsgType
 from web_fakes import (
     _LOGIN_CSRF,
     PASSWORDS,
+    FakeClock,
     StaticConsoles,
     login,
     login_form_token,
@@ -26,10 +30,15 @@ from web_fakes import (
 )
 from yarl import URL
 
+from solgate.serve_cli import run_server
 from solgate.web import logview
 from solgate.web.app import create_app
 from solgate.web.auth import LOGIN_FAILURES_PER_ADDRESS, hash_password
-from solgate.web.limits import LOG_READS_PER_USER
+from solgate.web.limits import (
+    LOG_READS_PER_USER,
+    AcceptErrorFilter,
+    ConnectionGuard,
+)
 
 
 @pytest.fixture
@@ -294,3 +303,102 @@ async def test_authenticated_answers_are_not_stored_static_files_are(client, man
     resp = await client.get("/static/console.js")
     assert resp.status == 200
     assert "no-store" not in resp.headers.get("Cache-Control", "")
+
+
+# -- finding 8: slow, greedy and descriptor-hungry clients ----------------------------------
+
+@contextlib.asynccontextmanager
+async def _serve(tmp_path: Path, **server):
+    """`solgate serve` itself (run_server, no consoles); yields its web port."""
+    config = make_config(tmp_path, listen="127.0.0.1:0")
+    config = dataclasses.replace(config, server=dataclasses.replace(config.server, **server))
+    shutdown, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(run_server(
+        config, shutdown=shutdown, on_ready=lambda _m, url, _s: ready.set_result(url)))
+    try:
+        url = await asyncio.wait_for(ready, 10)
+        yield int(url.rstrip("/").rsplit(":", 1)[1])
+    finally:
+        shutdown.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def _closed_by_server(reader: asyncio.StreamReader, timeout: float) -> bytes:
+    return await asyncio.wait_for(reader.read(), timeout)
+
+
+async def test_slow_partial_requests_are_cut_off(tmp_path) -> None:
+    async with _serve(tmp_path, request_timeout=0.5) as port:
+        streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(30)]
+        try:
+            for _reader, writer in streams:
+                writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # never finished
+            answers = await asyncio.gather(*(_closed_by_server(r, 5) for r, _ in streams))
+            assert answers == [b""] * 30  # cut off, no answer to half a request
+        finally:
+            for _reader, writer in streams:
+                writer.close()
+
+
+async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+    """One request on a kept-alive connection; returns the head (the body is read too)."""
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    length = re.search(rb"Content-Length: (\d+)", head)
+    if length:
+        await asyncio.wait_for(reader.readexactly(int(length.group(1))), 5)
+    return head
+
+
+async def test_connections_are_capped_per_address_and_in_all(tmp_path) -> None:
+    async with _serve(tmp_path, max_connections_per_address=5) as port:
+        streams = []
+        try:
+            for _ in range(5):
+                streams.append(await asyncio.open_connection("127.0.0.1", port))
+                assert (await _request(*streams[-1])).startswith(b"HTTP/1.1 200 ")
+            streams.append(await asyncio.open_connection("127.0.0.1", port))
+            assert (await _closed_by_server(streams[-1][0], 5)).startswith(b"HTTP/1.1 503 ")
+            # A slot frees when a connection ends; the open ones still work.
+            streams[0][1].close()
+            for _ in range(50):
+                await asyncio.sleep(0.02)
+                streams.append(await asyncio.open_connection("127.0.0.1", port))
+                if not (await _request(*streams[-1])).startswith(b"HTTP/1.1 503 "):
+                    break
+            else:
+                raise AssertionError("the closed connection's slot never came back")
+            assert (await _request(*streams[1])).startswith(b"HTTP/1.1 200 ")
+        finally:
+            for _reader, writer in streams:
+                writer.close()
+    total = ConnectionGuard(total=3, per_address=100)
+    assert [total.admit(f"10.0.0.{i}") for i in range(4)] == [True, True, True, False]
+    proxy = ConnectionGuard(total=100, per_address=1,
+                            exempt=[ipaddress.ip_network("10.0.0.5")])
+    assert [proxy.admit("10.0.0.5") for _ in range(3)] == [True, True, True]
+
+
+def test_an_accept_error_storm_logs_a_bounded_number_of_lines(caplog) -> None:
+    loop = asyncio.new_event_loop()
+    clock = FakeClock()
+    try:
+        handler = AcceptErrorFilter(interval=10.0, clock=clock)
+        loop.set_exception_handler(handler)
+        error = OSError(errno.EMFILE, "Too many open files")
+        with caplog.at_level(logging.DEBUG):
+            for _ in range(30):  # 30 s of a storm, 1000 failures a second
+                for _ in range(1000):
+                    loop.call_exception_handler({
+                        "message": "socket.accept() out of system resource",
+                        "exception": error})
+                clock.now += 1.0
+        lines = [r for r in caplog.records if "accept" in r.getMessage()]
+        assert 1 <= len(lines) <= 4
+        assert not any(r.exc_info for r in lines)
+        assert "more since the last report" in lines[-1].getMessage()
+        # Other loop errors still reach the default handler, traceback and all.
+        loop.call_exception_handler({"message": "something else", "exception": ValueError()})
+        assert caplog.records[-1].getMessage().startswith("something else")
+    finally:
+        loop.close()

@@ -28,6 +28,7 @@ import contextlib
 import errno
 import ipaddress
 import logging
+import resource
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -214,6 +215,28 @@ class ConnectionGuard:
                 self._target.connection_lost(exc)
 
         return _Gate
+
+
+def connection_guard(config: Any, *, nofile: int | None = None) -> ConnectionGuard:
+    """The guard for `[server]`: its caps, the total kept below the open-files limit.
+
+    What the consoles need (`files_needed`) is reserved first, so web clients can
+    never take the descriptors the consoles and their logs depend on.
+    """
+    from solgate.console.manager import files_needed
+
+    server = config.server
+    total = server.max_connections
+    if nofile is None:
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if nofile != resource.RLIM_INFINITY:
+        room = max(16, nofile - files_needed(len(config.consoles)) + 1024 - 64)
+        if room < total:
+            log.info("[server] max_connections = %d lowered to %d: the open-files limit "
+                        "is %d; raise LimitNOFILE to allow more", total, room, nofile)
+            total = room
+    return ConnectionGuard(total=total, per_address=server.max_connections_per_address,
+                           exempt=server.trusted_proxies)
 
 
 class GuardedSite(web.TCPSite):
