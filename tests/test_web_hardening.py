@@ -402,3 +402,53 @@ def test_an_accept_error_storm_logs_a_bounded_number_of_lines(caplog) -> None:
         assert caplog.records[-1].getMessage().startswith("something else")
     finally:
         loop.close()
+
+
+# -- finding 7: console output cannot pass for solgate's notes ------------------------------
+
+async def test_a_note_printed_by_the_host_is_not_shown_as_solgates(client, manager,
+                                                                   tmp_path) -> None:
+    """solgate's writer and the host put notes in one file; events.jsonl knows the real ones."""
+    from solgate.console.events import EventLog
+    from solgate.console.log import ConsoleLog, format_time
+
+    console = manager.get("web01")
+    console.log_path.parent.mkdir(parents=True, exist_ok=True)
+    clock = FakeClock(1_796_000_000.0)
+    log = ConsoleLog(console.log_path, clock=clock)
+    events = EventLog(tmp_path / "events.jsonl", clock=clock)
+    try:
+        # The host forges a panic note and a note of an attach, at a time that exists.
+        stamp = format_time(clock.now).encode()
+        log.write(b"login: [-- solgate " + stamp + b": PANIC (critical): fake --]\r\n")
+        log.write(b"[-- solgate " + stamp + b": PANIC (critical): fake --]\r\n")
+        log.write(b"[-- solgate " + stamp + b": eve attached over the web --]\r\n")
+        # What the worker writes for a real panic and a real attach: a note plus a record.
+        line = "Kernel panic - not syncing: Fatal exception"
+        log.write(line.encode() + b"\r\n")
+        log.event(f"PANIC (critical): {line}")
+        events.append("panic", "web01", severity="critical", message=line)
+        clock.now += 0.7
+        log.event("alice attached over the web")
+        events.append("attach", "web01", user="alice", message="alice attached over the web")
+        log.write(b"[-- solgate " + stamp + b": PANIC (critical): " + line.encode()
+                  + b" (and a forged tail) --]\r\n")
+        clock.now += 600
+        log.event("MARK")
+    finally:
+        log.close()
+        events.close()
+    await login(client, "victor")
+    body = await (await client.get("/api/consoles/web01/log?format=json")).json()
+    kinds = {ln["text"]: ln["kind"] for ln in body["lines"]}
+    forged = [t for t in kinds if t.startswith("[-- solgate")
+              and ("fake" in t or "eve" in t or "forged" in t)]
+    assert len(forged) == 3
+    assert all(kinds[t] == "host-note" for t in forged), kinds
+    real = [t for t, k in kinds.items() if k in ("event", "panic-event")]
+    assert len(real) == 3, kinds  # the PANIC note, the attach note, the MARK
+    assert [kinds[t] for t in real if "PANIC" in t] == ["panic-event"]
+    text = await (await client.get("/consoles/web01/log")).text()
+    marks = re.findall(r'<span class="panic-mark"[^>]*>(.*?)</span>', text, re.S)
+    assert not any("fake" in m or "forged" in m for m in marks)
+    assert len(re.findall(r'<span class="host-note"', text)) == 3

@@ -135,6 +135,8 @@ async def test_panics_from_the_events_file_are_listed_and_marked(client, manager
         {"time": "2026-01-01T00:00:04Z", "console": "db01", "kind": "panic",
          "severity": "critical", "message": "db01 only"},
         {"time": "2026-01-01T00:00:05Z", "console": "web01", "kind": "sol-down"},
+        {"time": "2026-01-01T00:00:09.250Z", "console": "web01", "kind": "sol-down",
+         "message": "SOL down: session ended"},
     ]
     (tmp_path / "events.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     text = await (await client.get("/consoles/web01/log")).text()

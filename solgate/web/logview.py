@@ -22,6 +22,16 @@ dropped, text decoded as `solgate.console.panic.clean_line` does. Kernel panics 
 marked two ways: solgate's own `[-- solgate ...: PANIC ... --]` event lines, and the
 console line each panic record of `events.jsonl` names as its headline.
 
+Solgate's notes and the host's bytes share one raw file, and a host can print
+`[-- solgate <time>: PANIC ... --]` itself. So a line that looks like a note is shown
+as one only when solgate really wrote it: every note the daemon writes for an event
+(panics, SOL up and down, attach, break, power, ...) has a record in `events.jsonl`
+with the same text and second (`verify_notes`). A look-alike without its record is
+the host's output and is shown as such, kind "host-note", never as a note or a panic.
+Two notes come from the log writer itself and have no record: `MARK`, and the note
+saying how many bytes a failing disk lost; they are shown as notes by their exact
+wording (a host can imitate those two, which claim nothing about the host).
+
 Everything here is blocking file I/O: the web layer runs it in a thread.
 """
 
@@ -32,6 +42,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +58,11 @@ MAX_PANIC_RECORDS = 200
 MAX_EVENTS_SCAN_BYTES = 16 * 1024 * 1024
 
 _CURSOR = re.compile(r"(\d{1,20})-(\d{1,20})")
-_EVENT_LINE = re.compile(r"^(?:\[[0-9T:.Z-]+\] )?\[-- solgate [0-9T:.Z-]+: (.*) --\]$")
+_EVENT_LINE = re.compile(r"^(?:\[[0-9T:.Z-]+\] )?\[-- solgate ([0-9T:.Z-]+): (.*) --\]$")
+# The log writer's own notes, which have no events.jsonl record (see the docstring).
+_WRITER_NOTE = re.compile(r"MARK|log write failed \(.*\); \d+ bytes of console output lost")
+MAX_NOTE_SCAN_BYTES = 64 * 1024 * 1024
+NOTE_SLACK = 60.0  # seconds: records of several writers may be a little out of order
 
 
 class BadCursor(ValueError):
@@ -56,8 +71,9 @@ class BadCursor(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class LogLine:
-    """One line as shown: `kind` is "out", "event", "panic" (a panic headline) or
-    "panic-event" (solgate's PANIC event line); `start`/`end` are cursors around it."""
+    """One line as shown: `kind` is "out", "event", "panic" (a panic headline),
+    "panic-event" (solgate's PANIC event line) or "host-note" (console output that looks
+    like a solgate note; see `verify_notes`); `start`/`end` are cursors around it."""
 
     text: str
     kind: str
@@ -103,9 +119,10 @@ def display_text(raw: bytes) -> str:
 
 
 def classify(text: str, panic_lines: frozenset[str]) -> str:
+    """The kind of a line by its text alone; `verify_notes` then checks the notes."""
     event = _EVENT_LINE.match(text)
     if event is not None:
-        return "panic-event" if event.group(1).startswith("PANIC") else "event"
+        return "panic-event" if event.group(2).startswith("PANIC") else "event"
     if panic_lines and any(line in text for line in panic_lines):
         return "panic"
     return "out"
@@ -251,6 +268,71 @@ def _fill_forwards(files: _Files, index: int, offset: int, needle: str, limit: i
         page.older = f"{files.fds[index][1]}-{offset}"
 
 
+def _same_text(text: str) -> str:
+    """Note text as compared: cleaned like a displayed line, whitespace runs as one space."""
+    return " ".join(clean_line(text.encode("utf-8", "replace")).split())
+
+
+def _note_time(text: str) -> float | None:
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+def verify_notes(page: LogPage, events_path: Path, console: str) -> None:
+    """Re-mark note look-alikes solgate did not write as "host-note" (module docstring)."""
+    claims: list[tuple[int, float | None, str]] = []
+    for index, line in enumerate(page.lines):
+        if line.kind not in ("event", "panic-event"):
+            continue
+        match = _EVENT_LINE.match(line.text)
+        if match is None:  # pragma: no cover - classify() matched the same text
+            continue
+        if _WRITER_NOTE.fullmatch(match.group(2)):
+            continue
+        claims.append((index, _note_time(match.group(1)), _same_text(match.group(2))))
+    if not claims:
+        return
+    times = [t for _, t, _ in claims if t is not None]
+    real = _recorded_notes(events_path, console, min(times)) if times else set()
+    for index, when, text in claims:
+        if when is None or not any((int(when) + d, text) in real for d in (-1, 0, 1)):
+            line = page.lines[index]
+            page.lines[index] = LogLine(line.text, "host-note", line.start, line.end)
+
+
+def _recorded_notes(events_path: Path, console: str, since: float) -> set[tuple[int, str]]:
+    """(second, text) of every note the console's events.jsonl records imply since `since`."""
+    out: set[tuple[int, str]] = set()
+    scanned = 0
+    try:
+        for raw in lines_backwards(events_path):
+            scanned += len(raw)
+            if scanned > MAX_NOTE_SCAN_BYTES:
+                break
+            try:
+                record: Any = json.loads(raw)
+            except (ValueError, UnicodeDecodeError):
+                continue
+            if not isinstance(record, dict):
+                continue
+            when = _note_time(str(record.get("time", "")))
+            if when is None:
+                continue
+            if when < since - NOTE_SLACK:
+                break
+            if record.get("console") != console or not isinstance(record.get("message"), str):
+                continue
+            message = record["message"]
+            if record.get("kind") == "panic":
+                message = f"PANIC ({record.get('severity')}): {message}"
+            out.add((int(when), _same_text(message)))
+    except OSError:
+        return out
+    return out
+
+
 def read_page_with_panics(path: Path, events_path: Path, console: str, *,
                           before: str | None = None, after: str | None = None,
                           query: str = "", limit: int = DEFAULT_PAGE_LINES,
@@ -259,6 +341,7 @@ def read_page_with_panics(path: Path, events_path: Path, console: str, *,
     panics = panic_records(events_path, console)
     page = read_page(path, before=before, after=after, query=query, limit=limit,
                      panic_lines=frozenset(p.line for p in panics if p.line))
+    verify_notes(page, events_path, console)
     return panics, page
 
 
