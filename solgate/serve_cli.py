@@ -193,9 +193,11 @@ async def run_server(
         if web_enabled:
             app = create_app(config, manager)
             server = config.server
-            # keepalive_timeout also bounds the wait for a request's head (see web.limits).
+            # keepalive_timeout also bounds the wait for a request's head, lingering_time
+            # the reading of a body nobody wanted (see web.limits).
             runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT,
-                                   keepalive_timeout=server.request_timeout)
+                                   keepalive_timeout=server.request_timeout,
+                                   lingering_time=min(server.request_timeout, 5.0))
             await runner.setup()
             install_accept_error_filter(loop)
             site = GuardedSite(runner, server.host, server.port, guard=connection_guard(config),

@@ -557,7 +557,8 @@ class _Session:
             width = max(len(c.name) for c in consoles)
             lines = [f"solgate: consoles for {self.user.name}"]
             for i, c in enumerate(consoles, 1):
-                detail = f"  {c.state_detail}" if c.state_detail else ""
+                shown = c.state_detail and self.user.sees_bmc_details  # BMC address, user
+                detail = f"  {shown}" if shown else ""
                 lines.append(f"  {i:>3}) {c.name:<{width}}  {c.state}{detail}")
             await self.write(("\r\n".join(lines) + "\r\n").encode())
             choice = await self.read_line("console number or name (q quits): ")

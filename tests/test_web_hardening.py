@@ -22,6 +22,7 @@ from web_fakes import (
     PASSWORDS,
     FakeClock,
     StaticConsoles,
+    csrf_token,
     login,
     login_form_token,
     make_app,
@@ -30,10 +31,12 @@ from web_fakes import (
 )
 from yarl import URL
 
+from solgate.config import parse_config
+from solgate.errors import ConfigError
 from solgate.serve_cli import run_server
 from solgate.web import logview
 from solgate.web.app import create_app
-from solgate.web.auth import LOGIN_FAILURES_PER_ADDRESS, hash_password
+from solgate.web.auth import LOGIN_FAILURES_PER_ADDRESS, hash_password, parse_users
 from solgate.web.limits import (
     LOG_READS_PER_USER,
     AcceptErrorFilter,
@@ -452,3 +455,91 @@ async def test_a_note_printed_by_the_host_is_not_shown_as_solgates(client, manag
     marks = re.findall(r'<span class="panic-mark"[^>]*>(.*?)</span>', text, re.S)
     assert not any("fake" in m or "forged" in m for m in marks)
     assert len(re.findall(r'<span class="host-note"', text)) == 3
+
+
+# -- who sees what, and what the configuration accepts ---------------------------------------
+
+async def test_bmc_details_are_for_operators_and_admins(client, manager) -> None:
+    detail = "BMC 10.0.0.5:623 rejected the password for user 'admin' (RAKP2 status 0x0d)"
+    console = manager.get("web01")
+    console.state, console.state_detail = "auth-failed", detail
+    console.hub.set_state("auth-failed", detail)
+    seen = {}
+    for user in ("victor", "oscar", "alice"):
+        await login(client, user)
+        listed = (await (await client.get("/api/consoles")).json())["consoles"][0]
+        single = await (await client.get("/api/consoles/web01")).json()
+        ws = await client.ws_connect("/ws/consoles/web01")
+        hello = json.loads((await ws.receive(timeout=2)).data)
+        state = None
+        for _ in range(6):
+            msg = await ws.receive(timeout=2)
+            if msg.type == WSMsgType.TEXT and json.loads(msg.data)["type"] == "state":
+                state = json.loads(msg.data)
+                break
+        await ws.close()
+        page = await (await client.get("/consoles/web01/log")).text()
+        seen[user] = (listed["state_detail"], single["state_detail"], hello["state_detail"],
+                      state["detail"], "10.0.0.5" in page)
+        assert listed["state"] == hello["state"] == "auth-failed"
+    assert seen["victor"] == ("", "", "", "", False)
+    assert seen["oscar"] == seen["alice"] == (detail, detail, detail, detail, True)
+
+
+async def test_a_viewer_asking_power_status_is_told_operator_is_enough(client) -> None:
+    await login(client, "victor")
+    csrf = await csrf_token(client)
+    resp = await client.post("/api/consoles/web01/power", json={"action": "status"},
+                             headers={"X-CSRF-Token": csrf})
+    assert resp.status == 403
+    error = (await resp.json())["error"]
+    assert "needs the operator role" in error
+    assert "viewer" in error
+
+
+@pytest.mark.parametrize("name", ["<b>eve</b>", "eve\nroot", "eve\x1b[2J", "", "-eve",
+                                  "e ve", "eve\x00", "x" * 65])
+def test_user_names_with_markup_newlines_or_controls_are_refused(name: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_users({name: {"role": "viewer"}})
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "\x1b" not in message
+    assert "\x00" not in message
+    assert "cannot be a user name" in message
+    assert parse_users({"jane.doe@example.com": {"role": "viewer"}})
+
+
+async def test_allowed_origins_open_websockets_behind_a_host_rewriting_proxy(
+        tmp_path, manager) -> None:
+    server = parse_config('[server]\nallowed_origins = ["https://Console.Example.com"]\n',
+                          "solgate.toml").server
+    assert server.allowed_origins == ("https://console.example.com",)
+    client = await start_client(proxied_app(tmp_path, manager, ["10.0.0.5"],
+                                            allowed_origins=server.allowed_origins))
+    try:
+        await login(client, "victor")
+        ws = await client.ws_connect("/ws/consoles/web01",
+                                     headers={"Origin": "https://console.example.com"})
+        assert json.loads((await ws.receive(timeout=2)).data)["type"] == "hello"
+        await ws.close()
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await client.ws_connect("/ws/consoles/web01",
+                                    headers={"Origin": "https://evil.example.com"})
+        assert info.value.status == 403
+    finally:
+        await client.close()
+    with pytest.raises(ConfigError, match="is not an origin"):
+        parse_config('[server]\nallowed_origins = ["https://x.example/path"]\n', "solgate.toml")
+
+
+async def test_a_request_body_must_arrive_in_time(tmp_path) -> None:
+    async with _serve(tmp_path, request_timeout=0.5) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                         b"Content-Type: application/x-www-form-urlencoded\r\n\r\nuser")
+            answer = await asyncio.wait_for(reader.readuntil(b"\r\n"), 5)
+            assert answer.startswith(b"HTTP/1.1 408 ")
+        finally:
+            writer.close()

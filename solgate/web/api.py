@@ -51,7 +51,8 @@ async def list_consoles(request: web.Request) -> web.Response:
     return web.json_response({
         "now": now,
         "consoles": [
-            {**console_json(c, now=now), "can_write": ident.user.can_write(c),
+            {**console_json(c, now=now, detail=ident.user.sees_bmc_details),
+             "can_write": ident.user.can_write(c),
              "can_power": ident.user.can_power(c)}
             for c in consoles
         ],
@@ -62,7 +63,7 @@ async def get_console(request: web.Request) -> web.Response:
     ident = require_identity(request)
     console = visible_console(request)
     return web.json_response({
-        **console_json(console),
+        **console_json(console, detail=ident.user.sees_bmc_details),
         "can_write": ident.user.can_write(console),
         "can_power": ident.user.can_power(console),
     })
@@ -99,7 +100,9 @@ async def post_power(request: web.Request) -> web.Response:
         return json_error(400, f"power action must be one of {', '.join(POWER_ACTIONS)}")
     allowed = ident.user.can_write(console) if action == "status" else ident.user.can_power(console)
     if not allowed:
-        return json_error(403, f"power {action} on {console.name!r} needs the admin role")
+        role = "operator" if action == "status" else "admin"
+        return json_error(403, f"power {action} on {console.name!r} needs the {role} role; "
+                               f"user {ident.user.name!r} is a {ident.user.role.name.lower()}")
     try:
         result = await request.app[manager_key].power(console.name, action, ident.user.name)
     except SolgateError as exc:

@@ -203,6 +203,11 @@ class User:
         return self.role >= Role.ADMIN and self.can_view(console)
 
     @property
+    def sees_bmc_details(self) -> bool:
+        """Whether state details (BMC address, port, IPMI user) are shown: operators up."""
+        return self.role >= Role.OPERATOR
+
+    @property
     def is_admin(self) -> bool:
         return self.role >= Role.ADMIN
 

@@ -119,8 +119,13 @@ def state_words(state: str) -> str:
     return STATE_WORDS.get(state, state.replace("-", " "))
 
 
-def console_json(console: ConsoleView, *, now: float | None = None) -> dict[str, Any]:
-    """The JSON shape of one console, shared by the REST API and the list page poll."""
+def console_json(console: ConsoleView, *, now: float | None = None,
+                 detail: bool = True) -> dict[str, Any]:
+    """The JSON shape of one console, shared by the REST API and the list page poll.
+
+    `detail=False` blanks `state_detail`, which names the BMC's address, port and IPMI
+    user: viewers get the state without them.
+    """
     now = time.time() if now is None else now
     hub = console.hub
     last = console.last_output
@@ -129,7 +134,7 @@ def console_json(console: ConsoleView, *, now: float | None = None) -> dict[str,
         "tags": list(console.tags),
         "state": console.state,
         "state_words": state_words(console.state),
-        "state_detail": console.state_detail,
+        "state_detail": console.state_detail if detail else "",
         "state_since": console.state_since,
         "state_age": max(0.0, now - console.state_since),
         "last_output": last,

@@ -181,6 +181,7 @@ async def log_page(request: web.Request) -> dict[str, Any]:
 
     return _page_context(
         request, title=f"{console.name} log", console=console, page=page, query=query,
+        state_detail=console.state_detail if ident.user.sees_bmc_details else "",
         panics=panics, state_words=state_words(console.state),
         older_url=link(before=page.older) if page.older else None,
         newer_url=link(after=page.newer) if page.newer else None,

@@ -263,7 +263,7 @@ class _ConsoleSocket:
                 console=self.name,
                 user=self.user.name,
                 state=self.console.state,
-                state_detail=self.console.state_detail,
+                state_detail=self.console.state_detail if self.user.sees_bmc_details else "",
                 can_write=self.can_write,
                 writer=self.hub.writer,
                 role=self.user.role.name.lower(),
@@ -274,7 +274,8 @@ class _ConsoleSocket:
             if self.transport is not None:
                 self.attachment.set_sink(_DirectSink(ws, self.transport))
             writer = asyncio.create_task(
-                _pump(self.sock, self.attachment), name=f"ws-writer-{self.name}"
+                _pump(self.sock, self.attachment, details=self.user.sees_bmc_details),
+                name=f"ws-writer-{self.name}"
             )
             async for msg in ws:
                 if msg.type == WSMsgType.BINARY:
@@ -365,7 +366,7 @@ class _ConsoleSocket:
             await self.sock.error(f"deactivate failed: {exc}")
 
 
-async def _pump(sock: _Socket, attachment: Attachment) -> None:
+async def _pump(sock: _Socket, attachment: Attachment, *, details: bool = True) -> None:
     """The writer task: the only code that moves hub output to this socket."""
     ws = sock.ws
     try:
@@ -381,7 +382,7 @@ async def _pump(sock: _Socket, attachment: Attachment) -> None:
                 case WriteLockChanged(holder=holder):
                     await sock.json(type="write-lock", holder=holder)
                 case StateChanged(state=state, detail=detail):
-                    await sock.json(type="state", state=state, detail=detail)
+                    await sock.json(type="state", state=state, detail=detail if details else "")
                 case AccessChanged(can_write=can_write, reason=reason):
                     await sock.json(type="access", can_write=can_write, reason=reason)
                 case Closed(reason=reason, idle=idle, revoked=revoked):
