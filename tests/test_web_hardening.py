@@ -219,6 +219,7 @@ async def test_one_user_runs_a_bounded_number_of_log_reads(client, manager, monk
     extra = await client.get(url)
     assert extra.status == 429
     assert "Retry-After" in extra.headers
+    assert "log reads" in (await extra.json())["error"]
     release.set()
     assert [r.status for r in await asyncio.gather(*first)] == [200] * LOG_READS_PER_USER
 

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import errno
 import ipaddress
+import json as _json
 import logging
 import resource
 import time
@@ -84,10 +85,15 @@ class UserSlots:
         self._busy: dict[str, int] = {}
 
     @contextlib.asynccontextmanager
-    async def hold(self, user: str) -> AsyncIterator[None]:
+    async def hold(self, user: str, *, json: bool = False) -> AsyncIterator[None]:
+        """Run one job for `user`; 429 (as `{"error": ...}` with `json`) when at the limit."""
         if self._busy.get(user, 0) >= self.limit:
-            raise TooBusy(text=f"you already run {self.limit} log reads or searches; wait "
-                               "for them to finish", headers={"Retry-After": "2"})
+            message = (f"you already run {self.limit} log reads or searches; wait for them "
+                       "to finish")
+            if json:
+                raise TooBusy(text=_json.dumps({"error": message}),
+                              content_type="application/json", headers={"Retry-After": "2"})
+            raise TooBusy(text=message, headers={"Retry-After": "2"})
         self._busy[user] = self._busy.get(user, 0) + 1
         try:
             yield
@@ -99,7 +105,7 @@ class UserSlots:
 
 async def run_log_read(request: web.Request, user: str, job: Callable[[], T]) -> T:
     """Run a blocking log or events read for `user` in the log threads (429 when busy)."""
-    async with request.app[log_slots_key].hold(user):
+    async with request.app[log_slots_key].hold(user, json=request.path.startswith("/api/")):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(request.app[log_executor_key], job)
 
