@@ -158,6 +158,7 @@
       const r = await fetch("/api/consoles/" + encodeURIComponent(name), {credentials: "same-origin"});
       if (r.status === 401) { location.href = "/login?next=" + encodeURIComponent(location.pathname); return; }
       if (r.status === 404) { banner("Console " + name + " no longer exists.", true); return; }
+      await r.text();  // drain it: an unread no-store answer stays open until the page leaves
     } catch (e) { /* server down: the socket attempt will fail and back off */ }
     connect();
   }
