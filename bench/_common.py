@@ -246,7 +246,10 @@ def config_text(consoles: list[tuple[str, int]], data_dir: Path, *, listen: str 
                 keepalive: str = "20s") -> str:
     lines = [f'data_dir = "{data_dir}"', "", "[server]",
              f'listen = "{listen or "127.0.0.1:1"}"', 'auth = "none"',
-             f"setup_concurrency = {setup_concurrency}", "", "[defaults]",
+             f"setup_concurrency = {setup_concurrency}",
+             # Every benchmark client connects from 127.0.0.1 (fanout: 1,000 viewers).
+             "max_connections = 100000", "max_connections_per_address = 100000", "",
+             "[defaults]",
              'username = "admin"', 'password_env = "SOLGATE_SIM_PASSWORD"',
              f"cipher_suites = [{', '.join(map(str, suites))}]",
              f'keepalive_interval = "{keepalive}"', 'reconnect_max = "10s"', ""]
