@@ -243,7 +243,7 @@ class Fleet:
 
 def config_text(consoles: list[tuple[str, int]], data_dir: Path, *, listen: str | None,
                 suites: tuple[int, ...] = (17, 3), setup_concurrency: int = 64,
-                keepalive: str = "20s") -> str:
+                keepalive: str = "20s", log_index: bool = True) -> str:
     lines = [f'data_dir = "{data_dir}"', "", "[server]",
              f'listen = "{listen or "127.0.0.1:1"}"', 'auth = "none"',
              f"setup_concurrency = {setup_concurrency}",
@@ -252,7 +252,8 @@ def config_text(consoles: list[tuple[str, int]], data_dir: Path, *, listen: str 
              "[defaults]",
              'username = "admin"', 'password_env = "SOLGATE_SIM_PASSWORD"',
              f"cipher_suites = [{', '.join(map(str, suites))}]",
-             f'keepalive_interval = "{keepalive}"', 'reconnect_max = "10s"', ""]
+             f'keepalive_interval = "{keepalive}"', 'reconnect_max = "10s"',
+             f"log_index = {'true' if log_index else 'false'}", ""]
     for name, port in consoles:
         lines += [f"[consoles.{name}]", 'host = "127.0.0.1"', f"port = {port}", ""]
     return "\n".join(lines)
@@ -269,6 +270,7 @@ class Server:
     setup_concurrency: int = 64
     extra_env: dict[str, str] = field(default_factory=dict)
     uvloop: bool = False
+    log_index: bool = True
     proc: subprocess.Popen | None = None
     port: int = 0
     started_at: float = 0.0
@@ -287,7 +289,8 @@ class Server:
         cfg.write_text(config_text(self.consoles, self.data_dir,
                                    listen=f"127.0.0.1:{self.port}" if self.web else None,
                                    suites=self.suites,
-                                   setup_concurrency=self.setup_concurrency))
+                                   setup_concurrency=self.setup_concurrency,
+                                   log_index=self.log_index))
         cmd = [*solgate_cmd(self.uvloop), "serve", "-c", str(cfg)]
         if not self.web:
             cmd.append("--no-web")

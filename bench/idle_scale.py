@@ -22,11 +22,12 @@ from _common import Fleet, Server, print_table, sample, workdir, write_result  #
 
 
 def measure(count: int, window: float, *, uvloop: bool, concurrency: int,
-            setup_timeout: float) -> dict[str, object]:
+            setup_timeout: float, log_index: bool = True) -> dict[str, object]:
     with workdir() as wd:
         fleet = Fleet(count, wd)
         fleet.start()
-        server = Server(fleet.consoles, wd, uvloop=uvloop, setup_concurrency=concurrency)
+        server = Server(fleet.consoles, wd, uvloop=uvloop, setup_concurrency=concurrency,
+                        log_index=log_index)
         try:
             server.start()
             setup = server.wait_active(count, setup_timeout)
@@ -67,15 +68,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--setup-concurrency", type=int, default=64)
     parser.add_argument("--setup-timeout", type=float, default=300.0)
     parser.add_argument("--name", default="idle_scale")
+    parser.add_argument("--no-log-index", action="store_true",
+                        help="serve with log_index = false (the time index's cost)")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     base = measure(1, min(args.window, 5.0), uvloop=args.uvloop,
-                   concurrency=args.setup_concurrency, setup_timeout=args.setup_timeout)
+                   concurrency=args.setup_concurrency, setup_timeout=args.setup_timeout,
+                   log_index=not args.no_log_index)
     rows = []
     results = []
     for n in sizes:
         r = measure(n, args.window, uvloop=args.uvloop, concurrency=args.setup_concurrency,
-                    setup_timeout=args.setup_timeout)
+                    setup_timeout=args.setup_timeout, log_index=not args.no_log_index)
         r["kb_per_console"] = round((r["rss_mb"] - base["rss_mb"]) * 1024 / n, 1)
         results.append(r)
         rows.append([n, r["active"], r["setup_s"], r["cpu_pct"], r["sys_cpu_pct"], r["rss_mb"],
@@ -87,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(["consoles", "active", "setup s", "CPU %", "sys %", "RSS MB", "KB/console", "fds",
                  "sim CPU %"], rows)
     path = write_result(args.name, {"uvloop": args.uvloop, "baseline": base,
+                                    "log_index": not args.no_log_index,
                                     "results": results})
     print(f"wrote {path}")
     return 0

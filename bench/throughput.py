@@ -43,11 +43,13 @@ from _common import (  # noqa: E402
 async def run_suite(fleet: Fleet, wd: Path, suite: int, size: int, runs: int,
                     idle: list[tuple[str, int]], reference: bool, uvloop: bool = False,
                     background: float = 0.0,
-                    profile: Path | None = None) -> list[dict[str, object]]:
+                    profile: Path | None = None,
+                    log_index: bool = True) -> list[dict[str, object]]:
     import aiohttp
 
     ours, theirs = fleet.consoles[0], fleet.consoles[1]
-    server = Server([ours, *idle], wd / f"s{suite}", web=True, suites=(suite,), uvloop=uvloop)
+    server = Server([ours, *idle], wd / f"s{suite}", web=True, suites=(suite,), uvloop=uvloop,
+                    log_index=log_index)
     server.workdir.mkdir()
     out: list[dict[str, object]] = []
     server.start()
@@ -128,7 +130,8 @@ async def amain(args: argparse.Namespace) -> int:
                 results += await run_suite(fleet, wd, suite, size, args.runs, idle,
                                            reference=not args.no_reference,
                                            uvloop=args.uvloop, background=args.background,
-                                           profile=args.profile)
+                                           profile=args.profile,
+                                           log_index=not args.no_log_index)
         finally:
             fleet.stop()
     summary = summarize(results)
@@ -146,6 +149,7 @@ async def amain(args: argparse.Namespace) -> int:
         if not r["viewer_ok"] or r["log_ok"] is False:
             print(f"  problem: {r}")
     path = write_result(args.name, {"bytes": size, "baud": args.baud, "idle": args.idle,
+                                    "log_index": not args.no_log_index,
                                     "uvloop": args.uvloop,
                                     "summary": summary, "runs": results})
     print(f"wrote {path}")
@@ -165,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                              "'net CPU s/MB' subtracts it (use with --idle)")
     parser.add_argument("--uvloop", action="store_true", help="run serve on uvloop")
     parser.add_argument("--no-reference", action="store_true", help="skip ipmitool")
+    parser.add_argument("--no-log-index", action="store_true",
+                        help="serve with log_index = false (the time index's cost)")
     parser.add_argument("--name", default="throughput")
     parser.add_argument("--profile", type=Path, metavar="FILE",
                         help="py-spy raw profile of serve during the first flood of each "

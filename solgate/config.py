@@ -155,6 +155,7 @@ class ConsoleConfig:
     log_max: int = 50 * MB
     log_keep: int = 5
     log_timestamps: bool = False
+    log_index: bool = True  # the <name>.log.idx time index beside each log file
     mark: float | None = None  # seconds between "-- MARK --" lines; None = off
     panic_patterns: tuple[str, ...] = DEFAULT_PANIC_PATTERNS  # extra, beside the built-in ones
     on_panic_command: tuple[str, ...] = ()  # argv run (no shell) with the event JSON on stdin

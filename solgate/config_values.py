@@ -457,6 +457,7 @@ CONSOLE_KEYS: dict[str, Callable[[object], Any]] = {
     "log_max": want_size,
     "log_keep": want_int(0, 1000),
     "log_timestamps": want_bool,
+    "log_index": want_bool,
     "mark": want_mark,
     "panic_patterns": want_patterns,
     "on_panic_command": want_command,

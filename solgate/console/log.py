@@ -23,6 +23,9 @@ first byte that follows a newline, at the time that byte arrives (never at the
 newline itself, so a stamp is never left dangling before content that has not come
 yet, and never splits a line or an escape sequence).
 
+A sidecar `name.log.idx` records when each stretch of bytes was written (see
+`logindex.py`); it is rotated and removed with its log.
+
 Rotation is by rename (`name.log` -> `name.log.1` -> ... -> `name.log.<keep>`),
 never copy-and-truncate, which loses what arrives between the copy and the truncate.
 Once the file passes `max_bytes`, rotation waits for the next newline if one comes
@@ -48,6 +51,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from solgate.console.logindex import IndexWriter, rotate_index_files
 from solgate.console.notes import BREAK, BREAK_MARK, NOTE_HOLD, Item, NotePlacer
 
 __all__ = [
@@ -212,6 +216,7 @@ class ConsoleLog:
         max_pending: int = MAX_PENDING,
         note_hold: float = NOTE_HOLD,
         schedule: Callable[[float, Callable[[], None]], object] | None = None,
+        index: bool = True,
     ) -> None:
         if max_bytes <= 0:
             raise ValueError(f"max_bytes must be positive, not {max_bytes}")
@@ -251,6 +256,8 @@ class ConsoleLog:
         # held note; without it only `tick` and the next write release one.
         self._schedule = schedule
         self._scheduled_for: float | None = None
+        # When each byte was written, in a sidecar file (see logindex.py).
+        self._index = IndexWriter(self._path, clock=clock) if index else None
 
         if self._open():
             self._at_line_start = self._disk_at_line_start
@@ -387,6 +394,8 @@ class ConsoleLog:
         elif self._replaced_on_disk():
             self.reopen()
         self._put(self._notes.handle_timeout(now), now)
+        if self._index is not None:
+            self._index.tick(now)
         if self._mark_interval is not None and now - self._last_activity >= self._mark_interval:
             self._note("MARK", now)
         if self._size >= self._max_bytes and self._at_line_start and self._rotation_allowed(now):
@@ -428,6 +437,8 @@ class ConsoleLog:
             self._pending.clear()
             self._pending_len = 0
         self._close_fd(sync=True)
+        if self._index is not None:
+            self._index.close()
         self._closed = True
 
     # -- internals: planning ----------------------------------------------------
@@ -527,7 +538,10 @@ class ConsoleLog:
         if fd is None:
             return False
         try:
-            self._size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            self._size = st.st_size
+            if self._index is not None:
+                self._index.attach(st.st_ino)
         except OSError:
             self._size = 0
         self._disk_at_line_start = self._size == 0 or self._file.last_byte_is_newline()
@@ -551,6 +565,8 @@ class ConsoleLog:
         """Write as much of `data` as the disk takes; return how many bytes landed."""
         done = self._file.write(data)
         if done:
+            if self._index is not None:
+                self._index.wrote(self._size, data)
             self._size += done
             self._bytes_written += done
             self._disk_at_line_start = data[done - 1] == _NL
@@ -654,6 +670,7 @@ class ConsoleLog:
             ok = False
         if ok:
             self._remove_beyond_keep()
+            rotate_index_files(self._path, self._keep)
             self._sync_directory()
         self._open()
         return ok

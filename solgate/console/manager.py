@@ -102,6 +102,7 @@ class ConsoleManager:
             max_bytes=console.log_max,
             keep=console.log_keep,
             timestamps=console.log_timestamps,
+            index=console.log_index,
             mark_interval=console.mark,
             schedule=asyncio.get_running_loop().call_later,  # held event lines come due
         )

@@ -1,0 +1,355 @@
+"""When was each byte of a console log written: a small time index beside every log file.
+
+Theory of operation
+-------------------
+`web01.log` gets a sidecar `web01.log.idx`, rotated with it (`web01.log.1.idx`, ...)
+and removed with it. The sidecar is a 16-byte header (`SOLGIDX1` and the inode of the
+log file it describes) followed by 16-byte records `(time, offset)`: at `time` (epoch
+seconds, a float) the log file held `offset` bytes and the next bytes were about to be
+written. The top bit of `offset` marks a record for a note (`[-- solgate ...: ... --]`)
+that starts at that offset.
+
+`IndexWriter.wrote(offset, data)` is called by `ConsoleLog` for every chunk that reaches
+the disk. It appends a record when the chunk is the first in a new second, or the first
+after a pause of `PAUSE` seconds (so the moment before an operator's command is exact
+to the write, not just to the second), and one for each note in the chunk. A busy
+console therefore adds at most a few records a second (~100 KB a day at worst); a quiet
+one adds none. The sidecar's descriptor is closed by `tick()` once the console has been
+quiet for `IDLE_CLOSE` seconds, so 10,000 idle consoles do not hold 10,000 more open
+files. The per-chunk cost is one clock read and one substring search.
+
+The index is a help, never a requirement. A sidecar whose header names another inode
+(the log was rotated by an external logrotate, or copied) is ignored and started
+afresh. A disk that refuses the sidecar makes the writer give up until the log is
+reopened, without touching the log itself. Readers (`Timeline`) fall back to the notes'
+own timestamps (second precision at the notes, nothing in between) for any stretch the
+index does not cover: logs written before the index existed still answer, coarsely.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import logging
+import os
+import re
+import struct
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+__all__ = [
+    "INDEX_SUFFIX",
+    "PAUSE",
+    "IndexWriter",
+    "Mark",
+    "Timeline",
+    "index_path",
+    "read_index",
+    "rotate_index_files",
+]
+
+_LOG = logging.getLogger(__name__)
+
+INDEX_SUFFIX = ".idx"
+MAGIC = b"SOLGIDX1"
+HEADER = struct.Struct("<8sQ")  # magic, st_ino of the log file
+RECORD = struct.Struct("<dQ")  # epoch seconds, offset (| NOTE_FLAG)
+NOTE_FLAG = 1 << 63
+PAUSE = 0.25
+"""A write after this many quiet seconds gets its own record, even within a second."""
+IDLE_CLOSE = 5.0
+"""Seconds without a record after which `tick()` closes the sidecar's descriptor."""
+
+NOTE_PREFIX = b"[-- solgate "
+_NOTE_RE = re.compile(rb"\[-- solgate (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z): ")
+FILE_MODE = 0o640
+
+
+def index_path(log_file: Path) -> Path:
+    """The sidecar of one log file: `web01.log.2` -> `web01.log.2.idx`."""
+    log_file = Path(log_file)
+    return log_file.with_name(log_file.name + INDEX_SUFFIX)
+
+
+class IndexWriter:
+    """Appends `(time, offset)` records for one console log; never raises on disk errors."""
+
+    __slots__ = ("_path", "_clock", "_fd", "_ino", "_second", "_last", "_broken")
+
+    def __init__(self, log_path: Path, *, clock: Callable[[], float] = time.time) -> None:
+        self._path = index_path(log_path)
+        self._clock = clock
+        self._fd: int | None = None
+        self._ino = 0
+        self._second = -1
+        self._last = 0.0
+        self._broken = False
+
+    def attach(self, ino: int) -> None:
+        """The log (re)opened a file with this inode: index that one from now on."""
+        self.close()
+        self._ino = ino
+        self._second = -1
+        self._broken = False
+
+    def wrote(self, offset: int, data: bytes) -> None:
+        """`data` is about to land at `offset` of the log file (or just did)."""
+        now = self._clock()
+        out = b""
+        second = int(now)
+        if second != self._second or now - self._last >= PAUSE:
+            self._second = second
+            out = RECORD.pack(now, offset)
+        self._last = now
+        if NOTE_PREFIX in data:
+            out += b"".join(RECORD.pack(now, (offset + m.start()) | NOTE_FLAG)
+                            for m in _NOTE_RE.finditer(data))
+        if out and not self._broken:
+            self._append(out)
+
+    def tick(self, now: float) -> None:
+        """Give the descriptor back when the console has gone quiet."""
+        if self._fd is not None and now - self._last >= IDLE_CLOSE:
+            self.close()
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _append(self, out: bytes) -> None:
+        fd = self._fd
+        try:
+            if fd is None:
+                fd = self._fd = self._open()
+            if os.write(fd, out) != len(out):
+                raise OSError(errno.ENOSPC, "short write")
+        except OSError as exc:
+            _LOG.warning("console log index %s: %s; the log keeps being written, times for "
+                         "it come from its notes until it is reopened", self._path,
+                         exc.strerror or exc)
+            self._broken = True
+            self.close()
+
+    def _open(self) -> int:
+        """Append to a sidecar that describes our inode, or start a new one."""
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                     FILE_MODE)
+        try:
+            head = os.pread(fd, HEADER.size, 0)
+            size = os.fstat(fd).st_size
+            if head == HEADER.pack(MAGIC, self._ino):
+                torn = (size - HEADER.size) % RECORD.size
+                if torn:  # a crash in the middle of a record: drop the partial one
+                    os.ftruncate(fd, size - torn)
+            else:
+                os.ftruncate(fd, 0)
+                os.write(fd, HEADER.pack(MAGIC, self._ino))
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
+
+
+def rotate_index_files(log_path: Path, keep: int) -> None:
+    """Shift the sidecars the way `ConsoleLog` shifted its files (call after the logs)."""
+    log_path = Path(log_path)
+
+    def numbered(n: int) -> Path:
+        return index_path(log_path.with_name(f"{log_path.name}.{n}"))
+
+    for n in range(keep - 1, 0, -1):
+        try:
+            os.replace(numbered(n), numbered(n + 1))
+        except OSError:
+            pass  # a missing sidecar (an older log) is fine: readers fall back to notes
+    try:
+        if keep > 0:
+            os.replace(index_path(log_path), numbered(1))
+        else:
+            os.unlink(index_path(log_path))
+    except OSError:
+        pass
+    prefix = log_path.name + "."
+    try:
+        names = os.listdir(log_path.parent)
+    except OSError:
+        return
+    for name in names:
+        middle = name[len(prefix) : -len(INDEX_SUFFIX)]
+        if (name.startswith(prefix) and name.endswith(INDEX_SUFFIX) and middle.isdigit()
+                and int(middle) > keep):
+            try:
+                os.unlink(log_path.parent / name)
+            except OSError:
+                pass
+
+
+# -- reading -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """At `time`, `offset` bytes of the stream had been written; `note` if a note starts there."""
+
+    time: float
+    offset: int
+    note: bool = False
+    exact: bool = True  # False: from a note's text or the file's mtime (second precision)
+
+
+def read_index(log_file: Path) -> list[Mark] | None:
+    """The records of `log_file`'s sidecar, or None if it has none that describes it."""
+    try:
+        st = os.stat(log_file)
+        with open(index_path(log_file), "rb") as f:
+            blob = f.read()
+    except OSError:
+        return None
+    if blob[: HEADER.size] != HEADER.pack(MAGIC, st.st_ino):
+        return None
+    body = blob[HEADER.size :]
+    body = body[: len(body) - len(body) % RECORD.size]
+    marks = []
+    for t, raw in RECORD.iter_unpack(body):
+        offset = raw & ~NOTE_FLAG
+        if offset <= st.st_size:  # a log truncated in place: later records are void
+            marks.append(Mark(t, offset, bool(raw & NOTE_FLAG)))
+    return marks
+
+
+def note_time(text: bytes) -> float:
+    """Epoch seconds of a note's ISO timestamp."""
+    return datetime.fromisoformat(text.decode().replace("Z", "+00:00")).timestamp()
+
+
+def scan_notes(fd: int, start: int, end: int, *, block: int = 1 << 20) -> list[Mark]:
+    """Marks from the notes between two offsets of a log file (the fallback, coarse)."""
+    marks = []
+    pos = start
+    overlap = 64
+    while pos < end:
+        n = min(block, end - pos)
+        chunk = os.pread(fd, n + overlap, pos)
+        for m in _NOTE_RE.finditer(chunk):
+            if m.start() >= n:
+                break
+            marks.append(Mark(note_time(m.group(1)), pos + m.start(), True, exact=False))
+        pos += n
+    return marks
+
+
+class Timeline:
+    """Time <-> offset for the concatenation of a console's log files, oldest first.
+
+    Offsets are positions in that concatenation (file k starts where file k-1 ended),
+    so a replay or a search can cross a rotation without caring. Built from the
+    sidecars where they describe their file, from the notes elsewhere, plus each file's
+    mtime as the time of its last byte.
+    """
+
+    def __init__(self, files: Iterable[Path]) -> None:
+        self.files: list[Path] = []
+        self.starts: list[int] = []  # global offset of each file's first byte
+        self.marks: list[Mark] = []
+        self.exact = True  # every file had an index
+        total = 0
+        for file in files:
+            try:
+                fd = os.open(file, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                st = os.fstat(fd)
+                self.files.append(Path(file))
+                self.starts.append(total)
+                self._add_file(fd, st.st_size, st.st_mtime, total, read_index(file))
+            finally:
+                os.close(fd)
+            total += st.st_size
+        self.size = total
+        # Times must not go back as offsets go forward (a clock step, a note's own time):
+        # keep the running maximum so bisecting stays meaningful.
+        latest = float("-inf")
+        fixed = []
+        for m in self.marks:
+            latest = max(latest, m.time)
+            fixed.append(m if m.time == latest else Mark(latest, m.offset, m.note, m.exact))
+        self.marks = fixed
+        self._times = [m.time for m in fixed]
+        self._offsets = [m.offset for m in fixed]
+
+    def _add_file(self, fd: int, size: int, mtime: float, base: int,
+                  indexed: list[Mark] | None) -> None:
+        if indexed is None:
+            self.exact = False
+            marks = scan_notes(fd, 0, size)
+        else:
+            first = indexed[0].offset if indexed else size
+            last = max((m.offset for m in indexed), default=0)
+            # Before the sidecar began (a log older than the index, or an index started
+            # afresh after a restart) and after it stopped: the notes say when.
+            marks = scan_notes(fd, 0, first) if first > 0 else []
+            marks += indexed
+            tail = [m for m in scan_notes(fd, last, size) if m.offset > last]
+            marks += tail
+            if first > 0 or tail:
+                self.exact = False
+        marks.sort(key=lambda m: m.offset)
+        self.marks.extend(Mark(m.time, base + m.offset, m.note, m.exact) for m in marks)
+        self.marks.append(Mark(mtime, base + size, False, exact=False))
+
+    @property
+    def first_time(self) -> float | None:
+        return self._times[0] if self._times else None
+
+    @property
+    def last_time(self) -> float | None:
+        return self._times[-1] if self._times else None
+
+    def offset_at(self, t: float) -> int:
+        """How many bytes had been written at time `t` (to the record's precision)."""
+        i = bisect.bisect_right(self._times, t)
+        if i >= len(self._offsets):
+            return self.size
+        # Bytes between two marks were written from the first mark's time on, before the
+        # second's: count them all (the burst `t` falls in), to the record's precision.
+        return self._offsets[i] if i > 0 else 0
+
+    def time_at(self, offset: int) -> float | None:
+        """When the byte at `offset` was written, as near as the marks say (never later)."""
+        i = bisect.bisect_right(self._offsets, offset) - 1
+        if i < 0:
+            return self._times[0] if self._times else None
+        return self._times[i]
+
+    def notes(self) -> list[Mark]:
+        return [m for m in self.marks if m.note]
+
+    def locate(self, offset: int) -> tuple[Path, int]:
+        """The file holding a global offset, and the offset inside it."""
+        i = max(0, bisect.bisect_right(self.starts, offset) - 1)
+        return self.files[i], offset - self.starts[i]
+
+    def read(self, start: int, end: int) -> bytes:
+        """Bytes `[start, end)` of the concatenated stream."""
+        out = []
+        for i, file in enumerate(self.files):
+            lo = self.starts[i]
+            hi = self.starts[i + 1] if i + 1 < len(self.files) else self.size
+            a, b = max(start, lo), min(end, hi)
+            if a >= b:
+                continue
+            try:
+                with open(file, "rb") as f:
+                    f.seek(a - lo)
+                    out.append(f.read(b - a))
+            except OSError:
+                continue
+        return b"".join(out)
