@@ -28,6 +28,7 @@ SUBCOMMAND_MODULES = (
     "solgate.serve_cli",
     "solgate.web.cli",
     "solgate.terminal_cli",
+    "solgate.forensics",
 )
 
 EXIT_ERROR = 1

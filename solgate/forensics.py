@@ -1,0 +1,475 @@
+"""`solgate screen`, `solgate export` and `solgate grep`: the morning-after questions.
+
+"What did the console show at 03:12", "give me a recording of that to share" and "which
+servers printed `Machine check` last night" are answered from the files under
+`data_dir` alone (like `solgate tail`), so they work while the server is down.
+
+All three read a console's log files as one stream, oldest first, across rotations, and
+ask a `Timeline` (`console/logindex.py`) when each byte was written: exact to the write
+where the time index exists, to the nearest note where it does not (older logs).
+
+The screen at a moment is rebuilt with pyte (`console/screen.py`) by replaying the
+bytes written before that moment, starting `replay` bytes back (at a line start). The
+output says where that replay started, in bytes and in time, so an operator knows how
+much of the past the picture rests on. solgate's own notes (and `log_timestamps`
+stamps) are taken out of the replay: they were never on the host's screen.
+
+`grep` reads each log backwards from the newest byte and stops at `--since`, after
+`--limit` hits, or when its time budget is spent, whichever comes first, and says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fnmatch
+import itertools
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+from solgate.config import Config
+from solgate.config_values import duration_seconds
+from solgate.console.log import format_time, iter_log_files, lines_backwards_at
+from solgate.console.logindex import Timeline
+from solgate.console.screen import Screen
+from solgate.errors import ConfigError
+from solgate.logtools import _add_data_dir, _data_dir, log_path
+
+__all__ = [
+    "Hit",
+    "ScreenAt",
+    "asciicast",
+    "console_timeline",
+    "grep_logs",
+    "host_bytes",
+    "parse_time",
+    "screen_at",
+]
+
+DEFAULT_REPLAY = 128 * 1024
+DEFAULT_COLS, DEFAULT_ROWS = 80, 25
+DEFAULT_GREP_LIMIT = 100
+DEFAULT_GREP_BUDGET = 10.0
+
+# --- time -------------------------------------------------------------------------------
+
+_CLOCK = re.compile(r"(\d{1,2}):(\d\d)(?::(\d\d)(?:\.(\d+))?)?")
+
+
+def parse_time(text: str, *, now: float | None = None) -> float:
+    """Epoch seconds from an ISO 8601 time, "now", "-15m" / "15m" (ago) or "03:12" (today).
+
+    A time without a zone is local time, as `date` prints it.
+    """
+    now = time.time() if now is None else now
+    raw = text.strip()
+    if raw == "now":
+        return now
+    ago = raw[1:] if raw.startswith("-") else raw.removesuffix(" ago")
+    try:
+        return now - duration_seconds(ago)
+    except ValueError:
+        pass
+    clock = _CLOCK.fullmatch(raw)
+    if clock:
+        hour, minute, sec, frac = clock.groups()
+        today = datetime.fromtimestamp(now).astimezone()
+        stamp = today.replace(hour=int(hour), minute=int(minute), second=int(sec or 0),
+                              microsecond=int((frac or "0").ljust(6, "0")[:6]))
+        return stamp.timestamp()
+    try:
+        stamp = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a time; give an ISO time "
+                          "(2026-12-06T03:12:00Z), a time today (03:12), or how long ago "
+                          "(-15m, 2h)") from None
+    if stamp.tzinfo is None:
+        stamp = stamp.astimezone()
+    return stamp.timestamp()
+
+
+def _ago(seconds: float) -> str:
+    return str(timedelta(seconds=round(max(0.0, seconds))))
+
+
+# --- replaying --------------------------------------------------------------------------
+
+_NOTE_LINE = re.compile(rb"(?:\[\d{4}-\d\d-\d\dT[\d:.]+Z\] )?\[-- solgate [^\r\n]*? --\]\r\n")
+_STAMP = re.compile(rb"(?:(?<=\n)|^)\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] ")
+
+
+def host_bytes(data: bytes) -> bytes:
+    """What the host printed: the log bytes without solgate's notes and line stamps."""
+    if b"[-- solgate " in data:
+        data = _NOTE_LINE.sub(b"", data)
+    if b"Z] " in data:
+        data = _STAMP.sub(b"", data)
+    return data
+
+
+def console_timeline(data_dir: Path, name: str) -> Timeline:
+    path = log_path(data_dir, name)
+    files = iter_log_files(path)
+    if not files:
+        raise ConfigError(f"no log for console {name!r} at {path}; check the name, or "
+                          "-c/--data-dir")
+    return Timeline(files)
+
+
+def _line_start_after(timeline: Timeline, start: int, limit: int = 4096) -> int:
+    """`start` moved to just after the next newline (if one is near), not mid-sequence."""
+    if start <= 0:
+        return 0
+    data = timeline.read(start - 1, start - 1 + limit)
+    nl = data.find(b"\n")
+    return start if nl < 0 else start + nl
+
+
+@dataclass
+class ScreenAt:
+    """A console's screen at a moment, and what the picture rests on."""
+
+    screen: Screen
+    at: float
+    start: int  # stream offset the replay started from
+    end: int  # bytes written by `at`
+    start_time: float | None
+    exact: bool  # every file had its time index
+
+    def header(self, name: str) -> str:
+        parts = [f"{name} at {format_time(self.at, millis=True)}"]
+        if self.start_time is None:
+            parts.append("nothing was written by then")
+        else:
+            back = self.at - self.start_time
+            parts.append(f"replayed {self.end - self.start} bytes written since "
+                         f"{format_time(self.start_time)} ({_ago(back)} earlier)"
+                         + ("" if self.start else ", the start of the kept logs"))
+        parts.append("times exact to the write (time index)" if self.exact else
+                     "times to the nearest note (part of the log has no time index)")
+        return "; ".join(parts)
+
+
+def screen_at(timeline: Timeline, at: float, *, cols: int = DEFAULT_COLS,
+              rows: int = DEFAULT_ROWS, replay: int = DEFAULT_REPLAY) -> ScreenAt:
+    """Rebuild the screen as it was at `at` from the last `replay` bytes before it."""
+    end = timeline.offset_at(at)
+    start = _line_start_after(timeline, max(0, end - replay))
+    screen = Screen(cols, rows)
+    pos = start
+    while pos < end:  # in pieces, so a large replay does not hold a second copy
+        step = min(1 << 20, end - pos)
+        screen.feed(host_bytes(timeline.read(pos, pos + step)))
+        pos += step
+    start_time = timeline.time_at(start) if end > 0 else None
+    return ScreenAt(screen, at, start, end, start_time, timeline.exact)
+
+
+# --- asciicast --------------------------------------------------------------------------
+
+
+def asciicast(timeline: Timeline, t1: float, t2: float, out: IO[str], *,
+              cols: int = DEFAULT_COLS, rows: int = DEFAULT_ROWS,
+              replay: int = DEFAULT_REPLAY, title: str = "") -> int:
+    """Write an asciicast v2 recording of `[t1, t2]`; return the number of events.
+
+    The first event (at 0.0) paints the screen as it was at `t1`; then each stretch of
+    output comes at the time the index says it was written, and each note becomes a
+    marker ("m"). Players start from a clean terminal, so the recording stands alone.
+    """
+    if t2 < t1:
+        raise ConfigError("--to is before --from; give the earlier time first")
+    first = screen_at(timeline, t1, cols=cols, rows=rows, replay=replay)
+    header: dict[str, Any] = {"version": 2, "width": cols, "height": rows,
+                              "timestamp": int(t1), "duration": round(t2 - t1, 6),
+                              "env": {"TERM": "xterm-256color"}}
+    if title:
+        header["title"] = title
+    out.write(json.dumps(header) + "\n")
+    decoder = _decoder()
+    events = 0
+
+    def emit(t: float, kind: str, text: str) -> None:
+        nonlocal events
+        if text:
+            out.write(json.dumps([round(max(0.0, t - t1), 6), kind, text]) + "\n")
+            events += 1
+
+    emit(t1, "o", first.screen.render(scrollback=False).decode("utf-8"))
+    end = timeline.offset_at(t2)
+    inside = [m for m in timeline.marks if first.end <= m.offset < end]
+    bounds = sorted({first.end, end, *(m.offset for m in inside)})
+    notes = {m.offset for m in inside if m.note}
+    for a, b in itertools.pairwise(bounds):
+        t = max(t1, timeline.time_at(a) or t1)
+        if a in notes:
+            note = _NOTE_LINE.match(timeline.read(a, a + 4096))
+            if note:
+                emit(t, "m", note.group(0).decode("utf-8", "replace").strip())
+        emit(t, "o", decoder.decode(host_bytes(timeline.read(a, b))))
+    emit(t2, "o", decoder.decode(b"", final=True))
+    return events
+
+
+def _decoder() -> Any:
+    import codecs
+
+    from solgate.console import screen as screen_module
+
+    return codecs.getincrementaldecoder("utf-8")(screen_module._CP437_ERRORS)  # noqa: SLF001
+
+
+# --- grep -------------------------------------------------------------------------------
+
+_ANSI = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+
+
+@dataclass(frozen=True)
+class Hit:
+    console: str
+    time: float | None
+    line: str
+
+
+@dataclass
+class GrepResult:
+    hits: list[Hit]
+    stopped: str | None  # why the search stopped early, or None if it read all it had to
+
+
+def _plain(line: bytes) -> str:
+    text = _ANSI.sub(b"", line).decode("utf-8", "replace")
+    return "".join(c for c in text if c >= " " or c == "\t").rstrip()
+
+
+def _console_hits(path: Path, name: str, pattern: re.Pattern[str], since: float | None,
+                  until: float | None, deadline: float) -> Iterator[Hit]:
+    """Hits in one console's logs, newest first."""
+    timeline = Timeline(iter_log_files(path))
+    for i in range(len(timeline.files) - 1, -1, -1):
+        base = timeline.starts[i]
+        size = (timeline.starts[i + 1] if i + 1 < len(timeline.files) else timeline.size) - base
+        try:
+            fd = os.open(timeline.files[i], os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            for n, (offset, line) in enumerate(lines_backwards_at(fd, size, max_line=1 << 16)):
+                if n % 256 == 0 and time.monotonic() > deadline:
+                    raise TimeoutError
+                t = timeline.time_at(base + offset)
+                if since is not None and t is not None and t < since:
+                    return
+                if until is not None and t is not None and t > until:
+                    continue
+                text = _plain(line)
+                if pattern.search(text):
+                    yield Hit(name, t, text)
+        finally:
+            os.close(fd)
+
+
+def grep_logs(logs_dir: Path, names: list[str], pattern: re.Pattern[str], *,
+              since: float | None = None, until: float | None = None,
+              limit: int = DEFAULT_GREP_LIMIT,
+              budget: float = DEFAULT_GREP_BUDGET) -> GrepResult:
+    """The newest `limit` hits across consoles, newest first, within a time budget."""
+    deadline = time.monotonic() + budget
+    hits: list[Hit] = []
+    stopped = None
+    full = False
+    for name in names:
+        if time.monotonic() > deadline:
+            stopped = f"the time budget ({budget:g} s) ran out before console {name}"
+            break
+        found = 0
+        try:
+            for hit in _console_hits(logs_dir / f"{name}.log", name, pattern, since, until,
+                                     deadline):
+                hits.append(hit)
+                found += 1
+                if found >= limit:
+                    full = True  # older hits of this console may exist
+                    break
+        except TimeoutError:
+            stopped = f"the time budget ({budget:g} s) ran out in console {name}"
+            break
+    hits.sort(key=lambda h: -(h.time or 0.0))
+    if full:
+        del hits[limit:]
+        stopped = stopped or f"the limit of {limit} hits was reached"
+    return GrepResult(hits, stopped)
+
+
+def _console_names(logs_dir: Path, config: Config | None, glob: str | None,
+                   tag: str | None) -> list[str]:
+    names: set[str] = set()
+    if config is not None:
+        names.update(config.consoles)
+    with contextlib.suppress(OSError):
+        names.update(n[:-4] for n in os.listdir(logs_dir) if n.endswith(".log"))
+    if tag is not None:
+        if config is None:
+            raise ConfigError("--tag needs the configuration (where the tags are); give "
+                              "-c instead of --data-dir, or use --console GLOB")
+        names = {n for n in names if n in config.consoles and tag in config.consoles[n].tags}
+    if glob is not None:
+        names = {n for n in names if fnmatch.fnmatchcase(n, glob)}
+    return sorted(names)
+
+
+# --- the commands -------------------------------------------------------------------------
+
+
+def _timeline_for(args: argparse.Namespace) -> Timeline:
+    data_dir, _ = _data_dir(args)
+    return console_timeline(data_dir, args.name)
+
+
+def run_screen(args: argparse.Namespace) -> int:
+    """`solgate screen NAME --at TIME`."""
+    timeline = _timeline_for(args)
+    at = parse_time(args.at)
+    result = screen_at(timeline, at, cols=args.cols, rows=args.rows, replay=args.replay)
+    out = sys.stdout
+    if args.raw:
+        print(result.header(args.name), file=sys.stderr)
+        sys.stdout.buffer.write(result.screen.render())
+        sys.stdout.buffer.flush()
+        return 0
+    print(f"# {result.header(args.name)}", file=out)
+    for row in result.screen.display:
+        print(row.rstrip(), file=out)
+    out.flush()
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """`solgate export NAME --from T1 --to T2 -o file.cast`."""
+    timeline = _timeline_for(args)
+    t1 = parse_time(getattr(args, "from"))
+    t2 = parse_time(args.to)
+    title = f"{args.name} {format_time(t1)} - {format_time(t2)}"
+    if args.output == "-":
+        asciicast(timeline, t1, t2, sys.stdout, cols=args.cols, rows=args.rows,
+                  replay=args.replay, title=title)
+        return 0
+    tmp = Path(args.output + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        events = asciicast(timeline, t1, t2, f, cols=args.cols, rows=args.rows,
+                           replay=args.replay, title=title)
+    os.replace(tmp, args.output)
+    print(f"wrote {args.output}: {events} events over {_ago(t2 - t1)}"
+          + ("" if timeline.exact else " (times to the nearest note: no time index)"),
+          file=sys.stderr)
+    return 0
+
+
+def run_grep(args: argparse.Namespace) -> int:
+    """`solgate grep PATTERN`."""
+    data_dir, config = _data_dir(args)
+    logs_dir = data_dir / "logs"
+    try:
+        pattern = re.compile(args.pattern, re.IGNORECASE if args.ignore_case else 0)
+    except re.error as exc:
+        raise ConfigError(f"pattern {args.pattern!r} is not a regular expression ({exc}); "
+                          "use -F for a plain string") from None
+    if args.fixed:
+        pattern = re.compile(re.escape(args.pattern), re.IGNORECASE if args.ignore_case else 0)
+    names = _console_names(logs_dir, config, args.console, args.tag)
+    since = parse_time(args.since) if args.since else None
+    until = parse_time(args.until) if args.until else None
+    result = grep_logs(logs_dir, names, pattern, since=since, until=until, limit=args.limit,
+                       budget=args.budget)
+    try:
+        for hit in result.hits:
+            when = format_time(hit.time) if hit.time is not None else "?"
+            if args.json:
+                print(json.dumps({"time": when, "console": hit.console, "line": hit.line},
+                                 ensure_ascii=False))
+            else:
+                print(f"{when}  {hit.console}: {hit.line}")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    if result.stopped:
+        print(f"solgate grep: stopped early: {result.stopped}; narrow it with --since, "
+              "--console or --limit", file=sys.stderr)
+    return 0 if result.hits else 1
+
+
+def _add_screen_size(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cols", type=int, default=DEFAULT_COLS, help="screen width (80)")
+    parser.add_argument("--rows", type=int, default=DEFAULT_ROWS, help="screen height (25)")
+    parser.add_argument("--replay", type=int, default=DEFAULT_REPLAY, metavar="BYTES",
+                        help=f"replay at most this many bytes before the moment "
+                             f"({DEFAULT_REPLAY}); more for screens drawn long before")
+
+
+TIME_HELP = ("ISO 8601 (2026-12-06T03:12:00Z), a time today (03:12), or how long ago "
+             "(15m, 2h; with a minus sign write --at=-15m)")
+
+
+def register(subparsers: Any) -> None:
+    """Add `screen`, `export` and `grep`."""
+    screen = subparsers.add_parser(
+        "screen", help="print a console's screen as it was at a moment, from its log",
+        description="Rebuild the screen of console NAME as it was at TIME from its log "
+                    "files and their time index, and print it as text (or, with --raw, "
+                    "as escape sequences that repaint a terminal, colours included).",
+    )
+    screen.add_argument("name", metavar="NAME", help="console name")
+    screen.add_argument("--at", required=True, metavar="TIME", help=TIME_HELP)
+    screen.add_argument("--raw", action="store_true",
+                        help="print the repaint sequence instead of plain text")
+    _add_screen_size(screen)
+    _add_data_dir(screen)
+    screen.set_defaults(handler=run_screen)
+
+    export = subparsers.add_parser(
+        "export", help="write an asciicast v2 recording of a console between two times",
+        description="Write what console NAME showed from T1 to T2 as an asciicast v2 "
+                    "file (asciinema play, or the web log page), with the real timing of "
+                    "the output; solgate's notes become markers.",
+    )
+    export.add_argument("name", metavar="NAME", help="console name")
+    export.add_argument("--from", required=True, metavar="T1", help=TIME_HELP)
+    export.add_argument("--to", default="now", metavar="T2", help="end (now)")
+    export.add_argument("-o", "--output", required=True, metavar="FILE",
+                        help="the .cast file to write (- for stdout)")
+    _add_screen_size(export)
+    _add_data_dir(export)
+    export.set_defaults(handler=run_export)
+
+    grep = subparsers.add_parser(
+        "grep", help="search every console's logs (rotated ones too), newest first",
+        description="Print the lines matching PATTERN (a Python regular expression, "
+                    "matched against the text without escape sequences) in the consoles' "
+                    "logs, newest first, each with the time it was written. Exit status 1 "
+                    "when nothing matched.",
+    )
+    grep.add_argument("pattern", metavar="PATTERN")
+    grep.add_argument("--since", metavar="TIME", help="only lines written after this: "
+                      + TIME_HELP)
+    grep.add_argument("--until", metavar="TIME", help="only lines written before this")
+    grep.add_argument("--console", metavar="GLOB", help="only consoles whose name matches")
+    grep.add_argument("--tag", metavar="TAG", help="only consoles with this tag")
+    grep.add_argument("-i", "--ignore-case", action="store_true")
+    grep.add_argument("-F", "--fixed", action="store_true", help="PATTERN is a plain string")
+    grep.add_argument("-n", "--limit", type=int, default=DEFAULT_GREP_LIMIT, metavar="N",
+                      help=f"at most N hits, the newest ({DEFAULT_GREP_LIMIT})")
+    grep.add_argument("--budget", type=float, default=DEFAULT_GREP_BUDGET, metavar="S",
+                      help=f"stop after this many seconds of reading ({DEFAULT_GREP_BUDGET:g})")
+    grep.add_argument("--json", action="store_true", help="one JSON object per hit")
+    _add_data_dir(grep)
+    grep.set_defaults(handler=run_grep)
