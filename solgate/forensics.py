@@ -29,7 +29,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -44,6 +44,7 @@ from solgate.errors import ConfigError
 from solgate.logtools import _add_data_dir, _data_dir, log_path
 
 __all__ = [
+    "GrepResult",
     "Hit",
     "ScreenAt",
     "asciicast",
@@ -251,7 +252,8 @@ def _plain(line: bytes) -> str:
 
 
 def _console_hits(path: Path, name: str, pattern: re.Pattern[str], since: float | None,
-                  until: float | None, deadline: float) -> Iterator[Hit]:
+                  until: float | None, deadline: float,
+                  cancelled: Callable[[], bool]) -> Iterator[Hit]:
     """Hits in one console's logs, newest first."""
     timeline = Timeline(iter_log_files(path))
     for i in range(len(timeline.files) - 1, -1, -1):
@@ -263,7 +265,7 @@ def _console_hits(path: Path, name: str, pattern: re.Pattern[str], since: float 
             continue
         try:
             for n, (offset, line) in enumerate(lines_backwards_at(fd, size, max_line=1 << 16)):
-                if n % 256 == 0 and time.monotonic() > deadline:
+                if n % 256 == 0 and (time.monotonic() > deadline or cancelled()):
                     raise TimeoutError
                 t = timeline.time_at(base + offset)
                 if since is not None and t is not None and t < since:
@@ -277,30 +279,38 @@ def _console_hits(path: Path, name: str, pattern: re.Pattern[str], since: float 
             os.close(fd)
 
 
-def grep_logs(logs_dir: Path, names: list[str], pattern: re.Pattern[str], *,
+def grep_logs(consoles: list[tuple[str, Path]], pattern: re.Pattern[str], *,
               since: float | None = None, until: float | None = None,
-              limit: int = DEFAULT_GREP_LIMIT,
-              budget: float = DEFAULT_GREP_BUDGET) -> GrepResult:
-    """The newest `limit` hits across consoles, newest first, within a time budget."""
+              limit: int = DEFAULT_GREP_LIMIT, budget: float = DEFAULT_GREP_BUDGET,
+              cancelled: Callable[[], bool] = lambda: False) -> GrepResult:
+    """The newest `limit` hits across `(name, log path)` consoles, newest first.
+
+    Stops when `budget` seconds are spent or `cancelled()` (polled every 256 lines)
+    says the asker went away; `stopped` says why.
+    """
     deadline = time.monotonic() + budget
     hits: list[Hit] = []
     stopped = None
     full = False
-    for name in names:
+    for name, path in consoles:
+        if cancelled():
+            stopped = "the search was cancelled"
+            break
         if time.monotonic() > deadline:
             stopped = f"the time budget ({budget:g} s) ran out before console {name}"
             break
         found = 0
         try:
-            for hit in _console_hits(logs_dir / f"{name}.log", name, pattern, since, until,
-                                     deadline):
+            for hit in _console_hits(path, name, pattern, since, until, deadline,
+                                     cancelled):
                 hits.append(hit)
                 found += 1
                 if found >= limit:
                     full = True  # older hits of this console may exist
                     break
         except TimeoutError:
-            stopped = f"the time budget ({budget:g} s) ran out in console {name}"
+            stopped = ("the search was cancelled" if cancelled() else
+                       f"the time budget ({budget:g} s) ran out in console {name}")
             break
     hits.sort(key=lambda h: -(h.time or 0.0))
     if full:
@@ -387,8 +397,8 @@ def run_grep(args: argparse.Namespace) -> int:
     names = _console_names(logs_dir, config, args.console, args.tag)
     since = parse_time(args.since) if args.since else None
     until = parse_time(args.until) if args.until else None
-    result = grep_logs(logs_dir, names, pattern, since=since, until=until, limit=args.limit,
-                       budget=args.budget)
+    result = grep_logs([(n, logs_dir / f"{n}.log") for n in names], pattern, since=since,
+                       until=until, limit=args.limit, budget=args.budget)
     try:
         for hit in result.hits:
             when = format_time(hit.time) if hit.time is not None else "?"

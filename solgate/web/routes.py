@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from solgate.web import api, views, ws
+from solgate.web import api, forensics, views, ws
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 
@@ -20,6 +20,8 @@ def setup_routes(app: web.Application, static_dir: Path = STATIC_DIR) -> None:
     app.router.add_get("/consoles/{name}", views.console_page, name="console")
     app.router.add_get("/consoles/{name}/log", views.log_page, name="console_log")
     app.router.add_get("/events", views.events_page, name="events")
+    app.router.add_get("/consoles/{name}/screen", forensics.screen_page, name="console_screen")
+    app.router.add_get("/search", forensics.search_page, name="search")
 
     app.router.add_get("/ws/consoles/{name}", ws.console_ws, name="console_ws")
 
@@ -30,6 +32,8 @@ def setup_routes(app: web.Application, static_dir: Path = STATIC_DIR) -> None:
     app.router.add_post("/api/consoles/{name}/power", api.post_power)
     app.router.add_get("/api/consoles/{name}/log", api.get_log)
     app.router.add_get("/api/events", api.get_events)
+    app.router.add_get("/api/consoles/{name}/cast", forensics.get_cast)
+    app.router.add_get("/api/search", forensics.get_search)
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/metrics", api.metrics)
 

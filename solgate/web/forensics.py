@@ -1,0 +1,201 @@
+"""The web side of `solgate screen`, `export` and `grep`: a console's screen at a moment,
+a recording to download, and a search across the consoles a user may see.
+
+The work is the same code as the commands (`solgate.forensics`), run in a thread.
+Each request is bounded: a screen replays at most `DEFAULT_REPLAY` bytes, a recording
+covers at most `MAX_CAST_BYTES` of output, a search stops at `SEARCH_LIMIT` hits,
+`SEARCH_BUDGET` seconds or when the browser goes away, and at most
+`MAX_RUNNING` of these run at once (the rest get 503 and a Retry-After), so one curious
+operator cannot starve the consoles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import functools
+import io
+import re
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from solgate.console.log import format_time, iter_log_files
+from solgate.console.logindex import Timeline
+from solgate.errors import SolgateError
+from solgate.forensics import DEFAULT_REPLAY, asciicast, grep_logs, parse_time, screen_at
+from solgate.web.api import visible_console
+from solgate.web.keys import auth_key, manager_key
+from solgate.web.middleware import json_error, require_identity
+from solgate.web.views import _page_context
+
+MAX_RUNNING = 2
+MAX_CAST_BYTES = 32 * 1024 * 1024
+SEARCH_LIMIT = 200
+SEARCH_BUDGET = 5.0
+CAST_DEFAULT_SPAN = 600.0  # the recording link on the screen page: the 10 minutes before
+
+_running = 0
+T = TypeVar("T")
+
+
+async def _bounded(request: web.Request, fn: Callable[..., T], *args: Any,
+                   **kwargs: Any) -> T:
+    """Run blocking work in a thread, at most MAX_RUNNING at a time; cancellable."""
+    global _running
+    if _running >= MAX_RUNNING:
+        raise web.HTTPServiceUnavailable(
+            text="solgate is busy with other log searches; try again in a few seconds",
+            headers={"Retry-After": "5"})
+    _running += 1
+    try:
+        return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
+    finally:
+        _running -= 1
+
+
+def _timeline(path: Any) -> Timeline:
+    return Timeline(iter_log_files(path))
+
+
+def _at(text: str, default: float) -> float:
+    if not text:
+        return default
+    try:
+        return parse_time(text[:100])
+    except SolgateError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+
+
+@aiohttp_jinja2.template("screen.html")
+async def screen_page(request: web.Request) -> dict[str, Any]:
+    """The console's screen at a moment, with a slider over the log's time span."""
+    require_identity(request)
+    console = visible_console(request)
+    at = _at(request.query.get("at", "").strip(), time.time())
+
+    def work() -> dict[str, Any]:
+        timeline = _timeline(console.log_path)
+        shown = screen_at(timeline, at, replay=DEFAULT_REPLAY)
+        notes = timeline.notes()
+        before = [m for m in notes if m.time < at - 0.001]
+        after = [m for m in notes if m.time > at + 0.001]
+        return {"shown": shown, "first": timeline.first_time, "last": timeline.last_time,
+                "prev_note": before[-1].time if before else None,
+                "next_note": after[0].time if after else None,
+                "empty": not timeline.files}
+
+    result = await _bounded(request, work)
+    shown = result["shown"]
+
+    def at_url(t: float | None) -> str | None:
+        return None if t is None else f"?{urlencode({'at': format_time(t, millis=True)})}"
+
+    cast_from = max(at - CAST_DEFAULT_SPAN, result["first"] or at)
+    cast_url = (f"/api/consoles/{console.name}/cast?"
+                + urlencode({"from": format_time(cast_from, millis=True),
+                             "to": format_time(at, millis=True)}))
+    return _page_context(
+        request, title=f"{console.name} at {format_time(at)}", console=console,
+        at=format_time(at, millis=True), at_epoch=int(at), rows=shown.screen.display,
+        header=shown.header(console.name), empty=result["empty"],
+        first=int(result["first"]) if result["first"] else None,
+        last=int(result["last"]) + 1 if result["last"] else None,
+        prev_note_url=at_url(result["prev_note"]), next_note_url=at_url(result["next_note"]),
+        minus_url=at_url(at - 60), plus_url=at_url(at + 60), cast_url=cast_url,
+    )
+
+
+async def get_cast(request: web.Request) -> web.StreamResponse:
+    """`GET /api/consoles/{name}/cast?from=T1&to=T2`: an asciicast v2 download."""
+    require_identity(request)
+    console = visible_console(request)
+    now = time.time()
+    try:
+        t1 = parse_time(request.query.get("from", "")[:100] or "10m", now=now)
+        t2 = parse_time(request.query.get("to", "")[:100] or "now", now=now)
+    except SolgateError as exc:
+        return json_error(400, str(exc))
+    if t2 < t1:
+        return json_error(400, "'to' is before 'from'; give the earlier time first")
+
+    def work() -> str | None:
+        timeline = _timeline(console.log_path)
+        if timeline.offset_at(t2) - timeline.offset_at(t1) > MAX_CAST_BYTES:
+            return None
+        out = io.StringIO()
+        asciicast(timeline, t1, t2, out,
+                  title=f"{console.name} {format_time(t1)} - {format_time(t2)}")
+        return out.getvalue()
+
+    text = await _bounded(request, work)
+    if text is None:
+        return json_error(413, f"more than {MAX_CAST_BYTES // 2**20} MiB of output between "
+                               "those times; choose a shorter stretch")
+    name = f"{console.name}-{format_time(t1).replace(':', '')}.cast"
+    return web.Response(text=text, content_type="application/x-asciicast",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+def _search_pattern(query: str, regex: bool) -> re.Pattern[str]:
+    try:
+        return re.compile(query if regex else re.escape(query), re.IGNORECASE)
+    except re.error as exc:
+        raise web.HTTPBadRequest(text=f"{query!r} is not a regular expression ({exc})") from None
+
+
+async def _search(request: web.Request) -> dict[str, Any]:
+    """Run the search the query string asks for, over the consoles this user may see."""
+    ident = require_identity(request)
+    query = request.query.get("q", "").strip()[:200]
+    since_text = request.query.get("since", "24h").strip()[:100]
+    glob = request.query.get("console", "").strip()[:100]
+    tag = request.query.get("tag", "").strip()[:100]
+    regex = request.query.get("regex", "") in ("1", "on", "true")
+    params = {"q": query, "since": since_text, "console": glob, "tag": tag, "regex": regex}
+    if not query:
+        return {**params, "hits": None, "stopped": None, "searched": 0}
+    pattern = _search_pattern(query, regex)
+    since = _at(since_text, 0.0) if since_text else None
+    consoles = request.app[auth_key].visible(ident.user, request.app[manager_key].consoles())
+    chosen = [(c.name, c.log_path) for c in consoles
+              if (not glob or fnmatch.fnmatchcase(c.name, glob))
+              and (not tag or tag in c.tags)]
+    transport = request.transport
+
+    def gone() -> bool:
+        return transport is None or transport.is_closing()
+
+    result = await _bounded(request, grep_logs, chosen, pattern, since=since,
+                            limit=SEARCH_LIMIT, budget=SEARCH_BUDGET, cancelled=gone)
+    return {**params, "hits": result.hits, "stopped": result.stopped,
+            "searched": len(chosen)}
+
+
+@aiohttp_jinja2.template("search.html")
+async def search_page(request: web.Request) -> dict[str, Any]:
+    """Which consoles printed something, when, with a link to the screen at that moment."""
+    found = await _search(request)
+
+    def screen_url(name: str, t: float | None) -> str:
+        at = {"at": format_time(t, millis=True)} if t is not None else {}
+        return f"/consoles/{name}/screen?{urlencode(at)}"
+
+    return _page_context(request, title="Search the logs", format_time=format_time,
+                         screen_url=screen_url, **found)
+
+
+async def get_search(request: web.Request) -> web.Response:
+    """`GET /api/search?q=...`: the same search as JSON."""
+    found = await _search(request)
+    hits = found.pop("hits") or []
+    return web.json_response({
+        **found,
+        "hits": [{"console": h.console, "line": h.line,
+                  "time": format_time(h.time, millis=True) if h.time is not None else None}
+                 for h in hits],
+    })
