@@ -220,6 +220,8 @@ def format_event(record: dict[str, Any]) -> str:
     line = "  ".join(parts)
     if message:
         line += f": {message}"
+    if record.get("bundle"):
+        line += f"  [solgate events --bundle {record['bundle']}]"
     # A message is one line on screen, whatever the host put into it.
     return line.replace("\r", "\\r").replace("\n", "\\n")
 
@@ -238,6 +240,13 @@ def _event_lines(path: Path) -> Iterator[bytes]:
 def run_events(args: argparse.Namespace) -> int:
     """`solgate events`: recent records of events.jsonl, filtered."""
     data_dir, _ = _data_dir(args)
+    if args.bundle:
+        from solgate.console.bundle import format_bundle, read_bundle
+
+        bundle = read_bundle(data_dir, args.bundle)
+        print(json.dumps(bundle, ensure_ascii=False, indent=1) if args.json
+              else format_bundle(bundle))
+        return 0
     path = data_dir / "events.jsonl"
     if not path.exists():
         raise ConfigError(f"no events file at {path}; solgate serve writes it there once a "
@@ -297,5 +306,8 @@ def register(subparsers: Any) -> None:
                         help=f"at most N events, the newest ({DEFAULT_EVENTS}; 0 = all)")
     events.add_argument("--json", action="store_true",
                         help="print each record as a JSON line (for jq)")
+    events.add_argument("--bundle", metavar="ID",
+                        help="print the panic bundle ID (a panic event's bundle field): the "
+                             "BMC's event log entries, chassis status, screen and log lines")
     _add_data_dir(events)
     events.set_defaults(handler=run_events)

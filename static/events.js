@@ -38,6 +38,11 @@
         more.append(el("pre", {class: "log"}, ev.context.join("\n")));
         td.append(more);
       }
+      if (ev.bundle) {
+        td.append(" ", el("a", {href: "/bundles/" + encodeURIComponent(ev.bundle), class: "bundle-link",
+                                title: "The BMC's event log, chassis status and screen at the panic"},
+                          "panic bundle"));
+      }
     } else {
       td.append(text);
     }

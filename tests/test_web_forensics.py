@@ -135,3 +135,28 @@ async def test_search_finds_hits_newest_first_only_on_visible_consoles(
         assert (await rita.get("/api/consoles/db01/cast")).status == 404
     finally:
         await rita.close()
+
+
+async def test_panic_bundles_are_shown_only_to_who_may_see_their_console(
+        tmp_path: Path, manager: StaticConsoles) -> None:
+    (tmp_path / "bundles").mkdir()
+    for name in ("web01", "db01"):
+        (tmp_path / "bundles" / f"{name}-20260528T202750Z.json").write_text(json.dumps({
+            "id": f"{name}-20260528T202750Z", "console": name,
+            "panic_time": format_time(T0 + 70), "event": {"message": "Kernel panic"},
+            "sel": [{"id": 7, "timestamp": int(T0 + 70), "time": format_time(T0 + 70),
+                     "words": "OS Critical Stop: run-time critical stop (panic)"}],
+            "chassis": {"power": "on", "last_power_event": 0, "faults": []},
+            "screen": ["Kernel panic"], "log": ["Kernel panic"]}))
+    rita = await client_for(tmp_path, manager, "rita")  # may see web* only
+    try:
+        page = await rita.get("/bundles/web01-20260528T202750Z")
+        assert page.status == 200
+        assert "OS Critical Stop: run-time critical stop (panic)" in await page.text()
+        api = await rita.get("/api/bundles/web01-20260528T202750Z")
+        assert (await api.json())["sel"][0]["id"] == 7
+        assert (await rita.get("/bundles/db01-20260528T202750Z")).status == 404
+        assert (await rita.get("/api/bundles/db01-20260528T202750Z")).status == 404
+        assert (await rita.get("/api/bundles/..%2Fusers")).status == 404
+    finally:
+        await rita.close()

@@ -35,8 +35,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from solgate.config import ConsoleConfig
+from solgate.console.bundle import bundle_id, collect_bundle
 from solgate.console.events import EventLog
 from solgate.console.hooks import run_panic_hooks
 from solgate.console.hub import Hub
@@ -159,6 +161,7 @@ class ConsoleWorker:
         self._force_steal = False  # an operator forced a deactivate: steal once
         self._task: asyncio.Task[None] | None = None
         self._hook_tasks: set[asyncio.Task[list[str]]] = set()
+        self._bundle_tasks: set[asyncio.Task[Path]] = set()
         self._log_error_reported: str | None = None
         hub.on_input = self.send_input
 
@@ -470,10 +473,13 @@ class ConsoleWorker:
     def _on_panic(self, incident: PanicEvent) -> None:
         self.panic_count += 1
         self.log.event(f"PANIC ({incident.severity}): {incident.line}")
+        now = self._wall()
+        ident = bundle_id(self.name, now)
         record = self.events.append(
             "panic", self.name, severity=incident.severity, pattern=incident.pattern,
-            message=incident.line, context=list(incident.context),
+            message=incident.line, context=list(incident.context), bundle=ident,
         )
+        self._start_bundle(ident, record, now)
         command, webhook = self.console.on_panic_command, self.console.on_panic_webhook
         if command or webhook:
             task = asyncio.get_running_loop().create_task(
@@ -483,6 +489,19 @@ class ConsoleWorker:
                 name=f"hooks:{self.name}")
             self._hook_tasks.add(task)
             task.add_done_callback(self._hook_tasks.discard)
+
+    def _start_bundle(self, ident: str, record: dict[str, Any], now: float) -> None:
+        """Gather the panic bundle (SEL, chassis status, screen; see bundle.py) meanwhile;
+        one at a time per console, so a panic storm does not hammer the BMC."""
+        if self._bundle_tasks:
+            return
+        task = asyncio.get_running_loop().create_task(
+            collect_bundle(ident=ident, console=self.name, record=record, panic_time=now,
+                           client=lambda: self._client, log_path=self.log.path,
+                           data_dir=self.events.path.parent),
+            name=f"bundle:{self.name}")
+        self._bundle_tasks.add(task)
+        task.add_done_callback(self._bundle_tasks.discard)
 
     def check_log_health(self) -> None:
         """Called by the shared tick: report a failing log disk once, and its recovery."""

@@ -78,6 +78,7 @@ from solgate.ipmi.sol_codec import SolPacket, SolStatus, encode_sol
 from solgate.sim import bmc_commands
 from solgate.sim.bmc_session import Address, BmcSession, SessionState, SimUser
 from solgate.sim.bmc_sol import SolPort
+from solgate.sim.sel import SimSel
 
 if TYPE_CHECKING:
     from solgate.sim.host import SimHost
@@ -181,6 +182,10 @@ class SimBmc:
         self.stop_acking_sol = False
         self.max_sessions = config.max_sessions
         self.last_power_event = 0
+        # What the host's panics and power changes leave in the BMC's event log.
+        self.sel = SimSel()
+        if config.host is not None:
+            config.host.on_event = self.sel.host_event
 
     # ------------------------------------------------------------------ public API
 

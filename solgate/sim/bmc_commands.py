@@ -17,6 +17,7 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from solgate.ipmi import sel
 from solgate.ipmi.codec import (
     ChannelAuthCapabilities,
     ChassisCommand,
@@ -277,6 +278,18 @@ def _sol_config(bmc: SimBmc, s: BmcSession, data: bytes, now: float) -> Result:
     return CC.OK, revision + value
 
 
+def _sel_info(bmc: SimBmc, s: BmcSession, data: bytes, now: float) -> Result:
+    return bmc.sel.info(data)
+
+
+def _reserve_sel(bmc: SimBmc, s: BmcSession, data: bytes, now: float) -> Result:
+    return bmc.sel.reserve(data)
+
+
+def _sel_entry(bmc: SimBmc, s: BmcSession, data: bytes, now: float) -> Result:
+    return bmc.sel.entry(data)
+
+
 Handler = Callable[["SimBmc", "BmcSession", bytes, float], Result]
 _USER, _OPERATOR, _ADMIN = Privilege.USER, Privilege.OPERATOR, Privilege.ADMINISTRATOR
 _COMMANDS: dict[tuple[int, int], tuple[Handler, Privilege]] = {
@@ -294,6 +307,9 @@ _COMMANDS: dict[tuple[int, int], tuple[Handler, Privilege]] = {
     (NetFn.CHASSIS, ChassisCommand.GET_CHASSIS_STATUS): (_chassis_status, _USER),
     (NetFn.CHASSIS, ChassisCommand.CHASSIS_CONTROL): (_chassis_control, _OPERATOR),
     (NetFn.TRANSPORT, TransportCommand.GET_SOL_CONFIGURATION): (_sol_config, _USER),
+    (sel.STORAGE, sel.GET_SEL_INFO): (_sel_info, _USER),
+    (sel.STORAGE, sel.RESERVE_SEL): (_reserve_sel, _USER),
+    (sel.STORAGE, sel.GET_SEL_ENTRY): (_sel_entry, _USER),
 }
 
 

@@ -223,6 +223,8 @@ class SimHost:
         self.cursor_replies = 0  # answers to the cursor query the shell took
         self.boot_count = 0
         self._rng = random.Random(seed)  # noqa: S311 - a simulation, not crypto
+        # Told "panic", "power-on", "power-off" and "reset": the BMC's event log listens.
+        self.on_event: Callable[[str], None] | None = None
         self._mac = "52:54:00:" + ":".join(f"{self._rng.randrange(256):02x}" for _ in range(3))
         self._uptime0 = 3600.0 + self._rng.random() * 86400.0  # for a host born powered on
         self._uart = _Uart(baud)
@@ -280,6 +282,7 @@ class SimHost:
         t = self._advance(now)
         if self._state is HostState.OFF:
             self._boot(t)
+            self._tell("power-on")
 
     def power_off(self, now: float) -> None:
         """Cut power: untransmitted output is lost, input is ignored. No-op if already off."""
@@ -287,6 +290,7 @@ class SimHost:
         if self._state is not HostState.OFF:
             self._uart.flush(t)
             self._halt()
+            self._tell("power-off")
 
     def power_cycle(self, now: float) -> None:
         """Power off then on at the same instant; powers on a host that was off."""
@@ -299,6 +303,7 @@ class SimHost:
         if self._state is not HostState.OFF:
             self._uart.flush(t)
             self._boot(t)
+            self._tell("reset")
 
     def write(self, data: bytes, now: float) -> None:
         """Characters arriving on the host's serial port (typed through SOL)."""
@@ -461,11 +466,16 @@ class SimHost:
         self._state = HostState.SHUTTING_DOWN
         self._start_program(script, t)
 
+    def _tell(self, kind: str) -> None:
+        if self.on_event is not None:
+            self.on_event(kind)
+
     def _panic(self, t: float, *, from_serial: bool) -> None:
         self._cancel_job(t)
         self._program = None
         self._klog(panic_lines(self._rng, from_serial=from_serial, pid=self._shell_pid), t)
         self._state = HostState.PANICKED
+        self._tell("panic")
         self._break_at = None
         self._line.clear()
 

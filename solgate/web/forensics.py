@@ -24,12 +24,13 @@ from urllib.parse import urlencode
 import aiohttp_jinja2
 from aiohttp import web
 
+from solgate.console.bundle import format_bundle, read_bundle
 from solgate.console.log import format_time, iter_log_files
 from solgate.console.logindex import Timeline
 from solgate.errors import SolgateError
 from solgate.forensics import DEFAULT_REPLAY, asciicast, grep_logs, parse_time, screen_at
 from solgate.web.api import visible_console
-from solgate.web.keys import auth_key, manager_key
+from solgate.web.keys import auth_key, data_dir_key, manager_key
 from solgate.web.middleware import json_error, require_identity
 from solgate.web.views import _page_context
 
@@ -199,3 +200,29 @@ async def get_search(request: web.Request) -> web.Response:
                   "time": format_time(h.time, millis=True) if h.time is not None else None}
                  for h in hits],
     })
+
+
+async def _visible_bundle(request: web.Request) -> dict[str, Any]:
+    """The bundle named in the URL, if its console is one this user may see; else 404."""
+    ident = require_identity(request)
+    name = request.match_info["id"]
+    try:
+        found = await asyncio.to_thread(read_bundle, request.app[data_dir_key], name)
+    except SolgateError:
+        found = None
+    console = request.app[manager_key].get(str(found.get("console"))) if found else None
+    if found is None or console is None or not ident.user.can_view(console):
+        raise web.HTTPNotFound(text=f"no panic bundle {name!r}")
+    return found
+
+
+async def get_bundle(request: web.Request) -> web.Response:
+    """`GET /api/bundles/{id}`: one panic bundle as JSON (the webhook names the ID)."""
+    return web.json_response(await _visible_bundle(request))
+
+
+@aiohttp_jinja2.template("bundle.html")
+async def bundle_page(request: web.Request) -> dict[str, Any]:
+    found = await _visible_bundle(request)
+    return _page_context(request, title=f"panic bundle {found.get('id')}", bundle=found,
+                         text=format_bundle(found))

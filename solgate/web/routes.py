@@ -22,6 +22,7 @@ def setup_routes(app: web.Application, static_dir: Path = STATIC_DIR) -> None:
     app.router.add_get("/events", views.events_page, name="events")
     app.router.add_get("/consoles/{name}/screen", forensics.screen_page, name="console_screen")
     app.router.add_get("/search", forensics.search_page, name="search")
+    app.router.add_get("/bundles/{id}", forensics.bundle_page, name="bundle")
 
     app.router.add_get("/ws/consoles/{name}", ws.console_ws, name="console_ws")
 
@@ -34,6 +35,7 @@ def setup_routes(app: web.Application, static_dir: Path = STATIC_DIR) -> None:
     app.router.add_get("/api/events", api.get_events)
     app.router.add_get("/api/consoles/{name}/cast", forensics.get_cast)
     app.router.add_get("/api/search", forensics.get_search)
+    app.router.add_get("/api/bundles/{id}", forensics.get_bundle)
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/metrics", api.metrics)
 
