@@ -5,6 +5,17 @@
   const slider = document.getElementById("slider");
   const at = document.getElementById("at");
   const form = document.getElementById("timebar");
+  const play = document.getElementById("play");
+  if (play) {
+    play.addEventListener("click", () => {
+      // The vendored asciinema player, on the same recording the download link gives.
+      const box = document.getElementById("player");
+      box.replaceChildren();
+      window.playerInstance = AsciinemaPlayer.create(play.dataset.src, box,
+        {autoPlay: true, speed: 4, idleTimeLimit: 2, fit: false, terminalFontSize: "13px",
+         preload: true});
+    });
+  }
   if (!slider || !at || !form) return;
   function iso(seconds) {
     return new Date(seconds * 1000).toISOString().replace(/\.\d+Z$/, "Z");

@@ -31,7 +31,7 @@ from solgate.errors import SolgateError
 from solgate.forensics import DEFAULT_REPLAY, asciicast, grep_logs, parse_time, screen_at
 from solgate.web.api import visible_console
 from solgate.web.keys import auth_key, data_dir_key, manager_key
-from solgate.web.middleware import json_error, require_identity
+from solgate.web.middleware import CONTENT_SECURITY_POLICY, json_error, require_identity
 from solgate.web.views import _page_context
 
 MAX_RUNNING = 2
@@ -72,9 +72,21 @@ def _at(text: str, default: float) -> float:
         raise web.HTTPBadRequest(text=str(exc)) from None
 
 
-@aiohttp_jinja2.template("screen.html")
-async def screen_page(request: web.Request) -> dict[str, Any]:
+# The screen page loads the vendored asciinema player, whose terminal is WebAssembly:
+# that page alone may compile WebAssembly (not eval JavaScript).
+PLAYER_CSP = CONTENT_SECURITY_POLICY.replace("script-src 'self'",
+                                             "script-src 'self' 'wasm-unsafe-eval'")
+
+
+async def screen_page(request: web.Request) -> web.Response:
     """The console's screen at a moment, with a slider over the log's time span."""
+    response = aiohttp_jinja2.render_template("screen.html", request,
+                                              await _screen_context(request))
+    response.headers["Content-Security-Policy"] = PLAYER_CSP
+    return response
+
+
+async def _screen_context(request: web.Request) -> dict[str, Any]:
     require_identity(request)
     console = visible_console(request)
     at = _at(request.query.get("at", "").strip(), time.time())
