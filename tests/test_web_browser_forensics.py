@@ -3,11 +3,12 @@ screen-at-a-moment page, the vendored asciicast player, and the search page's li
 the screen at a hit. Skipped when playwright or chromium is not installed.
 
 With SOLGATE_SCREENSHOTS=DIR the test also saves the screenshots docs/forensics.md
-shows (screen.png, player.png, search.png).
+shows (player.png, search.png, bundle.png).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -24,6 +25,24 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 TIMEOUT_MS = 10_000
 T0 = 1_780_000_000.0
 SHOTS = os.environ.get("SOLGATE_SCREENSHOTS")
+
+BUNDLE = {
+    "id": "web01-20260528T202750Z", "console": "web01", "panic_time": format_time(T0 + 70),
+    "event": {"severity": "critical",
+              "message": "Kernel panic - not syncing: Fatal machine check"},
+    "sel": [{"id": 41, "time": format_time(T0 - 3000),
+             "words": "System Boot / Restart Initiated: initiated by power up"},
+            {"id": 42, "time": format_time(T0 + 60),
+             "words": "Processor: machine check exception"},
+            {"id": 43, "time": format_time(T0 + 61),
+             "words": "OS Critical Stop: run-time critical stop (panic) [reported by the OS]"}],
+    "chassis": {"power": "on", "last_power_event": 0, "faults": []},
+    "screen_note": "web01 at ...", "screen": ["[ 1201.000002] Kernel panic - not syncing: "
+                                              "Fatal machine check"],
+    "log": ["[ 1201.000001] mce: [Hardware Error]: Machine check events logged",
+            "[ 1201.000002] Kernel panic - not syncing: Fatal machine check"],
+    "log_until": format_time(T0 + 70),
+}
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} not installed")
 
@@ -60,6 +79,8 @@ async def test_slider_notes_player_and_search(tmp_path: Path) -> None:
         (T0 + 70, "PANIC (critical): Kernel panic - not syncing: Fatal machine check"),
     ])
     write_log(tmp_path, "db01", [(T0 + 30, b"[  99.1] mce: Machine check in bank 4\r\n")])
+    (tmp_path / "bundles").mkdir()
+    (tmp_path / "bundles" / f"{BUNDLE['id']}.json").write_text(json.dumps(BUNDLE))
     client = await start_client(make_app(tmp_path, manager))
     base = f"http://{client.host}:{client.port}"
     errors: list[str] = []
@@ -117,6 +138,12 @@ async def test_slider_notes_player_and_search(tmp_path: Path) -> None:
                 await rows.nth(3).locator("td.when a").click()
                 await async_api.expect(page.locator("#screen")).to_contain_text(
                     "Machine check in bank 4")
+
+                # A panic's bundle, as the engine writes it, from the events page's link.
+                await page.goto(f"{base}/bundles/{BUNDLE['id']}")
+                await async_api.expect(page.locator("#bundle")).to_contain_text(
+                    "OS Critical Stop: run-time critical stop (panic)")
+                await shot(page, "bundle.png")
                 assert errors == []
             finally:
                 await browser.close()

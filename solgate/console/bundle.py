@@ -234,15 +234,16 @@ def format_bundle(bundle: dict[str, Any]) -> str:
     if bundle.get("sel_note"):
         out.append(f"  ({bundle['sel_note']})")
     for e in bundle.get("sel") or []:
-        out.append(f"  #{e['id']:<5} {e.get('time', e['timestamp'])}  {e['words']}")
+        when = e.get("time") or e.get("timestamp", "?")
+        out.append(f"  #{e.get('id', '?')!s:<5} {when}  {e.get('words', '')}")
     if not bundle.get("sel") and "sel_error" not in bundle:
         out.append("  (no entries)")
     out.append("")
     chassis = bundle.get("chassis")
     if chassis:
-        faults = ", ".join(chassis["faults"]) or "none"
-        out.append(f"chassis: power {chassis['power']}, last power event "
-                   f"0x{chassis['last_power_event']:02x}, faults: {faults}")
+        faults = ", ".join(chassis.get("faults") or ()) or "none"
+        out.append(f"chassis: power {chassis.get('power')}, last power event "
+                   f"0x{int(chassis.get('last_power_event') or 0):02x}, faults: {faults}")
     else:
         out.append(f"chassis: {bundle.get('chassis_error', 'unknown')}")
     out.append("")
