@@ -48,7 +48,7 @@ __all__ = [
     "Hit",
     "ScreenAt",
     "asciicast",
-    "console_timeline",
+    "console_files",
     "grep_logs",
     "host_bytes",
     "parse_time",
@@ -116,13 +116,14 @@ def host_bytes(data: bytes) -> bytes:
     return data
 
 
-def console_timeline(data_dir: Path, name: str) -> Timeline:
+def console_files(data_dir: Path, name: str) -> list[Path]:
+    """A console's log files, oldest first; ConfigError if it has none."""
     path = log_path(data_dir, name)
     files = iter_log_files(path)
     if not files:
         raise ConfigError(f"no log for console {name!r} at {path}; check the name, or "
                           "-c/--data-dir")
-    return Timeline(files)
+    return files
 
 
 def _line_start_after(timeline: Timeline, start: int, limit: int = 4096) -> int:
@@ -144,6 +145,7 @@ class ScreenAt:
     end: int  # bytes written by `at`
     start_time: float | None
     exact: bool  # every file had its time index
+    from_oldest: bool = True  # offset 0 is the start of the oldest log file kept
 
     def header(self, name: str) -> str:
         parts = [f"{name} at {format_time(self.at, millis=True)}"]
@@ -153,7 +155,8 @@ class ScreenAt:
             back = self.at - self.start_time
             parts.append(f"replayed {self.end - self.start} bytes written since "
                          f"{format_time(self.start_time)} ({_ago(back)} earlier)"
-                         + ("" if self.start else ", the start of the kept logs"))
+                         + ("" if self.start or not self.from_oldest
+                            else ", the start of the kept logs"))
         parts.append("times exact to the write (time index)" if self.exact else
                      "times to the nearest note (part of the log has no time index)")
         return "; ".join(parts)
@@ -171,7 +174,7 @@ def screen_at(timeline: Timeline, at: float, *, cols: int = DEFAULT_COLS,
         screen.feed(host_bytes(timeline.read(pos, pos + step)))
         pos += step
     start_time = timeline.time_at(start) if end > 0 else None
-    return ScreenAt(screen, at, start, end, start_time, timeline.exact)
+    return ScreenAt(screen, at, start, end, start_time, timeline.exact, timeline.from_oldest)
 
 
 # --- asciicast --------------------------------------------------------------------------
@@ -206,7 +209,7 @@ def asciicast(timeline: Timeline, t1: float, t2: float, out: IO[str], *,
 
     emit(t1, "o", first.screen.render(scrollback=False).decode("utf-8"))
     end = timeline.offset_at(t2)
-    inside = [m for m in timeline.marks if first.end <= m.offset < end]
+    inside = timeline.marks_between(first.end, end)
     bounds = sorted({first.end, end, *(m.offset for m in inside)})
     notes = {m.offset for m in inside if m.note}
     for a, b in itertools.pairwise(bounds):
@@ -254,20 +257,21 @@ def _plain(line: bytes) -> str:
 def _console_hits(path: Path, name: str, pattern: re.Pattern[str], since: float | None,
                   until: float | None, deadline: float,
                   cancelled: Callable[[], bool]) -> Iterator[Hit]:
-    """Hits in one console's logs, newest first."""
-    timeline = Timeline(iter_log_files(path))
-    for i in range(len(timeline.files) - 1, -1, -1):
-        base = timeline.starts[i]
-        size = (timeline.starts[i + 1] if i + 1 < len(timeline.files) else timeline.size) - base
+    """Hits in one console's logs, newest first, one file's timeline at a time."""
+    for file in reversed(iter_log_files(path)):
         try:
-            fd = os.open(timeline.files[i], os.O_RDONLY | os.O_CLOEXEC)
+            if since is not None and os.stat(file).st_mtime < since:
+                return  # its last byte, and everything older, came before `since`
+            fd = os.open(file, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             continue
+        timeline = Timeline([file], from_oldest=False)
+        size = timeline.size
         try:
             for n, (offset, line) in enumerate(lines_backwards_at(fd, size, max_line=1 << 16)):
                 if n % 256 == 0 and (time.monotonic() > deadline or cancelled()):
                     raise TimeoutError
-                t = timeline.time_at(base + offset)
+                t = timeline.time_at(offset)
                 if since is not None and t is not None and t < since:
                     return
                 if until is not None and t is not None and t > until:
@@ -339,15 +343,15 @@ def _console_names(logs_dir: Path, config: Config | None, glob: str | None,
 # --- the commands -------------------------------------------------------------------------
 
 
-def _timeline_for(args: argparse.Namespace) -> Timeline:
+def _files_for(args: argparse.Namespace) -> list[Path]:
     data_dir, _ = _data_dir(args)
-    return console_timeline(data_dir, args.name)
+    return console_files(data_dir, args.name)
 
 
 def run_screen(args: argparse.Namespace) -> int:
     """`solgate screen NAME --at TIME`."""
-    timeline = _timeline_for(args)
     at = parse_time(args.at)
+    timeline = Timeline.around(_files_for(args), at, at)
     result = screen_at(timeline, at, cols=args.cols, rows=args.rows, replay=args.replay)
     out = sys.stdout
     if args.raw:
@@ -364,9 +368,9 @@ def run_screen(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     """`solgate export NAME --from T1 --to T2 -o file.cast`."""
-    timeline = _timeline_for(args)
     t1 = parse_time(getattr(args, "from"))
     t2 = parse_time(args.to)
+    timeline = Timeline.around(_files_for(args), t1, t2)
     title = f"{args.name} {format_time(t1)} - {format_time(t2)}"
     if args.output == "-":
         asciicast(timeline, t1, t2, sys.stdout, cols=args.cols, rows=args.rows,

@@ -134,3 +134,22 @@ def test_a_quiet_console_holds_no_sidecar_descriptor(tmp_path: Path) -> None:
     log.write(b"root\r\n")  # reopened and appended to, not started afresh
     log.close()
     assert read_index(tmp_path / "web01.log") == [Mark(T0, 0), Mark(T0 + 11, 7)]
+
+
+def test_around_loads_only_the_files_a_moment_needs(tmp_path: Path) -> None:
+    clock = Clock()
+    path = tmp_path / "web01.log"
+    log = ConsoleLog(path, max_bytes=100, keep=5, clock=clock)
+    for i in range(5):  # one 100-byte line per file, 100 s apart
+        clock.t = T0 + 100 * i
+        log.write(b"%d" % i * 99 + b"\n")
+        log.tick()
+    log.close()
+    files = iter_log_files(path)[:-1]  # the empty current file aside
+    for i, file in enumerate(files):
+        os.utime(file, (T0 + 100 * i, T0 + 100 * i))
+    tl = Timeline.around(files, T0 + 250, T0 + 250)
+    assert [f.name for f in tl.files] == ["web01.log.3", "web01.log.2"]  # context, then it
+    assert not tl.from_oldest
+    assert tl.read(tl.offset_at(T0 + 250) - 4, tl.offset_at(T0 + 250)) == b"222\n"
+    assert Timeline.around(files, T0 - 5, T0 - 5).from_oldest

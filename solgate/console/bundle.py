@@ -138,7 +138,7 @@ def _screen_and_log(log_path: Path, at: float) -> dict[str, Any]:
     """The screen at the panic and the log's last lines up to it (blocking file I/O)."""
     from solgate.forensics import _plain, host_bytes, screen_at
 
-    timeline = Timeline(iter_log_files(log_path))
+    timeline = Timeline.around(iter_log_files(log_path), at, at)
     shown = screen_at(timeline, at)
     end = timeline.offset_at(at)
     tail = timeline.read(max(0, end - 64 * 1024), end)

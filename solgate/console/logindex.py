@@ -30,11 +30,14 @@ from __future__ import annotations
 
 import bisect
 import errno
+import itertools
 import logging
+import operator
 import os
 import re
 import struct
 import time
+from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,6 +52,8 @@ __all__ = [
     "index_path",
     "read_index",
     "rotate_index_files",
+    "first_time",
+    "select_files",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -245,20 +250,110 @@ def scan_notes(fd: int, start: int, end: int, *, block: int = 1 << 20) -> list[M
     return marks
 
 
+def _index_arrays(log_file: Path, size: int) -> tuple[array[float], array[int],
+                                                      list[int]] | None:
+    """The sidecar's records as (times, offsets, positions of notes), compactly."""
+    try:
+        ino = os.stat(log_file).st_ino
+        with open(index_path(log_file), "rb") as f:
+            blob = f.read()
+    except OSError:
+        return None
+    if blob[: HEADER.size] != HEADER.pack(MAGIC, ino):
+        return None
+    body = blob[HEADER.size :]
+    body = body[: len(body) - len(body) % RECORD.size]
+    both = array("d")
+    both.frombytes(body)
+    times = both[0::2]
+    raw = array("q")
+    raw.frombytes(body)
+    offsets = raw[1::2]  # a note's flag is the sign bit
+    notes = []
+    if offsets and min(offsets) < 0:
+        for k, value in enumerate(offsets):
+            if value < 0:
+                offsets[k] = value + NOTE_FLAG  # the signed view of offset | flag
+                notes.append(k)
+    # A log truncated in place voids the records beyond its size.
+    keep = len(offsets)
+    while keep and offsets[keep - 1] > size:
+        keep -= 1
+    if keep < len(offsets):
+        del times[keep:], offsets[keep:]
+        notes = [k for k in notes if k < keep]
+    return times, offsets, notes
+
+
+def first_time(files: list[Path]) -> float | None:
+    """When the oldest of these files began, cheaply: its first index record, else its
+    first note in the first 64 KiB, else its mtime."""
+    if not files:
+        return None
+    oldest = files[0]
+    try:
+        st = os.stat(oldest)
+        with open(index_path(oldest), "rb") as f:
+            head = f.read(HEADER.size + RECORD.size)
+        if head[: HEADER.size] == HEADER.pack(MAGIC, st.st_ino) and len(head) == 32:
+            return float(RECORD.unpack_from(head, HEADER.size)[0])
+    except OSError:
+        pass
+    try:
+        fd = os.open(oldest, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        notes = scan_notes(fd, 0, min(os.fstat(fd).st_size, 1 << 16))
+        return notes[0].time if notes else os.fstat(fd).st_mtime
+    finally:
+        os.close(fd)
+
+
+def select_files(files: list[Path], t_from: float, t_to: float) -> tuple[list[Path], bool]:
+    """The log files that may hold bytes written between two times, and the one before
+    (context for a replay), from their mtimes alone; and whether the oldest is among them.
+
+    File k was written after file k-1's last write (its mtime) and up to its own mtime.
+    """
+    mtimes = []
+    for file in files:
+        try:
+            mtimes.append(os.stat(file).st_mtime)
+        except OSError:
+            mtimes.append(float("inf"))
+    chosen = [k for k in range(len(files))
+              if mtimes[k] >= t_from and (k == 0 or mtimes[k - 1] <= t_to)]
+    if not chosen:
+        chosen = [len(files) - 1] if files else []
+    if chosen and chosen[0] > 0:
+        chosen.insert(0, chosen[0] - 1)
+    return [files[k] for k in chosen], bool(chosen) and chosen[0] == 0
+
+
 class Timeline:
     """Time <-> offset for the concatenation of a console's log files, oldest first.
 
     Offsets are positions in that concatenation (file k starts where file k-1 ended),
     so a replay or a search can cross a rotation without caring. Built from the
     sidecars where they describe their file, from the notes elsewhere, plus each file's
-    mtime as the time of its last byte.
+    mtime as the time of its last byte. Kept as two arrays (16 bytes a record), so a
+    year of a chatty console's index fits in memory; `Timeline.around` loads only the
+    files a question needs.
     """
 
-    def __init__(self, files: Iterable[Path]) -> None:
+    def __init__(self, files: Iterable[Path], *, from_oldest: bool = True) -> None:
         self.files: list[Path] = []
         self.starts: list[int] = []  # global offset of each file's first byte
-        self.marks: list[Mark] = []
+        self.from_oldest = from_oldest  # the first file is the oldest one kept
         self.exact = True  # every file had an index
+        # One entry per mark, all files in order; offsets are within their file (file k's
+        # marks are `_first[k]` to `_first[k + 1]`), so a file's records are taken with
+        # one C-level copy, and a global offset is `offset + starts[k]`.
+        self._times: array[float] = array("d")
+        self._offsets: array[int] = array("q")
+        self._first: list[int] = []
+        self._notes: list[int] = []  # positions in the arrays of the notes' marks
         total = 0
         for file in files:
             try:
@@ -269,41 +364,79 @@ class Timeline:
                 st = os.fstat(fd)
                 self.files.append(Path(file))
                 self.starts.append(total)
-                self._add_file(fd, st.st_size, st.st_mtime, total, read_index(file))
+                self._first.append(len(self._times))
+                self._add_file(fd, Path(file), st.st_size, st.st_mtime)
             finally:
                 os.close(fd)
             total += st.st_size
+        self._first.append(len(self._times))
         self.size = total
         # Times must not go back as offsets go forward (a clock step, a note's own time):
-        # keep the running maximum so bisecting stays meaningful.
-        latest = float("-inf")
-        fixed = []
-        for m in self.marks:
-            latest = max(latest, m.time)
-            fixed.append(m if m.time == latest else Mark(latest, m.offset, m.note, m.exact))
-        self.marks = fixed
-        self._times = [m.time for m in fixed]
-        self._offsets = [m.offset for m in fixed]
+        # keep the running maximum so bisecting stays meaningful. Sorted is the rule and
+        # cheap to check; the Python-speed fix runs only when it is needed.
+        times = self._times
+        if not all(map(operator.le, times, itertools.islice(times, 1, None))):
+            self._times = array("d", itertools.accumulate(self._times, max))
 
-    def _add_file(self, fd: int, size: int, mtime: float, base: int,
-                  indexed: list[Mark] | None) -> None:
+    @classmethod
+    def around(cls, files: list[Path], t_from: float, t_to: float) -> Timeline:
+        """A timeline of only the files that matter between two times (see select_files)."""
+        chosen, oldest = select_files(files, t_from, t_to)
+        return cls(chosen, from_oldest=oldest)
+
+    def _append(self, marks: list[Mark]) -> None:
+        for m in marks:
+            if m.note:
+                self._notes.append(len(self._times))
+            self._times.append(m.time)
+            self._offsets.append(m.offset)
+
+    def _add_file(self, fd: int, path: Path, size: int, mtime: float) -> None:
+        indexed = _index_arrays(path, size)
         if indexed is None:
             self.exact = False
-            marks = scan_notes(fd, 0, size)
+            self._append(scan_notes(fd, 0, size))
         else:
-            first = indexed[0].offset if indexed else size
-            last = max((m.offset for m in indexed), default=0)
+            times, offsets, notes = indexed
+            first = offsets[0] if offsets else size
+            last = offsets[-1] if offsets else 0
             # Before the sidecar began (a log older than the index, or an index started
             # afresh after a restart) and after it stopped: the notes say when.
-            marks = scan_notes(fd, 0, first) if first > 0 else []
-            marks += indexed
-            tail = [m for m in scan_notes(fd, last, size) if m.offset > last]
-            marks += tail
-            if first > 0 or tail:
+            if first > 0:
                 self.exact = False
-        marks.sort(key=lambda m: m.offset)
-        self.marks.extend(Mark(m.time, base + m.offset, m.note, m.exact) for m in marks)
-        self.marks.append(Mark(mtime, base + size, False, exact=False))
+                self._append(scan_notes(fd, 0, first))
+            at = len(self._times)
+            self._notes.extend(at + k for k in notes)
+            self._times.extend(times)
+            self._offsets.extend(offsets)
+            tail = [m for m in scan_notes(fd, last, size) if m.offset > last]
+            if tail:
+                self.exact = False
+                self._append(tail)
+        self._append([Mark(mtime, size, False, exact=False)])
+
+    def _file_of(self, k: int) -> int:
+        return bisect.bisect_right(self._first, k) - 1
+
+    def _global(self, k: int) -> int:
+        return self._offsets[k] + self.starts[self._file_of(k)]
+
+    def _position(self, offset: int, *, right: bool) -> int:
+        """bisect_right (or _left) of a global offset among the marks."""
+        if not self.files:
+            return 0
+        f = max(0, bisect.bisect_right(self.starts, offset) - 1)
+        local = offset - self.starts[f]
+        lo, hi = self._first[f], self._first[f + 1]
+        if right:
+            pos = bisect.bisect_right(self._offsets, local, lo, hi)
+            # The next file's marks at its offset 0 are at the same global offset.
+            while pos == hi and f + 1 < len(self.files) and offset >= self.starts[f + 1]:
+                f += 1
+                lo, hi = hi, self._first[f + 1]
+                pos = bisect.bisect_right(self._offsets, offset - self.starts[f], lo, hi)
+            return pos
+        return bisect.bisect_left(self._offsets, local, lo, hi)
 
     @property
     def first_time(self) -> float | None:
@@ -320,17 +453,31 @@ class Timeline:
             return self.size
         # Bytes between two marks were written from the first mark's time on, before the
         # second's: count them all (the burst `t` falls in), to the record's precision.
-        return self._offsets[i] if i > 0 else 0
+        return self._global(i) if i > 0 else 0
 
     def time_at(self, offset: int) -> float | None:
         """When the byte at `offset` was written, as near as the marks say (never later)."""
-        i = bisect.bisect_right(self._offsets, offset) - 1
+        i = self._position(offset, right=True) - 1
         if i < 0:
             return self._times[0] if self._times else None
         return self._times[i]
 
+    def marks_between(self, start: int, end: int) -> list[Mark]:
+        """The marks with `start <= offset < end`, in order."""
+        out = []
+        notes = set(self._notes)
+        k = self._position(start, right=False)
+        while k < len(self._times):
+            offset = self._global(k)
+            if offset >= end:
+                break
+            if offset >= start:
+                out.append(Mark(self._times[k], offset, k in notes))
+            k += 1
+        return out
+
     def notes(self) -> list[Mark]:
-        return [m for m in self.marks if m.note]
+        return [Mark(self._times[k], self._global(k), True) for k in self._notes]
 
     def locate(self, offset: int) -> tuple[Path, int]:
         """The file holding a global offset, and the offset inside it."""

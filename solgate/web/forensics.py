@@ -26,7 +26,7 @@ from aiohttp import web
 
 from solgate.console.bundle import format_bundle, read_bundle
 from solgate.console.log import format_time, iter_log_files
-from solgate.console.logindex import Timeline
+from solgate.console.logindex import Timeline, first_time
 from solgate.errors import SolgateError
 from solgate.forensics import DEFAULT_REPLAY, asciicast, grep_logs, parse_time, screen_at
 from solgate.web.api import visible_console
@@ -59,8 +59,8 @@ async def _bounded(request: web.Request, fn: Callable[..., T], *args: Any,
         _running -= 1
 
 
-def _timeline(path: Any) -> Timeline:
-    return Timeline(iter_log_files(path))
+def _timeline(path: Any, t_from: float, t_to: float) -> Timeline:
+    return Timeline.around(iter_log_files(path), t_from, t_to)
 
 
 def _at(text: str, default: float) -> float:
@@ -92,12 +92,14 @@ async def _screen_context(request: web.Request) -> dict[str, Any]:
     at = _at(request.query.get("at", "").strip(), time.time())
 
     def work() -> dict[str, Any]:
-        timeline = _timeline(console.log_path)
+        files = iter_log_files(console.log_path)
+        timeline = Timeline.around(files, at, at)
         shown = screen_at(timeline, at, replay=DEFAULT_REPLAY)
         notes = timeline.notes()
         before = [m for m in notes if m.time < at - 0.001]
         after = [m for m in notes if m.time > at + 0.001]
-        return {"shown": shown, "first": timeline.first_time, "last": timeline.last_time,
+        last = timeline.last_time if timeline.files else None  # the newest file's mtime
+        return {"shown": shown, "first": first_time(files), "last": last,
                 "prev_note": before[-1].time if before else None,
                 "next_note": after[0].time if after else None,
                 "empty": not timeline.files}
@@ -137,7 +139,7 @@ async def get_cast(request: web.Request) -> web.StreamResponse:
         return json_error(400, "'to' is before 'from'; give the earlier time first")
 
     def work() -> str | None:
-        timeline = _timeline(console.log_path)
+        timeline = _timeline(console.log_path, t1, t2)
         if timeline.offset_at(t2) - timeline.offset_at(t1) > MAX_CAST_BYTES:
             return None
         out = io.StringIO()
