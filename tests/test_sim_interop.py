@@ -360,3 +360,24 @@ async def test_ipmiconsole_deactivate_frees_a_held_sol(holder):
             assert not (await client.payload_activation_status()).is_active()
             await client.activate_sol()  # a console may now take it
             assert bmc.core.sol.owner == client.session.bmc_session_id
+
+
+async def test_ipmitool_reads_the_simulated_sel_after_a_panic_and_a_power_cycle():
+    def at_prompt(index: int, name: str) -> SimBmcConfig:
+        return SimBmcConfig(name=name, host=make_host(name, seed=index, powered=True))
+
+    async with running_fleet(1, config_factory=at_prompt) as fleet:
+        bmc = fleet.bmcs[0]
+        loop = asyncio.get_running_loop()
+        bmc.host.write(b"panic\r", loop.time())  # the host's IPMI driver logs the stop
+        assert bmc.host.panicked
+        rc, out = await run(ipmitool_argv(bmc.port, 17, "chassis", "power", "cycle"))
+        assert rc == 0, out
+        rc, out = await run(ipmitool_argv(bmc.port, 17, "sel", "list"))
+        assert rc == 0, out
+        events = [line.split(" | ", 3)[3] for line in out.splitlines()]
+        assert events[-3:] == [
+            "OS Critical Stop #0x4b | Run-time critical stop | Asserted",
+            "Power Unit #0x01 | Power off/down | Asserted",
+            "System Boot Initiated #0x01 | Initiated by power up | Asserted",
+        ]

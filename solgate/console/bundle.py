@@ -15,7 +15,8 @@ panicking, and the BMC takes a moment to log it), then gathers:
 * the screen at the panic, rebuilt from the log (`forensics.screen_at`), and the log's
   last `LOG_LINES` lines up to the panic, cleaned of escape sequences;
 
-and writes `<data_dir>/bundles/<ID>.json` (next to events.jsonl) atomically. Each part
+and writes `<data_dir>/bundles/<ID>.json` (next to events.jsonl) atomically, keeping
+the newest `MAX_BUNDLES`. Each part
 that fails (the BMC does not answer, has no SEL, the log is unreadable) is replaced by
 its error, so a bundle is always written. The SEL is read over the console's own
 session, newest first by record ID when the BMC numbers its records consecutively, and
@@ -53,6 +54,9 @@ SEL_FALLBACK = 10
 MAX_SEL_READS = 256
 LOG_LINES = 60
 BUNDLES_DIR = "bundles"
+MAX_BUNDLES = 1000
+"""Bundles kept in all (the oldest are removed beyond it, so a panic loop cannot fill
+the disk); each is a few KB."""
 # A session that ended meanwhile raises one of these; the bundle says so and goes on.
 _BMC_FAILURES = (SolgateError, TimeoutError, OSError, ValueError, RuntimeError)
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,150}")
@@ -203,9 +207,18 @@ async def collect_bundle(*, ident: str, console: str, record: dict[str, Any],
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(bundle, ensure_ascii=False, indent=1) + "\n")
         os.replace(tmp, path)
+        _prune(path.parent)
     except OSError as exc:
         _LOG.warning("panic bundle %s could not be written: %s", path, exc)
     return path
+
+
+def _prune(directory: Path, keep: int | None = None) -> None:
+    """Remove the oldest bundles beyond MAX_BUNDLES."""
+    keep = MAX_BUNDLES if keep is None else keep
+    bundles = sorted(directory.glob("*.json"), key=lambda p: p.stat().st_mtime)
+    for old in bundles[: max(0, len(bundles) - keep)]:
+        old.unlink(missing_ok=True)
 
 
 def read_bundle(data_dir: Path, ident: str) -> dict[str, Any]:
