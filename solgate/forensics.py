@@ -39,6 +39,7 @@ from solgate.config import Config
 from solgate.config_values import duration_seconds
 from solgate.console.log import format_time, iter_log_files, lines_backwards_at
 from solgate.console.logindex import Timeline
+from solgate.console.notes import BREAK_MARK
 from solgate.console.screen import Screen
 from solgate.errors import ConfigError
 from solgate.logtools import _add_data_dir, _data_dir, log_path
@@ -108,8 +109,13 @@ _STAMP = re.compile(rb"(?:(?<=\n)|^)\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] "
 
 
 def host_bytes(data: bytes) -> bytes:
-    """What the host printed: the log bytes without solgate's notes and line stamps."""
-    if b"[-- solgate " in data:
+    """What the host printed: the log bytes without solgate's notes and line stamps.
+
+    A note that had to break a console line (`BREAK_MARK`, then the notes on their own
+    lines) is taken out with the break, so the line is whole again.
+    """
+    if b"[-- solgate" in data:
+        data = data.replace(BREAK_MARK + b"\r\n", b"")
         data = _NOTE_LINE.sub(b"", data)
     if b"Z] " in data:
         data = _STAMP.sub(b"", data)

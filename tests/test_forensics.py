@@ -194,3 +194,17 @@ def test_a_log_without_index_still_answers_from_its_notes(
     header, rows = printed_screen(capsys.readouterr().out)
     assert rows[0] == "before"
     assert "nearest note" in header
+
+
+def test_a_note_that_broke_a_line_is_taken_out_of_the_replay(tmp_path: Path) -> None:
+    clock = [1_780_000_000.0]
+    log = ConsoleLog(tmp_path / "a.log", clock=lambda: clock[0])
+    log.write(b"login: ")
+    log.event("alice attached")  # mid-line: held, then breaks the line
+    clock[0] += 5
+    log.tick()
+    log.write(b"root\r\n")
+    log.close()
+    data = (tmp_path / "a.log").read_bytes()
+    assert b"line continues below" in data
+    assert host_bytes(data) == b"login: root\r\n"
