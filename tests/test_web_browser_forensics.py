@@ -81,6 +81,10 @@ async def test_slider_notes_player_and_search(tmp_path: Path) -> None:
     write_log(tmp_path, "db01", [(T0 + 30, b"[  99.1] mce: Machine check in bank 4\r\n")])
     (tmp_path / "bundles").mkdir()
     (tmp_path / "bundles" / f"{BUNDLE['id']}.json").write_text(json.dumps(BUNDLE))
+    (tmp_path / "events.jsonl").write_text(json.dumps({
+        "time": format_time(T0 + 70, millis=True), "console": "web01", "kind": "panic",
+        "severity": "critical", "message": BUNDLE["event"]["message"],
+        "bundle": BUNDLE["id"]}) + "\n")
     client = await start_client(make_app(tmp_path, manager))
     base = f"http://{client.host}:{client.port}"
     errors: list[str] = []
@@ -140,7 +144,9 @@ async def test_slider_notes_player_and_search(tmp_path: Path) -> None:
                     "Machine check in bank 4")
 
                 # A panic's bundle, as the engine writes it, from the events page's link.
-                await page.goto(f"{base}/bundles/{BUNDLE['id']}")
+                await page.goto(f"{base}/events?kind=panic")
+                await page.click("a.bundle-link")
+                await page.wait_for_url(f"{base}/bundles/{BUNDLE['id']}")
                 await async_api.expect(page.locator("#bundle")).to_contain_text(
                     "OS Critical Stop: run-time critical stop (panic)")
                 await shot(page, "bundle.png")
