@@ -26,14 +26,17 @@ SLOW_MODULES = frozenset({
     "test_engine_notes.py",
     "test_engine_recovery.py",
     "test_engine_session.py",
+    "test_forensics.py",
     "test_fuzz_decoders.py",
     "test_gates.py",
+    "test_panic_bundle.py",
     "test_revocation.py",
     "test_sim_interop.py",
     "test_terminal.py",
     "test_terminal_escapes.py",
     "test_terminal_locks_and_tokens.py",
     "test_web_browser.py",
+    "test_web_browser_forensics.py",
     "test_web_real_stack.py",
 })
 
