@@ -120,6 +120,11 @@ class ServerConfig:
     max_connections_per_address: int = 64
     # Seconds a client has to send a request's head and body before it is cut off.
     request_timeout: float = 15.0
+    # Fleet actions (one action on many consoles): actions in flight at once, action
+    # starts per second, and the console count above which the user must confirm it.
+    fleet_concurrency: int = 32
+    fleet_rate: int = 20
+    fleet_confirm_over: int = 10
 
     @property
     def tls(self) -> bool:
@@ -212,7 +217,10 @@ class Config:
         server = self.server
         raw: dict[str, object] = {"listen": server.listen, "auth": server.auth,
                                   "setup_concurrency": server.setup_concurrency,
-                                  "client_idle_timeout": server.client_idle_timeout}
+                                  "client_idle_timeout": server.client_idle_timeout,
+                                  "fleet_concurrency": server.fleet_concurrency,
+                                  "fleet_rate": server.fleet_rate,
+                                  "fleet_confirm_over": server.fleet_confirm_over}
         if server.tls_cert is not None and server.tls_key is not None:
             raw.update(tls_cert=str(server.tls_cert), tls_key=str(server.tls_key))
         if server.proxy_user_header:

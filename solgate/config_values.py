@@ -470,7 +470,8 @@ KG_KEYS = ("kg", "kg_hex")
 SERVER_KEYS = ("listen", "auth", "tls_cert", "tls_key", "setup_concurrency",
                "proxy_user_header", "trusted_proxies", "client_idle_timeout",
                "allowed_origins", "max_connections", "max_connections_per_address",
-               "request_timeout")
+               "request_timeout",
+               "fleet_concurrency", "fleet_rate", "fleet_confirm_over")
 # What each insecure suite lacks, for the refusal message.
 INSECURE_SUITES = {
     sid: ("no authentication" if s.auth == AuthAlgorithm.NONE else "no integrity check")

@@ -49,6 +49,7 @@ class StaticConsoles:
         self.actions: list[tuple[str, ...]] = []
         self.fail_with: SolgateError | None = None
         self.power_state = "on"
+        self.records: list[tuple[str | None, str, str]] = []
 
     def add(self, name: str, *, tags: tuple[str, ...] = (), echo: bool = False,
             queue_bytes: int = 256 * 1024, **attrs: Any) -> StaticConsole:
@@ -89,6 +90,9 @@ class StaticConsoles:
         elif action == "off":
             self.power_state = "off"
         return self.power_state
+
+    def record(self, name: str | None, kind: str, message: str, **fields: object) -> None:
+        self.records.append((name, kind, message))
 
 
 # Cheap hashes: the tests check the logic, not scrypt's cost.

@@ -179,7 +179,7 @@ class EventLog:
     def append(
         self,
         kind: str,
-        console: str,
+        console: str | None,
         *,
         severity: str | None = None,
         user: str | None = None,

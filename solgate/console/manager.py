@@ -17,6 +17,7 @@ import resource
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from solgate.config import Config, ConsoleConfig
 from solgate.console.events import EventLog
@@ -178,6 +179,14 @@ class ConsoleManager:
                 return f"power {action} requested"
             status = await client.chassis_status()
         return "on" if status.power_on else "off"
+
+    def record(self, name: str | None, kind: str, message: str, **fields: Any) -> None:
+        """An audit record: in the console's log and events.jsonl (None: events.jsonl only)."""
+        worker = self._workers.get(name) if name is not None else None
+        if worker is not None:
+            worker._record(kind, message, **fields)  # noqa: SLF001 - the one audit path
+        else:
+            self.events.append(kind, name, message=message, **fields)
 
     def counts_by_state(self) -> dict[str, int]:
         counts = dict.fromkeys((str(s) for s in ConsoleState), 0)

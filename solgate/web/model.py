@@ -113,6 +113,10 @@ class ConsoleManager(Protocol):
         """Run a chassis power action (one of POWER_ACTIONS); returns the power state in words."""
         ...
 
+    def record(self, name: str | None, kind: str, message: str, **fields: object) -> None:
+        """An audit record in the console's log and events.jsonl (None: events.jsonl only)."""
+        ...
+
 
 def state_words(state: str) -> str:
     """The state as the list page prints it."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from solgate.web import api, forensics, views, ws
+from solgate.web import api, fleet, forensics, views, ws
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 
@@ -36,6 +36,7 @@ def setup_routes(app: web.Application, static_dir: Path = STATIC_DIR) -> None:
     app.router.add_get("/api/consoles/{name}/cast", forensics.get_cast)
     app.router.add_get("/api/search", forensics.get_search)
     app.router.add_get("/api/bundles/{id}", forensics.get_bundle)
+    app.router.add_post("/api/fleet", fleet.post_fleet)
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/metrics", api.metrics)
 
