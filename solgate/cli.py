@@ -29,6 +29,7 @@ SUBCOMMAND_MODULES = (
     "solgate.web.cli",
     "solgate.terminal_cli",
     "solgate.forensics",
+    "solgate.fleet_cli",
 )
 
 EXIT_ERROR = 1

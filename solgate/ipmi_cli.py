@@ -17,6 +17,7 @@ from typing import Any
 
 from solgate.config_cli import add_config_argument, config_from_args
 from solgate.errors import CommandError, ConfigError, ProtocolError
+from solgate.fleet_cli import add_selection_arguments, has_selection, request_from_args, run_fleet
 from solgate.ipmi.commands import ChassisAction, ChassisStatus
 from solgate.ipmi.target import BmcTarget
 from solgate.ipmi.transport import IpmiClient
@@ -35,10 +36,13 @@ def register(subparsers: Any) -> None:
     """Add `power`, `info` and `deactivate` to the `solgate` command."""
     power = subparsers.add_parser(
         "power", allow_abbrev=False, help="show or change a console's chassis power",
-        description="Chassis power of one console's host, over IPMI.")
+        description="Chassis power of one console's host, over IPMI. With a selection "
+                    "(--console GLOB, --tag, --state, --filter) it acts on many consoles "
+                    "through the server instead: `solgate do power ACTION ...`.")
     _add_target_arguments(power)
     power.add_argument("action", choices=("status", *POWER_ACTIONS),
                        help="status, or on/off/cycle/reset/soft (soft = ACPI shutdown)")
+    add_selection_arguments(power, with_config=False)
     power.set_defaults(handler=power_command)
 
     info = subparsers.add_parser(
@@ -158,6 +162,12 @@ async def _with_client(args: argparse.Namespace,
 
 
 def power_command(args: argparse.Namespace) -> Awaitable[int]:
+    if has_selection(args):
+        if args.name or args.host:
+            raise ConfigError("give either NAME/--host (one BMC, directly) or a selection "
+                              "(--console, --tag, --state, --filter: many, via the server)")
+        args.arg, args.action = args.action, "power"
+        return run_fleet(args, request_from_args(args))
     return _with_client(args, lambda client, target: _power(client, target, args.action))
 
 

@@ -27,6 +27,7 @@ SLOW_MODULES = frozenset({
     "test_engine_recovery.py",
     "test_engine_session.py",
     "test_forensics.py",
+    "test_fleet.py",
     "test_fuzz_decoders.py",
     "test_gates.py",
     "test_panic_bundle.py",

@@ -1,0 +1,214 @@
+"""Fleet actions end to end: `run_server` with the real engine in front of `solgate sim` BMCs.
+
+One server, 50 simulated BMCs whose hosts sit at their shell prompt; 20 carry the tag
+rack12. Over the REST API (bearer tokens) and the `solgate power` CLI in a subprocess:
+a dry run touches nothing; a viewer is refused everywhere; an operator whose access list
+covers 5 of the 20 gets 5 broadcasts done and 15 refused; an admin's broadcast reaches
+each selected host exactly once; a power cycle of tag:rack12 reboots exactly those 20
+simulated hosts, paced by [server] fleet_rate (measured from the simulator's clock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from solgate.config import Config, parse_config
+from solgate.console.manager import ConsoleManager
+from solgate.serve_cli import run_server
+from solgate.sim.fleet import SimFleet
+from solgate.web.auth import hash_api_token
+from tests.engine_helpers import HostInput, sim_factory, wait_for
+
+COUNT, TAGGED = 50, 20
+RATE = 10  # power actions a second; 20 cycles then take at least 1.9 s
+TOKENS = {"root": "sgt_fleet-admin", "vera": "sgt_fleet-viewer", "olga": "sgt_fleet-operator"}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def names() -> list[str]:
+    return [f"n{i:02d}" for i in range(COUNT)]
+
+
+def tagged(name: str) -> bool:
+    return int(name[1:]) % 5 < 2  # 20 of 50, interleaved with the others
+
+
+def fleet_config(data_dir: Path, ports: list[int]) -> Config:
+    rack = [n for n in names() if tagged(n)]
+    lines = [
+        f'data_dir = "{data_dir}"',
+        "[server]", 'listen = "127.0.0.1:0"', 'auth = "login"',
+        f"fleet_rate = {RATE}", "fleet_concurrency = 8", "fleet_confirm_over = 10",
+        "[defaults]", 'username = "admin"', 'password = "password"',
+        "cipher_suites = [17]", 'reconnect_max = "2s"',
+        "[users.root]", 'role = "admin"', f'api_tokens = ["{hash_api_token(TOKENS["root"])}"]',
+        "[users.vera]", 'role = "viewer"', f'api_tokens = ["{hash_api_token(TOKENS["vera"])}"]',
+        "[users.olga]", 'role = "operator"', f"consoles = {json.dumps(rack[:5])}",
+        f'api_tokens = ["{hash_api_token(TOKENS["olga"])}"]',
+    ]
+    for name, port in zip(names(), ports, strict=True):
+        tags = '["rack12"]' if tagged(name) else '["rack13"]'
+        lines += [f"[consoles.{name}]", 'host = "127.0.0.1"', f"port = {port}",
+                  f"tags = {tags}"]
+    return parse_config("\n".join(lines), "<fleet test>")
+
+
+@dataclass
+class Stack:
+    url: str
+    manager: ConsoleManager
+    fleet: SimFleet
+    inputs: dict[str, HostInput]
+    cycles: list[tuple[str, float]]  # (host, simulator time) of every power cycle
+
+    def host(self, name: str) -> Any:
+        return next(h.host for h in self.fleet.bmcs if h.name == name)
+
+
+@contextlib.asynccontextmanager
+async def running_stack(data_dir: Path) -> AsyncIterator[Stack]:
+    fleet = SimFleet(COUNT, base_port=0, config_factory=_factory())
+    await fleet.start()
+    inputs = {h.name: HostInput(h.host) for h in fleet.bmcs}
+    cycles: list[tuple[str, float]] = []
+    for handle in fleet.bmcs:
+        host = handle.host
+        original = host.power_cycle
+
+        def cycle(now: float, _name: str = handle.name, _orig: Any = original) -> None:
+            cycles.append((_name, now))
+            _orig(now)
+
+        host.power_cycle = cycle
+    shutdown = asyncio.Event()
+    ready: asyncio.Future[tuple[ConsoleManager, str | None]] = (
+        asyncio.get_running_loop().create_future())
+    config = fleet_config(data_dir, fleet.ports)
+    server = asyncio.create_task(run_server(
+        config, shutdown=shutdown, on_ready=lambda m, url, ssh: ready.set_result((m, url))))
+    try:
+        done, _ = await asyncio.wait({server, ready}, timeout=20,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        assert ready in done, "run_server did not become ready"
+        manager, url = ready.result()
+        assert url is not None
+        yield Stack(url.rstrip("/"), manager, fleet, inputs, cycles)
+    finally:
+        shutdown.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(server, 20)
+        await fleet.stop()
+
+
+def _factory() -> Any:
+    base = sim_factory(boot_speed=10.0)
+    return lambda index, _name: base(index, names()[index])
+
+
+async def fleet_post(url: str, user: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {TOKENS[user]}"}
+    async with aiohttp.ClientSession(headers=headers) as http, \
+            http.post(f"{url}/api/fleet", json=body) as response:
+        return response.status, await response.json()
+
+
+def by_status(result: dict[str, Any], status: str) -> list[str]:
+    return sorted(r["console"] for r in result["results"] if r["status"] == status)
+
+
+def fleet_events(data_dir: Path) -> list[dict[str, Any]]:
+    path = data_dir / "events.jsonl"
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e["kind"] == "fleet"]
+
+
+RACK = {"selection": {"tags": ["rack12"]}}
+
+
+async def test_fleet_actions_on_simulated_hosts(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    rack = sorted(n for n in names() if tagged(n))
+    async with running_stack(data) as stack:
+        await wait_for(lambda: all(c.state == "active" for c in stack.manager.consoles()),
+                       60, "every console to be active")
+        for h in stack.inputs.values():
+            h.data.clear()
+
+        # A dry run lists the 20 and touches nothing.
+        status, plan = await fleet_post(stack.url, "root", {
+            **RACK, "action": "power", "args": {"power": "cycle"}, "dry_run": True})
+        assert status == 200, plan
+        assert sorted(plan["would_touch"]) == rack
+        assert plan["confirm_needed"] == TAGGED
+        # Without the count (or with a wrong one) nothing happens either.
+        status, refused = await fleet_post(stack.url, "root", {
+            **RACK, "action": "power", "args": {"power": "cycle"}, "confirm_count": 19})
+        assert status == 409
+        assert refused["confirm_needed"] == TAGGED
+        await asyncio.sleep(0.3)
+        assert stack.cycles == []
+        assert fleet_events(data) == []
+
+        # A viewer may act on none of them.
+        status, result = await fleet_post(stack.url, "vera", {
+            **RACK, "action": "break", "confirm_count": TAGGED})
+        assert status == 200, result
+        assert by_status(result, "refused") == rack
+        assert result["summary"] == {"total": 20, "done": 0, "refused": 20, "unseen": 0,
+                                     "error": 0}
+
+        # An operator whose access list covers 5 of the 20: 5 done, 15 refused (unnamed).
+        status, result = await fleet_post(stack.url, "olga", {
+            **RACK, "action": "broadcast", "args": {"text": "echo olga-was-here", "line": True}})
+        assert status == 200, result
+        assert by_status(result, "done") == rack[:5]
+        assert result["summary"]["refused"] == 15
+        assert result["summary"]["unseen"] == 15
+        assert not set(rack[5:]) & {r["console"] for r in result["results"]}
+        for name, seen in stack.inputs.items():
+            assert seen.data.count(b"echo olga-was-here\r") == (name in rack[:5]), name
+
+        # An admin's broadcast reaches each selected host exactly once, and no other.
+        status, result = await fleet_post(stack.url, "root", {
+            "selection": {"filter": "tag:rack12 n1*"}, "action": "broadcast",
+            "args": {"text": "uptime", "line": True}})
+        assert status == 200, result
+        chosen = [n for n in rack if n.startswith("n1")]
+        assert by_status(result, "done") == chosen
+        for name, seen in stack.inputs.items():
+            assert seen.data.count(b"uptime\r") == (name in chosen), name
+
+        # The CLI: power-cycle tag rack12; exactly those 20 hosts reboot, paced.
+        env = {**os.environ, "SOLGATE_TOKEN": TOKENS["root"], "PYTHONPATH": str(ROOT)}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "solgate.cli", "power", "--tag", "rack12", "cycle",
+            "--yes", "--server", stack.url, env=env, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        text = out.decode()
+        assert proc.returncode == 0, text + err.decode()
+        assert "power cycle: 20 consoles: 20 done, 0 refused, 0 failed" in text
+        assert sorted(n for n, _ in stack.cycles) == rack
+        assert all(stack.host(n).state.value == "shell" for n in names() if n not in rack)
+        times = sorted(t for _, t in stack.cycles)
+        span = times[-1] - times[0]
+        assert span >= 0.8 * (TAGGED - 1) / RATE, f"{TAGGED} cycles within {span:.2f} s"
+
+        # Recorded: every cycled console's log names the user and the selection.
+        records = [e for e in fleet_events(data) if e.get("action") == "power cycle"]
+        assert sorted(e["console"] for e in records if e["console"]) == rack
+        assert all(e["user"] == "root" and e["selection"] == "--tag rack12" for e in records)
+        log = (data / "logs" / f"{rack[0]}.log").read_bytes()
+        assert b"fleet power cycle by root (selection --tag rack12; 20 consoles): done" in log
