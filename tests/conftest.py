@@ -38,6 +38,7 @@ SLOW_MODULES = frozenset({
     "test_terminal_locks_and_tokens.py",
     "test_web_browser.py",
     "test_web_browser_forensics.py",
+    "test_web_fleet_browser.py",
     "test_web_real_stack.py",
 })
 

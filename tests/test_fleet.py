@@ -26,7 +26,7 @@ from solgate.config import Config, parse_config
 from solgate.console.manager import ConsoleManager
 from solgate.serve_cli import run_server
 from solgate.sim.fleet import SimFleet
-from solgate.web.auth import hash_api_token
+from solgate.web.auth import hash_api_token, hash_password
 from tests.engine_helpers import HostInput, sim_factory, wait_for
 
 COUNT, TAGGED = 50, 20
@@ -35,8 +35,11 @@ TOKENS = {"root": "sgt_fleet-admin", "vera": "sgt_fleet-viewer", "olga": "sgt_fl
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def names() -> list[str]:
-    return [f"n{i:02d}" for i in range(COUNT)]
+ROOT_PASSWORD = "root-fleet-pw"  # noqa: S105 - a test user's password
+
+
+def names(count: int = COUNT) -> list[str]:
+    return [f"n{i:02d}" for i in range(count)]
 
 
 def tagged(name: str) -> bool:
@@ -44,19 +47,21 @@ def tagged(name: str) -> bool:
 
 
 def fleet_config(data_dir: Path, ports: list[int]) -> Config:
-    rack = [n for n in names() if tagged(n)]
+    rack = [n for n in names(len(ports)) if tagged(n)]
     lines = [
         f'data_dir = "{data_dir}"',
         "[server]", 'listen = "127.0.0.1:0"', 'auth = "login"',
         f"fleet_rate = {RATE}", "fleet_concurrency = 8", "fleet_confirm_over = 10",
         "[defaults]", 'username = "admin"', 'password = "password"',
         "cipher_suites = [17]", 'reconnect_max = "2s"',
-        "[users.root]", 'role = "admin"', f'api_tokens = ["{hash_api_token(TOKENS["root"])}"]',
+        "[users.root]", 'role = "admin"',
+        f'password_hash = "{hash_password(ROOT_PASSWORD, n=16, r=1, p=1)}"',
+        f'api_tokens = ["{hash_api_token(TOKENS["root"])}"]',
         "[users.vera]", 'role = "viewer"', f'api_tokens = ["{hash_api_token(TOKENS["vera"])}"]',
         "[users.olga]", 'role = "operator"', f"consoles = {json.dumps(rack[:5])}",
         f'api_tokens = ["{hash_api_token(TOKENS["olga"])}"]',
     ]
-    for name, port in zip(names(), ports, strict=True):
+    for name, port in zip(names(len(ports)), ports, strict=True):
         tags = '["rack12"]' if tagged(name) else '["rack13"]'
         lines += [f"[consoles.{name}]", 'host = "127.0.0.1"', f"port = {port}",
                   f"tags = {tags}"]
@@ -76,8 +81,8 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def running_stack(data_dir: Path) -> AsyncIterator[Stack]:
-    fleet = SimFleet(COUNT, base_port=0, config_factory=_factory())
+async def running_stack(data_dir: Path, count: int = COUNT) -> AsyncIterator[Stack]:
+    fleet = SimFleet(count, base_port=0, config_factory=_factory())
     await fleet.start()
     inputs = {h.name: HostInput(h.host) for h in fleet.bmcs}
     cycles: list[tuple[str, float]] = []
