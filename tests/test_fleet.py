@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import sys
@@ -21,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
+from solgate.cli import build_parser
 from solgate.config import Config, parse_config
 from solgate.console.manager import ConsoleManager
 from solgate.serve_cli import run_server
@@ -142,7 +145,18 @@ def fleet_events(data_dir: Path) -> list[dict[str, Any]]:
 RACK = {"selection": {"tags": ["rack12"]}}
 
 
-async def test_fleet_actions_on_simulated_hosts(tmp_path: Path) -> None:
+async def cli(url: str, *argv: str) -> tuple[int, str, str]:
+    """`solgate ARGV --server URL` in this process (the server keeps running on this loop)."""
+    args = build_parser().parse_args([*argv, "--server", url])
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = await args.handler(args)
+    return code, out.getvalue(), err.getvalue()
+
+
+async def test_fleet_actions_on_simulated_hosts(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOLGATE_TOKEN", TOKENS["root"])
     data = tmp_path / "data"
     rack = sorted(n for n in names() if tagged(n))
     async with running_stack(data) as stack:
@@ -162,6 +176,14 @@ async def test_fleet_actions_on_simulated_hosts(tmp_path: Path) -> None:
             **RACK, "action": "power", "args": {"power": "cycle"}, "confirm_count": 19})
         assert status == 409
         assert refused["confirm_needed"] == TAGGED
+        # The CLI: --dry-run lists; without --yes it refuses and names the count.
+        code, out, _ = await cli(stack.url, "do", "power", "cycle", "--tag", "rack12",
+                                 "--dry-run")
+        assert code == 0
+        assert "dry run: power cycle would touch 20 consoles, 0 refused" in out
+        code, _, err = await cli(stack.url, "power", "--tag", "rack12", "cycle")
+        assert code == 1
+        assert "would touch 20 consoles; run again with --yes" in err
         await asyncio.sleep(0.3)
         assert stack.cycles == []
         assert fleet_events(data) == []

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from solgate.console.fleet import FleetError, Pacer, lend_write, parse_action
+from solgate.console.fleet import FleetError, FleetRunner, Pacer, lend_write, parse_action
 from solgate.console.hub import Hub
+from solgate.errors import SolgateError
 
 
 def test_pacer_spaces_starts_by_the_rate() -> None:
@@ -51,3 +54,62 @@ def test_actions_and_the_rights_they_need() -> None:
     assert not parse_action("power", {"power": "status"}).touches
     assert parse_action("broadcast", {"text": "ls", "line": True}).arg == "ls\r"
     assert not parse_action("sysrq", {"key": "s"}).needs_power
+
+
+class Engine:
+    """Single-console operations that take a while; counts how many run at once."""
+
+    def __init__(self, fail: frozenset[str] = frozenset()) -> None:
+        self.in_flight = 0
+        self.most = 0
+        self.done: list[str] = []
+        self.records: list[tuple[str | None, str]] = []
+        self.fail = fail
+
+    def get(self, name: str) -> None:
+        return None
+
+    async def send_break(self, name: str, user: str) -> None:
+        raise AssertionError("not used")
+
+    async def deactivate(self, name: str, user: str) -> None:
+        raise AssertionError("not used")
+
+    async def power(self, name: str, action: str, user: str) -> str:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await asyncio.sleep(0.01)
+            if name in self.fail:
+                raise SolgateError(f"BMC for {name} did not answer")
+            self.done.append(name)
+            return "on"
+        finally:
+            self.in_flight -= 1
+
+    def record(self, name: str | None, kind: str, message: str, **fields: object) -> None:
+        self.records.append((name, message))
+
+
+async def test_runner_keeps_the_concurrency_limit_and_reports_each_outcome() -> None:
+    engine = Engine(fail=frozenset({"c07"}))
+    runner = FleetRunner(engine, concurrency=3, rate=10_000)
+    seen: list[tuple[str, int, int]] = []
+    runner.on_progress = lambda o, done, total: seen.append((o.console, done, total))
+    names = [f"c{i:02d}" for i in range(12)]
+    result = await runner.run(parse_action("power", {"power": "cycle"}), names,
+                              {"x01": "alice may only watch x01 (viewer)"}, user="alice",
+                              selection="tag:rack12", unseen=2)
+    assert engine.most == 3
+    assert sorted(engine.done) == [n for n in names if n != "c07"]
+    assert result["summary"] == {"total": 15, "done": 11, "refused": 3, "unseen": 2,
+                                 "error": 1}
+    errors = [r for r in result["results"] if r["status"] == "error"]
+    assert errors == [{"console": "c07", "status": "error",
+                       "detail": "BMC for c07 did not answer"}]
+    assert [d for _, d, _ in seen] == list(range(3, 16))  # unseen count as finished
+    # One record per touched console (the failed one too), one summary, none for x01.
+    assert sorted(n for n, _ in engine.records if n) == names
+    assert "selection tag:rack12; 15 consoles): error: BMC for c07" in dict(
+        engine.records)["c07"]
+    assert engine.records[-1][0] is None
