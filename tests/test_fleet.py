@@ -229,6 +229,14 @@ async def test_fleet_actions_on_simulated_hosts(tmp_path: Path,
         assert "power cycle: 20 consoles: 20 done, 0 refused, 0 failed" in text
         assert sorted(n for n, _ in stack.cycles) == rack
         assert all(stack.host(n).state.value == "shell" for n in names() if n not in rack)
+
+        def booted(name: str) -> bool:
+            return b"Linux version" in (data / "logs" / f"{name}.log").read_bytes()
+
+        # The cycled hosts boot again (their boot log reaches the console logs); the
+        # others were never interrupted.
+        await wait_for(lambda: all(booted(n) for n in rack), 20, "the cycled hosts to boot")
+        assert not any(booted(n) for n in names() if n not in rack)
         times = sorted(t for _, t in stack.cycles)
         span = times[-1] - times[0]
         assert span >= 0.8 * (TAGGED - 1) / RATE, f"{TAGGED} cycles within {span:.2f} s"

@@ -20,13 +20,16 @@ def test_pacer_spaces_starts_by_the_rate() -> None:
 
 def test_broadcast_lends_the_write_lock_and_gives_it_back() -> None:
     typed: list[bytes] = []
+    said: list[str] = []
     hub = Hub("web01", on_input=typed.append)
+    hub.on_event = lambda kind, user, message: said.append(message)
     holder = hub.attach("bob", can_write=True)
     assert holder.is_writer
     assert lend_write(hub, "alice", b"uptime\r")
     assert typed == [b"uptime\r"]
     assert holder.is_writer  # bob holds the lock again
     assert [a.user for a in hub.attachments] == ["bob"]  # the broadcast left no attachment
+    assert said[-1] == "write lock given back to bob by alice"
 
 
 def test_broadcast_on_a_free_lock_leaves_it_free() -> None:

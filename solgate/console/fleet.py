@@ -162,8 +162,8 @@ def lend_write(hub: Hub, user: str, data: bytes) -> bool:
         return hub.take_write(attachment) and attachment.send(data)
     finally:
         attachment.detach()
-        if holder is not None and not holder.closed and holder.can_write:
-            hub.take_write(holder)
+        if holder is not None:
+            hub.give_back_write(holder, user)
 
 
 ProgressCallback = Callable[[Outcome, int, int], None]

@@ -703,6 +703,17 @@ class Hub:
         if self._writer is attachment:
             self._set_writer(None)
 
+    def give_back_write(self, attachment: Attachment, lender: str) -> bool:
+        """Return the write lock to `attachment` after `lender` borrowed it (a fleet
+        broadcast): recorded as given back, not as a take-over by its holder."""
+        if (attachment.hub is not self or attachment.closed or not attachment.can_write
+                or self._writer is not None):
+            return False
+        self._set_writer(attachment)
+        self._tell("takeover", attachment.user,
+                   f"write lock given back to {attachment.user} by {lender}")
+        return True
+
     def downgrade(self, attachment: Attachment, reason: str) -> bool:
         """Take the right to write from a live attachment; False if it had none.
 
