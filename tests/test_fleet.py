@@ -245,5 +245,7 @@ async def test_fleet_actions_on_simulated_hosts(tmp_path: Path,
         records = [e for e in fleet_events(data) if e.get("action") == "power cycle"]
         assert sorted(e["console"] for e in records if e["console"]) == rack
         assert all(e["user"] == "root" and e["selection"] == "--tag rack12" for e in records)
-        log = (data / "logs" / f"{rack[0]}.log").read_bytes()
-        assert b"fleet power cycle by root (selection --tag rack12; 20 consoles): done" in log
+        note = b"fleet power cycle by root (selection --tag rack12; 20 consoles): done"
+        # A note may wait (at most a second) for the end of the console line it interrupts.
+        await wait_for(lambda: note in (data / "logs" / f"{rack[0]}.log").read_bytes(), 5,
+                       "the fleet note in the console log")
