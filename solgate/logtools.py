@@ -211,7 +211,7 @@ def format_event(record: dict[str, Any]) -> str:
     severity = record.get("severity") or "info"
     user = record.get("user")
     message = record.get("message") or ""
-    parts = [str(record.get("time", "?")), str(record.get("console", "-")),
+    parts = [str(record.get("time", "?")), str(record.get("console") or "-"),
              str(record.get("kind", "?"))]
     if severity != "info":
         parts.append(severity.upper())
