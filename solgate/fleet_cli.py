@@ -77,8 +77,18 @@ def add_selection_arguments(parser: argparse.ArgumentParser, *, with_config: boo
     safety.add_argument("--token-file", metavar="FILE",
                         help=f"file holding the API token (default {DEFAULT_TOKEN_FILE}; "
                              f"${TOKEN_ENV} wins)")
+    safety.add_argument("--token", action=_RefuseToken, nargs="?", help=argparse.SUPPRESS)
     if with_config:
         add_config_argument(parser)
+
+
+class _RefuseToken(argparse.Action):
+    """A token in argv shows in `ps` and shell history: refuse it without echoing it."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        parser.error(f"--token is not accepted (it would show in ps and shell history): set "
+                     f"${TOKEN_ENV} or use --token-file FILE")
 
 
 def has_selection(args: argparse.Namespace) -> bool:
