@@ -226,7 +226,8 @@ def establish(bmc: ScriptedBmc | None = None, **kw) -> tuple[ClientSession, Scri
 
 def test_section_10_1_open_session_rakp1_and_rakp3_bytes():
     """The digest's CS3 run, byte for byte: SIDm a0a2a3a4, Rm 00..0f, privilege byte 00."""
-    draws = iter([H("a4a3a2a0"), H("000102030405060708090a0b0c0d0e0f")])
+    # The first draw is the message tag's random start: 00, so the digest's tags 1, 2, 3.
+    draws = iter([b"\x00", H("a4a3a2a0"), H("000102030405060708090a0b0c0d0e0f")])
     session = ClientSession(
         target(cipher_suites=(3,), workarounds=frozenset({"open_session_priv_highest"})),
         random=lambda n: next(draws, bytes(n)),  # then zero IVs
@@ -303,7 +304,7 @@ def test_wrong_password_sends_rakp3_0f_and_fails_clearly():
     assert str(ev.error).startswith("BMC 10.0.0.5:623 rejected the password for user 'admin'")
     assert "check the password" in str(ev.error)
     assert "password'" not in str(ev.error)
-    assert bmc.last_rakp3 == codec.Rakp3(3, 0x0F, 0x0202, b"")
+    assert bmc.last_rakp3 == codec.Rakp3(session._tag, 0x0F, 0x0202, b"")  # our third tag
     assert session.state is SessionState.TERMINATED
     assert session.next_deadline() is None
 
@@ -538,6 +539,112 @@ def test_stale_handshake_answers_are_dropped():
     assert session.state is SessionState.RAKP2
 
 
+# --------------------------------------------------------------------------- forged errors
+
+
+def _to_rakp1(seed: bytes = b"\x00") -> tuple[ClientSession, ScriptedBmc, bytes]:
+    """A session that has sent RAKP1 (returned, not yet given to the BMC)."""
+    draws = iter([seed])
+    fallback = counting_random()
+    session = ClientSession(target(), random=lambda n: next(draws, None) or fallback(n))
+    bmc = ScriptedBmc()
+    session.start(0.0)
+    session.receive_datagram(bmc.handle(session.datagrams_to_send()[0])[0], 0.0)  # caps
+    (osr,) = session.datagrams_to_send()
+    session.receive_datagram(bmc.handle(osr)[0], 0.0)
+    (rakp1,) = session.datagrams_to_send()
+    assert session.state is SessionState.RAKP2
+    return session, bmc, rakp1
+
+
+def _forged_rakp2(tag: int, status: int = RakpStatus.UNAUTHORIZED_NAME, sidm: int | None = 0
+                  ) -> bytes:
+    body = bytes((tag, status)) if sidm is None else codec.encode_rakp2(
+        codec.Rakp2(tag, status, sidm))
+    return codec.encode_unauthenticated(PayloadType.RAKP_2, body)
+
+
+def test_message_tags_start_at_random_from_the_random_source():
+    """The first Open Session tag follows the first random byte, not a constant."""
+    tags = set()
+    for first in (b"\x00", b"\x7f", b"\xff"):
+        session, _, rakp1 = _to_rakp1(first)
+        tags.add(codec.decode_rakp1(codec.decode_unauthenticated(rakp1)[1]).tag)
+    assert tags == {2, 0x81, 1}  # (first + 1) for Open Session, + 1 again for RAKP1
+
+
+@pytest.mark.parametrize("sidm", [0, None], ids=["zero-sidm", "tag-and-status-only"])
+def test_forged_rakp2_error_without_sidm_loses_to_the_genuine_answer(sidm):
+    """Issue 11 finding 3: a datagram with our tag and an error status, sent before the
+    BMC's answer, used to end the handshake (and lock the console out for minutes). It
+    is held; the genuine RAKP2 that follows wins and the session comes up."""
+    session, bmc, rakp1 = _to_rakp1()
+    session.receive_datagram(_forged_rakp2(session._tag, sidm=sidm), 0.01)
+    assert events(session) == []
+    assert session.state is SessionState.RAKP2
+    assert session.datagrams_to_send() == []
+    session.receive_datagram(bmc.handle(rakp1)[0], 0.02)  # the real answer
+    evs = pump(session, bmc, now=0.02)
+    assert any(isinstance(e, SessionEstablished) for e in evs), evs
+    session.handle_timeout(5.0)  # the held error never resurfaces
+    assert session.established
+
+
+def test_error_reply_with_another_sidm_is_dropped_as_stale():
+    session, bmc, rakp1 = _to_rakp1()
+    session.receive_datagram(_forged_rakp2(session._tag, sidm=session.console_session_id ^ 1),
+                             0.01)
+    assert session.dropped["unexpected"] == 1
+    session.handle_timeout(1.0)  # a plain timeout: restart from Open Session
+    assert session.state is SessionState.OPEN_SESSION
+    assert events(session) == []
+
+
+def test_error_reply_with_another_tag_is_dropped():
+    session, _, _ = _to_rakp1()
+    session.receive_datagram(_forged_rakp2((session._tag + 1) & 0xFF), 0.01)
+    assert session.dropped["unexpected"] == 1
+    assert session.state is SessionState.RAKP2
+
+
+def test_held_error_without_sidm_is_acted_on_at_the_retransmit_deadline():
+    """A BMC that sends only tag and status on error is still understood, one
+    retransmit interval later, when no genuine answer came."""
+    session, _, _ = _to_rakp1()
+    session.receive_datagram(_forged_rakp2(session._tag, sidm=None), 0.01)
+    assert session.next_deadline() == 1.0
+    session.handle_timeout(1.0)
+    (ev,) = events(session)
+    assert isinstance(ev, SessionTerminated)
+    assert isinstance(ev.error, AuthenticationError)
+    assert "does not know user 'admin'" in str(ev.error)
+
+
+def test_error_reply_carrying_our_sidm_fails_at_once():
+    """An error that echoes our random SIDm answers this attempt: believed at once."""
+    session, _, _ = _to_rakp1()
+    session.receive_datagram(_forged_rakp2(session._tag, sidm=session.console_session_id), 0.01)
+    (ev,) = events(session)
+    assert isinstance(ev, SessionTerminated)
+    assert isinstance(ev.error, AuthenticationError)
+
+
+def test_forged_suite_rejection_without_sidm_cannot_downgrade_the_cipher_suite():
+    """A held "no such suite" Open Session error loses to the genuine answer too."""
+    session = ClientSession(target(cipher_suites=(17, 3)), random=counting_random())
+    bmc = ScriptedBmc()
+    session.start(0.0)
+    session.receive_datagram(bmc.handle(session.datagrams_to_send()[0])[0], 0.0)
+    (osr,) = session.datagrams_to_send()
+    forged = codec.encode_unauthenticated(PayloadType.OPEN_SESSION_RESPONSE, bytes(
+        (session._tag, RakpStatus.NO_CIPHER_SUITE_MATCH)))
+    session.receive_datagram(forged, 0.0)
+    session.receive_datagram(bmc.handle(osr)[0], 0.0)
+    evs = pump(session, bmc)
+    (est,) = [e for e in evs if isinstance(e, SessionEstablished)]
+    assert est.cipher_suite == 17
+
+
 # --------------------------------------------------------------------------- close, misuse
 
 
@@ -605,7 +712,8 @@ def test_replays_the_ipmitool_conversation_with_real_ipmi_sim_datagrams():
 
     fx = load_fixture("ipmi_sim-ipmitool/cs3-sol-session.json")
     sess = fx["session"]
-    draws = iter([int(sess["console_session_id"], 16).to_bytes(4, "little"), H(sess["rm"])])
+    draws = iter([b"\x00", int(sess["console_session_id"], 16).to_bytes(4, "little"),
+                  H(sess["rm"])])
     session = ClientSession(target(cipher_suites=(3,)), random=lambda n: next(draws, bytes(n)))
     bmc_side = PacketProtector(CIPHER_SUITES[3], H(sess["k1"]), H(sess["k2"]))
     session.start(0.0)

@@ -25,6 +25,14 @@ Handshake (ipmi-sol-protocol.md section 2), one state per outstanding step:
 * Set Session Privilege Level raises the session from USER (where every session starts)
   to the configured level, falling back from ADMINISTRATOR to OPERATOR once.
 
+Forged setup errors: Open Session and RAKP replies are not authenticated, so one datagram
+with the right message tag and an error status could end a handshake (and, for an
+authentication status, put a console into its long backoff). Three defences: message tags
+start at a random value (drawn from `random`, so tests stay deterministic); a reply must
+carry our SIDm when it carries one at all; and an error reply without a SIDm (some BMCs
+send only tag and status) is held, not believed: a genuine answer arriving before the
+step's retransmit deadline wins, and only at that deadline is the held error acted on.
+
 Established session: every IPMI request gets a 6-bit rqSeq; responses are matched on
 (rqSeq, netfn, cmd). A request is retransmitted after `target.retransmit_timeout`, up to
 `target.max_tries` sends in all, each with a new session sequence number and the same
@@ -204,6 +212,15 @@ _TRANSITIONS: dict[tuple[SessionState, SessionInput], SessionState] = {
 }
 
 
+class _ReplyVerdict(Enum):
+    ANSWER = auto()  # answers our outstanding setup message
+    UNVERIFIED_ERROR = auto()  # an error reply without a SIDm: held (module docstring)
+    STALE = auto()  # another attempt's answer, or forged: dropped
+
+
+_SetupReply = codec.OpenSessionResponse | codec.Rakp2 | codec.Rakp4
+
+
 @dataclass(slots=True)
 class _Pending:
     """One IPMI request waiting for its response."""
@@ -241,7 +258,8 @@ class ClientSession:
         self._attempts = 0  # Open Session attempts for the current suite / auth caps sends
         self._handshake_deadline: float | None = None
         self._auth_caps_data = bytes((0x80 | CURRENT_CHANNEL, target.privilege))
-        self._tag = 0
+        self._tag = 0  # drawn at random in start()
+        self._held_error_reply: _SetupReply | None = None
         self._rm = b""
         self._rakp1_role = 0
         self._kg_required = False
@@ -290,6 +308,8 @@ class ClientSession:
         """Begin the handshake; `SessionEstablished` or `SessionTerminated` follows."""
         if self.state is not SessionState.IDLE:
             raise LocalProtocolError(f"start() in state {self.state.name}")
+        # A guessable tag lets one forged error reply end the handshake (module docstring).
+        self._tag = self._random(1)[0]
         try:
             self._suites = self._usable_suites()
         except SolgateError as exc:
@@ -335,7 +355,13 @@ class ClientSession:
             return
         if self._handshake_deadline is not None and now >= self._handshake_deadline:
             self._handshake_deadline = None
-            self._handshake_timeout(now)
+            held, self._held_error_reply = self._held_error_reply, None
+            if held is not None:
+                self._log.debug("%s: no genuine answer came; acting on the error reply "
+                                "without a SIDm", self.target.label)
+                self._setup_answered(held, now)
+            else:
+                self._handshake_timeout(now)
             if self.terminated:
                 return
         for p in [p for p in self._pending.values() if now >= p.deadline]:
@@ -491,6 +517,7 @@ class ClientSession:
 
     def _next_tag(self) -> int:
         self._tag = (self._tag + 1) & 0xFF
+        self._held_error_reply = None  # it answered the previous message, not this one
         return self._tag
 
     def _nonzero_session_id(self) -> int:
@@ -538,30 +565,51 @@ class ClientSession:
         payload = self._setup_payload(data, expected)
         if payload is None:
             return
+        reply: _SetupReply
         try:
             if expected is PayloadType.OPEN_SESSION_RESPONSE:
-                osr = codec.decode_open_session_response(payload)
-                if self._is_current(osr.tag, osr.console_session_id, osr.status):
-                    self._open_session_answered(osr, now)
+                reply = codec.decode_open_session_response(payload)
             elif expected is PayloadType.RAKP_2:
-                rakp2 = codec.decode_rakp2(payload)
-                if self._is_current(rakp2.tag, rakp2.console_session_id, rakp2.status):
-                    self._rakp2_answered(rakp2, now)
+                reply = codec.decode_rakp2(payload)
             else:
-                rakp4 = codec.decode_rakp4(payload)
-                if self._is_current(rakp4.tag, rakp4.console_session_id, rakp4.status):
-                    self._rakp4_answered(rakp4, now)
+                reply = codec.decode_rakp4(payload)
         except ProtocolError:
             self._drop("malformed")
+            return
+        match self._judge_reply(reply.tag, reply.console_session_id, reply.status):
+            case _ReplyVerdict.ANSWER:
+                self._setup_answered(reply, now)
+            case _ReplyVerdict.UNVERIFIED_ERROR:
+                self._log.debug("%s: holding a %s error reply without a SIDm (%s) until the "
+                                "retransmit deadline", self.target.label, self.state.name,
+                                RakpStatus.describe(reply.status))
+                self._held_error_reply = reply
+            case _ReplyVerdict.STALE:
+                self._drop("unexpected")
 
-    def _is_current(self, tag: int, sidm: int, status: int) -> bool:
-        """Answers to an earlier attempt (other tag or SIDm) are stale: drop them. Error
-        answers may carry no SIDm, so only the tag is checked for those."""
-        if tag != self._tag or (status == 0 and sidm != self.console_session_id) or (
-                status != 0 and sidm not in (0, self.console_session_id)):
-            self._drop("unexpected")
-            return False
-        return True
+    def _judge_reply(self, tag: int, sidm: int, status: int) -> _ReplyVerdict:
+        """Check every field a setup reply carries against our outstanding message.
+
+        Another tag, or a SIDm that is not ours, is an answer to an earlier attempt (or a
+        forgery): stale. An error reply with no SIDm (absent or zero) cannot be tied to
+        this attempt, so it is only believed if nothing genuine answers in time.
+        """
+        if tag != self._tag:
+            return _ReplyVerdict.STALE
+        if sidm == self.console_session_id:
+            return _ReplyVerdict.ANSWER
+        if status != RakpStatus.NO_ERRORS and sidm == 0:
+            return _ReplyVerdict.UNVERIFIED_ERROR
+        return _ReplyVerdict.STALE
+
+    def _setup_answered(self, reply: _SetupReply, now: float) -> None:
+        match reply:
+            case codec.OpenSessionResponse():
+                self._open_session_answered(reply, now)
+            case codec.Rakp2():
+                self._rakp2_answered(reply, now)
+            case codec.Rakp4():
+                self._rakp4_answered(reply, now)
 
     def _open_session_answered(self, osr: codec.OpenSessionResponse, now: float) -> None:
         label = self.target.label
