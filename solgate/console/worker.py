@@ -8,7 +8,10 @@ A `ConsoleWorker` owns one BMC session and one `SolStream`. Its `run()` loop is:
 
 with side exits to `held-elsewhere` (SOL owned by another session and `steal = false`),
 `auth-failed` (wrong password: back off for minutes so the BMC does not lock the account)
-and `unreachable` (no answer). Every state has the time it was entered and the last error
+and `unreachable` (no answer). Handshake errors are not authenticated, so one forged
+datagram could claim a wrong password: a single authentication failure only gets the
+normal short backoff, and `auth-failed` needs the next attempt to fail the same way
+(`LoginFailures`). Every state has the time it was entered and the last error
 in words, for the web page and `/metrics`.
 
 While active, console bytes flow BMC -> `SolStream` -> `_on_output`: appended to the log
@@ -95,6 +98,27 @@ class Backoff:
 
     def reset(self) -> None:
         self.failures = 0
+
+
+@dataclass
+class LoginFailures:
+    """Consecutive authentication failures; the long backoff needs a confirmed one.
+
+    RMCP+ error statuses and RAKP codes carry no proof of origin, so a lone failure may
+    be forged (issue 11 finding 3); the next attempt, after the normal short backoff,
+    confirms or clears it. Any other outcome ends the run.
+    """
+
+    confirm_after: int = 2
+    consecutive: int = 0
+
+    def failed(self) -> bool:
+        """Count one failure; True once it is confirmed (lock out for minutes)."""
+        self.consecutive += 1
+        return self.consecutive >= self.confirm_after
+
+    def reset(self) -> None:
+        self.consecutive = 0
 
 
 class _ActivationEnded(Exception):
@@ -238,10 +262,12 @@ class ConsoleWorker:
         backoff = Backoff(cap=self.console.reconnect_max, rng=self._rng)
         auth_backoff = Backoff(cap=AUTH_FAILURE_BACKOFF_MAX, base=AUTH_FAILURE_BACKOFF,
                                rng=self._rng)
+        login_failures = LoginFailures()
         steal_next = self.console.steal
         try:
             while not self._stopping.is_set():
                 delay: float
+                login_failed = False
                 try:
                     steal, self._force_steal = steal_next or self._force_steal, False
                     await self._connect_and_serve(steal)
@@ -254,8 +280,14 @@ class ConsoleWorker:
                     delay = backoff.next_delay()
                     steal_next = self.console.steal
                 except AuthenticationError as exc:
-                    self._set_state(ConsoleState.AUTH_FAILED, str(exc))
-                    delay = auth_backoff.next_delay()
+                    login_failed = True
+                    if login_failures.failed():
+                        self._set_state(ConsoleState.AUTH_FAILED, str(exc))
+                        delay = auth_backoff.next_delay()
+                    else:
+                        self._set_state(ConsoleState.BACKOFF, f"{exc} (trying once more "
+                                        "before backing off for minutes)")
+                        delay = backoff.next_delay()
                 except SolgateTimeoutError as exc:
                     self._set_state(ConsoleState.UNREACHABLE, str(exc))
                     delay = backoff.next_delay()
@@ -265,6 +297,8 @@ class ConsoleWorker:
                 except OSError as exc:
                     self._set_state(ConsoleState.UNREACHABLE, f"{self.console.host}: {exc}")
                     delay = backoff.next_delay()
+                if not login_failed:
+                    login_failures.reset()
                 if self._stopping.is_set():
                     break
                 if delay > 0:
