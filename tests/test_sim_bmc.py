@@ -653,3 +653,35 @@ def test_small_host_input_buffer_nacks_then_resumes_without_loss():
     acks = [decode_sol(p) for p in pair.client.sol_payloads]
     assert any(p.nack and 0 < p.accepted < 32 for p in acks)  # partial accept + NACK
     assert any(p.ack_seq and not p.nack for p in acks)  # then "ready" again
+
+
+def test_sol_port_counts_and_keeps_what_it_abandons():
+    """A packet unacknowledged through every retry is given up on (as real BMCs do) and
+    so is what is still unacknowledged at deactivation: both are counted and kept, so a
+    test can tell loss by design from loss by the console."""
+    from solgate.sim.bmc_sol import SolPort
+
+    host = FakeHost()
+    port = SolPort(SimBmcConfig(host=host, sol_retry_count=2, sol_retry_interval=0.1,
+                                outbound_payload_size=14), host)  # 10 characters a packet
+    port.activate(0x1234, 0.0)
+    host.emit(b"0123456789abcdefghij")
+    now = 0.0
+    sent = []
+    for _ in range(20):  # the console never ACKs
+        sent += port.pump(now)
+        deadline = port.next_deadline()
+        if port.stalls or deadline is None:
+            break
+        now = deadline
+        port.handle_timeout(now)
+    assert port.stalls == 1
+    # The packet, its 2 retries, then the next packet right after giving up.
+    assert [p[4:] for p in sent] == [b"0123456789"] * 3 + [b"abcdefghij"]
+    assert port.sent_bytes == 20
+    assert port.abandoned_bytes == 10
+    assert list(port.abandoned_chunks) == [b"0123456789"]
+    port.pump(now)
+    port.deactivate()
+    assert port.abandoned_bytes == 20
+    assert list(port.abandoned_chunks) == [b"0123456789", b"abcdefghij"]

@@ -120,6 +120,7 @@ class StreamStalled:
 
     reason: str
     dropped: int = 0
+    data: bytes = b""  # the characters given up on
 
 
 SolEvent = (
@@ -291,6 +292,11 @@ class SolStream:
     def send_buffered(self) -> int:
         """Characters (and breaks, one each) queued or in flight, not yet acknowledged."""
         return len(self._pending) + len(self._breaks)
+
+    @property
+    def unacknowledged(self) -> bytes:
+        """Characters queued or in flight that the peer has not acknowledged."""
+        return bytes(self._pending)
 
     @property
     def send_capacity(self) -> int:
@@ -597,7 +603,7 @@ class SolStream:
             f"{self.max_retries} retransmissions; it was dropped"
         )
         self._log.warning("%s", reason)
-        self._events.append(StreamStalled(reason, dropped))
+        self._events.append(StreamStalled(reason, dropped, flight.data))
 
     def _sticky_flags(self) -> int:
         return self._status_flags | _NACK if self._nacking else self._status_flags

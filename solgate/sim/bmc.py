@@ -158,6 +158,7 @@ class BmcStats:
     sessions_opened: int = 0
     sessions_timed_out: int = 0
     logins_failed: int = 0
+    commands_ignored: int = 0  # in-session IPMI requests left unanswered (ignore_commands)
 
 
 class SimBmc:
@@ -180,6 +181,7 @@ class SimBmc:
         # Behaviour knobs, set by `faults.FaultyBmc` (or a test).
         self.refuse_logins = False
         self.stop_acking_sol = False
+        self.ignore_commands = False  # a starved command handler: SOL still flows
         self.max_sessions = config.max_sessions
         self.last_power_event = 0
         # What the host's panics and power changes leave in the BMC's event log.
@@ -312,7 +314,10 @@ class SimBmc:
         s.addr = addr
         s.expires = now + self.config.session_timeout
         if ptype == PayloadType.IPMI:
-            self._ipmi(s, decode_ipmi_message(opened.payload), now)
+            if self.ignore_commands:
+                self.stats.commands_ignored += 1
+            else:
+                self._ipmi(s, decode_ipmi_message(opened.payload), now)
         elif ptype == PayloadType.SOL:
             if self.sol.owner != s.sidc:
                 self.stats.dropped_sol_not_owner += 1

@@ -17,6 +17,14 @@ that stream and the `SimHost`:
   next activation everything produced so far is read and dropped. So an inactive (or
   idle) console costs no timer at all.
 
+Accounting, so a test can tell loss it caused from loss the BMC caused by design:
+`sent_bytes` counts host output handed to a SOL stream; `abandoned_bytes` counts what
+the BMC gave up on, as real BMCs do: packets unacknowledged after `sol_retry_count`
+retries, and what was still unacknowledged when SOL was deactivated. The most recent
+abandoned pieces are kept in `abandoned_chunks` (host order), so a receiver can check
+that nothing else is missing. (A packet given up on may still have reached the console
+if only its ACKs were lost, so "abandoned" bounds the loss from above.)
+
 A *phantom* owner holds the instance for a session that does not exist on the wire (a
 console that crashed without deactivating); only Deactivate Payload or `restart` frees it.
 """
@@ -24,6 +32,7 @@ console that crashed without deactivating); only Deactivate Payload or `restart`
 from __future__ import annotations
 
 import logging
+from collections import deque
 from typing import TYPE_CHECKING
 
 from solgate.ipmi.sol import BreakRequested, DataReceived, SolStream, StreamStalled
@@ -38,13 +47,15 @@ log = logging.getLogger(__name__)
 PHANTOM_SESSION_ID = 0x7E57AB1E  # reported as the owner by Get Payload Instance Info
 _READ_CHUNK = 4096
 _MAX_DISCARD_READS = 10_000
+ABANDONED_CHUNKS_KEPT = 1000
 
 
 class SolPort:
     """The one SOL payload instance of a BMC; see the module docstring."""
 
     __slots__ = ("config", "host", "owner", "phantom", "stream", "_next_poll", "_hold",
-                 "_rate", "_refill_at", "stalls", "discarded")
+                 "_rate", "_refill_at", "stalls", "discarded", "sent_bytes",
+                 "abandoned_bytes", "abandoned_chunks")
 
     def __init__(self, config: SimBmcConfig, host: SimHost | None) -> None:
         self.config = config
@@ -60,6 +71,9 @@ class SolPort:
         self._refill_at = 0.0
         self.stalls = 0
         self.discarded = 0  # host bytes thrown away while nobody was watching
+        self.sent_bytes = 0  # host bytes handed to a SOL stream
+        self.abandoned_bytes = 0  # of those, given up on (module docstring)
+        self.abandoned_chunks: deque[bytes] = deque(maxlen=ABANDONED_CHUNKS_KEPT)
 
     @property
     def active(self) -> bool:
@@ -88,9 +102,17 @@ class SolPort:
         self.phantom = True
 
     def deactivate(self) -> None:
+        if self.stream is not None:
+            self._abandon(self.stream.unacknowledged)
         self.owner = None
         self.phantom = False
         self.stream = None
+
+    def _abandon(self, data: bytes) -> None:
+        if data:
+            self.abandoned_bytes += len(data)
+            self.abandoned_chunks.append(data)
+            log.debug("SOL: abandoned %d bytes (%d in all)", len(data), self.abandoned_bytes)
 
     def receive_payload(self, payload: bytes, now: float) -> None:
         if self.stream is not None:
@@ -138,9 +160,10 @@ class SolPort:
                 case BreakRequested():
                     if host is not None:
                         host.send_break(now)
-                case StreamStalled():
+                case StreamStalled(data=lost):
                     # Like ipmi_sim and OpenBMC: give up on that packet, keep SOL up.
                     self.stalls += 1
+                    self._abandon(lost)
                 case _:
                     pass
 
@@ -188,6 +211,7 @@ class SolPort:
         self._next_poll = now + self.config.accumulate_interval
         data = self.host.read(now, max_bytes=self._capacity())
         if data:
+            self.sent_bytes += len(data)
             self.stream.send(data, now)
 
     def _discard_host_output(self, now: float) -> None:

@@ -81,6 +81,12 @@ def register(subparsers: Any) -> None:
                       "as busybox ash and systemd's serial getty do")
     p.add_argument("--session-timeout", type=duration_arg, default=60.0, metavar="T",
                    help="BMC session idle timeout (60s)")
+    p.add_argument("--sol-retries", type=int, default=4, metavar="N",
+                   help="times a BMC resends an unacknowledged SOL packet before giving up "
+                        "on it (4, as ipmi_sim; real BMCs use a handful, often 7)")
+    p.add_argument("--sol-retry-interval", type=duration_arg, default=1.0, metavar="T",
+                   help="wait before resending a SOL packet (1s, as ipmi_sim; real BMCs "
+                        "use 100ms to 1s)")
     p.set_defaults(handler=run)
 
 
@@ -148,7 +154,9 @@ async def run(args: argparse.Namespace) -> int:
         host = make_host(name, seed=args.seed + index, baud=args.baud,
                          boot_speed=args.boot_speed, query_cursor=args.query_cursor)
         return SimBmcConfig(name=name, users=users, cipher_suites=suites,
-                            session_timeout=args.session_timeout, host=host)
+                            session_timeout=args.session_timeout, host=host,
+                            sol_retry_count=args.sol_retries,
+                            sol_retry_interval=args.sol_retry_interval)
 
     faults = FaultConfig.symmetric(
         drop=args.loss, duplicate=args.dup, reorder=args.reorder, delay=args.delay,
@@ -170,6 +178,12 @@ async def run(args: argparse.Namespace) -> int:
         await _wait_for_signal()
     finally:
         await fleet.stop()
+    for handle in fleet.bmcs:
+        sol = handle.core.sol
+        if sol.abandoned_bytes:
+            print(f"solgate sim: {handle.name} abandoned {sol.abandoned_bytes} of "
+                  f"{sol.sent_bytes} SOL bytes (unacknowledged after {args.sol_retries} "
+                  "retries, or pending when SOL was deactivated)", file=sys.stderr)
     print("solgate sim: stopped", file=sys.stderr)
     return 0
 

@@ -13,7 +13,9 @@ fixed order per datagram, so a run with the same inputs and seed repeats exactly
 
 Behaviour faults are knobs the core exposes, applied here from the mutable `FaultConfig`
 on every input, so a test may flip them at runtime: `refuse_logins` (RAKP2 status 0x0D),
-`stop_acking_sol` (SOL packets ignored: no ACK, no delivery), `max_sessions`, and
+`stop_acking_sol` (SOL packets ignored: no ACK, no delivery), `ignore_commands` (a busy
+BMC whose command handler is starved: in-session IPMI requests go unanswered while SOL
+keeps flowing), `max_sessions`, and
 `phantom_sol_owner` (SOL held by a session that does not exist on the wire; applied when
 it changes, so a Deactivate Payload really frees it). `restart()` makes the BMC forget
 every session, as a BMC reboot would.
@@ -69,6 +71,7 @@ class FaultConfig:
     refuse_logins: bool = False
     phantom_sol_owner: bool = False
     stop_acking_sol: bool = False
+    ignore_commands: bool = False
     max_sessions: int | None = None  # None: the BMC config's own limit
 
     @classmethod
@@ -161,6 +164,7 @@ class FaultyBmc:
         f, core = self.faults, self.core
         core.refuse_logins = f.refuse_logins
         core.stop_acking_sol = f.stop_acking_sol
+        core.ignore_commands = f.ignore_commands
         core.max_sessions = (
             f.max_sessions if f.max_sessions is not None else core.config.max_sessions
         )
