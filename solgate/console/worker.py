@@ -21,10 +21,14 @@ once it sits in solgate's own buffers; if the loop stalls, the BMC retransmits.
 
 Keepalive: every `keepalive_interval` the worker asks Get Payload Instance Info. It keeps
 the BMC session from timing out and tells us whether SOL still belongs to our session (a
-thief rarely announces itself). A foreign owner, a SOL "deactivating" status, a stalled
-stream or a dead session ends the activation; the loop logs "SOL down" with the reason
-and reconnects after a backoff with jitter. Session setups across all workers are limited
-by a shared semaphore so thousands of consoles starting at once do not storm the network.
+thief rarely announces itself). The decisions are `ipmi.liveness.Liveness`'s: an
+unanswered keepalive is asked again, and the session counts as dead only after
+`session_timeout` without any authenticated packet, because a reconnect makes the BMC
+drop what it has buffered. A foreign owner, a SOL "deactivating" status, a stream whose
+packet went unacknowledged for `session_timeout`, or a dead session ends the activation;
+the loop logs "SOL down" with the reason and reconnects after a backoff with jitter.
+Session setups across all workers are limited by a shared semaphore so thousands of
+consoles starting at once do not storm the network.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -50,10 +55,12 @@ from solgate.console.panic import PanicDetector, PanicEvent
 from solgate.errors import (
     AuthenticationError,
     PayloadActiveElsewhere,
+    SessionClosedError,
     SolgateError,
     SolgateTimeoutError,
 )
-from solgate.ipmi.commands import SolActivation
+from solgate.ipmi.commands import PayloadInstanceInfo, SolActivation
+from solgate.ipmi.liveness import KeepaliveDue, Liveness, SessionDead
 from solgate.ipmi.sol import (
     BreakRequested,
     DataReceived,
@@ -372,11 +379,13 @@ class ConsoleWorker:
     async def _serve(self, client: IpmiClient, activation: SolActivation) -> None:
         loop = self._loop = asyncio.get_running_loop()
         target = self.console.target()
+        retry_interval = max(0.5, min(target.retransmit_timeout, 2.0))
         stream = SolStream(
             "console",
             max_chars=activation.max_characters,
-            retry_interval=max(0.5, min(target.retransmit_timeout, 2.0)),
-            max_retries=10,
+            retry_interval=retry_interval,
+            # Keystrokes are resent for as long as the session may live (session_timeout).
+            max_retries=max(10, math.ceil(target.session_timeout / retry_interval)),
         )
         self._stream = stream
         self._ended = loop.create_future()
@@ -410,20 +419,69 @@ class ConsoleWorker:
             await asyncio.wait_for(client.close(), 2.0)
 
     async def _keepalive(self, client: IpmiClient) -> None:
-        interval = self.console.keepalive_interval
+        """Drive `Liveness`: ask keepalives when due, end SOL only when it says dead."""
+        loop = asyncio.get_running_loop()
+        liveness = Liveness(keepalive_interval=self.console.keepalive_interval,
+                            dead_after=self.console.session_timeout, now=loop.time(),
+                            jitter=lambda: 0.9 + 0.1 * self._rng.random())
         our_session = client.session.bmc_session_id
-        while True:
-            await asyncio.sleep(interval * (0.9 + 0.1 * self._rng.random()))
-            try:
-                info = await client.payload_instance_info()
-            except SolgateError as exc:
-                self._end(_ActivationEnded(f"keepalive failed: {exc}"))
-                return
-            owner = info.owner_session_id
-            if owner != our_session:
-                who = f"session 0x{owner:08x}" if owner else "nobody"
-                self._end(_ActivationEnded(f"SOL now held by {who}, not by us"))
-                return
+        asking: asyncio.Task[PayloadInstanceInfo] | None = None
+        try:
+            while True:
+                deadline = liveness.next_deadline()
+                wait = None if deadline is None else max(0.0, deadline - loop.time())
+                if asking is not None:
+                    await asyncio.wait({asking}, timeout=wait)
+                elif wait is not None:
+                    await asyncio.sleep(wait)
+                else:
+                    return
+                now = loop.time()
+                if asking is not None and asking.done():
+                    task, asking = asking, None
+                    ended = self._keepalive_result(task, liveness, our_session, now)
+                    if ended is not None:
+                        self._end(ended)
+                        return
+                liveness.authenticated(client.last_received)
+                liveness.handle_timeout(now)
+                while (event := liveness.next_event()) is not None:
+                    match event:
+                        case SessionDead(reason=reason):
+                            self._end(_ActivationEnded(reason))
+                            return
+                        case KeepaliveDue():
+                            liveness.keepalive_sent(now)
+                            asking = loop.create_task(client.payload_instance_info(),
+                                                      name=f"keepalive-ask:{self.name}")
+        finally:
+            if asking is not None:
+                asking.cancel()
+
+    def _keepalive_result(self, task: asyncio.Task[PayloadInstanceInfo], liveness: Liveness,
+                          our_session: int, now: float) -> _ActivationEnded | None:
+        """Feed one keepalive's outcome to `liveness`; a foreign SOL owner ends SOL."""
+        exc = task.exception()
+        if isinstance(exc, SessionClosedError):
+            return None  # `_watch_session` reports why the session ended
+        if isinstance(exc, SolgateTimeoutError):
+            liveness.keepalive_unanswered(now)
+            self._logger.info("%s: keepalive unanswered (%d in a row); SOL stays up while "
+                              "the BMC keeps sending", self.name, liveness.unanswered)
+            return None
+        if exc is not None:
+            if not isinstance(exc, SolgateError):
+                raise exc
+            # An answer, if not the one asked for: the BMC holds the session.
+            self._logger.debug("%s: keepalive answered with an error: %s", self.name, exc)
+            liveness.keepalive_answered(now)
+            return None
+        owner = task.result().owner_session_id
+        if owner != our_session:
+            who = f"session 0x{owner:08x}" if owner else "nobody"
+            return _ActivationEnded(f"SOL now held by {who}, not by us")
+        liveness.keepalive_answered(now)
+        return None
 
     async def _watch_session(self, client: IpmiClient) -> None:
         ended = await asyncio.shield(client.terminated)
