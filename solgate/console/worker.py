@@ -55,7 +55,6 @@ from solgate.console.panic import PanicDetector, PanicEvent
 from solgate.errors import (
     AuthenticationError,
     PayloadActiveElsewhere,
-    SessionClosedError,
     SolgateError,
     SolgateTimeoutError,
 )
@@ -437,6 +436,8 @@ class ConsoleWorker:
                 else:
                     return
                 now = loop.time()
+                if client.terminated.done():
+                    return  # `_watch_session` reports why the session ended
                 if asking is not None and asking.done():
                     task, asking = asking, None
                     ended = self._keepalive_result(task, liveness, our_session, now)
@@ -462,12 +463,12 @@ class ConsoleWorker:
                           our_session: int, now: float) -> _ActivationEnded | None:
         """Feed one keepalive's outcome to `liveness`; a foreign SOL owner ends SOL."""
         exc = task.exception()
-        if isinstance(exc, SessionClosedError):
-            return None  # `_watch_session` reports why the session ended
         if isinstance(exc, SolgateTimeoutError):
             liveness.keepalive_unanswered(now)
-            self._logger.info("%s: keepalive unanswered (%d in a row); SOL stays up while "
-                              "the BMC keeps sending", self.name, liveness.unanswered)
+            level = logging.INFO if liveness.unanswered == 1 else logging.DEBUG
+            self._logger.log(level, "%s: keepalive unanswered (%d in a row); asking again, "
+                             "SOL stays up while the BMC keeps sending", self.name,
+                             liveness.unanswered)
             return None
         if exc is not None:
             if not isinstance(exc, SolgateError):
