@@ -23,6 +23,7 @@ SLOW_MODULES = frozenset({
     "test_engine_faults.py",
     "test_engine_flow.py",
     "test_engine_ipmi_sim.py",
+    "test_engine_lossy_keepalive.py",
     "test_engine_notes.py",
     "test_engine_recovery.py",
     "test_engine_session.py",
