@@ -29,6 +29,7 @@ from typing import Any
 
 from solgate.config import Config, parse_config
 from solgate.console.manager import ConsoleManager
+from solgate.console.notes import BREAK_MARK
 from solgate.console.worker import ConsoleWorker
 from solgate.sim.bmc import SimBmcConfig
 from solgate.sim.faults import FaultConfig
@@ -161,6 +162,12 @@ class HostInput:
 
 def log_bytes(worker: ConsoleWorker) -> bytes:
     return worker.log_path.read_bytes()
+
+
+def without_events(data: bytes) -> bytes:
+    """A console log with solgate's own event lines (and the mark that ends a line a note
+    had to interrupt) taken out: the host's bytes alone."""
+    return _EVENT_RE.sub(b"", data).replace(BREAK_MARK + b"\r\n", b"")
 
 
 def event_lines(data: bytes) -> list[str]:
@@ -312,8 +319,10 @@ async def check_wire(tmp_path: Path, wire: Wire) -> None:
                 line = f"echo {word}\r".encode()
                 assert writer.send(line)
                 reply = f"echo {word}\r\n{word}\r\n".encode() + prompt(host.name)
-                await wait_for(lambda: log_bytes(worker).endswith(reply), wire.timeout,
-                               "the typed line's echo and output in the log")
+                # The attach note waits for the prompt line to end, so it lands after
+                # the echoed line: compare the console bytes without solgate's notes.
+                await wait_for(lambda: without_events(log_bytes(worker)).endswith(reply),
+                               wire.timeout, "the typed line's echo and output in the log")
                 assert bytes(typed.data) == line
             finally:
                 writer.detach()
