@@ -17,24 +17,24 @@ verdict at once:
 
 Both land in the console log and events.jsonl. A right gained is not given to a live
 attachment: attaching again picks it up. `user_rights` is the one rule that turns a
-user (or its absence) into rights on a console; each front end adds its own
-credential check (web sessions and tokens in `solgate.web.revoke`, ssh keys in
-`solgate.ssh`). Front ends read `attachment.can_write` at every action.
+user (or its absence) into rights on a console, by the role and access lists of
+`solgate.users`; each front end adds its own credential check (web sessions and tokens
+in `solgate.web.revoke`, ssh keys in `solgate.ssh`). Front ends read
+`attachment.can_write` at every action.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from solgate.console.hub import Attachment
-    from solgate.web.auth import User
-    from solgate.web.model import ConsoleView
+    from solgate.console.hub import Attachment, Hub
+    from solgate.users import User
 
-__all__ = ["Judge", "Rights", "apply", "enforce", "user_rights"]
+__all__ = ["Judge", "Rights", "Watched", "apply", "enforce", "user_rights"]
 
 log = logging.getLogger("solgate.access")
 
@@ -48,20 +48,33 @@ class Rights:
     reason: str = ""
 
 
+class Watched(Protocol):
+    """A console whose live attachments are re-checked: its name, tags and hub."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def tags(self) -> Sequence[str]: ...
+
+    @property
+    def hub(self) -> Hub: ...
+
+
 # Rights for one attachment, or None when the attachment is not this judge's to decide
 # (it came in through another front end).
-Judge = Callable[["Attachment", "ConsoleView"], "Rights | None"]
+Judge = Callable[["Attachment", Watched], "Rights | None"]
 
 
-def user_rights(user: User | None, name: str, console: ConsoleView) -> Rights:
-    """The rights `user` (configured as `name`; None if no longer configured) has on `console`."""
+def user_rights(user: User | None, name: str, console: str, tags: Sequence[str]) -> Rights:
+    """The rights `user` (configured as `name`; None if no longer configured) has on the
+    console named `console` that carries `tags`."""
     if user is None:
         return Rights(False, False, f"user {name} was removed from the configuration")
-    if not user.can_view(console):
-        return Rights(False, False, f"{name} may no longer see {console.name}")
-    if not user.can_write(console):
-        return Rights(True, False, f"{name} is now a {user.role.name.lower()} on "
-                                   f"{console.name}")
+    if not user.can_view(console, tags):
+        return Rights(False, False, f"{name} may no longer see {console}")
+    if not user.can_write(console, tags):
+        return Rights(True, False, f"{name} is now a {user.role.name.lower()} on {console}")
     return Rights(True, True)
 
 
@@ -83,7 +96,7 @@ def apply(attachment: Attachment, rights: Rights | None) -> str | None:
     return None
 
 
-def enforce(consoles: Iterable[ConsoleView], judge: Judge) -> int:
+def enforce(consoles: Iterable[Watched], judge: Judge) -> int:
     """Re-check every live attachment of `consoles`; returns how many lost a right."""
     changed = 0
     for console in consoles:

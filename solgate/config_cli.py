@@ -76,7 +76,7 @@ def check_config(args: argparse.Namespace) -> int:
     """
     config = config_from_args(args)
     from solgate.ssh import parse_ssh_settings, parse_user_keys
-    from solgate.web.auth import parse_users
+    from solgate.users import parse_users
 
     users = parse_users(config.users_raw)
     ssh = parse_ssh_settings(config)

@@ -36,8 +36,8 @@ from solgate.config_cli import add_config_argument
 from solgate.config_values import is_loopback
 from solgate.console.manager import ConsoleManager
 from solgate.errors import ConfigError, SolgateError
+from solgate.users import parse_users
 from solgate.web.app import create_app, ssl_context
-from solgate.web.auth import parse_users
 from solgate.web.keys import auth_key
 from solgate.web.limits import GuardedSite, connection_guard, install_accept_error_filter
 

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 An asyncssh server inside the daemon, next to the web server, over the same engine:
 each ssh session is one hub `Attachment`, exactly like a WebSocket, with the same
-users, roles and console/tag access lists (`solgate.web.auth.User`), the same escape
+users, roles and console/tag access lists (`solgate.users.User`), the same escape
 parser, and the same lag policy (a slow ssh client stops draining, its hub queue
 overflows, it gets a repaint instead of stalling the console).
 
@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.utils import CryptographyDeprecationWarning
 
-from solgate.access import Rights, enforce, user_rights
+from solgate.access import Rights, Watched, enforce, user_rights
 from solgate.config_values import Invalid, split_listen
 from solgate.console.escape import (
     Detach,
@@ -73,7 +73,7 @@ from solgate.console.hub import (
     WriteLockChanged,
 )
 from solgate.errors import ConfigError, SolgateError
-from solgate.web.auth import User, parse_users
+from solgate.users import User, parse_users
 
 with warnings.catch_warnings():
     # asyncssh's type hints name cryptography's DSA classes, deprecated since cryptography
@@ -403,14 +403,15 @@ class SshGateway:
             else:
                 session.user = directory.users[session.user.name]
 
-        def verdict(attachment: Attachment, console: Any) -> Rights | None:
+        def verdict(attachment: Attachment, console: Watched) -> Rights | None:
             grant = attachment.grant
             if grant is None or grant.how != "ssh-key":
                 return None
             why = directory.refusal(attachment.user, grant.credential)
             if why:
                 return Rights(False, False, why)
-            return user_rights(directory.users.get(attachment.user), attachment.user, console)
+            return user_rights(directory.users.get(attachment.user), attachment.user,
+                               console.name, console.tags)
 
         return changed + enforce(self.manager.consoles(), verdict)
 
@@ -428,7 +429,7 @@ class SshGateway:
                 continue
             if target.console is not None:
                 console = self.manager.get(target.console)
-                if console is None or not user.can_view(console):
+                if console is None or not user.can_view(console.name, console.tags):
                     continue
             return user
         return None
@@ -546,7 +547,7 @@ class _Session:
     # -- the menu ------------------------------------------------------------------------
 
     def visible(self) -> list[Any]:
-        return [c for c in self.manager.consoles() if self.user.can_view(c)]
+        return [c for c in self.manager.consoles() if self.user.can_view(c.name, c.tags)]
 
     async def menu(self) -> int:
         while True:
@@ -610,13 +611,14 @@ class _Session:
         if self.ended:
             return 1, True
         console = self.manager.get(name)
-        if console is None or not self.user.can_view(console):
+        if console is None or not self.user.can_view(console.name, console.tags):
             await self.note(f"no console {name} or no access")
             return 1, False
         escape = getattr(getattr(self.gateway.directory().config, "consoles", {}).get(name),
                          "escape", "~")
         parser = EscapeParser(escape)
-        attachment = console.hub.attach(self.user.name, can_write=self.user.can_write(console),
+        attachment = console.hub.attach(self.user.name, can_write=self.user.can_write(console.name,
+                                                                               console.tags),
                                         cols=self.cols, rows=self.rows,
                                         via=f"over ssh from {self.peer}",
                                         grant=Grant("ssh-key", self.key_fingerprint))

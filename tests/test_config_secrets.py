@@ -14,7 +14,7 @@ import pytest
 
 from solgate.config import parse_config
 from solgate.errors import ConfigError
-from solgate.web.auth import _USER_KEYS
+from solgate.users import _USER_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
 CONSOLE = '[consoles.web01]\nhost = "127.0.0.1"\n'

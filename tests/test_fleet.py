@@ -29,7 +29,7 @@ from solgate.config import Config, parse_config
 from solgate.console.manager import ConsoleManager
 from solgate.serve_cli import run_server
 from solgate.sim.fleet import SimFleet
-from solgate.web.auth import hash_api_token, hash_password
+from solgate.users import hash_api_token, hash_password
 from tests.engine_helpers import HostInput, sim_factory, wait_for
 
 COUNT, TAGGED = 50, 20

@@ -37,7 +37,7 @@ from solgate.serve_cli import run_server  # noqa: E402
 from solgate.sim.bmc import SimBmcConfig  # noqa: E402
 from solgate.sim.fleet import SimFleet  # noqa: E402
 from solgate.sim.host import SimHost  # noqa: E402
-from solgate.web.auth import hash_api_token, hash_password  # noqa: E402
+from solgate.users import hash_api_token, hash_password  # noqa: E402
 
 PASSWORD = "oscar-revocation-pw"
 OSCAR_TOKEN = "sgt_oscar-revocation-token"

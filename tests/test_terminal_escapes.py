@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from test_terminal import PtyChild, client_env, console_on_pty, live_server, until
 
-from solgate.web.auth import new_api_token
+from solgate.users import new_api_token
 from tests.engine_helpers import HostInput, event_lines
 
 pytestmark = pytest.mark.timeout(120)

@@ -18,7 +18,7 @@ from test_terminal import (
     until,
 )
 
-from solgate.web.auth import new_api_token
+from solgate.users import new_api_token
 from tests.engine_helpers import event_lines
 
 pytestmark = pytest.mark.timeout(90)

@@ -20,6 +20,7 @@ from web_fakes import (
 
 from solgate import serve_cli
 from solgate.errors import ConfigError
+from solgate.users import Role, hash_password, parse_users, verify_password
 from solgate.web.app import create_app
 from solgate.web.auth import (
     LOGIN_USER_MAX_WAIT,
@@ -27,11 +28,7 @@ from solgate.web.auth import (
     Authenticator,
     LoginError,
     LoginThrottled,
-    Role,
     SessionStore,
-    hash_password,
-    parse_users,
-    verify_password,
 )
 from solgate.web.keys import auth_key, config_key
 
@@ -294,12 +291,13 @@ async def test_console_acl_hides_other_consoles(client, manager) -> None:
 
 
 async def test_tag_acl(tmp_path, manager) -> None:
-    from solgate.web.auth import User
+    from solgate.users import User
 
     user = User("t", Role.OPERATOR, tags=("rack1",))
-    assert [c.name for c in manager.consoles() if user.can_view(c)] == ["web01", "db01"]
+    assert [c.name for c in manager.consoles()
+            if user.can_view(c.name, c.tags)] == ["web01", "db01"]
     nobody = User("n", Role.OPERATOR, consoles=())
-    assert not any(nobody.can_view(c) for c in manager.consoles())
+    assert not any(nobody.can_view(c.name, c.tags) for c in manager.consoles())
 
 
 async def test_engine_errors_become_readable_502(client, manager) -> None:

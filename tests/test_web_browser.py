@@ -301,7 +301,7 @@ async def test_demoted_then_logged_out_the_page_says_why_and_stops(
     then ends (logout elsewhere): the page says so and does not reconnect."""
     from dataclasses import replace
 
-    from solgate.web.auth import Role
+    from solgate.users import Role
     from solgate.web.keys import auth_key
 
     manager = StaticConsoles(tmp_path)

@@ -34,9 +34,10 @@ from yarl import URL
 from solgate.config import parse_config
 from solgate.errors import ConfigError
 from solgate.serve_cli import run_server
+from solgate.users import hash_password, parse_users
 from solgate.web import logview
 from solgate.web.app import create_app
-from solgate.web.auth import LOGIN_FAILURES_PER_ADDRESS, hash_password, parse_users
+from solgate.web.auth import LOGIN_FAILURES_PER_ADDRESS
 from solgate.web.limits import (
     LOG_READS_PER_USER,
     AcceptErrorFilter,

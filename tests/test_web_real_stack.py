@@ -26,7 +26,7 @@ from solgate.serve_cli import run_server
 from solgate.sim.bmc import SimBmcConfig
 from solgate.sim.fleet import SimFleet
 from solgate.sim.host import SimHost
-from solgate.web.auth import hash_password
+from solgate.users import hash_password
 
 async_api = pytest.importorskip("playwright.async_api")
 

@@ -32,7 +32,7 @@ from solgate.serve_cli import run_server
 from solgate.sim.bmc import SimBmcConfig
 from solgate.sim.fleet import SimFleet
 from solgate.sim.host import SimHost
-from solgate.web.auth import hash_api_token, hash_password
+from solgate.users import hash_api_token, hash_password
 
 OPERATOR_TOKEN = "sgt_operator-real-stack-token"
 ADMIN_TOKEN = "sgt_admin-real-stack-token"

@@ -22,8 +22,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from solgate.config import Config, ServerConfig
 from solgate.console.hub import Hub
 from solgate.errors import SolgateError
+from solgate.users import hash_api_token, hash_password, parse_users
 from solgate.web.app import create_app
-from solgate.web.auth import Authenticator, hash_api_token, hash_password, parse_users
+from solgate.web.auth import Authenticator
 
 
 @dataclass

@@ -36,7 +36,7 @@ def visible_console(request: web.Request) -> ConsoleView:
     ident = require_identity(request)
     name = request.match_info["name"]
     console = request.app[manager_key].get(name)
-    if console is None or not ident.user.can_view(console):
+    if console is None or not ident.user.can_view(console.name, console.tags):
         raise web.HTTPNotFound(
             text=json.dumps({"error": f"no console named {name!r}"}),
             content_type="application/json",
@@ -52,8 +52,8 @@ async def list_consoles(request: web.Request) -> web.Response:
         "now": now,
         "consoles": [
             {**console_json(c, now=now, detail=ident.user.sees_bmc_details),
-             "can_write": ident.user.can_write(c),
-             "can_power": ident.user.can_power(c)}
+             "can_write": ident.user.can_write(c.name, c.tags),
+             "can_power": ident.user.can_power(c.name, c.tags)}
             for c in consoles
         ],
     })
@@ -64,8 +64,8 @@ async def get_console(request: web.Request) -> web.Response:
     console = visible_console(request)
     return web.json_response({
         **console_json(console, detail=ident.user.sees_bmc_details),
-        "can_write": ident.user.can_write(console),
-        "can_power": ident.user.can_power(console),
+        "can_write": ident.user.can_write(console.name, console.tags),
+        "can_power": ident.user.can_power(console.name, console.tags),
     })
 
 
@@ -81,7 +81,7 @@ async def _writer_action(request: web.Request, action: str) -> web.Response:
     """An action anyone who may type on the console may take: a BREAK, a deactivate."""
     ident = require_identity(request)
     console = visible_console(request)
-    if not ident.user.can_write(console):
+    if not ident.user.can_write(console.name, console.tags):
         return json_error(403, f"user {ident.user.name!r} may only watch {console.name!r}")
     manager = request.app[manager_key]
     run = manager.send_break if action == "break" else manager.deactivate
@@ -98,7 +98,9 @@ async def post_power(request: web.Request) -> web.Response:
     action = await _power_action(request)
     if action not in POWER_ACTIONS:
         return json_error(400, f"power action must be one of {', '.join(POWER_ACTIONS)}")
-    allowed = ident.user.can_write(console) if action == "status" else ident.user.can_power(console)
+    user, name, tags = ident.user, console.name, console.tags
+    allowed = (user.can_write(name, tags) if action == "status"
+               else user.can_power(name, tags))
     if not allowed:
         role = "operator" if action == "status" else "admin"
         return json_error(403, f"power {action} on {console.name!r} needs the {role} role; "
@@ -204,7 +206,8 @@ async def get_events(request: web.Request) -> web.Response:
         if name is not None:
             if name not in visible:
                 console = manager.get(str(name))
-                visible[name] = console is not None and ident.user.can_view(console)
+                visible[name] = (console is not None
+                                 and ident.user.can_view(console.name, console.tags))
             if not visible[name]:
                 continue
         elif not ident.user.is_admin:

@@ -18,7 +18,8 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from solgate.web.auth import Authenticator, ProxyTrust, check_auth_mode, parse_users
+from solgate.users import parse_users
+from solgate.web.auth import Authenticator, ProxyTrust, check_auth_mode
 from solgate.web.keys import (
     allowed_origins_key,
     auth_key,

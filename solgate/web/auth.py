@@ -1,26 +1,10 @@
-"""Users, passwords, API tokens, sessions and login throttling for the web console.
+"""Logins, API tokens, sessions and login throttling for the web console.
 
 Theory of operation
 -------------------
-Users live in the configuration, one `[users.NAME]` table each::
-
-    [users.alice]
-    password_hash = "scrypt$16384$8$1$<salt>$<hash>"   # from `solgate passwd`
-    role = "operator"                  # viewer | operator | admin
-    consoles = ["web*", "db01"]        # shell-style patterns of console names
-    tags = ["rack12"]                  # or any console carrying one of these tags
-    api_tokens = ["sha256$<hex>"]      # hashes of bearer tokens for scripts
-
-A user sees a console when its name matches one of `consoles` or it carries one of
-`tags`; a user with neither key sees every console (a small site's natural default),
-and `consoles = []` with no tags sees none.  Roles are ordered: a viewer watches, an
-operator also types (once holding the write lock), sends BREAK and forces a
-deactivate; an admin also runs power actions.
-
-Passwords are stored as stdlib scrypt hashes with a random salt; verification is
-constant-time and an unknown user costs the same as a wrong password.  Bearer tokens
-are random strings of which only a SHA-256 hash is stored (they carry 256 bits of
-entropy, so a slow hash adds nothing).
+Who a user is, what its role is and which consoles it may see is `solgate.users`
+(shared with the ssh gateway); this module proves it for web requests: a password
+login, a bearer token or a trusted proxy's header, and the session that follows.
 
 Sessions are kept in memory on the server: the cookie holds a random id plus an
 HMAC of it under a per-process key, so a forged or guessed cookie is rejected before
@@ -50,12 +34,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import enum
-import fnmatch
 import hashlib
 import hmac
 import ipaddress
-import re
 import secrets
 import time
 from collections import deque
@@ -66,19 +47,12 @@ from typing import TYPE_CHECKING, Any
 
 from solgate.config_values import is_loopback
 from solgate.errors import ConfigError, SolgateError
+from solgate.users import LOCAL_USER, User, hash_api_token, password_matches
 
 if TYPE_CHECKING:
     from solgate.web.model import ConsoleView
 
 Clock = Callable[[], float]
-
-SCRYPT_N = 2**14
-SCRYPT_R = 8
-SCRYPT_P = 1
-SCRYPT_MAX_N = 2**20  # refuse absurd cost parameters from a hand-edited hash
-SALT_BYTES = 16
-HASH_BYTES = 32
-TOKEN_PREFIX = "sgt_"  # noqa: S105 - a marker, not a secret
 
 SESSION_IDLE_TIMEOUT = 12 * 3600.0
 SESSION_MAX_AGE = 7 * 24 * 3600.0
@@ -87,16 +61,6 @@ LOGIN_FAILURES_PER_USER = 10
 LOGIN_WINDOW = 300.0
 LOGIN_USER_SLOWDOWN = 2.0  # seconds between password checks of a user past the limit
 LOGIN_USER_MAX_WAIT = 10.0  # a login that would wait longer for its turn is refused
-# User names appear in pages, logs, events and ssh logins: printable, one line, no markup.
-_USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
-
-
-class Role(enum.IntEnum):
-    """What a user may do; higher includes lower."""
-
-    VIEWER = 1
-    OPERATOR = 2
-    ADMIN = 3
 
 
 class LoginError(SolgateError):
@@ -115,170 +79,6 @@ class LoginThrottled(LoginError):
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    return hashlib.scrypt(
-        password.encode("utf-8"), salt=salt, n=n, r=r, p=p,
-        maxmem=256 * r * n + 1024 * 1024, dklen=HASH_BYTES,
-    )
-
-
-def hash_password(
-    password: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P
-) -> str:
-    """Hash a password for `[users.NAME] password_hash` (used by `solgate passwd`)."""
-    if not password:
-        raise ConfigError("an empty password cannot be hashed; choose a password")
-    salt = secrets.token_bytes(SALT_BYTES)
-    digest = _scrypt(password, salt, n, r, p)
-    return f"scrypt${n}${r}${p}${_b64(salt)}${_b64(digest)}"
-
-
-def _parse_hash(encoded: str) -> tuple[int, int, int, bytes, bytes]:
-    parts = encoded.split("$")
-    if len(parts) != 6 or parts[0] != "scrypt":
-        raise ValueError("not an scrypt$n$r$p$salt$hash string")
-    n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
-    if not (2 <= n <= SCRYPT_MAX_N and n & (n - 1) == 0 and 1 <= r <= 32 and 1 <= p <= 16):
-        raise ValueError("scrypt cost parameters out of range")
-    return n, r, p, _unb64(parts[4]), _unb64(parts[5])
-
-
-def verify_password(password: str, encoded: str) -> bool:
-    """True when `password` matches the stored hash; malformed hashes never match."""
-    try:
-        n, r, p, salt, expected = _parse_hash(encoded)
-    except ValueError:
-        return False
-    return hmac.compare_digest(_scrypt(password, salt, n, r, p), expected)
-
-
-# Verified against when the user does not exist, so timing does not reveal user names.
-_DUMMY_HASH = hash_password(secrets.token_hex(8))
-
-
-def hash_api_token(token: str) -> str:
-    """The form of a bearer token stored in `[users.NAME] api_tokens`."""
-    return "sha256$" + hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def new_api_token() -> tuple[str, str]:
-    """A fresh bearer token and the hash to put in the configuration."""
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    return token, hash_api_token(token)
-
-
-@dataclass(frozen=True)
-class User:
-    """A configured user (or the implicit admin "local" when auth is off)."""
-
-    name: str
-    role: Role
-    password_hash: str = ""
-    consoles: tuple[str, ...] | None = None  # None: no restriction by name given
-    tags: tuple[str, ...] = ()
-    api_token_hashes: frozenset[str] = frozenset()
-
-    def can_view(self, console: ConsoleView) -> bool:
-        """Whether the user may see this console at all."""
-        if self.role >= Role.ADMIN:
-            return True
-        if self.consoles is None and not self.tags:
-            return True
-        if any(fnmatch.fnmatchcase(console.name, pat) for pat in self.consoles or ()):
-            return True
-        return any(tag in self.tags for tag in console.tags)
-
-    def can_write(self, console: ConsoleView) -> bool:
-        """Whether the user may type, send BREAK and force a deactivate."""
-        return self.role >= Role.OPERATOR and self.can_view(console)
-
-    def can_power(self, console: ConsoleView) -> bool:
-        """Whether the user may run power actions that change state."""
-        return self.role >= Role.ADMIN and self.can_view(console)
-
-    @property
-    def sees_bmc_details(self) -> bool:
-        """Whether state details (BMC address, port, IPMI user) are shown: operators up."""
-        return self.role >= Role.OPERATOR
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role >= Role.ADMIN
-
-
-LOCAL_USER = User(name="local", role=Role.ADMIN)
-
-_USER_KEYS = {"password_hash", "role", "consoles", "tags", "api_tokens",
-              "ssh_keys", "authorized_keys"}  # the ssh keys are checked by solgate.ssh
-
-
-def _str_list(name: str, key: str, value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"[users.{name}] {key} must be a list of strings, like [\"web*\"]")
-    return tuple(value)
-
-
-def parse_users(raw: Mapping[str, Any] | None) -> dict[str, User]:
-    """Turn the `[users.NAME]` tables into `User`s; errors name the table and the fix."""
-    users: dict[str, User] = {}
-    for name, table in (raw or {}).items():
-        if not _USER_NAME.fullmatch(name):
-            raise ConfigError(
-                f"[users] {_shown_name(name)} cannot be a user name; use up to 64 letters, "
-                "digits, '.', '_', '@', '+' and '-', starting with a letter or digit"
-            )
-        if not isinstance(table, Mapping):
-            raise ConfigError(f"[users.{name}] must be a table with password_hash and role")
-        unknown = set(table) - _USER_KEYS
-        if unknown:
-            raise ConfigError(
-                f"[users.{name}] has unknown key(s) {', '.join(sorted(unknown))}; "
-                f"known keys are {', '.join(sorted(_USER_KEYS))}"
-            )
-        role_text = table.get("role", "viewer")
-        try:
-            role = Role[str(role_text).upper()]
-        except KeyError:
-            raise ConfigError(
-                f"[users.{name}] role = {role_text!r} is unknown; use viewer, operator or admin"
-            ) from None
-        password_hash = table.get("password_hash", "")
-        if password_hash:
-            try:
-                _parse_hash(password_hash)
-            except ValueError:
-                raise ConfigError(
-                    f"[users.{name}] password_hash is not a solgate scrypt hash; "
-                    "create one with `solgate passwd`"
-                ) from None
-        tokens = _str_list(name, "api_tokens", table.get("api_tokens", []))
-        for token in tokens:
-            if not token.startswith("sha256$"):
-                raise ConfigError(
-                    f"[users.{name}] api_tokens holds hashes (\"sha256$...\"), never tokens"
-                )
-        consoles = table.get("consoles")
-        users[name] = User(
-            name=name,
-            role=role,
-            password_hash=password_hash,
-            consoles=None if consoles is None else _str_list(name, "consoles", consoles),
-            tags=_str_list(name, "tags", table.get("tags", [])),
-            api_token_hashes=frozenset(tokens),
-        )
-    return users
-
-
-def _shown_name(name: str) -> str:
-    """A refused name as one safe line: control characters escaped, long names cut."""
-    shown = repr(name[:80])
-    return shown[:-1] + "...'" if len(name) > 80 else shown
 
 
 class RateLimiter:
@@ -540,9 +340,7 @@ class Authenticator:
     def verify(self, username: str, password: str) -> User | None:
         """The user if the password matches (blocking: scrypt); counts nothing."""
         user = self.users.get(username)
-        stored = user.password_hash if user is not None else ""
-        ok = verify_password(password, stored or _DUMMY_HASH)
-        return user if user is not None and stored and ok else None
+        return user if password_matches(user, password) else None
 
     def replace_users(self, users: Mapping[str, User]) -> None:
         """A reloaded `[users]`: roles, access lists and tokens apply from the next request,
@@ -575,7 +373,7 @@ class Authenticator:
         return self.users.get(name)
 
     def visible(self, user: User, consoles: Iterable[ConsoleView]) -> list[ConsoleView]:
-        return [c for c in consoles if user.can_view(c)]
+        return [c for c in consoles if user.can_view(c.name, c.tags)]
 
 
 def check_auth_mode(mode: str, host: str) -> None:

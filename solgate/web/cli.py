@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from solgate.errors import ConfigError
-from solgate.web.auth import hash_password, new_api_token
+from solgate.users import hash_password, new_api_token
 
 
 def register(subparsers: Any) -> None:

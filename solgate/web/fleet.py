@@ -28,7 +28,7 @@ from aiohttp import web
 from solgate.access import user_rights
 from solgate.console.fleet import FleetAction, FleetError, FleetRunner, Outcome, parse_action
 from solgate.selection import Selection, SelectionError, select
-from solgate.web.auth import User
+from solgate.users import User
 from solgate.web.keys import config_key, manager_key
 from solgate.web.middleware import json_error, require_identity
 from solgate.web.model import ConsoleView, state_words
@@ -40,10 +40,10 @@ DEFAULT_CONFIRM_OVER = 10
 
 def refusal(user: User, console: ConsoleView, action: FleetAction) -> str | None:
     """Why `user` may not take `action` on `console` (which they may see), or None."""
-    rights = user_rights(user, user.name, console)
+    rights = user_rights(user, user.name, console.name, console.tags)
     if not rights.write:
         return f"{user.name} may only watch {console.name} ({user.role.name.lower()})"
-    if action.needs_power and not user.can_power(console):
+    if action.needs_power and not user.can_power(console.name, console.tags):
         return f"{action.describe()} needs the admin role"
     return None
 
@@ -86,7 +86,7 @@ async def post_fleet(request: web.Request) -> web.StreamResponse:
     for console in manager.consoles():
         if console.name not in matched:
             continue
-        if not user.can_view(console):
+        if not user.can_view(console.name, console.tags):
             unseen += 1
             continue
         why = refusal(user, console, action)

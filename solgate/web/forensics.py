@@ -225,7 +225,8 @@ async def _visible_bundle(request: web.Request) -> dict[str, Any]:
     except SolgateError:
         found = None
     console = request.app[manager_key].get(str(found.get("console"))) if found else None
-    if found is None or console is None or not ident.user.can_view(console):
+    if (found is None or console is None
+            or not ident.user.can_view(console.name, console.tags)):
         raise web.HTTPNotFound(text=f"no panic bundle {name!r}")
     return found
 

@@ -254,7 +254,8 @@ async def metrics(request: web.Request) -> web.Response:
     registry, collector = registry_for(request.app)
     # Read the engine here, on its own loop; format in a thread (thousands of consoles
     # make megabytes of text), which sees this snapshot through the copied context.
-    token = _snapshot.set(collector.snapshot(ident.user.can_view))
+    user = ident.user
+    token = _snapshot.set(collector.snapshot(lambda c: user.can_view(c.name, c.tags)))
     try:
         body = await asyncio.to_thread(encoder, registry)
     finally:

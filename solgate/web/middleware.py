@@ -52,13 +52,8 @@ from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
-from solgate.web.auth import (
-    LOCAL_USER,
-    MAX_PROXY_USER_LENGTH,
-    Authenticator,
-    Session,
-    User,
-)
+from solgate.users import LOCAL_USER, User
+from solgate.web.auth import MAX_PROXY_USER_LENGTH, Authenticator, Session
 from solgate.web.keys import allowed_origins_key, auth_key, trusted_proxies_key
 from solgate.web.limits import in_networks
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from solgate.access import Judge, Rights, apply, enforce, user_rights
+from solgate.access import Judge, Rights, Watched, apply, enforce, user_rights
 from solgate.console.hub import Attachment, Grant
-from solgate.web.auth import Authenticator, hash_api_token
+from solgate.users import hash_api_token
+from solgate.web.auth import Authenticator
 from solgate.web.keys import auth_key, manager_key
 from solgate.web.middleware import Identity
 from solgate.web.model import ConsoleView
@@ -35,7 +36,7 @@ def grant_for(request: web.Request, ident: Identity) -> Grant:
 def judge(auth: Authenticator, ended_sessions: frozenset[str] = frozenset()) -> Judge:
     """The web's verdict on an attachment; None for attachments of other front ends."""
 
-    def verdict(attachment: Attachment, console: ConsoleView) -> Rights | None:
+    def verdict(attachment: Attachment, console: Watched) -> Rights | None:
         grant = attachment.grant
         if grant is None or grant.how not in WEB_GRANTS:
             return None
@@ -46,7 +47,8 @@ def judge(auth: Authenticator, ended_sessions: frozenset[str] = frozenset()) -> 
             if owner is None or owner.name != attachment.user:
                 return Rights(False, False, "its API token was deleted")
         # user_named: with auth = "none" everyone is the implicit admin "local".
-        return user_rights(auth.user_named(attachment.user), attachment.user, console)
+        return user_rights(auth.user_named(attachment.user), attachment.user, console.name,
+                           console.tags)
 
     return verdict
 

@@ -148,7 +148,8 @@ async def console_page(request: web.Request) -> dict[str, Any]:
     console = visible_console(request)
     return _page_context(
         request, title=console.name, console=console,
-        can_write=ident.user.can_write(console), can_power=ident.user.can_power(console),
+        can_write=ident.user.can_write(console.name, console.tags),
+        can_power=ident.user.can_power(console.name, console.tags),
     )
 
 

@@ -205,7 +205,7 @@ async def console_ws(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     manager = request.app[manager_key]
     console = manager.get(name)
-    if console is None or not ident.user.can_view(console):
+    if console is None or not ident.user.can_view(console.name, console.tags):
         raise web.HTTPNotFound(text=f"no console named {name!r}")
 
     heartbeat = request.app.get(heartbeat_key, HEARTBEAT)
@@ -241,7 +241,7 @@ class _ConsoleSocket:
         self.parser = EscapeParser(_escape_char(request, console.name))
         self.attachment = self.hub.attach(
             user.name,
-            can_write=user.can_write(console) and not read_only,
+            can_write=user.can_write(console.name, console.tags) and not read_only,
             cols=_int_param(request, "cols", 80, MIN_COLS, MAX_COLS),
             rows=_int_param(request, "rows", 25, MIN_ROWS, MAX_ROWS),
             via=_web_via(request),
