@@ -53,15 +53,8 @@ from cryptography.utils import CryptographyDeprecationWarning
 
 from solgate.access import Rights, Watched, enforce, user_rights
 from solgate.config_values import Invalid, split_listen
-from solgate.console.escape import (
-    Detach,
-    EscapeParser,
-    ForceReconnect,
-    SendBreak,
-    SendData,
-    ShowHelp,
-    TakeWrite,
-)
+from solgate.console.actions import ConsoleActions, Help, Leave, Notice, Typed
+from solgate.console.escape import EscapeParser
 from solgate.console.hub import (
     AccessChanged,
     Attachment,
@@ -72,6 +65,7 @@ from solgate.console.hub import (
     StateChanged,
     WriteLockChanged,
 )
+from solgate.console.notices import TERM_LEAVE, TERM_PREPARE, WriteLockNotices, state_notice
 from solgate.errors import ConfigError, SolgateError
 from solgate.users import User, parse_users
 
@@ -106,10 +100,6 @@ LOGIN_TIMEOUT = 60.0
 READ_SIZE = 4096
 BREAK = object()  # the ssh client sent a BREAK request
 EOF = object()
-
-# Before a repaint: leave the alternate screen, normal keys, no mouse reporting.
-TERM_PREPARE = b"\x1b[?1049l\x1b[?1l\x1b>\x1b[?2004l\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l"
-TERM_LEAVE = TERM_PREPARE + b"\x1b[0m\x1b[?25h"
 
 
 # --- configuration --------------------------------------------------------------------------
@@ -624,6 +614,7 @@ class _Session:
                                         grant=Grant("ssh-key", self.key_fingerprint))
         self.attachment = attachment
         log.info("ssh: %s attached to %s from %s", self.user.name, name, self.peer)
+        actions = ConsoleActions(self.manager, attachment, parser)
         pump = asyncio.ensure_future(self._pump(name, attachment, parser))
         try:
             while True:
@@ -639,9 +630,9 @@ class _Session:
                 if item is EOF:
                     return (1 if self.ended else 0), True
                 if item is BREAK:
-                    await self._break(name, attachment.can_write)
+                    await self._tell(await actions.send_break())
                     continue
-                if not await self._keys(name, item, parser, attachment):
+                if not await self._keys(item, actions):
                     await self.write(TERM_LEAVE + f"\r\n[solgate: left {name}]\r\n".encode())
                     return 0, False
         finally:
@@ -651,57 +642,29 @@ class _Session:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await pump
 
-    async def _keys(self, name: str, data: bytes, parser: EscapeParser, attachment: Any) -> bool:
+    async def _keys(self, data: bytes, actions: ConsoleActions) -> bool:
         """Handle typed bytes; False when the user typed `~.`."""
-        for action in parser.feed(data):
-            can_write = attachment.can_write  # asked each time: a reload can take it away
-            match action:
-                case SendData(typed=False) if not attachment.is_writer:
-                    pass  # the terminal answering the host (a cursor query): not typing
-                case SendData(data=payload):
-                    if not can_write:
-                        await self.note("read-only: your role cannot type on this console")
-                    elif not attachment.send(payload):
-                        holder = attachment.hub.writer
-                        who = f"{holder} holds the write lock" if holder else "no write lock"
-                        await self.note(f"read-only: {who}; {parser.escape_char}w takes it")
-                    else:
-                        self._last_note = ""
-                case Detach():
+        async for outcome in actions.keyboard(data):
+            match outcome:
+                case Leave():
                     return False
-                case SendBreak():
-                    await self._break(name, can_write)
-                case ForceReconnect():
-                    if not can_write:
-                        await self.note("read-only: your role cannot force a reconnect")
-                        continue
-                    try:
-                        await self.manager.deactivate(name, self.user.name)
-                        await self.note("asked the BMC to drop SOL; reconnecting")
-                    except SolgateError as exc:
-                        await self.note(f"deactivate failed: {exc}")
-                case TakeWrite():
-                    if not attachment.take_write():
-                        await self.note("read-only: your role cannot take the write lock")
-                case ShowHelp():
-                    await self.write(parser.help_text.encode())
+                case Help(text=text):
+                    await self.write(text.encode())
+                case Notice():
+                    await self._tell(outcome)
+                case Typed():
+                    self._last_note = ""
         return True
 
-    async def _break(self, name: str, can_write: bool) -> None:
-        if not can_write:
-            await self.note("read-only: your role cannot send BREAK")
-            return
-        try:
-            await self.manager.send_break(name, self.user.name)
-        except SolgateError as exc:
-            await self.note(f"BREAK failed: {exc}")
+    async def _tell(self, notice: Notice | None) -> None:
+        if notice is not None:
+            await self.note(notice.text)
 
     async def _pump(self, name: str, attachment: Any, parser: EscapeParser) -> None:
         """Hub output to the ssh channel; drain() is the back-pressure the hub turns into lag."""
         greeted = False
-        holder: str | None = None
+        lock = WriteLockNotices(name, self.user.name, parser.escape_char)
         state: str | None = None
-        esc = parser.escape_char or "~"
         async for item in attachment:
             can_write = attachment.can_write
             match item:
@@ -714,24 +677,13 @@ class _Session:
                 case WriteLockChanged(holder=new):
                     if not greeted:
                         greeted = True
-                        if not can_write:
-                            how = "read-only: your role cannot type"
-                        elif new not in (None, self.user.name):
-                            how = f"{new} holds the write lock ({esc}w takes it)"
-                        else:
-                            how = "read-write"
-                        await self.note(f"{name} as {self.user.name}, {how}; {esc}. leaves, "
-                                        f"{esc}? help")
-                    elif can_write and new != holder:
-                        if new is not None and new != self.user.name:
-                            await self.note(f"{new} took the write lock; {esc}w takes it back")
-                        elif new == self.user.name:
-                            await self.note("you hold the write lock")
-                    holder = new
+                        lock.holder = new
+                        await self.note(lock.banner(can_write))
+                    elif (line := lock.moved(new, can_write)) is not None:
+                        await self.note(line)
                 case StateChanged(state=new_state, detail=detail):
                     if state is not None and new_state != state:
-                        await self.note(f"{name} is {new_state}"
-                                        + (f": {detail}" if detail else ""))
+                        await self.note(state_notice(name, new_state, detail))
                     state = new_state
                 case AccessChanged(reason=reason):
                     await self.note(f"{name}: read-only now: {reason}")

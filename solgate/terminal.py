@@ -36,7 +36,6 @@ import argparse
 import asyncio
 import contextlib
 import errno
-import json
 import os
 import select
 import shlex
@@ -63,7 +62,10 @@ from solgate.console.escape import (
     ShowHelp,
     TakeWrite,
 )
+from solgate.console.notices import TERM_LEAVE, TERM_PREPARE, WriteLockNotices, state_notice
 from solgate.errors import ConfigError, SolgateError
+from solgate.web import control
+from solgate.web.control import CloseCode
 
 __all__ = [
     "ClientOptions",
@@ -84,15 +86,6 @@ RETRY_FIRST_DELAY = 0.5
 RETRY_MAX_DELAY = 8.0
 STABLE_AFTER = 10.0  # a connection that lived this long resets the retry count
 CONNECT_TIMEOUT = 10.0
-CLOSE_DETACHED = 4000
-CLOSE_IDLE = 4002  # the server's client idle timeout detached us: do not reconnect
-CLOSE_REVOKED = 4003  # a logout or a reload took our access away: do not reconnect
-
-# Before a repaint: leave the alternate screen, normal cursor keys and keypad, no
-# bracketed paste, no mouse reporting; the snapshot itself resets the rest.
-TERM_PREPARE = b"\x1b[?1049l\x1b[?1l\x1b>\x1b[?2004l\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l"
-# On the way out: the same, plus plain colours and a visible cursor for the shell.
-TERM_LEAVE = TERM_PREPARE + b"\x1b[0m\x1b[?25h"
 
 
 
@@ -289,15 +282,14 @@ class ConsoleClient:
         self._escape_fixed = options.escape is not None or options.no_escape
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._http: aiohttp.ClientSession | None = None
-        self._outq: asyncio.Queue[bytes | dict[str, Any]] = asyncio.Queue()
+        self._outq: asyncio.Queue[bytes | control.ControlMessage] = asyncio.Queue()
         self._done: asyncio.Future[int] | None = None
         self._server_escape = ServerEscaper(None)
         self._expect_snapshot = False
         self._greeted = False  # the first snapshot of this run was shown
-        self._user = ""
         self._can_write = False
         self._revoked = False  # the server said our access was revoked
-        self._holder: str | None = None
+        self._lock = WriteLockNotices(options.name, "", None, read_only=options.read_only)
         self._state = "active"
         self._last_note = ""
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -377,7 +369,7 @@ class ConsoleClient:
     def _on_winch(self) -> None:
         size = self.terminal.size()
         if size is not None and self._ws is not None:
-            self._outq.put_nowait({"type": "resize", "cols": size[0], "rows": size[1]})
+            self._outq.put_nowait(control.Resize(size[0], size[1]))
 
     async def _session(self) -> int:
         assert self._done is not None
@@ -486,7 +478,7 @@ class ConsoleClient:
             if isinstance(item, bytes):
                 await ws.send_bytes(item)
             else:
-                await ws.send_str(json.dumps(item))
+                await ws.send_str(control.encode(item))
 
     async def _receive(self, ws: aiohttp.ClientWebSocketResponse, retrying: bool) -> int:
         closed_reason = ""
@@ -494,20 +486,17 @@ class ConsoleClient:
             if msg.type == aiohttp.WSMsgType.BINARY:
                 self._on_console(msg.data, retrying)
             elif msg.type == aiohttp.WSMsgType.TEXT:
-                try:
-                    message = json.loads(msg.data)
-                except ValueError:
-                    continue
-                if isinstance(message, dict):
+                message = control.parse_server(msg.data)
+                if message is not None:
                     closed_reason = self._on_control(message) or closed_reason
             else:
                 break
-        if ws.close_code == CLOSE_DETACHED:
+        if ws.close_code == CloseCode.DETACHED:
             return 0
-        if ws.close_code == CLOSE_IDLE:
+        if ws.close_code == CloseCode.IDLE:
             self.note(f"detached: {closed_reason or 'idle without input'}")
             return 0
-        if ws.close_code == CLOSE_REVOKED or self._revoked:  # reconnecting would be refused
+        if ws.close_code == CloseCode.REVOKED or self._revoked:  # reconnecting would be refused
             raise SolgateError(f"the server ended this console: access revoked "
                                f"({closed_reason or 'logged out'})")
         if ws.close_code == aiohttp.WSCloseCode.GOING_AWAY:
@@ -527,59 +516,41 @@ class ConsoleClient:
             self.note(f"reconnected to {self.options.name}")
 
     def _banner(self) -> None:
-        esc = self._escape_hint()
-        if self.options.read_only:
-            how = "read-only (--read-only)"
-        elif not self._can_write:
-            how = "read-only: your role cannot type"
-        elif self._holder not in (None, self._user):
-            how = f"{self._holder} holds the write lock ({esc}w takes it)"
-        else:
-            how = "read-write"
-        self.note(f"{self.options.name} as {self._user or 'you'}, {how}; {esc}. leaves, "
-                  f"{esc}? help")
+        self.note(self._lock.banner(self._can_write))
 
-    def _on_control(self, message: dict[str, Any]) -> str | None:
-        kind = message.get("type")
-        if kind == "hello":
-            self._user = str(message.get("user") or "")
-            self._can_write = bool(message.get("can_write"))
-            self._holder = message.get("writer")
-            server_escape = message.get("escape")
-            self._server_escape = ServerEscaper(server_escape if isinstance(server_escape, str)
-                                                else None)
-            if not self._escape_fixed:
-                self._escape_fixed = True
-                if isinstance(server_escape, str) and server_escape != "~":
-                    self.parser = EscapeParser(server_escape)
-            if self.options.force and self._can_write and not self.options.read_only:
-                self._outq.put_nowait({"type": "take-write"})
-            self._on_winch()
-        elif kind == "snapshot":
-            self._expect_snapshot = True
-        elif kind == "write-lock":
-            holder = message.get("holder")
-            if self._greeted and holder != self._holder and self._can_write:
-                if holder is not None and holder != self._user:
-                    self.note(f"{holder} took the write lock; {self._escape_hint()}w takes it "
-                              "back")
-                elif holder == self._user and not self.options.read_only:
-                    self.note("you hold the write lock")
-            self._holder = holder
-        elif kind == "state":
-            state = str(message.get("state") or "")
-            detail = str(message.get("detail") or "")
-            if state != self._state and self._greeted:
-                self.note(f"{self.options.name} is {state}" + (f": {detail}" if detail else ""))
-            self._state = state
-        elif kind == "access":  # a reload took the right to type away
-            self._can_write = bool(message.get("can_write"))
-            self.note(f"read-only now: {message.get('reason') or 'access changed'}")
-        elif kind == "error":
-            self.note(str(message.get("message") or "the server refused a request"))
-        elif kind == "closed":
-            self._revoked = bool(message.get("revoked"))
-            return str(message.get("reason") or "closed by the server")
+    def _on_control(self, message: control.ServerMessage) -> str | None:
+        match message:
+            case control.Hello(user=user, can_write=can_write, writer=writer, escape=escape):
+                self._can_write = can_write
+                self._server_escape = ServerEscaper(escape)
+                if not self._escape_fixed:
+                    self._escape_fixed = True
+                    if escape is not None and escape != "~":
+                        self.parser = EscapeParser(escape)
+                self._lock = WriteLockNotices(self.options.name, user, self._escape_hint(),
+                                              read_only=self.options.read_only)
+                self._lock.holder = writer
+                if self.options.force and can_write and not self.options.read_only:
+                    self._outq.put_nowait(control.TakeWrite())
+                self._on_winch()
+            case control.SnapshotFollows():
+                self._expect_snapshot = True
+            case control.WriteLock(holder=holder):
+                line = self._lock.moved(holder, self._can_write)
+                if self._greeted and line is not None:
+                    self.note(line)
+            case control.State(state=state, detail=detail):
+                if state != self._state and self._greeted:
+                    self.note(state_notice(self.options.name, state, detail))
+                self._state = state
+            case control.Access(can_write=can_write, reason=reason):  # a reload took it away
+                self._can_write = can_write
+                self.note(f"read-only now: {reason or 'access changed'}")
+            case control.Error(message=text):
+                self.note(text or "the server refused a request")
+            case control.Closed(reason=reason, revoked=revoked):
+                self._revoked = revoked
+                return reason or "closed by the server"
         return None
 
     # -- the keyboard --------------------------------------------------------------------
@@ -604,9 +575,9 @@ class ConsoleClient:
                     self._finish(0)
                     return
                 case SendBreak():
-                    self._control({"type": "break"}, "send a BREAK")
+                    self._control(control.Break(), "send a BREAK")
                 case TakeWrite():
-                    self._control({"type": "take-write"}, "take the write lock")
+                    self._control(control.TakeWrite(), "take the write lock")
                 case ForceReconnect():
                     if self._allowed("force a reconnect"):
                         self._spawn(self._deactivate())
@@ -629,7 +600,7 @@ class ConsoleClient:
             return
         self._outq.put_nowait(self._server_escape.escape(data))
 
-    def _control(self, message: dict[str, Any], what: str) -> None:
+    def _control(self, message: control.ControlMessage, what: str) -> None:
         if not self._allowed(what):
             return
         if self._ws is None:

@@ -14,8 +14,9 @@ import pytest
 from aiohttp import WSMsgType
 from web_fakes import StaticConsoles, login, make_app, start_client, wait_until
 
+from solgate.web.control import CloseCode
 from solgate.web.keys import heartbeat_key, websockets_key
-from solgate.web.ws import CLOSE_DETACHED, close_all
+from solgate.web.ws import close_all
 
 
 @pytest.fixture
@@ -195,7 +196,7 @@ async def test_escapes_are_parsed_on_the_server(client, manager) -> None:
     await ws.send_bytes(b"echo a~b\r~.ignored")
     msg = await ws.receive(timeout=2)
     assert msg.type == WSMsgType.CLOSE
-    assert msg.data == CLOSE_DETACHED
+    assert msg.data == CloseCode.DETACHED
     assert console.inputs == [b"echo a~b\r"]
     await wait_until(lambda: console.hub.viewers == 0)
 

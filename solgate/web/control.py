@@ -1,7 +1,14 @@
-"""The console WebSocket's control messages (text frames): one schema, checked in one place.
+"""The console WebSocket's protocol: its messages both ways and its close codes, in one place.
 
 Theory of operation
 -------------------
+Shared by the server (solgate.web.ws) and its terminal client (`solgate console`,
+solgate.terminal), so the two cannot drift apart; the contract in words is
+docs/websocket-protocol.md.  Binary frames are console bytes; text frames are the
+JSON messages below, built with `encode` and read with `parse_control` (client to
+server, strict) or `parse_server` (server to client, tolerant: a client ignores what
+it does not know).
+
 A text frame from a client is a JSON object with a `"type"`; `parse_control` turns it
 into one of the frozen message classes below or raises `ControlError`, whose text is
 sent back to that client as an `error` message while the connection stays open
@@ -18,16 +25,26 @@ server log as a traceback, so the parser accepts only what the schema names:
 
 from __future__ import annotations
 
+import enum
 import json
 import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
 from solgate.errors import SolgateError
 
 MIN_COLS, MAX_COLS = 10, 1000
 MIN_ROWS, MAX_ROWS = 2, 500
 MAX_CONTROL_CHARS = 4096  # the longest valid message is under 100 characters
+
+
+class CloseCode(enum.IntEnum):
+    """Close codes of our own (4000-4999 are the application's, RFC 6455 section 7.4.2)."""
+
+    DETACHED = 4000  # the user typed ~. : the client must not reconnect
+    HUB_CLOSED = 4001  # the hub ended this attachment (console removed, too slow)
+    IDLE = 4002  # the client idle timeout ended it: the client must not reconnect
+    REVOKED = 4003  # the user lost access (logout, reload): the client must not reconnect
 
 
 class ControlError(SolgateError):
@@ -38,6 +55,8 @@ class ControlError(SolgateError):
 class Resize:
     """The viewer's terminal size, clamped to the allowed range."""
 
+    TYPE: ClassVar[str] = "resize"
+
     cols: int
     rows: int
 
@@ -46,15 +65,21 @@ class Resize:
 class TakeWrite:
     """Take the write lock from its holder."""
 
+    TYPE: ClassVar[str] = "take-write"
+
 
 @dataclass(frozen=True, slots=True)
 class Break:
     """Send a serial BREAK."""
 
+    TYPE: ClassVar[str] = "break"
+
 
 @dataclass(frozen=True, slots=True)
 class SysRq:
     """BREAK, then one letter or digit: Linux Magic SysRq."""
+
+    TYPE: ClassVar[str] = "sysrq"
 
     key: str
 
@@ -63,8 +88,161 @@ class SysRq:
 class Ping:
     """Ask for a `pong`."""
 
+    TYPE: ClassVar[str] = "ping"
+
 
 ControlMessage = Resize | TakeWrite | Break | SysRq | Ping
+
+
+# --- server to client ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """The first message: who is attached to what, and what it may do."""
+
+    TYPE: ClassVar[str] = "hello"
+    console: str
+    user: str
+    state: str
+    state_detail: str  # "" for viewers: it names the BMC's address and IPMI user
+    can_write: bool  # the role may type (it still needs the write lock)
+    writer: str | None
+    role: str
+    escape: str | None  # the escape character the server parses
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotFollows:
+    """The next binary frame is a full repaint."""
+
+    TYPE: ClassVar[str] = "snapshot"
+
+
+@dataclass(frozen=True, slots=True)
+class Lagged:
+    """This viewer fell behind and `dropped` bytes were skipped for it; a snapshot follows."""
+
+    TYPE: ClassVar[str] = "lagged"
+    dropped: int
+
+
+@dataclass(frozen=True, slots=True)
+class WriteLock:
+    """The write lock moved to `holder` (None: it is free)."""
+
+    TYPE: ClassVar[str] = "write-lock"
+    holder: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """The console's connection to its BMC changed state."""
+
+    TYPE: ClassVar[str] = "state"
+    state: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """This user lost the right to type while attached."""
+
+    TYPE: ClassVar[str] = "access"
+    can_write: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """A request of this client was refused; nothing else happened."""
+
+    TYPE: ClassVar[str] = "error"
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """The answer to `ping`."""
+
+    TYPE: ClassVar[str] = "pong"
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The server ends this attachment; a close frame with the matching code follows."""
+
+    TYPE: ClassVar[str] = "closed"
+    reason: str
+    idle: bool = False
+    revoked: bool = False
+
+    @property
+    def code(self) -> CloseCode:
+        """The close code that goes with this message."""
+        return (CloseCode.IDLE if self.idle else CloseCode.REVOKED if self.revoked
+                else CloseCode.HUB_CLOSED)
+
+
+ServerMessage = (Hello | SnapshotFollows | Lagged | WriteLock | State | Access | Error | Pong
+                 | Closed)
+
+
+def encode(message: ControlMessage | ServerMessage) -> str:
+    """One message as its text frame: `{"type": ..., fields...}`; unset flags are left out."""
+    body: dict[str, Any] = {"type": message.TYPE}
+    for f in fields(message):
+        value = getattr(message, f.name)
+        if isinstance(message, Closed) and value is False:
+            continue  # "idle" and "revoked" appear only when true
+        body[f.name] = value
+    return json.dumps(body)
+
+
+def parse_server(text: str) -> ServerMessage | None:
+    """A server's text frame as a message; None for what this client does not know.
+
+    Tolerant, as a client must be: a missing or odd field reads as empty.
+    """
+    try:
+        m = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(m, dict):
+        return None
+    kind = m.get("type")
+    escape = m.get("escape")
+    match kind:
+        case "hello":
+            return Hello(console=str(m.get("console") or ""), user=str(m.get("user") or ""),
+                         state=str(m.get("state") or ""),
+                         state_detail=str(m.get("state_detail") or ""),
+                         can_write=bool(m.get("can_write")), writer=_name(m.get("writer")),
+                         role=str(m.get("role") or ""),
+                         escape=escape if isinstance(escape, str) else None)
+        case "snapshot":
+            return SnapshotFollows()
+        case "lagged":
+            dropped = m.get("dropped")
+            return Lagged(dropped if isinstance(dropped, int) else 0)
+        case "write-lock":
+            return WriteLock(_name(m.get("holder")))
+        case "state":
+            return State(str(m.get("state") or ""), str(m.get("detail") or ""))
+        case "access":
+            return Access(bool(m.get("can_write")), str(m.get("reason") or ""))
+        case "error":
+            return Error(str(m.get("message") or ""))
+        case "pong":
+            return Pong()
+        case "closed":
+            return Closed(str(m.get("reason") or ""), idle=bool(m.get("idle")),
+                          revoked=bool(m.get("revoked")))
+    return None
+
+
+def _name(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def _no_constant(name: str) -> Any:

@@ -43,22 +43,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from solgate.console.escape import (
-    Detach,
-    EscapeParser,
-    ForceReconnect,
-    SendBreak,
-    SendData,
-    ShowHelp,
-    TakeWrite,
-)
+from solgate.console.actions import ConsoleActions, Help, Leave, Notice, Typed
+from solgate.console.escape import EscapeParser
 from solgate.console.hub import (
     AccessChanged,
     Attachment,
@@ -68,9 +60,8 @@ from solgate.console.hub import (
     StateChanged,
     WriteLockChanged,
 )
-from solgate.errors import SolgateError
 from solgate.web import control
-from solgate.web.control import MAX_COLS, MAX_ROWS, MIN_COLS, MIN_ROWS
+from solgate.web.control import MAX_COLS, MAX_ROWS, MIN_COLS, MIN_ROWS, CloseCode
 from solgate.web.keys import (
     auth_key,
     config_key,
@@ -89,10 +80,6 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT = 20.0  # seconds between pings; under the 30-60 s idle cut of most proxies
 MAX_MESSAGE = 64 * 1024  # a paste larger than this is refused by aiohttp
-CLOSE_DETACHED = 4000  # the user typed ~. : the page must not reconnect
-CLOSE_HUB_CLOSED = 4001  # the hub ended this attachment (console removed, too slow)
-CLOSE_IDLE = 4002  # the client idle timeout ended it: the page must not reconnect
-CLOSE_REVOKED = 4003  # the user lost access (logout, reload): the page must not reconnect
 # Unsent bytes a transport may hold and still take direct writes: asyncio's default
 # high-water mark, above which aiohttp would wait for the socket to drain.
 DIRECT_BUFFER_LIMIT = 64 * 1024
@@ -175,9 +162,9 @@ class _Socket:
         self.ws = ws
         self._lock = asyncio.Lock()
 
-    async def json(self, **message: Any) -> None:
+    async def send(self, message: control.ServerMessage) -> None:
         async with self._lock:
-            await self.ws.send_str(json.dumps(message))
+            await self.ws.send_str(control.encode(message))
 
     async def data(self, data: bytes) -> None:
         async with self._lock:
@@ -185,11 +172,11 @@ class _Socket:
 
     async def snapshot(self, data: bytes) -> None:
         async with self._lock:  # the marker and its frame must be adjacent
-            await self.ws.send_str('{"type": "snapshot"}')
+            await self.ws.send_str(control.encode(control.SnapshotFollows()))
             await self.ws.send_bytes(data)
 
     async def error(self, message: str) -> None:
-        await self.json(type="error", message=message)
+        await self.send(control.Error(message))
 
 
 async def console_ws(request: web.Request) -> web.StreamResponse:
@@ -248,27 +235,22 @@ class _ConsoleSocket:
             grant=grant_for(request, ident),
         )
         check_new(request, self.attachment, console)
-
-    @property
-    def can_write(self) -> bool:
-        """Asked at every action: a logout or a reload can take the right away."""
-        return self.attachment.can_write
+        self.actions = ConsoleActions(self.manager, self.attachment, self.parser)
 
     async def run(self) -> None:
         ws = self.sock.ws
         writer: asyncio.Task[None] | None = None
         try:
-            await self.sock.json(
-                type="hello",
+            await self.sock.send(control.Hello(
                 console=self.name,
                 user=self.user.name,
                 state=self.console.state,
                 state_detail=self.console.state_detail if self.user.sees_bmc_details else "",
-                can_write=self.can_write,
+                can_write=self.attachment.can_write,
                 writer=self.hub.writer,
                 role=self.user.role.name.lower(),
                 escape=self.parser.escape_char,
-            )
+            ))
             # Started after hello, so hello is always the first message; the hub writes
             # directly only while that task waits in get(), so after hello too.
             if self.transport is not None:
@@ -296,26 +278,17 @@ class _ConsoleSocket:
 
     async def keyboard(self, data: bytes) -> bool:
         """Handle keyboard bytes; returns False when the user asked to leave."""
-        for action in self.parser.feed(data):
-            match action:
-                case SendData(typed=False) if not self.attachment.is_writer:
-                    pass  # the terminal answering the host (a cursor query): not typing
-                case SendData(data=payload):
-                    if not self.can_write:
-                        await self.sock.error("read-only: your role cannot type on this console")
-                    elif not self.attachment.send(payload):
-                        await self.sock.error("read-only: take the write lock to type")
-                case Detach():
-                    await self.sock.ws.close(code=CLOSE_DETACHED, message=b"detached")
+        async for outcome in self.actions.keyboard(data):
+            match outcome:
+                case Leave():
+                    await self.sock.ws.close(code=CloseCode.DETACHED, message=b"detached")
                     return False
-                case SendBreak():
-                    await self.send_break()
-                case ForceReconnect():
-                    await self.deactivate()
-                case TakeWrite():
-                    await self.take_write()
-                case ShowHelp():
-                    await self.sock.data(self.parser.help_text.encode())
+                case Help(text=text):
+                    await self.sock.data(text.encode())
+                case Notice(text=text, refused=True):
+                    await self.sock.error(text)
+                case Notice() | Typed():
+                    pass  # the browser sees the console's answer, or the lock move
         return True
 
     async def control(self, text: str) -> None:
@@ -325,45 +298,20 @@ class _ConsoleSocket:
         except control.ControlError as exc:
             await self.sock.error(str(exc))
             return
+        notice: Notice | None = None
         match message:
             case control.Resize(cols=cols, rows=rows):
                 self.attachment.resize(cols, rows)
             case control.TakeWrite():
-                await self.take_write()
+                notice = self.actions.take_write()
             case control.Break():
-                await self.send_break()
+                notice = await self.actions.send_break()
             case control.SysRq(key=key):
-                if await self.send_break() and not self.attachment.send(key.encode("ascii")):
-                    await self.sock.error(
-                        "BREAK sent, but the SysRq key was not: take the write lock")
+                notice = await self.actions.sysrq(key)
             case control.Ping():
-                await self.sock.json(type="pong")
-
-    async def take_write(self) -> None:
-        if not self.can_write:
-            await self.sock.error("read-only: your role cannot take the write lock")
-            return
-        self.hub.take_write(self.attachment)
-
-    async def send_break(self) -> bool:
-        if not self.can_write:
-            await self.sock.error("read-only: your role cannot send BREAK")
-            return False
-        try:
-            await self.manager.send_break(self.name, self.user.name)
-        except SolgateError as exc:
-            await self.sock.error(f"BREAK failed: {exc}")
-            return False
-        return True
-
-    async def deactivate(self) -> None:
-        if not self.can_write:
-            await self.sock.error("read-only: your role cannot force a reconnect")
-            return
-        try:
-            await self.manager.deactivate(self.name, self.user.name)
-        except SolgateError as exc:
-            await self.sock.error(f"deactivate failed: {exc}")
+                await self.sock.send(control.Pong())
+        if notice is not None:
+            await self.sock.error(notice.text)
 
 
 async def _pump(sock: _Socket, attachment: Attachment, *, details: bool = True) -> None:
@@ -378,20 +326,18 @@ async def _pump(sock: _Socket, attachment: Attachment, *, details: bool = True) 
                 case Snapshot(data=data):
                     await sock.snapshot(data)
                 case Lagged(dropped_bytes=dropped):
-                    await sock.json(type="lagged", dropped=dropped)
+                    await sock.send(control.Lagged(dropped))
                 case WriteLockChanged(holder=holder):
-                    await sock.json(type="write-lock", holder=holder)
+                    await sock.send(control.WriteLock(holder))
                 case StateChanged(state=state, detail=detail):
-                    await sock.json(type="state", state=state, detail=detail if details else "")
+                    await sock.send(control.State(state, detail if details else ""))
                 case AccessChanged(can_write=can_write, reason=reason):
-                    await sock.json(type="access", can_write=can_write, reason=reason)
+                    await sock.send(control.Access(can_write, reason))
                 case Closed(reason=reason, idle=idle, revoked=revoked):
-                    flags = {"idle": True} if idle else {"revoked": True} if revoked else {}
+                    closed = control.Closed(reason, idle=idle, revoked=revoked and not idle)
                     with contextlib.suppress(ConnectionResetError):
-                        await sock.json(type="closed", reason=reason, **flags)
-                    code = (CLOSE_IDLE if idle else CLOSE_REVOKED if revoked
-                            else CLOSE_HUB_CLOSED)
-                    await ws.close(code=code, message=reason.encode()[:120])
+                        await sock.send(closed)
+                    await ws.close(code=closed.code, message=reason.encode()[:120])
                     return
                 case _:
                     log.debug("ignoring unknown hub item %r", type(item).__name__)
