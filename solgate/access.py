@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from solgate.console.hub import Attachment, Hub
+    from solgate.console.attachment import Attachment
+    from solgate.console.hub import Hub
     from solgate.users import User
 
 __all__ = ["Judge", "Rights", "Watched", "apply", "enforce", "user_rights"]

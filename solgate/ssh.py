@@ -54,8 +54,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 from solgate.access import Rights, Watched, enforce, user_rights
 from solgate.config_values import Invalid, split_listen
 from solgate.console.actions import ConsoleActions, Help, Leave, Notice, Typed
-from solgate.console.escape import EscapeParser
-from solgate.console.hub import (
+from solgate.console.attachment import (
     AccessChanged,
     Attachment,
     Closed,
@@ -65,6 +64,7 @@ from solgate.console.hub import (
     StateChanged,
     WriteLockChanged,
 )
+from solgate.console.escape import EscapeParser
 from solgate.console.notices import TERM_LEAVE, TERM_PREPARE, WriteLockNotices, state_notice
 from solgate.errors import ConfigError, SolgateError
 from solgate.users import User, parse_users

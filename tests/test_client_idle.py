@@ -14,7 +14,8 @@ import pytest
 from test_terminal import console_on_pty, live_server, until
 
 from solgate.config import parse_config
-from solgate.console.hub import Closed, Hub
+from solgate.console.attachment import Closed
+from solgate.console.hub import Hub
 from solgate.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(60)

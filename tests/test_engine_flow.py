@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from solgate.console.hub import Closed, Lagged, Snapshot
+from solgate.console.attachment import Closed, Lagged, Snapshot
 from solgate.console.manager import ConsoleManager
 from solgate.serve_cli import run_server
 from solgate.sim.fleet import SimFleet

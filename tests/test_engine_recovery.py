@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from solgate.console.hub import StateChanged
+from solgate.console.attachment import StateChanged
 from solgate.console.worker import ConsoleWorker
 from solgate.ipmi.codec import Privilege
 from solgate.sim.bmc import SimBmcConfig

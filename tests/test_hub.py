@@ -7,16 +7,16 @@ import asyncio
 import pyte
 import pytest
 
-from solgate.console.hub import (
+from solgate.console.attachment import (
     AccessChanged,
     Closed,
     Grant,
-    Hub,
     Lagged,
     Snapshot,
     StateChanged,
     WriteLockChanged,
 )
+from solgate.console.hub import Hub
 from solgate.console.screen import RawRing
 
 

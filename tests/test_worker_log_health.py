@@ -8,8 +8,9 @@ import os
 
 from solgate.config import parse_config
 from solgate.console import log as log_module
+from solgate.console.attachment import Snapshot
 from solgate.console.events import EventLog, read_events
-from solgate.console.hub import Hub, Snapshot
+from solgate.console.hub import Hub
 from solgate.console.log import ConsoleLog
 from solgate.console.panic import PanicDetector
 from solgate.console.worker import ConsoleWorker

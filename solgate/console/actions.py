@@ -32,7 +32,7 @@ from solgate.console.escape import (
 from solgate.errors import SolgateError
 
 if TYPE_CHECKING:
-    from solgate.console.hub import Attachment
+    from solgate.console.attachment import Attachment
 
 __all__ = ["ConsoleActions", "Engine", "Help", "Leave", "Notice", "Outcome", "Typed"]
 

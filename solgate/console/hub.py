@@ -7,6 +7,9 @@ never awaits: it appends to the `RawRing`, feeds the live `Screen` (only while s
 is attached) and appends to each attachment's own bounded queue. Each front end (a
 WebSocket writer task, the ssh session, the terminal client) pulls from its
 `Attachment` with `await attachment.get()` or `async for item in attachment`.
+The attachment (solgate.console.attachment) is the viewer's side: its queue and its
+delivery state; this module is the console's side: the ring, the screen, the lock,
+the batch of direct output, and the policy below.
 
 What an attachment receives, in order:
 
@@ -94,26 +97,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable
 
+from solgate.console.attachment import (
+    AccessChanged,
+    Attachment,
+    Closed,
+    Delivery,
+    Grant,
+    StateChanged,
+    WriteLockChanged,
+)
 from solgate.console.screen import RawRing, Screen
 
-__all__ = [
-    "AccessChanged",
-    "Attachment",
-    "Closed",
-    "Grant",
-    "Hub",
-    "Lagged",
-    "Message",
-    "OutputSink",
-    "Snapshot",
-    "StateChanged",
-    "WriteLockChanged",
-]
+__all__ = ["Hub"]
 
 DEFAULT_QUEUE_BYTES = 256 * 1024
 DEFAULT_MAX_LAG_STREAK = 3
@@ -133,348 +130,6 @@ BUSY_WINDOW = 0.010
 BUSY_FLUSH_GAP = 0.004
 
 log = logging.getLogger(__name__)
-
-
-class OutputSink(Protocol):
-    """A front end's synchronous output path (see "Direct output" in the module doc)."""
-
-    def ready(self) -> bool:
-        """True if `write` would take bytes now (open and not backed up)."""
-        ...
-
-    def write(self, data: bytes) -> bool:
-        """Send console bytes at once; False, and nothing sent, if not `ready()`.
-
-        Must not raise and must not block. `data` is the same object for every sink
-        in one flush.
-        """
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """A repaint of the console screen; replaces whatever the viewer showed."""
-
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Lagged:
-    """This viewer fell behind; `dropped_bytes` of output were skipped, a Snapshot follows."""
-
-    dropped_bytes: int
-
-
-@dataclass(frozen=True, slots=True)
-class WriteLockChanged:
-    """The write lock moved; `holder` is the user now holding it, or None if free."""
-
-    holder: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class StateChanged:
-    """The console worker's state changed (connected, reconnecting, stolen, ...)."""
-
-    state: str
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class Closed:
-    """The attachment is over (detached, console closed, or too slow); nothing follows."""
-
-    reason: str
-    idle: bool = False  # ended by the client idle timeout: front ends must not reattach
-    revoked: bool = False  # the user lost access to this console: front ends must not reattach
-
-
-@dataclass(frozen=True, slots=True)
-class AccessChanged:
-    """This attachment's user may no longer type (`can_write` False); `reason` says why."""
-
-    can_write: bool
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """How an attachment's user proved who they are, so a later check can revoke it.
-
-    `how` is "session", "token", "local", "proxy" or "ssh-key"; `credential` names the
-    session id, the API token's hash or the ssh key's fingerprint (never logged).
-    """
-
-    how: str
-    credential: str = ""
-
-
-Message = Snapshot | Lagged | WriteLockChanged | StateChanged | AccessChanged | Closed
-
-
-class _Resync:
-    """Queue marker: the queue overflowed here; yield Lagged then a fresh Snapshot."""
-
-    __slots__ = ()
-
-
-_RESYNC = _Resync()
-
-
-class Attachment:
-    """One viewer of one console: a bounded queue and the write-lock rights of its user."""
-
-    __slots__ = (
-        "hub",
-        "user",
-        "can_write",
-        "grant",
-        "cols",
-        "rows",
-        "_queue",
-        "_queued_bytes",
-        "_waiter",
-        "_need_snapshot",
-        "_snapshot_scrollback",
-        "_lagging",
-        "_lagging_since",
-        "_dropped",
-        "_lag_streak",
-        "_read_since_lag",
-        "_closed",
-        "_greeted",
-        "_sink",
-        "_live",
-        "_live_from",
-        "last_input",
-    )
-
-    def __init__(self, hub: Hub, user: str, *, can_write: bool, cols: int, rows: int,
-                 grant: Grant | None = None) -> None:
-        self.hub = hub
-        self.user = user
-        self.can_write = can_write
-        self.grant = grant
-        self.cols = cols
-        self.rows = rows
-        self._queue: deque[bytes | Message | _Resync] = deque()
-        self._queued_bytes = 0
-        self._waiter: asyncio.Future[None] | None = None
-        # A new attachment starts as if it had just resynced: its first item is a
-        # Snapshot rendered when it first reads, and data until then is in that Snapshot.
-        self._need_snapshot = True
-        self._snapshot_scrollback = True
-        self._lagging = False  # console bytes are being dropped, a Lagged is queued
-        self._lagging_since: float | None = None
-        self._dropped = 0
-        self._lag_streak = 0  # overflows without a full queue's worth read in between
-        self._read_since_lag = 0  # console bytes read since the last overflow
-        self._closed: Closed | None = None
-        self._greeted = False  # lock and state told after the first Snapshot
-        self._sink: OutputSink | None = None
-        self._live = False  # output goes to the sink from the hub's batch, not the queue
-        self._live_from = 0  # the first batch chunk this attachment is owed while live
-        # When its user last typed (or attached, or took the lock): for the idle timeout.
-        self.last_input = hub.clock()
-
-    def __repr__(self) -> str:
-        return f"<Attachment {self.user!r} to {self.hub.name!r}{' rw' if self.can_write else ''}>"
-
-    # -- what the front end calls ------------------------------------------------
-
-    @property
-    def closed(self) -> bool:
-        return self._closed is not None
-
-    @property
-    def is_writer(self) -> bool:
-        return self.hub._writer is self
-
-    @property
-    def queued_bytes(self) -> int:
-        """Console bytes waiting in this attachment's queue."""
-        return self._queued_bytes
-
-    def send(self, data: bytes) -> bool:
-        """Pass keyboard input to the console; False (and nothing sent) unless we hold the lock."""
-        return self.hub._input(self, data)
-
-    def take_write(self) -> bool:
-        """Take the write lock from its holder; False if this user may not write."""
-        return self.hub.take_write(self)
-
-    def release_write(self) -> None:
-        """Give the write lock up (if held), leaving it free."""
-        self.hub.release_write(self)
-
-    def resize(self, cols: int, rows: int) -> None:
-        """Record this viewer's terminal size; the writer's size sizes the shared screen."""
-        self.cols, self.rows = cols, rows
-        if self.is_writer:
-            self.hub._resize_screen(cols, rows)
-
-    def detach(self) -> None:
-        """Leave the console: releases the write lock; a pending `get()` returns Closed."""
-        self.hub._remove(self, Closed("detached"))
-
-    def set_sink(self, sink: OutputSink | None) -> None:
-        """Let the hub write console bytes straight to `sink` while `get()` waits idle.
-
-        Control messages, snapshots and anything queued still come from `get()`; the
-        caller must send what `get()` returns before it calls `get()` again, as usual.
-        """
-        if sink is None and self._live:
-            self.hub._leave_live(self)
-        self._sink = sink
-
-    def __aiter__(self) -> AsyncIterator[bytes | Message]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[bytes | Message]:
-        while True:
-            item = await self.get()
-            yield item
-            if isinstance(item, Closed):
-                return
-
-    async def get(self) -> bytes | Message:
-        """The next item: console bytes or a control message. Never blocks the hub."""
-        while True:
-            item = self.get_nowait()
-            if item is not None:
-                return item
-            loop = asyncio.get_running_loop()
-            sink = self._sink
-            if sink is not None and sink.ready():
-                # The caller has sent everything it got: later bytes may bypass the queue.
-                self.hub._go_live(self, loop)
-            self._waiter = waiter = loop.create_future()
-            try:
-                await waiter
-            finally:
-                if self._waiter is waiter:
-                    self._waiter = None
-                if self._live:  # cancelled while live: nobody sends from here on
-                    self.hub._leave_live(self)
-
-    def get_nowait(self) -> bytes | Message | None:
-        """The next item if one is ready, else None."""
-        if self._need_snapshot and not self._lagging:
-            return self._take_snapshot()
-        queue = self._queue
-        if not queue:
-            return self._closed
-        item = queue.popleft()
-        if isinstance(item, bytes):
-            chunks = [item]
-            while queue and isinstance(queue[0], bytes):
-                chunks.append(queue.popleft())  # type: ignore[arg-type]
-            data = b"".join(chunks) if len(chunks) > 1 else item
-            self._queued_bytes -= len(data)
-            self._count_read(len(data))
-            return data
-        if item is _RESYNC:
-            # From here on, output goes into the Snapshot rendered on the next read.
-            dropped, self._dropped = self._dropped, 0
-            self._lagging = False
-            self._need_snapshot = True
-            self._snapshot_scrollback = False
-            return Lagged(dropped)
-        return item  # type: ignore[return-value]
-
-    # -- what the hub calls ------------------------------------------------------
-
-    def _count_read(self, n: int) -> None:
-        """`n` console bytes reached the front end (from the queue or a sink)."""
-        if self._lag_streak:
-            self._read_since_lag += n
-            if self._read_since_lag >= self.hub.queue_bytes:
-                self._lag_streak = 0  # it kept up for a whole queue: forgiven
-        self.hub.bytes_out += n
-
-    def _take_snapshot(self) -> Snapshot:
-        data = self.hub._render(scrollback=self._snapshot_scrollback)
-        self._need_snapshot = False
-        self.hub.bytes_out += len(data)
-        if not self._greeted:
-            self._greeted = True
-            # Tell the newcomer who writes and how the console is, right after the picture.
-            self._queue.appendleft(WriteLockChanged(self.hub.writer))
-            if self.hub.state is not None:
-                self._queue.insert(1, StateChanged(self.hub.state, self.hub.state_detail))
-        return Snapshot(data)
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _push_control(self, message: Message) -> None:
-        if self._closed is None:
-            if self._live:
-                self.hub._leave_live(self)  # owed bytes first, then the message
-            self._queue.append(message)
-            self._wake()
-
-    def _push_data(self, data: bytes, now: float | None) -> str | None:
-        """Queue console output; returns a reason to drop this viewer, or None."""
-        if self._closed is not None:
-            return None
-        if self._need_snapshot or self._lagging:
-            # The next Snapshot will show it (also true of a newcomer yet to read).
-            if self._lagging:
-                self._dropped += len(data)
-                since = self._lagging_since
-                timeout = self.hub.stall_timeout
-                if now is not None and since is not None and timeout is not None:
-                    if now - since > timeout:
-                        return "too slow"
-            return None
-        if self._queued_bytes + len(data) > self.hub.queue_bytes:
-            since = self._lagging_since  # the previous overflow, if any
-            timeout = self.hub.stall_timeout
-            if now is not None and since is not None and timeout is not None:
-                if now - since > timeout:
-                    self._lag_streak = 0  # the last overflow was long ago: not in a row
-            self._lag_streak += 1
-            if self._lag_streak > self.hub.max_lag_streak:
-                return "too slow"
-            self._overflow(len(data), now)
-            return None
-        self._queue.append(data)
-        self._queued_bytes += len(data)
-        self._wake()
-        return None
-
-    def _overflow(self, incoming: int, now: float | None) -> None:
-        """Drop queued console bytes (keeping control messages), queue the resync marker."""
-        kept = [item for item in self._queue if not isinstance(item, bytes)]
-        self._dropped = self._queued_bytes + incoming
-        self._queue.clear()
-        self._queue.extend(kept)
-        self._queue.append(_RESYNC)
-        self._queued_bytes = 0
-        self._lagging = True
-        self._lagging_since = now
-        self._read_since_lag = 0
-        self.hub.lagged_total += 1
-        self._wake()
-
-    def _close(self, message: Closed) -> None:
-        if self._closed is not None:
-            return
-        self._closed = message
-        if self._live:
-            self.hub._leave_live(self)  # owes nothing now: Closed comes next
-        # Nothing more to show: the queue's remaining control messages are kept, the
-        # console bytes go, and Closed comes last.
-        kept = [item for item in self._queue if not isinstance(item, bytes | _Resync)]
-        self._queue.clear()
-        self._queue.extend(kept)
-        self._queued_bytes = 0
-        self._need_snapshot = False
-        self._lagging = False
-        self._wake()
 
 
 class Hub:
@@ -548,9 +203,10 @@ class Hub:
         self._attachments: list[Attachment] = []
         self._writer: Attachment | None = None
         self._closed: Closed | None = None
-        # Direct output: live attachments (insertion-ordered set), the bytes published
-        # since the last flush, the scheduled flush and when the next may run at once.
-        self._live: dict[Attachment, None] = {}
+        # Direct output: live attachments (insertion-ordered), each with the first chunk
+        # of the batch it is owed; the bytes published since the last flush, the
+        # scheduled flush and when the next may run at once.
+        self._live: dict[Attachment, int] = {}
         self._batch: list[bytes] = []
         self._flush_handle: asyncio.Handle | None = None
         self._flush_not_before = 0.0
@@ -619,9 +275,9 @@ class Hub:
             self._batch.append(data)
         if len(live) < len(self._attachments):
             for attachment in self._attachments:
-                if attachment._live:
+                if attachment.delivery is Delivery.LIVE:
                     continue
-                if attachment._push_data(data, now) is not None:
+                if attachment.deliver(data, now) is not None:
                     too_slow.append(attachment)
         self._drop_too_slow(too_slow)
         if live and self._flush_handle is None:
@@ -639,8 +295,8 @@ class Hub:
         self.state_detail = detail
         message = StateChanged(state, detail)
         for attachment in self._attachments:
-            if attachment._greeted:
-                attachment._push_control(message)
+            if attachment.delivery is not Delivery.NEW:
+                attachment.notify(message)
 
     def close(self, reason: str) -> None:
         """The console is going away: every attachment gets Closed(reason)."""
@@ -648,7 +304,7 @@ class Hub:
         attachments, self._attachments = self._attachments, []
         self._writer = None
         for attachment in attachments:
-            attachment._close(Closed(reason))
+            attachment.end(Closed(reason))
         self._drop_screen()
         self._cancel_flush()
 
@@ -665,7 +321,7 @@ class Hub:
         attachment = Attachment(self, user, can_write=can_write, cols=cols, rows=rows,
                                 grant=grant)
         if self._closed is not None:
-            attachment._close(self._closed)
+            attachment.end(self._closed)
             return attachment
         if not self._attachments:
             self._cols, self._rows = cols, rows  # the screen is built at the first render
@@ -725,7 +381,7 @@ class Hub:
         attachment.can_write = False
         if self._writer is attachment:
             self._set_writer(None)
-        attachment._push_control(AccessChanged(False, reason))
+        attachment.notify(AccessChanged(False, reason))
         self._tell("access", attachment.user,
                    f"{attachment.user} is now read-only ({reason})")
         return True
@@ -739,29 +395,18 @@ class Hub:
 
     # -- direct output ---------------------------------------------------------------
 
-    def _go_live(self, attachment: Attachment, loop: asyncio.AbstractEventLoop) -> None:
+    def go_live(self, attachment: Attachment, loop: asyncio.AbstractEventLoop) -> None:
         """`attachment` has nothing queued and its reader waits: write its output directly."""
-        if attachment._live or attachment._closed is not None:
-            return
-        attachment._live = True
-        attachment._live_from = len(self._batch)  # owed only what is published from now
-        self._live[attachment] = None
-        self._loop = loop
+        if attachment.go_live():
+            self._live[attachment] = len(self._batch)  # owed only what is published from now
+            self._loop = loop
 
-    def _leave_live(self, attachment: Attachment) -> None:
+    def leave_live(self, attachment: Attachment) -> None:
         """Back to the queue; what the batch owes the attachment is queued first."""
-        if not attachment._live:
+        start = self._live.pop(attachment, None)
+        if start is None:
             return
-        attachment._live = False
-        del self._live[attachment]
-        owed = self._batch[attachment._live_from :]
-        if owed and attachment._closed is None:
-            # At most one flush interval of output (or one large publish): no overflow
-            # check here; the next publish's check sees the queue's size.
-            data = b"".join(owed)
-            attachment._queue.append(data)
-            attachment._queued_bytes += len(data)
-            attachment._wake()
+        attachment.back_to_queue(b"".join(self._batch[start:]))
         if not self._live:
             self._cancel_flush()
 
@@ -775,13 +420,12 @@ class Hub:
         data = batch[0] if len(batch) == 1 else b"".join(batch)
         written = 0
         too_slow: list[Attachment] = []
-        for attachment in list(self._live):
-            start = attachment._live_from
-            attachment._live_from = 0
+        for attachment, start in list(self._live.items()):
+            self._live[attachment] = 0
             chunk = data if start == 0 else b"".join(batch[start:])
             if not chunk:
                 continue
-            sink = attachment._sink
+            sink = attachment.sink
             try:
                 ok = sink is not None and sink.write(chunk)
             except Exception:  # a broken front end must not break the console worker
@@ -789,13 +433,13 @@ class Hub:
                 ok = False
             if ok:
                 written += 1
-                attachment._count_read(len(chunk))
+                attachment.count_read(len(chunk))
                 continue
             # Backed up or closing: back to the queue, where the slow-viewer policy applies.
-            attachment._live = False
             del self._live[attachment]
+            attachment.back_to_queue(b"")
             now = self.clock() if self.stall_timeout is not None else None
-            if attachment._push_data(chunk, now) is not None:
+            if attachment.deliver(chunk, now) is not None:
                 too_slow.append(attachment)
         now = self.clock()
         gap = min(MAX_FLUSH_GAP, written * FLUSH_GAP_PER_SINK)
@@ -823,10 +467,23 @@ class Hub:
         self._writer = attachment
         message = WriteLockChanged(attachment.user if attachment is not None else None)
         for other in self._attachments:
-            if other._greeted:
-                other._push_control(message)
+            if other.delivery is not Delivery.NEW:
+                other.notify(message)
         if attachment is not None:
             self._resize_screen(attachment.cols, attachment.rows)
+
+    def holds_write(self, attachment: Attachment) -> bool:
+        """Whether `attachment` holds the write lock."""
+        return self._writer is attachment
+
+    def resized(self, attachment: Attachment) -> None:
+        """`attachment`'s terminal changed size; the writer's size sizes the shared screen."""
+        if self._writer is attachment:
+            self._resize_screen(attachment.cols, attachment.rows)
+
+    def detach(self, attachment: Attachment) -> None:
+        """`attachment` leaves: releases the write lock, records it, ends its reads."""
+        self._remove(attachment, Closed("detached"))
 
     def _resize_screen(self, cols: int, rows: int) -> None:
         if (cols, rows) == (self._cols, self._rows):
@@ -854,7 +511,8 @@ class Hub:
         self._pending.clear()
         self._pending_bytes = 0
 
-    def _input(self, attachment: Attachment, data: bytes) -> bool:
+    def keyboard(self, attachment: Attachment, data: bytes) -> bool:
+        """Typed input from `attachment`; False (nothing sent) unless it holds the lock."""
         attachment.last_input = self.clock()  # someone is at the keyboard, lock or not
         if self._writer is not attachment or attachment.closed or self.on_input is None:
             return False
@@ -862,7 +520,8 @@ class Hub:
             self.on_input(bytes(data))
         return True
 
-    def _render(self, *, scrollback: bool) -> bytes:
+    def render(self, *, scrollback: bool) -> bytes:
+        """The screen as bytes that repaint a terminal (with the scrollback if asked)."""
         return self._current_screen().render(scrollback=scrollback)
 
     def expire_idle(self, timeout: float) -> int:
@@ -880,7 +539,7 @@ class Hub:
         return len(idle)
 
     def _remove(self, attachment: Attachment, message: Closed, why: str = "") -> None:
-        attachment._close(message)
+        attachment.end(message)
         try:
             self._attachments.remove(attachment)
         except ValueError:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from solgate.access import Judge, Rights, Watched, apply, enforce, user_rights
-from solgate.console.hub import Attachment, Grant
+from solgate.console.attachment import Attachment, Grant
 from solgate.users import hash_api_token
 from solgate.web.auth import Authenticator
 from solgate.web.keys import auth_key, manager_key

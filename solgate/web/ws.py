@@ -50,8 +50,7 @@ from typing import TYPE_CHECKING
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from solgate.console.actions import ConsoleActions, Help, Leave, Notice, Typed
-from solgate.console.escape import EscapeParser
-from solgate.console.hub import (
+from solgate.console.attachment import (
     AccessChanged,
     Attachment,
     Closed,
@@ -60,6 +59,7 @@ from solgate.console.hub import (
     StateChanged,
     WriteLockChanged,
 )
+from solgate.console.escape import EscapeParser
 from solgate.web import control
 from solgate.web.control import MAX_COLS, MAX_ROWS, MIN_COLS, MIN_ROWS, CloseCode
 from solgate.web.keys import (
