@@ -39,6 +39,26 @@ class StaticConsole:
     last_output: float | None = None
     panic_count: int = 0
     inputs: list[bytes] = field(default_factory=list)
+    bytes_in: int = 0
+    bytes_out: int = 0
+    reconnects: int = 0
+    log: DiskHealth = field(default_factory=lambda: DiskHealth())
+
+    def sol_counters(self) -> dict[str, int]:
+        return {}
+
+    def datagram_drops(self) -> dict[str, int]:
+        return {}
+
+
+@dataclass
+class DiskHealth:
+    """A log or events file that never failed."""
+
+    write_errors: int = 0
+    bytes_lost: int = 0
+    records_dropped: int = 0
+    error: str | None = None
 
 
 class StaticConsoles:
@@ -51,6 +71,7 @@ class StaticConsoles:
         self.fail_with: SolgateError | None = None
         self.power_state = "on"
         self.records: list[tuple[str | None, str, str]] = []
+        self.events = DiskHealth()
 
     def add(self, name: str, *, tags: tuple[str, ...] = (), echo: bool = False,
             queue_bytes: int = 256 * 1024, **attrs: Any) -> StaticConsole:
@@ -72,6 +93,9 @@ class StaticConsoles:
 
     def get(self, name: str) -> StaticConsole | None:
         return self._consoles.get(name)
+
+    def counts_by_state(self) -> dict[str, int]:
+        return {}
 
     def _act(self, *action: str) -> None:
         if self.fail_with is not None:

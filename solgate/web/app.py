@@ -12,12 +12,12 @@ import ssl
 import time
 import weakref
 from pathlib import Path
-from typing import Any
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from solgate.config import Config, ServerConfig
 from solgate.users import parse_users
 from solgate.web.auth import Authenticator, ProxyTrust, check_auth_mode
 from solgate.web.keys import (
@@ -55,7 +55,7 @@ def _ago(seconds: float | None) -> str:
 
 
 def create_app(
-    config: Any,
+    config: Config,
     manager: ConsoleManager,
     *,
     authenticator: Authenticator | None = None,
@@ -69,9 +69,9 @@ def create_app(
         authenticator = Authenticator(parse_users(config.users_raw), mode=server.auth,
                                       proxy=ProxyTrust.from_server(server))
 
-    request_timeout = getattr(server, "request_timeout", 15.0)
     app = web.Application(
-        middlewares=[security_headers_middleware, body_timeout_middleware(request_timeout),
+        middlewares=[security_headers_middleware,
+                     body_timeout_middleware(server.request_timeout),
                      auth_middleware],
         client_max_size=CLIENT_MAX_SIZE,
     )
@@ -79,9 +79,8 @@ def create_app(
     app[manager_key] = manager
     app[auth_key] = authenticator
     app[data_dir_key] = Path(config.data_dir)
-    app[allowed_origins_key] = frozenset(
-        o.lower() for o in getattr(server, "allowed_origins", ()) or ())
-    app[trusted_proxies_key] = tuple(getattr(server, "trusted_proxies", ()) or ())
+    app[allowed_origins_key] = frozenset(o.lower() for o in server.allowed_origins)
+    app[trusted_proxies_key] = server.trusted_proxies
     app[websockets_key] = weakref.WeakSet()
     app[login_executor_key], app[log_executor_key] = executors()
     app[log_slots_key] = UserSlots()
@@ -106,9 +105,9 @@ async def _stop_executors(app: web.Application) -> None:
     app[log_executor_key].shutdown(wait=False, cancel_futures=True)
 
 
-def ssl_context(server: Any) -> ssl.SSLContext | None:
+def ssl_context(server: ServerConfig) -> ssl.SSLContext | None:
     """The TLS context for `[server] tls_cert`/`tls_key`, or None for plain HTTP."""
-    cert = getattr(server, "tls_cert", None)
+    cert = server.tls_cert
     if cert is None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

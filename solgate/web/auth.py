@@ -50,6 +50,7 @@ from solgate.errors import ConfigError, SolgateError
 from solgate.users import LOCAL_USER, User, hash_api_token, password_matches
 
 if TYPE_CHECKING:
+    from solgate.config import ServerConfig
     from solgate.web.model import ConsoleView
 
 Clock = Callable[[], float]
@@ -233,8 +234,8 @@ class ProxyTrust:
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
 
     @classmethod
-    def from_server(cls, server: Any) -> ProxyTrust | None:
-        header = getattr(server, "proxy_user_header", "")
+    def from_server(cls, server: ServerConfig) -> ProxyTrust | None:
+        header = server.proxy_user_header
         return cls(header, tuple(server.trusted_proxies)) if header else None
 
     def trusts(self, peer: str | None) -> bool:

@@ -5,16 +5,17 @@ from __future__ import annotations
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from solgate.config import Config
     from solgate.web.auth import Authenticator
     from solgate.web.limits import Network, UserSlots
     from solgate.web.model import ConsoleManager
 
-config_key = web.AppKey("config", Any)
+config_key: web.AppKey[Config] = web.AppKey("config")
 manager_key: web.AppKey[ConsoleManager] = web.AppKey("manager")
 auth_key: web.AppKey[Authenticator] = web.AppKey("auth")
 websockets_key: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("websockets")

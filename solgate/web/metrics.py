@@ -10,9 +10,8 @@ Per-console series carry the console name as their only label and are limited to
 consoles the scraping user may see; daemon-wide totals (consoles by state, events file)
 count every console, as `/healthz` does.  Hosts, users and credentials are never labels.
 
-The web layer sees the engine only through `solgate.web.model.ConsoleManager`; the
-extra counters (`bytes_in`, `sol_counters()`, `log.write_errors`, ...) are read when the
-console object has them, so a stand-in engine simply exports fewer series.
+The web layer sees the engine only through `solgate.web.model.ConsoleManager`, whose
+protocol names every counter read here (`bytes_in`, `sol_counters()`, `log`, ...).
 """
 
 from __future__ import annotations
@@ -21,9 +20,8 @@ import asyncio
 import contextvars
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -51,7 +49,7 @@ _snapshot: contextvars.ContextVar[Snapshot | None] = contextvars.ContextVar(
 
 @dataclass(frozen=True, slots=True)
 class ConsoleStats:
-    """One console's numbers at scrape time; None where the console object lacks them."""
+    """One console's numbers at scrape time."""
 
     name: str
     up: bool
@@ -61,12 +59,12 @@ class ConsoleStats:
     panics: int
     resyncs: int
     viewers_dropped: int
-    bytes_in: int | None
-    bytes_out: int | None
-    reconnects: int | None
-    log: tuple[int, int, bool] | None  # write errors, bytes lost, writable
-    sol: dict[str, int] | None
-    drops: dict[str, int] | None
+    bytes_in: int
+    bytes_out: int
+    reconnects: int
+    log: tuple[int, int, bool]  # write errors, bytes lost, writable
+    sol: Mapping[str, int]
+    drops: Mapping[str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +74,7 @@ class Snapshot:
     writers: int
     panics: int
     web_sessions: int | None
-    events: tuple[int, int, bool] | None  # write errors, records dropped, writable
+    events: tuple[int, int, bool]  # write errors, records dropped, writable
     consoles: list[ConsoleStats]
 
 
@@ -96,19 +94,17 @@ class SolgateCollector(Collector):
         """Daemon-wide totals over every console; per-console stats for the visible ones."""
         consoles = list(self.manager.consoles())
         states: Counter[str] = Counter()
-        counts_by_state = getattr(self.manager, "counts_by_state", None)
-        if callable(counts_by_state):  # every state the engine knows, zeros included
-            states.update(dict.fromkeys(counts_by_state(), 0))
+        # Every state the engine knows, zeros included.
+        states.update(dict.fromkeys(self.manager.counts_by_state(), 0))
         states.update(str(c.state) for c in consoles)
-        events = getattr(self.manager, "events", None)
+        events = self.manager.events
         return Snapshot(
             states=dict(states),
             viewers=sum(c.hub.viewers for c in consoles),
             writers=sum(1 for c in consoles if c.hub.writer),
             panics=sum(c.panic_count for c in consoles),
             web_sessions=self.web_sessions() if self.web_sessions is not None else None,
-            events=None if events is None else (
-                events.write_errors, events.records_dropped, not events.error),
+            events=(events.write_errors, events.records_dropped, not events.error),
             consoles=[_console_stats(c) for c in consoles if visible is None or visible(c)],
         )
 
@@ -120,25 +116,15 @@ class SolgateCollector(Collector):
         yield from _console_families(snap.consoles)
 
 
-def _int_attr(obj: Any, attr: str) -> int | None:
-    value = getattr(obj, attr, None)
-    return value if isinstance(value, int) else None
-
-
 def _console_stats(c: ConsoleView) -> ConsoleStats:
-    log = getattr(c, "log", None)
-    sol_counters = getattr(c, "sol_counters", None)
-    datagram_drops = getattr(c, "datagram_drops", None)
+    log = c.log
     return ConsoleStats(
         name=c.name, up=c.state == "active", state_since=c.state_since,
         last_output=c.last_output, viewers=c.hub.viewers, panics=c.panic_count,
-        resyncs=getattr(c.hub, "lagged_total", 0),
-        viewers_dropped=getattr(c.hub, "dropped_total", 0),
-        bytes_in=_int_attr(c, "bytes_in"), bytes_out=_int_attr(c, "bytes_out"),
-        reconnects=_int_attr(c, "reconnects"),
-        log=None if log is None else (log.write_errors, log.bytes_lost, not log.error),
-        sol=sol_counters() if callable(sol_counters) else None,
-        drops=datagram_drops() if callable(datagram_drops) else None,
+        resyncs=c.hub.lagged_total, viewers_dropped=c.hub.dropped_total,
+        bytes_in=c.bytes_in, bytes_out=c.bytes_out, reconnects=c.reconnects,
+        log=(log.write_errors, log.bytes_lost, not log.error),
+        sol=c.sol_counters(), drops=c.datagram_drops(),
     )
 
 
@@ -157,18 +143,17 @@ def _daemon_families(snap: Snapshot) -> Iterator[Metric]:
     if snap.web_sessions is not None:
         yield GaugeMetricFamily("solgate_web_sessions", "Logged-in browser sessions.",
                                 value=snap.web_sessions)
-    if snap.events is not None:
-        write_errors, dropped, ok = snap.events
-        yield CounterMetricFamily(
-            "solgate_events_write_errors",
-            "Failed writes to events.jsonl (records wait in memory and are retried).",
-            value=write_errors)
-        yield CounterMetricFamily(
-            "solgate_events_records_dropped",
-            "Event records lost because the disk refused them for too long.", value=dropped)
-        yield GaugeMetricFamily("solgate_events_file_ok",
-                                "1 while events.jsonl is writable, 0 while it fails.",
-                                value=1 if ok else 0)
+    write_errors, dropped, ok = snap.events
+    yield CounterMetricFamily(
+        "solgate_events_write_errors",
+        "Failed writes to events.jsonl (records wait in memory and are retried).",
+        value=write_errors)
+    yield CounterMetricFamily(
+        "solgate_events_records_dropped",
+        "Event records lost because the disk refused them for too long.", value=dropped)
+    yield GaugeMetricFamily("solgate_events_file_ok",
+                            "1 while events.jsonl is writable, 0 while it fails.",
+                            value=1 if ok else 0)
 
 
 def _console_families(consoles: list[ConsoleStats]) -> Iterator[Metric]:
@@ -212,20 +197,16 @@ def _console_families(consoles: list[ConsoleStats]) -> Iterator[Metric]:
         panics.add_metric(name, c.panics)
         resyncs.add_metric(name, c.resyncs)
         slow.add_metric(name, c.viewers_dropped)
-        for family, value in ((bytes_in, c.bytes_in), (bytes_out, c.bytes_out),
-                              (reconnects, c.reconnects)):
-            if value is not None:
-                family.add_metric(name, value)
-        if c.log is not None:
-            log_errors.add_metric(name, c.log[0])
-            log_lost.add_metric(name, c.log[1])
-            log_ok.add_metric(name, 1 if c.log[2] else 0)
-        if c.sol is not None:
-            for key, family in sol.items():
-                family.add_metric(name, c.sol.get(key, 0))
-        if c.drops is not None:
-            for reason, n in sorted(c.drops.items()):
-                drops.add_metric([c.name, reason], n)
+        bytes_in.add_metric(name, c.bytes_in)
+        bytes_out.add_metric(name, c.bytes_out)
+        reconnects.add_metric(name, c.reconnects)
+        log_errors.add_metric(name, c.log[0])
+        log_lost.add_metric(name, c.log[1])
+        log_ok.add_metric(name, 1 if c.log[2] else 0)
+        for key, family in sol.items():
+            family.add_metric(name, c.sol.get(key, 0))
+        for reason, n in sorted(c.drops.items()):
+            drops.add_metric([c.name, reason], n)
 
     yield from (up, since, last, viewers, panics, resyncs, slow, bytes_in, bytes_out,
                 reconnects, log_errors, log_lost, log_ok, *sol.values(), drops)

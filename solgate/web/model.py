@@ -10,7 +10,7 @@ so the engine stays the only place where console state changes.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -40,6 +40,38 @@ STATE_WORDS = {
 
 # States in which the console is healthy; the list page colours the rest.
 GOOD_STATES = frozenset({"active"})
+
+
+class LogHealth(Protocol):
+    """How a console's log file fares on disk (for /metrics)."""
+
+    @property
+    def write_errors(self) -> int:
+        """Failed writes so far (the bytes wait and are retried)."""
+        ...
+
+    @property
+    def bytes_lost(self) -> int:
+        """Console bytes lost because the disk refused them for too long."""
+        ...
+
+    @property
+    def error(self) -> str | None:
+        """What is wrong with the file now, or None while it is writable."""
+        ...
+
+
+class EventsHealth(Protocol):
+    """How events.jsonl fares on disk (for /metrics)."""
+
+    @property
+    def write_errors(self) -> int: ...
+
+    @property
+    def records_dropped(self) -> int: ...
+
+    @property
+    def error(self) -> str | None: ...
 
 
 @runtime_checkable
@@ -84,10 +116,36 @@ class ConsoleView(Protocol):
     @property
     def log_path(self) -> Path: ...
 
+    # Counters for /metrics, kept by the engine over the console's life.
+
+    @property
+    def bytes_in(self) -> int:
+        """Console output bytes from the host."""
+        ...
+
+    @property
+    def bytes_out(self) -> int:
+        """Keystroke bytes sent to the host."""
+        ...
+
+    @property
+    def reconnects(self) -> int: ...
+
+    @property
+    def log(self) -> LogHealth: ...
+
+    def sol_counters(self) -> Mapping[str, int]:
+        """The SOL stream's counters (retransmits, stalls, NACKs, ...), summed over sessions."""
+        ...
+
+    def datagram_drops(self) -> Mapping[str, int]:
+        """Datagrams from the BMC the session layer dropped, by reason."""
+        ...
+
 
 @runtime_checkable
 class ConsoleManager(Protocol):
-    """The engine's face towards the web: a list of consoles and three actions.
+    """The engine's face towards the web: the consoles, their totals and three actions.
 
     Actions take the acting user's name for the audit trail (events.jsonl) and raise a
     `SolgateError` whose message the web shows as is.
@@ -100,6 +158,13 @@ class ConsoleManager(Protocol):
     def get(self, name: str) -> ConsoleView | None:
         """One console by name, or None."""
         ...
+
+    def counts_by_state(self) -> Mapping[str, int]:
+        """How many consoles are in each state, every state the engine knows included."""
+        ...
+
+    @property
+    def events(self) -> EventsHealth: ...
 
     async def send_break(self, name: str, user: str) -> None:
         """Send a serial BREAK to the host."""

@@ -94,9 +94,8 @@ def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) 
 
 
 def _escape_char(request: web.Request, name: str) -> str | None:
-    consoles = getattr(request.app[config_key], "consoles", {}) or {}
-    console_cfg = consoles.get(name)
-    return getattr(console_cfg, "escape", "~") if console_cfg is not None else "~"
+    console_cfg = request.app[config_key].consoles.get(name)
+    return console_cfg.escape if console_cfg is not None else "~"
 
 
 def binary_frame(data: bytes) -> bytes:
