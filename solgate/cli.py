@@ -17,7 +17,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from solgate import __version__
+from solgate import __version__, logformat
 from solgate.errors import SolgateError
 
 # Modules that contribute subcommands, in the order `solgate --help` lists them.
@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logformat.configure(level)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

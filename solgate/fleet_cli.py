@@ -20,7 +20,8 @@ import sys
 from typing import Any, TextIO
 
 from solgate.config_cli import add_config_argument
-from solgate.console.fleet import ACTIONS, POWER_ACTIONS
+from solgate.console.fleet import ACTIONS
+from solgate.console.power import POWER_ACTIONS
 from solgate.errors import ConfigError, SolgateError
 from solgate.terminal import (
     DEFAULT_TOKEN_FILE,

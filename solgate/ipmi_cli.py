@@ -16,20 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from solgate.config_cli import add_config_argument, config_from_args
+from solgate.console.power import POWER_ACTIONS, POWER_CHANGES
 from solgate.errors import CommandError, ConfigError, ProtocolError
 from solgate.fleet_cli import add_selection_arguments, has_selection, request_from_args, run_fleet
-from solgate.ipmi.commands import ChassisAction, ChassisStatus
+from solgate.ipmi.commands import ChassisStatus
 from solgate.ipmi.target import BmcTarget
 from solgate.ipmi.transport import IpmiClient
 
 PASSWORD_ENV_DEFAULT = "SOLGATE_BMC_PASSWORD"  # noqa: S105 - a variable name, not a secret
-POWER_ACTIONS = {
-    "on": ChassisAction.ON,
-    "off": ChassisAction.OFF,
-    "cycle": ChassisAction.CYCLE,
-    "reset": ChassisAction.RESET,
-    "soft": ChassisAction.SOFT,
-}
 
 
 def register(subparsers: Any) -> None:
@@ -40,7 +34,7 @@ def register(subparsers: Any) -> None:
                     "(--console GLOB, --tag, --state, --filter) it acts on many consoles "
                     "through the server instead: `solgate do power ACTION ...`.")
     _add_target_arguments(power)
-    power.add_argument("action", choices=("status", *POWER_ACTIONS),
+    power.add_argument("action", choices=POWER_ACTIONS,
                        help="status, or on/off/cycle/reset/soft (soft = ACPI shutdown)")
     add_selection_arguments(power, with_config=False)
     power.set_defaults(handler=power_command)
@@ -176,7 +170,7 @@ async def _power(client: IpmiClient, target: BmcTarget, action: str) -> int:
         status = await client.chassis_status()
         print(f"{_name(target)}: chassis power is {_power_text(status)}")
         return 0
-    await client.chassis_control(POWER_ACTIONS[action])
+    await client.chassis_control(POWER_CHANGES[action])
     print(f"{_name(target)}: power {action} sent")
     return 0
 

@@ -25,27 +25,10 @@ from typing import Any
 
 from solgate.console.log import AppendFile, format_time, lines_backwards
 
-__all__ = ["KINDS", "MAX_PENDING_RECORDS", "EventLog", "filter_records", "read_events",
+__all__ = ["MAX_PENDING_RECORDS", "EventLog", "filter_records", "read_events",
            "record_time"]
 
 _LOG = logging.getLogger(__name__)
-
-KINDS = frozenset(
-    {
-        "panic",
-        "sol-up",
-        "sol-down",
-        "stolen",
-        "attach",
-        "detach",
-        "takeover",
-        "break",
-        "deactivate",
-        "power",
-        "log-error",
-    }
-)
-"""The kinds solgate itself writes; others are accepted so new features need no change here."""
 
 _DEFAULT_SEVERITY = {
     "panic": "error",
@@ -171,10 +154,6 @@ class EventLog:
     def records_dropped(self) -> int:
         """Records lost because the pending queue overflowed while the disk failed."""
         return self._dropped
-
-    @property
-    def pending_records(self) -> int:
-        return len(self._pending)
 
     def append(
         self,

@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from solgate.console.power import POWER_ACTIONS
 from solgate.errors import SolgateError
 
 if TYPE_CHECKING:
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["ACTIONS", "FleetAction", "FleetError", "FleetRunner", "Outcome", "Pacer",
            "lend_write", "parse_action"]
 
-POWER_ACTIONS = ("status", "on", "off", "cycle", "reset")
 ACTIONS = ("power", "break", "sysrq", "deactivate", "broadcast")
 SYSRQ_KEYS = frozenset("0123456789abcdefghijklmnopqrstuvwxyz")
 MAX_BROADCAST = 256  # bytes: a command line, not a file transfer

@@ -24,6 +24,7 @@ from solgate.console.events import EventLog
 from solgate.console.hub import Hub
 from solgate.console.log import ConsoleLog
 from solgate.console.panic import PanicDetector
+from solgate.console.power import POWER_ACTIONS
 from solgate.console.worker import ConsoleState, ConsoleWorker
 from solgate.errors import ConfigError, SolgateError
 from solgate.ipmi.transport import IpmiClient
@@ -32,7 +33,6 @@ logger = logging.getLogger("solgate.manager")
 
 TICK_INTERVAL = 1.0
 LOG_TICKS_PER_SECOND = 1000
-POWER_ACTIONS = ("status", "on", "off", "cycle", "reset", "soft")
 
 
 class ConsoleManager:

@@ -17,13 +17,14 @@ from aiohttp import web
 
 from solgate.console.events import read_events
 from solgate.console.log import read_tail as log_tail
+from solgate.console.power import POWER_ACTIONS
 from solgate.errors import SolgateError
 from solgate.web import logview
 from solgate.web.keys import auth_key, data_dir_key, manager_key
 from solgate.web.limits import run_log_read
 from solgate.web.metrics import metrics as metrics  # the /metrics route lives with its collector
 from solgate.web.middleware import json_error, require_identity
-from solgate.web.model import POWER_ACTIONS, ConsoleView, console_json
+from solgate.web.model import ConsoleView, console_json
 
 MAX_TAIL_LINES = 10_000
 MAX_TAIL_BYTES = 4 * 1024 * 1024

@@ -43,17 +43,6 @@ TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
 CLIENT_MAX_SIZE = 64 * 1024  # forms and JSON bodies are tiny
 
 
-def _ago(seconds: float | None) -> str:
-    """Seconds as "3s", "5m", "2h", "4d"; the list page's idea of "since"."""
-    if seconds is None:
-        return "never"
-    seconds = max(0, int(seconds))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
 def create_app(
     config: Config,
     manager: ConsoleManager,
@@ -91,7 +80,6 @@ def create_app(
         loader=jinja2.FileSystemLoader(str(template_dir)),
         autoescape=jinja2.select_autoescape(["html"], default=True),
     )
-    env.filters["ago"] = _ago
     env.globals["now"] = time.time
 
     setup_routes(app, static_dir)

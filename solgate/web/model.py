@@ -17,9 +17,6 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from solgate.console.hub import Hub
 
-# Power actions the web offers; "status" only reads.
-POWER_ACTIONS = ("status", "on", "off", "cycle", "reset")
-
 # Console states in words an operator reads at a glance; unknown states fall back
 # to the state name with dashes turned into spaces.
 STATE_WORDS = {
@@ -27,15 +24,10 @@ STATE_WORDS = {
     "connecting": "connecting",
     "activating": "activating SOL",
     "backoff": "waiting to reconnect",
-    "reconnecting": "reconnecting",
     "auth-failed": "BMC rejected the login",
     "unreachable": "BMC unreachable",
-    "stolen": "SOL taken by another session",
     "held-elsewhere": "SOL held by another session",
-    "sol-disabled": "SOL disabled on the BMC",
-    "failed": "failed",
     "stopped": "stopped",
-    "disabled": "disabled in the configuration",
 }
 
 # States in which the console is healthy; the list page colours the rest.
@@ -175,7 +167,8 @@ class ConsoleManager(Protocol):
         ...
 
     async def power(self, name: str, action: str, user: str) -> str:
-        """Run a chassis power action (one of POWER_ACTIONS); returns the power state in words."""
+        """Run a chassis power action (one of solgate.console.power.POWER_ACTIONS); returns
+        the power state in words."""
         ...
 
     def record(self, name: str | None, kind: str, message: str, **fields: object) -> None:
