@@ -72,6 +72,7 @@ from solgate.config_values import (
     want_origins,
     want_str,
 )
+from solgate.cluster.config import ClusterConfig, parse_cluster
 from solgate.errors import ConfigError
 from solgate.ipmi.codec import Privilege
 from solgate.ipmi.target import DEFAULT_CIPHER_SUITES, BmcTarget
@@ -86,7 +87,7 @@ __all__ = [
 
 CONFIG_ENV = "SOLGATE_CONFIG"
 CONFIG_SEARCH_PATH = (Path("solgate.toml"), Path("/etc/solgate/solgate.toml"))
-KNOWN_TOP_LEVEL = ("data_dir", "server", "defaults", "consoles", "users", "ssh")
+KNOWN_TOP_LEVEL = ("data_dir", "server", "defaults", "consoles", "users", "ssh", "cluster")
 _CONSOLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -207,6 +208,7 @@ class Config:
     # define their keys; their owners validate them. Left out of repr: they may hold secrets.
     users_raw: dict[str, Any] = field(default_factory=dict, repr=False)
     ssh_raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    cluster: ClusterConfig | None = None  # [cluster]: None runs every console here
 
     def with_server(self, **flags: object) -> Config:
         """Apply `[server]` command-line flags over the file (None = flag not given).
@@ -308,7 +310,7 @@ def _table_name(table: tuple[str, ...]) -> str:
 
 
 _TOP_LEVEL_HELP = ("known top-level keys and tables: data_dir, [server], [defaults], "
-                   "[consoles.NAME], [users.NAME], [ssh]")
+                   "[consoles.NAME], [users.NAME], [ssh], [cluster]")
 
 
 logger = logging.getLogger("solgate.config")
@@ -405,8 +407,14 @@ class _Parser:
             consoles[name] = self.console(name, defaults, own)
         users = self.table((), "users", data.get("users", {}))
         ssh = self.table((), "ssh", data.get("ssh", {}))
+        cluster = None
+        if "cluster" in data:
+            cluster = parse_cluster(
+                self.table((), "cluster", data["cluster"]), path=self.path,
+                environ=self.environ,
+                fail=lambda key, text: self.fail(("cluster",), key or None, text))
         return Config(source=self.source, data_dir=data_dir, server=server, consoles=consoles,
-                      base_dir=self.base_dir, users_raw=users, ssh_raw=ssh)
+                      base_dir=self.base_dir, users_raw=users, ssh_raw=ssh, cluster=cluster)
 
     def path(self, text: str) -> Path:
         return self.base_dir / Path(text).expanduser()

@@ -531,7 +531,7 @@ def test_unknown_top_level_table_names_the_known_ones(tmp_path: Path) -> None:
     assert message == (
         'solgate.toml line 6: consoels: unknown top-level setting; did you mean "consoles"?; '
         "known top-level keys and tables: data_dir, [server], [defaults], [consoles.NAME], "
-        "[users.NAME], [ssh]")
+        "[users.NAME], [ssh], [cluster]")
 
 
 def test_console_key_at_top_level_says_where_it_goes(tmp_path: Path) -> None:
