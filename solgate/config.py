@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from solgate.cluster.config import ClusterConfig, parse_cluster
 from solgate.config_values import (
     BYTES,
     CONSOLE_KEYS,
@@ -72,7 +73,6 @@ from solgate.config_values import (
     want_origins,
     want_str,
 )
-from solgate.cluster.config import ClusterConfig, parse_cluster
 from solgate.errors import ConfigError
 from solgate.ipmi.codec import Privilege
 from solgate.ipmi.target import DEFAULT_CIPHER_SUITES, BmcTarget

@@ -171,7 +171,8 @@ async def run_server(
     """
     loop = asyncio.get_running_loop()
     shutdown = shutdown or asyncio.Event()
-    manager = ConsoleManager(config)
+    manager = ConsoleManager(config, clustered=config.cluster is not None)
+    member: Any = None
     pid_path = Path(config.data_dir) / PID_FILE
     runner: web.AppRunner | None = None
     ssh_gateway: Any = None
@@ -181,7 +182,7 @@ async def run_server(
 
     def hangup() -> None:
         loop.create_task(_reload(manager, reload_config, runner.app if runner else None,
-                                 ssh_gateway))
+                                 ssh_gateway, member))
 
     for sig, action in ((signal.SIGTERM, shutdown.set), (signal.SIGINT, shutdown.set),
                         (signal.SIGHUP, hangup)):
@@ -190,8 +191,17 @@ async def run_server(
             installed.append(sig)
     try:
         await manager.start()
+        if config.cluster is not None:
+            from solgate.cluster.shell import ClusterMember
+
+            member = ClusterMember(config, manager)
+            await member.start()  # etcd unreachable: one clear line, exit non-zero
         if web_enabled:
             app = create_app(config, manager)
+            if member is not None:
+                from solgate.cluster.web import setup_cluster_routes
+
+                setup_cluster_routes(app, member)
             server = config.server
             # keepalive_timeout also bounds the wait for a request's head, lingering_time
             # the reading of a body nobody wanted (see web.limits).
@@ -229,6 +239,8 @@ async def run_server(
             await ssh_gateway.stop()
         if runner is not None:
             await runner.cleanup()
+        if member is not None:
+            await member.stop()  # logs flushed, releases recorded, lease revoked
         await manager.stop()
         with contextlib.suppress(OSError):
             pid_path.unlink()
@@ -236,9 +248,11 @@ async def run_server(
 
 
 async def _reload(manager: ConsoleManager, reload_config: Callable[[], Config] | None,
-                  app: web.Application | None = None, ssh_gateway: Any = None) -> None:
-    """Re-read the configuration: consoles through the manager, web users in the app, ssh
-    users and keys in the gateway; live attachments that lost rights lose them now.
+                  app: web.Application | None = None, ssh_gateway: Any = None,
+                  member: Any = None) -> None:
+    """Re-read the configuration: consoles through the manager (and the cluster member),
+    web users in the app, ssh users and keys in the gateway; live attachments that lost
+    rights lose them now.
 
     The verdict goes to the log and to `<data_dir>/solgate.reload` for `solgate reload`.
     """
@@ -260,6 +274,8 @@ async def _reload(manager: ConsoleManager, reload_config: Callable[[], Config] |
                              f"reload refused, keeping the running configuration: {exc}")
         return
     summary = await manager.reload(config)
+    if member is not None:
+        member.reload(config)
     if app is not None:
         app[auth_key].replace_users(users)  # re-checks the live WebSockets
     if ssh_gateway is not None:

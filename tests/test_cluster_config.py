@@ -52,7 +52,9 @@ def test_password_never_in_repr_and_digest_ignores_member_identity() -> None:
     b = parse_config('[cluster]\netcd = ["http://e:2379"]\nname = "b"\nweight = 2\n' + CONSOLE)
     other = parse_config('[cluster]\netcd = ["http://e:2379"]\n' + CONSOLE.replace(
         "127.0.0.1", "127.0.0.2"))
-    assert a.cluster is not None and b.cluster is not None and other.cluster is not None
+    assert a.cluster is not None
+    assert b.cluster is not None
+    assert other.cluster is not None
     assert "s3cret" not in repr(a)
     assert digest(a.cluster, a.consoles) == digest(b.cluster, b.consoles)
     assert digest(a.cluster, a.consoles) != digest(other.cluster, other.consoles)

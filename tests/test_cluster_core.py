@@ -118,7 +118,8 @@ def test_fences_two_thirds_into_the_ttl_counted_from_the_renewal_send() -> None:
     core.handle_timeout(15.0)
     actions = drain(core)
     assert isinstance(actions[0], Fence)
-    assert core.fenced and core.running == {}
+    assert core.fenced
+    assert core.running == {}
     # fenced: no acquisitions even when consoles look free
     core.renew_failed(15.5)
     core.polled(members("a"), {}, now=16.0)

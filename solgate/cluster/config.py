@@ -139,11 +139,11 @@ def _value(key: str, value: object, path: Callable[[str], Path],
         return file
     if key == "etcd_password_env":
         var = want_nonempty_str(value)
-        secret = environ.get(var)
-        if not secret:
+        env_secret = environ.get(var)
+        if not env_secret:
             raise Invalid(f"environment variable {var} is not set or empty; export it "
                           "before starting solgate")
-        return secret
+        return env_secret
     return want_secret_str(value)  # etcd_password
 
 

@@ -38,8 +38,11 @@ LOG_TICKS_PER_SECOND = 1000
 class ConsoleManager:
     """Runs the workers of one `Config`; `reload()` applies a new one without touching the rest."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, clustered: bool = False) -> None:
         self.config = config
+        # In a cluster the workers run only for the consoles this member owns: the cluster
+        # shell calls `run_console` / `stop_console` (solgate/cluster/shell.py).
+        self.clustered = clustered
         self.data_dir = Path(config.data_dir)
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.events = EventLog(self.data_dir / "events.jsonl")
@@ -52,8 +55,9 @@ class ConsoleManager:
 
     async def start(self) -> None:
         raise_file_limit(len(self.config.consoles))
-        for console in self.config.consoles.values():
-            self._start_worker(console)
+        if not self.clustered:
+            for console in self.config.consoles.values():
+                self._start_worker(console)
         self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="ticker")
 
     async def stop(self) -> None:
@@ -87,8 +91,9 @@ class ConsoleManager:
             else:
                 kept_hubs[name] = worker.hub  # viewers stay attached across the restart
         for name in changed:
-            self._start_worker(new[name], hub=kept_hubs.get(name))
-        for name in added:
+            if name in kept_hubs or not self.clustered:
+                self._start_worker(new[name], hub=kept_hubs.get(name))
+        for name in added if not self.clustered else ():  # the cluster places new ones
             self._start_worker(new[name])
         for w in self._workers.values():
             w.log.reopen()
@@ -118,6 +123,29 @@ class ConsoleManager:
         self._workers[console.name] = worker
         worker.start()
         return worker
+
+    # --- the cluster's hands: run only what this member owns -------------------------------
+
+    def run_console(self, name: str, note: str) -> bool:
+        """Open SOL and start logging now (this member just won the console); `note` goes
+        first into its log and the events file. False when the console is not configured."""
+        console = self.config.consoles.get(name)
+        if console is None:
+            return False
+        worker = self._workers.get(name) or self._start_worker(console)
+        worker._record("cluster", note)  # noqa: SLF001 - the manager owns its workers
+        return True
+
+    async def stop_console(self, name: str, note: str, timeout: float = 5.0) -> float | None:
+        """Stop SOL (deactivating it), flush and close the log; the last output's wall time."""
+        worker = self._workers.pop(name, None)
+        if worker is None:
+            return None
+        worker._record("cluster", note)  # noqa: SLF001 - the manager owns its workers
+        await worker.stop(timeout)
+        worker.hub.close(note)
+        self.events.flush()
+        return worker.last_output
 
     async def _tick(self) -> None:
         turn = 0

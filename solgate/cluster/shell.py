@@ -1,0 +1,447 @@
+"""The asyncio shell around `ClusterCore`: etcd calls, timers, and the console manager's hands.
+
+One task runs the core: it sleeps until `next_deadline()` (or until a result wakes it),
+calls `handle_timeout(loop.time())`, and turns each action into a task: etcd calls go
+through `EtcdClient` (each bounded by the renew interval), console actions go to the
+`ConsoleManager` (`run_console` / `stop_console`), one at a time per console so a stop and a
+start of the same console never overlap. Results go back into the core with `loop.time()`.
+
+Keys (all under `prefix`):
+
+    members/<name>    {"advertise", "version", "digest", "load", "weight"}   on the lease
+    owners/<console>  {"member", "since"}; create_revision = the console's epoch, on the lease
+    moves/<console>   the last move: {"from", "to", "epoch", "at", "last_output", ...}
+
+A fence stops every SOL session at once (each stop bounded by a third of the TTL);
+SIGTERM stops them with their logs flushed, records each release under moves/, then
+revokes the lease, which deletes the member's keys in one step so the others take over at
+their next poll instead of after the TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import ssl
+import time
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from solgate import __version__
+from solgate.cluster.config import ClusterConfig, digest
+from solgate.cluster.core import (
+    Acquire,
+    Action,
+    ClusterCore,
+    Fence,
+    GrantLease,
+    Handover,
+    Member,
+    Owner,
+    Poll,
+    PutMember,
+    RenewLease,
+    StartConsole,
+    StopConsole,
+)
+from solgate.cluster.etcd import (
+    EtcdClient,
+    EtcdError,
+    KeyValue,
+    cmp_absent,
+    cmp_create_revision,
+    op_delete,
+    op_get,
+    op_put,
+)
+
+if TYPE_CHECKING:
+    from solgate.config import Config
+    from solgate.console.manager import ConsoleManager
+
+logger = logging.getLogger("solgate.cluster")
+POLL_INTERVAL = 1.0  # seconds between reads of the member and owner keys
+RENEW_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+STARTUP_TIMEOUT = 5.0
+
+
+def etcd_client(cluster: ClusterConfig, timeout: float) -> EtcdClient:
+    """An `EtcdClient` with the `[cluster]` TLS files and user."""
+    context: ssl.SSLContext | None = None
+    if cluster.etcd_ca or cluster.etcd_cert or any(u.startswith("https:") for u in cluster.etcd):
+        context = ssl.create_default_context(
+            cafile=str(cluster.etcd_ca) if cluster.etcd_ca else None)
+        if cluster.etcd_cert and cluster.etcd_key:
+            context.load_cert_chain(str(cluster.etcd_cert), str(cluster.etcd_key))
+    return EtcdClient(cluster.etcd, timeout=timeout, ssl_context=context,
+                      user=cluster.etcd_user, password=cluster.etcd_password)
+
+
+def _json(data: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+class ClusterMember:
+    """This process's membership: keeps the lease, owns consoles, fences itself."""
+
+    def __init__(self, config: Config, manager: ConsoleManager) -> None:
+        cluster = config.cluster
+        if cluster is None:
+            raise ValueError("ClusterMember needs a [cluster] table")
+        self.cluster = cluster
+        self.manager = manager
+        self.name = cluster.name
+        self.prefix = cluster.prefix
+        self.advertise = cluster.advertise
+        self.digest = digest(cluster, config.consoles)
+        self._config = config
+        self.client = etcd_client(cluster, timeout=cluster.renew_interval)
+        self.core = ClusterCore(cluster.name, lease_ttl=cluster.lease_ttl,
+                                renew_interval=cluster.renew_interval,
+                                poll_interval=POLL_INTERVAL, weight=cluster.weight,
+                                consoles=list(config.consoles))
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._console_ops: dict[str, asyncio.Task[None]] = {}
+        self._digest_warned: set[tuple[str, str]] = set()
+        self.moves_kv: dict[str, dict[str, Any]] = {}
+        self.epochs: dict[str, int] = {}
+        # For /metrics and `solgate cluster status`.
+        self.renew_latency_buckets = [0] * (len(RENEW_BUCKETS) + 1)
+        self.renew_latency_sum = 0.0
+        self.renew_latency_count = 0
+        self.renew_failures = 0
+        self.fences = 0
+        self.last_renew_latency: float | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Grant the lease now, so an unreachable etcd is one clear error at start."""
+        loop = self._loop = asyncio.get_running_loop()
+        sent = loop.time()
+        try:
+            lease = await asyncio.wait_for(self.client.grant(self.core_ttl), STARTUP_TIMEOUT)
+        except (EtcdError, TimeoutError) as exc:
+            await self.client.close()
+            why = str(exc) if isinstance(exc, EtcdError) else (
+                f"etcd at {', '.join(self.cluster.etcd)} did not answer within "
+                f"{STARTUP_TIMEOUT:g}s; check [cluster] etcd and that etcd runs")
+            raise EtcdError(f"[cluster] cannot join: {why}") from None
+        self.core.start(sent)
+        self.core.next_action()  # the GrantLease already done above
+        self.core.lease_granted(lease.id, sent_at=sent, now=loop.time())
+        logger.warning("cluster member %s joined through etcd %s (lease %x, TTL %ds)",
+                       self.name, self.client.endpoint, lease.id, lease.ttl)
+        self._task = loop.create_task(self._run(), name="cluster")
+
+    @property
+    def core_ttl(self) -> int:
+        return max(1, round(self.cluster.lease_ttl))
+
+    async def stop(self) -> None:
+        """SIGTERM: stop SOL with logs flushed, record the releases, revoke the lease."""
+        self.core.stop()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        owned = dict(self.core.running)
+        lasts = await asyncio.gather(*(self.manager.stop_console(
+            c, f"cluster: {self.name} shutting down, releasing the console (epoch {e})")
+            for c, e in owned.items()), return_exceptions=True)
+        lease = self.core.lease
+        if lease is not None:
+            now = time.time()
+            ops = [op_put(self._key("moves", c), json.dumps({
+                "from": self.name, "epoch": e, "released_at": now, "why": "shutdown",
+                "last_output": last if isinstance(last, float) else None}).encode())
+                for (c, e), last in zip(owned.items(), lasts, strict=True)]
+            with contextlib.suppress(EtcdError, TimeoutError):
+                for i in range(0, len(ops), 100):  # etcd allows 128 operations per txn
+                    await self.client.txn([], ops[i:i + 100])
+            with contextlib.suppress(EtcdError, TimeoutError):
+                await self.client.revoke(lease)
+        await self.client.close()
+
+    def reload(self, config: Config) -> None:
+        """A new configuration: new consoles get placed, removed ones stop."""
+        self._config = config
+        if config.cluster is not None:
+            self.digest = digest(config.cluster, config.consoles)
+        self.core.set_consoles(list(config.consoles), self._now())
+        self._dispatch()
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return (self._loop or asyncio.get_running_loop()).time()
+
+    async def _run(self) -> None:
+        while True:
+            self._dispatch()
+            deadline = self.core.next_deadline()
+            self._wake.clear()
+            timeout = None if deadline is None else max(0.0, deadline - self._now())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self.core.handle_timeout(self._now())
+
+    def _dispatch(self) -> None:
+        while (action := self.core.next_action()) is not None:
+            self._spawn(action)
+        self._wake.set()
+
+    def _spawn(self, action: Action) -> None:
+        match action:
+            case Fence(reason=reason):
+                self.fences += 1
+                logger.error("cluster: %s fences itself, stopping every SOL session: %s",
+                             self.name, reason)
+                self._start(self.fence_all(reason), "cluster:fence")
+            case StartConsole(console=c) | StopConsole(console=c) | Handover(console=c):
+                previous = self._console_ops.get(c)
+                task = self._start(self._console_action(action, previous), f"cluster:{c}")
+                self._console_ops[c] = task
+                task.add_done_callback(
+                    lambda t, c=c: self._console_ops.pop(c, None)  # type: ignore[misc]
+                    if self._console_ops.get(c) is t else None)
+            case _:
+                self._start(self._etcd_action(action), f"cluster:{type(action).__name__}")
+
+    def _start(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _done(self, feed: Callable[[], None]) -> None:
+        feed()
+        self._dispatch()
+
+    # --- etcd actions ------------------------------------------------------------------------
+
+    def _key(self, kind: str, name: str = "") -> str:
+        return f"{self.prefix}{kind}/{name}"
+
+    async def _etcd_action(self, action: Action) -> None:
+        now = self._now
+        match action:
+            case GrantLease(ttl=ttl):
+                sent = now()
+                try:
+                    lease = await self.client.grant(ttl)
+                except (EtcdError, TimeoutError) as exc:
+                    logger.warning("cluster: lease grant failed: %s", exc)
+                    self._done(lambda: self.core.grant_failed(now()))
+                    return
+                logger.warning("cluster member %s has a new lease %x", self.name, lease.id)
+                self._done(lambda: self.core.lease_granted(lease.id, sent, now()))
+            case RenewLease(lease=lease):
+                sent = now()
+                try:
+                    ttl = await self.client.keepalive(lease)
+                except (EtcdError, TimeoutError) as exc:
+                    self.renew_failures += 1
+                    logger.warning("cluster: lease renewal failed: %s", exc)
+                    self._done(lambda: self.core.renew_failed(now()))
+                    return
+                self._observe_renewal(now() - sent)
+                self._done(lambda: self.core.renewed(ttl, now()))
+            case PutMember(lease=lease):
+                info = {"advertise": self.advertise, "version": __version__,
+                        "digest": self.digest, "load": len(self.core.running),
+                        "weight": self.cluster.weight}
+                try:
+                    await self.client.put(self._key("members", self.name),
+                                          json.dumps(info).encode(), lease)
+                except (EtcdError, TimeoutError) as exc:
+                    logger.warning("cluster: cannot write the member key: %s", exc)
+                    await asyncio.sleep(0.5)
+                    self._done(lambda: self.core.member_put_failed(now()))
+            case Poll():
+                try:
+                    kvs, _ = await self.client.range(self.prefix, prefix=True)
+                except (EtcdError, TimeoutError) as exc:
+                    logger.info("cluster: poll failed: %s", exc)
+                    self._done(lambda: self.core.poll_failed(now()))
+                    return
+                members, owners = self._parse(kvs)
+                self._done(lambda: self.core.polled(members, owners, now()))
+            case Acquire(console=console, lease=lease):
+                await self._acquire(console, lease)
+
+    def _parse(self, kvs: list[KeyValue]) -> tuple[dict[str, Member], dict[str, Owner]]:
+        members: dict[str, Member] = {}
+        owners: dict[str, Owner] = {}
+        moves: dict[str, dict[str, Any]] = {}
+        for kv in kvs:
+            kind, _, name = kv.key[len(self.prefix):].partition("/")
+            value = _json(kv.value)
+            if kind == "members":
+                weight = value.get("weight", 1.0)
+                members[name] = Member(
+                    name, kv.lease, weight=float(weight) if isinstance(weight, int | float)
+                    else 1.0, advertise=str(value.get("advertise", "")),
+                    digest=str(value.get("digest", "")), version=str(value.get("version", "")),
+                    load=int(value.get("load", 0) or 0))
+            elif kind == "owners":
+                owners[name] = Owner(name, str(value.get("member", "?")), kv.lease,
+                                     kv.create_revision)
+            elif kind == "moves":
+                moves[name] = value
+        self.moves_kv = moves
+        for m in members.values():
+            if m.digest and m.digest != self.digest and (m.name, m.digest) not in \
+                    self._digest_warned:
+                self._digest_warned.add((m.name, m.digest))
+                logger.error("cluster: member %s runs a different configuration (digest %s, "
+                             "ours %s): consoles may be placed on a member that does not have "
+                             "them; give every member the same solgate.toml", m.name, m.digest,
+                             self.digest)
+        return members, owners
+
+    async def _acquire(self, console: str, lease: int) -> None:
+        key = self._key("owners", console)
+        value = json.dumps({"member": self.name, "since": time.time()}).encode()
+        try:
+            result = await self.client.txn(
+                [cmp_absent(key)],
+                [op_put(key, value, lease), op_get(self._key("moves", console))],
+                [op_get(key)])
+        except (EtcdError, TimeoutError) as exc:
+            logger.warning("cluster: acquiring %s failed: %s", console, exc)
+            self._done(lambda: self.core.acquire_failed(console, self._now()))
+            return
+        owner: Owner | None
+        if result.succeeded:
+            owner = Owner(console, self.name, lease, result.revision)
+            if result.kvs:
+                self.moves_kv[console] = _json(result.kvs[0].value)
+        else:
+            kv = result.kvs[0] if result.kvs else None
+            owner = None if kv is None else Owner(console, str(_json(kv.value).get(
+                "member", "?")), kv.lease, kv.create_revision)
+        self._done(lambda: self.core.acquired(console, result.succeeded, owner, self._now()))
+
+    # --- console actions ---------------------------------------------------------------------
+
+    async def _console_action(self, action: Action,
+                              previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await previous
+        match action:
+            case StartConsole(console=c, epoch=epoch, took_from=took_from,
+                              unowned_for=unowned_for):
+                if self.core.running.get(c) != epoch:
+                    return  # fenced or moved on since the action was queued
+                note = self._start_note(c, epoch, took_from, unowned_for)
+                self.epochs[c] = epoch
+                if took_from is not None:
+                    self._start(self._record_move(c, epoch, took_from), f"cluster:move:{c}")
+                if not self.manager.run_console(c, note):
+                    logger.error("cluster: console %s is owned here but not in this member's "
+                                 "configuration", c)
+                else:
+                    logger.info("%s: %s", c, note)
+            case StopConsole(console=c, reason=reason):
+                await self.manager.stop_console(
+                    c, f"cluster: {self.name} stops the console: {reason}")
+                self.epochs.pop(c, None)
+            case Handover(console=c, epoch=epoch, to=to):
+                await self._handover(c, epoch, to)
+
+    def _start_note(self, console: str, epoch: int, took_from: str | None,
+                    unowned_for: float | None) -> str:
+        note = f"cluster: {self.name} owns the console (epoch {epoch})"
+        move = self.moves_kv.get(console, {})
+        if took_from is None and move.get("from") and move.get("from") != self.name:
+            took_from = str(move["from"])
+        if took_from is None:
+            return note
+        note += f", taken over from {took_from}"
+        last = move.get("last_output") if move.get("from") == took_from else None
+        released = move.get("released_at") if move.get("from") == took_from else None
+        if isinstance(last, int | float):
+            note += f"; gap since {took_from}'s last byte: {time.time() - last:.1f}s"
+        elif isinstance(released, int | float):
+            note += f" (released {time.time() - released:.1f}s ago)"
+        elif unowned_for is not None:
+            note += (f" after its lease expired (last seen owning it {unowned_for:.1f}s ago; "
+                     f"its last byte is in {took_from}'s log)")
+        return note
+
+    async def _record_move(self, console: str, epoch: int, took_from: str) -> None:
+        record = {"from": took_from, "to": self.name, "epoch": epoch, "at": time.time(),
+                  "why": "takeover"}
+        with contextlib.suppress(EtcdError, TimeoutError):
+            await self.client.put(self._key("moves", console), json.dumps(record).encode())
+
+    async def _handover(self, console: str, epoch: int, to: str) -> None:
+        last = await self.manager.stop_console(
+            console, f"cluster: {self.name} hands the console over to {to} (epoch {epoch})")
+        self.epochs.pop(console, None)
+        key = self._key("owners", console)
+        record = {"from": self.name, "to": to, "epoch": epoch, "released_at": time.time(),
+                  "last_output": last, "why": "rebalance"}
+        with contextlib.suppress(EtcdError, TimeoutError):
+            await self.client.txn([cmp_create_revision(key, epoch)],
+                                  [op_put(self._key("moves", console),
+                                          json.dumps(record).encode()), op_delete(key)])
+        self._done(lambda: self.core.handed_over(console, self._now()))
+
+    async def fence_all(self, reason: str) -> None:
+        consoles = [w.name for w in self.manager.consoles()]
+        timeout = max(0.5, self.cluster.lease_ttl / 3)
+        await asyncio.gather(*(self.manager.stop_console(
+            c, f"cluster: {self.name} fenced: {reason}", timeout=timeout) for c in consoles),
+            return_exceptions=True)
+
+    def _observe_renewal(self, seconds: float) -> None:
+        self.last_renew_latency = seconds
+        self.renew_latency_sum += seconds
+        self.renew_latency_count += 1
+        for i, bound in enumerate(RENEW_BUCKETS):
+            if seconds <= bound:
+                self.renew_latency_buckets[i] += 1
+                break
+        else:
+            self.renew_latency_buckets[-1] += 1
+
+    # --- what /api/cluster shows -------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        core = self.core
+        per_member: dict[str, int] = {}
+        for owner in core.owners.values():
+            per_member[owner.member] = per_member.get(owner.member, 0) + 1
+        hour_ago = time.time() - 3600
+        moves = sum(1 for m in self.moves_kv.values()
+                    if max(float(m.get("at") or 0), float(m.get("released_at") or 0)) > hour_ago)
+        return {
+            "name": self.name, "prefix": self.prefix, "etcd": list(self.cluster.etcd),
+            "lease": f"{core.lease:x}" if core.lease else None,
+            "lease_ttl": self.cluster.lease_ttl, "fenced": core.fenced,
+            "fence_reason": core.fence_reason, "digest": self.digest,
+            "last_renew_latency": self.last_renew_latency,
+            "members": [{"name": m.name, "advertise": m.advertise, "version": m.version,
+                         "digest": m.digest, "same_config": m.digest == self.digest,
+                         "weight": m.weight, "lease": f"{m.lease:x}",
+                         "consoles": per_member.get(m.name, 0)}
+                        for m in sorted(core.members.values(), key=lambda m: m.name)],
+            "consoles": {"configured": len(core.consoles), "owned": len(core.owners),
+                         "here": len(core.running)},
+            "moves_taken_here": core.moves, "moves_last_hour": moves,
+        }

@@ -1,0 +1,79 @@
+"""`/api/cluster` and the cluster's `/metrics` series, added to the web app of a member.
+
+Kept here rather than in `solgate/web/` so a server without `[cluster]` has neither route
+nor series. The collector joins the app's own registry (`registry_for`), so one scrape of
+`/metrics` returns the console series and these together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from solgate.web.metrics import registry_for
+from solgate.web.middleware import require_identity
+
+if TYPE_CHECKING:
+    from solgate.cluster.shell import ClusterMember
+
+cluster_key: web.AppKey[ClusterMember] = web.AppKey("cluster")
+
+
+async def cluster_status(request: web.Request) -> web.Response:
+    """Members, leases, consoles per member and recent moves, as this member sees them."""
+    require_identity(request)
+    return web.json_response(request.app[cluster_key].status())
+
+
+class ClusterCollector(Collector):
+    """Membership and lease health at scrape time (plain reads of the member's counters)."""
+
+    def __init__(self, member: ClusterMember) -> None:
+        self.member = member
+
+    def collect(self) -> Iterator[Metric]:
+        from solgate.cluster.shell import RENEW_BUCKETS
+
+        m = self.member
+        core = m.core
+        yield GaugeMetricFamily("solgate_cluster_members",
+                                "Live cluster members (member keys in etcd) seen by this member.",
+                                value=len(core.members))
+        yield GaugeMetricFamily("solgate_cluster_consoles_owned",
+                                "Consoles this member owns and runs.", value=len(core.running))
+        yield GaugeMetricFamily("solgate_cluster_fenced",
+                                "1 while this member has stopped all SOL because it cannot "
+                                "prove its etcd lease.", value=1 if core.fenced else 0)
+        yield CounterMetricFamily("solgate_console_moves",
+                                  "Consoles this member took over from another member.",
+                                  value=core.moves)
+        yield CounterMetricFamily("solgate_cluster_fences",
+                                  "Times this member fenced itself.", value=m.fences)
+        yield CounterMetricFamily("solgate_cluster_lease_renew_failures",
+                                  "Lease renewals that failed or timed out.",
+                                  value=m.renew_failures)
+        buckets: list[tuple[str, float]] = []
+        total = 0
+        for bound, n in zip((*RENEW_BUCKETS, float("inf")), m.renew_latency_buckets,
+                            strict=True):
+            total += n
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), total))
+        yield HistogramMetricFamily("solgate_cluster_lease_renew_seconds",
+                                    "Time for etcd to answer a lease renewal.",
+                                    buckets=buckets, sum_value=m.renew_latency_sum)
+
+
+def setup_cluster_routes(app: web.Application, member: ClusterMember) -> None:
+    app[cluster_key] = member
+    app.router.add_get("/api/cluster", cluster_status)
+    registry, _ = registry_for(app)
+    registry.register(ClusterCollector(member))
