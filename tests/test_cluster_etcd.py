@@ -1,0 +1,170 @@
+"""Several `solgate serve` members share a `solgate sim` fleet through a real etcd.
+
+Short leases (3 s) keep these tests quick; what they check is what an operator relies
+on: every console runs exactly once, a dead member's consoles come back on the others
+within lease_ttl + 10 s, a member cut off from etcd stops its SOL sessions before its
+lease expires, and a joining member takes about its share and nothing else moves.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.cluster_helpers import (
+    Etcd,
+    MemberProc,
+    TcpProxy,
+    etcd_server,  # noqa: F401 - the `etcd` fixture
+    free_port,
+    member_config,
+    member_ready,
+    sim_fleet,
+    solgate,
+    start_member,
+    stop,
+    wait_until,
+)
+
+pytestmark = pytest.mark.timeout(120)
+CONSOLES = 60
+LEASE_TTL = 3.0
+
+
+def _running(members: list[MemberProc]) -> Counter[str]:
+    """How many members run each console (active SOL)."""
+    return Counter(c for m in members for c in m.active())
+
+
+def _settled(members: list[MemberProc], etcd: Etcd, prefix: str, expected: set[str]) -> bool:
+    """Every console active exactly once, on the member etcd names as its owner."""
+    running = {m.name: m.active() for m in members}
+    owners = etcd.owners(prefix)
+    counts = Counter(c for names in running.values() for c in names)
+    return (set(counts) == expected and max(counts.values()) == 1
+            and all(owners.get(c) == m for m, names in running.items() for c in names))
+
+
+def _balanced(members: list[MemberProc], etcd: Etcd, prefix: str, expected: set[str],
+              lo: int, hi: int) -> bool:
+    """Settled, and every member owns between `lo` and `hi` consoles (handovers done)."""
+    if not _settled(members, etcd, prefix, expected):
+        return False
+    counts = Counter(etcd.owners(prefix).values())
+    return all(lo <= counts[m.name] <= hi for m in members)
+
+
+def _start(tmp: Path, names: list[str], url: str, consoles: list[tuple[str, int]],
+           prefix: str) -> list[MemberProc]:
+    procs = [(n, start_member(tmp, n, url, consoles, prefix=prefix)) for n in names]
+    return [member_ready(tmp, n, p) for n, p in procs]
+
+
+def test_etcd_unreachable_at_start_is_one_clear_line(tmp_path: Path) -> None:
+    config = member_config(tmp_path, "a", f"http://127.0.0.1:{free_port()}",
+                           [("web01", 623)], prefix="/x/")
+    result = subprocess.run(solgate("serve", "-c", str(config), "--event-loop", "asyncio"),
+                            capture_output=True, text=True, timeout=30,
+                            env={**os.environ, "SOLGATE_SIM_PASSWORD": "pw"},
+                            check=False)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("solgate: [cluster] cannot join: etcd unreachable at "
+                               "http://127.0.0.1:"), lines[0]
+    assert "check [cluster] etcd" in lines[0]
+
+
+def test_three_members_share_the_fleet_and_a_killed_one_is_replaced(
+        tmp_path: Path, etcd: Etcd) -> None:
+    prefix = "/kill/"
+    with sim_fleet(tmp_path, CONSOLES) as sim:
+        expected = {name for name, _ in sim.consoles}
+        members = _start(tmp_path, ["a", "b", "c"], etcd.url, sim.consoles, prefix)
+        try:
+            wait_until(lambda: _balanced(members, etcd, prefix, expected, 15, 25), 40,
+                       "60 consoles active exactly once, 15-25 on each member")
+            per_member = Counter(etcd.owners(prefix).values())
+            assert sorted(per_member) == ["a", "b", "c"]
+            assert all(15 <= n <= 25 for n in per_member.values()), per_member
+
+            victim = members[0]
+            theirs = victim.active()
+            killed = time.monotonic()
+            stop(victim.proc, signal.SIGKILL)
+            survivors = members[1:]
+            wait_until(lambda: _settled(survivors, etcd, prefix, expected), LEASE_TTL + 10,
+                       f"{victim.name}'s consoles active on the others")
+            took = time.monotonic() - killed
+            moved = {c: o for c, o in etcd.owners(prefix).items() if c in theirs}
+            assert set(moved.values()) <= {"b", "c"}
+            # The new owner's log names the previous one.
+            owner = moved[min(moved)]
+            log = (tmp_path / owner / "data" / "logs" / f"{min(moved)}.log").read_bytes()
+            assert b"taken over from a after its lease expired" in log
+            print(f"takeover of {len(theirs)} consoles after kill -9: {took:.1f}s")
+        finally:
+            for m in members:
+                stop(m.proc)
+
+
+def test_cut_off_member_fences_before_its_lease_expires_and_a_fourth_takes_its_share(
+        tmp_path: Path, etcd: Etcd) -> None:
+    prefix = "/fence/"
+    proxy = TcpProxy(int(etcd.url.rsplit(":", 1)[1]))
+    proxy.restore()
+    with sim_fleet(tmp_path, CONSOLES) as sim:
+        expected = {name for name, _ in sim.consoles}
+        members = _start(tmp_path, ["a", "b"], etcd.url, sim.consoles, prefix)
+        members += _start(tmp_path, ["c"], f"http://127.0.0.1:{proxy.port}", sim.consoles,
+                          prefix)
+        try:
+            wait_until(lambda: _settled(members, etcd, prefix, expected), 40,
+                       "60 consoles active exactly once")
+            c = members[2]
+            held = {k: v for k, v in etcd.prefix(prefix).items()
+                    if k.startswith("owners/") and v[0]["member"] == "c"}
+            assert held
+            proxy.cut()
+            # c stops all its SOL sessions while etcd still holds its lease and keys.
+            wait_until(lambda: not c.active(), LEASE_TTL, "c to fence itself", step=0.05)
+            still = etcd.owners(prefix)
+            assert all(still.get(k.split("/", 1)[1]) == "c" for k in held), \
+                "c fenced only after its lease had expired"
+            # The others take c's consoles once its lease expires, never two at a time.
+            wait_until(lambda: _settled(members[:2], etcd, prefix, expected), LEASE_TTL + 10,
+                       "c's consoles active on a and b")
+            assert max(_running(members).values()) == 1
+
+            # c comes back and gets its share again, one planned handover at a time.
+            proxy.restore()
+            wait_until(lambda: _settled(members, etcd, prefix, expected)
+                       and Counter(etcd.owners(prefix).values())["c"] == len(held), 40,
+                       "c to get its share back")
+
+            # A fourth member joins: about a quarter moves, all to it; the rest stay put.
+            before = etcd.owners(prefix)
+            since = {name: info["state_since"] for m in members
+                     for name, info in m.consoles().items()}
+            members += _start(tmp_path, ["d"], etcd.url, sim.consoles, prefix)
+            wait_until(lambda: _settled(members, etcd, prefix, expected)
+                       and members[3].active(), 40, "d to take its share")
+            time.sleep(1.5)  # let any further handover show up
+            assert _settled(members, etcd, prefix, expected)
+            after = etcd.owners(prefix)
+            moved = [k for k in after if after[k] != before[k]]
+            assert {after[k] for k in moved} == {"d"}
+            assert 8 <= len(moved) <= 22, len(moved)
+            for m in members[:3]:
+                for name, info in m.consoles().items():
+                    assert info["state_since"] == since[name], f"{name} restarted on {m.name}"
+        finally:
+            proxy.cut()
+            for m in members:
+                stop(m.proc)
