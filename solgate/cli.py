@@ -30,6 +30,7 @@ SUBCOMMAND_MODULES = (
     "solgate.terminal_cli",
     "solgate.forensics",
     "solgate.fleet_cli",
+    "solgate.cluster.cli",
 )
 
 EXIT_ERROR = 1

@@ -176,6 +176,11 @@ class EtcdClient:
             if exc.code != LEASE_NOT_FOUND:
                 raise
 
+    async def time_to_live(self, lease: int) -> int:
+        """Seconds left on `lease` (-1 when etcd does not know it)."""
+        reply = await self.call("lease/timetolive", {"ID": str(lease)})
+        return int(reply.get("TTL", -1))
+
     async def put(self, key: str, value: bytes, lease: int = 0) -> int:
         reply = await self.call("kv/put", op_put(key, value, lease)["requestPut"])
         return int(reply["header"]["revision"])
@@ -275,5 +280,7 @@ def _describe(exc: Exception | None) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
     if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return "connection refused"
         return exc.os_error.strerror or str(exc.os_error)
     return str(exc) or type(exc).__name__

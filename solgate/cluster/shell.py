@@ -347,6 +347,10 @@ class ClusterMember:
                               unowned_for=unowned_for):
                 if self.core.running.get(c) != epoch:
                     return  # fenced or moved on since the action was queued
+                move = self.moves_kv.get(c, {})
+                if took_from is None and move.get("from") not in (None, self.name) \
+                        and move.get("to") is None:  # released (shutdown), not yet taken
+                    took_from = str(move["from"])
                 note = self._start_note(c, epoch, took_from, unowned_for)
                 self.epochs[c] = epoch
                 if took_from is not None:
@@ -367,8 +371,6 @@ class ClusterMember:
                     unowned_for: float | None) -> str:
         note = f"cluster: {self.name} owns the console (epoch {epoch})"
         move = self.moves_kv.get(console, {})
-        if took_from is None and move.get("from") and move.get("from") != self.name:
-            took_from = str(move["from"])
         if took_from is None:
             return note
         note += f", taken over from {took_from}"

@@ -1,0 +1,102 @@
+"""`solgate cluster status`: the cluster as etcd holds it, read straight from etcd.
+
+It needs no running member: it reads the same `[cluster]` table and asks etcd, so it also
+works when every member is down (it then says so) or fenced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+from solgate.config import default_config_path, load_config
+from solgate.config_cli import add_config_argument
+from solgate.errors import ConfigError
+
+
+def register(subparsers: Any) -> None:
+    cluster = subparsers.add_parser(
+        "cluster", help="look at a cluster of solgate members sharing one fleet through etcd",
+        description="Commands for the [cluster] table: members, leases, who owns what.")
+    sub = cluster.add_subparsers(dest="cluster_command", metavar="COMMAND")
+    status = sub.add_parser(
+        "status", help="members, their leases, consoles per member, moves in the last hour",
+        description="Reads etcd (the [cluster] etcd endpoints of the configuration) and "
+                    "prints every live member, the time left on its lease, how many consoles "
+                    "it owns, consoles nobody owns, and the moves of the last hour.")
+    add_config_argument(status)
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.set_defaults(handler=_status_command)
+    cluster.set_defaults(handler=lambda _args: cluster.print_help() or 2)
+
+
+async def _status_command(args: argparse.Namespace) -> int:
+    from solgate.cluster.config import digest
+    from solgate.cluster.shell import etcd_client
+
+    config = load_config(default_config_path(args.config))
+    cluster = config.cluster
+    if cluster is None:
+        raise ConfigError(f"{config.source} has no [cluster] table; this solgate runs every "
+                          "console itself")
+    ours = digest(cluster, config.consoles)
+    async with etcd_client(cluster, timeout=3.0) as client:
+        kvs, revision = await client.range(cluster.prefix, prefix=True)
+        members: dict[str, dict[str, Any]] = {}
+        owners: dict[str, str] = {}
+        moves: dict[str, dict[str, Any]] = {}
+        for kv in kvs:
+            kind, _, name = kv.key[len(cluster.prefix):].partition("/")
+            try:
+                value = json.loads(kv.value)
+            except ValueError:
+                continue
+            if kind == "members":
+                members[name] = {**value, "lease": kv.lease}
+            elif kind == "owners":
+                owners[name] = str(value.get("member", "?"))
+            elif kind == "moves":
+                moves[name] = value
+        for info in members.values():
+            info["lease_left"] = await client.time_to_live(int(info["lease"]))
+    per_member = Counter(owners.values())
+    hour_ago = time.time() - 3600
+    recent = {c: m for c, m in moves.items()
+              if max(float(m.get("at") or 0), float(m.get("released_at") or 0)) > hour_ago}
+    unowned = sorted(set(config.consoles) - set(owners))
+    member_rows: dict[str, dict[str, Any]] = {
+        n: {"advertise": i.get("advertise", ""), "version": i.get("version", ""),
+            "lease": f"{int(i['lease']):x}", "lease_left": i["lease_left"],
+            "consoles": per_member.get(n, 0), "same_config": i.get("digest") == ours}
+        for n, i in sorted(members.items())}
+    report = {
+        "etcd": list(cluster.etcd), "prefix": cluster.prefix, "revision": revision,
+        "members": member_rows,
+        "consoles": len(config.consoles), "owned": len(owners), "unowned": unowned,
+        "moves_last_hour": len(recent),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"etcd {', '.join(cluster.etcd)} prefix {cluster.prefix} (revision {revision})")
+    if not members:
+        print("no live members: every console is dark (is any solgate serve running?)")
+    print(f"{'MEMBER':<20} {'CONSOLES':>8} {'LEASE LEFT':>10}  CONFIG  ADVERTISE")
+    for name, info in member_rows.items():
+        same = "same" if info["same_config"] else "DIFFERS"
+        print(f"{name:<20} {info['consoles']:>8} {info['lease_left']:>9}s  {same:<7} "
+              f"{info['advertise'] or '-'}")
+    print(f"consoles: {len(config.consoles)} configured, {len(owners)} owned, "
+          f"{len(unowned)} unowned{': ' + ', '.join(unowned[:10]) if unowned else ''}"
+          f"{' ...' if len(unowned) > 10 else ''}")
+    print(f"moves in the last hour: {len(recent)}")
+    for console, move in sorted(recent.items())[:20]:
+        when = max(float(move.get("at") or 0), float(move.get("released_at") or 0))
+        print(f"  {console}: {move.get('from', '?')} -> {move.get('to', '-')} "
+              f"({move.get('why', '?')}, {time.strftime('%H:%M:%S', time.gmtime(when))}Z)")
+    sys.stdout.flush()
+    return 0
