@@ -8,10 +8,12 @@ lease expires, and a joining member takes about its share and nothing else moves
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from tests.cluster_helpers import (
     Etcd,
     MemberProc,
     TcpProxy,
+    env,
     etcd_server,  # noqa: F401 - the `etcd` fixture
     free_port,
     member_config,
@@ -94,6 +97,22 @@ def test_three_members_share_the_fleet_and_a_killed_one_is_replaced(
             assert sorted(per_member) == ["a", "b", "c"]
             assert all(15 <= n <= 25 for n in per_member.values()), per_member
 
+            # What an operator looks at: /api/cluster, /metrics, `solgate cluster status`.
+            view = members[1].api("api/cluster")
+            assert [m["name"] for m in view["members"]] == ["a", "b", "c"]
+            assert view["fenced"] is False
+            assert view["consoles"]["here"] == per_member["b"]
+            with urllib.request.urlopen(members[1].url + "metrics", timeout=5) as r:  # noqa: S310
+                metrics = r.read().decode()
+            assert "solgate_cluster_members 3.0" in metrics
+            assert "solgate_cluster_lease_renew_seconds_count" in metrics
+            status = subprocess.run(
+                solgate("cluster", "status", "--json", "-c", str(tmp_path / "a" / "solgate.toml")),
+                capture_output=True, text=True, timeout=30, env=env(), check=True)
+            report = json.loads(status.stdout)
+            assert {n: m["consoles"] for n, m in report["members"].items()} == per_member
+            assert report["unowned"] == []
+
             victim = members[0]
             theirs = victim.active()
             killed = time.monotonic()
@@ -125,8 +144,8 @@ def test_cut_off_member_fences_before_its_lease_expires_and_a_fourth_takes_its_s
         members += _start(tmp_path, ["c"], f"http://127.0.0.1:{proxy.port}", sim.consoles,
                           prefix)
         try:
-            wait_until(lambda: _settled(members, etcd, prefix, expected), 40,
-                       "60 consoles active exactly once")
+            wait_until(lambda: _balanced(members, etcd, prefix, expected, 15, 25), 40,
+                       "60 consoles active exactly once, 15-25 on each member")
             c = members[2]
             held = {k: v for k, v in etcd.prefix(prefix).items()
                     if k.startswith("owners/") and v[0]["member"] == "c"}
@@ -164,6 +183,19 @@ def test_cut_off_member_fences_before_its_lease_expires_and_a_fourth_takes_its_s
             for m in members[:3]:
                 for name, info in m.consoles().items():
                     assert info["state_since"] == since[name], f"{name} restarted on {m.name}"
+
+            # SIGTERM: d flushes and releases at once (lease revoked), no TTL to wait out.
+            d = members.pop()
+            gone = sorted(d.active())
+            stop(d.proc)
+            assert d.proc.returncode == 0
+            log = (tmp_path / "d" / "data" / "logs" / f"{gone[0]}.log").read_bytes()
+            assert b"cluster: d shutting down, releasing the console" in log
+            wait_until(lambda: _settled(members, etcd, prefix, expected), LEASE_TTL + 5,
+                       "d's consoles back on a, b and c")
+            owner = etcd.owners(prefix)[gone[0]]
+            log = (tmp_path / owner / "data" / "logs" / f"{gone[0]}.log").read_bytes()
+            assert b"taken over from d" in log
         finally:
             proxy.cut()
             for m in members:
