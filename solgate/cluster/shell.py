@@ -106,6 +106,7 @@ class ClusterMember:
                                 renew_interval=cluster.renew_interval,
                                 poll_interval=POLL_INTERVAL, weight=cluster.weight,
                                 consoles=list(config.consoles))
+        manager.steal_check = self.still_owner
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -180,8 +181,20 @@ class ClusterMember:
         self._config = config
         if config.cluster is not None:
             self.digest = digest(config.cluster, config.consoles)
+        removed = {c: e for c, e in self.core.running.items() if c not in config.consoles}
         self.core.set_consoles(list(config.consoles), self._now())
         self._dispatch()
+        for console, epoch in removed.items():  # after the StopConsole queued above
+            self._start(self._release_removed(console, epoch), f"cluster:release:{console}")
+
+    async def _release_removed(self, console: str, epoch: int) -> None:
+        previous = self._console_ops.get(console)
+        if previous is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await previous
+        key = self._key("owners", console)
+        with contextlib.suppress(EtcdError, TimeoutError):
+            await self.client.txn([cmp_create_revision(key, epoch)], [op_delete(key)])
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -403,6 +416,22 @@ class ClusterMember:
                                   [op_put(self._key("moves", console),
                                           json.dumps(record).encode()), op_delete(key)])
         self._done(lambda: self.core.handed_over(console, self._now()))
+
+    async def still_owner(self, console: str) -> bool:
+        """Asked by a worker before it deactivates another session: is the console still
+        ours in etcd, with the epoch we started it under, and are we not fenced?"""
+        lease, epoch = self.core.lease, self.epochs.get(console)
+        if self.core.fenced or lease is None or epoch is None:
+            return False
+        try:
+            kv = await self.client.get(self._key("owners", console))
+        except (EtcdError, TimeoutError):
+            return False
+        ours = kv is not None and kv.lease == lease and kv.create_revision == epoch
+        if not ours:
+            logger.warning("cluster: %s: SOL is held by another session and the console is "
+                           "no longer ours in etcd; not deactivating it", console)
+        return ours
 
     async def fence_all(self, reason: str) -> None:
         consoles = [w.name for w in self.manager.consoles()]

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import resource
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ class ConsoleManager:
         # In a cluster the workers run only for the consoles this member owns: the cluster
         # shell calls `run_console` / `stop_console` (solgate/cluster/shell.py).
         self.clustered = clustered
+        self.steal_check: Callable[[str], Awaitable[bool]] | None = None
         self.data_dir = Path(config.data_dir)
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.events = EventLog(self.data_dir / "events.jsonl")
@@ -119,6 +120,7 @@ class ConsoleManager:
             events=self.events,
             panic=PanicDetector(console.panic_patterns),
             setup_slots=self.setup_slots,
+            steal_check=self.steal_check,
         )
         self._workers[console.name] = worker
         worker.start()

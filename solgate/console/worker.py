@@ -40,7 +40,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,6 +150,7 @@ class ConsoleWorker:
         setup_slots: asyncio.Semaphore,
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        steal_check: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.console = console
         self.name = console.name
@@ -160,6 +161,9 @@ class ConsoleWorker:
         self.panic = panic
         self._setup_slots = setup_slots
         self._wall = wall_clock
+        # In a cluster: asked before forcing another session off SOL (does this member
+        # still own the console?), so two members never fight over one BMC.
+        self._steal_check = steal_check
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
         self._logger = logging.LoggerAdapter(
             logging.getLogger("solgate.worker"),
@@ -357,6 +361,8 @@ class ConsoleWorker:
         except PayloadActiveElsewhere as exc:
             if not steal:
                 raise
+            if self._steal_check is not None and not await self._steal_check(self.name):
+                raise  # the console is no longer ours: leave the other session alone
             holder = await self._holder(client)
             why = "steal = true" if self.console.steal else "requested by an operator"
             self._record("deactivate", f"SOL was held by {holder}; forcing deactivate ({why})")
