@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
-from solgate.cluster.config import digest
+from solgate.cluster.config import CLUSTER_KEYS, digest
 from solgate.config import parse_config
 from solgate.errors import ConfigError
 
@@ -58,3 +61,10 @@ def test_password_never_in_repr_and_digest_ignores_member_identity() -> None:
     assert "s3cret" not in repr(a)
     assert digest(a.cluster, a.consoles) == digest(b.cluster, b.consoles)
     assert digest(a.cluster, a.consoles) != digest(other.cluster, other.consoles)
+
+
+def test_example_file_documents_every_cluster_key() -> None:
+    text = (Path(__file__).resolve().parents[1] / "solgate.toml").read_text()
+    assert "# [cluster]" in text
+    for key in CLUSTER_KEYS:
+        assert re.search(rf"^# {key} = ", text, re.MULTILINE), key
