@@ -399,8 +399,11 @@ class ClusterMember:
         return note
 
     async def _record_move(self, console: str, epoch: int, took_from: str) -> None:
-        record = {"from": took_from, "to": self.name, "epoch": epoch, "at": time.time(),
-                  "why": "takeover"}
+        prior = self.moves_kv.get(console, {})
+        planned = prior.get("from") == took_from and prior.get("released_at")
+        record = {**(prior if planned else {}), "from": took_from, "to": self.name,
+                  "epoch": epoch, "at": time.time(),
+                  "why": prior.get("why", "released") if planned else "lease expired"}
         with contextlib.suppress(EtcdError, TimeoutError):
             await self.client.put(self._key("moves", console), json.dumps(record).encode())
 
