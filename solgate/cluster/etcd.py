@@ -189,11 +189,15 @@ class EtcdClient:
         kvs, _ = await self.range(key)
         return kvs[0] if kvs else None
 
-    async def range(self, key: str, *, prefix: bool = False) -> tuple[list[KeyValue], int]:
-        """The keys at `key` (or under it with `prefix`), and the store revision read."""
+    async def range(self, key: str, *, prefix: bool = False,
+                    revision: int = 0) -> tuple[list[KeyValue], int]:
+        """The keys at `key` (or under it with `prefix`), and the store revision read;
+        `revision` reads as of that revision (two ranges, one consistent snapshot)."""
         body: dict[str, Any] = {"key": _b64(key)}
         if prefix:
             body["range_end"] = _b64(prefix_end(key).encode("utf-8", "surrogateescape"))
+        if revision:
+            body["revision"] = str(revision)
         reply = await self.call("kv/range", body)
         return [_kv(i) for i in reply.get("kvs", [])], int(reply["header"]["revision"])
 

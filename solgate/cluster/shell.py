@@ -65,6 +65,8 @@ logger = logging.getLogger("solgate.cluster")
 POLL_INTERVAL = 1.0  # seconds between reads of the member and owner keys
 RENEW_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 STARTUP_TIMEOUT = 5.0
+ACQUIRE_BATCH = 50  # consoles per create-if-absent txn (2 ops each; etcd allows 128 ops)
+KV_CONCURRENCY = 4  # etcd KV calls in flight at once (acquires, handovers, checks)
 
 
 def etcd_client(cluster: ClusterConfig, timeout: float) -> EtcdClient:
@@ -101,7 +103,14 @@ class ClusterMember:
         self.advertise = cluster.advertise
         self.digest = digest(cluster, config.consoles)
         self._config = config
+        # Two connection pools: the lease's renewals never queue behind a burst of
+        # acquisitions (5,000 consoles freed at once), or the member would fence itself.
+        self.lease_client = etcd_client(cluster, timeout=cluster.renew_interval)
         self.client = etcd_client(cluster, timeout=cluster.renew_interval)
+        self._kv_slots = asyncio.Semaphore(KV_CONCURRENCY)
+        self._acquired_at: dict[str, float] = {}
+        self._pending_moves: dict[str, dict[str, Any]] = {}
+        self._moves_writer: asyncio.Task[None] | None = None
         self.core = ClusterCore(cluster.name, lease_ttl=cluster.lease_ttl,
                                 renew_interval=cluster.renew_interval,
                                 poll_interval=POLL_INTERVAL, weight=cluster.weight,
@@ -130,8 +139,10 @@ class ClusterMember:
         loop = self._loop = asyncio.get_running_loop()
         sent = loop.time()
         try:
-            lease = await asyncio.wait_for(self.client.grant(self.core_ttl), STARTUP_TIMEOUT)
+            lease = await asyncio.wait_for(self.lease_client.grant(self.core_ttl),
+                                           STARTUP_TIMEOUT)
         except (EtcdError, TimeoutError) as exc:
+            await self.lease_client.close()
             await self.client.close()
             why = str(exc) if isinstance(exc, EtcdError) else (
                 f"etcd at {', '.join(self.cluster.etcd)} did not answer within "
@@ -141,7 +152,7 @@ class ClusterMember:
         self.core.next_action()  # the GrantLease already done above
         self.core.lease_granted(lease.id, sent_at=sent, now=loop.time())
         logger.warning("cluster member %s joined through etcd %s (lease %x, TTL %ds)",
-                       self.name, self.client.endpoint, lease.id, lease.ttl)
+                       self.name, self.lease_client.endpoint, lease.id, lease.ttl)
         self._task = loop.create_task(self._run(), name="cluster")
 
     @property
@@ -173,8 +184,9 @@ class ClusterMember:
                 for i in range(0, len(ops), 100):  # etcd allows 128 operations per txn
                     await self.client.txn([], ops[i:i + 100])
             with contextlib.suppress(EtcdError, TimeoutError):
-                await self.client.revoke(lease)
+                await self.lease_client.revoke(lease)
         await self.client.close()
+        await self.lease_client.close()
 
     def reload(self, config: Config) -> None:
         """A new configuration: new consoles get placed, removed ones stop."""
@@ -212,8 +224,15 @@ class ClusterMember:
             self.core.handle_timeout(self._now())
 
     def _dispatch(self) -> None:
+        acquire: list[Acquire] = []
         while (action := self.core.next_action()) is not None:
-            self._spawn(action)
+            if isinstance(action, Acquire):
+                acquire.append(action)
+            else:
+                self._spawn(action)
+        for i in range(0, len(acquire), ACQUIRE_BATCH):
+            batch = acquire[i:i + ACQUIRE_BATCH]
+            self._start(self._acquire_batch(batch), "cluster:acquire")
         self._wake.set()
 
     def _spawn(self, action: Action) -> None:
@@ -254,7 +273,7 @@ class ClusterMember:
             case GrantLease(ttl=ttl):
                 sent = now()
                 try:
-                    lease = await self.client.grant(ttl)
+                    lease = await self.lease_client.grant(ttl)
                 except (EtcdError, TimeoutError) as exc:
                     logger.warning("cluster: lease grant failed: %s", exc)
                     self._done(lambda: self.core.grant_failed(now()))
@@ -264,7 +283,7 @@ class ClusterMember:
             case RenewLease(lease=lease):
                 sent = now()
                 try:
-                    ttl = await self.client.keepalive(lease)
+                    ttl = await self.lease_client.keepalive(lease)
                 except (EtcdError, TimeoutError) as exc:
                     self.renew_failures += 1
                     logger.warning("cluster: lease renewal failed: %s", exc)
@@ -284,21 +303,22 @@ class ClusterMember:
                     await asyncio.sleep(0.5)
                     self._done(lambda: self.core.member_put_failed(now()))
             case Poll():
-                try:
-                    kvs, _ = await self.client.range(self.prefix, prefix=True)
+                try:  # members and owners as of one revision; moves are read on demand
+                    async with self._kv_slots:
+                        kvs, rev = await self.client.range(self._key("members"), prefix=True)
+                        owned, _ = await self.client.range(self._key("owners"), prefix=True,
+                                                           revision=rev)
+                    kvs += owned
                 except (EtcdError, TimeoutError) as exc:
                     logger.info("cluster: poll failed: %s", exc)
                     self._done(lambda: self.core.poll_failed(now()))
                     return
                 members, owners = self._parse(kvs)
                 self._done(lambda: self.core.polled(members, owners, now()))
-            case Acquire(console=console, lease=lease):
-                await self._acquire(console, lease)
 
     def _parse(self, kvs: list[KeyValue]) -> tuple[dict[str, Member], dict[str, Owner]]:
         members: dict[str, Member] = {}
         owners: dict[str, Owner] = {}
-        moves: dict[str, dict[str, Any]] = {}
         for kv in kvs:
             kind, _, name = kv.key[len(self.prefix):].partition("/")
             value = _json(kv.value)
@@ -312,9 +332,6 @@ class ClusterMember:
             elif kind == "owners":
                 owners[name] = Owner(name, str(value.get("member", "?")), kv.lease,
                                      kv.create_revision)
-            elif kind == "moves":
-                moves[name] = value
-        self.moves_kv = moves
         for m in members.values():
             if m.digest and m.digest != self.digest and (m.name, m.digest) not in \
                     self._digest_warned:
@@ -325,14 +342,50 @@ class ClusterMember:
                              self.digest)
         return members, owners
 
+    async def _acquire_batch(self, batch: list[Acquire]) -> None:
+        """One txn creates every owner key of the batch if none exists (the usual case
+        after a member died: all its consoles are free at once); otherwise one each."""
+        if len(batch) == 1:
+            await self._acquire(batch[0].console, batch[0].lease)
+            return
+        lease = batch[0].lease
+        value = json.dumps({"member": self.name, "since": time.time()}).encode()
+        keys = [self._key("owners", a.console) for a in batch]
+        try:
+            async with self._kv_slots:
+                result = await self.client.txn(
+                    [cmp_absent(k) for k in keys],
+                    [op_put(k, value, lease) for k in keys]
+                    + [op_get(self._key("moves", a.console)) for a in batch])
+        except (EtcdError, TimeoutError) as exc:
+            logger.warning("cluster: acquiring %d consoles failed: %s", len(batch), exc)
+            for a in batch:
+                self.core.acquire_failed(a.console, self._now())
+            self._dispatch()
+            return
+        if not result.succeeded:  # some were taken meanwhile: find out which, one by one
+            await asyncio.gather(*(self._acquire(a.console, a.lease) for a in batch))
+            return
+        moves_prefix = self._key("moves")
+        for kv in result.kvs:
+            self.moves_kv[kv.key[len(moves_prefix):]] = _json(kv.value)
+        now = self._now()
+        for a in batch:
+            self._acquired_at[a.console] = now
+        for a in batch:
+            self.core.acquired(a.console, True,
+                               Owner(a.console, self.name, lease, result.revision), now)
+        self._dispatch()
+
     async def _acquire(self, console: str, lease: int) -> None:
         key = self._key("owners", console)
         value = json.dumps({"member": self.name, "since": time.time()}).encode()
         try:
-            result = await self.client.txn(
-                [cmp_absent(key)],
-                [op_put(key, value, lease), op_get(self._key("moves", console))],
-                [op_get(key)])
+            async with self._kv_slots:
+                result = await self.client.txn(
+                    [cmp_absent(key)],
+                    [op_put(key, value, lease), op_get(self._key("moves", console))],
+                    [op_get(key)])
         except (EtcdError, TimeoutError) as exc:
             logger.warning("cluster: acquiring %s failed: %s", console, exc)
             self._done(lambda: self.core.acquire_failed(console, self._now()))
@@ -340,6 +393,7 @@ class ClusterMember:
         owner: Owner | None
         if result.succeeded:
             owner = Owner(console, self.name, lease, result.revision)
+            self._acquired_at[console] = self._now()
             if result.kvs:
                 self.moves_kv[console] = _json(result.kvs[0].value)
         else:
@@ -360,14 +414,14 @@ class ClusterMember:
                               unowned_for=unowned_for):
                 if self.core.running.get(c) != epoch:
                     return  # fenced or moved on since the action was queued
-                move = self.moves_kv.get(c, {})
+                move = self.moves_kv.pop(c, {})  # as read by our acquire txn, used once
                 if took_from is None and move.get("from") not in (None, self.name) \
                         and move.get("to") is None:  # released (shutdown), not yet taken
                     took_from = str(move["from"])
-                note = self._start_note(c, epoch, took_from, unowned_for)
+                note = self._start_note(epoch, took_from, unowned_for, move)
                 self.epochs[c] = epoch
                 if took_from is not None:
-                    self._start(self._record_move(c, epoch, took_from), f"cluster:move:{c}")
+                    self._record_move(c, epoch, took_from, move)
                 if not self.manager.run_console(c, note):
                     logger.error("cluster: console %s is owned here but not in this member's "
                                  "configuration", c)
@@ -380,10 +434,9 @@ class ClusterMember:
             case Handover(console=c, epoch=epoch, to=to):
                 await self._handover(c, epoch, to)
 
-    def _start_note(self, console: str, epoch: int, took_from: str | None,
-                    unowned_for: float | None) -> str:
+    def _start_note(self, epoch: int, took_from: str | None, unowned_for: float | None,
+                    move: dict[str, Any]) -> str:
         note = f"cluster: {self.name} owns the console (epoch {epoch})"
-        move = self.moves_kv.get(console, {})
         if took_from is None:
             return note
         note += f", taken over from {took_from}"
@@ -398,14 +451,28 @@ class ClusterMember:
                      f"its last byte is in {took_from}'s log)")
         return note
 
-    async def _record_move(self, console: str, epoch: int, took_from: str) -> None:
-        prior = self.moves_kv.get(console, {})
+    def _record_move(self, console: str, epoch: int, took_from: str,
+                     prior: dict[str, Any]) -> None:
+        """Queue `moves/<console>`; written in batches (a failover moves thousands)."""
         planned = prior.get("from") == took_from and prior.get("released_at")
-        record = {**(prior if planned else {}), "from": took_from, "to": self.name,
-                  "epoch": epoch, "at": time.time(),
-                  "why": prior.get("why", "released") if planned else "lease expired"}
-        with contextlib.suppress(EtcdError, TimeoutError):
-            await self.client.put(self._key("moves", console), json.dumps(record).encode())
+        self._pending_moves[console] = {
+            **(prior if planned else {}), "from": took_from, "to": self.name, "epoch": epoch,
+            "at": time.time(), "why": prior.get("why", "released") if planned
+            else "lease expired"}
+        if self._moves_writer is None or self._moves_writer.done():
+            self._moves_writer = self._start(self._write_moves(), "cluster:moves")
+
+    async def _write_moves(self) -> None:
+        while self._pending_moves:
+            await asyncio.sleep(0.2)  # gather a burst into few transactions
+            batch = list(self._pending_moves.items())[:100]  # etcd: 128 ops per txn
+            for console, _ in batch:
+                del self._pending_moves[console]
+            with contextlib.suppress(EtcdError, TimeoutError):
+                async with self._kv_slots:
+                    await self.client.txn([], [op_put(self._key("moves", c),
+                                                      json.dumps(r).encode())
+                                               for c, r in batch])
 
     async def _handover(self, console: str, epoch: int, to: str) -> None:
         last = await self.manager.stop_console(
@@ -415,9 +482,11 @@ class ClusterMember:
         record = {"from": self.name, "to": to, "epoch": epoch, "released_at": time.time(),
                   "last_output": last, "why": "rebalance"}
         with contextlib.suppress(EtcdError, TimeoutError):
-            await self.client.txn([cmp_create_revision(key, epoch)],
-                                  [op_put(self._key("moves", console),
-                                          json.dumps(record).encode()), op_delete(key)])
+            async with self._kv_slots:
+                await self.client.txn([cmp_create_revision(key, epoch)],
+                                      [op_put(self._key("moves", console),
+                                              json.dumps(record).encode()),
+                                       op_delete(key)])
         self._done(lambda: self.core.handed_over(console, self._now()))
 
     async def still_owner(self, console: str) -> bool:
@@ -426,8 +495,13 @@ class ClusterMember:
         lease, epoch = self.core.lease, self.epochs.get(console)
         if self.core.fenced or lease is None or epoch is None:
             return False
+        won = self._acquired_at.get(console)
+        if won is not None and self._now() - won < self.cluster.renew_interval \
+                and self.core.running.get(console) == epoch:
+            return True  # won moments ago and not fenced since: etcd would say the same
         try:
-            kv = await self.client.get(self._key("owners", console))
+            async with self._kv_slots:
+                kv = await self.client.get(self._key("owners", console))
         except (EtcdError, TimeoutError):
             return False
         ours = kv is not None and kv.lease == lease and kv.create_revision == epoch
@@ -461,9 +535,6 @@ class ClusterMember:
         per_member: dict[str, int] = {}
         for owner in core.owners.values():
             per_member[owner.member] = per_member.get(owner.member, 0) + 1
-        hour_ago = time.time() - 3600
-        moves = sum(1 for m in self.moves_kv.values()
-                    if max(float(m.get("at") or 0), float(m.get("released_at") or 0)) > hour_ago)
         return {
             "name": self.name, "prefix": self.prefix, "etcd": list(self.cluster.etcd),
             "lease": f"{core.lease:x}" if core.lease else None,
@@ -477,5 +548,5 @@ class ClusterMember:
                         for m in sorted(core.members.values(), key=lambda m: m.name)],
             "consoles": {"configured": len(core.consoles), "owned": len(core.owners),
                          "here": len(core.running)},
-            "moves_taken_here": core.moves, "moves_last_hour": moves,
+            "moves_taken_here": core.moves,
         }

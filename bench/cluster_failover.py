@@ -1,0 +1,164 @@
+"""Failover: kill -9 a cluster member holding N consoles; time until all N run on the survivor.
+
+    python bench/cluster_failover.py [--consoles 5000] [--lease-ttl 15s]
+
+Starts a local etcd (free loopback ports, temporary data dir), `solgate sim` processes
+for N BMCs, member A (weight 1) and, once A runs every console, member B as a standby
+(weight 1e-9, so rendezvous placement gives it nothing while A lives). Then `kill -9` A
+and measure, from the kill, until B's first console and until all N are active on B
+(from B's events.jsonl). The floor is the lease TTL: etcd deletes A's keys only then.
+Results go to bench/results/cluster_failover.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    Fleet,
+    _wait_for,
+    config_text,
+    env,
+    free_port,
+    print_table,
+    sample,
+    solgate_cmd,
+    stop_process,
+    workdir,
+    write_result,
+)
+
+
+def start_etcd(path: Path) -> tuple[subprocess.Popen, str]:
+    binary = shutil.which("etcd")
+    if binary is None:
+        raise SystemExit("etcd is not installed (apt-get install etcd-server)")
+    client, peer = free_port(), free_port()
+    with (path / "etcd.log").open("w") as log:
+        proc = subprocess.Popen(
+            [binary, "--data-dir", str(path / "etcd"),
+             "--listen-client-urls", f"http://127.0.0.1:{client}",
+             "--advertise-client-urls", f"http://127.0.0.1:{client}",
+             "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+             "--initial-cluster", f"default=http://127.0.0.1:{peer}"],
+            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{client}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1) as r:
+                if json.loads(r.read()).get("health") == "true":
+                    return proc, url
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("etcd did not become healthy")
+
+
+class Member:
+    def __init__(self, root: Path, name: str, consoles: list[tuple[str, int]], etcd: str,
+                 lease_ttl: str, weight: float) -> None:
+        self.dir = root / name
+        self.dir.mkdir()
+        text = config_text(consoles, self.dir / "data", listen=None)
+        text = text.replace("[defaults]", "[cluster]\n"
+                            f'etcd = ["{etcd}"]\nname = "{name}"\n'
+                            f'lease_ttl = "{lease_ttl}"\nweight = {weight!r}\n\n[defaults]', 1)
+        (self.dir / "solgate.toml").write_text(text)
+        with (self.dir / "serve.err").open("w") as err:
+            self.proc = subprocess.Popen(
+                [*solgate_cmd(), "serve", "--no-web", "-c", str(self.dir / "solgate.toml")],
+                stdout=subprocess.DEVNULL, stderr=err, env=env(), cwd=self.dir)
+        _wait_for(self.dir / "serve.err", r"solgate: serving", self.proc, 120)
+
+    def active(self) -> int:
+        up: dict[str, int] = {}
+        path = self.dir / "data" / "events.jsonl"
+        if not path.exists():
+            return 0
+        with path.open() as f:
+            for line in f:
+                if '"sol-up"' in line or '"sol-down"' in line:
+                    try:
+                        ev = json.loads(line)
+                    except ValueError:
+                        continue
+                    name = ev.get("console", "")
+                    up[name] = up.get(name, 0) + (1 if ev.get("kind") == "sol-up" else -1)
+        return sum(1 for v in up.values() if v > 0)
+
+    def wait(self, want: int, timeout: float) -> float | None:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if self.active() >= want:
+                return time.monotonic() - t0
+            if self.proc.poll() is not None:
+                raise SystemExit("member exited: " + (self.dir / "serve.err").read_text()[-2000:])
+            time.sleep(0.25)
+        return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--consoles", type=int, default=5000)
+    parser.add_argument("--lease-ttl", default="15s")
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args()
+    with workdir(args.keep) as root:
+        etcd, url = start_etcd(root)
+        fleet = Fleet(args.consoles, root)
+        members: list[Member] = []
+        try:
+            fleet.start()
+            t0 = time.monotonic()
+            a = Member(root, "a", fleet.consoles, url, args.lease_ttl, 1.0)
+            members.append(a)
+            started = a.wait(args.consoles, 600)
+            print(f"member a: {args.consoles} consoles active {time.monotonic() - t0:.1f} s "
+                  "after start")
+            if started is None:
+                raise SystemExit(f"only {a.active()} of {args.consoles} came up on a")
+            rss_a = sample(a.proc.pid).rss_kb
+            b = Member(root, "b", fleet.consoles, url, args.lease_ttl, 1e-9)
+            members.append(b)
+            time.sleep(3)  # b's lease, member key and first polls
+            assert b.active() == 0, "the standby took consoles while a lives"
+            killed = time.monotonic()
+            os.kill(a.proc.pid, signal.SIGKILL)
+            a.proc.wait(10)
+            first = b.wait(1, 120)
+            done = b.wait(args.consoles, 300)
+            total = None if done is None else time.monotonic() - killed
+            first_s = None if first is None else first
+            print_table(["consoles", "lease_ttl", "first on b (s)", "all on b (s)",
+                         "a RSS (MB)"],
+                        [[args.consoles, args.lease_ttl,
+                          f"{first_s:.1f}" if first_s is not None else "-",
+                          f"{total:.1f}" if total is not None else f"> 300 ({b.active()})",
+                          f"{rss_a / 1024:.0f}"]])
+            write_result("cluster_failover", {
+                "consoles": args.consoles, "lease_ttl": args.lease_ttl,
+                "first_active_after_kill_s": first_s, "all_active_after_kill_s": total,
+                "member_a_rss_kb": rss_a,
+                "command": f"python bench/cluster_failover.py --consoles {args.consoles} "
+                           f"--lease-ttl {args.lease_ttl}"})
+        finally:
+            for m in members:
+                stop_process(m.proc)
+            fleet.stop()
+            stop_process(etcd)
+
+
+if __name__ == "__main__":
+    main()
