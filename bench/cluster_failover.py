@@ -125,8 +125,9 @@ def main() -> None:
             a = Member(root, "a", fleet.consoles, url, args.lease_ttl, 1.0)
             members.append(a)
             started = a.wait(args.consoles, 600)
-            print(f"member a: {args.consoles} consoles active {time.monotonic() - t0:.1f} s "
-                  "after start")
+            cold_start = time.monotonic() - t0
+            print(f"member a: {args.consoles} consoles active {cold_start:.1f} s after start "
+                  f"(load average {os.getloadavg()[0]:.1f})")
             if started is None:
                 raise SystemExit(f"only {a.active()} of {args.consoles} came up on a")
             rss_a = sample(a.proc.pid).rss_kb
@@ -150,7 +151,8 @@ def main() -> None:
             write_result("cluster_failover", {
                 "consoles": args.consoles, "lease_ttl": args.lease_ttl,
                 "first_active_after_kill_s": first_s, "all_active_after_kill_s": total,
-                "member_a_rss_kb": rss_a,
+                "member_a_rss_kb": rss_a, "member_a_cold_start_s": cold_start,
+                "load_average_1m_after": os.getloadavg()[0],
                 "command": f"python bench/cluster_failover.py --consoles {args.consoles} "
                            f"--lease-ttl {args.lease_ttl}"})
         finally:

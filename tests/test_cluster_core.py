@@ -193,3 +193,27 @@ def test_removed_console_stops() -> None:
 def test_renew_interval_must_leave_room_before_the_fence() -> None:
     with pytest.raises(LocalProtocolError):
         ClusterCore("a", lease_ttl=3, renew_interval=2.5)
+
+
+def test_a_drained_member_hands_everything_over_and_gets_nothing() -> None:
+    names = CONSOLES[:40]
+    a = started(new_core("a", names))
+    owners = {c: Owner(c, "a", 7, 100 + i) for i, c in enumerate(names)}
+    a.polled(members("a", "b", lease=7), owners, now=0.0, draining={"a"})
+    first = drain(a)
+    assert [x for x in first if isinstance(x, StartConsole)] == [
+        StartConsole(c, 100 + i) for i, c in enumerate(names)]
+    a.polled(members("a", "b", lease=7), owners, now=1.0, draining={"a"})
+    handovers = drain(a)
+    assert len(handovers) == 8
+    assert all(isinstance(x, Handover) and x.to == "b" for x in handovers)
+    # b acquires whatever is free and never hands anything back to a drained member.
+    b = started(new_core("b", names), lease=8)
+    b.polled(members("a", "b", lease=7), {}, now=0.0, draining={"a"})
+    assert sorted(x.console for x in drain(b) if isinstance(x, Acquire)) == sorted(names)
+
+
+def test_when_every_member_is_drained_the_drain_is_ignored() -> None:
+    a = started(new_core("a", ["c1"]))
+    a.polled(members("a"), {}, now=0.0, draining={"a"})
+    assert drain(a) == [Acquire("c1", 7)]

@@ -128,6 +128,19 @@ def test_three_members_share_the_fleet_and_a_killed_one_is_replaced(
             log = (tmp_path / owner / "data" / "logs" / f"{min(moved)}.log").read_bytes()
             assert b"taken over from a after its lease expired" in log
             print(f"takeover of {len(theirs)} consoles after kill -9: {took:.1f}s")
+
+            # Draining b (maintenance) moves all its consoles to c; undrain gives them back.
+            config = str(tmp_path / "b" / "solgate.toml")
+            subprocess.run(solgate("cluster", "drain", "b", "-c", config), env=env(),
+                           check=True, capture_output=True, timeout=30)
+            wait_until(lambda: _settled(survivors[1:], etcd, prefix, expected), 30,
+                       "every console on c while b is drained")
+            assert not survivors[0].active()
+            assert survivors[0].api("api/cluster")["draining"] == ["b"]
+            subprocess.run(solgate("cluster", "undrain", "b", "-c", config), env=env(),
+                           check=True, capture_output=True, timeout=30)
+            wait_until(lambda: _balanced(survivors, etcd, prefix, expected, 20, 40), 40,
+                       "b to take its share again")
         finally:
             for m in members:
                 stop(m.proc)

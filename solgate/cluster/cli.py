@@ -31,7 +31,34 @@ def register(subparsers: Any) -> None:
     add_config_argument(status)
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.set_defaults(handler=_status_command)
+    for name, text in (("drain", "move every console off member NAME (before maintenance); "
+                        "it keeps running but gets no consoles until `undrain`"),
+                       ("undrain", "let member NAME take its share of consoles again")):
+        cmd = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        add_config_argument(cmd)
+        cmd.add_argument("member", metavar="NAME", help="the member's [cluster] name")
+        cmd.set_defaults(handler=_drain_command, drain=name == "drain")
     cluster.set_defaults(handler=lambda _args: cluster.print_help() or 2)
+
+
+async def _drain_command(args: argparse.Namespace) -> int:
+    """Write or delete `<prefix>drain/<NAME>`; every member sees it at its next poll."""
+    from solgate.cluster.shell import etcd_client
+
+    config = load_config(default_config_path(args.config))
+    cluster = config.cluster
+    if cluster is None:
+        raise ConfigError(f"{config.source} has no [cluster] table")
+    key = f"{cluster.prefix}drain/{args.member}"
+    async with etcd_client(cluster, timeout=3.0) as client:
+        if args.drain:
+            await client.put(key, json.dumps({"at": time.time()}).encode())
+            print(f"solgate: draining {args.member}: its consoles move to the other members, "
+                  "8 at a time (`solgate cluster status` shows the progress)")
+        else:
+            await client.delete(key)
+            print(f"solgate: {args.member} takes its share of consoles again")
+    return 0
 
 
 async def _status_command(args: argparse.Namespace) -> int:
@@ -49,6 +76,7 @@ async def _status_command(args: argparse.Namespace) -> int:
         members: dict[str, dict[str, Any]] = {}
         owners: dict[str, str] = {}
         moves: dict[str, dict[str, Any]] = {}
+        draining: set[str] = set()
         for kv in kvs:
             kind, _, name = kv.key[len(cluster.prefix):].partition("/")
             try:
@@ -61,6 +89,8 @@ async def _status_command(args: argparse.Namespace) -> int:
                 owners[name] = str(value.get("member", "?"))
             elif kind == "moves":
                 moves[name] = value
+            elif kind == "drain":
+                draining.add(name)
         for info in members.values():
             info["lease_left"] = await client.time_to_live(int(info["lease"]))
     per_member = Counter(owners.values())
@@ -71,13 +101,14 @@ async def _status_command(args: argparse.Namespace) -> int:
     member_rows: dict[str, dict[str, Any]] = {
         n: {"advertise": i.get("advertise", ""), "version": i.get("version", ""),
             "lease": f"{int(i['lease']):x}", "lease_left": i["lease_left"],
-            "consoles": per_member.get(n, 0), "same_config": i.get("digest") == ours}
+            "consoles": per_member.get(n, 0), "same_config": i.get("digest") == ours,
+            "draining": n in draining}
         for n, i in sorted(members.items())}
     report = {
         "etcd": list(cluster.etcd), "prefix": cluster.prefix, "revision": revision,
         "members": member_rows,
         "consoles": len(config.consoles), "owned": len(owners), "unowned": unowned,
-        "moves_last_hour": len(recent),
+        "moves_last_hour": len(recent), "draining": sorted(draining),
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -88,8 +119,9 @@ async def _status_command(args: argparse.Namespace) -> int:
     print(f"{'MEMBER':<20} {'CONSOLES':>8} {'LEASE LEFT':>10}  CONFIG  ADVERTISE")
     for name, info in member_rows.items():
         same = "same" if info["same_config"] else "DIFFERS"
+        drained = " (draining)" if info["draining"] else ""
         print(f"{name:<20} {info['consoles']:>8} {info['lease_left']:>9}s  {same:<7} "
-              f"{info['advertise'] or '-'}")
+              f"{info['advertise'] or '-'}{drained}")
     print(f"consoles: {len(config.consoles)} configured, {len(owners)} owned, "
           f"{len(unowned)} unowned{': ' + ', '.join(unowned[:10]) if unowned else ''}"
           f"{' ...' if len(unowned) > 10 else ''}")

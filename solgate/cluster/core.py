@@ -44,6 +44,7 @@ from solgate.errors import LocalProtocolError
 
 FENCE_FRACTION = 2 / 3
 MAX_HANDOVERS = 1  # planned handovers in flight at once (a joining member gets its share)
+DRAIN_HANDOVERS = 8  # ... while an operator drains this member (`solgate cluster drain`)
 RETRY_DELAY = 0.5  # seconds before a failed grant/renewal/poll is tried again
 
 
@@ -192,6 +193,7 @@ class ClusterCore:
     members: dict[str, Member] = field(default_factory=dict)
     owners: dict[str, Owner] = field(default_factory=dict)
     running: dict[str, int] = field(default_factory=dict)  # console -> epoch
+    draining: frozenset[str] = frozenset()  # members an operator is draining
 
     def __post_init__(self) -> None:
         if not 0 < self.renew_interval < self.lease_ttl * FENCE_FRACTION:
@@ -315,12 +317,13 @@ class ClusterCore:
         self._poll_at = now + RETRY_DELAY
 
     def polled(self, members: Mapping[str, Member], owners: Mapping[str, Owner],
-               now: float) -> None:
-        """A consistent read of the member and owner keys (one revision)."""
+               now: float, draining: Iterable[str] = ()) -> None:
+        """A consistent read of the member, owner and drain keys (one revision)."""
         self._polling = False
         self._poll_at = now + self.poll_interval
         self.members = dict(members)
         self.owners = dict(owners)
+        self.draining = frozenset(draining)
         if self.lease is not None and self.name not in self.members and not self.fenced:
             self._actions.append(PutMember(self.lease))  # our member key went missing
         if not self._stopping:
@@ -375,6 +378,10 @@ class ClusterCore:
         live = list(self.members.values())
         if not self.fenced and self.name not in self.members and self.lease is not None:
             live.append(Member(self.name, self.lease, self.weight))
+        # Drained members get nothing, unless every member is drained (then the drain is
+        # ignored: running consoles somewhere beats running them nowhere).
+        live = [m for m in live if m.name not in self.draining] or live
+        handovers = DRAIN_HANDOVERS if self.name in self.draining else self.max_handovers
         for console in self.consoles:
             owner = self.owners.get(console)
             best = place(console, live)
@@ -394,7 +401,7 @@ class ClusterCore:
                     self.running[console] = owner.epoch
                     self._actions.append(StartConsole(console, owner.epoch))
                 elif best is not None and best != self.name \
-                        and len(self._handing_over) < self.max_handovers:
+                        and len(self._handing_over) < handovers:
                     self._handing_over.add(console)
                     del self.running[console]
                     self._actions.append(Handover(console, owner.epoch, best))

@@ -308,13 +308,19 @@ class ClusterMember:
                         kvs, rev = await self.client.range(self._key("members"), prefix=True)
                         owned, _ = await self.client.range(self._key("owners"), prefix=True,
                                                            revision=rev)
+                        drains, _ = await self.client.range(self._key("drain"), prefix=True,
+                                                            revision=rev)
                     kvs += owned
                 except (EtcdError, TimeoutError) as exc:
                     logger.info("cluster: poll failed: %s", exc)
                     self._done(lambda: self.core.poll_failed(now()))
                     return
                 members, owners = self._parse(kvs)
-                self._done(lambda: self.core.polled(members, owners, now()))
+                draining = {kv.key[len(self._key("drain")):] for kv in drains}
+                if self.name in draining and self.name not in self.core.draining:
+                    logger.warning("cluster: %s is being drained: handing its consoles over",
+                                   self.name)
+                self._done(lambda: self.core.polled(members, owners, now(), draining))
 
     def _parse(self, kvs: list[KeyValue]) -> tuple[dict[str, Member], dict[str, Owner]]:
         members: dict[str, Member] = {}
@@ -539,6 +545,7 @@ class ClusterMember:
             "name": self.name, "prefix": self.prefix, "etcd": list(self.cluster.etcd),
             "lease": f"{core.lease:x}" if core.lease else None,
             "lease_ttl": self.cluster.lease_ttl, "fenced": core.fenced,
+            "draining": sorted(core.draining),
             "fence_reason": core.fence_reason, "digest": self.digest,
             "last_renew_latency": self.last_renew_latency,
             "members": [{"name": m.name, "advertise": m.advertise, "version": m.version,
