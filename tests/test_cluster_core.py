@@ -217,3 +217,13 @@ def test_when_every_member_is_drained_the_drain_is_ignored() -> None:
     a = started(new_core("a", ["c1"]))
     a.polled(members("a"), {}, now=0.0, draining={"a"})
     assert drain(a) == [Acquire("c1", 7)]
+
+
+def test_a_starting_member_waits_to_see_the_others_before_acquiring() -> None:
+    core = ClusterCore("a", lease_ttl=15, renew_interval=5, poll_interval=1, settle=2,
+                       consoles=["c1"])
+    started(core)
+    core.polled(members("a"), {}, now=1.0)
+    assert not any(isinstance(x, Acquire) for x in drain(core))
+    core.polled(members("a"), {}, now=2.0)
+    assert Acquire("c1", 7) in drain(core)

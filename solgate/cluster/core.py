@@ -184,6 +184,10 @@ class ClusterCore:
     poll_interval: float = 1.0
     weight: float = 1.0
     max_handovers: int = MAX_HANDOVERS
+    # Seconds after the first lease before acquiring free consoles: members started
+    # together see each other first, instead of the first one taking everything and
+    # handing most of it over a moment later.
+    settle: float = 0.0
     consoles: list[str] = field(default_factory=list)
 
     lease: int | None = None
@@ -210,6 +214,7 @@ class ClusterCore:
         self._poll_at: float | None = None
         self._polling = False
         self._stopping = False
+        self._settle_until: float | None = None
         self.moves = 0  # consoles this member took from another member
 
     @property
@@ -273,6 +278,8 @@ class ClusterCore:
 
     def lease_granted(self, lease: int, sent_at: float, now: float) -> None:
         self._granting = False
+        if self._settle_until is None:
+            self._settle_until = now + self.settle
         self.lease = lease
         self.last_ok_sent = sent_at
         self._renew_at = sent_at + self.renew_interval
@@ -382,6 +389,7 @@ class ClusterCore:
         # ignored: running consoles somewhere beats running them nowhere).
         live = [m for m in live if m.name not in self.draining] or live
         handovers = DRAIN_HANDOVERS if self.name in self.draining else self.max_handovers
+        settled = self._settle_until is not None and now >= self._settle_until
         for console in self.consoles:
             owner = self.owners.get(console)
             best = place(console, live)
@@ -390,7 +398,7 @@ class ClusterCore:
                     del self.running[console]
                     self._actions.append(StopConsole(console, "its owner key was deleted"))
                 if best == self.name and not self.fenced and console not in self._acquiring \
-                        and self.lease is not None:
+                        and self.lease is not None and settled:
                     self._acquiring.add(console)
                     self._actions.append(Acquire(console, self.lease))
                 continue

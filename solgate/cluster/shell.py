@@ -114,6 +114,7 @@ class ClusterMember:
         self.core = ClusterCore(cluster.name, lease_ttl=cluster.lease_ttl,
                                 renew_interval=cluster.renew_interval,
                                 poll_interval=POLL_INTERVAL, weight=cluster.weight,
+                                settle=2 * POLL_INTERVAL,
                                 consoles=list(config.consoles))
         manager.steal_check = self.still_owner
         self._loop: asyncio.AbstractEventLoop | None = None
