@@ -8,6 +8,7 @@ lease expires, and a joining member takes about its share and nothing else moves
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,6 +36,7 @@ from tests.cluster_helpers import (
     stop,
     wait_until,
 )
+from tests.engine_helpers import ThreadedFleet, sim_factory
 
 pytestmark = pytest.mark.timeout(120)
 CONSOLES = 60
@@ -87,9 +90,27 @@ def test_etcd_unreachable_at_start_is_one_clear_line(tmp_path: Path) -> None:
 def test_three_members_share_the_fleet_and_a_killed_one_is_replaced(
         tmp_path: Path, etcd: Etcd) -> None:
     prefix = "/kill/"
-    with sim_fleet(tmp_path, CONSOLES) as sim:
-        expected = {name for name, _ in sim.consoles}
-        members = _start(tmp_path, ["a", "b", "c"], etcd.url, sim.consoles, prefix)
+    # The simulator in this process (its own thread and loop), so the test sees every
+    # forced deactivate a BMC performs and can make the hosts print.
+    with ThreadedFleet(CONSOLES, config_factory=sim_factory()) as sim:
+        fleet = sim.fleet
+        consoles = [(h.name, h.port) for h in fleet.bmcs]
+        expected = {name for name, _ in consoles}
+        steals: list[str] = []  # consoles whose SOL a BMC took from one session for another
+
+        def record_steals(handle: Any) -> None:
+            core = handle.core
+            original = core.steal_sol
+
+            def steal_sol(by_sidc: int, now: float) -> None:
+                if core.sol.owner not in (None, by_sidc):
+                    steals.append(handle.name)
+                original(by_sidc, now)
+
+            core.steal_sol = steal_sol
+
+        sim.call(lambda: [record_steals(h) for h in fleet.bmcs])
+        members = _start(tmp_path, ["a", "b", "c"], etcd.url, consoles, prefix)
         try:
             wait_until(lambda: _balanced(members, etcd, prefix, expected, 15, 25), 40,
                        "60 consoles active exactly once, 15-25 on each member")
@@ -112,6 +133,7 @@ def test_three_members_share_the_fleet_and_a_killed_one_is_replaced(
             report = json.loads(status.stdout)
             assert {n: m["consoles"] for n, m in report["members"].items()} == per_member
             assert report["unowned"] == []
+            assert steals == []  # placement and handovers never took SOL from a session
 
             victim = members[0]
             theirs = victim.active()
@@ -128,6 +150,27 @@ def test_three_members_share_the_fleet_and_a_killed_one_is_replaced(
             log = (tmp_path / owner / "data" / "logs" / f"{min(moved)}.log").read_bytes()
             assert b"taken over from a after its lease expired" in log
             print(f"takeover of {len(theirs)} consoles after kill -9: {took:.1f}s")
+            # The BMCs saw only the dead member's stale sessions displaced, once each.
+            assert set(steals) <= theirs
+            assert max(Counter(steals).values()) == 1
+
+            # Host output after the takeover is in the merged logs (all members) once.
+            def say(handle: Any) -> None:
+                assert handle.host is not None
+                handle.host.write(f"echo AFTER {handle.name}\r".encode(),
+                                  asyncio.get_running_loop().time())
+                fleet.poke(handle)
+
+            sim.call(lambda: [say(h) for h in fleet.bmcs if h.name in theirs])
+
+            def merged(console: str) -> bytes:
+                return b"".join((tmp_path / m / "data" / "logs" / f"{console}.log").read_bytes()
+                                for m in "abc"
+                                if (tmp_path / m / "data" / "logs" / f"{console}.log").exists())
+
+            wait_until(lambda: all(f"\nAFTER {c}".encode() in merged(c) for c in theirs), 10,
+                       "the hosts' output in the new owners' logs")
+            assert all(merged(c).count(f"\nAFTER {c}".encode()) == 1 for c in theirs)
 
             # Draining b (maintenance) moves all its consoles to c; undrain gives them back.
             config = str(tmp_path / "b" / "solgate.toml")
