@@ -27,8 +27,10 @@ SCRIPTS = {
     "fanout": ["--viewers", "3", "--bytes", "5K"],
     "flood_many": ["--consoles", "3", "--bytes", "5K"],
     "faults": ["--losses", "0.05", "--bytes", "3K"],
+    "cluster_failover": ["--consoles", "5", "--lease-ttl", "3s"],
 }
 NEEDS_IPMITOOL = {"throughput", "echo_latency", "faults"}
+HAVE_ETCD = shutil.which("etcd") is not None
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +41,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str, 
     procs = {}
     for name, args in SCRIPTS.items():
         if name in NEEDS_IPMITOOL and not HAVE_IPMITOOL:
+            continue
+        if name == "cluster_failover" and not HAVE_ETCD:
             continue
         procs[name] = subprocess.Popen(
             [sys.executable, str(ROOT / "bench" / f"{name}.py"), *args],
@@ -102,3 +106,11 @@ def test_faults_flood_survives_loss(runs):
     ours = [r for r in data["results"] if r["client"] == "solgate"]
     assert ours
     assert all(r["viewer_ok"] and r["log_ok"] for r in ours)
+
+
+def test_cluster_failover_moves_every_console_to_the_standby(runs):
+    if "cluster_failover" not in runs:
+        pytest.skip("etcd is not installed")
+    data = _get(runs, "cluster_failover")
+    assert data["consoles"] == 5
+    assert data["all_active_after_kill_s"] is not None
