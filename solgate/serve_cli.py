@@ -221,6 +221,8 @@ async def run_server(
             host = f"[{server.host}]" if ":" in server.host else server.host
             port = runner.addresses[0][1] if runner.addresses else server.port  # port 0: bound
             url = f"{scheme}://{host}:{port}/"
+            if member is not None and not member.advertise:
+                member.set_advertise(_advertised(url, server.host))
         if config.ssh_raw.get("listen"):
             from solgate.ssh import start_ssh_gateway
 
@@ -245,6 +247,16 @@ async def run_server(
         with contextlib.suppress(OSError):
             pid_path.unlink()
     return 0
+
+
+def _advertised(url: str, host: str) -> str:
+    """The URL other machines reach a wildcard listen address by: the host's own name."""
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - naming, not binding
+        import socket
+
+        return url.replace(f"//{host}:", f"//{socket.getfqdn()}:", 1).replace(
+            "//[::]:", f"//{socket.getfqdn()}:", 1)
+    return url
 
 
 async def _reload(manager: ConsoleManager, reload_config: Callable[[], Config] | None,

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -64,6 +65,20 @@ def _balanced(members: list[MemberProc], etcd: Etcd, prefix: str, expected: set[
         return False
     counts = Counter(etcd.owners(prefix).values())
     return all(lo <= counts[m.name] <= hi for m in members)
+
+
+class _Refuse(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _no_redirect(url: str) -> tuple[int, str | None]:
+    """Status and Location of a GET, without following a redirect."""
+    try:
+        with urllib.request.build_opener(_Refuse).open(url, timeout=5) as r:
+            return r.status, None
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Location")
 
 
 def _start(tmp: Path, names: list[str], url: str, consoles: list[tuple[str, int]],
@@ -134,6 +149,13 @@ def test_three_members_share_the_fleet_and_a_killed_one_is_replaced(
             assert {n: m["consoles"] for n, m in report["members"].items()} == per_member
             assert report["unowned"] == []
             assert steals == []  # placement and handovers never took SOL from a session
+
+            # Any member answers for any console: b redirects to the owner's web server.
+            elsewhere = next(x for x, o in etcd.owners(prefix).items() if o == "c")
+            for path in (f"consoles/{elsewhere}", f"api/consoles/{elsewhere}?x=1"):
+                status_code, location = _no_redirect(members[1].url + path)
+                assert (status_code, location) == (307, members[2].url + path)
+            assert _no_redirect(members[1].url + "consoles/nonesuch")[0] == 404
 
             victim = members[0]
             theirs = victim.active()

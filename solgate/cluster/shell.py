@@ -496,6 +496,21 @@ class ClusterMember:
                                        op_delete(key)])
         self._done(lambda: self.core.handed_over(console, self._now()))
 
+    def owner_url(self, console: str) -> str | None:
+        """The advertise URL of the member that runs `console`, when it is not this one."""
+        owner = self.core.owners.get(console)
+        if owner is None or owner.member == self.name:
+            return None
+        member = self.core.members.get(owner.member)
+        return member.advertise or None if member is not None else None
+
+    def set_advertise(self, url: str) -> None:
+        """No `advertise` configured: publish the URL the web server actually listens on."""
+        self.advertise = url
+        lease = self.core.lease
+        if lease is not None:
+            self._start(self._etcd_action(PutMember(lease)), "cluster:PutMember")
+
     async def still_owner(self, console: str) -> bool:
         """Asked by a worker before it deactivates another session: is the console still
         ours in etcd, with the epoch we started it under, and are we not fenced?"""

@@ -1,14 +1,22 @@
-"""`/api/cluster` and the cluster's `/metrics` series, added to the web app of a member.
+"""`/api/cluster`, the cluster's `/metrics` series, and redirects to a console's owner.
 
 Kept here rather than in `solgate/web/` so a server without `[cluster]` has neither route
 nor series. The collector joins the app's own registry (`registry_for`), so one scrape of
 `/metrics` returns the console series and these together.
+
+A member runs only the consoles it owns. A request for a console it does not run
+(`/consoles/NAME`, its log page, `/api/consoles/NAME/...`) that another member owns is
+answered with a 307 redirect to the owner's `advertise` URL, for users allowed to see the
+console; the browser then talks to the owner (and logs in there if it has no session
+yet). WebSockets cannot follow redirects, but a console page served by the owner opens its
+WebSocket on the owner.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 from aiohttp import web
 from prometheus_client.core import (
@@ -19,8 +27,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from solgate.web.keys import manager_key
 from solgate.web.metrics import registry_for
-from solgate.web.middleware import require_identity
+from solgate.web.middleware import identity, require_identity
+from solgate.web.model import ConsoleView
 
 if TYPE_CHECKING:
     from solgate.cluster.shell import ClusterMember
@@ -72,8 +82,36 @@ class ClusterCollector(Collector):
                                     buckets=buckets, sum_value=m.renew_latency_sum)
 
 
+@dataclass(frozen=True, slots=True)
+class _Configured:
+    """What the access rules look at (name and tags) for a console that runs elsewhere."""
+
+    name: str
+    tags: tuple[str, ...]
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def redirect_to_owner(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Send a request for a console another member runs to that member."""
+    name = request.match_info.get("name")
+    if name is None or request.app[manager_key].get(name) is not None:
+        return await handler(request)
+    member = request.app[cluster_key]
+    console = member.manager.config.consoles.get(name)
+    url = member.owner_url(name)
+    ident = identity(request)
+    if console is None or url is None or ident is None or not ident.user.can_view(
+            cast(ConsoleView, _Configured(console.name, console.tags))):
+        return await handler(request)
+    raise web.HTTPTemporaryRedirect(url.rstrip("/") + request.path_qs)
+
+
 def setup_cluster_routes(app: web.Application, member: ClusterMember) -> None:
     app[cluster_key] = member
+    app.middlewares.append(redirect_to_owner)
     app.router.add_get("/api/cluster", cluster_status)
     registry, _ = registry_for(app)
     registry.register(ClusterCollector(member))
