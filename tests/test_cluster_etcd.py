@@ -81,6 +81,34 @@ def _no_redirect(url: str) -> tuple[int, str | None]:
         return exc.code, exc.headers.get("Location")
 
 
+def _browser_types_through(via: MemberProc, owner: MemberProc, console: str) -> None:
+    """A browser opens `console` on `via`, lands on its owner, sees output and types."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = os.environ.get("SOLGATE_CHROMIUM", "/usr/bin/chromium")
+    if not Path(chromium).exists():
+        return  # the rest of the test still counts; test_web_browser.py skips likewise
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True,
+                                    args=["--headless", "--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(10_000)
+            page.goto(f"{via.url}consoles/{console}")
+            assert page.url == f"{owner.url}consoles/{console}"
+            sync_api.expect(page.locator("#conn")).to_have_text("live")
+            page.locator(".xterm").click()
+            page.keyboard.type("echo typed-through-the-cluster")
+            page.keyboard.press("Enter")
+            # The host's echo of the typed line, then its answer on a line of its own.
+            sync_api.expect(page.locator(".xterm-rows")).to_contain_text(
+                "echo typed-through-the-cluster")
+            path = owner.workdir / "data" / "logs" / f"{console}.log"
+            wait_until(lambda: b"\ntyped-through-the-cluster" in path.read_bytes(), 10,
+                       "the host's answer in the owner's log")
+        finally:
+            browser.close()
+
+
 def _start(tmp: Path, names: list[str], url: str, consoles: list[tuple[str, int]],
            prefix: str) -> list[MemberProc]:
     procs = [(n, start_member(tmp, n, url, consoles, prefix=prefix)) for n in names]
@@ -156,6 +184,7 @@ def test_three_members_share_the_fleet_and_a_killed_one_is_replaced(
                 status_code, location = _no_redirect(members[1].url + path)
                 assert (status_code, location) == (307, members[2].url + path)
             assert _no_redirect(members[1].url + "consoles/nonesuch")[0] == 404
+            _browser_types_through(members[1], members[2], elsewhere)
 
             victim = members[0]
             theirs = victim.active()
