@@ -25,10 +25,12 @@ from solgate.errors import LocalProtocolError
 CONSOLES = [f"node{i:03d}" for i in range(300)]
 
 
-def drain(core: ClusterCore) -> list[Action]:
+def drain(core: ClusterCore, *, member_puts: bool = False) -> list[Action]:
+    """The queued actions; member key rewrites (load updates) only when asked for."""
     out = []
     while (a := core.next_action()) is not None:
-        out.append(a)
+        if member_puts or not isinstance(a, PutMember):
+            out.append(a)
     return out
 
 
@@ -40,7 +42,7 @@ def started(core: ClusterCore, now: float = 0.0, lease: int = 7) -> ClusterCore:
     core.start(now)
     assert drain(core) == [GrantLease(15)]
     core.lease_granted(lease, sent_at=now, now=now)
-    assert drain(core) == [PutMember(lease), Poll()]
+    assert drain(core, member_puts=True) == [PutMember(lease), Poll()]
     return core
 
 
@@ -227,3 +229,26 @@ def test_a_starting_member_waits_to_see_the_others_before_acquiring() -> None:
     assert not any(isinstance(x, Acquire) for x in drain(core))
     core.polled(members("a"), {}, now=2.0)
     assert Acquire("c1", 7) in drain(core)
+
+
+def test_member_key_load_is_refreshed_at_most_every_ten_seconds() -> None:
+    core = started(new_core("a", ["c1"]))
+    owners = {"c1": Owner("c1", "a", 7, 5)}
+    core.polled(members("a", lease=7), owners, now=1.0)  # load 0 published, 1 running
+    assert drain(core, member_puts=True) == [StartConsole("c1", 5), PutMember(7)]
+    core.polled(members("a", lease=7), owners, now=2.0)
+    assert drain(core, member_puts=True) == []
+    core.polled(members("a", lease=7), owners, now=11.0)
+    assert drain(core, member_puts=True) == [PutMember(7)]
+
+
+def test_a_poll_racing_the_acquire_answer_starts_the_console_once() -> None:
+    core = started(new_core("a"))
+    core.polled(members("a"), {}, now=0.1)
+    assert drain(core) == [Acquire("c1", 7)]
+    core.polled(members("a"), {"c1": Owner("c1", "a", 7, 60)}, now=0.2)  # ours already
+    assert drain(core) == []
+    core.acquired("c1", True, Owner("c1", "a", 7, 60), now=0.3)
+    assert drain(core) == [StartConsole("c1", 60, None, None)]
+    core.polled(members("a"), {"c1": Owner("c1", "a", 7, 60)}, now=1.2)
+    assert drain(core) == []

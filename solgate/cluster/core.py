@@ -46,6 +46,7 @@ FENCE_FRACTION = 2 / 3
 MAX_HANDOVERS = 1  # planned handovers in flight at once (a joining member gets its share)
 DRAIN_HANDOVERS = 8  # ... while an operator drains this member (`solgate cluster drain`)
 RETRY_DELAY = 0.5  # seconds before a failed grant/renewal/poll is tried again
+LOAD_REFRESH = 10.0  # seconds between rewrites of the member key when its load changed
 
 
 # --------------------------------------------------------------------------- what etcd holds
@@ -215,6 +216,7 @@ class ClusterCore:
         self._polling = False
         self._stopping = False
         self._settle_until: float | None = None
+        self._member_put_at = -LOAD_REFRESH
         self.moves = 0  # consoles this member took from another member
 
     @property
@@ -331,18 +333,22 @@ class ClusterCore:
         self.members = dict(members)
         self.owners = dict(owners)
         self.draining = frozenset(draining)
-        if self.lease is not None and self.name not in self.members and not self.fenced:
-            self._actions.append(PutMember(self.lease))  # our member key went missing
         if not self._stopping:
             self._place(now)
+        me = self.members.get(self.name)
+        if self.lease is not None and not self.fenced and (
+                me is None or (me.load != len(self.running)
+                               and now - self._member_put_at >= LOAD_REFRESH)):
+            self._member_put_at = now  # our key went missing, or its load is stale
+            self._actions.append(PutMember(self.lease))
 
     def acquired(self, console: str, won: bool, owner: Owner | None, now: float) -> None:
         """The create-if-absent txn's answer: `owner` is the key as it is now."""
         self._acquiring.discard(console)
         if owner is not None:
             self.owners[console] = owner
-        if not won or owner is None:
-            return
+        if not won or owner is None or self.running.get(console) == owner.epoch:
+            return  # lost, or a poll already showed it ours and started it
         if self.fenced or self._stopping or owner.lease != self.lease:
             return  # the lease is not trusted: leave it, it expires or resumes on renewal
         seen = self._seen.pop(console, None)
@@ -403,7 +409,7 @@ class ClusterCore:
                     self._actions.append(Acquire(console, self.lease))
                 continue
             if owner.member == self.name and owner.lease == self.lease:
-                if console in self._handing_over or self.fenced:
+                if console in self._handing_over or console in self._acquiring or self.fenced:
                     continue
                 if console not in self.running:
                     self.running[console] = owner.epoch
