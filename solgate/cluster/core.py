@@ -229,9 +229,13 @@ class ClusterCore:
         return self._actions.popleft() if self._actions else None
 
     def next_deadline(self) -> float | None:
-        times = [t for t in (self._grant_at if not self._granting else None,
-                             self._renew_at if self._renew_sent is None else None,
-                             self._poll_at if not self._polling else None) if t is not None]
+        """When `handle_timeout` has something to do (the same conditions, so a deadline
+        always moves once it is handled)."""
+        leased = self.lease is not None
+        times = [t for t in (self._grant_at if not self._granting and not leased else None,
+                             self._renew_at if self._renew_sent is None and leased else None,
+                             self._poll_at if not self._polling and leased else None)
+                 if t is not None]
         if not self.fenced and self.last_ok_sent is not None:
             times.append(self.last_ok_sent + self.fence_after)
         return min(times) if times else None
@@ -260,7 +264,7 @@ class ClusterCore:
         if self._stopping:
             return
         if (not self.fenced and self.last_ok_sent is not None
-                and now - self.last_ok_sent >= self.fence_after):
+                and now >= self.last_ok_sent + self.fence_after):  # next_deadline's sum
             self._fence(f"no lease renewal confirmed for {now - self.last_ok_sent:.1f}s "
                         f"(fencing after {self.fence_after:.1f}s, lease TTL "
                         f"{self.lease_ttl:g}s)")
@@ -384,7 +388,7 @@ class ClusterCore:
     def _lease_lost(self, now: float) -> None:
         self._fence("etcd no longer knows this member's lease (expired)")
         self.lease = None
-        self._renew_at = None
+        self._renew_at = self._poll_at = None
         self._grant_at = now
 
     def _place(self, now: float) -> None:
