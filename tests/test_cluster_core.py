@@ -252,3 +252,15 @@ def test_a_poll_racing_the_acquire_answer_starts_the_console_once() -> None:
     assert drain(core) == [StartConsole("c1", 60, None, None)]
     core.polled(members("a"), {"c1": Owner("c1", "a", 7, 60)}, now=1.2)
     assert drain(core) == []
+
+
+def test_abandon_fences_for_good() -> None:
+    core = started(new_core("a"))
+    core.polled(members("a"), {"c1": Owner("c1", "a", 7, 5)}, now=0.0)
+    drain(core)
+    core.abandon("the loop failed")
+    assert drain(core) == [Fence("the loop failed")]
+    assert core.running == {}
+    core.handle_timeout(100.0)
+    assert drain(core) == []
+    assert core.next_deadline() is None

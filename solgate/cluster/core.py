@@ -251,6 +251,13 @@ class ClusterCore:
         self._stopping = True
         self._grant_at = self._renew_at = self._poll_at = None
 
+    def abandon(self, reason: str) -> None:
+        """The shell cannot keep the lease loop running: fence for good (fail safe)."""
+        if not self.fenced:
+            self._fence(reason)
+        self.fence_reason = reason
+        self.stop()
+
     def set_consoles(self, names: Iterable[str], now: float) -> None:
         """The configured consoles (after a reload): removed ones stop, new ones get placed."""
         self.consoles = list(names)

@@ -27,6 +27,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from solgate import __version__
@@ -155,6 +156,20 @@ class ClusterMember:
         logger.warning("cluster member %s joined through etcd %s (lease %x, TTL %ds)",
                        self.name, self.lease_client.endpoint, lease.id, lease.ttl)
         self._task = loop.create_task(self._run(), name="cluster")
+        self._task.add_done_callback(self._loop_ended)
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        """The loop that renews the lease and fences must not die quietly: if it fails,
+        stop every SOL session now (fail safe: a member that cannot fence must not run)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        logger.critical("cluster: the membership loop failed (%r); stopping every SOL "
+                        "session. Restart solgate serve", exc)
+        self.core.abandon(f"membership loop failed: {exc!r}")
+        self._dispatch()
+        self._start(self.fence_all(self.core.fence_reason), "cluster:fence")  # even if
+        # the core had fenced already: stop whatever runs
 
     @property
     def core_ttl(self) -> int:
@@ -194,6 +209,12 @@ class ClusterMember:
         self._config = config
         if config.cluster is not None:
             self.digest = digest(config.cluster, config.consoles)
+            if replace(config.cluster, etcd_password="") != replace(self.cluster,
+                                                                    etcd_password=""):
+                logger.warning("cluster: [cluster] changed in the configuration; the new "
+                               "settings take effect when solgate serve restarts")
+            if self.core.lease is not None:  # publish the new digest
+                self._start(self._etcd_action(PutMember(self.core.lease)), "cluster:PutMember")
         removed = {c: e for c, e in self.core.running.items() if c not in config.consoles}
         self.core.set_consoles(list(config.consoles), self._now())
         self._dispatch()
