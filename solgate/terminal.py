@@ -45,7 +45,7 @@ import sys
 import termios
 import tty
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -426,8 +426,9 @@ class ConsoleClient:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 2.0)
 
-    async def _attach_once(self, retrying: bool) -> int:
-        """One WebSocket connection; returns an exit status or raises `_Lost`."""
+    async def _attach_once(self, retrying: bool, redirects: int = 3) -> int:
+        """One WebSocket connection; returns an exit status or raises `_Lost`. A cluster
+        member that does not run the console redirects to the one that does."""
         assert self._http is not None
         size = self.terminal.size() or (80, 25)
         url = f"{self.options.ws_url}?cols={size[0]}&rows={size[1]}"
@@ -436,6 +437,11 @@ class ConsoleClient:
         try:
             ws = await self._http.ws_connect(url, heartbeat=30.0, max_msg_size=0)
         except aiohttp.WSServerHandshakeError as exc:
+            moved = self._moved(exc)
+            if moved is not None and redirects > 0:
+                self.note(f"{self.options.name} is served by {moved}")
+                self.options = replace(self.options, server=moved)
+                return await self._attach_once(retrying, redirects - 1)
             raise self._refused(exc.status) from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             if retrying:
@@ -458,6 +464,15 @@ class ConsoleClient:
             if not ws.closed:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(ws.close(), 2.0)
+
+    def _moved(self, exc: aiohttp.WSServerHandshakeError) -> str | None:
+        """The owner's base URL when a cluster member redirected the WebSocket (307)."""
+        location = exc.headers.get("Location", "") if exc.headers else ""
+        suffix = self.options.ws_url[len(self.options.server.rstrip("/")):]
+        if exc.status not in (307, 308) or suffix not in location:
+            return None
+        base = location[:location.index(suffix)]
+        return base if base.startswith(("http://", "https://")) else None
 
     def _refused(self, status: int) -> SolgateError | _Lost:
         if status == 401:

@@ -11,8 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pty
+import select
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -109,6 +112,45 @@ def _browser_types_through(via: MemberProc, owner: MemberProc, console: str) -> 
             browser.close()
 
 
+CTTY_WRAPPER = (  # the child makes the pty its controlling terminal, then becomes solgate
+    "import fcntl, os, sys, termios\n"
+    "fcntl.ioctl(0, termios.TIOCSCTTY, 0)\n"
+    "os.execv(sys.executable, [sys.executable, '-m', 'solgate.cli', *sys.argv[1:]])\n"
+)
+
+
+def _terminal_types_through(via: MemberProc, owner: MemberProc, console: str) -> None:
+    """`solgate console --server <via>` follows the redirect to the owner and types."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", CTTY_WRAPPER, "console", "--server",
+                             via.url, console], stdin=slave, stdout=slave, stderr=slave,
+                            env=env(), start_new_session=True)
+    os.close(slave)
+    seen = bytearray()
+
+    def read_until(marker: bytes) -> None:
+        def got() -> bool:
+            while select.select([master], [], [], 0.05)[0]:
+                try:
+                    seen.extend(os.read(master, 65536))
+                except OSError:
+                    break
+            return marker in seen
+        wait_until(got, 10, f"{marker!r} from solgate console (saw {bytes(seen[-300:])!r})")
+
+    try:
+        read_until(f"[solgate: {console} as local, read-write;".encode())
+        os.write(master, b"echo via-the-terminal\r")
+        path = owner.workdir / "data" / "logs" / f"{console}.log"
+        wait_until(lambda: b"\nvia-the-terminal" in path.read_bytes(), 10,
+                   "the host's answer in the owner's log")
+        os.write(master, b"\r~.")
+        assert proc.wait(10) == 0
+    finally:
+        stop(proc)
+        os.close(master)
+
+
 def _start(tmp: Path, names: list[str], url: str, consoles: list[tuple[str, int]],
            prefix: str) -> list[MemberProc]:
     procs = [(n, start_member(tmp, n, url, consoles, prefix=prefix)) for n in names]
@@ -185,6 +227,7 @@ def test_three_members_share_the_fleet_and_a_killed_one_is_replaced(
                 assert (status_code, location) == (307, members[2].url + path)
             assert _no_redirect(members[1].url + "consoles/nonesuch")[0] == 404
             _browser_types_through(members[1], members[2], elsewhere)
+            _terminal_types_through(members[1], members[2], elsewhere)
 
             victim = members[0]
             theirs = victim.active()
