@@ -208,6 +208,8 @@ def test_three_members_share_the_fleet_and_a_killed_one_is_replaced(
             assert [m["name"] for m in view["members"]] == ["a", "b", "c"]
             assert view["fenced"] is False
             assert view["consoles"]["here"] == per_member["b"]
+            assert len(view["owners"]) == CONSOLES
+            assert {o["url"] for o in view["owners"].values()} == {m.url for m in members}
             with urllib.request.urlopen(members[1].url + "metrics", timeout=5) as r:  # noqa: S310
                 metrics = r.read().decode()
             assert "solgate_cluster_members 3.0" in metrics

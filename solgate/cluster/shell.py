@@ -593,4 +593,9 @@ class ClusterMember:
             "consoles": {"configured": len(core.consoles), "owned": len(core.owners),
                          "here": len(core.running)},
             "moves_taken_here": core.moves,
+            # Where every console runs, for tools that need the whole fleet.
+            "owners": {c: {"member": o.member, "epoch": o.epoch,
+                           "url": (core.members[o.member].advertise
+                                   if o.member in core.members else "")}
+                       for c, o in sorted(core.owners.items())},
         }
