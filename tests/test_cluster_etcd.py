@@ -204,11 +204,15 @@ def test_three_members_share_the_fleet_and_a_killed_one_is_replaced(
             assert all(15 <= n <= 25 for n in per_member.values()), per_member
 
             # What an operator looks at: /api/cluster, /metrics, `solgate cluster status`.
-            view = members[1].api("api/cluster")
+            def fresh_view() -> dict | None:  # b's view comes from its last poll (1 s)
+                view = members[1].api("api/cluster")
+                return view if len(view["owners"]) == CONSOLES else None
+
+            view = wait_until(fresh_view, 5, "b's view of the whole fleet")
+            assert isinstance(view, dict)
             assert [m["name"] for m in view["members"]] == ["a", "b", "c"]
             assert view["fenced"] is False
             assert view["consoles"]["here"] == per_member["b"]
-            assert len(view["owners"]) == CONSOLES
             assert {o["url"] for o in view["owners"].values()} == {m.url for m in members}
             with urllib.request.urlopen(members[1].url + "metrics", timeout=5) as r:  # noqa: S310
                 metrics = r.read().decode()
