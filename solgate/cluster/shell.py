@@ -111,6 +111,7 @@ class ClusterMember:
         self._kv_slots = asyncio.Semaphore(KV_CONCURRENCY)
         self._acquired_at: dict[str, float] = {}
         self._pending_moves: dict[str, dict[str, Any]] = {}
+        self._member_lock = asyncio.Lock()
         self._moves_writer: asyncio.Task[None] | None = None
         self.core = ClusterCore(cluster.name, lease_ttl=cluster.lease_ttl,
                                 renew_interval=cluster.renew_interval,
@@ -314,12 +315,13 @@ class ClusterMember:
                 self._observe_renewal(now() - sent)
                 self._done(lambda: self.core.renewed(ttl, now()))
             case PutMember(lease=lease):
-                info = {"advertise": self.advertise, "version": __version__,
-                        "digest": self.digest, "load": len(self.core.running),
-                        "weight": self.cluster.weight}
                 try:
-                    await self.client.put(self._key("members", self.name),
-                                          json.dumps(info).encode(), lease)
+                    async with self._member_lock:  # one at a time: the latest values win
+                        info = {"advertise": self.advertise, "version": __version__,
+                                "digest": self.digest, "load": len(self.core.running),
+                                "weight": self.cluster.weight}
+                        await self.client.put(self._key("members", self.name),
+                                              json.dumps(info).encode(), lease)
                 except (EtcdError, TimeoutError) as exc:
                     logger.warning("cluster: cannot write the member key: %s", exc)
                     await asyncio.sleep(0.5)
