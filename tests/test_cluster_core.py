@@ -264,3 +264,34 @@ def test_abandon_fences_for_good() -> None:
     core.handle_timeout(100.0)
     assert drain(core) == []
     assert core.next_deadline() is None
+
+
+def test_settled_members_read_owner_keys_rarely_and_at_once_when_members_change() -> None:
+    core = ClusterCore("a", lease_ttl=15, renew_interval=5, poll_interval=1, consoles=["c1"])
+    started(core)
+    ours = {"c1": Owner("c1", "a", 7, 5)}
+    core.polled(members("a", lease=7), ours, now=0.0)
+    assert drain(core) == [StartConsole("c1", 5)]
+    reads: list[tuple[float, bool]] = []
+
+    def run(until: float, who: dict[str, Member]) -> None:
+        now = 0.0
+        while (deadline := core.next_deadline()) is not None and deadline <= until:
+            now = max(now, deadline)
+            core.handle_timeout(now)
+            for action in drain(core):
+                if isinstance(action, RenewLease):
+                    core.renewed(15, now)
+                elif isinstance(action, Poll):
+                    reads.append((now, action.owners))
+                    core.polled(who, ours if action.owners else None, now)
+
+    run(25.0, members("a", lease=7))
+    full = [t for t, owners in reads if owners]
+    assert len(reads) >= 20
+    assert len(full) == 2  # the periodic full reads, 10 s apart
+    assert full[1] - full[0] == pytest.approx(10.0, abs=1.0)
+    reads.clear()
+    run(26.0, members("a", "b", lease=7))  # b joined: the owners are read at once
+    assert reads[0][1] is False
+    assert reads[1] == (reads[0][0], True)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from solgate.cluster.core import (
+    OWNERS_REFRESH,
     Acquire,
     ClusterCore,
     Fence,
@@ -75,6 +76,7 @@ class World:
                                      poll_interval=0.5, settle=1.0, consoles=list(CONSOLES))
                       for n in NAMES}
         self.timers: dict[str, float] = {}
+        self.owner_reads = 0
 
     def at(self, when: float, run: Callable[[], None]) -> None:
         heapq.heappush(self.queue, Event(when, next(self.seq), run))
@@ -154,9 +156,11 @@ class World:
                         etcd.members[name] = Member(name, lease)
                     return lambda: None
                 self.request(name, put, lambda: core.member_put_failed(self.now))
-            case Poll():
+            case Poll(owners=with_owners):
                 def read() -> Callable[[], None]:
-                    members, owners = dict(etcd.members), dict(etcd.owners)
+                    members = dict(etcd.members)
+                    owners = dict(etcd.owners) if with_owners else None
+                    self.owner_reads += with_owners
                     return lambda: core.polled(members, owners, self.now)
                 self.request(name, read, lambda: core.poll_failed(self.now))
             case Acquire(console=console, lease=lease):
@@ -205,3 +209,7 @@ def test_no_console_ever_runs_twice_and_all_run_once_after_healing(seed: int) ->
     assert running == CONSOLES
     per_member = [len(core.running) for core in world.cores.values()]
     assert min(per_member) >= 2, per_member  # everyone has a share again
+    # Settled, the members read every owner key only about every OWNERS_REFRESH seconds.
+    before = world.owner_reads
+    world.run(150.0, partitions=False)
+    assert world.owner_reads - before <= 3 * (60 / OWNERS_REFRESH + 2)

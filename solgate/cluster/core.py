@@ -47,6 +47,10 @@ MAX_HANDOVERS = 1  # planned handovers in flight at once (a joining member gets 
 DRAIN_HANDOVERS = 8  # ... while an operator drains this member (`solgate cluster drain`)
 RETRY_DELAY = 0.5  # seconds before a failed grant/renewal/poll is tried again
 LOAD_REFRESH = 10.0  # seconds between rewrites of the member key when its load changed
+# Seconds between reads of every owner key once placement has settled. While it has not
+# (a member joined or left, handovers under way, consoles free) they are read every poll;
+# a change in the member list, where a dead member shows first, triggers a read at once.
+OWNERS_REFRESH = 10.0
 
 
 # --------------------------------------------------------------------------- what etcd holds
@@ -95,7 +99,9 @@ class PutMember:
 
 @dataclass(frozen=True, slots=True)
 class Poll:
-    pass
+    """Read the member and drain keys, and the owner keys too when `owners`."""
+
+    owners: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +220,8 @@ class ClusterCore:
         self._renew_sent: float | None = None
         self._poll_at: float | None = None
         self._polling = False
+        self._owners_at: float | None = None  # when the owner keys were last read
+        self._settled = False  # every console with its placement's winner, nothing in flight
         self._stopping = False
         self._settle_until: float | None = None
         self._member_put_at = -LOAD_REFRESH
@@ -266,6 +274,7 @@ class ClusterCore:
             del self.running[console]
             self._actions.append(StopConsole(console, "removed from the configuration"))
         self._poll_at = now
+        self._settled = False
 
     def handle_timeout(self, now: float) -> None:
         if self._stopping:
@@ -287,7 +296,9 @@ class ClusterCore:
         if self.lease is not None and not self._polling and self._poll_at is not None \
                 and now >= self._poll_at:
             self._polling = True
-            self._actions.append(Poll())
+            owners = (not self._settled or self._owners_at is None
+                      or now - self._owners_at >= OWNERS_REFRESH)
+            self._actions.append(Poll(owners))
 
     def lease_granted(self, lease: int, sent_at: float, now: float) -> None:
         self._granting = False
@@ -321,6 +332,7 @@ class ClusterCore:
         if self.fenced and not self._stopping:
             self._unfence()
             self._poll_at = now  # resume the consoles still ours
+            self._settled = False
         self.handle_timeout(now)
 
     def renew_failed(self, now: float) -> None:
@@ -336,16 +348,26 @@ class ClusterCore:
         self._polling = False
         self._poll_at = now + RETRY_DELAY
 
-    def polled(self, members: Mapping[str, Member], owners: Mapping[str, Owner],
+    def polled(self, members: Mapping[str, Member], owners: Mapping[str, Owner] | None,
                now: float, draining: Iterable[str] = ()) -> None:
-        """A consistent read of the member, owner and drain keys (one revision)."""
+        """A consistent read of the member, owner and drain keys (one revision); `owners`
+        is None when the poll read only members and drains (`Poll(owners=False)`)."""
         self._polling = False
         self._poll_at = now + self.poll_interval
+        changed = ({n: m.lease for n, m in members.items()}
+                   != {n: m.lease for n, m in self.members.items()}
+                   or frozenset(draining) != self.draining)
         self.members = dict(members)
-        self.owners = dict(owners)
         self.draining = frozenset(draining)
-        if not self._stopping:
-            self._place(now)
+        if owners is None:
+            if changed:  # someone joined, left or died, or a drain changed: look now
+                self._settled = False
+                self._poll_at = now
+        else:
+            self.owners = dict(owners)
+            self._owners_at = now
+            if not self._stopping:
+                self._place(now)
         me = self.members.get(self.name)
         if self.lease is not None and not self.fenced and (
                 me is None or (me.load != len(self.running)
@@ -377,6 +399,7 @@ class ClusterCore:
         self._handing_over.discard(console)
         self.owners.pop(console, None)
         self._poll_at = now
+        self._settled = False
 
     # --- internals ---------------------------------------------------------------------
 
@@ -407,9 +430,11 @@ class ClusterCore:
         live = [m for m in live if m.name not in self.draining] or live
         handovers = DRAIN_HANDOVERS if self.name in self.draining else self.max_handovers
         settled = self._settle_until is not None and now >= self._settle_until
+        in_place = True  # every console owned by its winner (then owners are read rarely)
         for console in self.consoles:
             owner = self.owners.get(console)
             best = place(console, live)
+            in_place = in_place and owner is not None and owner.member == best
             if owner is None:
                 if console in self.running and console not in self._handing_over:
                     del self.running[console]
@@ -436,3 +461,5 @@ class ClusterCore:
                 del self.running[console]
                 self._actions.append(StopConsole(console, f"now owned by {owner.member} "
                                                  f"(epoch {owner.epoch})"))
+        self._settled = (settled and in_place and not self.fenced and not self._acquiring
+                         and not self._handing_over)

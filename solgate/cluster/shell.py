@@ -326,15 +326,16 @@ class ClusterMember:
                     logger.warning("cluster: cannot write the member key: %s", exc)
                     await asyncio.sleep(0.5)
                     self._done(lambda: self.core.member_put_failed(now()))
-            case Poll():
+            case Poll(owners=with_owners):
                 try:  # members and owners as of one revision; moves are read on demand
                     async with self._kv_slots:
                         kvs, rev = await self.client.range(self._key("members"), prefix=True)
-                        owned, _ = await self.client.range(self._key("owners"), prefix=True,
-                                                           revision=rev)
                         drains, _ = await self.client.range(self._key("drain"), prefix=True,
                                                             revision=rev)
-                    kvs += owned
+                        if with_owners:
+                            owned, _ = await self.client.range(self._key("owners"),
+                                                               prefix=True, revision=rev)
+                            kvs += owned
                 except (EtcdError, TimeoutError) as exc:
                     logger.info("cluster: poll failed: %s", exc)
                     self._done(lambda: self.core.poll_failed(now()))
@@ -344,7 +345,8 @@ class ClusterMember:
                 if self.name in draining and self.name not in self.core.draining:
                     logger.warning("cluster: %s is being drained: handing its consoles over",
                                    self.name)
-                self._done(lambda: self.core.polled(members, owners, now(), draining))
+                seen = owners if with_owners else None
+                self._done(lambda: self.core.polled(members, seen, now(), draining))
 
     def _parse(self, kvs: list[KeyValue]) -> tuple[dict[str, Member], dict[str, Owner]]:
         members: dict[str, Member] = {}
