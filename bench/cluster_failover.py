@@ -68,10 +68,11 @@ def start_etcd(path: Path) -> tuple[subprocess.Popen, str]:
 
 class Member:
     def __init__(self, root: Path, name: str, consoles: list[tuple[str, int]], etcd: str,
-                 lease_ttl: str, weight: float) -> None:
+                 lease_ttl: str, weight: float, setup_concurrency: int = 64) -> None:
         self.dir = root / name
         self.dir.mkdir()
-        text = config_text(consoles, self.dir / "data", listen=None)
+        text = config_text(consoles, self.dir / "data", listen=None,
+                           setup_concurrency=setup_concurrency)
         text = text.replace("[defaults]", "[cluster]\n"
                             f'etcd = ["{etcd}"]\nname = "{name}"\n'
                             f'lease_ttl = "{lease_ttl}"\nweight = {weight!r}\n\n[defaults]', 1)
@@ -113,6 +114,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--consoles", type=int, default=5000)
     parser.add_argument("--lease-ttl", default="15s")
+    parser.add_argument("--setup-concurrency", type=int, default=64)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     with workdir(args.keep) as root:
@@ -122,7 +124,8 @@ def main() -> None:
         try:
             fleet.start()
             t0 = time.monotonic()
-            a = Member(root, "a", fleet.consoles, url, args.lease_ttl, 1.0)
+            a = Member(root, "a", fleet.consoles, url, args.lease_ttl, 1.0,
+                       args.setup_concurrency)
             members.append(a)
             started = a.wait(args.consoles, 600)
             cold_start = time.monotonic() - t0
@@ -131,7 +134,8 @@ def main() -> None:
             if started is None:
                 raise SystemExit(f"only {a.active()} of {args.consoles} came up on a")
             rss_a = sample(a.proc.pid).rss_kb
-            b = Member(root, "b", fleet.consoles, url, args.lease_ttl, 1e-9)
+            b = Member(root, "b", fleet.consoles, url, args.lease_ttl, 1e-9,
+                       args.setup_concurrency)
             members.append(b)
             time.sleep(3)  # b's lease, member key and first polls
             assert b.active() == 0, "the standby took consoles while a lives"
@@ -150,11 +154,13 @@ def main() -> None:
                           f"{rss_a / 1024:.0f}"]])
             write_result("cluster_failover", {
                 "consoles": args.consoles, "lease_ttl": args.lease_ttl,
+                "setup_concurrency": args.setup_concurrency,
                 "first_active_after_kill_s": first_s, "all_active_after_kill_s": total,
                 "member_a_rss_kb": rss_a, "member_a_cold_start_s": cold_start,
                 "load_average_1m_after": os.getloadavg()[0],
                 "command": f"python bench/cluster_failover.py --consoles {args.consoles} "
-                           f"--lease-ttl {args.lease_ttl}"})
+                           f"--lease-ttl {args.lease_ttl} "
+                           f"--setup-concurrency {args.setup_concurrency}"})
         finally:
             for m in members:
                 stop_process(m.proc)
