@@ -87,6 +87,14 @@ def check_config(args: argparse.Namespace) -> int:
         print(f"  web users: {listed}")
     if ssh is not None:
         print(f"  ssh gateway: {ssh.listen}, {len(keys)} public keys")
+    if config.cluster is not None:
+        from solgate.cluster.config import digest
+
+        c = config.cluster
+        print(f"  cluster: member {c.name}, etcd {', '.join(c.etcd)}, prefix {c.prefix}, "
+              f"lease {c.lease_ttl:g}s renewed every {c.renew_interval:g}s, weight "
+              f"{c.weight:g}, configuration digest {digest(c, config.consoles)} (the same "
+              "on every member)")
     return 0
 
 

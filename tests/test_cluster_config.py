@@ -68,3 +68,18 @@ def test_example_file_documents_every_cluster_key() -> None:
     assert "# [cluster]" in text
     for key in CLUSTER_KEYS:
         assert re.search(rf"^# {key} = ", text, re.MULTILINE), key
+
+
+# check-config loads the ssh layer: asyncssh touches cryptography's deprecated DSA names.
+@pytest.mark.filterwarnings("ignore:DSA is deprecated")
+def test_check_config_prints_the_member_and_its_digest(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    from solgate.cli import main
+
+    path = tmp_path / "solgate.toml"
+    path.write_text('[cluster]\netcd = ["http://127.0.0.1:2379"]\nname = "gw1"\n' + CONSOLE)
+    assert main(["check-config", "-c", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "cluster: member gw1, etcd http://127.0.0.1:2379, prefix /solgate/, lease 15s " \
+           "renewed every 5s, weight 1, configuration digest " in out
