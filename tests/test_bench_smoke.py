@@ -27,7 +27,7 @@ SCRIPTS = {
     "fanout": ["--viewers", "3", "--bytes", "5K"],
     "flood_many": ["--consoles", "3", "--bytes", "5K"],
     "faults": ["--losses", "0.05", "--bytes", "3K"],
-    "cluster_failover": ["--consoles", "5", "--lease-ttl", "3s"],
+    "cluster_failover": ["--consoles", "5", "--lease-ttl", "6s"],
 }
 NEEDS_IPMITOOL = {"throughput", "echo_latency", "faults"}
 HAVE_ETCD = shutil.which("etcd") is not None
