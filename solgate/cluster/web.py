@@ -15,8 +15,7 @@ WebSocket on the owner.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client.core import (
@@ -30,7 +29,6 @@ from prometheus_client.registry import Collector
 from solgate.web.keys import manager_key
 from solgate.web.metrics import registry_for
 from solgate.web.middleware import identity, require_identity
-from solgate.web.model import ConsoleView
 
 if TYPE_CHECKING:
     from solgate.cluster.shell import ClusterMember
@@ -82,14 +80,6 @@ class ClusterCollector(Collector):
                                     buckets=buckets, sum_value=m.renew_latency_sum)
 
 
-@dataclass(frozen=True, slots=True)
-class _Configured:
-    """What the access rules look at (name and tags) for a console that runs elsewhere."""
-
-    name: str
-    tags: tuple[str, ...]
-
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -104,7 +94,7 @@ async def redirect_to_owner(request: web.Request, handler: Handler) -> web.Strea
     url = member.owner_url(name)
     ident = identity(request)
     if console is None or url is None or ident is None or not ident.user.can_view(
-            cast(ConsoleView, _Configured(console.name, console.tags))):
+            console.name, console.tags):
         return await handler(request)
     raise web.HTTPTemporaryRedirect(url.rstrip("/") + request.path_qs)
 
