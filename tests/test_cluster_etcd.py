@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -274,6 +275,7 @@ def test_three_members_share_the_fleet_and_a_killed_one_is_replaced(
 
             # Draining b (maintenance) moves all its consoles to c; undrain gives them back.
             config = str(tmp_path / "b" / "solgate.toml")
+            on_b = {c for c, o in etcd.owners(prefix).items() if o == "b"}
             subprocess.run(solgate("cluster", "drain", "b", "-c", config), env=env(),
                            check=True, capture_output=True, timeout=30)
             wait_until(lambda: _settled(survivors[1:], etcd, prefix, expected), 30,
@@ -284,6 +286,15 @@ def test_three_members_share_the_fleet_and_a_killed_one_is_replaced(
                            check=True, capture_output=True, timeout=30)
             wait_until(lambda: _balanced(survivors, etcd, prefix, expected, 20, 40), 40,
                        "b to take its share again")
+
+            # `solgate cluster log` puts b's, c's and b's pieces of one console in order.
+            back = sorted(on_b & {c for c, o in etcd.owners(prefix).items() if o == "b"})[0]
+            merged = subprocess.run(solgate("cluster", "log", back, "-c", config), env=env(),
+                                    check=True, capture_output=True, timeout=30).stdout
+            owners = re.findall(rb"cluster: (\w) owns the console \(epoch (\d+)\)", merged)
+            assert [m for m, _ in owners][-3:] == [b"b", b"c", b"b"], owners
+            epochs = [int(e) for _, e in owners]
+            assert epochs == sorted(epochs)
         finally:
             for m in members:
                 stop(m.proc)

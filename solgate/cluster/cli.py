@@ -7,11 +7,14 @@ works when every member is down (it then says so) or fenced.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import time
 from collections import Counter
 from typing import Any
+from urllib.parse import quote
 
 from solgate.config import default_config_path, load_config
 from solgate.config_cli import add_config_argument
@@ -38,6 +41,19 @@ def register(subparsers: Any) -> None:
         add_config_argument(cmd)
         cmd.add_argument("member", metavar="NAME", help="the member's [cluster] name")
         cmd.set_defaults(handler=_drain_command, drain=name == "drain")
+    log = sub.add_parser(
+        "log", help="one console's log from every live member, in ownership order",
+        description="Fetches what each live member logged for the console (over its "
+                    "advertise URL, with the token of `solgate console`) and prints one "
+                    "history, ordered by the ownership epochs the members noted.")
+    add_config_argument(log)
+    log.add_argument("console", metavar="NAME")
+    log.add_argument("--lines", type=int, default=10_000, metavar="N",
+                     help="at most this many lines from each member (10000)")
+    log.add_argument("--token-file", metavar="FILE",
+                     help="bearer token file (default: $SOLGATE_TOKEN or "
+                          "~/.config/solgate/token)")
+    log.set_defaults(handler=_log_command)
     cluster.set_defaults(handler=lambda _args: cluster.print_help() or 2)
 
 
@@ -58,6 +74,50 @@ async def _drain_command(args: argparse.Namespace) -> int:
         else:
             await client.delete(key)
             print(f"solgate: {args.member} takes its share of consoles again")
+    return 0
+
+
+async def _log_command(args: argparse.Namespace) -> int:
+    import aiohttp
+
+    from solgate.cluster.merge import merge_logs
+    from solgate.cluster.shell import etcd_client
+    from solgate.terminal import read_token
+
+    config = load_config(default_config_path(args.config))
+    cluster = config.cluster
+    if cluster is None:
+        raise ConfigError(f"{config.source} has no [cluster] table")
+    async with etcd_client(cluster, timeout=3.0) as client:
+        kvs, _ = await client.range(f"{cluster.prefix}members/", prefix=True)
+    urls: dict[str, str] = {}
+    for kv in kvs:
+        with contextlib.suppress(ValueError):
+            urls[kv.key.rsplit("/", 1)[1]] = str(json.loads(kv.value).get("advertise", ""))
+    token = read_token(args.token_file, os.environ)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    logs: dict[str, bytes] = {}
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(timeout=timeout, headers=headers) as http:
+        for member, url in sorted(urls.items()):
+            if not url:
+                print(f"solgate: member {member} publishes no advertise URL; its part is "
+                      "missing", file=sys.stderr)
+                continue
+            where = f"{url.rstrip('/')}/api/cluster/logs/{quote(args.console, safe='')}"
+            try:
+                async with http.get(where, params={"lines": str(args.lines)},
+                                    allow_redirects=False) as resp:
+                    if resp.status != 200:
+                        print(f"solgate: member {member} answered HTTP {resp.status}; its "
+                              "part is missing", file=sys.stderr)
+                        continue
+                    logs[member] = await resp.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                print(f"solgate: member {member} at {url} unreachable ({exc}); its part is "
+                      "missing", file=sys.stderr)
+    sys.stdout.buffer.write(merge_logs(logs))
+    sys.stdout.flush()
     return 0
 
 

@@ -14,6 +14,7 @@ WebSocket on the owner.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from solgate.console.log import read_tail
 from solgate.web.keys import manager_key
 from solgate.web.metrics import registry_for
 from solgate.web.middleware import identity, require_identity
@@ -34,6 +36,27 @@ if TYPE_CHECKING:
     from solgate.cluster.shell import ClusterMember
 
 cluster_key: web.AppKey[ClusterMember] = web.AppKey("cluster")
+
+
+MAX_LOCAL_LOG_LINES = 100_000
+MAX_LOCAL_LOG_BYTES = 16 * 1024 * 1024
+
+
+async def local_log(request: web.Request) -> web.Response:
+    """What *this* member logged for a console, whoever runs it now (never redirected):
+    `solgate cluster log` fetches it from every member and merges by epoch."""
+    ident = require_identity(request)
+    member = request.app[cluster_key]
+    name = request.match_info["console"]
+    console = member.manager.config.consoles.get(name)
+    if console is None or not ident.user.can_view(console.name, console.tags):
+        raise web.HTTPNotFound(text=f"no console named {name!r}")
+    lines = int(request.query.get("lines", "10000"))
+    path = member.manager.data_dir / "logs" / f"{name}.log"
+    tail = await asyncio.to_thread(read_tail, path, max(1, min(lines, MAX_LOCAL_LOG_LINES)),
+                                   max_bytes=MAX_LOCAL_LOG_BYTES)
+    return web.Response(body=b"".join(tail), content_type="application/octet-stream",
+                        headers={"X-Solgate-Member": member.name})
 
 
 async def cluster_status(request: web.Request) -> web.Response:
@@ -103,5 +126,6 @@ def setup_cluster_routes(app: web.Application, member: ClusterMember) -> None:
     app[cluster_key] = member
     app.middlewares.append(redirect_to_owner)
     app.router.add_get("/api/cluster", cluster_status)
+    app.router.add_get("/api/cluster/logs/{console}", local_log)
     registry, _ = registry_for(app)
     registry.register(ClusterCollector(member))
