@@ -19,6 +19,7 @@ def load_fixture(relpath: str) -> dict:
 SLOW_MODULES = frozenset({
     "test_bench_smoke.py",
     "test_client_idle.py",
+    "test_cluster_etcd.py",
     "test_engine_delay.py",
     "test_engine_faults.py",
     "test_engine_flow.py",
