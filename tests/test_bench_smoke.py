@@ -28,9 +28,11 @@ SCRIPTS = {
     "flood_many": ["--consoles", "3", "--bytes", "5K"],
     "faults": ["--losses", "0.05", "--bytes", "3K"],
     "cluster_failover": ["--consoles", "5", "--lease-ttl", "6s"],
+    "vs_conman": ["--consoles", "3", "--small", "0", "--window", "1", "--flood", "5K"],
 }
 NEEDS_IPMITOOL = {"throughput", "echo_latency", "faults"}
 HAVE_ETCD = shutil.which("etcd") is not None
+HAVE_CONMAN = shutil.which("conmand") is not None or Path("/usr/sbin/conmand").exists()
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +45,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str, 
         if name in NEEDS_IPMITOOL and not HAVE_IPMITOOL:
             continue
         if name == "cluster_failover" and not HAVE_ETCD:
+            continue
+        if name == "vs_conman" and not HAVE_CONMAN:
             continue
         procs[name] = subprocess.Popen(
             [sys.executable, str(ROOT / "bench" / f"{name}.py"), *args],
@@ -114,3 +118,12 @@ def test_cluster_failover_moves_every_console_to_the_standby(runs):
     data = _get(runs, "cluster_failover")
     assert data["consoles"] == 5
     assert data["all_active_after_kill_s"] is not None
+
+
+def test_vs_conman_runs_both_servers_and_checks_the_flood(runs):
+    if "vs_conman" not in runs:
+        pytest.skip("conman is not installed")
+    data = _get(runs, "vs_conman")
+    summary = data["summary"]
+    assert set(summary) == {"conman@3", "solgate@3"}
+    assert all(s["all_connected"] and s["floods_exact"] for s in summary.values())
