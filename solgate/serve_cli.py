@@ -36,6 +36,7 @@ from solgate.config_cli import add_config_argument
 from solgate.config_values import is_loopback
 from solgate.console.manager import ConsoleManager
 from solgate.errors import ConfigError, SolgateError
+from solgate.ipmi.crypto import packet_path
 from solgate.users import parse_users
 from solgate.web.app import create_app, ssl_context
 from solgate.web.keys import auth_key
@@ -331,7 +332,8 @@ async def _serve(args: argparse.Namespace, loop_name: str) -> int:
         where = f"; web console on {url}" if url else ""
         where += f"; ssh gateway on {ssh}" if ssh else ""
         print(f"solgate: serving {len(config.consoles)} consoles from {path}{where} "
-              f"(event loop: {loop_name})", file=sys.stderr, flush=True)
+              f"(event loop: {loop_name}; packet path: {packet_path()})", file=sys.stderr,
+              flush=True)
 
     return await run_server(config, web_enabled=not args.no_web,
                             reload_config=reload_config, on_ready=ready)

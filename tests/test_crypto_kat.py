@@ -17,8 +17,16 @@ from solgate.ipmi.crypto import (
     session_integrity_key,
 )
 from tests.conftest import load_fixture
+from tests.test_speedups import PATHS, use_path
 
 H = bytes.fromhex
+
+
+@pytest.fixture(autouse=True, params=PATHS)
+def packet_path(request, monkeypatch):
+    """Every known answer holds for the pure-Python reference and the compiled twin."""
+    use_path(request.param, monkeypatch)
+    return request.param
 ADMIN, PASSWORD, ROLE = b"admin", b"password", 0x14
 
 CS3 = dict(

@@ -15,6 +15,12 @@ the simulated BMC computes RAKP2/RAKP4 and verifies RAKP3.
 The per-packet path (`PacketProtector.seal` / `open`) keeps a keyed HMAC object and copies
 it, so no key schedule is redone for each datagram. It raises `ProtocolError` for anything
 it cannot authenticate or decrypt; callers drop and count those.
+
+`unseal` and `seal` have an optional compiled twin, `solgate.ipmi._speedups` (C over
+OpenSSL's libcrypto, built by setup.py when a compiler and libssl-dev are there). This
+module stays the reference: both run the same known-answer tests, and a differential test
+requires the same bytes or the same error from both. `NATIVE` says which one runs;
+`SOLGATE_NATIVE=0` in the environment turns the compiled one off.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -114,6 +121,28 @@ CIPHER_SUITES: dict[int, CipherSuite] = {
         CipherSuite(17, _A.HMAC_SHA256, _I.HMAC_SHA256_128, _C.AES_CBC_128),
     )
 }
+
+def _load_native() -> Any:
+    """The compiled `_speedups` module, or None when it is not built."""
+    try:
+        from solgate.ipmi import _speedups  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _speedups
+
+
+_native = _load_native()
+# The default for every PacketProtector: compiled when built, unless SOLGATE_NATIVE=0.
+NATIVE: bool = _native is not None and os.environ.get("SOLGATE_NATIVE", "1").strip().lower() \
+    not in ("0", "no", "false", "off")
+
+
+def packet_path() -> str:
+    """Which per-packet implementation runs, for the ready line and /metrics."""
+    if _native is None or not NATIVE:
+        return "pure Python"
+    return f"native ({_native.OPENSSL_VERSION})"
+
 
 KEY_CONSTANT_1 = b"\x01" * 20
 KEY_CONSTANT_2 = b"\x02" * 20
@@ -220,11 +249,14 @@ class PacketProtector:
     # half the cost of `hmac.digest`, which sets up the key on every call.
     # With the default `os.urandom`, IVs come from a pool refilled 4 KiB at a time (one
     # getrandom call per 256 packets); any other `random` is called once per IV.
+    # `native=None` takes the compiled twin when it is there (`NATIVE`); True requires it,
+    # False runs this class's own code (the reference).
     __slots__ = ("suite", "_mac_len", "_aes_key", "_random", "_digest", "_inner", "_outer",
-                 "_ecb_enc", "_ecb_dec", "_iv_pool", "_iv_at")
+                 "_ecb_enc", "_ecb_dec", "_iv_pool", "_iv_at", "_native")
 
     def __init__(self, suite: CipherSuite, k1: bytes, k2: bytes,
-                 random: Callable[[int], bytes] = os.urandom) -> None:
+                 random: Callable[[int], bytes] = os.urandom,
+                 native: bool | None = None) -> None:
         self.suite = suite
         if suite.integrity in _INTEGRITY:
             name, self._mac_len = _INTEGRITY[suite.integrity]
@@ -246,6 +278,14 @@ class PacketProtector:
         self._random = random
         self._iv_pool = b""
         self._iv_at = 0
+        self._native: Any = None
+        if native is None:
+            native = NATIVE
+        if native:
+            if _native is None:
+                raise RuntimeError("the compiled per-packet path (solgate.ipmi._speedups) "
+                                   "is not built: pip install -e . with gcc and libssl-dev")
+            self._native = _native.Protector(self._digest, self._mac_len, k1, self._aes_key)
 
     @property
     def encrypts(self) -> bool:
@@ -304,7 +344,16 @@ class PacketProtector:
             raise ProtocolError("confidentiality pad bytes are wrong")
         return plain[: -1 - n]
 
+    @property
+    def native(self) -> bool:
+        """Whether `seal` and `unseal` run the compiled twin."""
+        return self._native is not None
+
     def seal(self, payload_type: int, session_id: int, seq: int, payload: bytes) -> bytes:
+        native = self._native
+        if native is not None:
+            return native.seal(payload_type, session_id, seq, payload,  # type: ignore[no-any-return]
+                               self._iv() if self._aes_key is not None else None)
         body = self.encrypt(payload) if self._aes_key is not None else payload
         ptype = payload_type
         if self._aes_key is not None:
@@ -329,6 +378,9 @@ class PacketProtector:
     def unseal(self, datagram: bytes) -> tuple[int, int, bytes]:
         """`open` without objects, for the per-packet path: (payload type, session
         sequence number, payload), or `ProtocolError`."""
+        native = self._native
+        if native is not None:
+            return native.unseal(datagram)  # type: ignore[no-any-return]
         ptype, _, seq, length = unpack_rmcpplus_header(datagram)
         end = RMCPPLUS_HEADER_LEN + length
         if self._digest is not None:
