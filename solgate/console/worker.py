@@ -28,7 +28,8 @@ drop what it has buffered. A foreign owner, a SOL "deactivating" status, a strea
 packet went unacknowledged for `session_timeout`, or a dead session ends the activation;
 the loop logs "SOL down" with the reason and reconnects after a backoff with jitter.
 Session setups across all workers are limited by a shared semaphore so thousands of
-consoles starting at once do not storm the network.
+consoles starting at once do not storm the network. Keepalive sleeps end on a one-second
+grid (`sleep_on_grid`), so a thousand consoles share a loop wake-up per second.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ AUTH_FAILURE_BACKOFF = 300.0  # seconds; repeated bad logins lock BMC accounts
 AUTH_FAILURE_BACKOFF_MAX = 1800.0
 INITIAL_BACKOFF = 1.0
 STEAL_SETTLE = 0.2  # seconds between a forced deactivate and the new activation
+KEEPALIVE_GRID = 1.0  # keepalive wake-ups land on multiples of this (loop clock), see below
 
 
 class ConsoleState(enum.StrEnum):
@@ -125,6 +127,19 @@ class LoginFailures:
 
     def reset(self) -> None:
         self.consecutive = 0
+
+
+async def sleep_on_grid(delay: float, grid: float = KEEPALIVE_GRID) -> None:
+    """Sleep at least `delay`, waking on the next multiple of `grid` of the loop's clock.
+
+    Every console's keepalive timer then fires with others in one loop wake-up a second
+    instead of one wake-up each, and the requests (and answers) go out and come back in
+    bursts the loop takes per wake-up. The jitter of the interval still spreads consoles
+    over the seconds; a keepalive is at most `grid` late.
+    """
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    await asyncio.sleep(math.ceil((now + delay) / grid) * grid - now)
 
 
 class _ActivationEnded(Exception):
@@ -438,7 +453,7 @@ class ConsoleWorker:
                 if asking is not None:
                     await asyncio.wait({asking}, timeout=wait)
                 elif wait is not None:
-                    await asyncio.sleep(wait)
+                    await sleep_on_grid(wait)
                 else:
                     return
                 now = loop.time()
