@@ -204,7 +204,10 @@ async def run_one(server: str, count: int, wd: Path, *, window: float, size: int
                 if do_idle:
                     out.update(idle(cm.pid, window))
                 if size:
-                    out["flood"] = await conman_flood(cm, fleet.consoles[0][0], size)
+                    name = fleet.consoles[0][0]
+                    out["flood"] = await conman_flood(cm, name, size)
+                    err = (cm.workdir / "conmand.err").read_text(errors="replace")
+                    out["flood"]["disconnects"] = err.count(f"Console [{name}] disconnected")
             finally:
                 cm.stop()
     finally:
