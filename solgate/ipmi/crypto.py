@@ -258,19 +258,33 @@ class PacketProtector:
                  random: Callable[[int], bytes] = os.urandom,
                  native: bool | None = None) -> None:
         self.suite = suite
+        if native is None:
+            native = NATIVE
+        if native and _native is None:
+            raise RuntimeError("the compiled per-packet path (solgate.ipmi._speedups) "
+                               "is not built: pip install -e . with gcc and libssl-dev")
+        # With the compiled twin, this class's own keyed contexts are not built (about
+        # 3 KB a session): `seal`/`unseal` go to the twin, and `encrypt`, `decrypt` and
+        # `_auth_code` are the reference path's internals.
+        self._inner: Any = None
+        self._outer: Any = None
+        self._ecb_enc: Any = None
+        self._ecb_dec: Any = None
         if suite.integrity in _INTEGRITY:
             name, self._mac_len = _INTEGRITY[suite.integrity]
             self._digest: str | None = name  # None: no integrity
-            self._inner, self._outer = _hmac_pads(name, k1)
+            if not native:
+                self._inner, self._outer = _hmac_pads(name, k1)
         elif suite.integrity == IntegrityAlgorithm.NONE:
             self._digest, self._mac_len = None, 0
         else:
             raise ValueError(f"integrity algorithm {suite.integrity!r} is not supported")
         if suite.confidentiality == ConfidentialityAlgorithm.AES_CBC_128:
             self._aes_key: bytes | None = k2[:16]
-            ecb = Cipher(algorithms.AES(k2[:16]), modes.ECB())  # noqa: S305 - CBC built below
-            self._ecb_enc = ecb.encryptor()
-            self._ecb_dec = ecb.decryptor()
+            if not native:
+                ecb = Cipher(algorithms.AES(k2[:16]), modes.ECB())  # noqa: S305 - CBC below
+                self._ecb_enc = ecb.encryptor()
+                self._ecb_dec = ecb.decryptor()
         elif suite.confidentiality == ConfidentialityAlgorithm.NONE:
             self._aes_key = None
         else:
@@ -279,12 +293,7 @@ class PacketProtector:
         self._iv_pool = b""
         self._iv_at = 0
         self._native: Any = None
-        if native is None:
-            native = NATIVE
         if native:
-            if _native is None:
-                raise RuntimeError("the compiled per-packet path (solgate.ipmi._speedups) "
-                                   "is not built: pip install -e . with gcc and libssl-dev")
             self._native = _native.Protector(self._digest, self._mac_len, k1, self._aes_key)
 
     @property
@@ -297,9 +306,9 @@ class PacketProtector:
 
     def _auth_code(self, covered: bytes) -> bytes:
         """HMAC-K1(covered), truncated (callers check `authenticates`)."""
-        inner = self._inner.copy()
+        inner: hashlib._Hash = self._inner.copy()
         inner.update(covered)
-        outer = self._outer.copy()
+        outer: hashlib._Hash = self._outer.copy()
         outer.update(inner.digest())
         return outer.digest()[: self._mac_len]
 
@@ -318,7 +327,8 @@ class PacketProtector:
         padded = plaintext + _CONF_TAILS[(15 - len(plaintext) % 16) % 16]
         iv = self._iv()
         if len(padded) == 16:  # an ACK, a keystroke: one block
-            block = self._ecb_enc.update((int.from_bytes(padded) ^ int.from_bytes(iv)).to_bytes(16))
+            block: bytes = self._ecb_enc.update(
+                (int.from_bytes(padded) ^ int.from_bytes(iv)).to_bytes(16))
             return iv + block
         out = [iv]
         prev = int.from_bytes(iv)
