@@ -8,11 +8,10 @@ All three read a console's log files as one stream, oldest first, across rotatio
 ask a `Timeline` (`console/logindex.py`) when each byte was written: exact to the write
 where the time index exists, to the nearest note where it does not (older logs).
 
-The screen at a moment is rebuilt with pyte (`console/screen.py`) by replaying the
-bytes written before that moment, starting `replay` bytes back (at a line start). The
-output says where that replay started, in bytes and in time, so an operator knows how
-much of the past the picture rests on. solgate's own notes (and `log_timestamps`
-stamps) are taken out of the replay: they were never on the host's screen.
+The screen at a moment and the recordings are `solgate.console.replay` (shared with
+the panic bundle): the output says where a replay started, in bytes and in time, so an
+operator knows how much of the past the picture rests on, and solgate's own notes are
+taken out of what is replayed.
 
 `grep` reads each log backwards from the newest byte and stops at `--since`, after
 `--limit` hits, or when its time budget is spent, whichever comes first, and says which.
@@ -23,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fnmatch
-import itertools
 import json
 import os
 import re
@@ -31,16 +29,25 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from solgate.config import Config
 from solgate.config_values import duration_seconds
 from solgate.console.log import format_time, iter_log_files, lines_backwards_at
 from solgate.console.logindex import Timeline
-from solgate.console.notes import BREAK_MARK
-from solgate.console.screen import Screen
+from solgate.console.replay import (
+    DEFAULT_COLS,
+    DEFAULT_REPLAY,
+    DEFAULT_ROWS,
+    ScreenAt,
+    asciicast,
+    elapsed_words,
+    host_bytes,
+    plain_text,
+    screen_at,
+)
 from solgate.errors import ConfigError
 from solgate.logtools import _add_data_dir, _data_dir, log_path
 
@@ -56,8 +63,6 @@ __all__ = [
     "screen_at",
 ]
 
-DEFAULT_REPLAY = 128 * 1024
-DEFAULT_COLS, DEFAULT_ROWS = 80, 25
 DEFAULT_GREP_LIMIT = 100
 DEFAULT_GREP_BUDGET = 10.0
 
@@ -98,29 +103,7 @@ def parse_time(text: str, *, now: float | None = None) -> float:
     return stamp.timestamp()
 
 
-def _ago(seconds: float) -> str:
-    return str(timedelta(seconds=round(max(0.0, seconds))))
-
-
 # --- replaying --------------------------------------------------------------------------
-
-_NOTE_LINE = re.compile(rb"(?:\[\d{4}-\d\d-\d\dT[\d:.]+Z\] )?\[-- solgate [^\r\n]*? --\]\r\n")
-_STAMP = re.compile(rb"(?:(?<=\n)|^)\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] ")
-
-
-def host_bytes(data: bytes) -> bytes:
-    """What the host printed: the log bytes without solgate's notes and line stamps.
-
-    A note that had to break a console line (`BREAK_MARK`, then the notes on their own
-    lines) is taken out with the break, so the line is whole again.
-    """
-    if b"[-- solgate" in data:
-        data = data.replace(BREAK_MARK + b"\r\n", b"")
-        data = _NOTE_LINE.sub(b"", data)
-    if b"Z] " in data:
-        data = _STAMP.sub(b"", data)
-    return data
-
 
 def console_files(data_dir: Path, name: str) -> list[Path]:
     """A console's log files, oldest first; ConfigError if it has none."""
@@ -132,115 +115,7 @@ def console_files(data_dir: Path, name: str) -> list[Path]:
     return files
 
 
-def _line_start_after(timeline: Timeline, start: int, limit: int = 4096) -> int:
-    """`start` moved to just after the next newline (if one is near), not mid-sequence."""
-    if start <= 0:
-        return 0
-    data = timeline.read(start - 1, start - 1 + limit)
-    nl = data.find(b"\n")
-    return start if nl < 0 else start + nl
-
-
-@dataclass
-class ScreenAt:
-    """A console's screen at a moment, and what the picture rests on."""
-
-    screen: Screen
-    at: float
-    start: int  # stream offset the replay started from
-    end: int  # bytes written by `at`
-    start_time: float | None
-    exact: bool  # every file had its time index
-    from_oldest: bool = True  # offset 0 is the start of the oldest log file kept
-
-    def header(self, name: str) -> str:
-        parts = [f"{name} at {format_time(self.at, millis=True)}"]
-        if self.start_time is None:
-            parts.append("nothing was written by then")
-        else:
-            back = self.at - self.start_time
-            parts.append(f"replayed {self.end - self.start} bytes written since "
-                         f"{format_time(self.start_time)} ({_ago(back)} earlier)"
-                         + ("" if self.start or not self.from_oldest
-                            else ", the start of the kept logs"))
-        parts.append("times exact to the write (time index)" if self.exact else
-                     "times to the nearest note (part of the log has no time index)")
-        return "; ".join(parts)
-
-
-def screen_at(timeline: Timeline, at: float, *, cols: int = DEFAULT_COLS,
-              rows: int = DEFAULT_ROWS, replay: int = DEFAULT_REPLAY) -> ScreenAt:
-    """Rebuild the screen as it was at `at` from the last `replay` bytes before it."""
-    end = timeline.offset_at(at)
-    start = _line_start_after(timeline, max(0, end - replay))
-    screen = Screen(cols, rows)
-    pos = start
-    while pos < end:  # in pieces, so a large replay does not hold a second copy
-        step = min(1 << 20, end - pos)
-        screen.feed(host_bytes(timeline.read(pos, pos + step)))
-        pos += step
-    start_time = timeline.time_at(start) if end > 0 else None
-    return ScreenAt(screen, at, start, end, start_time, timeline.exact, timeline.from_oldest)
-
-
-# --- asciicast --------------------------------------------------------------------------
-
-
-def asciicast(timeline: Timeline, t1: float, t2: float, out: IO[str], *,
-              cols: int = DEFAULT_COLS, rows: int = DEFAULT_ROWS,
-              replay: int = DEFAULT_REPLAY, title: str = "") -> int:
-    """Write an asciicast v2 recording of `[t1, t2]`; return the number of events.
-
-    The first event (at 0.0) paints the screen as it was at `t1`; then each stretch of
-    output comes at the time the index says it was written, and each note becomes a
-    marker ("m"). Players start from a clean terminal, so the recording stands alone.
-    """
-    if t2 < t1:
-        raise ConfigError("--to is before --from; give the earlier time first")
-    first = screen_at(timeline, t1, cols=cols, rows=rows, replay=replay)
-    header: dict[str, Any] = {"version": 2, "width": cols, "height": rows,
-                              "timestamp": int(t1), "duration": round(t2 - t1, 6),
-                              "env": {"TERM": "xterm-256color"}}
-    if title:
-        header["title"] = title
-    out.write(json.dumps(header) + "\n")
-    decoder = _decoder()
-    events = 0
-
-    def emit(t: float, kind: str, text: str) -> None:
-        nonlocal events
-        if text:
-            out.write(json.dumps([round(max(0.0, t - t1), 6), kind, text]) + "\n")
-            events += 1
-
-    emit(t1, "o", first.screen.render(scrollback=False).decode("utf-8"))
-    end = timeline.offset_at(t2)
-    inside = timeline.marks_between(first.end, end)
-    bounds = sorted({first.end, end, *(m.offset for m in inside)})
-    notes = {m.offset for m in inside if m.note}
-    for a, b in itertools.pairwise(bounds):
-        t = max(t1, timeline.time_at(a) or t1)
-        if a in notes:
-            note = _NOTE_LINE.match(timeline.read(a, a + 4096))
-            if note:
-                emit(t, "m", note.group(0).decode("utf-8", "replace").strip())
-        emit(t, "o", decoder.decode(host_bytes(timeline.read(a, b))))
-    emit(t2, "o", decoder.decode(b"", final=True))
-    return events
-
-
-def _decoder() -> Any:
-    import codecs
-
-    from solgate.console import screen as screen_module
-
-    return codecs.getincrementaldecoder("utf-8")(screen_module._CP437_ERRORS)  # noqa: SLF001
-
-
 # --- grep -------------------------------------------------------------------------------
-
-_ANSI = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
-
 
 @dataclass(frozen=True)
 class Hit:
@@ -253,11 +128,6 @@ class Hit:
 class GrepResult:
     hits: list[Hit]
     stopped: str | None  # why the search stopped early, or None if it read all it had to
-
-
-def _plain(line: bytes) -> str:
-    text = _ANSI.sub(b"", line).decode("utf-8", "replace")
-    return "".join(c for c in text if c >= " " or c == "\t").rstrip()
 
 
 def _console_hits(path: Path, name: str, pattern: re.Pattern[str], since: float | None,
@@ -282,7 +152,7 @@ def _console_hits(path: Path, name: str, pattern: re.Pattern[str], since: float 
                     return
                 if until is not None and t is not None and t > until:
                     continue
-                text = _plain(line)
+                text = plain_text(line)
                 if pattern.search(text):
                     yield Hit(name, t, text)
         finally:
@@ -387,7 +257,7 @@ def run_export(args: argparse.Namespace) -> int:
         events = asciicast(timeline, t1, t2, f, cols=args.cols, rows=args.rows,
                            replay=args.replay, title=title)
     os.replace(tmp, args.output)
-    print(f"wrote {args.output}: {events} events over {_ago(t2 - t1)}"
+    print(f"wrote {args.output}: {events} events over {elapsed_words(t2 - t1)}"
           + ("" if timeline.exact else " (times to the nearest note: no time index)"),
           file=sys.stderr)
     return 0

@@ -12,7 +12,7 @@ panicking, and the BMC takes a moment to log it), then gathers:
   `SEL_AFTER` after it, by the BMC's clock; if none fall in that window (BMC clocks are
   often wrong) the newest `SEL_FALLBACK` entries instead, and says so;
 * the chassis status (power, last power event, faults);
-* the screen at the panic, rebuilt from the log (`forensics.screen_at`), and the log's
+* the screen at the panic, rebuilt from the log (`replay.screen_at`), and the log's
   last `LOG_LINES` lines up to the panic, cleaned of escape sequences;
 
 and writes `<data_dir>/bundles/<ID>.json` (next to events.jsonl) atomically, keeping
@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 from solgate.console.log import format_time, iter_log_files
 from solgate.console.logindex import Timeline
+from solgate.console.replay import host_bytes, plain_text, screen_at
 from solgate.errors import ConfigError, SolgateError
 from solgate.ipmi import sel
 from solgate.ipmi.codec import IpmiMessage
@@ -140,13 +141,11 @@ async def read_sel(client: Requester, label: str, *, since: float | None = None,
 
 def _screen_and_log(log_path: Path, at: float) -> dict[str, Any]:
     """The screen at the panic and the log's last lines up to it (blocking file I/O)."""
-    from solgate.forensics import _plain, host_bytes, screen_at
-
     timeline = Timeline.around(iter_log_files(log_path), at, at)
     shown = screen_at(timeline, at)
     end = timeline.offset_at(at)
     tail = timeline.read(max(0, end - 64 * 1024), end)
-    lines = [_plain(line) for line in host_bytes(tail).split(b"\n")][-LOG_LINES:]
+    lines = [plain_text(line) for line in host_bytes(tail).split(b"\n")][-LOG_LINES:]
     return {"screen": [row.rstrip() for row in shown.screen.display],
             "screen_note": shown.header(log_path.stem), "log": lines,
             "log_until": format_time(at, millis=True)}

@@ -12,8 +12,8 @@ from aiohttp import web
 if TYPE_CHECKING:
     from solgate.config import Config
     from solgate.web.auth import Authenticator
-    from solgate.web.limits import Network, UserSlots
     from solgate.web.model import ConsoleManager
+    from solgate.web.quota import Network, UserSlots
 
 config_key: web.AppKey[Config] = web.AppKey("config")
 manager_key: web.AppKey[ConsoleManager] = web.AppKey("manager")
@@ -24,7 +24,8 @@ data_dir_key = web.AppKey("data_dir", Path)
 allowed_origins_key = web.AppKey("allowed_origins", frozenset)
 # Seconds between WebSocket pings (a client that misses the pong is dropped); tests shorten it.
 heartbeat_key = web.AppKey("ws_heartbeat", float)
-# Password hashing and log reading each have their own threads (see solgate.web.limits).
+# Password hashing and log reading each have their own threads (see solgate.web.limits);
+# UserSlots and Network are solgate.web.quota's, beneath both.
 login_executor_key: web.AppKey[ThreadPoolExecutor] = web.AppKey("login_executor")
 log_executor_key: web.AppKey[ThreadPoolExecutor] = web.AppKey("log_executor")
 log_slots_key: web.AppKey[UserSlots] = web.AppKey("log_slots")

@@ -26,81 +26,49 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import ipaddress
-import json as _json
 import logging
 import resource
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from aiohttp import web
 
 from solgate.web.keys import log_executor_key, log_slots_key
+from solgate.web.quota import LOG_READS_PER_USER, Network, UserSlots, in_networks
+
+__all__ = [
+    "LOG_READS_PER_USER",
+    "AcceptErrorFilter",
+    "ConnectionGuard",
+    "GuardedSite",
+    "UserSlots",
+    "body_timeout_middleware",
+    "connection_guard",
+    "executors",
+    "in_networks",
+    "install_accept_error_filter",
+    "run_log_read",
+]
 
 log = logging.getLogger(__name__)
 
 LOGIN_THREADS = 2  # scrypt ~25 ms: two threads check 80 passwords a second
 LOG_READ_THREADS = 4
-LOG_READS_PER_USER = 2
 ACCEPT_LOG_INTERVAL = 10.0
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
          b"Connection: close\r\nContent-Length: 36\r\n\r\n"
          b"too many connections; retry shortly\n")
 _ACCEPT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 T = TypeVar("T")
-
-
-def in_networks(peer: str | None, networks: Iterable[Network]) -> bool:
-    """Whether `peer` (an IP address as text) lies in one of `networks`."""
-    if not peer:
-        return False
-    try:
-        address = ipaddress.ip_address(peer.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in net for net in networks)
 
 
 def executors() -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
     """(password hashing, log reading): separate, so neither can starve the other."""
     return (ThreadPoolExecutor(LOGIN_THREADS, thread_name_prefix="solgate-login"),
             ThreadPoolExecutor(LOG_READ_THREADS, thread_name_prefix="solgate-logread"))
-
-
-class TooBusy(web.HTTPTooManyRequests):
-    """A user already runs as many log reads as allowed."""
-
-
-class UserSlots:
-    """At most `limit` concurrent jobs per user; the next one is refused, not queued."""
-
-    def __init__(self, limit: int = LOG_READS_PER_USER) -> None:
-        self.limit = limit
-        self._busy: dict[str, int] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, user: str, *, json: bool = False) -> AsyncIterator[None]:
-        """Run one job for `user`; 429 (as `{"error": ...}` with `json`) when at the limit."""
-        if self._busy.get(user, 0) >= self.limit:
-            message = (f"you already run {self.limit} log reads or searches; wait for them "
-                       "to finish")
-            if json:
-                raise TooBusy(text=_json.dumps({"error": message}),
-                              content_type="application/json", headers={"Retry-After": "2"})
-            raise TooBusy(text=message, headers={"Retry-After": "2"})
-        self._busy[user] = self._busy.get(user, 0) + 1
-        try:
-            yield
-        finally:
-            self._busy[user] -= 1
-            if not self._busy[user]:
-                del self._busy[user]
 
 
 async def run_log_read(request: web.Request, user: str, job: Callable[[], T]) -> T:

@@ -55,7 +55,7 @@ from aiohttp import web
 from solgate.users import LOCAL_USER, User
 from solgate.web.auth import MAX_PROXY_USER_LENGTH, Authenticator, Session
 from solgate.web.keys import allowed_origins_key, auth_key, trusted_proxies_key
-from solgate.web.limits import in_networks
+from solgate.web.quota import in_networks
 
 IDENTITY = web.RequestKey("identity", object)  # an Identity; typed at the accessor below
 SESSION_COOKIE = "solgate_session"
