@@ -8,6 +8,7 @@ never contains a secret.
 from __future__ import annotations
 
 import argparse
+import tomllib
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,7 @@ from solgate.config import (
     parse_duration,
     parse_size,
 )
+from solgate.config_values import Invalid, split_listen
 from solgate.errors import ConfigError
 
 
@@ -37,6 +39,34 @@ def config_from_args(args: argparse.Namespace,
     """Load the configuration named by -c/--config, $SOLGATE_CONFIG or the search path."""
     path = default_config_path(getattr(args, "config", None), environ)
     return load_config(path, environ=environ)
+
+
+def listen_from_config(args: argparse.Namespace) -> tuple[str, int, bool] | None:
+    """`[server] listen` (and whether TLS is on) from the configuration, if there is one.
+
+    Only that table is read, with tomllib: a client machine need not have the BMC
+    passwords the full configuration refers to.
+    """
+    path = default_config_path(getattr(args, "config", None))
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if getattr(args, "config", None):
+            raise ConfigError(f"{path}: no such configuration file") from None
+        return None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read [server] listen ({exc}); pass --server "
+                          "URL") from None
+    table = data.get("server")
+    server: dict[str, Any] = table if isinstance(table, dict) else {}
+    listen = server.get("listen", "127.0.0.1:8080")
+    if not isinstance(listen, str):
+        raise ConfigError(f"{path}: [server] listen is not one HOST:PORT; pass --server URL")
+    try:
+        host, port = split_listen(listen)
+    except Invalid as exc:
+        raise ConfigError(f"{path}: [server] listen: {exc.text}") from None
+    return host, port, bool(server.get("tls_cert"))
 
 
 def duration_arg(text: str) -> float:

@@ -19,7 +19,7 @@ import os
 import sys
 from typing import Any, TextIO
 
-from solgate.config_cli import add_config_argument
+from solgate.config_cli import add_config_argument, listen_from_config
 from solgate.console.fleet import ACTIONS
 from solgate.console.power import POWER_ACTIONS
 from solgate.errors import ConfigError, SolgateError
@@ -27,7 +27,6 @@ from solgate.terminal import (
     DEFAULT_TOKEN_FILE,
     TOKEN_ENV,
     URL_ENV,
-    _listen_from_config,
     read_token,
     resolve_server_url,
 )
@@ -141,7 +140,7 @@ async def run_fleet(args: argparse.Namespace, body: dict[str, Any],
     err = err or sys.stderr
     explicit = args.server or os.environ.get(URL_ENV)
     server = resolve_server_url(explicit, os.environ,
-                                None if explicit else _listen_from_config(args))
+                                None if explicit else listen_from_config(args))
     token = read_token(args.token_file, os.environ,
                        lambda text: print(f"solgate: {text}", file=err))
     headers = {"Accept": "application/json"}

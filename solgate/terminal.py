@@ -654,39 +654,6 @@ def _describe(exc: BaseException) -> str:
 # --- the command ----------------------------------------------------------------------------
 
 
-def _listen_from_config(args: argparse.Namespace) -> tuple[str, int, bool] | None:
-    """`[server] listen` (and whether TLS is on) from the configuration, if there is one.
-
-    Only that table is read, with tomllib: a client machine need not have the BMC
-    passwords the full configuration refers to.
-    """
-    import tomllib
-
-    from solgate.config import default_config_path
-    from solgate.config_values import Invalid, split_listen
-
-    path = default_config_path(getattr(args, "config", None))
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        if getattr(args, "config", None):
-            raise ConfigError(f"{path}: no such configuration file") from None
-        return None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read [server] listen ({exc}); pass --server "
-                          "URL") from None
-    table = data.get("server")
-    server: dict[str, Any] = table if isinstance(table, dict) else {}
-    listen = server.get("listen", "127.0.0.1:8080")
-    if not isinstance(listen, str):
-        raise ConfigError(f"{path}: [server] listen is not one HOST:PORT; pass --server URL")
-    try:
-        host, port = split_listen(listen)
-    except Invalid as exc:
-        raise ConfigError(f"{path}: [server] listen: {exc.text}") from None
-    return host, port, bool(server.get("tls_cert"))
-
-
 def options_from_args(args: argparse.Namespace,
                       environ: Mapping[str, str] | None = None) -> ClientOptions:
     environ = os.environ if environ is None else environ
@@ -694,10 +661,14 @@ def options_from_args(args: argparse.Namespace,
         raise ConfigError(f"--token is not accepted: a token on the command line is visible "
                           f"to every user of this machine; set ${TOKEN_ENV} or use "
                           "--token-file FILE")
+    # Imported here: the configuration modules (and the IPMI crypto below them) are not
+    # needed to attach to a server whose URL is given.
+    from solgate.config_cli import listen_from_config
+
     name, flags = console_from_ssh_command(args.name, environ.get(SSH_COMMAND_ENV))
     explicit_url = args.server or environ.get(URL_ENV)
     server = resolve_server_url(explicit_url, environ,
-                                None if explicit_url else _listen_from_config(args))
+                                None if explicit_url else listen_from_config(args))
     escape = args.escape
     no_escape = escape is not None and escape.lower() == "none"
     if escape is not None and not no_escape:
