@@ -44,7 +44,7 @@ from solgate.console.replay import (
     ScreenAt,
     asciicast,
     elapsed_words,
-    host_bytes,
+    host_read,
     plain_text,
     screen_at,
 )
@@ -58,7 +58,7 @@ __all__ = [
     "asciicast",
     "console_files",
     "grep_logs",
-    "host_bytes",
+    "host_read",
     "parse_time",
     "screen_at",
 ]

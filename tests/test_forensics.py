@@ -14,8 +14,9 @@ import pytest
 
 from solgate.cli import main
 from solgate.console.log import ConsoleLog, format_time, iter_log_files
+from solgate.console.logindex import Timeline
 from solgate.console.screen import Screen
-from solgate.forensics import host_bytes, parse_time
+from solgate.forensics import host_read, parse_time
 from solgate.sim.fleet import SimFleet
 from tests.engine_helpers import (
     engine_config,
@@ -39,6 +40,11 @@ def screen_of(data: bytes) -> list[str]:
 def printed_screen(out: str) -> tuple[str, list[str]]:
     header, *rows = out.splitlines()
     return header, rows
+
+
+def host_part(worker, n: int) -> bytes:
+    """The host's bytes among the first `n` of the console's log, by the time index."""
+    return host_read(Timeline(iter_log_files(worker.log_path)), 0, n)
 
 
 def all_log_bytes(worker) -> bytes:
@@ -73,16 +79,18 @@ async def test_screen_at_a_moment_and_a_recording_that_replays_to_it(
             await type_and_wait(worker, bmc.name, "echo first", b"first\r\n")
             at = await quiet_moment()
             before = log_bytes(worker)
+            host_before = host_part(worker, len(before))
             await type_and_wait(worker, bmc.name, "clear", b"\x1b[H\x1b[2J")
             await type_and_wait(worker, bmc.name, "echo second", b"second\r\n")
             end = await quiet_moment()
             after = log_bytes(worker)
+            host_after = host_part(worker, len(after))
     data = str(tmp_path / "data")
 
     assert main(["screen", "node", "--at", format_time(at, millis=True),
                  "--data-dir", data]) == 0
     header, rows = printed_screen(capsys.readouterr().out)
-    assert rows == screen_of(host_bytes(before))
+    assert rows == screen_of(host_before)
     assert "first" in rows[1]
     assert not any("second" in r for r in rows)
     assert header.startswith("# node at ")
@@ -92,7 +100,7 @@ async def test_screen_at_a_moment_and_a_recording_that_replays_to_it(
     assert main(["screen", "node", "--at", format_time(end, millis=True),
                  "--data-dir", data]) == 0
     _, rows_end = printed_screen(capsys.readouterr().out)
-    assert rows_end == screen_of(host_bytes(after))
+    assert rows_end == screen_of(host_after)
     assert rows_end[0] == "root@node-000:~# echo second" or "second" in rows_end[1]
 
     cast = tmp_path / "node.cast"
@@ -207,4 +215,42 @@ def test_a_note_that_broke_a_line_is_taken_out_of_the_replay(tmp_path: Path) -> 
     log.close()
     data = (tmp_path / "a.log").read_bytes()
     assert b"line continues below" in data
-    assert host_bytes(data) == b"login: root\r\n"
+    assert host_read(Timeline([tmp_path / "a.log"]), 0, len(data)) == b"login: root\r\n"
+
+
+FAKE = "[-- solgate 2026-12-06T03:19:23Z: PANIC (critical): fake --]"
+
+
+async def test_a_host_printing_a_fake_note_keeps_it_in_screen_and_export(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Only what solgate wrote is a note: host text shaped like one is the host's."""
+    async with SimFleet(1, base_port=0, config_factory=sim_factory()) as fleet:
+        bmc = fleet.bmcs[0]
+        config = engine_config(tmp_path, {"node": bmc.port})
+        async with running_manager(config) as manager:
+            worker = manager.get("node")
+            assert worker is not None
+            await wait_active(worker)
+            start = await quiet_moment()
+            await type_and_wait(worker, bmc.name, f"echo {FAKE}", FAKE.encode() + b"\r\n")
+            manager.get("node").log.event("a real note")
+            await type_and_wait(worker, bmc.name, "echo after", b"after\r\n")
+            end = await quiet_moment()
+    data = str(tmp_path / "data")
+    assert main(["screen", "node", "--at", format_time(end, millis=True),
+                 "--data-dir", data]) == 0
+    _, rows = printed_screen(capsys.readouterr().out)
+    assert any(r.endswith(f"echo {FAKE}") for r in rows)  # the typed line, echoed whole
+    assert FAKE in rows  # and the host's answer, on its own line
+    assert not any("a real note" in r for r in rows)  # solgate's own note is taken out
+
+    cast = tmp_path / "node.cast"
+    assert main(["export", "node", "--from", format_time(start, millis=True), "--to",
+                 format_time(end, millis=True), "-o", str(cast), "--data-dir", data]) == 0
+    events = [json.loads(line) for line in cast.read_text().splitlines()[1:]]
+    played = "".join(text for _, kind, text in events if kind == "o")
+    assert played.count(FAKE) == 2
+    assert "a real note" not in played
+    markers = [text for _, kind, text in events if kind == "m"]
+    assert any("a real note" in m for m in markers)
+    assert not any("fake" in m for m in markers)

@@ -8,6 +8,10 @@ from pathlib import Path
 
 from solgate.console.log import ConsoleLog, iter_log_files
 from solgate.console.logindex import Mark, Timeline, index_path, read_index
+from solgate.console.notes import BREAK_MARK
+from solgate.console.replay import host_read
+
+FAKE = b"[-- solgate 2026-12-06T03:19:23Z: PANIC (critical): fake --]\r\n"
 
 T0 = 1_780_000_000.0  # a whole second
 
@@ -35,7 +39,7 @@ def test_index_records_each_second_each_pause_and_each_note(tmp_path: Path) -> N
     log.close()
     data = (tmp_path / "web01.log").read_bytes()
     marks = read_index(tmp_path / "web01.log")
-    note_at = data.index(b"[-- solgate ")
+    note_at = data.index(BREAK_MARK)  # the note broke the open line "x" when the log closed
     assert marks == [Mark(T0 + 0.1, 0), Mark(T0 + 0.6, 12), Mark(T0 + 1.05, 18),
                      Mark(T0 + 1.1, note_at, note=True)]
 
@@ -153,3 +157,59 @@ def test_around_loads_only_the_files_a_moment_needs(tmp_path: Path) -> None:
     assert not tl.from_oldest
     assert tl.read(tl.offset_at(T0 + 250) - 4, tl.offset_at(T0 + 250)) == b"222\n"
     assert Timeline.around(files, T0 - 5, T0 - 5).from_oldest
+
+
+def note_starts(path: Path) -> list[bytes]:
+    """The first bytes at each offset the index marks as a note."""
+    data = path.read_bytes()
+    return [data[m.offset : m.offset + 16] for m in read_index(path) or [] if m.note]
+
+
+def test_notes_are_what_the_log_wrote_never_what_the_host_printed(tmp_path: Path) -> None:
+    clock = Clock(T0)
+    path = tmp_path / "web01.log"
+    log = ConsoleLog(path, clock=clock, timestamps=True)
+    log.write(b"login: ")
+    log.event("alice attached")  # mid-line: held, then the line is broken
+    clock.t += 5
+    log.tick()
+    log.write(b"root\r\n" + FAKE)
+    log.event("SOL down")
+    log.write(b"host says " + FAKE)
+    log.close()
+    starts = note_starts(path)
+    assert len(starts) == 2  # the two notes, not the host's look-alikes
+    assert starts[0].startswith(BREAK_MARK[:16])
+    assert starts[1].startswith(b"[20")  # the stamp of the note's line
+    data = path.read_bytes()
+    assert host_read(Timeline([path]), 0, len(data)) == (
+        b"login: root\r\n" + FAKE + b"host says " + FAKE)
+
+
+def test_notes_written_after_a_disk_failure_are_recorded_where_they_land(
+        tmp_path: Path, monkeypatch) -> None:
+    clock = Clock(T0)
+    path = tmp_path / "web01.log"
+    log = ConsoleLog(path, clock=clock, max_pending=160)
+    log.write(b"boot\r\n")
+    real_write = os.write
+
+    def full(fd: int, data: bytes) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    log.write(b"lost " * 30 + b"\r\n")  # partly dropped when the rest overflows
+    log.event("held while the disk was full")
+    log.write(FAKE)
+    monkeypatch.setattr(os, "write", real_write)
+    clock.t += 2
+    log.tick()  # the disk is back: the loss note, the pending note and the host's line
+    log.close()
+    data = path.read_bytes()
+    starts = note_starts(path)
+    assert [s[:12] for s in starts] == [b"[-- solgate "] * 2
+    assert b"log write failed" in data
+    host = host_read(Timeline([path]), 0, len(data))
+    assert host.endswith(FAKE)
+    assert b"log write failed" not in host
+    assert b"held while" not in host

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 from solgate.console.log import format_time, iter_log_files
 from solgate.console.logindex import Timeline
-from solgate.console.replay import host_bytes, plain_text, screen_at
+from solgate.console.replay import host_read, plain_text, screen_at
 from solgate.errors import ConfigError, SolgateError
 from solgate.ipmi import sel
 from solgate.ipmi.codec import IpmiMessage
@@ -144,8 +144,8 @@ def _screen_and_log(log_path: Path, at: float) -> dict[str, Any]:
     timeline = Timeline.around(iter_log_files(log_path), at, at)
     shown = screen_at(timeline, at)
     end = timeline.offset_at(at)
-    tail = timeline.read(max(0, end - 64 * 1024), end)
-    lines = [plain_text(line) for line in host_bytes(tail).split(b"\n")][-LOG_LINES:]
+    tail = host_read(timeline, max(0, end - 64 * 1024), end)
+    lines = [plain_text(line) for line in tail.split(b"\n")][-LOG_LINES:]
     return {"screen": [row.rstrip() for row in shown.screen.display],
             "screen_note": shown.header(log_path.stem), "log": lines,
             "log_until": format_time(at, millis=True)}

@@ -3,27 +3,35 @@
 Theory of operation
 -------------------
 `web01.log` gets a sidecar `web01.log.idx`, rotated with it (`web01.log.1.idx`, ...)
-and removed with it. The sidecar is a 16-byte header (`SOLGIDX1` and the inode of the
+and removed with it. The sidecar is a 16-byte header (`SOLGIDX2` and the inode of the
 log file it describes) followed by 16-byte records `(time, offset)`: at `time` (epoch
 seconds, a float) the log file held `offset` bytes and the next bytes were about to be
-written. The top bit of `offset` marks a record for a note (`[-- solgate ...: ... --]`)
-that starts at that offset.
+written. The top bit of `offset` marks a record for a note that solgate wrote there:
+the note's line (`[-- solgate ...: ... --]`, after its stamp if lines are stamped), or
+the `BREAK_MARK` that ended the console line the note had to break, then the note.
 
-`IndexWriter.wrote(offset, data)` is called by `ConsoleLog` for every chunk that reaches
-the disk. It appends a record when the chunk is the first in a new second, or the first
-after a pause of `PAUSE` seconds (so the moment before an operator's command is exact
-to the write, not just to the second), and one for each note in the chunk. A busy
-console therefore adds at most a few records a second (~100 KB a day at worst); a quiet
-one adds none. The sidecar's descriptor is closed by `tick()` once the console has been
-quiet for `IDLE_CLOSE` seconds, so 10,000 idle consoles do not hold 10,000 more open
-files. The per-chunk cost is one clock read and one substring search.
+`IndexWriter.wrote(offset, notes)` is called by `ConsoleLog` for every chunk that
+reaches the disk, with the positions of the notes the log itself put in that chunk.
+It appends a record when the chunk is the first in a new second, or the first after a
+pause of `PAUSE` seconds (so the moment before an operator's command is exact to the
+write, not just to the second), and one for each of those notes. The index never
+looks at the bytes: a host that prints text shaped like a note is not a note, so
+replays (`replay.py`) keep the host's bytes and take out only what solgate wrote. A
+busy console therefore adds at most a few records a second (~100 KB a day at worst);
+a quiet one adds none. The sidecar's descriptor is closed by `tick()` once the console
+has been quiet for `IDLE_CLOSE` seconds, so 10,000 idle consoles do not hold 10,000
+more open files. The per-chunk cost is one clock read.
 
 The index is a help, never a requirement. A sidecar whose header names another inode
-(the log was rotated by an external logrotate, or copied) is ignored and started
+(the log was rotated by an external logrotate, or copied), or another version of this
+format (`SOLGIDX1` found its notes by scanning the bytes), is ignored and started
 afresh. A disk that refuses the sidecar makes the writer give up until the log is
-reopened, without touching the log itself. Readers (`Timeline`) fall back to the notes'
-own timestamps (second precision at the notes, nothing in between) for any stretch the
-index does not cover: logs written before the index existed still answer, coarsely.
+reopened or the log's own disk trouble is over, without touching the log itself.
+Readers (`Timeline`) fall back to the notes' own timestamps (second precision at the
+notes, nothing in between) for the bytes of a file written before its sidecar began:
+logs written before the index existed still answer, coarsely, and there the notes can
+only be known by their look.
+After a sidecar's first record, only its records say where notes are.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ import re
 import struct
 import time
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -59,7 +67,7 @@ __all__ = [
 _LOG = logging.getLogger(__name__)
 
 INDEX_SUFFIX = ".idx"
-MAGIC = b"SOLGIDX1"
+MAGIC = b"SOLGIDX2"
 HEADER = struct.Struct("<8sQ")  # magic, st_ino of the log file
 RECORD = struct.Struct("<dQ")  # epoch seconds, offset (| NOTE_FLAG)
 NOTE_FLAG = 1 << 63
@@ -68,7 +76,6 @@ PAUSE = 0.25
 IDLE_CLOSE = 5.0
 """Seconds without a record after which `tick()` closes the sidecar's descriptor."""
 
-NOTE_PREFIX = b"[-- solgate "
 _NOTE_RE = re.compile(rb"\[-- solgate (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z): ")
 FILE_MODE = 0o640
 
@@ -100,8 +107,9 @@ class IndexWriter:
         self._second = -1
         self._broken = False
 
-    def wrote(self, offset: int, data: bytes) -> None:
-        """`data` is about to land at `offset` of the log file (or just did)."""
+    def wrote(self, offset: int, notes: Sequence[int] = ()) -> None:
+        """A chunk is about to land at `offset` of the log file (or just did); `notes` are
+        the positions in it of the notes the log wrote (never found by looking)."""
         now = self._clock()
         out = b""
         second = int(now)
@@ -109,11 +117,14 @@ class IndexWriter:
             self._second = second
             out = RECORD.pack(now, offset)
         self._last = now
-        if NOTE_PREFIX in data:
-            out += b"".join(RECORD.pack(now, (offset + m.start()) | NOTE_FLAG)
-                            for m in _NOTE_RE.finditer(data))
+        if notes:
+            out += b"".join(RECORD.pack(now, (offset + n) | NOTE_FLAG) for n in notes)
         if out and not self._broken:
             self._append(out)
+
+    def resume(self) -> None:
+        """The log's disk came back: try the sidecar again (it gave up when it failed)."""
+        self._broken = False
 
     def tick(self, now: float) -> None:
         """Give the descriptor back when the console has gone quiet."""
@@ -336,10 +347,12 @@ class Timeline:
 
     Offsets are positions in that concatenation (file k starts where file k-1 ended),
     so a replay or a search can cross a rotation without caring. Built from the
-    sidecars where they describe their file, from the notes elsewhere, plus each file's
-    mtime as the time of its last byte. Kept as two arrays (16 bytes a record), so a
-    year of a chatty console's index fits in memory; `Timeline.around` loads only the
-    files a question needs.
+    sidecars where they describe their file, from the notes before a sidecar's first
+    record (or in a file without one), plus each file's mtime as the time of its last
+    byte. `recorded_notes` are the notes a sidecar recorded (solgate wrote them);
+    `by_look` the stretches where notes can only be recognised by their text. Kept as
+    two arrays (16 bytes a record), so a year of a chatty console's index fits in
+    memory; `Timeline.around` loads only the files a question needs.
     """
 
     def __init__(self, files: Iterable[Path], *, from_oldest: bool = True) -> None:
@@ -354,6 +367,8 @@ class Timeline:
         self._offsets: array[int] = array("q")
         self._first: list[int] = []
         self._notes: list[int] = []  # positions in the arrays of the notes' marks
+        self._recorded: set[int] = set()  # ... of those a sidecar recorded
+        self._look_until: list[int] = []  # per file: notes before this offset are by look
         total = 0
         for file in files:
             try:
@@ -395,24 +410,23 @@ class Timeline:
         indexed = _index_arrays(path, size)
         if indexed is None:
             self.exact = False
+            self._look_until.append(size)
             self._append(scan_notes(fd, 0, size))
         else:
             times, offsets, notes = indexed
             first = offsets[0] if offsets else size
-            last = offsets[-1] if offsets else 0
             # Before the sidecar began (a log older than the index, or an index started
-            # afresh after a restart) and after it stopped: the notes say when.
+            # afresh) the notes say when. From its first record on, only the sidecar
+            # says where notes are: text after it that looks like one is the host's.
+            self._look_until.append(first)
             if first > 0:
                 self.exact = False
                 self._append(scan_notes(fd, 0, first))
             at = len(self._times)
             self._notes.extend(at + k for k in notes)
+            self._recorded.update(at + k for k in notes)
             self._times.extend(times)
             self._offsets.extend(offsets)
-            tail = [m for m in scan_notes(fd, last, size) if m.offset > last]
-            if tail:
-                self.exact = False
-                self._append(tail)
         self._append([Mark(mtime, size, False, exact=False)])
 
     def _file_of(self, k: int) -> int:
@@ -478,6 +492,23 @@ class Timeline:
 
     def notes(self) -> list[Mark]:
         return [Mark(self._times[k], self._global(k), True) for k in self._notes]
+
+    def recorded_notes(self, start: int, end: int) -> list[int]:
+        """Offsets in `[start, end)` where a sidecar says solgate wrote a note, in order."""
+        notes = self._notes
+        lo = bisect.bisect_left(notes, self._position(start, right=False))
+        hi = bisect.bisect_left(notes, self._position(end, right=False))
+        return [self._global(k) for k in notes[lo:hi] if k in self._recorded]
+
+    def by_look(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The parts of `[start, end)` that no sidecar covers: notes there are known only
+        by their text (logs older than the index)."""
+        out = []
+        for k, first in enumerate(self.starts):
+            a, b = max(start, first), min(end, first + self._look_until[k])
+            if a < b:
+                out.append((a, b))
+        return out
 
     def locate(self, offset: int) -> tuple[Path, int]:
         """The file holding a global offset, and the offset inside it."""

@@ -12,8 +12,14 @@ then plays each stretch of output at the time the index says it was written, wit
 solgate's notes as markers.
 
 solgate's notes (and stamps) are taken out of what is replayed: they were never on the
-host's screen. This module sits on the console floor, next to the writer that defines
-the format, so the panic bundle (bundle.py) and the commands and web pages above
+host's screen. Which bytes are notes is the time index's word (`Timeline.recorded_notes`:
+the log recorded each note it wrote), never their look: a host that prints
+`[-- solgate ...: ... --]` keeps those bytes in every replay. Only in a stretch no index
+covers (a log written before the index existed) are notes recognised by their text,
+the one thing there is to go by.
+
+This module sits on the console floor, next to the writer that defines the format, so
+the panic bundle (bundle.py) and the commands and web pages above
 (`solgate.forensics`, `solgate.web.forensics`) share it.
 """
 
@@ -41,7 +47,7 @@ __all__ = [
     "ScreenAt",
     "asciicast",
     "elapsed_words",
-    "host_bytes",
+    "host_read",
     "plain_text",
     "screen_at",
 ]
@@ -54,23 +60,80 @@ def elapsed_words(seconds: float) -> str:
     """A span of time as H:MM:SS, for what a replay rests on."""
     return str(timedelta(seconds=round(max(0.0, seconds))))
 
+
 # --- the host's bytes ------------------------------------------------------------
 
 _NOTE_LINE = re.compile(rb"(?:\[\d{4}-\d\d-\d\dT[\d:.]+Z\] )?\[-- solgate [^\r\n]*? --\]\r\n")
 _STAMP = re.compile(rb"(?:(?<=\n)|^)\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] ")
+_NOTE_TEXT = re.compile(rb"\[-- solgate [^\r\n]*? --\]")
+MAX_NOTE = 4096
+"""Bytes read to find a note's end (a note is one short line)."""
 
-def host_bytes(data: bytes) -> bytes:
-    """What the host printed: the log bytes without solgate's notes and line stamps.
+
+def _note_at(timeline: Timeline, offset: int) -> bytes:
+    """What solgate wrote for the note that starts at `offset` (the index says one does):
+    the break mark if it broke a console line, the line's stamp if lines are stamped,
+    and the note's line; empty if the bytes there are not what the log writes."""
+    blob = timeline.read(offset, offset + MAX_NOTE)
+    pos = 0
+    if blob.startswith(BREAK_MARK + b"\r\n"):
+        pos = len(BREAK_MARK) + 2
+    stamp = _STAMP.match(blob, pos)
+    if stamp is not None:
+        pos = stamp.end()
+    if not blob.startswith(b"[-- solgate ", pos):
+        return b""  # not what the log writes: keep the bytes
+    end = blob.find(b"\n", pos)
+    return b"" if end < 0 else blob[: end + 1]
+
+
+def _strip_by_look(data: bytes) -> bytes:
+    """Notes recognised by their text: only for stretches no time index covers."""
+    if b"[-- solgate" in data:
+        data = data.replace(BREAK_MARK + b"\r\n", b"")
+        data = _NOTE_LINE.sub(b"", data)
+    return data
+
+
+def host_read(timeline: Timeline, start: int, end: int) -> bytes:
+    """What the host printed in `[start, end)` of the stream: the log bytes without
+    solgate's notes and line stamps.
 
     A note that had to break a console line (`BREAK_MARK`, then the notes on their own
     lines) is taken out with the break, so the line is whole again.
     """
-    if b"[-- solgate" in data:
-        data = data.replace(BREAK_MARK + b"\r\n", b"")
-        data = _NOTE_LINE.sub(b"", data)
-    if b"Z] " in data:
-        data = _STAMP.sub(b"", data)
-    return data
+    data = timeline.read(start, end)
+    if not data:
+        return data
+    cuts: list[tuple[int, int]] = []  # (from, to) relative to start, in order
+    for offset in timeline.recorded_notes(max(0, start - MAX_NOTE), end):
+        length = len(_note_at(timeline, offset))
+        a, b = max(offset, start), min(offset + length, end)
+        if a < b:
+            cuts.append((a - start, b - start))
+    looks = [(a - start, b - start) for a, b in timeline.by_look(start, end)]
+    if not cuts and not looks:
+        return _unstamped(data)
+    # Each piece between two notes starts a line of the log, so its stamp goes too
+    # (a line a note broke goes on after the notes with a stamp of its own).
+    pieces = []
+    pos = 0
+    for a, b, kind in sorted([(a, b, "note") for a, b in cuts]
+                             + [(a, b, "look") for a, b in looks]):
+        if a < pos:
+            continue
+        pieces.append(_unstamped(data[pos:a]))
+        if kind == "look":
+            pieces.append(_unstamped(_strip_by_look(data[a:b])))
+        pos = b
+    pieces.append(_unstamped(data[pos:]))
+    return b"".join(pieces)
+
+
+def _unstamped(data: bytes) -> bytes:
+    """`log_timestamps` stamps taken off the lines they start."""
+    return _STAMP.sub(b"", data) if b"Z] " in data else data
+
 
 def _line_start_after(timeline: Timeline, start: int, limit: int = 4096) -> int:
     """`start` moved to just after the next newline (if one is near), not mid-sequence."""
@@ -79,6 +142,7 @@ def _line_start_after(timeline: Timeline, start: int, limit: int = 4096) -> int:
     data = timeline.read(start - 1, start - 1 + limit)
     nl = data.find(b"\n")
     return start if nl < 0 else start + nl
+
 
 @dataclass
 class ScreenAt:
@@ -115,7 +179,7 @@ def screen_at(timeline: Timeline, at: float, *, cols: int = DEFAULT_COLS,
     pos = start
     while pos < end:  # in pieces, so a large replay does not hold a second copy
         step = min(1 << 20, end - pos)
-        screen.feed(host_bytes(timeline.read(pos, pos + step)))
+        screen.feed(host_read(timeline, pos, pos + step))
         pos += step
     start_time = timeline.time_at(start) if end > 0 else None
     return ScreenAt(screen, at, start, end, start_time, timeline.exact, timeline.from_oldest)
@@ -157,10 +221,10 @@ def asciicast(timeline: Timeline, t1: float, t2: float, out: IO[str], *,
     for a, b in itertools.pairwise(bounds):
         t = max(t1, timeline.time_at(a) or t1)
         if a in notes:
-            note = _NOTE_LINE.match(timeline.read(a, a + 4096))
+            note = _NOTE_TEXT.search(_note_at(timeline, a))
             if note:
-                emit(t, "m", note.group(0).decode("utf-8", "replace").strip())
-        emit(t, "o", decoder.decode(host_bytes(timeline.read(a, b))))
+                emit(t, "m", note.group(0).decode("utf-8", "replace"))
+        emit(t, "o", decoder.decode(host_read(timeline, a, b)))
     emit(t2, "o", decoder.decode(b"", final=True))
     return events
 
