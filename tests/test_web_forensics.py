@@ -3,9 +3,11 @@ search page, each showing only the consoles a user may see."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import re
+import threading
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -14,6 +16,9 @@ from web_fakes import StaticConsoles, login, make_app, start_client
 
 from solgate.console.log import ConsoleLog, format_time
 from solgate.console.screen import Screen
+from solgate.forensics import GrepResult
+from solgate.web import forensics as web_forensics
+from solgate.web.limits import LOG_READS_PER_USER
 
 T0 = 1_780_000_000.0
 
@@ -135,6 +140,44 @@ async def test_search_finds_hits_newest_first_only_on_visible_consoles(
         assert (await rita.get("/api/consoles/db01/cast")).status == 404
     finally:
         await rita.close()
+
+
+async def test_searches_share_the_per_user_log_read_limit_and_threads(
+        tmp_path: Path, manager: StaticConsoles, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One user's slow searches refuse that user's next one (429), not another user's,
+    and run in the log-reading threads, not the pool logins rely on."""
+    release = threading.Event()
+    started = threading.Semaphore(0)
+    threads: list[str] = []
+
+    def slow_grep(*args: object, **kwargs: object) -> GrepResult:
+        threads.append(threading.current_thread().name)
+        started.release()
+        release.wait(10)
+        return GrepResult([], None)
+
+    monkeypatch.setattr(web_forensics, "grep_logs", slow_grep)
+    victor = await client_for(tmp_path, manager, "victor")
+    oscar = await client_for(tmp_path, manager, "oscar")
+    try:
+        search = {"q": "x", "since": ""}
+        first = [asyncio.ensure_future(victor.get("/api/search", params=search))
+                 for _ in range(LOG_READS_PER_USER)]
+        for _ in range(LOG_READS_PER_USER):
+            assert await asyncio.to_thread(started.acquire, True, 5)
+        extra = await victor.get("/api/search", params=search)
+        assert extra.status == 429
+        assert "Retry-After" in extra.headers
+        other = asyncio.ensure_future(oscar.get("/api/search", params=search))
+        assert await asyncio.to_thread(started.acquire, True, 5)  # runs beside victor's
+        release.set()
+        assert (await other).status == 200
+        assert [r.status for r in await asyncio.gather(*first)] == [200] * LOG_READS_PER_USER
+        assert all(name.startswith("solgate-logread") for name in threads), threads
+    finally:
+        release.set()
+        await victor.close()
+        await oscar.close()
 
 
 async def test_panic_bundles_are_shown_only_to_who_may_see_their_console(

@@ -1,24 +1,23 @@
 """The web side of `solgate screen`, `export` and `grep`: a console's screen at a moment,
 a recording to download, and a search across the consoles a user may see.
 
-The work is the same code as the commands (`solgate.forensics`), run in a thread.
-Each request is bounded: a screen replays at most `DEFAULT_REPLAY` bytes, a recording
-covers at most `MAX_CAST_BYTES` of output, a search stops at `SEARCH_LIMIT` hits,
-`SEARCH_BUDGET` seconds or when the browser goes away, and at most
-`MAX_RUNNING` of these run at once (the rest get 503 and a Retry-After), so one curious
-operator cannot starve the consoles.
+The work is the same code as the commands (`solgate.forensics`), run like every other
+log read of the web app (`solgate.web.limits.run_log_read`): in the log-reading threads,
+apart from password hashing, and at most `LOG_READS_PER_USER` at once per user (the
+next gets 429 and a Retry-After), so one curious user can starve neither logins nor
+other users. Each request is bounded too: a screen replays at most `DEFAULT_REPLAY`
+bytes, a recording covers at most `MAX_CAST_BYTES` of output, a search stops at
+`SEARCH_LIMIT` hits, `SEARCH_BUDGET` seconds or when the browser goes away.
 """
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 import functools
 import io
 import re
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp_jinja2
@@ -31,33 +30,14 @@ from solgate.errors import SolgateError
 from solgate.forensics import DEFAULT_REPLAY, asciicast, grep_logs, parse_time, screen_at
 from solgate.web.api import visible_console
 from solgate.web.keys import auth_key, data_dir_key, manager_key
+from solgate.web.limits import run_log_read
 from solgate.web.middleware import CONTENT_SECURITY_POLICY, json_error, require_identity
 from solgate.web.views import _page_context
 
-MAX_RUNNING = 2
 MAX_CAST_BYTES = 32 * 1024 * 1024
 SEARCH_LIMIT = 200
 SEARCH_BUDGET = 5.0
 CAST_DEFAULT_SPAN = 600.0  # the recording link on the screen page: the 10 minutes before
-
-_running = 0
-T = TypeVar("T")
-
-
-async def _bounded(request: web.Request, fn: Callable[..., T], *args: Any,
-                   **kwargs: Any) -> T:
-    """Run blocking work in a thread, at most MAX_RUNNING at a time; cancellable."""
-    global _running
-    if _running >= MAX_RUNNING:
-        raise web.HTTPServiceUnavailable(
-            text="solgate is busy with other log searches; try again in a few seconds",
-            headers={"Retry-After": "5"})
-    _running += 1
-    try:
-        return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
-    finally:
-        _running -= 1
-
 
 def _timeline(path: Any, t_from: float, t_to: float) -> Timeline:
     return Timeline.around(iter_log_files(path), t_from, t_to)
@@ -87,7 +67,7 @@ async def screen_page(request: web.Request) -> web.Response:
 
 
 async def _screen_context(request: web.Request) -> dict[str, Any]:
-    require_identity(request)
+    ident = require_identity(request)
     console = visible_console(request)
     at = _at(request.query.get("at", "").strip(), time.time())
 
@@ -104,7 +84,7 @@ async def _screen_context(request: web.Request) -> dict[str, Any]:
                 "next_note": after[0].time if after else None,
                 "empty": not timeline.files}
 
-    result = await _bounded(request, work)
+    result = await run_log_read(request, ident.user.name, work)
     shown = result["shown"]
 
     def at_url(t: float | None) -> str | None:
@@ -127,7 +107,7 @@ async def _screen_context(request: web.Request) -> dict[str, Any]:
 
 async def get_cast(request: web.Request) -> web.StreamResponse:
     """`GET /api/consoles/{name}/cast?from=T1&to=T2`: an asciicast v2 download."""
-    require_identity(request)
+    ident = require_identity(request)
     console = visible_console(request)
     now = time.time()
     try:
@@ -147,7 +127,7 @@ async def get_cast(request: web.Request) -> web.StreamResponse:
                   title=f"{console.name} {format_time(t1)} - {format_time(t2)}")
         return out.getvalue()
 
-    text = await _bounded(request, work)
+    text = await run_log_read(request, ident.user.name, work)
     if text is None:
         return json_error(413, f"more than {MAX_CAST_BYTES // 2**20} MiB of output between "
                                "those times; choose a shorter stretch")
@@ -185,8 +165,9 @@ async def _search(request: web.Request) -> dict[str, Any]:
     def gone() -> bool:
         return transport is None or transport.is_closing()
 
-    result = await _bounded(request, grep_logs, chosen, pattern, since=since,
-                            limit=SEARCH_LIMIT, budget=SEARCH_BUDGET, cancelled=gone)
+    result = await run_log_read(request, ident.user.name, functools.partial(
+        grep_logs, chosen, pattern, since=since, limit=SEARCH_LIMIT, budget=SEARCH_BUDGET,
+        cancelled=gone))
     return {**params, "hits": result.hits, "stopped": result.stopped,
             "searched": len(chosen)}
 
@@ -221,7 +202,8 @@ async def _visible_bundle(request: web.Request) -> dict[str, Any]:
     ident = require_identity(request)
     name = request.match_info["id"]
     try:
-        found = await asyncio.to_thread(read_bundle, request.app[data_dir_key], name)
+        found = await run_log_read(request, ident.user.name,
+                                   functools.partial(read_bundle, request.app[data_dir_key], name))
     except SolgateError:
         found = None
     console = request.app[manager_key].get(str(found.get("console"))) if found else None
