@@ -13,7 +13,10 @@ verdict at once:
 * lost the right to see the console (or the credential is gone): the attachment is
   closed with the reason (`Hub.revoke`), and the front end tells the user why;
 * lost only the right to type: the attachment becomes read-only (`Hub.downgrade`),
-  its write lock is released and the front end is told why.
+  its write lock is released and the front end is told why;
+* lost the right to see state details (BMC address and user, for operators up): its
+  state messages carry no detail from now on, and the state is sent again without it
+  (`Attachment.hide_details`).
 
 Both land in the console log and events.jsonl. A right gained is not given to a live
 attachment: attaching again picks it up. `user_rights` is the one rule that turns a
@@ -47,6 +50,7 @@ class Rights:
     view: bool
     write: bool
     reason: str = ""
+    details: bool = False  # state details (BMC address, port, IPMI user) may be shown
 
 
 class Watched(Protocol):
@@ -74,13 +78,16 @@ def user_rights(user: User | None, name: str, console: str, tags: Sequence[str])
         return Rights(False, False, f"user {name} was removed from the configuration")
     if not user.can_view(console, tags):
         return Rights(False, False, f"{name} may no longer see {console}")
+    details = user.sees_bmc_details
     if not user.can_write(console, tags):
-        return Rights(True, False, f"{name} is now a {user.role.name.lower()} on {console}")
-    return Rights(True, True)
+        return Rights(True, False, f"{name} is now a {user.role.name.lower()} on {console}",
+                      details)
+    return Rights(True, True, details=details)
 
 
 def apply(attachment: Attachment, rights: Rights | None) -> str | None:
-    """Apply a verdict to one attachment; "revoked", "downgraded" or None (unchanged)."""
+    """Apply a verdict to one attachment; "revoked", "downgraded", "details hidden" or
+    None (unchanged)."""
     if rights is None or attachment.closed:
         return None
     hub = attachment.hub
@@ -89,12 +96,14 @@ def apply(attachment: Attachment, rights: Rights | None) -> str | None:
             log.warning("%s: %s lost access (%s); detached", hub.name, attachment.user,
                         rights.reason)
             return "revoked"
-    elif not rights.write and attachment.can_write:
+        return None
+    hidden = not rights.details and attachment.hide_details()
+    if not rights.write and attachment.can_write:
         if hub.downgrade(attachment, rights.reason):
             log.warning("%s: %s is now read-only (%s)", hub.name, attachment.user,
                         rights.reason)
             return "downgraded"
-    return None
+    return "details hidden" if hidden else None
 
 
 def enforce(consoles: Iterable[Watched], judge: Judge) -> int:

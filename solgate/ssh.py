@@ -611,7 +611,8 @@ class _Session:
                                                                                console.tags),
                                         cols=self.cols, rows=self.rows,
                                         via=f"over ssh from {self.peer}",
-                                        grant=Grant("ssh-key", self.key_fingerprint))
+                                        grant=Grant("ssh-key", self.key_fingerprint),
+                                        details=self.user.sees_bmc_details)
         self.attachment = attachment
         log.info("ssh: %s attached to %s from %s", self.user.name, name, self.peer)
         actions = ConsoleActions(self.manager, attachment, parser)

@@ -488,6 +488,42 @@ async def test_bmc_details_are_for_operators_and_admins(client, manager) -> None
     assert seen["oscar"] == seen["alice"] == (detail, detail, detail, detail, True)
 
 
+async def _next_state(ws) -> dict:
+    for _ in range(10):
+        msg = await ws.receive(timeout=2)
+        if msg.type == WSMsgType.TEXT and json.loads(msg.data)["type"] == "state":
+            return json.loads(msg.data)
+    raise AssertionError("no state message")
+
+
+@pytest.mark.parametrize("mode", ["", "ro"])
+async def test_bmc_details_stop_at_once_for_an_operator_demoted_by_a_reload(
+        client, manager, mode: str) -> None:
+    """Also on a socket that never could type (?mode=ro): the detail is a right of its own."""
+    from solgate.users import Role
+    from solgate.web.keys import auth_key
+
+    detail = "BMC 10.0.0.5:623 user 'admin'"
+    console = manager.get("web01")
+    console.state, console.state_detail = "backoff", detail
+    console.hub.set_state("backoff", detail)
+    await login(client, "oscar")
+    ws = await client.ws_connect("/ws/consoles/web01" + (f"?mode={mode}" if mode else ""))
+    try:
+        hello = json.loads((await ws.receive(timeout=2)).data)
+        assert hello["state_detail"] == detail
+        assert (await _next_state(ws))["detail"] == detail
+        auth = client.server.app[auth_key]
+        auth.replace_users({**auth.users, "oscar": dataclasses.replace(
+            auth.users["oscar"], role=Role.VIEWER)})  # what a reload does
+        assert (await _next_state(ws)) == {"type": "state", "state": "backoff", "detail": ""}
+        console.state_detail = "BMC 10.0.0.5:623 rejected the password for user 'admin'"
+        console.hub.set_state("auth-failed", console.state_detail)
+        assert (await _next_state(ws))["detail"] == ""
+    finally:
+        await ws.close()
+
+
 async def test_a_viewer_asking_power_status_is_told_operator_is_enough(client) -> None:
     await login(client, "victor")
     csrf = await csrf_token(client)

@@ -154,6 +154,7 @@ class Attachment:
         "hub",
         "user",
         "can_write",
+        "details",
         "grant",
         "cols",
         "rows",
@@ -171,10 +172,13 @@ class Attachment:
     )
 
     def __init__(self, hub: Hub, user: str, *, can_write: bool, cols: int, rows: int,
-                 grant: Grant | None = None) -> None:
+                 grant: Grant | None = None, details: bool = True) -> None:
         self.hub = hub
         self.user = user
         self.can_write = can_write
+        # Whether state messages carry their detail (BMC address, IPMI user): the front
+        # end decides by the user's role, and a reload that demotes the user takes it.
+        self.details = details
         self.grant = grant
         self.cols = cols
         self.rows = rows
@@ -214,6 +218,21 @@ class Attachment:
     def send(self, data: bytes) -> bool:
         """Pass keyboard input to the console; False (and nothing sent) unless we hold the lock."""
         return self.hub.keyboard(self, data)
+
+    def state_message(self, state: str, detail: str) -> StateChanged:
+        """The console's state as this viewer may see it (detail only if `details`)."""
+        return StateChanged(state, detail if self.details else "")
+
+    def hide_details(self) -> bool:
+        """Stop showing state details (its user no longer may see them); False if it did
+        not show them. A viewer that has been told the state is told it again without."""
+        if not self.details:
+            return False
+        self.details = False
+        state = self.hub.state
+        if state is not None and not self.closed and self.delivery is not Delivery.NEW:
+            self.notify(StateChanged(state, ""))
+        return True
 
     def take_write(self) -> bool:
         """Take the write lock from its holder; False if this user may not write."""
@@ -319,7 +338,7 @@ class Attachment:
             # Tell the newcomer who writes and how the console is, right after the picture.
             self._queue.appendleft(WriteLockChanged(self.hub.writer))
             if self.hub.state is not None:
-                self._queue.insert(1, StateChanged(self.hub.state, self.hub.state_detail))
+                self._queue.insert(1, self.state_message(self.hub.state, self.hub.state_detail))
         return Snapshot(data)
 
     def _wake(self) -> None:

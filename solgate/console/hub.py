@@ -296,7 +296,8 @@ class Hub:
         message = StateChanged(state, detail)
         for attachment in self._attachments:
             if attachment.delivery is not Delivery.NEW:
-                attachment.notify(message)
+                attachment.notify(message if attachment.details
+                                  else attachment.state_message(state, detail))
 
     def close(self, reason: str) -> None:
         """The console is going away: every attachment gets Closed(reason)."""
@@ -311,15 +312,16 @@ class Hub:
     # -- the front-end side ------------------------------------------------------
 
     def attach(self, user: str, *, can_write: bool, cols: int = 80, rows: int = 25,
-               via: str = "", grant: Grant | None = None) -> Attachment:
+               via: str = "", grant: Grant | None = None, details: bool = True) -> Attachment:
         """A new viewer; it takes the write lock if it may write and the lock is free.
 
         `via` says how the user came (`over ssh from 192.0.2.7`) for the attach record;
-        `grant` how they proved it, for revocation. On a closed hub the attachment is
-        already closed (its first item is Closed).
+        `grant` how they proved it, for revocation; `details` whether its state messages
+        carry their detail. On a closed hub the attachment is already closed (its first
+        item is Closed).
         """
         attachment = Attachment(self, user, can_write=can_write, cols=cols, rows=rows,
-                                grant=grant)
+                                grant=grant, details=details)
         if self._closed is not None:
             attachment.end(self._closed)
             return attachment

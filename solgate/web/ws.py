@@ -232,6 +232,7 @@ class _ConsoleSocket:
             rows=_int_param(request, "rows", 25, MIN_ROWS, MAX_ROWS),
             via=_web_via(request),
             grant=grant_for(request, ident),
+            details=user.sees_bmc_details,
         )
         check_new(request, self.attachment, console)
         self.actions = ConsoleActions(self.manager, self.attachment, self.parser)
@@ -244,7 +245,9 @@ class _ConsoleSocket:
                 console=self.name,
                 user=self.user.name,
                 state=self.console.state,
-                state_detail=self.console.state_detail if self.user.sees_bmc_details else "",
+                # The hub leaves the detail out of state messages for a user who may
+                # not see it, and stops sending it when a reload takes that right.
+                state_detail=self.console.state_detail if self.attachment.details else "",
                 can_write=self.attachment.can_write,
                 writer=self.hub.writer,
                 role=self.user.role.name.lower(),
@@ -255,7 +258,7 @@ class _ConsoleSocket:
             if self.transport is not None:
                 self.attachment.set_sink(_DirectSink(ws, self.transport))
             writer = asyncio.create_task(
-                _pump(self.sock, self.attachment, details=self.user.sees_bmc_details),
+                _pump(self.sock, self.attachment),
                 name=f"ws-writer-{self.name}"
             )
             async for msg in ws:
@@ -313,7 +316,7 @@ class _ConsoleSocket:
             await self.sock.error(notice.text)
 
 
-async def _pump(sock: _Socket, attachment: Attachment, *, details: bool = True) -> None:
+async def _pump(sock: _Socket, attachment: Attachment) -> None:
     """The writer task: the only code that moves hub output to this socket."""
     ws = sock.ws
     try:
@@ -329,7 +332,7 @@ async def _pump(sock: _Socket, attachment: Attachment, *, details: bool = True) 
                 case WriteLockChanged(holder=holder):
                     await sock.send(control.WriteLock(holder))
                 case StateChanged(state=state, detail=detail):
-                    await sock.send(control.State(state, detail if details else ""))
+                    await sock.send(control.State(state, detail))
                 case AccessChanged(can_write=can_write, reason=reason):
                     await sock.send(control.Access(can_write, reason))
                 case Closed(reason=reason, idle=idle, revoked=revoked):
