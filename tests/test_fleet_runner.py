@@ -116,3 +116,63 @@ async def test_runner_keeps_the_concurrency_limit_and_reports_each_outcome() -> 
     assert "selection tag:rack12; 15 consoles): error: BMC for c07" in dict(
         engine.records)["c07"]
     assert engine.records[-1][0] is None
+
+
+class Console:
+    """A console whose SOL send buffer takes only what it has room for, as the worker's
+    send_input does (the rest is dropped), counting what it took in `bytes_out`."""
+
+    def __init__(self, room: int) -> None:
+        self.state = "active"
+        self.room = room
+        self.bytes_out = 0
+        self.host: list[bytes] = []
+        self.hub = Hub("web01", on_input=self.send_input)
+
+    def send_input(self, data: bytes) -> None:
+        took = data[: self.room]
+        self.room -= len(took)
+        self.bytes_out += len(took)
+        if took:
+            self.host.append(took)
+
+
+class TypingEngine(Engine):
+    def __init__(self, console: Console) -> None:
+        super().__init__()
+        self.console = console
+
+    def get(self, name: str) -> Console:  # type: ignore[override]
+        return self.console
+
+
+async def test_a_broadcast_waits_for_room_instead_of_cutting_the_text_short() -> None:
+    console = Console(room=10)
+    text = "x" * 200 + "\r"
+
+    async def acks() -> None:  # the BMC acknowledges 40 bytes every 20 ms
+        while True:
+            await asyncio.sleep(0.02)
+            console.room = min(console.room + 40, 64)
+
+    drain = asyncio.ensure_future(acks())
+    try:
+        result = await FleetRunner(TypingEngine(console), concurrency=1, rate=1000).run(
+            parse_action("broadcast", {"text": text}), ["web01"], {}, user="alice",
+            selection="web01")
+    finally:
+        drain.cancel()
+    assert result["results"] == [{"console": "web01", "status": "done", "detail": ""}]
+    assert b"".join(console.host) == text.encode()  # all of it, once, in order
+
+
+async def test_a_broadcast_a_console_cannot_take_is_an_error_saying_how_much_went() -> None:
+    console = Console(room=30)  # and no acks: the buffer stays full
+    runner = FleetRunner(TypingEngine(console), concurrency=1, rate=1000, broadcast_wait=0.2)
+    result = await runner.run(parse_action("broadcast", {"text": "y" * 100}), ["web01"], {},
+                              user="alice", selection="web01")
+    [outcome] = result["results"]
+    assert outcome["status"] == "error"
+    assert "took 30 of 100 bytes" in outcome["detail"]
+    assert "rest was not sent" in outcome["detail"]
+    assert console.hub.writer is None  # the lent lock was given up

@@ -13,7 +13,11 @@ limits, so 2,000 power cycles never hit a BMC network at once:
 Each action reuses the single-console operation of the engine (`power`, `send_break`,
 `deactivate`); input to the host (a SysRq letter after its BREAK, a broadcast line)
 goes through the console's hub with the write lock taken for that input only and given
-back to whoever held it (`lend_write`). Every touched console gets one "fleet" record
+back to whoever held it (`lend_write`, `type_lent`). The console takes typed bytes only
+as far as its SOL send buffer has room, so input is offered again, every
+`ROOM_POLL` seconds, until all of it was taken or `broadcast_wait` seconds have passed;
+a console that took less is an "error" that says how much it took, never a silent "done"
+with the text cut short. Every touched console gets one "fleet" record
 (its log and events.jsonl) naming the user, the selection and the outcome; the run ends
 with one summary record in events.jsonl. Outcomes are "done", "refused" (never
 touched) or "error" (the BMC or the console said no: the message says why).
@@ -22,10 +26,11 @@ touched) or "error" (the BMC or the console said no: the message says why).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -33,16 +38,19 @@ from solgate.console.power import POWER_ACTIONS
 from solgate.errors import SolgateError
 
 if TYPE_CHECKING:
+    from solgate.console.attachment import Attachment
     from solgate.console.hub import Hub
 
 __all__ = ["ACTIONS", "FleetAction", "FleetError", "FleetRunner", "Outcome", "Pacer",
-           "lend_write", "parse_action"]
+           "lend_write", "parse_action", "type_lent"]
 
 ACTIONS = ("power", "break", "sysrq", "deactivate", "broadcast")
 SYSRQ_KEYS = frozenset("0123456789abcdefghijklmnopqrstuvwxyz")
 MAX_BROADCAST = 256  # bytes: a command line, not a file transfer
 ACTION_TIMEOUT = 30.0  # seconds one console's action may take before it counts as failed
 SYSRQ_GAP = 0.2  # seconds between a BREAK and its SysRq letter (Linux allows 5)
+BROADCAST_WAIT = 5.0  # seconds typed input may wait for room in a console's send buffer
+ROOM_POLL = 0.05  # seconds between offers of what a console has not taken yet
 
 
 class FleetError(SolgateError):
@@ -151,19 +159,48 @@ class Engine(Protocol):
     def record(self, name: str | None, kind: str, message: str, **fields: object) -> None: ...
 
 
-def lend_write(hub: Hub, user: str, data: bytes) -> bool:
-    """Type `data` on a console as `user`: take the write lock for it, then give it back.
+@contextlib.contextmanager
+def _lent_lock(hub: Hub, user: str) -> Iterator[Attachment | None]:
+    """The write lock for `user` (None if refused), given back to its holder afterwards.
 
     The previous holder (if any, and still allowed to write) gets the lock back at once.
     """
     holder = next((a for a in hub.attachments if a.is_writer), None)
     attachment = hub.attach(user, can_write=True, via="for a fleet action")
     try:
-        return hub.take_write(attachment) and attachment.send(data)
+        yield attachment if hub.take_write(attachment) else None
     finally:
         attachment.detach()
         if holder is not None:
             hub.give_back_write(holder, user)
+
+
+def lend_write(hub: Hub, user: str, data: bytes) -> bool:
+    """Type `data` on a console as `user`: take the write lock for it, then give it back."""
+    with _lent_lock(hub, user) as attachment:
+        return attachment is not None and attachment.send(data)
+
+
+async def type_lent(hub: Hub, user: str, data: bytes, taken: Callable[[], int], *,
+                    wait: float = BROADCAST_WAIT,
+                    alive: Callable[[], bool] = lambda: True) -> int:
+    """Type `data` as `user` with the write lock lent for it; return how many bytes the
+    console took. `taken()` counts the bytes the console has taken (its `bytes_out`):
+    what it did not take for want of room in its send buffer is offered again until all
+    is taken, `wait` seconds have passed or `alive()` says the console cannot take any."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    done = 0
+    with _lent_lock(hub, user) as attachment:
+        while attachment is not None and done < len(data):
+            before = taken()
+            if not attachment.send(data[done:]):
+                break  # the lock was taken from us, or the console went away
+            done += max(0, min(taken() - before, len(data) - done))
+            if done >= len(data) or loop.time() >= deadline or not alive():
+                break
+            await asyncio.sleep(ROOM_POLL)
+    return done
 
 
 ProgressCallback = Callable[[Outcome, int, int], None]
@@ -174,12 +211,14 @@ class FleetRunner:
 
     def __init__(self, engine: Engine, *, concurrency: int, rate: float,
                  clock: Callable[[], float] = time.monotonic,
-                 timeout: float = ACTION_TIMEOUT) -> None:
+                 timeout: float = ACTION_TIMEOUT,
+                 broadcast_wait: float = BROADCAST_WAIT) -> None:
         self.engine = engine
         self.concurrency = max(1, concurrency)
         self.rate = rate
         self.clock = clock
         self.timeout = timeout
+        self.broadcast_wait = broadcast_wait
         self.on_progress: ProgressCallback | None = None  # (outcome, finished, total)
 
     async def run(self, action: FleetAction, targets: Sequence[str],
@@ -278,6 +317,12 @@ class FleetRunner:
             if console.state != "active":
                 raise FleetError(f"console {name} is {console.state}: typing needs an active "
                                  "SOL session")
-        if not lend_write(console.hub, user, data):
-            raise FleetError(f"console {name} did not take the input")
+        took = await type_lent(console.hub, user, data, lambda: int(console.bytes_out),
+                               wait=self.broadcast_wait,
+                               alive=lambda: console.state == "active")
+        if took < len(data):
+            why = ("its SOL send buffer stayed full, or another user took the write lock"
+                   if console.state == "active" else f"it is {console.state} now")
+            raise FleetError(f"console {name} took {took} of {len(data)} bytes within "
+                             f"{self.broadcast_wait:g} s ({why}); the rest was not sent")
         return ""
