@@ -71,14 +71,18 @@
       if (c.panic_count > 0) panics.append(el("span", {class: "panic", title: "kernel panics seen"}, c.panic_count));
       const tags = el("td");
       for (const t of c.tags) tags.append(el("span", {class: "tag"}, t));
-      const tick = el("input", {type: "checkbox", class: "pick", "aria-label": "Select " + c.name});
-      tick.checked = selected.has(c.name);
-      tick.addEventListener("change", function () {
-        if (tick.checked) selected.add(c.name); else selected.delete(c.name);
-        updateBar();
-      });
+      const picks = [];  // the fleet checkbox: only for users who may act on consoles
+      if (bar) {
+        const tick = el("input", {type: "checkbox", class: "pick", "aria-label": "Select " + c.name});
+        tick.checked = selected.has(c.name);
+        tick.addEventListener("change", function () {
+          if (tick.checked) selected.add(c.name); else selected.delete(c.name);
+          updateBar();
+        });
+        picks.push(el("td", {}, tick));
+      }
       frag.append(el("tr", {"data-name": c.name},
-        el("td", {}, tick),
+        ...picks,
         el("td", {}, el("a", {href: "/consoles/" + encodeURIComponent(c.name)}, c.name)),
         state,
         el("td", {title: c.last_output ? new Date(c.last_output * 1000).toLocaleString() : ""},
@@ -88,7 +92,7 @@
         panics,
         tags));
     }
-    if (!shown.length) frag.append(el("tr", {}, el("td", {colspan: "8", class: "muted"},
+    if (!shown.length) frag.append(el("tr", {}, el("td", {colspan: bar ? "8" : "7", class: "muted"},
       consoles.length ? "No console matches the filter." : "No consoles you may see.")));
     rows.replaceChildren(frag);
     shownNames = shown.map((c) => c.name);
@@ -115,6 +119,7 @@
   }
 
   // --- fleet actions: ticked consoles, one action, a typed count, a results table ---
+  // (none of it on the page for a viewer, who may act on no console)
   const bar = document.getElementById("fleetbar");
   const selectAll = document.getElementById("select-all");
   const actionSel = document.getElementById("fleet-action");
@@ -126,20 +131,21 @@
   let pending = null;  // the request the dialog will run, and the count to type
 
   function updateBar() {
+    if (!bar) return;
     bar.hidden = selected.size === 0;
     document.getElementById("fleet-count").textContent = selected.size + " selected";
     selectAll.checked = shownNames.length > 0 && shownNames.every((n) => selected.has(n));
   }
 
-  selectAll.addEventListener("change", function () {
+  selectAll?.addEventListener("change", function () {
     for (const n of shownNames) { if (selectAll.checked) selected.add(n); else selected.delete(n); }
     render();
   });
-  document.getElementById("fleet-clear").addEventListener("click", function () {
+  document.getElementById("fleet-clear")?.addEventListener("click", function () {
     selected.clear();
     render();
   });
-  actionSel.addEventListener("change", function () {
+  actionSel?.addEventListener("change", function () {
     const v = actionSel.value;
     argInput.hidden = !(v === "sysrq" || v === "broadcast");
     argInput.placeholder = v === "sysrq" ? "SysRq key, e.g. s" : "text (Enter is added)";
@@ -165,7 +171,7 @@
     return r;
   }
 
-  bar.addEventListener("submit", async function (ev) {
+  bar?.addEventListener("submit", async function (ev) {
     ev.preventDefault();
     const body = request();
     const r = await post({...body, dry_run: true});
@@ -182,10 +188,10 @@
     dialog.showModal();
     typed.focus();
   });
-  typed.addEventListener("input", function () {
+  typed?.addEventListener("input", function () {
     runBtn.disabled = !pending || typed.value.trim() !== String(pending.count);
   });
-  runBtn.addEventListener("click", async function () {
+  runBtn?.addEventListener("click", async function () {
     if (!pending || typed.value.trim() !== String(pending.count)) return;
     dialog.close();
     const {body, count} = pending;

@@ -82,3 +82,37 @@ async def test_select_by_filter_confirm_the_count_and_see_results(
             await expect(page.locator("#fleet-rows")).to_contain_text(name)
         assert sorted(n for n, _ in stack.cycles) == rack
         assert errors == []
+
+
+async def test_a_viewer_is_not_offered_fleet_actions(tmp_path: Path, browser) -> None:
+    """Everything a viewer tries is refused, so the list has no checkboxes or action bar;
+    an operator's has them."""
+    from web_fakes import PASSWORDS, StaticConsoles, make_app, start_client
+
+    manager = StaticConsoles(tmp_path)
+    manager.add("web01")
+    manager.add("web02")
+    client = await start_client(make_app(tmp_path, manager))
+    base = f"http://{client.host}:{client.port}"
+    expect = async_api.expect
+    try:
+        for user, offered in (("victor", False), ("oscar", True)):
+            context = await browser.new_context()
+            page = await context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            errors: list[str] = []
+            page.on("pageerror", lambda exc, errors=errors: errors.append(str(exc)))
+            await page.goto(f"{base}/login")
+            await page.fill("input[name=username]", user)
+            await page.fill("input[name=password]", PASSWORDS[user])
+            await page.click("button[type=submit]")
+            await page.wait_for_url(f"{base}/")
+            await expect(page.locator("#rows tr")).to_have_count(2)
+            await expect(page.locator("#rows a")).to_have_count(2)
+            await expect(page.locator("#rows input.pick")).to_have_count(2 if offered else 0)
+            await expect(page.locator("#fleetbar")).to_have_count(1 if offered else 0)
+            await expect(page.locator("#select-all")).to_have_count(1 if offered else 0)
+            assert errors == [], (user, errors)
+            await context.close()
+    finally:
+        await client.close()

@@ -16,6 +16,7 @@ from urllib.parse import urlencode, urlsplit
 import aiohttp_jinja2
 from aiohttp import web
 
+from solgate.users import Role
 from solgate.web import logview
 from solgate.web.api import visible_console
 from solgate.web.auth import LoginError, LoginThrottled
@@ -138,8 +139,10 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 @aiohttp_jinja2.template("consoles.html")
 async def consoles_page(request: web.Request) -> dict[str, Any]:
-    require_identity(request)
-    return _page_context(request, title="Consoles")
+    ident = require_identity(request)
+    # Fleet actions need at least the operator role on a console: a viewer is refused
+    # everything, so the action bar and the checkboxes are not offered.
+    return _page_context(request, title="Consoles", fleet=ident.user.role >= Role.OPERATOR)
 
 
 @aiohttp_jinja2.template("console.html")
