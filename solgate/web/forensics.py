@@ -26,8 +26,9 @@ from aiohttp import web
 from solgate.console.bundle import format_bundle, read_bundle
 from solgate.console.log import format_time, iter_log_files
 from solgate.console.logindex import Timeline, first_time
+from solgate.console.replay import DEFAULT_REPLAY, asciicast, screen_at
 from solgate.errors import SolgateError
-from solgate.forensics import DEFAULT_REPLAY, asciicast, grep_logs, parse_time, screen_at
+from solgate.forensics import grep_logs, parse_time
 from solgate.web.api import visible_console
 from solgate.web.keys import auth_key, data_dir_key, manager_key
 from solgate.web.limits import run_log_read
