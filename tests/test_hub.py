@@ -680,3 +680,28 @@ def test_revoke_closes_with_the_reason_and_records_it():
     assert drain(attachment) == [Closed("logged out", revoked=True)]
     assert hub.viewers == 0
     assert told[-1] == ("detach", "ops1", "ops1 detached (access revoked: logged out)")
+
+
+async def test_state_details_go_only_to_attachments_that_may_see_them():
+    """What the ssh gateway and the WebSocket pass on: the hub leaves the detail (BMC
+    address, IPMI user) out for a viewer, and a demotion stops it on a live attachment."""
+    from solgate.access import Rights, apply
+
+    hub = Hub("web01")
+    hub.set_state("backoff", "BMC 10.0.0.5:623 unreachable")
+    viewer = hub.attach("victor", can_write=False, details=False)
+    operator = hub.attach("oscar", can_write=False, details=True)
+    assert StateChanged("backoff", "") in await first_items(viewer, 3)
+    assert StateChanged("backoff", "BMC 10.0.0.5:623 unreachable") in await first_items(
+        operator, 3)
+    refused = "BMC 10.0.0.5:623 rejected user 'admin'"
+    hub.set_state("auth-failed", refused)
+    assert drain(viewer) == [StateChanged("auth-failed", "")]
+    assert drain(operator) == [StateChanged("auth-failed", refused)]
+    # A reload made oscar a viewer: it could not type anyway, but the detail stops too.
+    assert apply(operator, Rights(True, False, "oscar is now a viewer", details=False)) == (
+        "details hidden")
+    assert drain(operator) == [StateChanged("auth-failed", "")]
+    hub.set_state("active", "cipher suite 17")
+    assert drain(operator) == [StateChanged("active", "")]
+    assert apply(operator, Rights(True, False, "oscar is now a viewer", details=False)) is None
