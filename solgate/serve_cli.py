@@ -331,7 +331,11 @@ async def _serve(args: argparse.Namespace, loop_name: str) -> int:
     def ready(manager: ConsoleManager, url: str | None, ssh: str | None) -> None:
         where = f"; web console on {url}" if url else ""
         where += f"; ssh gateway on {ssh}" if ssh else ""
-        print(f"solgate: serving {len(config.consoles)} consoles from {path}{where} "
+        serving = f"serving {len(config.consoles)} consoles"
+        if config.cluster is not None:  # placement goes on after this line: M grows
+            serving = (f"member {config.cluster.name} of the cluster, owns "
+                       f"{len(manager.consoles())} of {len(config.consoles)} consoles")
+        print(f"solgate: {serving} from {path}{where} "
               f"(event loop: {loop_name}; packet path: {packet_path()})", file=sys.stderr,
               flush=True)
 

@@ -66,6 +66,7 @@
     for (const c of shown) {
       const state = el("td", {class: c.healthy ? "state-good" : "state-bad"}, c.state_words);
       if (c.state_detail) state.append(el("div", {class: "detail"}, c.state_detail));
+      if (c.member) state.append(el("div", {class: "detail member"}, "on " + c.member));
       state.title = c.state + " for " + ago(c.state_age).replace(" ago", "");
       const panics = el("td", {class: "num"});
       if (c.panic_count > 0) panics.append(el("span", {class: "panic", title: "kernel panics seen"}, c.panic_count));

@@ -50,6 +50,7 @@
     if (ev.user) extra.push("by " + ev.user);
     if (ev.severity && ev.severity !== "info") extra.push(ev.severity);
     if (ev.action && ev.kind !== "power") extra.push(ev.action);
+    if (ev.member) extra.push("on " + ev.member);
     if (extra.length) td.append(el("span", {class: "detail"}, " · " + extra.join(" · ")));
     return td;
   }

@@ -27,6 +27,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SIM_PASSWORD = "password"  # noqa: S105 - the simulator's, loopback only
+MEMBER_SECRET = "member-secret-for-tests-" + "0123456789abcdef"  # noqa: S105 - loopback
 
 
 def free_port() -> int:
@@ -39,6 +40,7 @@ def env() -> dict[str, str]:
     e = dict(os.environ)
     e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
     e["SOLGATE_SIM_PASSWORD"] = SIM_PASSWORD
+    e["SOLGATE_CLUSTER_SECRET"] = MEMBER_SECRET
     return e
 
 
@@ -186,18 +188,19 @@ class MemberProc:
             return json.loads(r.read())
 
     def active(self) -> set[str]:
-        return {c["name"] for c in self.api("api/consoles")["consoles"]
-                if c["state"] == "active"}
+        return {n for n, c in self.consoles().items() if c["state"] == "active"}
 
     def consoles(self) -> dict[str, dict]:
-        return {c["name"]: c for c in self.api("api/consoles")["consoles"]}
+        """The consoles this member runs (`?local=1`: not the fleet view)."""
+        return {c["name"]: c for c in self.api("api/consoles?local=1")["consoles"]}
 
 
 def member_config(workdir: Path, name: str, etcd_url: str, consoles: list[tuple[str, int]],
                   *, prefix: str, lease_ttl: str = "3s") -> Path:
     lines = [f'data_dir = "{workdir / "data"}"', "", "[server]", 'listen = "127.0.0.1:0"',
              'auth = "none"', "", "[cluster]", f'etcd = ["{etcd_url}"]', f'name = "{name}"',
-             f'lease_ttl = "{lease_ttl}"', f'prefix = "{prefix}"', "", "[defaults]",
+             f'lease_ttl = "{lease_ttl}"', f'prefix = "{prefix}"',
+             'member_secret_env = "SOLGATE_CLUSTER_SECRET"', "", "[defaults]",
              'username = "admin"', 'password_env = "SOLGATE_SIM_PASSWORD"',
              "cipher_suites = [17, 3]", 'keepalive_interval = "2s"', 'reconnect_max = "2s"', ""]
     for console, port in consoles:

@@ -29,7 +29,8 @@ from solgate.config_values import (
 
 CLUSTER_KEYS = ("etcd", "name", "advertise", "lease_ttl", "renew_interval", "prefix", "weight",
                 "etcd_ca", "etcd_cert", "etcd_key", "etcd_user", "etcd_password",
-                "etcd_password_env", "etcd_password_file")
+                "etcd_password_env", "etcd_password_file", "member_secret_file",
+                "member_secret_env")
 DEFAULT_LEASE_TTL = 15 * SECONDS
 DEFAULT_RENEW_INTERVAL = 5 * SECONDS
 DEFAULT_PREFIX = "/solgate/"
@@ -51,6 +52,9 @@ class ClusterConfig:
     etcd_key: Path | None = None
     etcd_user: str = ""
     etcd_password: str = field(default="", repr=False)
+    # Shared by every member: lets one member read the others' console states for the
+    # fleet-wide list and events (`solgate/cluster/fleet.py`). Never in repr() or logs.
+    member_secret: str = field(default="", repr=False)
 
 
 Fail = Callable[[str, str], Exception]
@@ -77,6 +81,11 @@ def parse_cluster(raw: Mapping[str, Any], *, fail: Fail, path: Callable[[str], P
     if secrets and "etcd_user" not in values:
         raise fail(secrets[0], f"{secrets[0]}: set without etcd_user; name the etcd user")
     password = values.pop(secrets[0], "") if secrets else ""
+    if "member_secret_file" in values and "member_secret_env" in values:
+        raise fail("member_secret_env", "member_secret_env: conflicts with "
+                   "member_secret_file; keep one")
+    member_secret = values.pop("member_secret_file", "") or values.pop("member_secret_env", "")
+    values.pop("member_secret_env", None)
     if ("etcd_cert" in values) != ("etcd_key" in values):
         raise fail("etcd_cert" if "etcd_cert" in values else "etcd_key",
                    "etcd_cert and etcd_key: set both for client certificates, or neither")
@@ -90,7 +99,7 @@ def parse_cluster(raw: Mapping[str, Any], *, fail: Fail, path: Callable[[str], P
                    f"({ttl:g}s), when members fence themselves; use lease_ttl / 3")
     values["renew_interval"] = renew
     values.setdefault("name", socket.gethostname().split(".")[0] or "solgate")
-    return ClusterConfig(etcd_password=password, **values)
+    return ClusterConfig(etcd_password=password, member_secret=member_secret, **values)
 
 
 def _value(key: str, value: object, path: Callable[[str], Path],
@@ -127,16 +136,22 @@ def _value(key: str, value: object, path: Callable[[str], Path],
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise Invalid("must be a positive number (1 is the default share)")
         return float(value)
-    if key in ("etcd_ca", "etcd_cert", "etcd_key", "etcd_password_file"):
+    if key in ("etcd_ca", "etcd_cert", "etcd_key", "etcd_password_file",
+               "member_secret_file"):
         file = path(want_nonempty_str(value))
         if not file.is_file():
             raise Invalid(f"{file} does not exist or is not a file; fix the path")
+        if key == "member_secret_file":
+            return _member_secret(file.read_text().strip(), str(file))
         if key == "etcd_password_file":
             secret = file.read_text().rstrip("\r\n")
             if not secret:
                 raise Invalid(f"{file} is empty; put the etcd password on its first line")
             return secret
         return file
+    if key == "member_secret_env":
+        var = want_nonempty_str(value)
+        return _member_secret(environ.get(var, "").strip(), f"environment variable {var}")
     if key == "etcd_password_env":
         var = want_nonempty_str(value)
         env_secret = environ.get(var)
@@ -145,6 +160,15 @@ def _value(key: str, value: object, path: Callable[[str], Path],
                           "before starting solgate")
         return env_secret
     return want_secret_str(value)  # etcd_password
+
+
+def _member_secret(secret: str, where: str) -> str:
+    """At least 32 characters: it lets a member read every console's state on the others."""
+    if len(secret) < 32:
+        raise Invalid(f"{where} holds {'no' if not secret else 'a too short'} secret; put "
+                      "at least 32 random characters in it, the same on every member "
+                      "(openssl rand -hex 32)")
+    return secret
 
 
 def digest(cluster: ClusterConfig, consoles: Mapping[str, object]) -> str:

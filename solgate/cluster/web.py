@@ -123,8 +123,21 @@ async def redirect_to_owner(request: web.Request, handler: Handler) -> web.Strea
 
 
 def setup_cluster_routes(app: web.Application, member: ClusterMember) -> None:
+    from solgate.cluster.fleet import Fleet, fleet_middleware, peer_middleware
+    from solgate.web.middleware import auth_middleware
+
     app[cluster_key] = member
+    # Member-to-member reads carry the member secret, not a user login: served just
+    # before the login check (after the security headers and request timeouts).
+    app.middlewares.insert(app.middlewares.index(auth_middleware), peer_middleware(member))
     app.middlewares.append(redirect_to_owner)
+    fleet = Fleet(member)
+    app.middlewares.append(fleet_middleware(member, fleet))
+
+    async def close_fleet(_app: web.Application) -> None:
+        await fleet.close()
+
+    app.on_cleanup.append(close_fleet)
     app.router.add_get("/api/cluster", cluster_status)
     app.router.add_get("/api/cluster/logs/{console}", local_log)
     registry, _ = registry_for(app)

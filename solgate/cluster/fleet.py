@@ -1,0 +1,262 @@
+"""The whole fleet on any member: console list and events gathered from the other members.
+
+A member runs only the consoles it owns, yet an operator opening any member's console list
+or events wants every console. Each member answers `/api/cluster/peer/consoles` and
+`/api/cluster/peer/events` for the members (a shared `member_secret` from `[cluster]`, in
+the `X-Solgate-Member-Secret` header, compared in constant time; never logged); a member
+asked for `/api/consoles` or `/api/events` adds what the others answer, filtered by the
+asking user's rights here (every member has the same users and consoles).
+
+Why ask the members and not keep the states in etcd: the states change all the time
+(output ages, viewers, SOL up/down), and 10,000 consoles' states written to etcd would
+load the store every member needs for its lease; etcd keeps every revision until
+compaction. Asking costs only when someone looks: one GET per other member, bounded by
+`PEER_TIMEOUT`, shared by every request within `CACHE_SECONDS`, about 200 bytes a console
+(2 MB for 10,000, once a second at most, whatever the number of browsers). Ownership comes
+from etcd as before, so a member that does not answer still shows its consoles, marked
+"owner unreachable".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+
+from solgate.console.events import read_events, record_time
+from solgate.web.keys import data_dir_key
+from solgate.web.middleware import identity
+from solgate.web.model import console_json
+
+if TYPE_CHECKING:
+    from solgate.cluster.shell import ClusterMember
+
+logger = logging.getLogger("solgate.cluster")
+SECRET_HEADER = "X-Solgate-Member-Secret"  # noqa: S105 - a header name
+PEER_TIMEOUT = 1.5  # seconds for one member's answer; a slow member must not stall a page
+CACHE_SECONDS = 1.0
+MAX_PEER_EVENTS = 5_000
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Fetched = dict[str, list[dict[str, Any]] | None]  # member -> its answer, None: no answer
+
+
+def peer_allowed(request: web.Request, member: ClusterMember) -> bool:
+    secret = member.cluster.member_secret
+    given = request.headers.get(SECRET_HEADER, "")
+    return bool(secret) and hmac.compare_digest(given.encode(), secret.encode())
+
+
+def peer_middleware(member: ClusterMember) -> Any:
+    """Serve the member-to-member reads before the user login check (they carry the
+    member secret instead); every other request passes through untouched."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith("/api/cluster/peer/"):
+            return await handler(request)
+        if not peer_allowed(request, member):
+            return web.json_response({"error": "wrong or missing member secret; give "
+                                               "every member the same [cluster] "
+                                               "member_secret_file"}, status=403)
+        if request.path == "/api/cluster/peer/consoles":
+            now = time.time()
+            return web.json_response({"member": member.name, "now": now, "consoles": [
+                console_json(c, now=now, detail=True) for c in member.manager.consoles()]})
+        if request.path == "/api/cluster/peer/events":
+            console = request.query.get("console") or None
+            kinds = frozenset(k for k in request.query.get("kind", "").split(",") if k)
+            path = request.app[data_dir_key] / "events.jsonl"
+            events = await asyncio.to_thread(read_events, path, console=console,
+                                             kinds=kinds, limit=MAX_PEER_EVENTS)
+            return web.json_response({"member": member.name, "events": events})
+        raise web.HTTPNotFound()
+
+    return middleware
+
+
+class Fleet:
+    """Reads the other members' consoles and events, with a short cache."""
+
+    def __init__(self, member: ClusterMember) -> None:
+        self.member = member
+        self._session: aiohttp.ClientSession | None = None
+        self._cache: tuple[float, Fetched] | None = None
+        self._inflight: asyncio.Task[Fetched] | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT),
+                headers={SECRET_HEADER: self.member.cluster.member_secret})
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def peers(self) -> dict[str, str]:
+        """Other live members and their advertise URLs."""
+        core = self.member.core
+        return {m.name: m.advertise for m in core.members.values()
+                if m.name != self.member.name and m.advertise}
+
+    async def _get(self, url: str, path: str, key: str,
+                   params: dict[str, str] | None = None) -> list[dict[str, Any]] | None:
+        try:
+            async with self._client().get(url.rstrip("/") + path, params=params,
+                                          allow_redirects=False) as resp:
+                if resp.status != 200:
+                    logger.warning("cluster: %s answered %d for %s", url, resp.status, path)
+                    return None
+                body = await resp.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            logger.info("cluster: %s did not answer %s: %r", url, path, exc)
+            return None
+        items = body.get(key) if isinstance(body, dict) else None
+        return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else None
+
+    async def _gather(self, path: str, key: str,
+                      params: dict[str, str] | None = None) -> Fetched:
+        if not self.member.cluster.member_secret:
+            return {}
+        peers = self.peers()
+        answers = await asyncio.gather(*(self._get(u, path, key, params)
+                                         for u in peers.values()))
+        return dict(zip(peers, answers, strict=True))
+
+    async def consoles(self) -> Fetched:
+        """Every other member's consoles; one fetch shared by requests within a second."""
+        now = time.monotonic()
+        if self._cache is not None and now - self._cache[0] < CACHE_SECONDS:
+            return self._cache[1]
+        if self._inflight is None or self._inflight.done():
+            self._inflight = asyncio.get_running_loop().create_task(
+                self._gather("/api/cluster/peer/consoles", "consoles"))
+        fetched = await asyncio.shield(self._inflight)
+        self._cache = (time.monotonic(), fetched)
+        return fetched
+
+    async def events(self, params: dict[str, str]) -> Fetched:
+        return await self._gather("/api/cluster/peer/events", "events", params)
+
+
+def _missing_row(name: str, tags: tuple[str, ...], owner: str | None,
+                 reachable: bool, now: float) -> dict[str, Any]:
+    """A console no member reported: its owner is down or slow, or nobody owns it yet."""
+    state = "owner-unreachable" if owner is not None else "unowned"
+    words = (f"owner {owner} unreachable" if not reachable else f"unknown (on {owner})") \
+        if owner is not None else "not running on any member yet"
+    return {"name": name, "tags": list(tags), "state": state, "state_words": words,
+            "state_detail": "", "state_since": now, "state_age": 0.0, "last_output": None,
+            "last_output_age": None, "panic_count": 0, "viewers": 0, "writer": None,
+            "healthy": False, "member": owner}
+
+
+def fleet_middleware(member: ClusterMember, fleet: Fleet) -> Any:
+    """Add the other members' consoles to `/api/consoles` and their events to
+    `/api/events` (the list and events pages poll these)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        if request.path not in ("/api/consoles", "/api/events") \
+                or not isinstance(response, web.Response) or response.status != 200 \
+                or request.method != "GET" or not isinstance(response.body, bytes) \
+                or request.query.get("local") == "1":  # ?local=1: this member's only
+            return response
+        ident = identity(request)
+        if ident is None:
+            return response
+        body = json.loads(response.body)
+        if request.path == "/api/consoles":
+            body["consoles"] = await _fleet_consoles(request, member, fleet, body["consoles"])
+        else:
+            body["events"] = await _fleet_events(request, member, fleet, body["events"])
+        body["cluster"] = {"member": member.name,
+                           "unreachable": sorted(n for n, v in (fleet._cache or (0, {}))[1]
+                                                 .items() if v is None)}
+        return web.json_response(body, headers={
+            k: v for k, v in response.headers.items()
+            if k.lower() not in ("content-type", "content-length")})
+
+    return middleware
+
+
+async def _fleet_consoles(request: web.Request, member: ClusterMember, fleet: Fleet,
+                          local: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    ident = identity(request)
+    assert ident is not None
+    user = ident.user
+    configured = member.manager.config.consoles
+    for row in local:
+        row["member"] = member.name
+    seen = {row["name"] for row in local}
+    fetched = await fleet.consoles()
+    now = time.time()
+    reported: dict[str, dict[str, Any]] = {}
+    for name, rows in fetched.items():
+        for row in rows or ():
+            if isinstance(row.get("name"), str):
+                reported[row["name"]] = {**row, "member": name}
+    out = list(local)
+    visible = [c for n, c in configured.items()
+               if n not in seen and user.can_view(c.name, c.tags)]
+    for console in visible:
+        name = console.name
+        owner = member.core.owners.get(name)
+        found = reported.get(name)
+        if found is not None and (owner is None or owner.member == found["member"]):
+            row = found
+            if not user.sees_bmc_details:
+                row["state_detail"] = ""
+            row["can_write"] = user.can_write(name, console.tags)
+            row["can_power"] = user.can_power(name, console.tags)
+            out.append(row)
+            continue
+        owner_name = owner.member if owner is not None else None
+        reachable = owner_name is not None and fetched.get(owner_name) is not None
+        if owner_name is not None and not member.cluster.member_secret:
+            reachable = True  # not asked: no secret to ask with
+        out.append({**_missing_row(name, console.tags, owner_name, reachable, now),
+                    "can_write": user.can_write(name, console.tags),
+                    "can_power": user.can_power(name, console.tags)})
+    out.sort(key=lambda r: str(r["name"]))
+    return out
+
+
+async def _fleet_events(request: web.Request, member: ClusterMember, fleet: Fleet,
+                        local: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    ident = identity(request)
+    assert ident is not None
+    user = ident.user
+    params = {k: request.query[k] for k in ("console", "kind") if k in request.query}
+    fetched = await fleet.events(params)
+    configured = member.manager.config.consoles
+    try:
+        limit = min(MAX_PEER_EVENTS, max(1, int(request.query.get("limit", "200"))))
+    except ValueError:
+        limit = 200
+    merged = [{**e, "member": member.name} for e in local]
+    for peer, events in fetched.items():
+        for event in events or ():
+            name = event.get("console")
+            if name is None:
+                if not user.is_admin:
+                    continue
+            else:
+                console = configured.get(str(name))
+                if console is None or not user.can_view(console.name, console.tags):
+                    continue
+            merged.append({**event, "member": peer})
+    with contextlib.suppress(TypeError):
+        merged.sort(key=lambda e: record_time(e) or 0.0, reverse=True)
+    return merged[:limit]
