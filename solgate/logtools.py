@@ -169,11 +169,26 @@ def _write_out(out: IO[bytes], data: bytes) -> None:
 def run_tail(args: argparse.Namespace) -> int:
     """`solgate tail NAME [-n N] [-f]`: the raw end of a console log, optionally followed."""
     # A followed log may not exist yet (a console just added): wait for it to appear.
-    path = _console_log(args, must_exist=not args.follow)
+    data_dir, config = _data_dir(args)
+    clustered = (config is not None and config.cluster is not None
+                 and bool(config.cluster.member_secret) and not args.local)
+    if clustered and config is not None and args.name not in config.consoles:
+        raise ConfigError(f"no console named {args.name!r} in the configuration; check "
+                          "the name")
+    path = (log_path(data_dir, args.name) if clustered
+            else _console_log(args, must_exist=not args.follow))
     out = sys.stdout.buffer
     try:
         with LogFollower(path, from_end=True) as follower:
-            _write_out(out, b"".join(read_tail(path, args.lines)))
+            head = b"".join(read_tail(path, args.lines))
+            if clustered and config is not None:  # the history from every member
+                from solgate.cluster.cli import cluster_tail
+
+                head = cluster_tail(config, args.name, head, args.lines)
+                if args.follow:
+                    print(f"solgate: following what this member logs for {args.name}; "
+                          "when another member runs it, follow there", file=sys.stderr)
+            _write_out(out, head)
             if not args.follow:
                 return 0
             while True:
@@ -289,6 +304,9 @@ def register(subparsers: Any) -> None:
                       help=f"how many lines to print first ({DEFAULT_TAIL_LINES})")
     tail.add_argument("-f", "--follow", action="store_true",
                       help="keep following the log, like tail -F")
+    tail.add_argument("--local", action="store_true",
+                      help="in a cluster, only this member's log (default: the console's "
+                           "history from every member, with [cluster] member_secret_*)")
     _add_data_dir(tail)
     tail.set_defaults(handler=run_tail)
 

@@ -83,3 +83,20 @@ def test_check_config_prints_the_member_and_its_digest(tmp_path: Path,
     out = capsys.readouterr().out
     assert "cluster: member gw1, etcd http://127.0.0.1:2379, prefix /solgate/, lease 15s " \
            "renewed every 5s, weight 1, configuration digest " in out
+
+
+def test_member_secret_from_file_or_env_never_in_repr(tmp_path: Path) -> None:
+    secret = "s3cret-" + "a" * 40
+    (tmp_path / "cluster.secret").write_text(secret + "\n")
+    cfg = parse_config(f'[cluster]\netcd = "http://e:2379"\nmember_secret_file = '
+                       f'"{tmp_path / "cluster.secret"}"\n')
+    assert cfg.cluster is not None
+    assert cfg.cluster.member_secret == secret
+    assert secret not in repr(cfg.cluster)
+    cfg = parse_config('[cluster]\netcd = "http://e:2379"\nmember_secret_env = "S"\n',
+                       environ={"S": secret})
+    assert cfg.cluster is not None
+    assert cfg.cluster.member_secret == secret
+    with pytest.raises(ConfigError, match="too short secret.*openssl rand -hex 32"):
+        parse_config('[cluster]\netcd = "http://e:2379"\nmember_secret_env = "S"\n',
+                      environ={"S": "short"})

@@ -10,6 +10,7 @@ takes them.
 from __future__ import annotations
 
 import signal
+import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,9 +20,11 @@ import pytest
 from tests.cluster_helpers import (
     MEMBER_SECRET,
     Etcd,
+    env,
     etcd_server,  # noqa: F401 - the `etcd` fixture
     member_ready,
     sim_fleet,
+    solgate,
     start_member,
     stop,
     wait_until,
@@ -29,6 +32,20 @@ from tests.cluster_helpers import (
 
 pytestmark = pytest.mark.timeout(90)
 CONSOLES = 10
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 - loopback
+        return bytes(r.read())
+
+
+def _in_order(text: str, parts: list[str]) -> bool:
+    at = 0
+    for part in parts:
+        at = text.find(part, at)
+        if at < 0:
+            return False
+    return True
 
 
 def _status(url: str, secret: str | None) -> int:
@@ -46,14 +63,31 @@ def test_any_member_lists_every_console_with_state_and_owner(etcd: Etcd,
     prefix = "/fleet-view/"
     with sim_fleet(tmp_path, CONSOLES) as sim:
         names = {n for n, _ in sim.consoles}
-        procs = {n: start_member(tmp_path, n, etcd.url, sim.consoles, prefix=prefix)
-                 for n in ("gw1", "gw2")}
+        procs = {"gw1": start_member(tmp_path, "gw1", etcd.url, sim.consoles, prefix=prefix)}
         try:
-            gw1, gw2 = (member_ready(tmp_path, n, p) for n, p in procs.items())
-            wait_until(lambda: gw1.active() | gw2.active() == names
-                       and not gw1.active() & gw2.active(), 40, "every console running once")
-            assert gw2.active(), "placement gave gw2 nothing; the test needs both members"
+            gw1 = member_ready(tmp_path, "gw1", procs["gw1"])
+            wait_until(lambda: gw1.active() == names, 30, "gw1 running every console")
+            procs["gw2"] = start_member(tmp_path, "gw2", etcd.url, sim.consoles, prefix=prefix)
+            gw2 = member_ready(tmp_path, "gw2", procs["gw2"])
+            wait_until(lambda: gw2.active() and gw1.active() | gw2.active() == names
+                       and not gw1.active() & gw2.active(), 40, "gw2 taking its share")
             owners = etcd.owners(prefix)
+
+            # A console gw1 handed over to gw2: its whole history, from either member.
+            moved = sorted(gw2.active())[0]
+            notes = ["gw1 owns the console (epoch ", "gw1 hands the console over to gw2",
+                     "gw2 owns the console (epoch "]
+            for m in (gw1, gw2):
+                text = _get(m.url + f"api/cluster/history/{moved}").decode(errors="replace")
+                assert _in_order(text, notes), text[-3000:]
+                page = _get(m.url + f"consoles/{moved}/history").decode()
+                assert _in_order(page, notes)
+            found = _get(gw2.url + f"api/cluster/history/{moved}?q=hands+the+console")
+            assert found.decode().count("\n") == 1
+            tail = subprocess.run(solgate("tail", moved, "-n", "500", "-c",
+                                          str(gw2.workdir / "solgate.toml")),
+                                  capture_output=True, env=env(), timeout=30, check=True)
+            assert _in_order(tail.stdout.decode(errors="replace"), notes), tail.stderr
 
             # Either member: every console, its owner, and the state its owner reports.
             for m in (gw1, gw2):

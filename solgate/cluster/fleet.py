@@ -27,11 +27,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
 
 from solgate.console.events import read_events, record_time
+from solgate.console.log import read_tail
 from solgate.web.keys import data_dir_key
 from solgate.web.middleware import identity
 from solgate.web.model import console_json
@@ -43,7 +45,11 @@ logger = logging.getLogger("solgate.cluster")
 SECRET_HEADER = "X-Solgate-Member-Secret"  # noqa: S105 - a header name
 PEER_TIMEOUT = 1.5  # seconds for one member's answer; a slow member must not stall a page
 CACHE_SECONDS = 1.0
+HISTORY_TIMEOUT = 5.0  # a log is bigger than a state list: up to 16 MiB from each member
 MAX_PEER_EVENTS = 5_000
+DEFAULT_HISTORY_LINES = 2_000
+MAX_HISTORY_LINES = 100_000
+MAX_HISTORY_BYTES = 16 * 1024 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Fetched = dict[str, list[dict[str, Any]] | None]  # member -> its answer, None: no answer
@@ -78,9 +84,26 @@ def peer_middleware(member: ClusterMember) -> Any:
             events = await asyncio.to_thread(read_events, path, console=console,
                                              kinds=kinds, limit=MAX_PEER_EVENTS)
             return web.json_response({"member": member.name, "events": events})
+        if request.path.startswith("/api/cluster/peer/logs/"):
+            name = request.path.rsplit("/", 1)[1]
+            if name not in member.manager.config.consoles:
+                raise web.HTTPNotFound(text=f"no console named {name!r}")
+            data = await read_local_log(member, name, request.query.get("lines", ""))
+            return web.Response(body=data, content_type="application/octet-stream")
         raise web.HTTPNotFound()
 
     return middleware
+
+
+async def read_local_log(member: ClusterMember, name: str, lines: str) -> bytes:
+    """The end of what this member logged for `name` (whoever runs it now)."""
+    try:
+        count = max(1, min(int(lines or DEFAULT_HISTORY_LINES), MAX_HISTORY_LINES))
+    except ValueError:
+        count = DEFAULT_HISTORY_LINES
+    path = member.manager.data_dir / "logs" / f"{name}.log"
+    tail = await asyncio.to_thread(read_tail, path, count, max_bytes=MAX_HISTORY_BYTES)
+    return b"".join(tail)
 
 
 class Fleet:
@@ -147,6 +170,26 @@ class Fleet:
 
     async def events(self, params: dict[str, str]) -> Fetched:
         return await self._gather("/api/cluster/peer/events", "events", params)
+
+    async def logs(self, console: str, lines: int) -> dict[str, bytes | None]:
+        """What every other member logged for `console` (None: it did not answer)."""
+        if not self.member.cluster.member_secret:
+            return {}
+        peers = self.peers()
+
+        async def one(url: str) -> bytes | None:
+            path = f"/api/cluster/peer/logs/{quote(console, safe='')}"
+            try:
+                async with self._client().get(
+                        url.rstrip("/") + path, params={"lines": str(lines)},
+                        allow_redirects=False,
+                        timeout=aiohttp.ClientTimeout(total=HISTORY_TIMEOUT)) as resp:
+                    return await resp.read() if resp.status == 200 else None
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                logger.info("cluster: %s did not answer %s: %r", url, path, exc)
+                return None
+        answers = await asyncio.gather(*(one(u) for u in peers.values()))
+        return dict(zip(peers, answers, strict=True))
 
 
 def _missing_row(name: str, tags: tuple[str, ...], owner: str | None,

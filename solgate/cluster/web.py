@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+import aiohttp_jinja2
 from aiohttp import web
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -27,15 +29,19 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from solgate.cluster.merge import merge_logs
 from solgate.console.log import read_tail
-from solgate.web.keys import manager_key
+from solgate.web.keys import auth_key, manager_key
+from solgate.web.logview import display_text
 from solgate.web.metrics import registry_for
 from solgate.web.middleware import identity, require_identity
 
 if TYPE_CHECKING:
+    from solgate.cluster.fleet import Fleet
     from solgate.cluster.shell import ClusterMember
 
 cluster_key: web.AppKey[ClusterMember] = web.AppKey("cluster")
+fleet_key: web.AppKey[Fleet] = web.AppKey("cluster_fleet")
 
 
 MAX_LOCAL_LOG_LINES = 100_000
@@ -57,6 +63,83 @@ async def local_log(request: web.Request) -> web.Response:
                                    max_bytes=MAX_LOCAL_LOG_BYTES)
     return web.Response(body=b"".join(tail), content_type="application/octet-stream",
                         headers={"X-Solgate-Member": member.name})
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """One console's merged history as the asking member could gather it."""
+
+    data: bytes
+    members: list[str]  # whose pieces are in it
+    missing: list[str]  # live members that did not answer
+
+
+async def gather_history(request: web.Request, name: str, lines: int) -> History:
+    """This member's log of `name` and every other member's, merged in epoch order."""
+    from solgate.cluster.fleet import read_local_log
+
+    member = request.app[cluster_key]
+    logs: dict[str, bytes] = {member.name: await read_local_log(member, name, str(lines))}
+    missing: list[str] = []
+    for peer, data in (await request.app[fleet_key].logs(name, lines)).items():
+        if data is None:
+            missing.append(peer)
+        else:
+            logs[peer] = data
+    return History(merge_logs(logs), sorted(logs), sorted(missing))
+
+
+def _history_request(request: web.Request) -> tuple[str, int, str]:
+    ident = require_identity(request)
+    member = request.app[cluster_key]
+    name = request.match_info["console"]
+    console = member.manager.config.consoles.get(name)
+    if console is None or not ident.user.can_view(console.name, console.tags):
+        raise web.HTTPNotFound(text=f"no console named {name!r}")
+    try:
+        lines = max(1, min(int(request.query.get("lines", "2000")), MAX_LOCAL_LOG_LINES))
+    except ValueError:
+        raise web.HTTPBadRequest(text="lines must be a number, like ?lines=2000") from None
+    return name, lines, request.query.get("q", "").strip()[:200]
+
+
+def _matching(history: History, query: str) -> list[str]:
+    """The history as display lines; with a query, only the lines containing it."""
+    shown = [display_text(raw) for raw in history.data.splitlines()]
+    if query:
+        needle = query.casefold()
+        shown = [line for line in shown if needle in line.casefold()]
+    return shown
+
+
+async def history_api(request: web.Request) -> web.Response:
+    """`GET /api/cluster/history/NAME[?lines=N&q=TEXT]`: the console's history across
+    members as raw bytes (as logged), or with `q` the matching lines as text."""
+    name, lines, query = _history_request(request)
+    history = await gather_history(request, name, lines)
+    headers = {"X-Solgate-Members": ",".join(history.members),
+               "X-Solgate-Missing": ",".join(history.missing)}
+    if query:
+        text = "".join(line + "\n" for line in _matching(history, query))
+        return web.Response(text=text, content_type="text/plain", headers=headers)
+    return web.Response(body=history.data, content_type="application/octet-stream",
+                        headers=headers)
+
+
+@aiohttp_jinja2.template("cluster_history.html")
+async def history_page(request: web.Request) -> dict[str, Any]:
+    """The log view across members: every member's part in ownership order, the
+    ownership and handover notes in between; `?q=` searches all of it."""
+    name, lines, query = _history_request(request)
+    history = await gather_history(request, name, lines)
+    ident = identity(request)
+    return {"title": f"{name} history", "user": ident.user if ident else None,
+            "csrf_token": ident.session.csrf_token if ident and ident.session else "",
+            "login_required": request.app[auth_key].login_required,
+            "console_name": name, "query": query, "lines": [
+                (line, "event-mark" if line.startswith("[-- solgate") else "")
+                for line in _matching(history, query)],
+            "members": history.members, "missing": history.missing, "limit": lines}
 
 
 async def cluster_status(request: web.Request) -> web.Response:
@@ -131,8 +214,11 @@ def setup_cluster_routes(app: web.Application, member: ClusterMember) -> None:
     # before the login check (after the security headers and request timeouts).
     app.middlewares.insert(app.middlewares.index(auth_middleware), peer_middleware(member))
     app.middlewares.append(redirect_to_owner)
-    fleet = Fleet(member)
+    fleet = app[fleet_key] = Fleet(member)
     app.middlewares.append(fleet_middleware(member, fleet))
+    app.router.add_get("/consoles/{console}/history", history_page)
+    app.router.add_get("/api/cluster/history/{console}", history_api)
+    aiohttp_jinja2.get_env(app).globals["cluster_member"] = member.name
 
     async def close_fleet(_app: web.Application) -> None:
         await fleet.close()
