@@ -228,6 +228,7 @@ async def run_server(
             from solgate.ssh import start_ssh_gateway
 
             ssh_gateway = await start_ssh_gateway(config, manager)
+            ssh_gateway.cluster = member  # consoles other members run: sshproxy
             ssh_host = ssh_gateway.settings.host
             ssh_address = f"{ssh_host}:{ssh_gateway.port}"
         with contextlib.suppress(OSError):

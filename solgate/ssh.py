@@ -330,6 +330,8 @@ class SshGateway:
         self._connections: set[asyncssh.SSHServerConnection] = set()
         self._sessions: set[asyncio.Task[Any]] = set()
         self._live: set[_Session] = set()
+        # The cluster member (solgate/cluster/sshproxy.py): consoles other members run.
+        self.cluster: Any = None
 
     @property
     def port(self) -> int:
@@ -418,7 +420,8 @@ class SshGateway:
             if target.user is not None and user.name != target.user:
                 continue
             if target.console is not None:
-                console = self.manager.get(target.console)
+                console = (self.manager.get(target.console)
+                           or self.manager.config.consoles.get(target.console))
                 if console is None or not user.can_view(console.name, console.tags):
                     continue
             return user
@@ -537,7 +540,14 @@ class _Session:
     # -- the menu ------------------------------------------------------------------------
 
     def visible(self) -> list[Any]:
-        return [c for c in self.manager.consoles() if self.user.can_view(c.name, c.tags)]
+        here = [c for c in self.manager.consoles() if self.user.can_view(c.name, c.tags)]
+        member = self.gateway.cluster
+        if member is None:
+            return here
+        from solgate.cluster.sshproxy import remote_consoles
+
+        return sorted(here + remote_consoles(member, self.user, {c.name for c in here}),
+                      key=lambda c: c.name)
 
     async def menu(self) -> int:
         while True:
@@ -601,6 +611,12 @@ class _Session:
         if self.ended:
             return 1, True
         console = self.manager.get(name)
+        if console is None and self.gateway.cluster is not None:
+            from solgate.cluster.sshproxy import attach_remote
+
+            remote = await attach_remote(self, self.gateway.cluster, name)
+            if remote is not None:
+                return remote
         if console is None or not self.user.can_view(console.name, console.tags):
             await self.note(f"no console {name} or no access")
             return 1, False

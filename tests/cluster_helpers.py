@@ -196,7 +196,7 @@ class MemberProc:
 
 
 def member_config(workdir: Path, name: str, etcd_url: str, consoles: list[tuple[str, int]],
-                  *, prefix: str, lease_ttl: str = "3s") -> Path:
+                  *, prefix: str, lease_ttl: str = "3s", extra: str = "") -> Path:
     lines = [f'data_dir = "{workdir / "data"}"', "", "[server]", 'listen = "127.0.0.1:0"',
              'auth = "none"', "", "[cluster]", f'etcd = ["{etcd_url}"]', f'name = "{name}"',
              f'lease_ttl = "{lease_ttl}"', f'prefix = "{prefix}"',
@@ -206,15 +206,15 @@ def member_config(workdir: Path, name: str, etcd_url: str, consoles: list[tuple[
     for console, port in consoles:
         lines += [f"[consoles.{console}]", 'host = "127.0.0.1"', f"port = {port}", ""]
     path = workdir / "solgate.toml"
-    path.write_text("\n".join(lines))
+    path.write_text("\n".join(lines) + "\n" + extra)
     return path
 
 
 def start_member(tmp: Path, name: str, etcd_url: str, consoles: list[tuple[str, int]],
-                 *, prefix: str) -> subprocess.Popen:
+                 *, prefix: str, extra: str = "") -> subprocess.Popen:
     workdir = tmp / name
     workdir.mkdir(exist_ok=True)
-    config = member_config(workdir, name, etcd_url, consoles, prefix=prefix)
+    config = member_config(workdir, name, etcd_url, consoles, prefix=prefix, extra=extra)
     with (workdir / "stderr").open("w") as stderr:
         return subprocess.Popen(solgate("-v", "serve", "-c", str(config), "--event-loop",
                                         "asyncio"),

@@ -9,6 +9,7 @@ takes them.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import urllib.error
@@ -17,11 +18,13 @@ from pathlib import Path
 
 import pytest
 
+import solgate.ssh  # noqa: F401 - first: it silences asyncssh's DSA deprecation warning
 from tests.cluster_helpers import (
     MEMBER_SECRET,
     Etcd,
     env,
     etcd_server,  # noqa: F401 - the `etcd` fixture
+    free_port,
     member_ready,
     sim_fleet,
     solgate,
@@ -30,6 +33,7 @@ from tests.cluster_helpers import (
     wait_until,
 )
 
+asyncssh = pytest.importorskip("asyncssh")
 pytestmark = pytest.mark.timeout(90)
 CONSOLES = 10
 
@@ -48,6 +52,35 @@ def _in_order(text: str, parts: list[str]) -> bool:
     return True
 
 
+async def _ssh_types_on_the_owner(port: int, key: asyncssh.SSHKey, console: str) -> None:
+    async with asyncssh.connect("127.0.0.1", port, username="alice", client_keys=[key],
+                                known_hosts=None, agent_path=None, config=[]) as conn:
+        menu = await conn.create_process(term_type="xterm", term_size=(80, 24),
+                                         encoding=None)
+        seen = await _expect(menu, b"(q quits): ")
+        assert f"{console}  on gw2".encode() in seen, seen  # the menu lists the fleet
+        menu.stdin.write(console.encode() + b"\r")
+        await _expect(menu, b"runs on member gw2; connected through gw1")
+        menu.stdin.write(b"\recho hello-through-gw1\r")
+        await _expect(menu, b"\nhello-through-gw1")  # the host's answer, not the echo
+        menu.stdin.write(b"\r~.")
+        await _expect(menu, f"left {console}".encode())
+        menu.stdin.write(b"q\r")
+        await asyncio.wait_for(menu.wait_closed(), 10)
+
+
+async def _expect(process: asyncssh.SSHClientProcess, needle: bytes,
+                  timeout: float = 10.0) -> bytes:
+    seen = b""
+    async with asyncio.timeout(timeout):
+        while needle not in seen:
+            data = await process.stdout.read(4096)
+            if not data:
+                raise AssertionError(f"EOF before {needle!r}: {seen[-600:]!r}")
+            seen += data
+    return seen
+
+
 def _status(url: str, secret: str | None) -> int:
     req = urllib.request.Request(url, headers={"X-Solgate-Member-Secret": secret}
                                  if secret is not None else {})
@@ -63,11 +96,18 @@ def test_any_member_lists_every_console_with_state_and_owner(etcd: Etcd,
     prefix = "/fleet-view/"
     with sim_fleet(tmp_path, CONSOLES) as sim:
         names = {n for n, _ in sim.consoles}
-        procs = {"gw1": start_member(tmp_path, "gw1", etcd.url, sim.consoles, prefix=prefix)}
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        users = ('[users.alice]\nrole = "operator"\n'
+                 f'ssh_keys = ["{key.export_public_key().decode().strip()}"]\n')
+        ssh_port = free_port()
+        procs = {"gw1": start_member(tmp_path, "gw1", etcd.url, sim.consoles, prefix=prefix,
+                                     extra=f'[ssh]\nlisten = "127.0.0.1:{ssh_port}"\n\n'
+                                     + users)}
         try:
             gw1 = member_ready(tmp_path, "gw1", procs["gw1"])
             wait_until(lambda: gw1.active() == names, 30, "gw1 running every console")
-            procs["gw2"] = start_member(tmp_path, "gw2", etcd.url, sim.consoles, prefix=prefix)
+            procs["gw2"] = start_member(tmp_path, "gw2", etcd.url, sim.consoles, prefix=prefix,
+                                        extra=users)
             gw2 = member_ready(tmp_path, "gw2", procs["gw2"])
             wait_until(lambda: gw2.active() and gw1.active() | gw2.active() == names
                        and not gw1.active() & gw2.active(), 40, "gw2 taking its share")
@@ -88,6 +128,11 @@ def test_any_member_lists_every_console_with_state_and_owner(etcd: Etcd,
                                           str(gw2.workdir / "solgate.toml")),
                                   capture_output=True, env=env(), timeout=30, check=True)
             assert _in_order(tail.stdout.decode(errors="replace"), notes), tail.stderr
+
+            # gw1's ssh gateway proxies a console gw2 runs: alice types, the host answers.
+            asyncio.run(_ssh_types_on_the_owner(ssh_port, key, moved))
+            assert b"hello-through-gw1" in (gw2.workdir / "data" / "logs"
+                                            / f"{moved}.log").read_bytes()
 
             # Either member: every console, its owner, and the state its owner reports.
             for m in (gw1, gw2):

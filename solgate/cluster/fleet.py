@@ -34,8 +34,9 @@ from aiohttp import web
 
 from solgate.console.events import read_events, record_time
 from solgate.console.log import read_tail
-from solgate.web.keys import data_dir_key
-from solgate.web.middleware import identity
+from solgate.users import LOCAL_USER
+from solgate.web.keys import auth_key, data_dir_key
+from solgate.web.middleware import IDENTITY, Identity, identity
 from solgate.web.model import console_json
 
 if TYPE_CHECKING:
@@ -84,6 +85,21 @@ def peer_middleware(member: ClusterMember) -> Any:
             events = await asyncio.to_thread(read_events, path, console=console,
                                              kinds=kinds, limit=MAX_PEER_EVENTS)
             return web.json_response({"member": member.name, "events": events})
+        if request.path.startswith("/api/cluster/peer/ws/"):
+            # Another member's ssh gateway, attaching a user it authenticated.
+            from solgate.cluster.sshproxy import AS_USER_HEADER
+            from solgate.web.ws import console_ws
+
+            auth = request.app[auth_key]
+            as_user = request.headers.get(AS_USER_HEADER, "")
+            user = auth.users.get(as_user) or (LOCAL_USER if not auth.login_required
+                                               else None)
+            if user is None:
+                return web.json_response({"error": f"no user {as_user!r} on {member.name}; "
+                                                   "give every member the same users"},
+                                         status=403)
+            request[IDENTITY] = Identity(user, "proxy")
+            return await console_ws(request)
         if request.path.startswith("/api/cluster/peer/logs/"):
             name = request.path.rsplit("/", 1)[1]
             if name not in member.manager.config.consoles:
