@@ -163,7 +163,7 @@ def test_etcd_unreachable_at_start_is_one_clear_line(tmp_path: Path) -> None:
                            [("web01", 623)], prefix="/x/")
     result = subprocess.run(solgate("serve", "-c", str(config), "--event-loop", "asyncio"),
                             capture_output=True, text=True, timeout=30,
-                            env={**os.environ, "SOLGATE_SIM_PASSWORD": "pw"},
+                            env={**env(), "SOLGATE_SIM_PASSWORD": "pw"},
                             check=False)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()

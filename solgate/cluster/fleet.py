@@ -211,7 +211,7 @@ class Fleet:
 def _missing_row(name: str, tags: tuple[str, ...], owner: str | None,
                  reachable: bool, now: float) -> dict[str, Any]:
     """A console no member reported: its owner is down or slow, or nobody owns it yet."""
-    state = "owner-unreachable" if owner is not None else "unowned"
+    state = "unowned" if owner is None else "unknown" if reachable else "owner-unreachable"
     words = (f"owner {owner} unreachable" if not reachable else f"unknown (on {owner})") \
         if owner is not None else "not running on any member yet"
     return {"name": name, "tags": list(tags), "state": state, "state_words": words,
