@@ -420,8 +420,9 @@ class SshGateway:
             if target.user is not None and user.name != target.user:
                 continue
             if target.console is not None:
-                console = (self.manager.get(target.console)
-                           or self.manager.config.consoles.get(target.console))
+                console = self.manager.get(target.console)
+                if console is None and self.cluster is not None:  # run by another member
+                    console = self.manager.config.consoles.get(target.console)
                 if console is None or not user.can_view(console.name, console.tags):
                     continue
             return user

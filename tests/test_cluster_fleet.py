@@ -10,6 +10,7 @@ takes them.
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import subprocess
 import urllib.error
@@ -105,6 +106,8 @@ def test_any_member_lists_every_console_with_state_and_owner(etcd: Etcd,
                                      + users)}
         try:
             gw1 = member_ready(tmp_path, "gw1", procs["gw1"])
+            assert re.search(r"solgate: member gw1 of the cluster, owns \d+ of 10 consoles",
+                             gw1.stderr.read_text())
             wait_until(lambda: gw1.active() == names, 30, "gw1 running every console")
             procs["gw2"] = start_member(tmp_path, "gw2", etcd.url, sim.consoles, prefix=prefix,
                                         extra=users)
@@ -141,10 +144,11 @@ def test_any_member_lists_every_console_with_state_and_owner(etcd: Etcd,
                 assert {n: c["member"] for n, c in fleet.items()} == owners
                 assert {c["state"] for c in fleet.values()} == {"active"}
 
-            # Events from the other member, marked with it.
-            events = gw1.api("api/events?limit=1000")["events"]
-            assert any(e.get("member") == "gw2" and e.get("console") in gw2.active()
-                       and e.get("kind") == "sol-up" for e in events)
+            # Events from every member, marked with it: the moved console's SOL came up
+            # on gw1 first, then on gw2.
+            for m in (gw1, gw2):
+                events = m.api(f"api/events?console={moved}&kind=sol-up")["events"]
+                assert {e["member"] for e in events} == {"gw1", "gw2"}, events
 
             # The member-to-member read needs the shared secret.
             peer = gw1.url + "api/cluster/peer/consoles"

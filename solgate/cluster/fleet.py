@@ -79,12 +79,8 @@ def peer_middleware(member: ClusterMember) -> Any:
             return web.json_response({"member": member.name, "now": now, "consoles": [
                 console_json(c, now=now, detail=True) for c in member.manager.consoles()]})
         if request.path == "/api/cluster/peer/events":
-            console = request.query.get("console") or None
-            kinds = frozenset(k for k in request.query.get("kind", "").split(",") if k)
-            path = request.app[data_dir_key] / "events.jsonl"
-            events = await asyncio.to_thread(read_events, path, console=console,
-                                             kinds=kinds, limit=MAX_PEER_EVENTS)
-            return web.json_response({"member": member.name, "events": events})
+            return web.json_response({"member": member.name,
+                                      "events": await local_events(request)})
         if request.path.startswith("/api/cluster/peer/ws/"):
             # Another member's ssh gateway, attaching a user it authenticated.
             from solgate.cluster.sshproxy import AS_USER_HEADER
@@ -109,6 +105,15 @@ def peer_middleware(member: ClusterMember) -> Any:
         raise web.HTTPNotFound()
 
     return middleware
+
+
+async def local_events(request: web.Request) -> list[dict[str, Any]]:
+    """This member's events for `?console=` and `?kind=`, whichever consoles it runs now."""
+    console = request.query.get("console") or None
+    kinds = frozenset(k.strip() for k in request.query.get("kind", "").split(",") if k.strip())
+    path = request.app[data_dir_key] / "events.jsonl"
+    return await asyncio.to_thread(read_events, path, console=console, kinds=kinds,
+                                   limit=MAX_PEER_EVENTS)
 
 
 async def read_local_log(member: ClusterMember, name: str, lines: str) -> bytes:
@@ -239,7 +244,10 @@ def fleet_middleware(member: ClusterMember, fleet: Fleet) -> Any:
         if request.path == "/api/consoles":
             body["consoles"] = await _fleet_consoles(request, member, fleet, body["consoles"])
         else:
-            body["events"] = await _fleet_events(request, member, fleet, body["events"])
+            # This member's own events are re-read: the handler drops those of consoles
+            # it no longer runs, which belong in the fleet's history too.
+            body["events"] = await _fleet_events(request, member, fleet,
+                                                 await local_events(request))
         body["cluster"] = {"member": member.name,
                            "unreachable": sorted(n for n, v in (fleet._cache or (0, {}))[1]
                                                  .items() if v is None)}
@@ -304,8 +312,8 @@ async def _fleet_events(request: web.Request, member: ClusterMember, fleet: Flee
         limit = min(MAX_PEER_EVENTS, max(1, int(request.query.get("limit", "200"))))
     except ValueError:
         limit = 200
-    merged = [{**e, "member": member.name} for e in local]
-    for peer, events in fetched.items():
+    merged = []
+    for peer, events in [(member.name, local), *fetched.items()]:
         for event in events or ():
             name = event.get("console")
             if name is None:
