@@ -10,6 +10,7 @@ takes them.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import subprocess
@@ -51,6 +52,32 @@ def _in_order(text: str, parts: list[str]) -> bool:
         if at < 0:
             return False
     return True
+
+
+def _browser_sees_the_fleet(url: str, moved: str) -> None:
+    """gw1's console list shows gw2's console with its member; its history page on gw1
+    shows the handover."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = os.environ.get("SOLGATE_CHROMIUM", "/usr/bin/chromium")
+    if not Path(chromium).exists():
+        return  # the rest of the test still counts; test_web_browser.py skips likewise
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True,
+                                    args=["--headless", "--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(10_000)
+            page.goto(url)
+            row = page.locator(f'tr[data-name="{moved}"]')
+            sync_api.expect(row).to_contain_text("on gw2")
+            sync_api.expect(row.locator("td.state-good")).to_have_count(1)
+            sync_api.expect(page.locator("#summary")).to_contain_text(
+                f"{CONSOLES} of {CONSOLES} shown")
+            page.goto(f"{url}consoles/{moved}/history")
+            sync_api.expect(page.locator("pre.log")).to_contain_text(
+                "gw1 hands the console over to gw2")
+        finally:
+            browser.close()
 
 
 async def _ssh_types_on_the_owner(port: int, key: asyncssh.SSHKey, console: str) -> None:
@@ -143,6 +170,8 @@ def test_any_member_lists_every_console_with_state_and_owner(etcd: Etcd,
                 assert set(fleet) == names
                 assert {n: c["member"] for n, c in fleet.items()} == owners
                 assert {c["state"] for c in fleet.values()} == {"active"}
+
+            _browser_sees_the_fleet(gw1.url, moved)
 
             # Events from every member, marked with it: the moved console's SOL came up
             # on gw1 first, then on gw2.
