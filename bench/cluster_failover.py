@@ -81,7 +81,7 @@ class Member:
             self.proc = subprocess.Popen(
                 [*solgate_cmd(), "serve", "--no-web", "-c", str(self.dir / "solgate.toml")],
                 stdout=subprocess.DEVNULL, stderr=err, env=env(), cwd=self.dir)
-        _wait_for(self.dir / "serve.err", r"solgate: serving", self.proc, 120)
+        _wait_for(self.dir / "serve.err", r"solgate: member \S+ of the cluster", self.proc, 120)
 
     def active(self) -> int:
         up: dict[str, int] = {}
