@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("solgate.ssh")
 AS_USER_HEADER = "X-Solgate-As-User"
-VIA_HEADER = "X-Solgate-Via"
 CONNECT_TIMEOUT = 5.0
 DETACHED = 4000  # the owner closes with this when the user typed `~.`
 
@@ -103,8 +102,7 @@ async def attach_remote(session: Any, member: ClusterMember,
                            "[cluster] member_secret_file to reach it through any member)")
         return 1, False
     headers = {"X-Solgate-Member-Secret": member.cluster.member_secret,
-               AS_USER_HEADER: session.user.name,
-               VIA_HEADER: f"over ssh from {session.peer} through {member.name}"}
+               AS_USER_HEADER: session.user.name}
     target = f"{url.rstrip('/')}/api/cluster/peer/ws/{quote(name, safe='')}"
     async with aiohttp.ClientSession() as http:
         try:
