@@ -452,6 +452,11 @@ class SshGateway:
 class _Session:
     """One ssh session: the menu and attachments, fed by one input reader."""
 
+    # What `inq` carries besides bytes; code that reads `inq` elsewhere (the cluster's
+    # proxy to another member) compares with these without importing this module.
+    BREAK = BREAK
+    EOF = EOF
+
     def __init__(self, gateway: SshGateway, process: asyncssh.SSHServerProcess[bytes], user: User,
                  target: _Target, peer: str, key_fingerprint: str = "") -> None:
         self.gateway = gateway

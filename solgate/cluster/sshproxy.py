@@ -134,8 +134,6 @@ async def attach_remote(session: Any, member: ClusterMember,
 async def _keys(session: Any, ws: aiohttp.ClientWebSocketResponse,
                 pump: asyncio.Future[None], name: str) -> tuple[int, bool]:
     """The user's keys to the owner until `~.`, EOF, or the owner ends the attachment."""
-    from solgate.ssh import BREAK, EOF
-
     while True:
         getter = asyncio.ensure_future(session.inq.get())
         await asyncio.wait({getter, pump}, return_when=asyncio.FIRST_COMPLETED)
@@ -148,10 +146,10 @@ async def _keys(session: Any, ws: aiohttp.ClientWebSocketResponse,
                 await session.write(TERM_LEAVE + f"\r\n[solgate: left {name}]\r\n".encode())
             return 0, False
         item = getter.result()
-        if item is EOF:
+        if item is session.EOF:
             return 0, True
         with contextlib.suppress(ConnectionError, aiohttp.ClientError):
-            if item is BREAK:
+            if item is session.BREAK:
                 await ws.send_str(json.dumps({"type": "break"}))
             else:
                 await ws.send_bytes(item)
