@@ -4,6 +4,8 @@ Signals only set events (STYLE item 13): SIGTERM/SIGINT stop, SIGHUP reloads the
 configuration (consoles added, removed or changed are started, stopped or restarted;
 the others keep their sessions) and reopens the logs for an external logrotate.
 `run_server` takes an injectable `shutdown` event so tests can drive the whole daemon.
+Under systemd (`Type=notify`, see contrib/solgate.service) it tells systemd when it is
+ready, reloading and stopping, and pings the watchdog (solgate/sdnotify.py).
 
 `serve` and `demo` run on uvloop when it is installed (`pip install 'solgate[fast]'`):
 the event loop and its UDP and TCP transports in C take about a third off the CPU each
@@ -37,6 +39,7 @@ from solgate.config_values import is_loopback
 from solgate.console.manager import ConsoleManager
 from solgate.errors import ConfigError, SolgateError
 from solgate.ipmi.crypto import packet_path
+from solgate.sdnotify import Notifier
 from solgate.users import parse_users
 from solgate.web.app import create_app, ssl_context
 from solgate.web.keys import auth_key
@@ -165,13 +168,18 @@ async def run_server(
     web_enabled: bool = True,
     reload_config: Callable[[], Config] | None = None,
     on_ready: Callable[[ConsoleManager, str | None, str | None], None] | None = None,
+    notifier: Notifier | None = None,
 ) -> int:
     """Run until `shutdown` is set (or SIGTERM/SIGINT); SIGHUP calls `reload_config`.
 
     `on_ready(manager, web_url, ssh_address)` is called once everything listens.
+    `notifier` (default: from $NOTIFY_SOCKET) hears READY, RELOADING, STOPPING and the
+    watchdog pings.
     """
     loop = asyncio.get_running_loop()
     shutdown = shutdown or asyncio.Event()
+    notifier = notifier or Notifier.from_environment()
+    watchdog = loop.create_task(notifier.watchdog(), name="sd-watchdog")
     manager = ConsoleManager(config, clustered=config.cluster is not None)
     member: Any = None
     pid_path = Path(config.data_dir) / PID_FILE
@@ -183,7 +191,7 @@ async def run_server(
 
     def hangup() -> None:
         loop.create_task(_reload(manager, reload_config, runner.app if runner else None,
-                                 ssh_gateway, member))
+                                 ssh_gateway, member, notifier))
 
     for sig, action in ((signal.SIGTERM, shutdown.set), (signal.SIGINT, shutdown.set),
                         (signal.SIGHUP, hangup)):
@@ -235,8 +243,10 @@ async def run_server(
             pid_path.write_text(f"{os.getpid()}\n")
         if on_ready is not None:
             on_ready(manager, url, ssh_address)
+        notifier.ready(_status(manager, url))
         await shutdown.wait()
     finally:
+        notifier.stopping("stopping: deactivating SOL and flushing logs")
         for sig in installed:
             loop.remove_signal_handler(sig)
         if ssh_gateway is not None:
@@ -248,6 +258,10 @@ async def run_server(
         await manager.stop()
         with contextlib.suppress(OSError):
             pid_path.unlink()
+        watchdog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watchdog
+        notifier.close()
     return 0
 
 
@@ -261,43 +275,59 @@ def _advertised(url: str, host: str) -> str:
     return url
 
 
+def _status(manager: ConsoleManager, url: str | None) -> str:
+    """The one-line STATUS= systemd shows in `systemctl status`."""
+    where = f"; web console on {url}" if url else ""
+    return f"serving {len(manager.consoles())} consoles{where}"
+
+
 async def _reload(manager: ConsoleManager, reload_config: Callable[[], Config] | None,
                   app: web.Application | None = None, ssh_gateway: Any = None,
-                  member: Any = None) -> None:
+                  member: Any = None, notifier: Notifier | None = None) -> None:
     """Re-read the configuration: consoles through the manager (and the cluster member),
     web users in the app, ssh users and keys in the gateway; live attachments that lost
     rights lose them now.
 
     The verdict goes to the log and to `<data_dir>/solgate.reload` for `solgate reload`.
+    systemd hears RELOADING=1 first and READY=1 when it is over, whether the new
+    configuration was taken or refused (the old one keeps running then; STATUS says so).
     """
-    data_dir = getattr(manager, "data_dir", None)
-    if reload_config is None:
-        _write_reload_status(data_dir, False, "this server does not reload its "
-                             "configuration (solgate demo)")
-        return
+    notifier = notifier or Notifier(None)
+    notifier.reloading()
+    status = "reload refused (see the log); running the previous configuration"
     try:
-        config = reload_config()
-        users = parse_users(config.users_raw)
-        if ssh_gateway is not None:
-            from solgate.ssh import parse_user_keys
+        data_dir = getattr(manager, "data_dir", None)
+        if reload_config is None:
+            status = "reload: no configuration file to re-read"
+            _write_reload_status(data_dir, False, "this server does not reload its "
+                                 "configuration (solgate demo)")
+            return
+        try:
+            config = reload_config()
+            users = parse_users(config.users_raw)
+            if ssh_gateway is not None:
+                from solgate.ssh import parse_user_keys
 
-            parse_user_keys(config)  # a bad key refuses the whole reload, as check-config does
-    except SolgateError as exc:
-        logger.error("reload refused, keeping the running configuration: %s", exc)  # noqa: TRY400
-        _write_reload_status(data_dir, False,
-                             f"reload refused, keeping the running configuration: {exc}")
-        return
-    summary = await manager.reload(config)
-    if member is not None:
-        member.reload(config)
-    if app is not None:
-        app[auth_key].replace_users(users)  # re-checks the live WebSockets
-    if ssh_gateway is not None:
-        ssh_gateway.recheck()
-    message = (f"configuration reloaded: {len(summary['added'])} added, "
-               f"{len(summary['removed'])} removed, {len(summary['changed'])} changed")
-    logger.warning("%s", message)
-    _write_reload_status(data_dir, True, message)
+                parse_user_keys(config)  # a bad key refuses the whole reload, as check-config does
+        except SolgateError as exc:
+            logger.error("reload refused, keeping the running configuration: %s", exc)  # noqa: TRY400
+            _write_reload_status(data_dir, False,
+                                 f"reload refused, keeping the running configuration: {exc}")
+            return
+        summary = await manager.reload(config)
+        if member is not None:
+            member.reload(config)
+        if app is not None:
+            app[auth_key].replace_users(users)  # re-checks the live WebSockets
+        if ssh_gateway is not None:
+            ssh_gateway.recheck()
+        message = (f"configuration reloaded: {len(summary['added'])} added, "
+                   f"{len(summary['removed'])} removed, {len(summary['changed'])} changed")
+        logger.warning("%s", message)
+        _write_reload_status(data_dir, True, message)
+        status = message
+    finally:
+        notifier.ready(status)
 
 
 def _write_reload_status(data_dir: Path | None, ok: bool, message: str) -> None:

@@ -3,7 +3,9 @@
 It prints a ready `solgate.toml` fragment for the fleet on stdout (progress and warnings
 go to stderr, so ``solgate sim > sim.toml`` works), then serves until SIGINT/SIGTERM.
 Binding anything but loopback needs ``--allow-remote``: a simulator has a well-known
-password and must not be reachable from a network by accident.
+password and must not be reachable from a network by accident. SIGUSR1 prints a status
+line (BMCs with SOL active, sessions open) to stderr, and the "stopped" line repeats it:
+after a client shut down, both should be 0.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from solgate.config_cli import duration_arg
@@ -175,8 +178,10 @@ async def run(args: argparse.Namespace) -> int:
         print(f"solgate sim: started {len(ports)} BMC{'s' if len(ports) > 1 else ''} on "
               f"{args.bind}:{span} in {elapsed:.1f} s; Ctrl-C stops", file=sys.stderr,
               flush=True)
-        await _wait_for_signal()
+        await _wait_for_signal(status=lambda: print(fleet_status(fleet), file=sys.stderr,
+                                                    flush=True))
     finally:
+        status = fleet_status(fleet)
         await fleet.stop()
     for handle in fleet.bmcs:
         sol = handle.core.sol
@@ -184,8 +189,17 @@ async def run(args: argparse.Namespace) -> int:
             print(f"solgate sim: {handle.name} abandoned {sol.abandoned_bytes} of "
                   f"{sol.sent_bytes} SOL bytes (unacknowledged after {args.sol_retries} "
                   "retries, or pending when SOL was deactivated)", file=sys.stderr)
-    print("solgate sim: stopped", file=sys.stderr)
+    print(f"solgate sim: stopped; {status.removeprefix('solgate sim: ')}", file=sys.stderr)
     return 0
+
+
+def fleet_status(fleet: SimFleet) -> str:
+    """What the BMCs hold right now: after a client stopped, any SOL still active or
+    session still open is one it left behind (a real BMC would refuse the next client)."""
+    sol = sum(1 for h in fleet.bmcs if h.core.sol.active)
+    sessions = sum(len(h.core.sessions) for h in fleet.bmcs)
+    return (f"solgate sim: status: {len(fleet.bmcs)} BMCs, {sol} with SOL active, "
+            f"{sessions} sessions open")
 
 
 def _copy_faults(faults: FaultConfig) -> FaultConfig:
@@ -197,14 +211,19 @@ def _copy_faults(faults: FaultConfig) -> FaultConfig:
     )
 
 
-async def _wait_for_signal() -> None:
-    """Signals only set an event; the caller then stops cleanly."""
+async def _wait_for_signal(status: Callable[[], None] | None = None) -> None:
+    """Signals only set an event; the caller then stops cleanly. SIGUSR1 calls `status`
+    (`solgate sim` prints how many BMCs still hold SOL and sessions)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if status is not None:
+        loop.add_signal_handler(signal.SIGUSR1, status)
     try:
         await stop.wait()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if status is not None:
+            loop.remove_signal_handler(signal.SIGUSR1)
