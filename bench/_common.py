@@ -651,6 +651,7 @@ class RawWsViewer(asyncio.Protocol):
         self.lagged = 0
         self.closed = False
         self.changed = asyncio.Event()
+        self.bad_frames: list[bytes] = []  # text frames that were not JSON (header included)
 
     @classmethod
     async def open(cls, port: int, name: str) -> RawWsViewer:
@@ -712,7 +713,11 @@ class RawWsViewer(asyncio.Protocol):
                 else:
                     self.data += payload
             elif op == 1:
-                ctl = json.loads(payload)
+                try:
+                    ctl = json.loads(payload)
+                except ValueError:  # counted, so a run can report a malformed control frame
+                    self.bad_frames.append(bytes(buf[pos - hdr - ln : pos][:300]))
+                    continue
                 kind = ctl.get("type")
                 if kind == "snapshot":
                     self.snapshot_next = True

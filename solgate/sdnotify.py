@@ -55,7 +55,7 @@ class Notifier:
         pid_text = env.pop("WATCHDOG_PID", None)
         usec: int | None = None
         with contextlib.suppress(ValueError, TypeError):
-            usec = int(usec_text) if usec_text else None  # type: ignore[arg-type]
+            usec = int(usec_text) if usec_text else None
         if pid_text and pid_text.strip() != str(os.getpid()):
             usec = None  # the watchdog is meant for another process
         return cls(address, usec if usec and usec > 0 else None)

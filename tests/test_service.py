@@ -134,7 +134,8 @@ async def test_daemon_notifies_ready_reload_watchdog_and_stopping(tmp_path: Path
             await _until(lambda: count("READY=1") == 2, 10, "READY=1 after the reload")
             reloading = [i for i, m in enumerate(messages) if "RELOADING=1" in m]
             again = [i for i, m in enumerate(messages) if "READY=1" in m][1]
-            assert len(reloading) == 1 and reloading[0] < again
+            assert len(reloading) == 1
+            assert reloading[0] < again
             assert any(f.startswith("MONOTONIC_USEC=") for f in messages[reloading[0]])
 
             await _until(lambda: all(h.core.sol.active for h in fleet.bmcs), 20,
