@@ -665,7 +665,11 @@ class RawWsViewer(asyncio.Protocol):
             f"GET /ws/consoles/{name} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
-        await asyncio.wait_for(viewer.upgraded, 10)
+        try:
+            await asyncio.wait_for(viewer.upgraded, 10)
+        except BaseException:
+            viewer.transport.close()  # never leave a half-open connection on the server
+            raise
         return viewer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -197,8 +197,12 @@ def sim_status(err: Path, proc: subprocess.Popen, timeout: float = 10.0) -> str:
 
 
 async def scrape_active(session, url: str) -> int | None:  # noqa: ANN001
+    """Active consoles from /metrics; None if the scrape failed or took over 10 s."""
+    import aiohttp
+
     with contextlib.suppress(Exception):
-        async with session.get(f"{url}/metrics") as r:
+        async with session.get(f"{url}/metrics",
+                               timeout=aiohttp.ClientTimeout(total=10)) as r:
             m = ACTIVE_RE.search(await r.read())
             return int(float(m.group(1))) if m else None
     return None
@@ -252,8 +256,8 @@ async def hold(server: Server, sim: subprocess.Popen, names: list[str], args) ->
                    "cpu_pct": round(100 * (s.cpu - prev_s.cpu) / dt, 1),
                    "sim_rss_mb": round(m.rss_kb / 1024, 1),
                    "sim_cpu_pct": round(100 * (m.cpu - prev_m.cpu) / dt, 1),
-                   "active": await scrape_active(session, server.url) or 0,
-                   "viewers": viewers["now"]}
+                   "active": await scrape_active(session, server.url),
+                   "viewers": viewers["now"], "load1": round(os.getloadavg()[0], 1)}
             samples.append(row)
             prev_s, prev_m = s, m
             print(f"... {row}", file=sys.stderr, flush=True)
@@ -292,7 +296,8 @@ def plot(samples: list[dict[str, float]], path: Path, title: str, warmup: float)
     axes[0].set_ylim(bottom=0)
     axes[0].legend(loc="lower right")
     axes[1].plot(t, [s["fds"] for s in samples], label="open files")
-    axes[1].plot(t, [s["active"] for s in samples], label="active consoles", alpha=0.7)
+    axes[1].plot(t, [s["active"] if s["active"] is not None else float("nan")
+                     for s in samples], label="active consoles", alpha=0.7)
     axes[1].plot(t, [s["viewers"] for s in samples], label="viewers", alpha=0.7)
     axes[1].set_ylim(bottom=0)
     axes[1].legend(loc="lower right")

@@ -29,6 +29,9 @@ SCRIPTS = {
     "faults": ["--losses", "0.05", "--bytes", "3K"],
     "cluster_failover": ["--consoles", "5", "--lease-ttl", "6s"],
     "vs_conman": ["--consoles", "3", "--small", "0", "--window", "1", "--flood", "5K"],
+    "graceful_stop": ["--sizes", "3", "--flooding", "1", "--viewers", "1"],
+    "soak": ["--consoles", "3", "--minutes", "0.1", "--warmup", "1", "--sample", "2",
+             "--viewers", "1", "--restart-every", "3", "--timeout-every", "3"],
 }
 NEEDS_IPMITOOL = {"throughput", "echo_latency", "faults"}
 HAVE_ETCD = shutil.which("etcd") is not None
@@ -127,3 +130,17 @@ def test_vs_conman_runs_both_servers_and_checks_the_flood(runs):
     summary = data["summary"]
     assert set(summary) == {"conman@3", "solgate@3"}
     assert all(s["all_connected"] and s["floods_exact"] for s in summary.values())
+
+
+def test_graceful_stop_leaves_nothing_on_the_bmcs(runs):
+    (result,) = _get(runs, "graceful_stop")["results"]
+    assert result["exit_code"] == 0, result
+    assert (result["sol_active_after"], result["sessions_after"]) == (0, 0), result
+    assert result["logs_without_stop_note"] == 0, result
+
+
+def test_soak_checks_the_logs_and_samples(runs):
+    data = _get(runs, "soak")
+    assert data["samples"]
+    assert data["logs"]["exact"]
+    assert data["logs"]["floods"] >= 3  # the warm-up floods every console once
