@@ -61,6 +61,8 @@ from _common import (  # noqa: E402
 from solgate.sim.flood import FLOOD_LINE_LEN, flood_line  # noqa: E402
 
 NOTE = re.compile(rb"\[-- solgate [^\r\n]*?--\]\r\n")
+# A note that waited NOTE_HOLD for an open line to end breaks it visibly with this.
+BREAK_MARK = b" [-- solgate: line continues below --]\r\n"
 LINE_RE = re.compile(rb"flood (\d{8}) ")
 ACTIVE_RE = re.compile(rb'^solgate_consoles\{state="active"\} (\S+)$', re.M)
 
@@ -71,12 +73,12 @@ ACTIVE_RE = re.compile(rb'^solgate_consoles\{state="active"\} (\S+)$', re.M)
 def flood_instances(data: bytes, split_lines: list[int]) -> list[dict[str, object]]:
     """The flood outputs in one console's log, in order: which line numbers each holds.
 
-    solgate's own notes are taken out first; a note written in the middle of a line (the
-    log then ends the line early with CR LF) is joined back, so the check is about the
-    host's bytes (`split_lines[0]` counts those). A new instance starts at line 1, or
-    when numbering goes backwards.
+    solgate's own notes are taken out first; a line a note had to break (the log marks
+    the break, or, before notes waited for line ends, just ended the line with CR LF) is
+    joined back, so the check is about the host's bytes (`split_lines[0]` counts those).
+    A new instance starts at line 1, or when numbering goes backwards.
     """
-    pieces = NOTE.sub(b"", data).split(b"\r\n")
+    pieces = NOTE.sub(b"", data.replace(BREAK_MARK, b"")).split(b"\r\n")
     instances: list[dict[str, object]] = []
     cur: dict[str, object] | None = None
     i = 0
