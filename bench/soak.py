@@ -20,11 +20,12 @@ consoles that is not a leak), then for `--minutes`:
 Then the churn stops, the floods finish, every console must be active again, the server
 gets SIGTERM (timed: the graceful stop), the simulator says how many BMCs still hold SOL
 or sessions (must be 0), and every console log is checked against the floods the fleet
-started: a flood that no restart or timeout touched must be in its log exactly (every
-line, once, in order, byte for byte); a disturbed one may miss lines (a real BMC drops
-what it buffered when it reboots or drops a session) but nothing may be doubled,
-corrupted or reordered. Growth is judged on the second half of the run after the
-warm-up: the RSS slope and the open-files range.
+started: a flood that no restart or timeout touched, and during which solgate kept its
+session, must be in its log exactly (every line, once, in order, byte for byte); one
+hit by churn, or by a reconnect of solgate's own (counted apart: that is solgate giving
+up a session), may miss lines (a real BMC drops what it buffered when it reboots or the
+session ends) but nothing may be doubled, corrupted or reordered. Growth is judged on
+the second half of the run after the warm-up: the RSS slope and the open-files range.
 Writes bench/results/soak.json and, with --plot, the figure.
 """
 
@@ -63,6 +64,8 @@ from solgate.sim.flood import FLOOD_LINE_LEN, flood_line  # noqa: E402
 NOTE = re.compile(rb"\[-- solgate [^\r\n]*?--\]\r\n")
 # A note that waited NOTE_HOLD for an open line to end breaks it visibly with this.
 BREAK_MARK = b" [-- solgate: line continues below --]\r\n"
+SOL_DOWN = re.compile(rb"\[-- solgate [^\r\n]*?: SOL down: [^\r\n]*?--\]\r\n")
+ENDED = b"\x00sol-down"  # stands for a SOL down note while the notes are taken out
 LINE_RE = re.compile(rb"flood (\d{8}) ")
 ACTIVE_RE = re.compile(rb'^solgate_consoles\{state="active"\} (\S+)$', re.M)
 
@@ -76,38 +79,53 @@ def flood_instances(data: bytes, split_lines: list[int]) -> list[dict[str, objec
     solgate's own notes are taken out first; a line a note had to break (the log marks
     the break, or, before notes waited for line ends, just ended the line with CR LF) is
     joined back, so the check is about the host's bytes (`split_lines[0]` counts those).
-    A new instance starts at line 1, or when numbering goes backwards.
+    A new instance starts at line 1, or when numbering goes backwards. An instance during
+    which a SOL session ended (a "SOL down" note) says so in "ended": lines lost there
+    went with the session (a BMC drops what it buffered when its session ends).
     """
-    pieces = NOTE.sub(b"", data.replace(BREAK_MARK, b"")).split(b"\r\n")
+    data = SOL_DOWN.sub(ENDED + b"\r\n", data.replace(BREAK_MARK, b""))
+    pieces = NOTE.sub(b"", data).split(b"\r\n")
     instances: list[dict[str, object]] = []
     cur: dict[str, object] | None = None
     i = 0
     while i < len(pieces):
         piece = pieces[i]
         i += 1
+        if piece == ENDED:
+            if cur is not None:
+                cur["ended"] = True
+            continue
+        if piece.startswith(b"\n"):  # the LF of a CR LF that a note came between
+            piece = piece[1:]
         if piece.endswith(b"\r"):  # a note came between CR and LF, or output ended there
             piece = piece[:-1]
-            if i < len(pieces) and pieces[i].startswith(b"\n"):
-                pieces[i] = pieces[i][1:]
-        if len(piece) < FLOOD_LINE_LEN - 2 and i < len(pieces):
-            joined = piece + pieces[i]
-            m = LINE_RE.match(joined)
-            if m is not None and joined == flood_line(int(m.group(1)))[:-2]:
-                piece = joined  # a note had cut this line in two
-                i += 1
-                split_lines[0] += 1
+        ended = False
+        if len(piece) < FLOOD_LINE_LEN - 2:
+            nxt = i
+            while nxt < len(pieces) and pieces[nxt] == ENDED:
+                nxt += 1
+            if nxt < len(pieces):
+                joined = piece + pieces[nxt].removeprefix(b"\n")
+                m = LINE_RE.match(joined)
+                if m is not None and joined == flood_line(int(m.group(1)))[:-2]:
+                    piece = joined  # a note had cut this line in two
+                    ended = nxt > i
+                    i = nxt + 1
+                    split_lines[0] += 1
         m = LINE_RE.match(piece)
         if m is None:
             continue
         k = int(m.group(1))
         full = flood_line(k)[:-2]
         if cur is None or k == 1 or k <= int(cur["last"]):  # type: ignore[arg-type]
-            cur = {"first": k, "last": k, "lines": 0, "bad": 0, "cut": 0, "gaps": 0}
+            cur = {"first": k, "last": k, "lines": 0, "bad": 0, "cut": 0, "gaps": 0,
+                   "ended": False}
             instances.append(cur)
         elif k != int(cur["last"]) + 1:  # type: ignore[arg-type]
             cur["gaps"] = int(cur["gaps"]) + 1  # type: ignore[arg-type]
         cur["last"] = k
         cur["lines"] = int(cur["lines"]) + 1  # type: ignore[arg-type]
+        cur["ended"] = bool(cur["ended"]) or ended
         if piece != full:  # cut short where output was lost, or wrong bytes
             key = "cut" if full.startswith(piece) else "bad"
             cur[key] = int(cur[key]) + 1  # type: ignore[arg-type]
@@ -120,66 +138,79 @@ def read_console_log(logs: Path, name: str) -> bytes:
     return b"".join(p.read_bytes() for p in [*rotated, logs / f"{name}.log"] if p.exists())
 
 
+def _complete(inst: dict[str, object] | None, n: int) -> bool:
+    return (inst is not None and inst["first"] == 1 and inst["last"] == n
+            and inst["lines"] == n and inst["gaps"] == 0 and inst["cut"] == 0
+            and inst["bad"] == 0)
+
+
 def check_logs(logs: Path, floods: list[dict[str, object]]) -> dict[str, object]:
+    """Match each console's flood outputs to the floods its host printed, in order.
+
+    Each flood falls in one class: "churn" (a BMC restart or session timeout hit its BMC
+    while it ran: a real BMC drops what it buffered, lines may be missing), "reconnect"
+    (no churn, but the SOL owner changed while it ran, or its output in the log stops at
+    a "SOL down" note: solgate itself gave up the session and reconnected, so the BMC
+    dropped its buffer) or "steady" (neither: it must be in the log exactly). A churn or reconnect flood may be missing entirely: when a complete
+    output fits the next flood instead, it is taken as that flood's.
+    """
     by_bmc: dict[str, list[dict[str, object]]] = {}
     for f in floods:
         by_bmc.setdefault(str(f["bmc"]), []).append(f)
-    exact = lost_undisturbed = disturbed = disturbed_exact = 0
-    lines_lost_disturbed = lines_lost_undisturbed = bad_lines = unmatched = 0
-    spontaneous = 0
-    bytes_checked = 0
+    classes = ("steady", "reconnect", "churn")
+    count = dict.fromkeys(classes, 0)
+    exact = dict.fromkeys(classes, 0)
+    lines_lost = dict.fromkeys(classes, 0)
+    bad_lines = unmatched = bytes_checked = 0
     problems: list[str] = []
     split_lines = [0]
     for bmc, fl in sorted(by_bmc.items()):
         instances = flood_instances(read_console_log(logs, bmc), split_lines)
+        ordered = sorted(fl, key=lambda f: float(f["t"]))  # type: ignore[arg-type]
         j = 0
-        for f in sorted(fl, key=lambda f: float(f["t"])):  # type: ignore[arg-type]
+        for k, f in enumerate(ordered):
             n = int(f["size"]) // FLOOD_LINE_LEN  # type: ignore[call-overload]
+            cls = ("churn" if f["disturbed"] else
+                   "reconnect" if f.get("owner_after") != f.get("owner") else "steady")
             inst = instances[j] if j < len(instances) else None
-            if inst is not None and int(inst["last"]) <= n and (  # type: ignore[call-overload]
-                    inst["first"] == 1 or f["disturbed"]):
+            nxt = ordered[k + 1] if k + 1 < len(ordered) else None
+            missing = len(instances) - j < len(ordered) - k  # some flood left nothing
+            n_next = int(nxt["size"]) // FLOOD_LINE_LEN if nxt else 0  # type: ignore[call-overload]
+            if (cls != "steady" and nxt is not None and (missing or not _complete(inst, n))
+                    and _complete(inst, n_next)):
+                inst = None  # this flood left nothing; the output is the next one's
+            elif inst is not None and (int(inst["last"]) > n  # type: ignore[call-overload]
+                                       or (inst["first"] != 1 and cls == "steady")):
+                inst = None
+            if inst is not None:
                 j += 1
-                got, bad = int(inst["lines"]), int(inst["bad"])  # type: ignore[call-overload]
-                ok = (got == n and bad == 0 and inst["first"] == 1 and inst["last"] == n
-                      and inst["gaps"] == 0 and inst["cut"] == 0)
-            else:
-                got, bad, ok = 0, 0, False
+                if cls == "steady" and inst["ended"] and not _complete(inst, n):
+                    cls = "reconnect"  # the lines went with a session that ended meanwhile
+            got = int(inst["lines"]) if inst is not None else 0  # type: ignore[call-overload]
+            bad = int(inst["bad"]) if inst is not None else 0  # type: ignore[call-overload]
+            ok = _complete(inst, n)
             bad_lines += bad
             bytes_checked += got * FLOOD_LINE_LEN
-            owner_changed = f.get("owner_after") != f.get("owner")
-            if f["disturbed"]:
-                disturbed += 1
-                disturbed_exact += ok
-                lines_lost_disturbed += n - got
-            else:
-                spontaneous += owner_changed
-                if ok:
-                    exact += 1
-                else:
-                    lost_undisturbed += 1
-                    lines_lost_undisturbed += n - got
-                    if len(problems) < 20:
-                        problems.append(
-                            f"{bmc}: flood of {n} lines at t={float(f['t']):.1f} "  # type: ignore[arg-type]
-                            f"(no BMC churn): {got} lines, {bad} corrupted, "
-                            f"SOL owner {'changed' if owner_changed else 'kept'}")
+            count[cls] += 1
+            exact[cls] += ok
+            lines_lost[cls] += n - got
+            if cls == "steady" and not ok and len(problems) < 20:
+                problems.append(f"{bmc}: flood of {n} lines at t={float(f['t']):.1f} "  # type: ignore[arg-type]
+                                f"(no churn, no reconnect): {got} lines, {bad} corrupted")
         if j < len(instances):
             unmatched += len(instances) - j
             if len(problems) < 20:
                 problems.append(f"{bmc}: {len(instances) - j} flood output(s) in the log match "
                                 "no flood the fleet started (doubled or reordered)")
-    undisturbed = len(floods) - disturbed
     return {
-        "floods": len(floods), "undisturbed": undisturbed, "undisturbed_exact": exact,
-        "undisturbed_with_loss": lost_undisturbed,
-        "lines_lost_undisturbed": lines_lost_undisturbed,
-        "undisturbed_owner_changed": spontaneous,
-        "disturbed": disturbed, "disturbed_exact": disturbed_exact,
-        "lines_lost_disturbed": lines_lost_disturbed,
+        "floods": len(floods),
+        **{f"{c}_floods": count[c] for c in classes},
+        **{f"{c}_exact": exact[c] for c in classes},
+        **{f"{c}_lines_lost": lines_lost[c] for c in classes},
         "corrupted_lines": bad_lines, "unmatched_outputs": unmatched,
         "bytes_checked": bytes_checked, "lines_split_by_notes": split_lines[0],
         "problems": problems,
-        "exact": exact == undisturbed and bad_lines == 0 and unmatched == 0,
+        "exact": exact["steady"] == count["steady"] and bad_lines == 0 and unmatched == 0,
     }
 
 
