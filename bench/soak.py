@@ -151,8 +151,9 @@ def check_logs(logs: Path, floods: list[dict[str, object]]) -> dict[str, object]
     while it ran: a real BMC drops what it buffered, lines may be missing), "reconnect"
     (no churn, but the SOL owner changed while it ran, or its output in the log stops at
     a "SOL down" note: solgate itself gave up the session and reconnected, so the BMC
-    dropped its buffer) or "steady" (neither: it must be in the log exactly). A churn or reconnect flood may be missing entirely: when a complete
-    output fits the next flood instead, it is taken as that flood's.
+    dropped its buffer) or "steady" (neither: it must be in the log exactly). A churn or
+    reconnect flood may be missing entirely: when fewer outputs than floods are left and a
+    complete output fits the next flood, it is taken as that flood's.
     """
     by_bmc: dict[str, list[dict[str, object]]] = {}
     for f in floods:
