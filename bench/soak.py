@@ -83,7 +83,10 @@ def flood_instances(data: bytes, split_lines: list[int]) -> list[dict[str, objec
     which a SOL session ended (a "SOL down" note) says so in "ended": lines lost there
     went with the session (a BMC drops what it buffered when its session ends).
     """
-    data = SOL_DOWN.sub(ENDED + b"\r\n", data.replace(BREAK_MARK, b""))
+    # A broken line ends at the mark; the walk below joins it to what follows if that
+    # completes it (the line went on after the note), and leaves it cut otherwise (output
+    # was lost there, e.g. with the session).
+    data = SOL_DOWN.sub(ENDED + b"\r\n", data.replace(BREAK_MARK, b"\r\n"))
     pieces = NOTE.sub(b"", data).split(b"\r\n")
     instances: list[dict[str, object]] = []
     cur: dict[str, object] | None = None
@@ -134,7 +137,8 @@ def flood_instances(data: bytes, split_lines: list[int]) -> list[dict[str, objec
 
 def read_console_log(logs: Path, name: str) -> bytes:
     """The console's whole log: rotated files (oldest first), then the live one."""
-    rotated = sorted(logs.glob(f"{name}.log.*"), key=lambda p: -int(p.suffix[1:]))
+    rotated = sorted((p for p in logs.glob(f"{name}.log.*") if p.suffix[1:].isdigit()),
+                     key=lambda p: -int(p.suffix[1:]))  # not the time index (.log.idx)
     return b"".join(p.read_bytes() for p in [*rotated, logs / f"{name}.log"] if p.exists())
 
 
