@@ -4,7 +4,7 @@ Signals only set events (STYLE item 13): SIGTERM/SIGINT stop, SIGHUP reloads the
 configuration (consoles added, removed or changed are started, stopped or restarted;
 the others keep their sessions) and reopens the logs for an external logrotate.
 `run_server` takes an injectable `shutdown` event so tests can drive the whole daemon.
-Under systemd (`Type=notify`, see contrib/solgate.service) it tells systemd when it is
+Under systemd (`Type=notify`, contrib/systemd/solgate.service) it tells systemd when it is
 ready, reloading and stopping, and pings the watchdog (solgate/sdnotify.py).
 
 `serve` and `demo` run on uvloop when it is installed (`pip install 'solgate[fast]'`):
