@@ -196,12 +196,13 @@ class Fleet:
     baud: int = 115200
     suites: str = "1,2,3,17"
     accumulate: float | None = None  # SOL accumulate interval; None = solgate sim's 20 ms
+    kernel_ports: bool = False  # each BMC on a port the kernel picks (no range to race for)
     sims: list[SimProc] = field(default_factory=list)
 
     def start(self, timeout: float = 120.0) -> None:
         per = SIM_PER_PROCESS
         chunks = [min(per, self.count - i) for i in range(0, self.count, per)]
-        base = free_udp_base(self.count)
+        base = 0 if self.kernel_ports else free_udp_base(self.count)
         offset = 0
         for n, size in enumerate(chunks):
             out = self.workdir / f"sim{n}.toml"
@@ -212,7 +213,7 @@ class Fleet:
             else:
                 cmd = [sys.executable, str(ROOT / "bench" / "_sim_runner.py"),
                        "--accumulate", str(self.accumulate)]
-            cmd += ["--count", str(size), "--base-port", str(base + offset),
+            cmd += ["--count", str(size), "--base-port", str(base + offset if base else 0),
                     "--baud", str(self.baud), "--cipher-suites", self.suites,
                     "--seed", str(n)]
             if self.loss:

@@ -87,7 +87,7 @@ async def _load(server: Server, names: list[str], flooding: int, viewers: int,
 
 def measure(count: int, args: argparse.Namespace) -> dict[str, object]:
     with workdir(keep=args.keep) as wd:
-        fleet = Fleet(count, wd)
+        fleet = Fleet(count, wd, kernel_ports=True)
         fleet.start()
         server = Server(fleet.consoles, wd, web=True)
         try:
