@@ -139,7 +139,7 @@ class ConsoleManager:
         if console is None:
             return False
         worker = self._workers.get(name) or self._start_worker(console)
-        worker._record("cluster", note)  # noqa: SLF001 - the manager owns its workers
+        worker.record("cluster", note)
         return True
 
     async def stop_console(self, name: str, note: str, timeout: float = 5.0) -> float | None:
@@ -147,7 +147,7 @@ class ConsoleManager:
         worker = self._workers.pop(name, None)
         if worker is None:
             return None
-        worker._record("cluster", note)  # noqa: SLF001 - the manager owns its workers
+        worker.record("cluster", note)
         await worker.stop(timeout)
         worker.hub.close(note)
         self.events.flush()
@@ -173,10 +173,7 @@ class ConsoleManager:
                 if idle_timeout > 0 and worker.hub.viewers:
                     worker.hub.expire_idle(idle_timeout)
                 worker.check_log_health()
-                deadline = worker.panic.next_deadline()
-                if deadline is not None and deadline <= now:
-                    for incident in worker.panic.flush(now):
-                        worker._on_panic(incident)  # noqa: SLF001 - shared tick
+                worker.flush_panics(now)
             self.events.flush()
 
     # --- what the web and the CLI see ----------------------------------------------------
@@ -211,8 +208,8 @@ class ConsoleManager:
         async with await IpmiClient.connect(worker.console.target()) as client:
             if action != "status":
                 await client.chassis_control(action)
-                worker._record("power", f"power {action} by {user or 'unknown'}",  # noqa: SLF001
-                               user=user, action=action)
+                worker.record("power", f"power {action} by {user or 'unknown'}",
+                              user=user, action=action)
                 return f"power {action} requested"
             status = await client.chassis_status()
         return "on" if status.power_on else "off"
@@ -221,7 +218,7 @@ class ConsoleManager:
         """An audit record: in the console's log and events.jsonl (None: events.jsonl only)."""
         worker = self._workers.get(name) if name is not None else None
         if worker is not None:
-            worker._record(kind, message, **fields)  # noqa: SLF001 - the one audit path
+            worker.record(kind, message, **fields)
         else:
             self.events.append(kind, name, message=message, **fields)
 

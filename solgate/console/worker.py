@@ -1,48 +1,40 @@
-"""One console's life: connect, activate SOL (stealing when allowed), keep it alive, reconnect.
+"""One console's shell: the BMC session, the SOL stream and one timer, run for the lifecycle core.
 
 Theory of operation
 -------------------
-A `ConsoleWorker` owns one BMC session and one `SolStream`. Its `run()` loop is:
+What a console does next (connect, activate SOL, steal it, keep it alive, back off,
+reconnect, stop) is decided by the sans-I/O `ConsoleLifecycle` (`console/lifecycle.py`,
+which has the states, the transition table and the numbers). A `ConsoleWorker` executes
+its actions and feeds back what happened, with `loop.time()`:
 
-    connecting -> activating -> active -> (error) -> backoff -> connecting ...
-
-with side exits to `held-elsewhere` (SOL owned by another session and `steal = false`),
-`auth-failed` (wrong password: back off for minutes so the BMC does not lock the account)
-and `unreachable` (no answer). Handshake errors are not authenticated, so one forged
-datagram could claim a wrong password: a single authentication failure only gets the
-normal short backoff, and `auth-failed` needs the next attempt to fail the same way
-(`LoginFailures`). Every state has the time it was entered and the last error
-in words, for the web page and `/metrics`.
+* `run()` pulls the core's actions one at a time: awaited ones (the setup slot, the
+  handshake through `IpmiClient`, Activate Payload, the forced deactivate of a steal,
+  the close) are awaited in turn and their outcome fed back; when there is nothing to do
+  it waits for the next input.
+* One `call_at` timer serves both the core (backoff, steal settle, keepalive and dead-
+  session deadlines) and the `SolStream` (retransmits): it is armed at the earlier of
+  their `next_deadline()`s. A keepalive question runs as a task whose answer is fed back.
 
 While active, console bytes flow BMC -> `SolStream` -> `_on_output`: appended to the log
 first, then fed to the panic detector and published to the hub. The stream's ACK for a
 packet is handed to the socket only after that, so a byte is acknowledged to the BMC only
-once it sits in solgate's own buffers; if the loop stalls, the BMC retransmits.
-
-Keepalive: every `keepalive_interval` the worker asks Get Payload Instance Info. It keeps
-the BMC session from timing out and tells us whether SOL still belongs to our session (a
-thief rarely announces itself). The decisions are `ipmi.liveness.Liveness`'s: an
-unanswered keepalive is asked again, and the session counts as dead only after
-`session_timeout` without any authenticated packet, because a reconnect makes the BMC
-drop what it has buffered. A foreign owner, a SOL "deactivating" status, a stream whose
-packet went unacknowledged for `session_timeout`, or a dead session ends the activation;
-the loop logs "SOL down" with the reason and reconnects after a backoff with jitter.
-Session setups across all workers are limited by a shared semaphore so thousands of
-consoles starting at once do not storm the network. Keepalive sleeps end on a one-second
-grid (`sleep_on_grid`), so a thousand consoles share a loop wake-up per second.
+once it sits in solgate's own buffers; if the loop stalls, the BMC retransmits. A stream
+that stalls, a BMC that deactivates SOL, or a session that terminates ends the activation
+(`ConsoleLifecycle.ended`); the core logs "SOL down" with the reason and reconnects after
+a backoff with jitter. Every state has the time it was entered and the last error in
+words, for the web page and `/metrics`. The keepalive waits end on a one-second grid
+(`on_grid`), so a thousand consoles share a loop wake-up per second.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import math
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,16 +43,34 @@ from solgate.console.bundle import bundle_id, collect_bundle
 from solgate.console.events import EventLog
 from solgate.console.hooks import run_panic_hooks
 from solgate.console.hub import Hub
+from solgate.console.lifecycle import (
+    AUTH_FAILURE_BACKOFF,
+    AUTH_FAILURE_BACKOFF_MAX,
+    INITIAL_BACKOFF,
+    STEAL_SETTLE,
+    AcquireSlot,
+    Action,
+    ActivateSol,
+    AskKeepalive,
+    Backoff,
+    CloseSession,
+    ConsoleLifecycle,
+    ConsoleState,
+    DropStream,
+    LoginFailures,
+    Note,
+    OpenSession,
+    Phase,
+    ReleaseSlot,
+    StateChanged,
+    StealSol,
+    classify,
+)
 from solgate.console.log import ConsoleLog
 from solgate.console.panic import PanicDetector, PanicEvent
-from solgate.errors import (
-    AuthenticationError,
-    PayloadActiveElsewhere,
-    SolgateError,
-    SolgateTimeoutError,
-)
+from solgate.errors import SolgateError, SolgateTimeoutError
 from solgate.ipmi.commands import PayloadInstanceInfo, SolActivation
-from solgate.ipmi.liveness import KeepaliveDue, Liveness, SessionDead
+from solgate.ipmi.session import SessionTerminated
 from solgate.ipmi.sol import (
     BreakRequested,
     DataReceived,
@@ -71,84 +81,25 @@ from solgate.ipmi.sol import (
 )
 from solgate.ipmi.transport import IpmiClient
 
-AUTH_FAILURE_BACKOFF = 300.0  # seconds; repeated bad logins lock BMC accounts
-AUTH_FAILURE_BACKOFF_MAX = 1800.0
-INITIAL_BACKOFF = 1.0
-STEAL_SETTLE = 0.2  # seconds between a forced deactivate and the new activation
 KEEPALIVE_GRID = 1.0  # keepalive wake-ups land on multiples of this (loop clock), see below
 
 
-class ConsoleState(enum.StrEnum):
-    CONNECTING = "connecting"
-    ACTIVATING = "activating"
-    ACTIVE = "active"
-    HELD_ELSEWHERE = "held-elsewhere"
-    AUTH_FAILED = "auth-failed"
-    UNREACHABLE = "unreachable"
-    BACKOFF = "backoff"
-    STOPPED = "stopped"
+def on_grid(at: float, grid: float = KEEPALIVE_GRID) -> float:
+    """The first multiple of `grid` at or after `at`.
 
-
-@dataclass
-class Backoff:
-    """Exponential backoff with full jitter: the nth failure waits up to base * 2^n, capped."""
-
-    cap: float
-    base: float = INITIAL_BACKOFF
-    failures: int = 0
-    rng: random.Random | None = None
-
-    def next_delay(self) -> float:
-        ceiling = min(self.cap, self.base * (2**self.failures))
-        self.failures += 1
-        rng = self.rng or random
-        return ceiling / 2 + rng.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not crypto
-
-    def reset(self) -> None:
-        self.failures = 0
-
-
-@dataclass
-class LoginFailures:
-    """Consecutive authentication failures; the long backoff needs a confirmed one.
-
-    RMCP+ error statuses and RAKP codes carry no proof of origin, so a lone failure may
-    be forged (issue 11 finding 3); the next attempt, after the normal short backoff,
-    confirms or clears it. Any other outcome ends the run.
+    The worker's timer, when it waits for the core's keepalive deadline, fires there:
+    every console due within that second then shares one loop wake-up, and the requests
+    (and answers) go out and come back in bursts the loop takes per wake-up, instead of
+    one wake-up each. The interval's jitter still spreads consoles over the seconds; a
+    keepalive is at most `grid` late.
     """
-
-    confirm_after: int = 2
-    consecutive: int = 0
-
-    def failed(self) -> bool:
-        """Count one failure; True once it is confirmed (lock out for minutes)."""
-        self.consecutive += 1
-        return self.consecutive >= self.confirm_after
-
-    def reset(self) -> None:
-        self.consecutive = 0
+    return math.ceil(at / grid) * grid
 
 
-async def sleep_on_grid(delay: float, grid: float = KEEPALIVE_GRID) -> None:
-    """Sleep at least `delay`, waking on the next multiple of `grid` of the loop's clock.
-
-    Every console's keepalive timer then fires with others in one loop wake-up a second
-    instead of one wake-up each, and the requests (and answers) go out and come back in
-    bursts the loop takes per wake-up. The jitter of the interval still spreads consoles
-    over the seconds; a keepalive is at most `grid` late.
-    """
-    loop = asyncio.get_running_loop()
-    now = loop.time()
-    await asyncio.sleep(math.ceil((now + delay) / grid) * grid - now)
-
-
-class _ActivationEnded(Exception):
-    """Internal: the active SOL session is over; `reason` says why, for the log."""
-
-    def __init__(self, reason: str, *, deactivate: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.deactivate = deactivate
+__all__ = [  # the numbers and helpers that lived here, for existing importers
+    "AUTH_FAILURE_BACKOFF", "AUTH_FAILURE_BACKOFF_MAX", "INITIAL_BACKOFF", "STEAL_SETTLE",
+    "Backoff", "ConsoleState", "ConsoleWorker", "LoginFailures",
+]
 
 
 class ConsoleWorker:
@@ -184,6 +135,11 @@ class ConsoleWorker:
             logging.getLogger("solgate.worker"),
             {"console": console.name},
         )
+        self.life = ConsoleLifecycle(
+            host=f"{console.host}:{console.port}", steal=console.steal,
+            reconnect_max=console.reconnect_max,
+            keepalive_interval=console.keepalive_interval,
+            session_timeout=console.session_timeout, rng=self._rng)
         self.state = ConsoleState.STOPPED
         self.state_since = self._wall()
         self.state_detail = ""
@@ -192,7 +148,6 @@ class ConsoleWorker:
         self.panic_count = 0
         self.bytes_in = 0
         self.bytes_out = 0
-        self.reconnects = 0
         # SOL stream counters and dropped-datagram counts of finished activations and
         # sessions; `sol_counters()` / `datagram_drops()` add the live ones (for /metrics).
         self.sol_totals: dict[str, int] = {}
@@ -201,13 +156,13 @@ class ConsoleWorker:
         self._client: IpmiClient | None = None
         self._stream: SolStream | None = None
         self._timer: asyncio.TimerHandle | None = None
-        # The loop `_serve` runs on, for the per-packet path: asyncio.get_running_loop()
+        self._timer_at: float | None = None
+        # The loop `run` runs on, for the per-packet path: asyncio.get_running_loop()
         # costs a getpid() system call each time.
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._ended: asyncio.Future[_ActivationEnded] | None = None
-        self._stopping = asyncio.Event()
-        self._wake = asyncio.Event()
-        self._force_steal = False  # an operator forced a deactivate: steal once
+        self._wake = asyncio.Event()  # the core has new actions for `run`
+        self._slot_held = False
+        self._asking: asyncio.Task[PayloadInstanceInfo] | None = None
         self._task: asyncio.Task[None] | None = None
         self._hook_tasks: set[asyncio.Task[list[str]]] = set()
         self._bundle_tasks: set[asyncio.Task[Path]] = set()
@@ -217,6 +172,11 @@ class ConsoleWorker:
     @property
     def log_path(self) -> Path:
         return self.log.path
+
+    @property
+    def reconnects(self) -> int:
+        """Tries after the first (the core counts them)."""
+        return self.life.reconnects
 
     def sol_counters(self) -> dict[str, int]:
         """`SolStream.counters` summed over this worker's life, the live activation included."""
@@ -239,9 +199,8 @@ class ConsoleWorker:
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Deactivate SOL and close the session so the BMC is free, then end `run()`."""
-        self._stopping.set()
-        self._wake.set()
-        self._end(_ActivationEnded("solgate stopping", deactivate=True))
+        self.life.stop(self._now())
+        self._kick()
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
@@ -268,125 +227,124 @@ class ConsoleWorker:
             return False
         stream.send_break(self._now())
         self._pump()
-        self._record("break", f"serial BREAK sent by {user or 'unknown'}", user=user)
+        self.record("break", f"serial BREAK sent by {user or 'unknown'}", user=user)
         return True
 
     def reconnect(self, *, force_deactivate: bool, user: str = "") -> None:
         """End the current activation (optionally forcing a deactivate) and start over now."""
         why = f"reconnect requested by {user or 'unknown'}"
-        self._record("deactivate", f"forced deactivate and reconnect by {user or 'unknown'}",
-                     user=user)
-        # Also when SOL is held elsewhere and steal = false: freeing it is the point.
-        self._force_steal = self._force_steal or force_deactivate
-        self._end(_ActivationEnded(why, deactivate=force_deactivate))
-        self._wake.set()
+        self.record("deactivate", f"forced deactivate and reconnect by {user or 'unknown'}",
+                    user=user)
+        self.life.reconnect(force_deactivate=force_deactivate, reason=why, now=self._now())
+        self._kick()
 
-    # --- the loop ------------------------------------------------------------------------
+    def flush_panics(self, now: float) -> None:
+        """Release panic events whose context is complete by `now` (the manager's tick)."""
+        deadline = self.panic.next_deadline()
+        if deadline is not None and deadline <= now:
+            for incident in self.panic.flush(now):
+                self._on_panic(incident)
+
+    # --- the shell: execute the core's actions ------------------------------------------
 
     async def run(self) -> None:
-        backoff = Backoff(cap=self.console.reconnect_max, rng=self._rng)
-        auth_backoff = Backoff(cap=AUTH_FAILURE_BACKOFF_MAX, base=AUTH_FAILURE_BACKOFF,
-                               rng=self._rng)
-        login_failures = LoginFailures()
-        steal_next = self.console.steal
+        loop = self._loop = asyncio.get_running_loop()
+        life = self.life
         try:
-            while not self._stopping.is_set():
-                delay: float
-                login_failed = False
-                try:
-                    steal, self._force_steal = steal_next or self._force_steal, False
-                    await self._connect_and_serve(steal)
-                    backoff.reset()
-                    auth_backoff.reset()
-                    delay = 0.0 if self._stopping.is_set() else backoff.next_delay()
-                    steal_next = self.console.steal
-                except PayloadActiveElsewhere as exc:
-                    self._set_state(ConsoleState.HELD_ELSEWHERE, str(exc))
-                    delay = backoff.next_delay()
-                    steal_next = self.console.steal
-                except AuthenticationError as exc:
-                    login_failed = True
-                    if login_failures.failed():
-                        self._set_state(ConsoleState.AUTH_FAILED, str(exc))
-                        delay = auth_backoff.next_delay()
-                    else:
-                        self._set_state(ConsoleState.BACKOFF, f"{exc} (trying once more "
-                                        "before backing off for minutes)")
-                        delay = backoff.next_delay()
-                except SolgateTimeoutError as exc:
-                    self._set_state(ConsoleState.UNREACHABLE, str(exc))
-                    delay = backoff.next_delay()
-                except SolgateError as exc:
-                    self._set_state(ConsoleState.BACKOFF, str(exc))
-                    delay = backoff.next_delay()
-                except OSError as exc:
-                    self._set_state(ConsoleState.UNREACHABLE, f"{self.console.host}: {exc}")
-                    delay = backoff.next_delay()
-                if not login_failed:
-                    login_failures.reset()
-                if self._stopping.is_set():
-                    break
-                if delay > 0:
-                    if self.state in (ConsoleState.ACTIVE, ConsoleState.ACTIVATING,
-                                      ConsoleState.CONNECTING):
-                        self._set_state(ConsoleState.BACKOFF, self.state_detail)
-                    await self._sleep(delay)
-                self.reconnects += 1
+            if life.phase is Phase.IDLE:
+                life.start(loop.time())
+            while True:
+                action = life.next_action()
+                if action is None:
+                    if life.phase is Phase.STOPPED:
+                        break
+                    self._arm_timer()
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                await self._execute(action)
         finally:
+            self._cancel_timer()
+            self._drop_stream()
+            if self._slot_held:
+                self._slot_held = False
+                self._setup_slots.release()
             self._set_state(ConsoleState.STOPPED, "")
             self.log.close()
 
-    async def _sleep(self, delay: float) -> None:
-        """Sleep, but wake early on stop() or an explicit reconnect request."""
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), delay)
+    async def _execute(self, action: Action) -> None:
+        life = self.life
+        match action:
+            case StateChanged(state=state, detail=detail):
+                self._set_state(state, detail)
+            case Note(kind=kind, message=message):
+                self.record(kind, message)
+            case AcquireSlot():
+                await self._setup_slots.acquire()
+                self._slot_held = True
+                life.slot_acquired(self._now())
+            case ReleaseSlot():
+                if self._slot_held:
+                    self._slot_held = False
+                    self._setup_slots.release()
+            case OpenSession():
+                try:
+                    self._client = await IpmiClient.connect(self.console.target())
+                except (SolgateError, OSError) as exc:
+                    self._failed(exc)
+                else:
+                    life.connected(self._now())
+            case ActivateSol():
+                await self._activate(self._require_client())
+            case StealSol(why=why):
+                client = self._require_client()
+                if self._steal_check is not None and not await self._steal_check(self.name):
+                    life.steal_refused(self._now())  # no longer ours: leave the holder be
+                    return
+                holder = await self._holder(client)
+                self.record("deactivate",
+                            f"SOL was held by {holder}; forcing deactivate ({why})")
+                try:
+                    await client.deactivate_sol()
+                except (SolgateError, OSError) as exc:
+                    self._failed(exc)
+                else:
+                    life.stolen(self._now())
+            case AskKeepalive():
+                task = self._require_loop().create_task(
+                    self._require_client().payload_instance_info(),
+                    name=f"keepalive-ask:{self.name}")
+                self._asking = task
+                task.add_done_callback(self._keepalive_done)
+            case DropStream():
+                self._drop_stream()
+            case CloseSession(deactivate=deactivate):
+                closing, self._client = self._client, None
+                if closing is not None:
+                    closing.terminated.remove_done_callback(self._session_ended)
+                    await self._close_client(closing, deactivate=deactivate)
+                    _add_into(self.drop_totals, closing.dropped)
+                life.closed(self._now())
 
-    async def _connect_and_serve(self, steal: bool) -> None:
-        self._set_state(ConsoleState.CONNECTING, f"{self.console.host}:{self.console.port}")
-        async with self._setup_slots:
-            if self._stopping.is_set():
-                return
-            client = await IpmiClient.connect(self.console.target())
-            self._client = client
-            try:
-                self._set_state(ConsoleState.ACTIVATING, "")
-                activation = await self._activate(client, steal)
-            except BaseException:
-                await self._close_client(client, deactivate=False)
-                self._retire_client(client)
-                raise
-        if self._stopping.is_set():  # stop() came during the handshake: free the BMC
-            await self._close_client(client, deactivate=True)
-            self._retire_client(client)
+    def _failed(self, exc: SolgateError | OSError) -> None:
+        kind = classify(exc, self.console.host)
+        if kind is None:  # pragma: no cover - classify knows both types
+            raise exc
+        self.life.failed(kind[0], kind[1], self._now())
+
+    async def _activate(self, client: IpmiClient) -> None:
+        try:
+            activation = await client.activate_sol()
+        except (SolgateError, OSError) as exc:
+            self._failed(exc)
             return
-        try:
-            await self._serve(client, activation)
-        finally:
-            self._retire_client(client)
-
-    def _retire_client(self, client: IpmiClient) -> None:
-        _add_into(self.drop_totals, client.dropped)
-        if self._client is client:
-            self._client = None
-
-    async def _activate(self, client: IpmiClient, steal: bool) -> SolActivation:
-        try:
-            return await client.activate_sol()
-        except PayloadActiveElsewhere as exc:
-            if not steal:
-                raise
-            if self._steal_check is not None and not await self._steal_check(self.name):
-                raise  # the console is no longer ours: leave the other session alone
-            holder = await self._holder(client)
-            why = "steal = true" if self.console.steal else "requested by an operator"
-            self._record("deactivate", f"SOL was held by {holder}; forcing deactivate ({why})")
-            await client.deactivate_sol()
-            await asyncio.sleep(STEAL_SETTLE)
-            try:
-                return await client.activate_sol()
-            except PayloadActiveElsewhere:
-                raise exc from None
+        suite = client.session.suite
+        cipher_suite = suite.id if suite is not None else None
+        self.life.activated(self._now(), our_session=client.session.bmc_session_id,
+                            cipher_suite=cipher_suite)
+        if self.life.phase is Phase.ACTIVE:
+            self.cipher_suite = cipher_suite
+            self._serve(client, activation)
 
     async def _holder(self, client: IpmiClient) -> str:
         try:
@@ -396,40 +354,32 @@ class ConsoleWorker:
         owner = info.owner_session_id
         return f"session 0x{owner:08x}" if owner else "another session"
 
-    async def _serve(self, client: IpmiClient, activation: SolActivation) -> None:
-        loop = self._loop = asyncio.get_running_loop()
+    def _serve(self, client: IpmiClient, activation: SolActivation) -> None:
+        """SOL is up: a stream for it, and the session's end reported to the core."""
         target = self.console.target()
         retry_interval = max(0.5, min(target.retransmit_timeout, 2.0))
-        stream = SolStream(
+        self._stream = SolStream(
             "console",
             max_chars=activation.max_characters,
             retry_interval=retry_interval,
             # Keystrokes are resent for as long as the session may live (session_timeout).
             max_retries=max(10, math.ceil(target.session_timeout / retry_interval)),
         )
-        self._stream = stream
-        self._ended = loop.create_future()
         client.set_sol_handler(self._on_sol_payload)
-        suite = client.session.suite
-        self.cipher_suite = suite.id if suite is not None else None
-        self._set_state(ConsoleState.ACTIVE, f"cipher suite {self.cipher_suite}")
-        self._record("sol-up", f"SOL up (cipher suite {self.cipher_suite})")
-        keepalive = loop.create_task(self._keepalive(client), name=f"keepalive:{self.name}")
-        closed = loop.create_task(self._watch_session(client), name=f"session:{self.name}")
-        ended: _ActivationEnded
-        try:
-            ended = await self._ended
-        finally:
-            keepalive.cancel()
-            closed.cancel()
-            client.set_sol_handler(None)
-            self._cancel_timer()
-            _add_into(self.sol_totals, stream.counters)
-            self._stream = None
-            self._pump_panic_flush()
-        self._record("sol-down", f"SOL down: {ended.reason}")
-        self._set_state(ConsoleState.BACKOFF, ended.reason)
-        await self._close_client(client, deactivate=ended.deactivate or self._stopping.is_set())
+        client.terminated.add_done_callback(self._session_ended)
+
+    def _drop_stream(self) -> None:
+        """The activation is over: stop asking and feeding the stream, count it, flush panics."""
+        asking, self._asking = self._asking, None
+        if asking is not None:
+            asking.cancel()
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        if self._client is not None:
+            self._client.set_sol_handler(None)
+        _add_into(self.sol_totals, stream.counters)
+        self._pump_panic_flush()
 
     async def _close_client(self, client: IpmiClient, *, deactivate: bool) -> None:
         with contextlib.suppress(SolgateError, OSError, TimeoutError):
@@ -438,81 +388,54 @@ class ConsoleWorker:
         with contextlib.suppress(SolgateError, OSError, TimeoutError):
             await asyncio.wait_for(client.close(), 2.0)
 
-    async def _keepalive(self, client: IpmiClient) -> None:
-        """Drive `Liveness`: ask keepalives when due, end SOL only when it says dead."""
-        loop = asyncio.get_running_loop()
-        liveness = Liveness(keepalive_interval=self.console.keepalive_interval,
-                            dead_after=self.console.session_timeout, now=loop.time(),
-                            jitter=lambda: 0.9 + 0.1 * self._rng.random())
-        our_session = client.session.bmc_session_id
-        asking: asyncio.Task[PayloadInstanceInfo] | None = None
-        try:
-            while True:
-                deadline = liveness.next_deadline()
-                wait = None if deadline is None else max(0.0, deadline - loop.time())
-                if asking is not None:
-                    await asyncio.wait({asking}, timeout=wait)
-                elif wait is not None:
-                    await sleep_on_grid(wait)
-                else:
-                    return
-                now = loop.time()
-                if client.terminated.done():
-                    return  # `_watch_session` reports why the session ended
-                if asking is not None and asking.done():
-                    task, asking = asking, None
-                    ended = self._keepalive_result(task, liveness, our_session, now)
-                    if ended is not None:
-                        self._end(ended)
-                        return
-                liveness.authenticated(client.last_received)
-                liveness.handle_timeout(now)
-                while (event := liveness.next_event()) is not None:
-                    match event:
-                        case SessionDead(reason=reason):
-                            self._end(_ActivationEnded(reason))
-                            return
-                        case KeepaliveDue():
-                            liveness.keepalive_sent(now)
-                            asking = loop.create_task(client.payload_instance_info(),
-                                                      name=f"keepalive-ask:{self.name}")
-        finally:
-            if asking is not None:
-                asking.cancel()
+    def _session_ended(self, future: asyncio.Future[SessionTerminated]) -> None:
+        if future.cancelled() or self._stream is None:
+            return
+        ended = future.result()
+        why = f"{ended.reason}: {ended.error}" if ended.error else ended.reason
+        self._end(f"session ended ({why})")
 
-    def _keepalive_result(self, task: asyncio.Task[PayloadInstanceInfo], liveness: Liveness,
-                          our_session: int, now: float) -> _ActivationEnded | None:
-        """Feed one keepalive's outcome to `liveness`; a foreign SOL owner ends SOL."""
+    def _keepalive_done(self, task: asyncio.Task[PayloadInstanceInfo]) -> None:
+        """Feed one keepalive's outcome to the core (a stale or cancelled one is dropped)."""
+        if task is not self._asking or task.cancelled() or self.life.phase is not Phase.ACTIVE:
+            return
+        self._asking = None
+        now, life = self._now(), self.life
         exc = task.exception()
         if isinstance(exc, SolgateTimeoutError):
-            liveness.keepalive_unanswered(now)
-            level = logging.INFO if liveness.unanswered == 1 else logging.DEBUG
+            life.keepalive_unanswered(now)
+            level = logging.INFO if life.unanswered == 1 else logging.DEBUG
             self._logger.log(level, "%s: keepalive unanswered (%d in a row); asking again, "
                              "SOL stays up while the BMC keeps sending", self.name,
-                             liveness.unanswered)
-            return None
-        if exc is not None:
-            if not isinstance(exc, SolgateError):
-                raise exc
+                             life.unanswered)
+        elif isinstance(exc, SolgateError):
             # An answer, if not the one asked for: the BMC holds the session.
             self._logger.debug("%s: keepalive answered with an error: %s", self.name, exc)
-            liveness.keepalive_answered(now)
-            return None
-        owner = task.result().owner_session_id
-        if owner != our_session:
-            who = f"session 0x{owner:08x}" if owner else "nobody"
-            return _ActivationEnded(f"SOL now held by {who}, not by us")
-        liveness.keepalive_answered(now)
-        return None
+            life.keepalive_refused(now)
+        elif exc is not None:
+            self._logger.error("%s: keepalive failed", self.name, exc_info=exc)
+            life.keepalive_unanswered(now)
+        else:
+            life.keepalive_answered(task.result().owner_session_id, now)
+        self._kick()
 
-    async def _watch_session(self, client: IpmiClient) -> None:
-        ended = await asyncio.shield(client.terminated)
-        why = f"{ended.reason}: {ended.error}" if ended.error else ended.reason
-        self._end(_ActivationEnded(f"session ended ({why})"))
+    def _end(self, reason: str) -> None:
+        self.life.ended(reason, self._now())
+        self._kick()
 
-    def _end(self, ended: _ActivationEnded) -> None:
-        if self._ended is not None and not self._ended.done():
-            self._ended.set_result(ended)
+    def _kick(self) -> None:
+        """The core may have new actions or a new deadline: wake `run` to see to them."""
+        self._wake.set()
+
+    def _require_client(self) -> IpmiClient:
+        if self._client is None:
+            raise SolgateError(f"{self.name}: no session for a step that needs one")
+        return self._client
+
+    def _require_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     # --- the SOL data path (synchronous, no awaits) --------------------------------------
 
@@ -527,12 +450,19 @@ class ConsoleWorker:
         self._pump()
 
     def _on_timer(self) -> None:
-        self._timer = None
-        stream = self._stream
-        if stream is None:
-            return
-        stream.handle_timeout(self._now())
-        self._pump()
+        """The one timer: run the stream's and the core's deadlines that are due."""
+        loop = self._require_loop()
+        now = max(self._timer_at or 0.0, loop.time())
+        self._timer = self._timer_at = None
+        stream, client = self._stream, self._client
+        if stream is not None:
+            stream.handle_timeout(now)
+            self._pump()
+        if client is not None and self.life.phase is Phase.ACTIVE:
+            self.life.authenticated(client.last_received)
+        self.life.handle_timeout(now)
+        self._kick()
+        self._arm_timer()
 
     def _pump(self) -> None:
         """Handle the stream's events first (log, hub), then hand its packets to the socket."""
@@ -544,9 +474,9 @@ class ConsoleWorker:
                 case DataReceived(data=data):
                     self._on_output(data)
                 case StreamStalled(reason=reason):
-                    self._end(_ActivationEnded(f"SOL stalled: {reason}"))
+                    self._end(f"SOL stalled: {reason}")
                 case PeerDeactivating():
-                    self._end(_ActivationEnded("BMC deactivated SOL"))
+                    self._end("BMC deactivated SOL")
                 case TransferUnavailable(on=on):
                     self.hub.set_state(str(self.state), "character transfer unavailable"
                                        if on else "")
@@ -554,23 +484,30 @@ class ConsoleWorker:
                     pass
         for payload in stream.payloads_to_send():
             client.send_sol(payload)
-        self._arm_timer(stream.next_deadline())
+        self._arm_timer()
 
-    def _arm_timer(self, deadline: float | None) -> None:
-        if deadline is None:
-            self._cancel_timer()
+    def _arm_timer(self) -> None:
+        """One `call_at` at the earlier of the core's and the stream's deadlines."""
+        deadline = self.life.next_deadline()
+        if deadline is not None and self._stream is not None and self._asking is None:
+            deadline = on_grid(deadline)  # the keepalive's wait: share the second's wake-up
+        stream = self._stream
+        if stream is not None:
+            at = stream.next_deadline()
+            if at is not None and (deadline is None or at < deadline):
+                deadline = at
+        if deadline == self._timer_at:
             return
         if self._timer is not None:
-            if self._timer.when() == deadline:
-                return
             self._timer.cancel()
-        self._timer = (self._loop or asyncio.get_running_loop()).call_at(deadline,
-                                                                         self._on_timer)
+        self._timer_at = deadline
+        self._timer = (None if deadline is None
+                       else self._require_loop().call_at(deadline, self._on_timer))
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
+        self._timer = self._timer_at = None
 
     def _on_output(self, data: bytes) -> None:
         self.log.write(data)
@@ -644,9 +581,10 @@ class ConsoleWorker:
             self.hub.set_state(str(state), detail)
 
     def _hub_event(self, kind: str, user: str, message: str) -> None:
-        self._record(kind, message, user=user)
+        self.record(kind, message, user=user)
 
-    def _record(self, kind: str, message: str, **fields: object) -> None:
+    def record(self, kind: str, message: str, **fields: Any) -> None:
+        """An audit record: in the console's log and events.jsonl."""
         self.log.event(message)
         self.events.append(kind, self.name, message=message, **fields)
 
