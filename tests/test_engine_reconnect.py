@@ -1,19 +1,17 @@
-"""Reconnect timing and a reload seen by a viewer (the rest is in test_engine_recovery.py).
+"""A reload seen by a viewer (the rest is in test_engine_recovery.py).
 
-The backoff's doubling, jitter and cap as numbers; and over real UDP, a reload that
-changes one console restarts it while its viewer stays attached and the others keep
-their sessions.
+Over real UDP, a reload that changes one console restarts it while its viewer stays
+attached and the others keep their sessions. The backoff's doubling, jitter and cap are
+numbers of the lifecycle core: tests/test_console_lifecycle.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 from pathlib import Path
 
 import pytest
 
-from solgate.console.worker import Backoff
 from solgate.sim.fleet import SimFleet
 from tests.engine_helpers import (
     engine_config,
@@ -25,19 +23,6 @@ from tests.engine_helpers import (
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def test_backoff_grows_with_jitter_and_stops_at_the_cap() -> None:
-    backoff = Backoff(cap=60.0, rng=random.Random(7))
-    delays = [backoff.next_delay() for _ in range(12)]
-    ceilings = [min(60.0, 2.0**n) for n in range(12)]
-    for delay, ceiling in zip(delays, ceilings, strict=True):
-        assert ceiling / 2 <= delay <= ceiling  # jitter, inside the doubling window
-    assert max(delays) <= 60.0
-    assert delays[-1] >= 30.0  # at the cap, still jittered
-    assert len({round(d, 6) for d in delays[-4:]}) == 4  # consoles do not retry in step
-    backoff.reset()
-    assert backoff.next_delay() <= 1.0
 
 
 async def test_reload_restarts_only_the_changed_console(tmp_path: Path) -> None:

@@ -428,9 +428,10 @@ class ConsoleLifecycle:
 
     def ended(self, reason: str, now: float, *, deactivate: bool = False) -> None:
         """The activation is over (stream, session, keepalive or an operator said so)."""
+        was_active = self.phase is Phase.ACTIVE
         self._move(_I.ENDED)
-        if self.phase is not Phase.CLOSING:
-            return  # not active: a late report of an end already handled
+        if not was_active:
+            return  # a late report of an end already handled, or of no activation
         self.liveness = None
         self._actions.append(DropStream())
         self._actions.append(Note("sol-down", f"SOL down: {reason}"))
