@@ -44,20 +44,14 @@ from solgate.console.events import EventLog
 from solgate.console.hooks import run_panic_hooks
 from solgate.console.hub import Hub
 from solgate.console.lifecycle import (
-    AUTH_FAILURE_BACKOFF,
-    AUTH_FAILURE_BACKOFF_MAX,
-    INITIAL_BACKOFF,
-    STEAL_SETTLE,
     AcquireSlot,
     Action,
     ActivateSol,
     AskKeepalive,
-    Backoff,
     CloseSession,
     ConsoleLifecycle,
     ConsoleState,
     DropStream,
-    LoginFailures,
     Note,
     OpenSession,
     Phase,
@@ -96,10 +90,8 @@ def on_grid(at: float, grid: float = KEEPALIVE_GRID) -> float:
     return math.ceil(at / grid) * grid
 
 
-__all__ = [  # the numbers and helpers that lived here, for existing importers
-    "AUTH_FAILURE_BACKOFF", "AUTH_FAILURE_BACKOFF_MAX", "INITIAL_BACKOFF", "STEAL_SETTLE",
-    "Backoff", "ConsoleState", "ConsoleWorker", "LoginFailures",
-]
+# ConsoleState lives in lifecycle.py; manager.py takes it from here.
+__all__ = ["KEEPALIVE_GRID", "ConsoleState", "ConsoleWorker", "on_grid"]
 
 
 class ConsoleWorker:
