@@ -322,6 +322,10 @@ class ConsoleLifecycle:
     def next_action(self) -> Action | None:
         return self._actions.popleft() if self._actions else None
 
+    @property
+    def has_actions(self) -> bool:
+        return bool(self._actions)
+
     def next_deadline(self) -> float | None:
         if self.phase is Phase.ACTIVE and self.liveness is not None:
             return self.liveness.next_deadline()

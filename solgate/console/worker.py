@@ -258,6 +258,11 @@ class ConsoleWorker:
         finally:
             self._cancel_timer()
             self._drop_stream()
+            client, self._client = self._client, None
+            if client is not None:  # cancelled mid-step (stop() timed out): free the port
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._close_client(client, deactivate=False)
+                _add_into(self.drop_totals, client.dropped)
             if self._slot_held:
                 self._slot_held = False
                 self._setup_slots.release()
@@ -416,8 +421,10 @@ class ConsoleWorker:
         self._kick()
 
     def _kick(self) -> None:
-        """The core may have new actions or a new deadline: wake `run` to see to them."""
-        self._wake.set()
+        """After an input: wake `run` if the core has actions, and follow its deadline."""
+        if self.life.has_actions:
+            self._wake.set()
+        self._arm_timer()
 
     def _require_client(self) -> IpmiClient:
         if self._client is None:
@@ -454,7 +461,6 @@ class ConsoleWorker:
             self.life.authenticated(client.last_received)
         self.life.handle_timeout(now)
         self._kick()
-        self._arm_timer()
 
     def _pump(self) -> None:
         """Handle the stream's events first (log, hub), then hand its packets to the socket."""
