@@ -206,6 +206,17 @@ def test_steal_names_the_holder_forces_it_off_and_activates_after_the_settle():
                                         "SOL is active in another session")]
 
 
+def test_a_cluster_member_that_lost_the_console_leaves_the_holder_alone():
+    life = core(steal=True)
+    to_activating(life)
+    life.held_elsewhere("SOL is active in another session", 1.0)
+    assert drain(life) == [StealSol("steal = true")]
+    life.steal_refused(1.1)  # the ownership check said no: no deactivate
+    assert drain(life) == [CloseSession(deactivate=False), ReleaseSlot(),
+                           StateChanged(ConsoleState.HELD_ELSEWHERE,
+                                        "SOL is active in another session")]
+
+
 def test_without_steal_an_operators_forced_deactivate_steals_once_and_goes_now():
     life, now = core(steal=False, reconnect_max=60.0), 0.0
     to_activating(life, now)
@@ -369,6 +380,7 @@ _CALLS = [
     lambda c, t: c.connected(t),
     lambda c, t: c.held_elsewhere("held", t),
     lambda c, t: c.stolen(t),
+    lambda c, t: c.steal_refused(t),
     lambda c, t: c.activated(t, our_session=OURS, cipher_suite=17),
     *[lambda c, t, k=k: c.failed(k, "failed", t) for k in Failure],
     lambda c, t: c.ended("ended", t),
