@@ -394,11 +394,13 @@ class ConsoleWorker:
 
     def _keepalive_done(self, task: asyncio.Task[PayloadInstanceInfo]) -> None:
         """Feed one keepalive's outcome to the core (a stale or cancelled one is dropped)."""
-        if task is not self._asking or task.cancelled() or self.life.phase is not Phase.ACTIVE:
+        if task.cancelled():
+            return
+        exc = task.exception()  # retrieved even when stale, so asyncio does not complain
+        if task is not self._asking or self.life.phase is not Phase.ACTIVE:
             return
         self._asking = None
         now, life = self._now(), self.life
-        exc = task.exception()
         if isinstance(exc, SolgateTimeoutError):
             life.keepalive_unanswered(now)
             level = logging.INFO if life.unanswered == 1 else logging.DEBUG
@@ -414,6 +416,10 @@ class ConsoleWorker:
             life.keepalive_unanswered(now)
         else:
             life.keepalive_answered(task.result().owner_session_id, now)
+        client = self._client
+        if client is not None and life.phase is Phase.ACTIVE:
+            life.authenticated(client.last_received)
+        life.handle_timeout(now)  # an unanswered one is asked again now, off the grid
         self._kick()
 
     def _end(self, reason: str) -> None:
@@ -421,10 +427,12 @@ class ConsoleWorker:
         self._kick()
 
     def _kick(self) -> None:
-        """After an input: wake `run` if the core has actions, and follow its deadline."""
+        """After an input: wake `run` if the core has actions (it arms the timer once they
+        are done), else follow the core's deadline now."""
         if self.life.has_actions:
             self._wake.set()
-        self._arm_timer()
+        else:
+            self._arm_timer()
 
     def _require_client(self) -> IpmiClient:
         if self._client is None:
