@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from solgate.cli.sim import _wait_for_signal, toml_fragment  # noqa: E402
 from solgate.ipmi.codec import Privilege  # noqa: E402
 from solgate.sim.bmc import SimBmcConfig  # noqa: E402
-from solgate.sim.cli import _wait_for_signal, toml_fragment  # noqa: E402
 from solgate.sim.faults import FaultConfig  # noqa: E402
 from solgate.sim.fleet import SimFleet, make_host  # noqa: E402
 

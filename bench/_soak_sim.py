@@ -36,9 +36,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from solgate.cli.sim import fleet_status, toml_fragment  # noqa: E402
 from solgate.ipmi.codec import Privilege  # noqa: E402
 from solgate.sim.bmc import SimBmcConfig  # noqa: E402
-from solgate.sim.cli import fleet_status, toml_fragment  # noqa: E402
 from solgate.sim.fleet import SimBmcHandle, SimFleet, make_host  # noqa: E402
 from solgate.sim.host import HostState  # noqa: E402
 

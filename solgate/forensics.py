@@ -19,37 +19,31 @@ taken out of what is replayed.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fnmatch
-import json
 import os
 import re
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from solgate.config import Config
-from solgate.config_values import duration_seconds
-from solgate.console.log import format_time, iter_log_files, lines_backwards_at
+from solgate.console.log import iter_log_files, lines_backwards_at
 from solgate.console.logindex import Timeline
 from solgate.console.replay import (
-    DEFAULT_COLS,
-    DEFAULT_REPLAY,
-    DEFAULT_ROWS,
     ScreenAt,
     asciicast,
-    elapsed_words,
     host_read,
     plain_text,
     screen_at,
 )
 from solgate.errors import ConfigError
-from solgate.logtools import _add_data_dir, _data_dir, log_path
+from solgate.logtools import log_path
+
+if TYPE_CHECKING:
+    from solgate.config import Config
 
 __all__ = [
     "GrepResult",
@@ -57,6 +51,7 @@ __all__ = [
     "ScreenAt",
     "asciicast",
     "console_files",
+    "console_names",
     "grep_logs",
     "host_read",
     "parse_time",
@@ -76,6 +71,10 @@ def parse_time(text: str, *, now: float | None = None) -> float:
 
     A time without a zone is local time, as `date` prints it.
     """
+    # Imported here: its module checks cipher suites, and `solgate console` builds the
+    # parser of `solgate screen` (which imports this module) without needing them.
+    from solgate.config_values import duration_seconds
+
     now = time.time() if now is None else now
     raw = text.strip()
     if raw == "now":
@@ -199,7 +198,7 @@ def grep_logs(consoles: list[tuple[str, Path]], pattern: re.Pattern[str], *,
     return GrepResult(hits, stopped)
 
 
-def _console_names(logs_dir: Path, config: Config | None, glob: str | None,
+def console_names(logs_dir: Path, config: Config | None, glob: str | None,
                    tag: str | None) -> list[str]:
     names: set[str] = set()
     if config is not None:
@@ -214,152 +213,3 @@ def _console_names(logs_dir: Path, config: Config | None, glob: str | None,
     if glob is not None:
         names = {n for n in names if fnmatch.fnmatchcase(n, glob)}
     return sorted(names)
-
-
-# --- the commands -------------------------------------------------------------------------
-
-
-def _files_for(args: argparse.Namespace) -> list[Path]:
-    data_dir, _ = _data_dir(args)
-    return console_files(data_dir, args.name)
-
-
-def run_screen(args: argparse.Namespace) -> int:
-    """`solgate screen NAME --at TIME`."""
-    at = parse_time(args.at)
-    timeline = Timeline.around(_files_for(args), at, at)
-    result = screen_at(timeline, at, cols=args.cols, rows=args.rows, replay=args.replay)
-    out = sys.stdout
-    if args.raw:
-        print(result.header(args.name), file=sys.stderr)
-        sys.stdout.buffer.write(result.screen.render())
-        sys.stdout.buffer.flush()
-        return 0
-    print(f"# {result.header(args.name)}", file=out)
-    for row in result.screen.display:
-        print(row.rstrip(), file=out)
-    out.flush()
-    return 0
-
-
-def run_export(args: argparse.Namespace) -> int:
-    """`solgate export NAME --from T1 --to T2 -o file.cast`."""
-    t1 = parse_time(getattr(args, "from"))
-    t2 = parse_time(args.to)
-    timeline = Timeline.around(_files_for(args), t1, t2)
-    title = f"{args.name} {format_time(t1)} - {format_time(t2)}"
-    if args.output == "-":
-        asciicast(timeline, t1, t2, sys.stdout, cols=args.cols, rows=args.rows,
-                  replay=args.replay, title=title)
-        return 0
-    tmp = Path(args.output + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        events = asciicast(timeline, t1, t2, f, cols=args.cols, rows=args.rows,
-                           replay=args.replay, title=title)
-    os.replace(tmp, args.output)
-    print(f"wrote {args.output}: {events} events over {elapsed_words(t2 - t1)}"
-          + ("" if timeline.exact else " (times to the nearest note: no time index)"),
-          file=sys.stderr)
-    return 0
-
-
-def run_grep(args: argparse.Namespace) -> int:
-    """`solgate grep PATTERN`."""
-    data_dir, config = _data_dir(args)
-    logs_dir = data_dir / "logs"
-    try:
-        pattern = re.compile(args.pattern, re.IGNORECASE if args.ignore_case else 0)
-    except re.error as exc:
-        raise ConfigError(f"pattern {args.pattern!r} is not a regular expression ({exc}); "
-                          "use -F for a plain string") from None
-    if args.fixed:
-        pattern = re.compile(re.escape(args.pattern), re.IGNORECASE if args.ignore_case else 0)
-    names = _console_names(logs_dir, config, args.console, args.tag)
-    since = parse_time(args.since) if args.since else None
-    until = parse_time(args.until) if args.until else None
-    result = grep_logs([(n, logs_dir / f"{n}.log") for n in names], pattern, since=since,
-                       until=until, limit=args.limit, budget=args.budget)
-    try:
-        for hit in result.hits:
-            when = format_time(hit.time) if hit.time is not None else "?"
-            if args.json:
-                print(json.dumps({"time": when, "console": hit.console, "line": hit.line},
-                                 ensure_ascii=False))
-            else:
-                print(f"{when}  {hit.console}: {hit.line}")
-        sys.stdout.flush()
-    except BrokenPipeError:
-        with contextlib.suppress(OSError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    if result.stopped:
-        print(f"solgate grep: stopped early: {result.stopped}; narrow it with --since, "
-              "--console or --limit", file=sys.stderr)
-    return 0 if result.hits else 1
-
-
-def _add_screen_size(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cols", type=int, default=DEFAULT_COLS, help="screen width (80)")
-    parser.add_argument("--rows", type=int, default=DEFAULT_ROWS, help="screen height (25)")
-    parser.add_argument("--replay", type=int, default=DEFAULT_REPLAY, metavar="BYTES",
-                        help=f"replay at most this many bytes before the moment "
-                             f"({DEFAULT_REPLAY}); more for screens drawn long before")
-
-
-TIME_HELP = ("ISO 8601 (2026-12-06T03:12:00Z), a time today (03:12), or how long ago "
-             "(15m, 2h; with a minus sign write --at=-15m)")
-
-
-def register(subparsers: Any) -> None:
-    """Add `screen`, `export` and `grep`."""
-    screen = subparsers.add_parser(
-        "screen", help="print a console's screen as it was at a moment, from its log",
-        description="Rebuild the screen of console NAME as it was at TIME from its log "
-                    "files and their time index, and print it as text (or, with --raw, "
-                    "as escape sequences that repaint a terminal, colours included).",
-    )
-    screen.add_argument("name", metavar="NAME", help="console name")
-    screen.add_argument("--at", required=True, metavar="TIME", help=TIME_HELP)
-    screen.add_argument("--raw", action="store_true",
-                        help="print the repaint sequence instead of plain text")
-    _add_screen_size(screen)
-    _add_data_dir(screen)
-    screen.set_defaults(handler=run_screen)
-
-    export = subparsers.add_parser(
-        "export", help="write an asciicast v2 recording of a console between two times",
-        description="Write what console NAME showed from T1 to T2 as an asciicast v2 "
-                    "file (asciinema play, or the web log page), with the real timing of "
-                    "the output; solgate's notes become markers.",
-    )
-    export.add_argument("name", metavar="NAME", help="console name")
-    export.add_argument("--from", required=True, metavar="T1", help=TIME_HELP)
-    export.add_argument("--to", default="now", metavar="T2", help="end (now)")
-    export.add_argument("-o", "--output", required=True, metavar="FILE",
-                        help="the .cast file to write (- for stdout)")
-    _add_screen_size(export)
-    _add_data_dir(export)
-    export.set_defaults(handler=run_export)
-
-    grep = subparsers.add_parser(
-        "grep", help="search every console's logs (rotated ones too), newest first",
-        description="Print the lines matching PATTERN (a Python regular expression, "
-                    "matched against the text without escape sequences) in the consoles' "
-                    "logs, newest first, each with the time it was written. Exit status 1 "
-                    "when nothing matched.",
-    )
-    grep.add_argument("pattern", metavar="PATTERN")
-    grep.add_argument("--since", metavar="TIME", help="only lines written after this: "
-                      + TIME_HELP)
-    grep.add_argument("--until", metavar="TIME", help="only lines written before this")
-    grep.add_argument("--console", metavar="GLOB", help="only consoles whose name matches")
-    grep.add_argument("--tag", metavar="TAG", help="only consoles with this tag")
-    grep.add_argument("-i", "--ignore-case", action="store_true")
-    grep.add_argument("-F", "--fixed", action="store_true", help="PATTERN is a plain string")
-    grep.add_argument("-n", "--limit", type=int, default=DEFAULT_GREP_LIMIT, metavar="N",
-                      help=f"at most N hits, the newest ({DEFAULT_GREP_LIMIT})")
-    grep.add_argument("--budget", type=float, default=DEFAULT_GREP_BUDGET, metavar="S",
-                      help=f"stop after this many seconds of reading ({DEFAULT_GREP_BUDGET:g})")
-    grep.add_argument("--json", action="store_true", help="one JSON object per hit")
-    _add_data_dir(grep)
-    grep.set_defaults(handler=run_grep)

@@ -661,9 +661,8 @@ def options_from_args(args: argparse.Namespace,
         raise ConfigError(f"--token is not accepted: a token on the command line is visible "
                           f"to every user of this machine; set ${TOKEN_ENV} or use "
                           "--token-file FILE")
-    # Imported here: the configuration modules (and the IPMI crypto below them) are not
-    # needed to attach to a server whose URL is given.
-    from solgate.config_cli import listen_from_config
+    # Imported here: the command-line side reads `[server] listen` only when no URL is given.
+    from solgate.cli.config import listen_from_config
 
     name, flags = console_from_ssh_command(args.name, environ.get(SSH_COMMAND_ENV))
     explicit_url = args.server or environ.get(URL_ENV)
@@ -690,6 +689,6 @@ def options_from_args(args: argparse.Namespace,
 
 
 async def run_console(args: argparse.Namespace) -> int:
-    """`solgate console`: the handler registered by `solgate.terminal_cli`."""
+    """`solgate console`: the handler `solgate.cli.console` registers."""
     options = options_from_args(args)
     return await ConsoleClient(options).run()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from solgate import cli
+from solgate.cli.config import add_config_argument, config_from_args, duration_arg, size_arg
 from solgate.config import (
     DEFAULT_PANIC_PATTERNS,
     WORKAROUNDS,
@@ -23,7 +24,6 @@ from solgate.config import (
     parse_duration,
     parse_size,
 )
-from solgate.config_cli import add_config_argument, config_from_args, duration_arg, size_arg
 from solgate.errors import ConfigError
 from solgate.ipmi.codec import Privilege
 from solgate.ipmi.target import BmcTarget
@@ -781,7 +781,7 @@ def test_reload_says_what_to_do_when_serve_is_not_there(
         raise PermissionError(1, "Operation not permitted")
 
     pid_file.write_text("1\n")
-    monkeypatch.setattr("solgate.serve_cli.os.kill", refuse)
+    monkeypatch.setattr("solgate.cli.serve.os.kill", refuse)
     assert cli.main(["reload", "-c", str(path)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1

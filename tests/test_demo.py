@@ -12,8 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from solgate.cli.demo import demo_config_text, demo_names, own_ssh_keys
 from solgate.config import parse_config
-from solgate.serve_cli import demo_config_text, demo_names, own_ssh_keys
 
 
 def _free_port() -> int:

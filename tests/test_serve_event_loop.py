@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from solgate.cli.serve import EVENT_LOOP_ENV, event_loop_choice, run_on_event_loop
 from solgate.errors import ConfigError
-from solgate.serve_cli import EVENT_LOOP_ENV, event_loop_choice, run_on_event_loop
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from sim_helpers import (
     seeded_random,
 )
 
+from solgate.cli.sim import DEFAULT_PASSWORD_ENV, check_bind, toml_fragment
 from solgate.config import load_config
 from solgate.errors import AuthenticationError, ConfigError
 from solgate.ipmi.codec import (
@@ -55,7 +56,6 @@ from solgate.ipmi.sol import DataReceived, SolStream
 from solgate.ipmi.sol_codec import SolStatus, decode_sol
 from solgate.ipmi.transport import IpmiClient
 from solgate.sim.bmc import SimBmc, SimBmcConfig
-from solgate.sim.cli import DEFAULT_PASSWORD_ENV, check_bind, toml_fragment
 from solgate.sim.faults import FaultConfig, FaultyBmc, LinkFaults
 from solgate.sim.host import SimHost
 

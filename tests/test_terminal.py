@@ -27,9 +27,10 @@ from typing import Any
 
 import pytest
 
+from solgate.cli.demo import demo_config_text
 from solgate.config import parse_config
 from solgate.errors import ConfigError
-from solgate.serve_cli import demo_config_text, run_server
+from solgate.serve_cli import run_server
 from solgate.terminal import ServerEscaper, console_from_ssh_command, resolve_server_url
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,8 +84,8 @@ class LiveServer:
 
 
 def sim_config_factory(index: int, name: str) -> Any:
+    from solgate.cli.demo import DEMO_PASSWORD
     from solgate.ipmi.codec import Privilege
-    from solgate.serve_cli import DEMO_PASSWORD
     from solgate.sim.bmc import SimBmcConfig
     from solgate.sim.host import SimHost
 

@@ -373,7 +373,7 @@ def test_passwd_and_token_commands_print_config_lines(monkeypatch, capsys) -> No
     import argparse
     import io
 
-    from solgate.web import cli
+    from solgate.cli import web as cli
     from solgate.web.auth import Authenticator
 
     parser = argparse.ArgumentParser()

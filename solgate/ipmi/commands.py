@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import TYPE_CHECKING
 
 from solgate.errors import (
     BmcError,
@@ -40,7 +41,9 @@ from solgate.ipmi.codec import (
     Privilege,
     TransportCommand,
 )
-from solgate.ipmi.crypto import CipherSuite
+
+if TYPE_CHECKING:  # only named in a signature: `solgate power`'s parser needs no crypto
+    from solgate.ipmi.crypto import CipherSuite
 
 SOL_INSTANCE = 1
 DEFAULT_SOL_CHARACTERS = 32  # when the BMC's inbound payload size is nonsense (FreeIPMI)

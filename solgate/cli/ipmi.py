@@ -13,15 +13,17 @@ import dataclasses
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from solgate.config_cli import add_config_argument, config_from_args
+from solgate.cli.config import add_config_argument, config_from_args
+from solgate.cli.fleet import add_selection_arguments, has_selection, request_from_args, run_fleet
 from solgate.console.power import POWER_ACTIONS, POWER_CHANGES
 from solgate.errors import CommandError, ConfigError, ProtocolError
-from solgate.fleet_cli import add_selection_arguments, has_selection, request_from_args, run_fleet
-from solgate.ipmi.commands import ChassisStatus
-from solgate.ipmi.target import BmcTarget
-from solgate.ipmi.transport import IpmiClient
+
+if TYPE_CHECKING:
+    from solgate.ipmi.commands import ChassisStatus
+    from solgate.ipmi.target import BmcTarget
+    from solgate.ipmi.transport import IpmiClient
 
 PASSWORD_ENV_DEFAULT = "SOLGATE_BMC_PASSWORD"  # noqa: S105 - a variable name, not a secret
 
@@ -91,6 +93,10 @@ def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
 
 def target_from_args(args: argparse.Namespace) -> BmcTarget:
     """The BMC named by NAME (configuration) or by --host (ad hoc), with flag overrides."""
+    # The IPMI client side is imported in the handlers only: every `solgate` command
+    # builds this parser, and `solgate console` should not load the session crypto.
+    from solgate.ipmi.target import BmcTarget
+
     if args.host:
         target = BmcTarget(host=args.host, port=args.port, username=args.user.encode(),
                            password=_read_password(args), name=args.name or "")
@@ -147,6 +153,8 @@ def _name(target: BmcTarget) -> str:
 
 async def _with_client(args: argparse.Namespace,
                        job: Callable[[IpmiClient, BmcTarget], Awaitable[int]]) -> int:
+    from solgate.ipmi.transport import IpmiClient  # as in target_from_args
+
     target = target_from_args(args)
     async with await IpmiClient.connect(target) as client:
         return await job(client, target)

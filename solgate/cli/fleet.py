@@ -19,7 +19,7 @@ import os
 import sys
 from typing import Any, TextIO
 
-from solgate.config_cli import add_config_argument, listen_from_config
+from solgate.cli.config import add_config_argument, listen_from_config
 from solgate.console.fleet import ACTIONS
 from solgate.console.power import POWER_ACTIONS
 from solgate.errors import ConfigError, SolgateError

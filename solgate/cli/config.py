@@ -3,26 +3,28 @@
 check-config loads the file exactly as `solgate serve` would (secrets included, so a
 missing password file or environment variable shows up now) and prints a summary that
 never contains a secret.
+
+Every `solgate` command builds its parser through this module, so it imports the
+configuration modules (and, through them, the IPMI crypto) only inside the functions
+that load a file: `solgate console` starts without them.
 """
 
 from __future__ import annotations
 
 import argparse
 import tomllib
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from solgate.config import (
-    CONFIG_ENV,
-    Config,
-    ConsoleConfig,
-    default_config_path,
-    load_config,
-    parse_duration,
-    parse_size,
-)
-from solgate.config_values import Invalid, split_listen
 from solgate.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from solgate.config import Config, ConsoleConfig
+
+# solgate.config.CONFIG_ENV, spelled out so that building the parser needs no config
+# module (tests/test_cli_startup.py checks that the two agree).
+CONFIG_ENV = "SOLGATE_CONFIG"
 
 
 def add_config_argument(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +39,8 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace,
                      environ: Mapping[str, str] | None = None) -> Config:
     """Load the configuration named by -c/--config, $SOLGATE_CONFIG or the search path."""
+    from solgate.config import default_config_path, load_config
+
     path = default_config_path(getattr(args, "config", None), environ)
     return load_config(path, environ=environ)
 
@@ -47,6 +51,9 @@ def listen_from_config(args: argparse.Namespace) -> tuple[str, int, bool] | None
     Only that table is read, with tomllib: a client machine need not have the BMC
     passwords the full configuration refers to.
     """
+    from solgate.config import default_config_path
+    from solgate.config_values import Invalid, split_listen
+
     path = default_config_path(getattr(args, "config", None))
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -71,6 +78,8 @@ def listen_from_config(args: argparse.Namespace) -> tuple[str, int, bool] | None
 
 def duration_arg(text: str) -> float:
     """argparse `type=` for durations ("500ms", "20s", "5m"), so a typo is a usage error."""
+    from solgate.config import parse_duration
+
     try:
         return parse_duration(text)
     except ConfigError as exc:
@@ -79,6 +88,8 @@ def duration_arg(text: str) -> float:
 
 def size_arg(text: str) -> int:
     """argparse `type=` for sizes ("64KiB", "50MB")."""
+    from solgate.config import parse_size
+
     try:
         return parse_size(text)
     except ConfigError as exc:

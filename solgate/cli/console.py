@@ -1,7 +1,8 @@
-"""`solgate console`, `solgate tail` and `solgate events`: the terminal side of solgate.
+"""`solgate console`: this terminal on a console, through a running server's WebSocket API.
 
-`console` talks to a running server over its WebSocket API; `tail` and `events` read
-the files under data_dir directly, so they work while the server is down.
+The client is `solgate.terminal`; it needs neither the server nor the configuration
+modules (`[server] listen` is read with tomllib when --server is not given), so the
+command starts quickly, which an sshd ForceCommand notices on every login.
 """
 
 from __future__ import annotations
@@ -9,13 +10,18 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from solgate import logtools
-from solgate.config_cli import add_config_argument
-from solgate.terminal import DEFAULT_RETRIES, DEFAULT_TOKEN_FILE, TOKEN_ENV, URL_ENV
+from solgate.cli.config import add_config_argument
+from solgate.terminal import (
+    DEFAULT_RETRIES,
+    DEFAULT_TOKEN_FILE,
+    TOKEN_ENV,
+    URL_ENV,
+    run_console,
+)
 
 
 def register(subparsers: Any) -> None:
-    """Add `console`, `tail` and `events` to the `solgate` command."""
+    """Add `console` to the `solgate` command."""
     console = subparsers.add_parser(
         "console",
         help="attach this terminal to a console (through a running solgate server)",
@@ -46,11 +52,4 @@ def register(subparsers: Any) -> None:
     console.add_argument("--retries", type=int, default=DEFAULT_RETRIES, metavar="N",
                          help=f"reconnect attempts after a lost connection ({DEFAULT_RETRIES})")
     add_config_argument(console)
-    console.set_defaults(handler=_console)
-    logtools.register(subparsers)
-
-
-def _console(args: Any) -> Any:
-    from solgate.terminal import run_console
-
-    return run_console(args)
+    console.set_defaults(handler=run_console)

@@ -18,14 +18,14 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from solgate.config_cli import duration_arg
+from solgate.cli.config import duration_arg
 from solgate.errors import ConfigError
-from solgate.ipmi.codec import Privilege
-from solgate.sim.bmc import SimBmcConfig
-from solgate.sim.faults import FaultConfig
-from solgate.sim.fleet import SimFleet, make_host
+
+if TYPE_CHECKING:
+    from solgate.sim.faults import FaultConfig
+    from solgate.sim.fleet import SimFleet
 
 DEFAULT_PASSWORD = b"password"
 DEFAULT_PASSWORD_ENV = "SOLGATE_SIM_PASSWORD"  # noqa: S105 - a variable name
@@ -138,6 +138,13 @@ def toml_fragment(fleet: SimFleet, *, user: str, password_env: str,
 
 
 async def run(args: argparse.Namespace) -> int:
+    """`solgate sim`: start the fleet, print its fragment, serve until a signal."""
+    # The simulator is imported only here: every `solgate` command builds this parser.
+    from solgate.ipmi.codec import Privilege
+    from solgate.sim.bmc import SimBmcConfig
+    from solgate.sim.faults import FaultConfig
+    from solgate.sim.fleet import SimFleet, make_host
+
     check_bind(args.bind, args.allow_remote)
     suites = parse_suites(args.cipher_suites)
     if args.password_env:
@@ -204,6 +211,8 @@ def fleet_status(fleet: SimFleet) -> str:
 
 def _copy_faults(faults: FaultConfig) -> FaultConfig:
     """Each BMC gets its own mutable FaultConfig (same rates and seed)."""
+    from solgate.sim.faults import FaultConfig
+
     return FaultConfig.symmetric(
         drop=faults.inbound.drop, duplicate=faults.inbound.duplicate,
         reorder=faults.inbound.reorder, delay=faults.inbound.delay,

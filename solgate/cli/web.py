@@ -12,10 +12,10 @@ import sys
 from typing import Any
 
 from solgate.errors import ConfigError
-from solgate.users import hash_password, new_api_token
 
 
 def register(subparsers: Any) -> None:
+    """Add `passwd` and `token` to the `solgate` command."""
     passwd = subparsers.add_parser(
         "passwd", help="hash a web login password for [users.NAME] password_hash",
         description="Prompts for a password twice and prints the password_hash line.",
@@ -31,6 +31,10 @@ def register(subparsers: Any) -> None:
 
 
 def run_passwd(args: argparse.Namespace) -> int:
+    # The hashing is imported here, as in every handler: each `solgate` command builds
+    # this parser, and `solgate console` needs none of it.
+    from solgate.users import hash_password
+
     if args.stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
@@ -42,6 +46,8 @@ def run_passwd(args: argparse.Namespace) -> int:
 
 
 def run_token(args: argparse.Namespace) -> int:
+    from solgate.users import new_api_token
+
     token, digest = new_api_token()
     print(f"token (give to the script, shown once): {token}", file=sys.stderr)
     print(f'api_tokens = ["{digest}"]')
