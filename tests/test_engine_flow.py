@@ -17,7 +17,7 @@ import pytest
 
 from solgate.console.attachment import Closed, Lagged, Snapshot
 from solgate.console.manager import ConsoleManager
-from solgate.serve_cli import run_server
+from solgate.daemon import run_server
 from solgate.sim.fleet import SimFleet
 from solgate.sim.host import verify_flood
 from tests.engine_helpers import (

@@ -27,7 +27,7 @@ import pytest
 from solgate.cli import build_parser
 from solgate.config import Config, parse_config
 from solgate.console.manager import ConsoleManager
-from solgate.serve_cli import run_server
+from solgate.daemon import run_server
 from solgate.sim.fleet import SimFleet
 from solgate.users import hash_api_token, hash_password
 from tests.engine_helpers import HostInput, sim_factory, wait_for

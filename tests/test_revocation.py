@@ -33,7 +33,7 @@ from test_terminal import PtyChild, client_env, free_port, until  # noqa: E402
 
 from solgate.config import Config, load_config  # noqa: E402
 from solgate.console.manager import ConsoleManager  # noqa: E402
-from solgate.serve_cli import run_server  # noqa: E402
+from solgate.daemon import run_server  # noqa: E402
 from solgate.sim.bmc import SimBmcConfig  # noqa: E402
 from solgate.sim.fleet import SimFleet  # noqa: E402
 from solgate.sim.host import SimHost  # noqa: E402

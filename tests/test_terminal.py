@@ -29,8 +29,8 @@ import pytest
 
 from solgate.cli.demo import demo_config_text
 from solgate.config import parse_config
+from solgate.daemon import run_server
 from solgate.errors import ConfigError
-from solgate.serve_cli import run_server
 from solgate.terminal import ServerEscaper, console_from_ssh_command, resolve_server_url
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ from web_fakes import (
     start_client,
 )
 
-from solgate import serve_cli
+from solgate import daemon
 from solgate.errors import ConfigError
 from solgate.users import Role, hash_password, parse_users, verify_password
 from solgate.web.app import create_app
@@ -425,7 +425,7 @@ async def test_reload_applies_users_to_the_running_web_app(tmp_path, manager) ->
                 return {"added": [], "removed": [], "changed": []}
 
         new = make_config(tmp_path, users=raw)
-        await serve_cli._reload(Engine(), lambda: new, app)
+        await daemon._reload(Engine(), lambda: new, app)
 
         async def status(user: str) -> int:
             client.session.cookie_jar.clear()
@@ -452,6 +452,6 @@ async def test_reload_with_bad_users_keeps_everything(tmp_path, manager) -> None
             return {"added": [], "removed": [], "changed": []}
 
     bad = make_config(tmp_path, users={"eve": {"role": "emperor"}})
-    await serve_cli._reload(Engine(), lambda: bad, app)
+    await daemon._reload(Engine(), lambda: bad, app)
     assert reloaded == []
     assert "alice" in app[auth_key].users

@@ -32,8 +32,8 @@ from web_fakes import (
 from yarl import URL
 
 from solgate.config import parse_config
+from solgate.daemon import run_server
 from solgate.errors import ConfigError
-from solgate.serve_cli import run_server
 from solgate.users import hash_password, parse_users
 from solgate.web import logview
 from solgate.web.app import create_app

@@ -28,7 +28,7 @@ from web_fakes import TOKENS, StaticConsoles, login, make_app, start_client, wai
 
 from solgate.config import Config, parse_config
 from solgate.console.manager import ConsoleManager
-from solgate.serve_cli import run_server
+from solgate.daemon import run_server
 from solgate.sim.bmc import SimBmcConfig
 from solgate.sim.fleet import SimFleet
 from solgate.sim.host import SimHost

@@ -106,8 +106,8 @@ def _demo_command(args: argparse.Namespace) -> int:
 async def _demo(args: argparse.Namespace, loop_name: str) -> int:
     from solgate.config import parse_config
     from solgate.config_values import is_loopback
+    from solgate.daemon import run_server
     from solgate.ipmi.codec import Privilege
-    from solgate.serve_cli import run_server
     from solgate.sim.bmc import SimBmcConfig
     from solgate.sim.fleet import SimFleet
     from solgate.sim.host import SimHost

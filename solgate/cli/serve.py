@@ -1,6 +1,6 @@
 """`solgate serve` and `solgate reload`: start the daemon, and ask a running one to reload.
 
-The daemon itself (signals, reload, pid file, shutdown) is `solgate.serve_cli.run_server`;
+The daemon itself (signals, reload, pid file, shutdown) is `solgate.daemon.run_server`;
 here are the arguments, the event loop it runs on, and the ready line.
 
 `serve` and `demo` run on uvloop when it is installed (`pip install 'solgate[fast]'`):
@@ -128,8 +128,8 @@ def _serve_command(args: argparse.Namespace) -> int:
 
 async def _serve(args: argparse.Namespace, loop_name: str) -> int:
     from solgate.config import default_config_path, load_config
+    from solgate.daemon import run_server
     from solgate.ipmi.crypto import packet_path
-    from solgate.serve_cli import run_server
 
     path = default_config_path(args.config)
     config = load_config(path)
@@ -175,7 +175,7 @@ def data_dir_of(path: Path) -> Path:
 
 def _reload_command(args: argparse.Namespace) -> int:
     from solgate.config import default_config_path  # reads no file; see data_dir_of
-    from solgate.serve_cli import PID_FILE, RELOAD_STATUS_FILE
+    from solgate.daemon import PID_FILE, RELOAD_STATUS_FILE
 
     data_dir = data_dir_of(default_config_path(args.config))
     pid_path = data_dir / PID_FILE

@@ -1,8 +1,10 @@
 """The daemon: consoles, the web server and the ssh gateway, until a signal stops them.
 
-Signals only set events (STYLE item 13): SIGTERM/SIGINT stop, SIGHUP reloads the
-configuration (consoles added, removed or changed are started, stopped or restarted;
-the others keep their sessions) and reopens the logs for an external logrotate.
+Signals only set events or start tasks (STYLE item 13): SIGTERM/SIGINT stop, SIGHUP
+reloads the configuration (consoles added, removed or changed are started, stopped or
+restarted; the others keep their sessions) and reopens the logs for an external
+logrotate. Each reload is a task the daemon holds: one at a time, a failure logged and
+reported to `solgate reload`, and awaited before shutdown stops what it touches.
 `run_server` takes an injectable `shutdown` event so tests can drive the whole daemon.
 Under systemd (`Type=notify`, contrib/systemd/solgate.service) it tells systemd when it is
 ready, reloading and stopping, and pings the watchdog (solgate/sdnotify.py). The commands
@@ -19,7 +21,7 @@ import os
 import signal
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +80,11 @@ async def run_server(
     url: str | None = None
     ssh_address: str | None = None
     installed: list[signal.Signals] = []
+    reloads = _Reloads(manager)
 
     def hangup() -> None:
-        loop.create_task(_reload(manager, reload_config, runner.app if runner else None,
-                                 ssh_gateway, member, notifier))
+        reloads.start(_reload(manager, reload_config, runner.app if runner else None,
+                              ssh_gateway, member, notifier))
 
     for sig, action in ((signal.SIGTERM, shutdown.set), (signal.SIGINT, shutdown.set),
                         (signal.SIGHUP, hangup)):
@@ -139,6 +142,7 @@ async def run_server(
         notifier.stopping("stopping: deactivating SOL and flushing logs")
         for sig in installed:
             loop.remove_signal_handler(sig)
+        await reloads.finish()  # before what a reload touches (gateway, app, engine) stops
         if ssh_gateway is not None:
             await ssh_gateway.stop()
         if runner is not None:
@@ -153,6 +157,55 @@ async def run_server(
             await watchdog
         notifier.close()
     return 0
+
+
+class _Reloads:
+    """The SIGHUP reloads in flight: one at a time, each failure logged, all awaited.
+
+    A signal handler cannot await, so each reload is a task; holding it here keeps it
+    from being collected mid-way, runs a second SIGHUP's reload after the first instead
+    of interleaving two, and lets shutdown wait for it rather than stop the engine under
+    it or leave it pending when the loop closes.
+    """
+
+    def __init__(self, manager: ConsoleManager) -> None:
+        self._manager = manager
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, reload: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(self._one(reload), name="sighup-reload")
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    async def _one(self, reload: Coroutine[Any, Any, None]) -> None:
+        async with self._lock:
+            await reload
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            # Not a refused configuration (that is logged by _reload): a bug or an I/O
+            # failure half-way. Say so, and give `solgate reload` its verdict now.
+            logger.error("reload failed: %s", exc, exc_info=exc)
+            _write_reload_status(getattr(self._manager, "data_dir", None), False,
+                                 f"reload failed ({exc}); see the server's log, the "
+                                 "running configuration may be partly changed")
+
+    async def finish(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:
+        """Wait for the reloads in flight (cancelling any still running after `timeout`)."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            logger.warning("stopping: a configuration reload did not finish in %.0f s; "
+                           "cancelled", timeout)
+            await asyncio.wait(pending)
 
 
 def _advertised(url: str, host: str) -> str:
