@@ -32,7 +32,6 @@ given on the command line wins and pins the key to that console.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import errno
@@ -649,46 +648,3 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError) or not text:
         return type(exc).__name__.replace("Error", " error").strip() or "timeout"
     return text
-
-
-# --- the command ----------------------------------------------------------------------------
-
-
-def options_from_args(args: argparse.Namespace,
-                      environ: Mapping[str, str] | None = None) -> ClientOptions:
-    environ = os.environ if environ is None else environ
-    if getattr(args, "token_argument", None) is not None:
-        raise ConfigError(f"--token is not accepted: a token on the command line is visible "
-                          f"to every user of this machine; set ${TOKEN_ENV} or use "
-                          "--token-file FILE")
-    # Imported here: the command-line side reads `[server] listen` only when no URL is given.
-    from solgate.cli.config import listen_from_config
-
-    name, flags = console_from_ssh_command(args.name, environ.get(SSH_COMMAND_ENV))
-    explicit_url = args.server or environ.get(URL_ENV)
-    server = resolve_server_url(explicit_url, environ,
-                                None if explicit_url else listen_from_config(args))
-    escape = args.escape
-    no_escape = escape is not None and escape.lower() == "none"
-    if escape is not None and not no_escape:
-        if len(escape.encode()) != 1 or escape.isalnum() or escape.isspace():
-            raise ConfigError(f"--escape {escape!r}: give one punctuation character such as "
-                              "~ or &, or none")
-    if args.retries < 0:
-        raise ConfigError("--retries: give 0 or more")
-
-    def warn(text: str) -> None:
-        print(f"solgate: {text}", file=sys.stderr)
-
-    return ClientOptions(
-        name=name, server=server, token=read_token(args.token_file, environ, warn),
-        escape=None if no_escape else escape, no_escape=no_escape,
-        read_only=args.read_only or "read_only" in flags,
-        force=args.force or "force" in flags, retries=args.retries,
-    )
-
-
-async def run_console(args: argparse.Namespace) -> int:
-    """`solgate console`: the handler `solgate.cli.console` registers."""
-    options = options_from_args(args)
-    return await ConsoleClient(options).run()

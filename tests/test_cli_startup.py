@@ -32,7 +32,7 @@ HEAVY = (
 PROBE = """
 import json, sys
 from solgate.cli import build_parser
-from solgate.terminal import options_from_args
+from solgate.cli.console import options_from_args
 args = build_parser().parse_args(["console", "web01", "--server", "http://127.0.0.1:1"])
 options_from_args(args, {})
 print(json.dumps(sorted(sys.modules)))
