@@ -200,9 +200,22 @@ class Fleet:
     sims: list[SimProc] = field(default_factory=list)
 
     def start(self, timeout: float = 120.0) -> None:
+        """Start the simulators; a port block taken by another program between the check
+        and the bind (benchmarks started together) is given up for another, twice."""
+        for attempt in range(3):
+            base = 0 if self.kernel_ports else free_udp_base(self.count)
+            try:
+                self._start_at(base, timeout)
+                return
+            except RuntimeError as exc:
+                if "Address already in use" not in str(exc) or attempt == 2:
+                    raise
+                self.stop()
+                self.sims = []
+
+    def _start_at(self, base: int, timeout: float) -> None:
         per = SIM_PER_PROCESS
         chunks = [min(per, self.count - i) for i in range(0, self.count, per)]
-        base = 0 if self.kernel_ports else free_udp_base(self.count)
         offset = 0
         for n, size in enumerate(chunks):
             out = self.workdir / f"sim{n}.toml"
