@@ -30,8 +30,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from solgate.console.log import iter_log_files, lines_backwards_at
 from solgate.console.logindex import Timeline
+from solgate.console.logread import iter_log_files, lines_backwards_at
 from solgate.console.replay import (
     ScreenAt,
     asciicast,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from solgate.console.events import filter_records as filter_events
-from solgate.console.log import iter_log_files
+from solgate.console.logread import iter_log_files
 from solgate.errors import ConfigError
 
 __all__ = [

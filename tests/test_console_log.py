@@ -13,14 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from solgate.console.events import EventLog, read_events
-from solgate.console.log import (
-    ConsoleLog,
-    format_time,
-    iter_log_files,
-    lines_backwards,
-    lines_backwards_at,
-    read_tail,
-)
+from solgate.console.log import ConsoleLog, format_time
+from solgate.console.logread import iter_log_files, lines_backwards, lines_backwards_at, read_tail
 from solgate.console.notes import BREAK_MARK, NOTE_HOLD
 
 T0 = 1_795_000_000.0  # 2026-11-18T11:06:40Z, a fixed wall clock

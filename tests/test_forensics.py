@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from solgate.cli import main
-from solgate.console.log import ConsoleLog, format_time, iter_log_files
+from solgate.console.log import ConsoleLog, format_time
 from solgate.console.logindex import Timeline
+from solgate.console.logread import iter_log_files
 from solgate.console.screen import Screen
 from solgate.forensics import host_read, parse_time
 from solgate.sim.fleet import SimFleet

@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from solgate.console.log import ConsoleLog, iter_log_files
+from solgate.console.log import ConsoleLog
 from solgate.console.logindex import Mark, Timeline, index_path, read_index
+from solgate.console.logread import iter_log_files
 from solgate.console.notes import BREAK_MARK
 from solgate.console.replay import host_read
 

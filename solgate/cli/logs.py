@@ -36,7 +36,7 @@ def data_dir_from_args(args: argparse.Namespace) -> tuple[Path, Config | None]:
 
 
 def _console_log(args: argparse.Namespace, *, must_exist: bool = True) -> Path:
-    from solgate.console.log import iter_log_files
+    from solgate.console.logread import iter_log_files
     from solgate.logtools import log_path
 
     data_dir, config = data_dir_from_args(args)
@@ -61,7 +61,7 @@ def run_tail(args: argparse.Namespace) -> int:
     """`solgate tail NAME [-n N] [-f]`: the raw end of a console log, optionally followed."""
     # The readers are imported here, not at the top: every `solgate` command parses its
     # arguments through this module, and `solgate console` should not load them.
-    from solgate.console.log import read_tail
+    from solgate.console.logread import read_tail
     from solgate.logtools import FOLLOW_INTERVAL, LogFollower, log_path
 
     # A followed log may not exist yet (a console just added): wait for it to appear.
@@ -102,7 +102,7 @@ def _kinds(values: list[str] | None) -> frozenset[str]:
 
 
 def _event_lines(path: Path) -> Iterator[bytes]:
-    from solgate.console.log import lines_backwards
+    from solgate.console.logread import lines_backwards
 
     try:
         yield from lines_backwards(path)

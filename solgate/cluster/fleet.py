@@ -33,7 +33,7 @@ import aiohttp
 from aiohttp import web
 
 from solgate.console.events import read_events, record_time
-from solgate.console.log import read_tail
+from solgate.console.logread import read_tail
 from solgate.users import LOCAL_USER
 from solgate.web.keys import auth_key, data_dir_key
 from solgate.web.middleware import IDENTITY, Identity, identity

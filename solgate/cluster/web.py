@@ -30,7 +30,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from solgate.cluster.merge import merge_logs
-from solgate.console.log import read_tail
+from solgate.console.logread import read_tail
 from solgate.web.keys import auth_key, manager_key
 from solgate.web.logview import display_text
 from solgate.web.metrics import registry_for

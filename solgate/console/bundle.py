@@ -35,8 +35,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from solgate.console.log import format_time, iter_log_files
+from solgate.console.log import format_time
 from solgate.console.logindex import Timeline
+from solgate.console.logread import iter_log_files
 from solgate.console.replay import host_read, plain_text, screen_at
 from solgate.errors import ConfigError, SolgateError
 from solgate.ipmi import sel

@@ -23,7 +23,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from solgate.console.log import AppendFile, format_time, lines_backwards
+from solgate.console.log import AppendFile, format_time
+from solgate.console.logread import lines_backwards
 
 __all__ = ["MAX_PENDING_RECORDS", "EventLog", "filter_records", "read_events",
            "record_time"]

@@ -50,10 +50,11 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from solgate.console.logindex import IndexWriter, rotate_index_files
+from solgate.console.logread import iter_log_files
 from solgate.console.notes import BREAK, BREAK_MARK, NOTE_HOLD, Item, NotePlacer
 
 __all__ = [
@@ -62,10 +63,6 @@ __all__ = [
     "MAX_PENDING",
     "ConsoleLog",
     "format_time",
-    "iter_log_files",
-    "lines_backwards",
-    "lines_backwards_at",
-    "read_tail",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -730,93 +727,3 @@ class ConsoleLog:
         finally:
             os.close(dfd)
 
-
-# -- readers ------------------------------------------------------------------------
-
-
-def iter_log_files(path: Path) -> list[Path]:
-    """The files of one console log, oldest first: name.log.<N> ... name.log.1, name.log."""
-    path = Path(path)
-    prefix = path.name + "."
-    numbered: list[tuple[int, Path]] = []
-    try:
-        names = os.listdir(path.parent)
-    except OSError:
-        names = []
-    for name in names:
-        if name.startswith(prefix) and name[len(prefix) :].isdigit():
-            numbered.append((int(name[len(prefix) :]), path.parent / name))
-    numbered.sort(reverse=True)
-    files = [p for _, p in numbered]
-    if path.exists():
-        files.append(path)
-    return files
-
-
-def lines_backwards_at(
-    fd: int, end: int, *, block: int = 1 << 16, max_line: int | None = None
-) -> Iterator[tuple[int, bytes]]:
-    """(start offset, line) for the lines of an open file before offset `end`, last first.
-
-    Each line keeps its `\\n` (the final one may lack it). Fixed-size blocks are read
-    from the end, so a huge file costs only what the caller consumes. A line longer than
-    `max_line` is handed out in pieces (its end first) instead of held whole in memory.
-    """
-    pos, buf = end, b""
-    while pos > 0:
-        step = min(block, pos)
-        pos -= step
-        buf = os.pread(fd, step, pos) + buf
-        # Every complete line sits after a newline inside buf (or at the file start).
-        stop = len(buf)
-        cut = buf.rfind(b"\n", 0, stop - 1)
-        while cut >= 0:
-            yield pos + cut + 1, buf[cut + 1 : stop]
-            stop = cut + 1
-            cut = buf.rfind(b"\n", 0, stop - 1)
-        buf = buf[:stop]
-        if max_line is not None and len(buf) > max_line and pos > 0:
-            yield pos, buf
-            buf = b""
-    if buf:
-        yield 0, buf
-
-
-def lines_backwards(path: Path, *, block: int = 1 << 16) -> Iterator[bytes]:
-    """Lines of a file from the last to the first, each with its `\\n` (the final one may
-    lack it), reading fixed-size blocks from the end so a huge file costs little."""
-    with open(path, "rb") as f:
-        end = f.seek(0, os.SEEK_END)
-        for _, line in lines_backwards_at(f.fileno(), end, block=block):
-            yield line
-
-
-def read_tail(path: Path, n_lines: int, *, max_bytes: int | None = None) -> list[bytes]:
-    """The last `n_lines` lines across the current and rotated files, newest last.
-
-    Each line keeps its terminator, so `b"".join(...)` is the raw tail of the log.
-    With `max_bytes`, the tail stops before the line that would pass that many bytes
-    (a server answering a request must not hold a few endless lines in memory).
-    """
-    if n_lines <= 0:
-        return []
-    out: list[bytes] = []
-    size = 0
-    full = False
-    for file in reversed(iter_log_files(path)):
-        try:
-            for line in lines_backwards(file):
-                size += len(line)
-                full = max_bytes is not None and size > max_bytes
-                if full:
-                    break
-                out.append(line)
-                full = len(out) >= n_lines
-                if full:
-                    break
-        except OSError:
-            continue
-        if full:
-            break
-    out.reverse()
-    return out

@@ -36,6 +36,7 @@ from typing import IO, Any
 from solgate.console import screen as screen_module
 from solgate.console.log import format_time
 from solgate.console.logindex import Timeline
+from solgate.console.logread import NOTE_LINE, NOTE_TEXT, STAMP
 from solgate.console.notes import BREAK_MARK
 from solgate.console.screen import Screen
 from solgate.errors import ConfigError
@@ -63,9 +64,6 @@ def elapsed_words(seconds: float) -> str:
 
 # --- the host's bytes ------------------------------------------------------------
 
-_NOTE_LINE = re.compile(rb"(?:\[\d{4}-\d\d-\d\dT[\d:.]+Z\] )?\[-- solgate [^\r\n]*? --\]\r\n")
-_STAMP = re.compile(rb"(?:(?<=\n)|^)\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] ")
-_NOTE_TEXT = re.compile(rb"\[-- solgate [^\r\n]*? --\]")
 MAX_NOTE = 4096
 """Bytes read to find a note's end (a note is one short line)."""
 
@@ -78,7 +76,7 @@ def _note_at(timeline: Timeline, offset: int) -> bytes:
     pos = 0
     if blob.startswith(BREAK_MARK + b"\r\n"):
         pos = len(BREAK_MARK) + 2
-    stamp = _STAMP.match(blob, pos)
+    stamp = STAMP.match(blob, pos)
     if stamp is not None:
         pos = stamp.end()
     if not blob.startswith(b"[-- solgate ", pos):
@@ -91,7 +89,7 @@ def _strip_by_look(data: bytes) -> bytes:
     """Notes recognised by their text: only for stretches no time index covers."""
     if b"[-- solgate" in data:
         data = data.replace(BREAK_MARK + b"\r\n", b"")
-        data = _NOTE_LINE.sub(b"", data)
+        data = NOTE_LINE.sub(b"", data)
     return data
 
 
@@ -132,7 +130,7 @@ def host_read(timeline: Timeline, start: int, end: int) -> bytes:
 
 def _unstamped(data: bytes) -> bytes:
     """`log_timestamps` stamps taken off the lines they start."""
-    return _STAMP.sub(b"", data) if b"Z] " in data else data
+    return STAMP.sub(b"", data) if b"Z] " in data else data
 
 
 def _line_start_after(timeline: Timeline, start: int, limit: int = 4096) -> int:
@@ -221,7 +219,7 @@ def asciicast(timeline: Timeline, t1: float, t2: float, out: IO[str], *,
     for a, b in itertools.pairwise(bounds):
         t = max(t1, timeline.time_at(a) or t1)
         if a in notes:
-            note = _NOTE_TEXT.search(_note_at(timeline, a))
+            note = NOTE_TEXT.search(_note_at(timeline, a))
             if note:
                 emit(t, "m", note.group(0).decode("utf-8", "replace"))
         emit(t, "o", decoder.decode(host_read(timeline, a, b)))

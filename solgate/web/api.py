@@ -16,7 +16,7 @@ from pathlib import Path
 from aiohttp import web
 
 from solgate.console.events import read_events
-from solgate.console.log import read_tail as log_tail
+from solgate.console.logread import read_tail as log_tail
 from solgate.console.power import POWER_ACTIONS
 from solgate.errors import SolgateError
 from solgate.web import logview

@@ -24,8 +24,9 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from solgate.console.bundle import format_bundle, read_bundle
-from solgate.console.log import format_time, iter_log_files
+from solgate.console.log import format_time
 from solgate.console.logindex import Timeline, first_time
+from solgate.console.logread import iter_log_files
 from solgate.console.replay import DEFAULT_REPLAY, asciicast, screen_at
 from solgate.errors import SolgateError
 from solgate.forensics import grep_logs, parse_time

@@ -46,7 +46,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from solgate.console.log import iter_log_files, lines_backwards, lines_backwards_at
+from solgate.console.logread import (
+    is_writer_note,
+    iter_log_files,
+    lines_backwards,
+    lines_backwards_at,
+    parse_note,
+)
 from solgate.console.panic import clean_line
 
 MAX_PAGE_LINES = 5000
@@ -58,9 +64,6 @@ MAX_PANIC_RECORDS = 200
 MAX_EVENTS_SCAN_BYTES = 16 * 1024 * 1024
 
 _CURSOR = re.compile(r"(\d{1,20})-(\d{1,20})")
-_EVENT_LINE = re.compile(r"^(?:\[[0-9T:.Z-]+\] )?\[-- solgate ([0-9T:.Z-]+): (.*) --\]$")
-# The log writer's own notes, which have no events.jsonl record (see the docstring).
-_WRITER_NOTE = re.compile(r"MARK|log write failed \(.*\); \d+ bytes of console output lost")
 MAX_NOTE_SCAN_BYTES = 64 * 1024 * 1024
 NOTE_SLACK = 60.0  # seconds: records of several writers may be a little out of order
 
@@ -120,9 +123,9 @@ def display_text(raw: bytes) -> str:
 
 def classify(text: str, panic_lines: frozenset[str]) -> str:
     """The kind of a line by its text alone; `verify_notes` then checks the notes."""
-    event = _EVENT_LINE.match(text)
+    event = parse_note(text)
     if event is not None:
-        return "panic-event" if event.group(2).startswith("PANIC") else "event"
+        return "panic-event" if event[1].startswith("PANIC") else "event"
     if panic_lines and any(line in text for line in panic_lines):
         return "panic"
     return "out"
@@ -286,12 +289,12 @@ def verify_notes(page: LogPage, events_path: Path, console: str) -> None:
     for index, line in enumerate(page.lines):
         if line.kind not in ("event", "panic-event"):
             continue
-        match = _EVENT_LINE.match(line.text)
-        if match is None:  # pragma: no cover - classify() matched the same text
+        note = parse_note(line.text)
+        if note is None:  # pragma: no cover - classify() matched the same text
             continue
-        if _WRITER_NOTE.fullmatch(match.group(2)):
+        if is_writer_note(note[1]):  # the writer's own notes have no events.jsonl record
             continue
-        claims.append((index, _note_time(match.group(1)), _same_text(match.group(2))))
+        claims.append((index, _note_time(note[0]), _same_text(note[1])))
     if not claims:
         return
     times = [t for _, t, _ in claims if t is not None]
