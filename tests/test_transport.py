@@ -164,9 +164,9 @@ async def test_ipv6_loopback():
 def test_ip_literals_skip_the_resolver_and_match_datagram_sources():
     """Sources are routed by the kernel's spelling of the address, so literals are normalized
     to it; names (and scoped IPv6) still go through getaddrinfo."""
-    from solgate.ipmi.transport import _numeric_address
+    from solgate.ipmi.udp_pool import numeric_address
 
-    assert _numeric_address("127.0.0.1", 623) == (socket.AF_INET, ("127.0.0.1", 623))
-    assert _numeric_address("0:0::1", 623) == (socket.AF_INET6, ("::1", 623, 0, 0))
-    assert _numeric_address("bmc01.example", 623) is None
-    assert _numeric_address("fe80::1%eth0", 623) is None
+    assert numeric_address("127.0.0.1", 623) == (socket.AF_INET, ("127.0.0.1", 623))
+    assert numeric_address("0:0::1", 623) == (socket.AF_INET6, ("::1", 623, 0, 0))
+    assert numeric_address("bmc01.example", 623) is None
+    assert numeric_address("fe80::1%eth0", 623) is None

@@ -2,7 +2,8 @@
 
 Theory of operation
 -------------------
-This is the only asyncio code in `solgate/ipmi/` (STYLE.md item 2). A `DatagramProtocol`
+This and its socket pool (`udp_pool.py`) are the only asyncio code in `solgate/ipmi/`
+(STYLE.md item 2). A `DatagramProtocol`
 hands every datagram to the sans-I/O `ClientSession` with `loop.time()`, then `_process`
 sends what the core queued and turns its events into results:
 
@@ -12,10 +13,10 @@ sends what the core queued and turns its events into results:
 * `SessionTerminated` fails every pending future with its error (or `SessionClosedError`),
   resolves `terminated`, and closes the socket.
 
-Sockets are shared: up to `CLIENTS_PER_SOCKET` sessions (to different BMC addresses) use
-one unconnected UDP socket, and its datagrams are routed by source address; anything from
-an address with no session is dropped. Thousands of consoles then need a few hundred
-descriptors, not one each.
+Sockets are shared (`udp_pool.py`): up to `CLIENTS_PER_SOCKET` sessions (to different BMC
+addresses) use one unconnected UDP socket, and its datagrams are routed by source address;
+anything from an address with no session is dropped. Thousands of consoles then need a
+few hundred descriptors, not one each.
 
 There is one `call_at` timer. It is re-armed only when the core's deadline moved, and on
 expiry the core is called with `now = max(deadline, loop.time())`, so a timer that fires a
@@ -25,11 +26,9 @@ hair early still counts as on time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
-import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -63,161 +62,11 @@ from solgate.ipmi.session import (
     SolPayloadReceived,
 )
 from solgate.ipmi.target import BmcTarget
+from solgate.ipmi.udp_pool import Port, SocketPool, numeric_address
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SolHandler = Callable[[bytes], None]
-
-
-CLIENTS_PER_SOCKET = 64  # sessions sharing one UDP socket (pyghmi uses 64 too)
-SOCKET_RECEIVE_BUFFER = 1 << 20  # asked for; the kernel caps it at net.core.rmem_max
-
-
-class _SharedSocket(asyncio.DatagramProtocol):
-    """One unconnected UDP socket carrying up to `CLIENTS_PER_SOCKET` sessions.
-
-    Each session talks to a different BMC address, so an incoming datagram goes to the
-    client registered for its source address; datagrams from anyone else are dropped and
-    counted (`stray`), as a connected socket's kernel filter would have dropped them.
-    Sharing keeps a 10,000-console server at ~160 sockets instead of 10,000 descriptors.
-    """
-
-    def __init__(self, pool: _SocketPool, family: int) -> None:
-        self.pool = pool
-        self.family = family
-        self.clients: dict[tuple[Any, ...], IpmiClient] = {}
-        self.transport: asyncio.DatagramTransport | None = None
-        self.stray = 0
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        client = self.clients.get(addr[:2])
-        if client is None:
-            self.stray += 1
-            return
-        client._datagram_received(data)
-
-    def error_received(self, exc: Exception) -> None:
-        # Unconnected sockets rarely see ICMP errors; the retransmit timer reports failures.
-        log.debug("shared IPMI socket error %s", exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.pool.forget(self)
-        for client in list(self.clients.values()):
-            client._connection_lost()
-        self.clients.clear()
-
-
-class _Port:
-    """One client's view of a shared socket: `sendto(data)` goes to its BMC's address."""
-
-    __slots__ = ("_shared", "_address", "_key", "_client", "_closed")
-
-    def __init__(self, shared: _SharedSocket, address: Any, client: IpmiClient) -> None:
-        self._shared = shared
-        self._address = address
-        self._key = tuple(address[:2])
-        self._client = client
-        self._closed = False
-        shared.clients[self._key] = client
-
-    def sendto(self, data: bytes) -> None:
-        transport = self._shared.transport
-        if transport is not None:
-            transport.sendto(data, self._address)
-
-    def is_closing(self) -> bool:
-        transport = self._shared.transport
-        return self._closed or transport is None or transport.is_closing()
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        shared = self._shared
-        if shared.clients.get(self._key) is self._client:
-            del shared.clients[self._key]
-        if not shared.clients:
-            shared.pool.forget(shared)
-            if shared.transport is not None:
-                shared.transport.close()
-        self._client._loop.call_soon(self._client._connection_lost)
-
-
-class _SocketPool:
-    """The shared sockets of one event loop, filled up to `CLIENTS_PER_SOCKET` each."""
-
-    _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SocketPool] = (
-        weakref.WeakKeyDictionary())
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.sockets: list[_SharedSocket] = []
-        self._lock = asyncio.Lock()
-
-    @classmethod
-    def of(cls, loop: asyncio.AbstractEventLoop) -> _SocketPool:
-        pool = cls._pools.get(loop)
-        if pool is None:
-            pool = cls._pools[loop] = cls(loop)
-        return pool
-
-    def _find(self, family: int, key: tuple[Any, ...]) -> _SharedSocket | None:
-        for shared in self.sockets:
-            if (shared.family == family and len(shared.clients) < CLIENTS_PER_SOCKET
-                    and key not in shared.clients and shared.transport is not None
-                    and not shared.transport.is_closing()):
-                return shared
-        return None
-
-    async def attach(self, family: int, address: Any, client: IpmiClient) -> _Port:
-        """A port on a socket with room and no other session to the same BMC address."""
-        key = tuple(address[:2])
-        shared = self._find(family, key)
-        if shared is None:
-            async with self._lock:
-                shared = self._find(family, key)
-                if shared is None:
-                    shared = await self._open(family)
-        return _Port(shared, address, client)
-
-    async def _open(self, family: int) -> _SharedSocket:
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            sock.setblocking(False)
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_RECEIVE_BUFFER)
-            sock.bind(("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0))  # noqa: S104
-            shared = _SharedSocket(self, family)
-            transport, _ = await self.loop.create_datagram_endpoint(lambda: shared, sock=sock)
-        except BaseException:
-            sock.close()
-            raise
-        shared.transport = transport
-        self.sockets.append(shared)
-        return shared
-
-    def forget(self, shared: _SharedSocket) -> None:
-        if shared in self.sockets:
-            self.sockets.remove(shared)
-
-
-def _numeric_address(host: str, port: int) -> tuple[int, Any] | None:
-    """(family, sockaddr) for an IP literal, or None for a name to resolve.
-
-    asyncio resolves even literals in its thread pool; at start-up that was a fifth of
-    the loop's time with 1,000 BMCs configured by address. The address is normalized as
-    the kernel reports datagram sources, which is how `_SharedSocket` routes them.
-    """
-    for family in (socket.AF_INET, socket.AF_INET6):
-        if family == socket.AF_INET6 and "%" in host:
-            return None  # a scope ID: let getaddrinfo fill it in
-        try:
-            packed = socket.inet_pton(family, host)
-        except (OSError, ValueError):
-            continue
-        text = socket.inet_ntop(family, packed)
-        return family, ((text, port) if family == socket.AF_INET else (text, port, 0, 0))
-    return None
 
 
 class IpmiClient:
@@ -229,7 +78,7 @@ class IpmiClient:
         self._log = logger
         self.session = ClientSession(target, random=random, logger=logger)
         self._loop = asyncio.get_running_loop()
-        self._transport: _Port | None = None
+        self._transport: Port | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._futures: dict[int, asyncio.Future[IpmiMessage]] = {}
@@ -255,7 +104,7 @@ class IpmiClient:
 
     async def _open(self) -> None:
         target = self.target
-        numeric = _numeric_address(target.host, target.port)
+        numeric = numeric_address(target.host, target.port)
         if numeric is not None:
             family, address = numeric
         else:
@@ -267,7 +116,7 @@ class IpmiClient:
                                host=target.label, step="resolve") from None
             family, _, _, _, address = infos[0]
         try:
-            port = await _SocketPool.of(self._loop).attach(family, address, self)
+            port = await SocketPool.of(self._loop).attach(family, address, self)
         except OSError as exc:
             raise BmcError(f"cannot open a UDP socket to {target.label}: {exc}",
                            host=target.label, step="connect") from None

@@ -1,0 +1,187 @@
+"""The shared UDP sockets of IPMI sessions: one socket carries many BMCs.
+
+Theory of operation
+-------------------
+An unconnected UDP socket can talk to any address, so up to `CLIENTS_PER_SOCKET`
+sessions (each to a different BMC address) share one, and its datagrams are routed by
+source address to the session registered for it; anything from an address with no
+session is dropped and counted, as a connected socket's kernel filter would have dropped
+it. Thousands of consoles then need a few hundred descriptors, not one each. A session
+sees its share as a `Port` (`sendto`, `close`); the pool is per event loop.
+
+With `transport.py` this is the only asyncio and socket code in `solgate/ipmi/`
+(tests/test_gates.py); the session logic stays in the sans-I/O `ClientSession`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import weakref
+from typing import Any, Protocol
+
+__all__ = ["CLIENTS_PER_SOCKET", "SOCKET_RECEIVE_BUFFER", "Port", "Receiver", "SocketPool",
+           "numeric_address"]
+
+log = logging.getLogger("solgate.ipmi.transport")  # the name operators filter on, as before
+
+
+class Receiver(Protocol):
+    """What the pool hands a session's datagrams to (`transport.IpmiClient`)."""
+
+    def _datagram_received(self, data: bytes) -> None: ...
+
+    def _connection_lost(self) -> None: ...
+
+
+CLIENTS_PER_SOCKET = 64  # sessions sharing one UDP socket (pyghmi uses 64 too)
+SOCKET_RECEIVE_BUFFER = 1 << 20  # asked for; the kernel caps it at net.core.rmem_max
+
+
+class SharedSocket(asyncio.DatagramProtocol):
+    """One unconnected UDP socket carrying up to `CLIENTS_PER_SOCKET` sessions.
+
+    Each session talks to a different BMC address, so an incoming datagram goes to the
+    client registered for its source address; datagrams from anyone else are dropped and
+    counted (`stray`), as a connected socket's kernel filter would have dropped them.
+    Sharing keeps a 10,000-console server at ~160 sockets instead of 10,000 descriptors.
+    """
+
+    def __init__(self, pool: SocketPool, family: int) -> None:
+        self.pool = pool
+        self.family = family
+        self.clients: dict[tuple[Any, ...], Receiver] = {}
+        self.transport: asyncio.DatagramTransport | None = None
+        self.stray = 0
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        client = self.clients.get(addr[:2])
+        if client is None:
+            self.stray += 1
+            return
+        client._datagram_received(data)
+
+    def error_received(self, exc: Exception) -> None:
+        # Unconnected sockets rarely see ICMP errors; the retransmit timer reports failures.
+        log.debug("shared IPMI socket error %s", exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.pool.forget(self)
+        for client in list(self.clients.values()):
+            client._connection_lost()
+        self.clients.clear()
+
+
+class Port:
+    """One client's view of a shared socket: `sendto(data)` goes to its BMC's address."""
+
+    __slots__ = ("_shared", "_address", "_key", "_client", "_closed")
+
+    def __init__(self, shared: SharedSocket, address: Any, client: Receiver) -> None:
+        self._shared = shared
+        self._address = address
+        self._key = tuple(address[:2])
+        self._client = client
+        self._closed = False
+        shared.clients[self._key] = client
+
+    def sendto(self, data: bytes) -> None:
+        transport = self._shared.transport
+        if transport is not None:
+            transport.sendto(data, self._address)
+
+    def is_closing(self) -> bool:
+        transport = self._shared.transport
+        return self._closed or transport is None or transport.is_closing()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        shared = self._shared
+        if shared.clients.get(self._key) is self._client:
+            del shared.clients[self._key]
+        if not shared.clients:
+            shared.pool.forget(shared)
+            if shared.transport is not None:
+                shared.transport.close()
+        shared.pool.loop.call_soon(self._client._connection_lost)
+
+
+class SocketPool:
+    """The shared sockets of one event loop, filled up to `CLIENTS_PER_SOCKET` each."""
+
+    _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SocketPool] = (
+        weakref.WeakKeyDictionary())
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.sockets: list[SharedSocket] = []
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> SocketPool:
+        pool = cls._pools.get(loop)
+        if pool is None:
+            pool = cls._pools[loop] = cls(loop)
+        return pool
+
+    def _find(self, family: int, key: tuple[Any, ...]) -> SharedSocket | None:
+        for shared in self.sockets:
+            if (shared.family == family and len(shared.clients) < CLIENTS_PER_SOCKET
+                    and key not in shared.clients and shared.transport is not None
+                    and not shared.transport.is_closing()):
+                return shared
+        return None
+
+    async def attach(self, family: int, address: Any, client: Receiver) -> Port:
+        """A port on a socket with room and no other session to the same BMC address."""
+        key = tuple(address[:2])
+        shared = self._find(family, key)
+        if shared is None:
+            async with self._lock:
+                shared = self._find(family, key)
+                if shared is None:
+                    shared = await self._open(family)
+        return Port(shared, address, client)
+
+    async def _open(self, family: int) -> SharedSocket:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_RECEIVE_BUFFER)
+            sock.bind(("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0))  # noqa: S104
+            shared = SharedSocket(self, family)
+            transport, _ = await self.loop.create_datagram_endpoint(lambda: shared, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        shared.transport = transport
+        self.sockets.append(shared)
+        return shared
+
+    def forget(self, shared: SharedSocket) -> None:
+        if shared in self.sockets:
+            self.sockets.remove(shared)
+
+
+def numeric_address(host: str, port: int) -> tuple[int, Any] | None:
+    """(family, sockaddr) for an IP literal, or None for a name to resolve.
+
+    asyncio resolves even literals in its thread pool; at start-up that was a fifth of
+    the loop's time with 1,000 BMCs configured by address. The address is normalized as
+    the kernel reports datagram sources, which is how `SharedSocket` routes them.
+    """
+    for family in (socket.AF_INET, socket.AF_INET6):
+        if family == socket.AF_INET6 and "%" in host:
+            return None  # a scope ID: let getaddrinfo fill it in
+        try:
+            packed = socket.inet_pton(family, host)
+        except (OSError, ValueError):
+            continue
+        text = socket.inet_ntop(family, packed)
+        return family, ((text, port) if family == socket.AF_INET else (text, port, 0, 0))
+    return None
