@@ -310,11 +310,6 @@ class SolStream:
             return SolOperation(self._peer_flags)
         return SolStatus(self._peer_flags)
 
-    @property
-    def peer_nacking(self) -> bool:
-        """The peer's latest packet had the NACK bit set."""
-        return bool(self._peer_flags & _NACK)
-
     # --- settable state ---------------------------------------------------------------
 
     @property

@@ -55,10 +55,6 @@ class SolPacket:
     def nack(self) -> bool:
         return bool(self.flags & NACK_FLAG)
 
-    @property
-    def is_ack_only(self) -> bool:
-        return self.seq == 0
-
 
 def encode_sol(p: SolPacket) -> bytes:
     if not (0 <= p.seq <= 15 and 0 <= p.ack_seq <= 15 and 0 <= p.accepted <= 255):
