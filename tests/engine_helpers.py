@@ -13,6 +13,8 @@
   input, no reconnect) for one console over one (possibly faulty) wire.
 - `ThreadedFleet`: a `SimFleet` on its own event loop in a thread, for tests that stall
   solgate's loop while the BMCs keep running.
+- `running_stack(data_dir)`: `run_server` in front of a simulated fleet (`names()`, some
+  `tagged` rack12) with admin, viewer and operator users, for fleet actions.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ from solgate.config import Config, parse_config
 from solgate.console.manager import ConsoleManager
 from solgate.console.notes import BREAK_MARK
 from solgate.console.worker import ConsoleWorker
+from solgate.daemon import run_server
 from solgate.sim.bmc import SimBmcConfig
 from solgate.sim.faults import FaultConfig
 from solgate.sim.fleet import SimFleet
 from solgate.sim.host import SimHost, verify_flood
+from solgate.users import hash_api_token, hash_password
 
 PASSWORD = "password"  # the simulator's default user admin/password
 FAST_BAUD = 10_000_000  # 1 MB/s from the simulated UART, so floods take a second, not minutes
@@ -333,3 +337,93 @@ async def check_wire(tmp_path: Path, wire: Wire) -> None:
             )
             assert worker.state == "active"
             assert worker.reconnects == reconnects
+
+
+# --- the fleet stack: run_server in front of simulated BMCs, some tagged rack12 -------------
+
+FLEET_COUNT = 50  # consoles n00..n49; `tagged` puts 20 of them in rack12
+RATE = 10  # power actions a second; 20 cycles then take at least 1.9 s
+TOKENS = {"root": "sgt_fleet-admin", "vera": "sgt_fleet-viewer", "olga": "sgt_fleet-operator"}
+ROOT_PASSWORD = "root-fleet-pw"  # noqa: S105 - a test user's password
+
+
+def names(count: int = FLEET_COUNT) -> list[str]:
+    return [f"n{i:02d}" for i in range(count)]
+
+
+def tagged(name: str) -> bool:
+    return int(name[1:]) % 5 < 2  # 20 of 50, interleaved with the others
+
+
+def fleet_config(data_dir: Path, ports: list[int]) -> Config:
+    rack = [n for n in names(len(ports)) if tagged(n)]
+    lines = [
+        f'data_dir = "{data_dir}"',
+        "[server]", 'listen = "127.0.0.1:0"', 'auth = "login"',
+        f"fleet_rate = {RATE}", "fleet_concurrency = 8", "fleet_confirm_over = 10",
+        "[defaults]", 'username = "admin"', 'password = "password"',
+        "cipher_suites = [17]", 'reconnect_max = "2s"',
+        "[users.root]", 'role = "admin"',
+        f'password_hash = "{hash_password(ROOT_PASSWORD, n=16, r=1, p=1)}"',
+        f'api_tokens = ["{hash_api_token(TOKENS["root"])}"]',
+        "[users.vera]", 'role = "viewer"', f'api_tokens = ["{hash_api_token(TOKENS["vera"])}"]',
+        "[users.olga]", 'role = "operator"', f"consoles = {json.dumps(rack[:5])}",
+        f'api_tokens = ["{hash_api_token(TOKENS["olga"])}"]',
+    ]
+    for name, port in zip(names(len(ports)), ports, strict=True):
+        tags = '["rack12"]' if tagged(name) else '["rack13"]'
+        lines += [f"[consoles.{name}]", 'host = "127.0.0.1"', f"port = {port}",
+                  f"tags = {tags}"]
+    return parse_config("\n".join(lines), "<fleet test>")
+
+
+@dataclass
+class Stack:
+    url: str
+    manager: ConsoleManager
+    fleet: SimFleet
+    inputs: dict[str, HostInput]
+    cycles: list[tuple[str, float]]  # (host, simulator time) of every power cycle
+
+    def host(self, name: str) -> Any:
+        return next(h.host for h in self.fleet.bmcs if h.name == name)
+
+
+@contextlib.asynccontextmanager
+async def running_stack(data_dir: Path, count: int = FLEET_COUNT) -> AsyncIterator[Stack]:
+    fleet = SimFleet(count, base_port=0, config_factory=_factory())
+    await fleet.start()
+    inputs = {h.name: HostInput(h.host) for h in fleet.bmcs}
+    cycles: list[tuple[str, float]] = []
+    for handle in fleet.bmcs:
+        host = handle.host
+        original = host.power_cycle
+
+        def cycle(now: float, _name: str = handle.name, _orig: Any = original) -> None:
+            cycles.append((_name, now))
+            _orig(now)
+
+        host.power_cycle = cycle
+    shutdown = asyncio.Event()
+    ready: asyncio.Future[tuple[ConsoleManager, str | None]] = (
+        asyncio.get_running_loop().create_future())
+    config = fleet_config(data_dir, fleet.ports)
+    server = asyncio.create_task(run_server(
+        config, shutdown=shutdown, on_ready=lambda m, url, ssh: ready.set_result((m, url))))
+    try:
+        done, _ = await asyncio.wait({server, ready}, timeout=20,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        assert ready in done, "run_server did not become ready"
+        manager, url = ready.result()
+        assert url is not None
+        yield Stack(url.rstrip("/"), manager, fleet, inputs, cycles)
+    finally:
+        shutdown.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(server, 20)
+        await fleet.stop()
+
+
+def _factory() -> Any:
+    base = sim_factory(boot_speed=10.0)
+    return lambda index, _name: base(index, names()[index])

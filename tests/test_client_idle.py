@@ -11,12 +11,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from test_terminal import console_on_pty, live_server, until
 
 from solgate.config import parse_config
 from solgate.console.attachment import Closed
 from solgate.console.hub import Hub
 from solgate.errors import ConfigError
+from tests.terminal_helpers import console_on_pty, live_server, until
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -17,7 +17,7 @@ from solgate.ipmi.crypto import (
     session_integrity_key,
 )
 from tests.conftest import load_fixture
-from tests.test_speedups import PATHS, use_path
+from tests.sim_helpers import PATHS, use_path
 
 H = bytes.fromhex
 

@@ -18,7 +18,7 @@ from solgate.ipmi import codec, commands, sol_codec
 from solgate.ipmi.codec import Command, IpmiMessage, NetFn
 from solgate.ipmi.crypto import CIPHER_SUITES, PacketProtector
 from solgate.ipmi.session import ClientSession, SessionState
-from tests.test_session import ScriptedBmc, counting_random, establish, target
+from tests.sim_helpers import ScriptedBmc, counting_random, establish, target
 
 FAST = settings(max_examples=3000, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])

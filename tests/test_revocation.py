@@ -28,9 +28,6 @@ import pytest
 
 asyncssh = pytest.importorskip("asyncssh")
 
-from test_ssh import Shell  # noqa: E402
-from test_terminal import PtyChild, client_env, free_port, until  # noqa: E402
-
 from solgate.config import Config, load_config  # noqa: E402
 from solgate.console.manager import ConsoleManager  # noqa: E402
 from solgate.daemon import run_server  # noqa: E402
@@ -38,6 +35,7 @@ from solgate.sim.bmc import SimBmcConfig  # noqa: E402
 from solgate.sim.fleet import SimFleet  # noqa: E402
 from solgate.sim.host import SimHost  # noqa: E402
 from solgate.users import hash_api_token, hash_password  # noqa: E402
+from tests.terminal_helpers import PtyChild, Shell, client_env, free_port, until  # noqa: E402
 
 PASSWORD = "oscar-revocation-pw"
 OSCAR_TOKEN = "sgt_oscar-revocation-token"

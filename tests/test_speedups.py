@@ -10,8 +10,6 @@ SOLGATE_REQUIRE_NATIVE=1 (CI) makes that a failure.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,24 +17,9 @@ from hypothesis import strategies as st
 from solgate.errors import ProtocolError
 from solgate.ipmi import crypto
 from solgate.ipmi.crypto import CIPHER_SUITES, PacketProtector
+from tests.sim_helpers import BUILT, REQUIRE_NATIVE
 
-REQUIRE_NATIVE = os.environ.get("SOLGATE_REQUIRE_NATIVE") == "1"
-try:
-    from solgate.ipmi import _speedups  # type: ignore[attr-defined]  # noqa: F401
-
-    BUILT = True
-except ImportError:
-    BUILT = False
-PATHS = ["python", pytest.param("native", marks=pytest.mark.skipif(
-    not BUILT and not REQUIRE_NATIVE, reason="solgate.ipmi._speedups is not built"))]
 SUITES = [0, 1, 2, 3, 7, 8, 16, 17]
-
-
-def use_path(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make `PacketProtector()` run `path` ('python' or 'native') for this test."""
-    if path == "native" and not BUILT:
-        pytest.fail("SOLGATE_REQUIRE_NATIVE=1 but solgate.ipmi._speedups is not built")
-    monkeypatch.setattr(crypto, "NATIVE", path == "native")
 
 
 def test_native_is_built_when_required():

@@ -18,8 +18,6 @@ import pytest
 
 asyncssh = pytest.importorskip("asyncssh")
 
-from test_terminal import PtyChild, client_env, free_port, live_server, until  # noqa: E402
-
 from solgate.config import parse_config  # noqa: E402
 from solgate.errors import ConfigError  # noqa: E402
 from solgate.ssh import (  # noqa: E402
@@ -28,6 +26,14 @@ from solgate.ssh import (  # noqa: E402
     parse_user_keys,
 )
 from tests.engine_helpers import HostInput  # noqa: E402
+from tests.terminal_helpers import (  # noqa: E402
+    PtyChild,
+    Shell,
+    client_env,
+    free_port,
+    live_server,
+    until,
+)
 
 
 class Keys:
@@ -88,38 +94,6 @@ async def connect(server: Any, username: str, key: str) -> Any:
         client_keys=[server.keys.keys[key]], known_hosts=None, agent_path=None,
         config=[],
     )
-
-
-class Shell:
-    """An interactive asyncssh session with a pty, read into a buffer."""
-
-    def __init__(self, process: Any) -> None:
-        self.process = process
-        self.buffer = bytearray()
-        self.mark = 0
-
-    async def expect(self, needle: bytes, timeout: float = 10.0) -> bytes:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            at = self.buffer.find(needle, self.mark)
-            if at >= 0:
-                seen = bytes(self.buffer[self.mark:at + len(needle)])
-                self.mark = at + len(needle)
-                return seen
-            left = deadline - loop.time()
-            if left <= 0:
-                raise AssertionError(f"no {needle!r}; got {bytes(self.buffer[-600:])!r}")
-            try:
-                data = await asyncio.wait_for(self.process.stdout.read(4096), left)
-            except TimeoutError:
-                continue
-            if not data:
-                raise AssertionError(f"EOF before {needle!r}; got {bytes(self.buffer[-600:])!r}")
-            self.buffer += data
-
-    def type(self, data: bytes) -> None:
-        self.process.stdin.write(data)
 
 
 async def shell(conn: Any, size: tuple[int, int] = (80, 24)) -> Shell:

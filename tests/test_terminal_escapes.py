@@ -1,6 +1,6 @@
 """`solgate console` escapes, the write lock between users, and tokens, on a real pty.
 
-The same setting as test_terminal.py, whose helpers this file imports: `run_server` in
+The same setting as test_terminal.py (helpers in terminal_helpers.py): `run_server` in
 this process with a one-BMC `SimFleet` over UDP, and the client as a child process
 whose controlling terminal is a pty. test_terminal_locks_and_tokens.py has the happy
 paths (one user on several terminals); this file has what a user sees around them:
@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_terminal import PtyChild, client_env, console_on_pty, live_server, until
 
 from solgate.users import new_api_token
 from tests.engine_helpers import HostInput, event_lines
+from tests.terminal_helpers import PtyChild, client_env, console_on_pty, live_server, until
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -10,16 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_terminal import (
-    PtyChild,
-    client_env,
-    console_on_pty,
-    live_server,
-    until,
-)
 
 from solgate.users import new_api_token
 from tests.engine_helpers import event_lines
+from tests.terminal_helpers import PtyChild, client_env, console_on_pty, live_server, until
 
 pytestmark = pytest.mark.timeout(90)
 

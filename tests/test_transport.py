@@ -16,7 +16,7 @@ from solgate.errors import (
 from solgate.ipmi.codec import Command, NetFn
 from solgate.ipmi.target import BmcTarget
 from solgate.ipmi.transport import IpmiClient
-from tests.test_session import DEVICE_ID_RESPONSE, ScriptedBmc
+from tests.sim_helpers import DEVICE_ID_RESPONSE, ScriptedBmc
 
 
 class UdpBmc(asyncio.DatagramProtocol):

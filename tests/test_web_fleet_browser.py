@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine_helpers import wait_for
-from tests.test_fleet import ROOT_PASSWORD, names, running_stack, tagged
+from tests.engine_helpers import ROOT_PASSWORD, names, running_stack, tagged, wait_for
 
 async_api = pytest.importorskip("playwright.async_api")
 
