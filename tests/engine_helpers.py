@@ -5,7 +5,8 @@
 - `engine_config(tmp_path, {name: port}, ...)`: a parsed `Config` for those BMCs, with
   test-sized timers; keyword arguments override `[defaults]` keys (or per console).
 - `running_manager(config)`: a started `ConsoleManager`, stopped (bounded) on exit.
-- `wait_for(cond, timeout, what)`: a bounded poll; fails saying what it waited for.
+- `wait_for(cond, timeout, what)`: a bounded poll; fails saying what it waited for (the
+  one wait helper of the tests).
 - `HostInput`: records every byte the simulated host receives on its serial port.
 - `run_flood(...)`: types `flood N` and checks the console log byte for byte.
 - `event_lines(data)`: the `[-- solgate ...: text --]` lines of a console log.
@@ -133,9 +134,12 @@ async def running_manager(config: Config) -> AsyncIterator[ConsoleManager]:
         await asyncio.wait_for(manager.stop(), 15.0)
 
 
-async def wait_for(cond: Callable[[], object], timeout: float, what: str,
+async def wait_for(cond: Callable[[], object], timeout: float = 2.0, what: str = "a condition",
                    interval: float = 0.02) -> None:
-    """Poll `cond` until true; fail after `timeout` seconds naming `what`."""
+    """Poll `cond` until true; fail after `timeout` seconds naming `what`.
+
+    The one polling helper of the tests, for a condition that real I/O or another task
+    makes true (a test with a fake clock steps the clock instead)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not cond():

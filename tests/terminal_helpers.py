@@ -20,6 +20,7 @@ from typing import Any
 from solgate.cli.demo import demo_config_text
 from solgate.config import parse_config
 from solgate.daemon import run_server
+from tests.engine_helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,16 +42,6 @@ def free_port() -> int:
 
 def set_winsize(fd: int, cols: int, rows: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-
-
-async def until(predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll `predicate` (bounded); fail with `what` if it never holds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @dataclass
@@ -112,8 +103,8 @@ async def live_server(tmp_path: Path, *, count: int = 1, extra: str = "",
         manager = ready.result()
         server = LiveServer(f"http://127.0.0.1:{port}", port, manager, fleet, names, config,
                             shutdown, task)
-        await until(lambda: all(c.state == "active" for c in manager.consoles()), 15,
-                    "the consoles to become active")
+        await wait_for(lambda: all(c.state == "active" for c in manager.consoles()), 15,
+                       "the consoles to become active")
         yield server
     finally:
         if server is not None:

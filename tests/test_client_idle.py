@@ -16,7 +16,8 @@ from solgate.config import parse_config
 from solgate.console.attachment import Closed
 from solgate.console.hub import Hub
 from solgate.errors import ConfigError
-from tests.terminal_helpers import console_on_pty, live_server, until
+from tests.engine_helpers import wait_for
+from tests.terminal_helpers import console_on_pty, live_server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -112,4 +113,4 @@ async def test_the_web_socket_closes_with_the_idle_code(tmp_path: Path) -> None:
             assert ws.close_code == 4002
             assert {"type": "closed", "idle": True,
                     "reason": "idle for 2s without input; attach again to continue"} in controls
-        await until(lambda: server.manager.get(name).hub.viewers == 0, 5, "the detach")
+        await wait_for(lambda: server.manager.get(name).hub.viewers == 0, 5, "the detach")

@@ -18,6 +18,7 @@ from solgate.console.attachment import (
 )
 from solgate.console.hub import Hub
 from solgate.console.screen import RawRing
+from tests.engine_helpers import wait_for
 
 
 class FakeClock:
@@ -292,14 +293,6 @@ async def park(attachment, sink: FakeSink) -> asyncio.Task:
     await asyncio.sleep(0)
     assert not task.done()
     return task
-
-
-async def wait_for(predicate, timeout: float = 2.0) -> None:
-    for _ in range(int(timeout / 0.005)):
-        if predicate():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("condition not met in time")
 
 
 async def test_a_lone_viewer_is_written_on_the_next_loop_turn():

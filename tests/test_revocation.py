@@ -35,7 +35,8 @@ from solgate.sim.bmc import SimBmcConfig  # noqa: E402
 from solgate.sim.fleet import SimFleet  # noqa: E402
 from solgate.sim.host import SimHost  # noqa: E402
 from solgate.users import hash_api_token, hash_password  # noqa: E402
-from tests.terminal_helpers import PtyChild, Shell, client_env, free_port, until  # noqa: E402
+from tests.engine_helpers import wait_for  # noqa: E402
+from tests.terminal_helpers import PtyChild, Shell, client_env, free_port  # noqa: E402
 
 PASSWORD = "oscar-revocation-pw"
 OSCAR_TOKEN = "sgt_oscar-revocation-token"
@@ -125,8 +126,8 @@ async def running_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         assert url is not None
         if signal.getsignal(signal.SIGHUP) == signal.SIG_DFL:
             pytest.skip("run_server could not install its SIGHUP handler here")
-        await until(lambda: all(c.state == "active" for c in manager.consoles()), 15,
-                    "the console to become active")
+        await wait_for(lambda: all(c.state == "active" for c in manager.consoles()), 15,
+                       "the console to become active")
         yield Stack(url.rstrip("/"), manager, name, path, ssh_port, keys)
     finally:
         shutdown.set()
@@ -191,7 +192,7 @@ async def test_logout_ends_that_sessions_websocket(tmp_path: Path, monkeypatch) 
             hello = await next_json(ws, "hello")
             assert hello["can_write"] is True
             hub = stack.manager.get(stack.name).hub
-            await until(lambda: hub.writer == "oscar", 5, "oscar to hold the lock")
+            await wait_for(lambda: hub.writer == "oscar", 5, "oscar to hold the lock")
 
             resp = await http.post(f"{stack.url}/logout", allow_redirects=False,
                                    headers={"X-CSRF-Token": csrf})
@@ -207,8 +208,8 @@ async def test_logout_ends_that_sessions_websocket(tmp_path: Path, monkeypatch) 
             with contextlib.suppress(ConnectionResetError, RuntimeError):
                 await ws.send_bytes(b"echo after-logout\r")
             stack.manager.events.flush()
-            await until(lambda: b"oscar detached (access revoked: logged out)"
-                        in stack.log_path.read_bytes(), 5, "the console log line")
+            await wait_for(lambda: b"oscar detached (access revoked: logged out)"
+                           in stack.log_path.read_bytes(), 5, "the console log line")
             # The cookie is gone from the server too: a new socket is refused.
             with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
                 await http.ws_connect(f"{stack.url}/ws/consoles/{stack.name}")
@@ -225,7 +226,7 @@ async def test_reload_downgrades_and_ends_live_attachments(tmp_path: Path, monke
                     headers={"Authorization": f"Bearer {TINA_TOKEN}"}) as tina_http:
             oscar_ws = await oscar_http.ws_connect(ws_url)
             assert (await next_json(oscar_ws, "hello"))["can_write"] is True
-            await until(lambda: hub.writer == "oscar", 5, "oscar to hold the lock")
+            await wait_for(lambda: hub.writer == "oscar", 5, "oscar to hold the lock")
             tina_ws = await tina_http.ws_connect(ws_url)
             await next_json(tina_ws, "hello")
             oscar_conn, oscar_sh = await ssh_shell(stack, "oscar")
@@ -233,7 +234,7 @@ async def test_reload_downgrades_and_ends_live_attachments(tmp_path: Path, monke
             try:
                 await oscar_sh.expect(b"oscar, ")
                 await kim_sh.expect(b"kim, ")
-                await until(lambda: hub.viewers == 4, 5, "four attachments")
+                await wait_for(lambda: hub.viewers == 4, 5, "four attachments")
 
                 # oscar becomes a viewer, tina's token and kim's key are deleted: SIGHUP.
                 stack.write_config(users_text(stack.keys, oscar_role="viewer",
@@ -266,8 +267,8 @@ async def test_reload_downgrades_and_ends_live_attachments(tmp_path: Path, monke
                 await kim_sh.expect(b"access revoked: the ssh key")
                 await asyncio.wait_for(kim_sh.process.wait_closed(), 10)
                 assert kim_sh.process.exit_status == 1
-                await until(lambda: sorted(a.user for a in hub.attachments)
-                            == ["oscar", "oscar"], 5, "only oscar's two attachments")
+                await wait_for(lambda: sorted(a.user for a in hub.attachments)
+                               == ["oscar", "oscar"], 5, "only oscar's two attachments")
                 assert not any(a.can_write for a in hub.attachments)
 
                 text = stack.log_path.read_bytes()

@@ -16,13 +16,13 @@ import re
 import signal
 import socket
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from sim_helpers import running_fleet
 
 from solgate.sdnotify import Notifier
+from tests.engine_helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLGATE = [sys.executable, "-c", "import sys; from solgate.cli import main; sys.exit(main())"]
@@ -44,14 +44,6 @@ def _config(data_dir: Path, ports: list[int]) -> str:
     for i, port in enumerate(ports):
         lines += [f"[consoles.sim{i + 1:03d}]", 'host = "127.0.0.1"', f"port = {port}"]
     return "\n".join(lines) + "\n"
-
-
-async def _until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 # --- the notifier itself ---------------------------------------------------------------------
@@ -122,24 +114,24 @@ async def test_daemon_notifies_ready_reload_watchdog_and_stopping(tmp_path: Path
             env=_env(NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="400000"),
             stderr=asyncio.subprocess.DEVNULL)
         try:
-            await _until(lambda: count("READY=1") == 1, 30, "READY=1")
+            await wait_for(lambda: count("READY=1") == 1, 30, "READY=1")
             ready = next(m for m in messages if "READY=1" in m)
             assert any(re.fullmatch(r"STATUS=serving 2 consoles; web console on "
                                     r"http://127\.0\.0\.1:\d+/", f) for f in ready), ready
             # WATCHDOG=1 every 0.2 s (half of 0.4 s)
             before = count("WATCHDOG=1")
-            await _until(lambda: count("WATCHDOG=1") >= before + 3, 5, "watchdog pings")
+            await wait_for(lambda: count("WATCHDOG=1") >= before + 3, 5, "watchdog pings")
 
             proc.send_signal(signal.SIGHUP)
-            await _until(lambda: count("READY=1") == 2, 10, "READY=1 after the reload")
+            await wait_for(lambda: count("READY=1") == 2, 10, "READY=1 after the reload")
             reloading = [i for i, m in enumerate(messages) if "RELOADING=1" in m]
             again = [i for i, m in enumerate(messages) if "READY=1" in m][1]
             assert len(reloading) == 1
             assert reloading[0] < again
             assert any(f.startswith("MONOTONIC_USEC=") for f in messages[reloading[0]])
 
-            await _until(lambda: all(h.core.sol.active for h in fleet.bmcs), 20,
-                         "both consoles active")
+            await wait_for(lambda: all(h.core.sol.active for h in fleet.bmcs), 20,
+                           "both consoles active")
             assert count("STOPPING=1") == 0
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(proc.wait(), 30) == 0
@@ -170,14 +162,14 @@ async def test_sigterm_leaves_no_sol_active_on_the_simulator(tmp_path: Path) -> 
             env=_env(), stdout=out, stderr=err)
     serve = None
     try:
-        await _until(lambda: "started 4 BMCs" in sim_err.read_text(), 30, "the simulator")
+        await wait_for(lambda: "started 4 BMCs" in sim_err.read_text(), 30, "the simulator")
         ports = [int(p) for p in re.findall(r"port = (\d+)", sim_out.read_text())]
         assert len(ports) == 4, sim_out.read_text()
 
         async def status() -> str:
             n = sim_err.read_text().count("status:")
             sim.send_signal(signal.SIGUSR1)
-            await _until(lambda: sim_err.read_text().count("status:") > n, 10, "sim status")
+            await wait_for(lambda: sim_err.read_text().count("status:") > n, 10, "sim status")
             return [ln for ln in sim_err.read_text().splitlines() if "status:" in ln][-1]
 
         cfg = tmp_path / "solgate.toml"
@@ -186,8 +178,8 @@ async def test_sigterm_leaves_no_sol_active_on_the_simulator(tmp_path: Path) -> 
             *SOLGATE, "serve", "-c", str(cfg), "--no-web", "--event-loop", "asyncio",
             env=_env(), stderr=asyncio.subprocess.DEVNULL)
         events = tmp_path / "data" / "events.jsonl"
-        await _until(lambda: events.exists() and events.read_text().count('"sol-up"') == 4,
-                     30, "4 consoles active")
+        await wait_for(lambda: events.exists() and events.read_text().count('"sol-up"') == 4,
+                       30, "4 consoles active")
         assert "4 with SOL active" in await status()
         serve.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(serve.wait(), 30) == 0

@@ -25,14 +25,13 @@ from solgate.ssh import (  # noqa: E402
     parse_ssh_settings,
     parse_user_keys,
 )
-from tests.engine_helpers import HostInput  # noqa: E402
+from tests.engine_helpers import HostInput, wait_for  # noqa: E402
 from tests.terminal_helpers import (  # noqa: E402
     PtyChild,
     Shell,
     client_env,
     free_port,
     live_server,
-    until,
 )
 
 
@@ -150,7 +149,7 @@ async def test_user_console_login_types_and_leaves(tmp_path) -> None:
             await sh.expect(f"left {name}".encode())
             await asyncio.wait_for(sh.process.wait_closed(), 10)
             assert sh.process.exit_status == 0
-        await until(lambda: hub.viewers == 0, 5, "the attachment to end")
+        await wait_for(lambda: hub.viewers == 0, 5, "the attachment to end")
         server.manager.events.flush()
         path = Path(server.config.data_dir) / "events.jsonl"
         events = [json.loads(line) for line in path.read_text().splitlines()]
@@ -160,7 +159,7 @@ async def test_user_console_login_types_and_leaves(tmp_path) -> None:
         # The console log says it too, in its own line, for whoever reads it later (the
         # detach note waits up to NOTE_HOLD for the open prompt line to end).
         log_path = Path(server.config.data_dir) / "logs" / f"{name}.log"
-        await until(lambda: b"alice detached --]" in log_path.read_bytes(), 5, "the note")
+        await wait_for(lambda: b"alice detached --]" in log_path.read_bytes(), 5, "the note")
         assert b"alice attached over ssh from 127.0.0.1" in log_path.read_bytes()
 
 
@@ -274,8 +273,8 @@ async def test_window_size_and_changes_reach_the_hub(tmp_path) -> None:
             await sh.expect(b"read-write")
             assert (hub.attachments[0].cols, hub.attachments[0].rows) == (100, 30)
             sh.process.change_terminal_size(120, 40)
-            await until(lambda: (hub.attachments[0].cols, hub.attachments[0].rows)
-                        == (120, 40), 5, "the resize")
+            await wait_for(lambda: (hub.attachments[0].cols, hub.attachments[0].rows)
+                           == (120, 40), 5, "the resize")
             sh.type(b"~.")
             await asyncio.wait_for(sh.process.wait_closed(), 10)
 
@@ -352,7 +351,7 @@ async def test_escapes_work_after_the_host_queries_the_cursor(tmp_path) -> None:
             sh.type(b"\r")
             await sh.expect(b"# \x1b[6n")
             sh.type(b"\x1b[3;16R")
-            await until(lambda: host.cursor_replies == 1, 5, "the shell to read the answer")
+            await wait_for(lambda: host.cursor_replies == 1, 5, "the shell to read the answer")
             sh.type(b"~Bh")
             await sh.expect(b"sysrq: HELP")
             sh.type(b"\r")

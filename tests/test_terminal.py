@@ -19,13 +19,13 @@ import pytest
 
 from solgate.errors import ConfigError
 from solgate.terminal import ServerEscaper, console_from_ssh_command, resolve_server_url
+from tests.engine_helpers import wait_for
 from tests.terminal_helpers import (
     PtyChild,
     client_env,
     console_on_pty,
     live_server,
     set_winsize,
-    until,
 )
 
 # --- unit tests of the pieces -------------------------------------------------------------
@@ -88,7 +88,7 @@ async def test_console_types_breaks_and_leaves_with_the_terminal_restored(tmp_pa
             child.type(b"uname\r")
             await child.expect(b"Linux")
             child.type(b"~B")
-            await until(lambda: server.manager.get(server.names[0]).hub.viewers == 1)
+            await wait_for(lambda: server.manager.get(server.names[0]).hub.viewers == 1, 10)
             child.type(b"h")
             await child.expect(b"sysrq: HELP")
             # ~? is answered locally.
@@ -97,8 +97,8 @@ async def test_console_types_breaks_and_leaves_with_the_terminal_restored(tmp_pa
             child.type(b"~.")
             assert await child.wait() == 0
             assert child.modes() == child.modes_before
-        await until(lambda: server.manager.get(server.names[0]).hub.viewers == 0, 5,
-                    "the attachment to end")
+        await wait_for(lambda: server.manager.get(server.names[0]).hub.viewers == 0, 5,
+                       "the attachment to end")
 
 
 async def test_window_size_follows_the_terminal(tmp_path) -> None:
@@ -108,8 +108,8 @@ async def test_window_size_follows_the_terminal(tmp_path) -> None:
             await child.expect(b"~. leaves")
             assert (hub.attachments[0].cols, hub.attachments[0].rows) == (80, 24)
             set_winsize(child.master, 132, 43)  # the kernel sends SIGWINCH
-            await until(lambda: (hub.attachments[0].cols, hub.attachments[0].rows)
-                        == (132, 43), 5, "the resize to reach the server")
+            await wait_for(lambda: (hub.attachments[0].cols, hub.attachments[0].rows)
+                           == (132, 43), 5, "the resize to reach the server")
             child.type(b"~.")
             assert await child.wait() == 0
 

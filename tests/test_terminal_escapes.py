@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from solgate.users import new_api_token
-from tests.engine_helpers import HostInput, event_lines
-from tests.terminal_helpers import PtyChild, client_env, console_on_pty, live_server, until
+from tests.engine_helpers import HostInput, event_lines, wait_for
+from tests.terminal_helpers import PtyChild, client_env, console_on_pty, live_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -152,7 +152,7 @@ async def test_w_and_force_move_the_lock_between_users_who_are_told(tmp_path) ->
         second: PtyChild | None = None
         try:
             await first.expect(f"{name} as alice, read-write".encode())
-            await until(lambda: hub.writer == "alice", 5, "alice to hold the lock")
+            await wait_for(lambda: hub.writer == "alice", 5, "alice to hold the lock")
             # bob attaches while alice writes: he is told who holds it and how to take it.
             second = as_user(tmp_path, server, bob)
             await second.expect(b"as bob, alice holds the write lock (~w takes it)")
@@ -262,17 +262,17 @@ async def test_operator_d_reconnects_sol_and_keeps_the_same_attachment(tmp_path)
         child = as_user(tmp_path, server, alice)
         try:
             await child.expect(b"as alice, read-write")
-            await until(lambda: worker.hub.viewers == 1, 5, "the attachment")
+            await wait_for(lambda: worker.hub.viewers == 1, 5, "the attachment")
             attachment = worker.hub.attachments[0]
             ups = event_lines(log_of(server, name)).count("SOL up (cipher suite 17)")
             child.type(b"\r~D")
             await child.expect(b"asked the BMC to drop SOL; reconnecting")
-            await until(
+            await wait_for(
                 lambda: event_lines(log_of(server, name)).count("SOL up (cipher suite 17)") > ups,
                 20,
                 "SOL to come back after ~D",
             )
-            await until(lambda: worker.state == "active", 10, "the console to be active")
+            await wait_for(lambda: worker.state == "active", 10, "the console to be active")
             # The terminal never left: the same attachment, still the writer, typing works.
             assert worker.hub.attachments == (attachment,)
             assert attachment.is_writer
@@ -382,7 +382,7 @@ async def prompt_and_answer(child: PtyChild, host: Any, first_read: bytes = b"")
     await child.expect(b"# " + CURSOR_QUERY)
     child.type(CURSOR_REPLY + first_read)
     if not first_read:
-        await until(lambda: host.cursor_replies > seen, 5, "the shell to read the answer")
+        await wait_for(lambda: host.cursor_replies > seen, 5, "the shell to read the answer")
 
 
 async def test_escapes_work_after_the_host_queries_the_cursor(tmp_path) -> None:
@@ -399,23 +399,24 @@ async def test_escapes_work_after_the_host_queries_the_cursor(tmp_path) -> None:
             # ~B then h: a SysRq help from the kernel, not "~Bh: not found" from the shell.
             await prompt_and_answer(child, host)
             child.type(b"~B")
-            await until(lambda: "serial BREAK sent by local" in event_lines(log_of(server, name)),
-                        5, "the BREAK")
+            await wait_for(
+                lambda: "serial BREAK sent by local" in event_lines(log_of(server, name)),
+                5, "the BREAK")
             child.type(b"h")
             await child.expect(b"sysrq: HELP")
             # ~D, with the answer and the escape in one read.
             await prompt_and_answer(child, host, b"~D")
             await child.expect(b"asked the BMC to drop SOL; reconnecting")
-            await until(lambda: event_lines(log_of(server, name)).count(
+            await wait_for(lambda: event_lines(log_of(server, name)).count(
                 "SOL up (cipher suite 17)") >= 2, 20, "SOL to come back after ~D")
-            await until(lambda: worker.state == "active", 10, "the console to be active")
+            await wait_for(lambda: worker.state == "active", 10, "the console to be active")
             # Enter ~ . typed in one go: the answer comes between the ~ and the dot, and
             # still ~. leaves.
             seen = host.cursor_replies
             child.type(b"\r~")
             await child.expect(b"# " + CURSOR_QUERY)
             child.type(CURSOR_REPLY)
-            await until(lambda: host.cursor_replies > seen, 5, "the answer to pass the ~")
+            await wait_for(lambda: host.cursor_replies > seen, 5, "the answer to pass the ~")
             child.type(b".")
             assert await child.wait() == 0
             assert child.modes() == child.modes_before

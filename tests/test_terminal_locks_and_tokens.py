@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from solgate.users import new_api_token
-from tests.engine_helpers import event_lines
-from tests.terminal_helpers import PtyChild, client_env, console_on_pty, live_server, until
+from tests.engine_helpers import event_lines, wait_for
+from tests.terminal_helpers import PtyChild, client_env, console_on_pty, live_server
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -27,25 +27,25 @@ async def test_w_takes_the_lock_and_force_takes_it_on_attach(tmp_path) -> None:
         hub = server.manager.get(server.names[0]).hub
         with console_on_pty(tmp_path, server) as first:
             await first.expect(b"~. leaves")
-            await until(lambda: hub.viewers == 1, 5, "the first attachment")
+            await wait_for(lambda: hub.viewers == 1, 5, "the first attachment")
             holder = hub.attachments[0]
             assert holder.is_writer
             with console_on_pty(tmp_path, server) as second:
                 await second.expect(b"~. leaves")
-                await until(lambda: hub.viewers == 2, 5, "the second attachment")
+                await wait_for(lambda: hub.viewers == 2, 5, "the second attachment")
                 other = hub.attachments[1]
                 assert not other.is_writer  # the lock was taken: it watches
                 second.type(b"\r~w")
-                await until(lambda: other.is_writer, 5, "~w to take the write lock")
+                await wait_for(lambda: other.is_writer, 5, "~w to take the write lock")
                 assert not holder.is_writer
                 # Now the second one types and the host answers it.
                 second.type(b"uname\r")
                 await second.expect(b"Linux")
                 with console_on_pty(tmp_path, server, "--force") as third:
                     await third.expect(b"~. leaves")
-                    await until(lambda: hub.viewers == 3, 5, "the third attachment")
+                    await wait_for(lambda: hub.viewers == 3, 5, "the third attachment")
                     forced = hub.attachments[2]
-                    await until(lambda: forced.is_writer, 5, "--force to take the lock")
+                    await wait_for(lambda: forced.is_writer, 5, "--force to take the lock")
                     assert not other.is_writer
                     third.type(b"\r~.")
                     assert await third.wait() == 0
@@ -65,9 +65,9 @@ async def test_force_reconnect_escape_drops_and_regains_sol(tmp_path) -> None:
             await child.expect(b"~. leaves")
             child.type(b"\r~D")
             await child.expect(b"asked the BMC to drop SOL; reconnecting")
-            await until(lambda: event_lines(log_of(server, name)).count(
+            await wait_for(lambda: event_lines(log_of(server, name)).count(
                 "SOL up (cipher suite 17)") >= 2, 20, "SOL to come back after ~D")
-            await until(lambda: worker.state == "active", 10, "the console to be active")
+            await wait_for(lambda: worker.state == "active", 10, "the console to be active")
             child.type(b"uname\r")
             await child.expect(b"Linux")  # still attached, and typing works again
             child.type(b"~.")

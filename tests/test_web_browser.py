@@ -12,9 +12,10 @@ import re
 from pathlib import Path
 
 import pytest
-from web_fakes import PASSWORDS, StaticConsoles, make_app, start_client, wait_until
+from web_fakes import PASSWORDS, StaticConsoles, make_app, start_client
 
 from solgate.web.ws import close_all
+from tests.engine_helpers import wait_for
 
 async_api = pytest.importorskip("playwright.async_api")
 
@@ -227,7 +228,7 @@ async def test_lost_connection_banner_appears_and_clears_on_reconnect(
         assert "Connection to solgate lost" in offline[0][2]
         assert "reconnecting in" in offline[0][2]
         assert seen[-1][0] == "live"
-        await wait_until(lambda: console.hub.viewers == 1)
+        await wait_for(lambda: console.hub.viewers == 1)
     finally:
         await client.close()
 
@@ -278,14 +279,14 @@ async def test_confirmation_dialogs_and_dismissing_sends_nothing(tmp_path: Path,
         await page.click("#power")
         await page.select_option("#sysrq-key", "b")
         await page.click("#sysrq")
-        await wait_until(lambda: len(dialogs) == 3, timeout=5)
+        await wait_for(lambda: len(dialogs) == 3, timeout=5)
         assert "drop its SOL session" in dialogs[0]
         assert "Power cycle web01?" in dialogs[1]
         assert "SysRq-b" in dialogs[2]
         # Accepted, the same button acts; nothing the dismissed ones asked for was sent.
         answer["accept"] = True
         await page.click("#deactivate")
-        await wait_until(lambda: manager.actions != [], timeout=5)
+        await wait_for(lambda: manager.actions != [], timeout=5)
         await async_api.expect(page.locator("#message")).to_contain_text("SOL deactivated")
         assert manager.actions == [("deactivate", "web01", "alice")]
         assert console.inputs == []
@@ -347,11 +348,11 @@ async def test_escapes_work_after_xterm_answers_a_cursor_query(tmp_path: Path, b
         await async_api.expect(page.locator("#lock")).to_have_text("you type")
         await page.locator(".xterm").click()
         console.hub.publish(b"\r\nroot@web01:~# \x1b[6n")
-        await wait_until(lambda: cpr.fullmatch(b"".join(console.inputs)) is not None, 5)
+        await wait_for(lambda: cpr.fullmatch(b"".join(console.inputs)) is not None, 5)
         await page.keyboard.type("~B")
-        await wait_until(lambda: ("break", "web01", "oscar") in manager.actions, 5)
+        await wait_for(lambda: ("break", "web01", "oscar") in manager.actions, 5)
         console.hub.publish(b"\r\nroot@web01:~# \x1b[6n")
-        await wait_until(lambda: len(cpr.findall(b"".join(console.inputs))) == 2, 5)
+        await wait_for(lambda: len(cpr.findall(b"".join(console.inputs))) == 2, 5)
         await page.keyboard.type("~.")
         await page.wait_for_url(f"{base}/")
         assert b"~" not in b"".join(console.inputs)

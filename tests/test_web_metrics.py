@@ -7,7 +7,6 @@ loss), and that counters keep counting across a reconnect.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from solgate.sim.bmc import SimBmcConfig
 from solgate.sim.fleet import SimFleet
 from solgate.sim.host import SimHost
 from solgate.web.app import create_app
+from tests.engine_helpers import wait_for
 
 ALICE = {"Authorization": f"Bearer {TOKENS['alice']}"}
 
@@ -121,14 +121,6 @@ def _engine_config(data_dir: Path, port: int) -> object:
     return dataclasses.replace(parse_config(text, "<test>"), users_raw=users_raw())
 
 
-async def _until(predicate: object, timeout: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
 async def test_real_engine_counters_survive_loss_and_a_reconnect(tmp_path: Path) -> None:
     fleet = SimFleet(1, base_port=0, config_factory=lambda i, name: SimBmcConfig(
         name=name, host=SimHost(name, seed=i, powered=True)))
@@ -139,13 +131,13 @@ async def test_real_engine_counters_survive_loss_and_a_reconnect(tmp_path: Path)
     try:
         worker = manager.get("sim001")
         assert worker is not None
-        await _until(lambda: worker.state == "active", 5.0)
+        await wait_for(lambda: worker.state == "active", 5.0)
 
         async def scrape() -> dict:
             return samples(await (await client.get("/metrics", headers=ALICE)).text())
 
         worker.send_input(b"uname\r")
-        await _until(lambda: b"Linux" in worker.log_path.read_bytes(), 5.0)
+        await wait_for(lambda: b"Linux" in worker.log_path.read_bytes(), 5.0)
         values = await scrape()
         assert per_console(values, "solgate_console_up") == {"sim001": 1}
         assert per_console(values, "solgate_console_bytes_out_total") == {"sim001": 6}
@@ -158,14 +150,14 @@ async def test_real_engine_counters_survive_loss_and_a_reconnect(tmp_path: Path)
         # The BMC stops hearing us: our keystroke packet is resent, and /metrics says so.
         fleet.bmcs[0].faults.inbound.drop = 1.0
         worker.send_input(b"x")
-        await _until(lambda: worker.sol_counters()["retransmits"] >= 1, 5.0)
+        await wait_for(lambda: worker.sol_counters()["retransmits"] >= 1, 5.0)
         fleet.bmcs[0].faults.inbound.drop = 0.0
         before = per_console(await scrape(), "solgate_sol_retransmits_total")["sim001"]
         assert before >= 1
 
         # A reconnect starts a new SOL stream; the counter keeps what the old one counted.
         worker.reconnect(force_deactivate=False, user="alice")
-        await _until(lambda: worker.reconnects >= 1 and worker.state == "active", 10.0)
+        await wait_for(lambda: worker.reconnects >= 1 and worker.state == "active", 10.0)
         values = await scrape()
         assert per_console(values, "solgate_sol_retransmits_total")["sim001"] >= before
         assert per_console(values, "solgate_console_reconnects_total")["sim001"] >= 1

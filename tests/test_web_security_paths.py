@@ -24,7 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from web_fakes import TOKENS, StaticConsoles, login, make_app, start_client, wait_until
+from web_fakes import TOKENS, StaticConsoles, login, make_app, start_client
 
 from solgate.config import Config, parse_config
 from solgate.console.manager import ConsoleManager
@@ -33,6 +33,7 @@ from solgate.sim.bmc import SimBmcConfig
 from solgate.sim.fleet import SimFleet
 from solgate.sim.host import SimHost
 from solgate.users import hash_api_token, hash_password
+from tests.engine_helpers import wait_for
 
 OPERATOR_TOKEN = "sgt_operator-real-stack-token"
 ADMIN_TOKEN = "sgt_admin-real-stack-token"
@@ -225,7 +226,7 @@ async def test_web_break_and_deactivate_are_logged_with_the_user(tmp_path: Path)
         async with running_server(config) as (manager, url), aiohttp.ClientSession() as http:
             worker = manager.get(name)
             assert worker is not None
-            await wait_until(lambda: worker.state == "active", timeout=10)
+            await wait_for(lambda: worker.state == "active", timeout=10)
 
             resp = await http.post(
                 f"{url}/api/consoles/{name}/break", headers=bearer(OPERATOR_TOKEN)
@@ -245,7 +246,7 @@ async def test_web_break_and_deactivate_are_logged_with_the_user(tmp_path: Path)
                     if e.get("console") == name and e["kind"] in ("break", "deactivate")
                 ]
 
-            await wait_until(
+            await wait_for(
                 lambda: acted() == [("break", "oscar"), ("deactivate", "alice")], timeout=5
             )
             log_text = worker.log_path.read_text(errors="replace")
@@ -254,7 +255,7 @@ async def test_web_break_and_deactivate_are_logged_with_the_user(tmp_path: Path)
                 r"\[-- solgate [^\]]*: forced deactivate and reconnect by alice --\]", log_text
             )
             # The deactivated console comes back by itself.
-            await wait_until(lambda: worker.state == "active", timeout=10)
+            await wait_for(lambda: worker.state == "active", timeout=10)
     finally:
         await fleet.stop()
 

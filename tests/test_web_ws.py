@@ -12,11 +12,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import WSMsgType
-from web_fakes import StaticConsoles, login, make_app, start_client, wait_until
+from web_fakes import StaticConsoles, login, make_app, start_client
 
 from solgate.web.control import CloseCode
 from solgate.web.keys import heartbeat_key, websockets_key
 from solgate.web.ws import close_all
+from tests.engine_helpers import wait_for
 
 
 @pytest.fixture
@@ -161,7 +162,7 @@ async def test_operator_types_and_second_operator_must_take_the_lock(
     ws1 = await open_console(client)
     assert ws1.hello["can_write"] is True
     await ws1.send_bytes(b"uptime\r")
-    await wait_until(lambda: console.inputs == [b"uptime\r"])
+    await wait_for(lambda: console.inputs == [b"uptime\r"])
 
     other = await start_client(client.server.app)
     try:
@@ -174,7 +175,7 @@ async def test_operator_types_and_second_operator_must_take_the_lock(
         assert await until_type(ws1, "write-lock") == {"type": "write-lock", "holder": "otto"}
         assert await until_type(ws2, "write-lock") == {"type": "write-lock", "holder": "otto"}
         await ws2.send_bytes(b"ls\r")
-        await wait_until(lambda: console.inputs == [b"uptime\r", b"ls\r"])
+        await wait_for(lambda: console.inputs == [b"uptime\r", b"ls\r"])
         await ws1.send_bytes(b"x")
         assert "take the write lock" in (await next_json(ws1))["message"]
         assert console.inputs == [b"uptime\r", b"ls\r"]
@@ -189,7 +190,7 @@ async def test_escapes_are_parsed_on_the_server(client, manager) -> None:
     await login(client, "oscar")
     ws = await open_console(client)
     await ws.send_bytes(b"~B")
-    await wait_until(lambda: manager.actions == [("break", "web01", "oscar")])
+    await wait_for(lambda: manager.actions == [("break", "web01", "oscar")])
     await ws.send_bytes(b"~?")
     help_frame = await ws.receive(timeout=2)
     assert b"detach" in help_frame.data
@@ -198,7 +199,7 @@ async def test_escapes_are_parsed_on_the_server(client, manager) -> None:
     assert msg.type == WSMsgType.CLOSE
     assert msg.data == CloseCode.DETACHED
     assert console.inputs == [b"echo a~b\r"]
-    await wait_until(lambda: console.hub.viewers == 0)
+    await wait_for(lambda: console.hub.viewers == 0)
 
 
 async def test_sysrq_sends_break_then_the_key(client, manager) -> None:
@@ -206,7 +207,7 @@ async def test_sysrq_sends_break_then_the_key(client, manager) -> None:
     await login(client, "oscar")
     ws = await open_console(client)
     await ws.send_str(json.dumps({"type": "sysrq", "key": "t"}))
-    await wait_until(lambda: console.inputs == [b"t"])
+    await wait_for(lambda: console.inputs == [b"t"])
     assert manager.actions == [("break", "web01", "oscar")]
     await ws.send_str(json.dumps({"type": "sysrq", "key": "tt"}))
     assert "one letter" in (await next_json(ws))["message"]
@@ -233,7 +234,7 @@ async def test_closed_socket_ends_its_attachment(client, manager) -> None:
     assert hub.viewers == 1
     assert hub.writer == "oscar"
     await ws.close()
-    await wait_until(lambda: hub.viewers == 0)
+    await wait_for(lambda: hub.viewers == 0)
     assert hub.writer is None
     assert len(client.server.app[websockets_key]) == 0
 
@@ -328,7 +329,7 @@ async def test_many_browsers_get_identical_output_in_order(client, manager) -> N
     await login(client, "victor")
     sockets = [await open_console(client) for _ in range(20)]
     # Every writer task now waits in get(), so the hub writes their frames itself.
-    await wait_until(lambda: len(hub._live) == 20)
+    await wait_for(lambda: len(hub._live) == 20)
 
     async def read_bytes(ws: aiohttp.ClientWebSocketResponse, n: int) -> bytes:
         got = b""
@@ -358,7 +359,7 @@ async def test_many_browsers_get_identical_output_in_order(client, manager) -> N
         assert await read_bytes(ws, 7) == b"after\r\n"
     for ws in sockets:
         await ws.close()
-    await wait_until(lambda: hub.viewers == 0)
+    await wait_for(lambda: hub.viewers == 0)
 
 
 async def test_state_changes_reach_the_browser(client, manager) -> None:
@@ -395,7 +396,7 @@ async def test_shutdown_closes_sockets_with_going_away(client, manager) -> None:
     msg = await ws.receive(timeout=2)
     assert msg.type == WSMsgType.CLOSE
     assert msg.data == aiohttp.WSCloseCode.GOING_AWAY
-    await wait_until(lambda: manager.get("web01").hub.viewers == 0)
+    await wait_for(lambda: manager.get("web01").hub.viewers == 0)
 
 
 async def test_bearer_token_client_can_attach_without_origin(client, manager) -> None:
@@ -426,16 +427,16 @@ async def test_client_that_never_answers_pings_is_dropped_and_detached(tmp_path,
 
         reader = asyncio.create_task(read_all())
         silent = await RawViewer.open(client, "web01")  # never reads, never answers
-        await wait_until(lambda: hub.viewers == 2)
-        await wait_until(lambda: hub.viewers == 1, timeout=5)
+        await wait_for(lambda: hub.viewers == 2)
+        await wait_for(lambda: hub.viewers == 1, timeout=5)
         assert [a.user for a in hub.attachments] == ["alice"]
         assert len(client.server.app[websockets_key]) == 1
         assert not alive.closed
         hub.publish(b"still watching")
-        await wait_until(lambda: any(m.data == b"still watching" for m in received))
+        await wait_for(lambda: any(m.data == b"still watching" for m in received))
         silent.close()
         await alive.close()
         await reader
-        await wait_until(lambda: hub.viewers == 0)
+        await wait_for(lambda: hub.viewers == 0)
     finally:
         await client.close()

@@ -8,7 +8,6 @@ input back like a shell does.  It stands in for the engine until that lands.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import Callable
@@ -203,16 +202,6 @@ async def csrf_token(client: TestClient) -> str:
     assert match
     assert match.group(1)
     return match.group(1)
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
-    """Poll a condition that depends on real network I/O, bounded by `timeout`."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 if __name__ == "__main__":
