@@ -197,6 +197,9 @@ class Fleet:
     suites: str = "1,2,3,17"
     accumulate: float | None = None  # SOL accumulate interval; None = solgate sim's 20 ms
     kernel_ports: bool = False  # each BMC on a port the kernel picks (no range to race for)
+    boot_speed: float = 1000.0  # `solgate sim --boot-speed` (1000: boot logs in a blink)
+    sim_args: tuple[str, ...] = ()  # more `solgate sim` options, the same for every process
+    stats: bool = False  # each process writes simN.stats.json when it stops (`--stats`)
     sims: list[SimProc] = field(default_factory=list)
 
     def start(self, timeout: float = 120.0) -> None:
@@ -222,7 +225,7 @@ class Fleet:
             err = self.workdir / f"sim{n}.err"
             if self.accumulate is None:
                 cmd = [*solgate_cmd(), "sim", "--password-env", "SOLGATE_SIM_PASSWORD",
-                       "--boot-speed", "1000"]
+                       "--boot-speed", str(self.boot_speed)]
             else:
                 cmd = [sys.executable, str(ROOT / "bench" / "_sim_runner.py"),
                        "--accumulate", str(self.accumulate)]
@@ -231,6 +234,9 @@ class Fleet:
                     "--seed", str(n)]
             if self.loss:
                 cmd += ["--loss", str(self.loss)]
+            if self.stats:
+                cmd += ["--stats", str(self.workdir / f"sim{n}.stats.json")]
+            cmd += self.sim_args
             proc = subprocess.Popen(cmd, stdout=out.open("w"), stderr=err.open("w"),
                                     env=env(), cwd=self.workdir)
             self.sims.append(SimProc(proc, []))
@@ -253,6 +259,16 @@ class Fleet:
     def stop(self) -> None:
         for s in self.sims:
             stop_process(s.proc)
+
+    def read_stats(self) -> dict[str, dict[str, int]]:
+        """Console name -> the simulator's counters (after `stop`, with `stats=True`)."""
+        out: dict[str, dict[str, int]] = {}
+        for n in range(len(self.sims)):
+            path = self.workdir / f"sim{n}.stats.json"
+            if path.exists():
+                for row in json.loads(path.read_text())["bmcs"]:
+                    out[f"p{n}-{row['name']}"] = row
+        return out
 
 
 def config_text(consoles: list[tuple[str, int]], data_dir: Path, *, listen: str | None,

@@ -32,6 +32,8 @@ SCRIPTS = {
     "graceful_stop": ["--sizes", "3", "--flooding", "1", "--viewers", "1"],
     "soak": ["--consoles", "3", "--minutes", "0.1", "--warmup", "1", "--sample", "2",
              "--viewers", "1", "--restart-every", "3", "--timeout-every", "3"],
+    "boot_storm": ["--hosts", "3", "--log-size", "8K", "--boot-speed", "20", "--settle", "0.5",
+                   "--timeout", "30"],
 }
 NEEDS_IPMITOOL = {"throughput", "echo_latency", "faults"}
 HAVE_ETCD = shutil.which("etcd") is not None
@@ -49,7 +51,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str, 
             continue
         if name == "cluster_failover" and not HAVE_ETCD:
             continue
-        if name == "vs_conman" and not HAVE_CONMAN:
+        if name in ("vs_conman", "boot_storm") and not HAVE_CONMAN:
             continue
         procs[name] = subprocess.Popen(
             [sys.executable, str(ROOT / "bench" / f"{name}.py"), *args],
@@ -144,3 +146,14 @@ def test_soak_checks_the_logs_and_samples(runs):
     assert data["samples"]
     assert data["logs"]["exact"]
     assert data["logs"]["floods"] >= 3  # the warm-up floods every console once
+
+
+def test_boot_storm_logs_every_boot_byte_for_both_servers(runs):
+    if "boot_storm" not in runs:
+        pytest.skip("conman is not installed")
+    data = _get(runs, "boot_storm")
+    assert [r["server"] for r in data["runs"]] == ["solgate", "conman"]
+    for run in data["runs"]:
+        assert run["complete"] == 3
+        assert run["bytes"]["expected"] > 3 * 8000
+        assert run["bytes"]["missing"] == run["bytes"]["surplus"] == 0

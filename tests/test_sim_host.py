@@ -103,6 +103,33 @@ def _on(host: SimHost) -> SimHost:
     return host
 
 
+def test_boot_log_size_makes_a_server_sized_log_paced_by_the_line():
+    """A boot storm benchmark needs boot logs as long as a large server's, and the count of
+    bytes the host put on the line to tell what a console should have logged."""
+    plain = len(drain(_on(SimHost(boot_speed=math.inf)), 0.0)[0])
+    host = _on(SimHost(seed=5, boot_log_size=65536))
+    out, end = drain(host, 0.0, step=0.005)
+    assert out.endswith(PROMPT)
+    assert 64_000 <= len(out) <= 67_000
+    assert plain < 8_000
+    assert host.output_bytes == len(out)
+    assert len(out) / RATE < end < len(out) / RATE + 5  # mostly line time, as on a real port
+    assert re.search(rb"\] sd \d+:0:\d+:0: \[sd[a-z]+\] ", out)
+
+
+def test_output_bytes_leaves_out_what_a_reset_flushed():
+    host = SimHost(boot_speed=math.inf)
+    host.power_on(0.0)
+    out, now = drain(host, 0.0)
+    host.write(b"flood 100000\r", now)
+    out += host.read(now + 1.0, 1 << 20)
+    host.reset(now + 1.0)  # the flood's untransmitted bytes never reach the line
+    more, _ = drain(host, now + 1.0)
+    out += more
+    assert more.endswith(PROMPT)
+    assert host.output_bytes == len(out) < 100_000
+
+
 def test_boot_without_log_gives_a_prompt_at_once():
     host = SimHost(boot_log=False)
     host.power_on(5.0)

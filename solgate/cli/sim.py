@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import json
 import os
 import signal
 import sys
@@ -20,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from solgate.cli.config import duration_arg
+from solgate.cli.config import duration_arg, size_arg
 from solgate.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -77,8 +78,12 @@ def register(subparsers: Any) -> None:
     host.add_argument("--baud", type=int, default=115200, help="serial speed (115200)")
     host.add_argument("--boot-speed", type=float, default=1.0, metavar="X",
                       help="boot log speed factor (1.0; 10 = ten times faster)")
+    host.add_argument("--boot-log-size", type=size_arg, default=0, metavar="BYTES",
+                      help="make each boot log about this long, e.g. 64KiB (a large "
+                           "server's); 0 keeps the plain one of ~4 KB")
     host.add_argument("--powered-off", action="store_true",
-                      help="start with every host powered off")
+                      help="start with every host powered off; SIGUSR2 powers on every "
+                           "host that is off, all at the same moment (a power restore)")
     host.add_argument("--query-cursor", action="store_true",
                       help="end each shell prompt with a cursor position query (ESC [ 6 n), "
                       "as busybox ash and systemd's serial getty do")
@@ -90,6 +95,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--sol-retry-interval", type=duration_arg, default=1.0, metavar="T",
                    help="wait before resending a SOL packet (1s, as ipmi_sim; real BMCs "
                         "use 100ms to 1s)")
+    p.add_argument("--stats", metavar="FILE",
+                   help="on exit, write per-BMC counters as JSON: bytes each host put on "
+                        "its serial line, SOL bytes sent, abandoned, thrown away while no "
+                        "SOL session was active, and still queued for sending")
     p.set_defaults(handler=run)
 
 
@@ -162,7 +171,8 @@ async def run(args: argparse.Namespace) -> int:
 
     def config_factory(index: int, name: str) -> SimBmcConfig:
         host = make_host(name, seed=args.seed + index, baud=args.baud,
-                         boot_speed=args.boot_speed, query_cursor=args.query_cursor)
+                         boot_speed=args.boot_speed, query_cursor=args.query_cursor,
+                         boot_log_size=args.boot_log_size)
         return SimBmcConfig(name=name, users=users, cipher_suites=suites,
                             session_timeout=args.session_timeout, host=host,
                             sol_retry_count=args.sol_retries,
@@ -186,10 +196,13 @@ async def run(args: argparse.Namespace) -> int:
               f"{args.bind}:{span} in {elapsed:.1f} s; Ctrl-C stops", file=sys.stderr,
               flush=True)
         await _wait_for_signal(status=lambda: print(fleet_status(fleet), file=sys.stderr,
-                                                    flush=True))
+                                                    flush=True),
+                               power_on=lambda: _power_on_all(fleet))
     finally:
         status = fleet_status(fleet)
         await fleet.stop()
+    if args.stats:
+        _write_stats(fleet, args.stats)
     for handle in fleet.bmcs:
         sol = handle.core.sol
         if sol.abandoned_bytes:
@@ -220,15 +233,47 @@ def _copy_faults(faults: FaultConfig) -> FaultConfig:
     )
 
 
-async def _wait_for_signal(status: Callable[[], None] | None = None) -> None:
+def _power_on_all(fleet: SimFleet) -> None:
+    """SIGUSR2: every host that is off powers on now, at one `now` (a power restore)."""
+    now = asyncio.get_running_loop().time()
+    count = 0
+    for handle in fleet.bmcs:
+        host = handle.host
+        if host is not None and not host.powered:
+            host.power_on(now)
+            fleet.poke(handle)
+            count += 1
+    print(f"solgate sim: powered on {count} host{'' if count == 1 else 's'}", file=sys.stderr,
+          flush=True)
+
+
+def _write_stats(fleet: SimFleet, path: str) -> None:
+    """Per-BMC byte counters, so a benchmark can tell what a console should have logged."""
+    rows = []
+    for handle in fleet.bmcs:
+        sol = handle.core.sol
+        host = handle.host
+        rows.append({"name": handle.name, "port": handle.port,
+                     "host_bytes": host.output_bytes if host is not None else 0,
+                     "sol_sent": sol.sent_bytes, "abandoned": sol.abandoned_bytes,
+                     "discarded": sol.discarded, "stalls": sol.stalls,
+                     "sol_queued": sol.stream.send_buffered if sol.stream is not None else 0})
+    with open(path, "w") as f:
+        json.dump({"bmcs": rows}, f)
+
+
+async def _wait_for_signal(status: Callable[[], None] | None = None,
+                           power_on: Callable[[], None] | None = None) -> None:
     """Signals only set an event; the caller then stops cleanly. SIGUSR1 calls `status`
-    (`solgate sim` prints how many BMCs still hold SOL and sessions)."""
+    (`solgate sim` prints how many BMCs still hold SOL and sessions), SIGUSR2 `power_on`."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if status is not None:
         loop.add_signal_handler(signal.SIGUSR1, status)
+    if power_on is not None:
+        loop.add_signal_handler(signal.SIGUSR2, power_on)
     try:
         await stop.wait()
     finally:
@@ -236,3 +281,5 @@ async def _wait_for_signal(status: Callable[[], None] | None = None) -> None:
             loop.remove_signal_handler(sig)
         if status is not None:
             loop.remove_signal_handler(signal.SIGUSR1)
+        if power_on is not None:
+            loop.remove_signal_handler(signal.SIGUSR2)

@@ -34,8 +34,15 @@ class Step:
     mark: str = ""
 
 
-def boot_script(name: str, baud: int, mac: str, rng: random.Random) -> Iterator[Step]:
-    """Firmware, boot loader, kernel and init, ending at the shell prompt (about 5 s)."""
+def boot_script(name: str, baud: int, mac: str, rng: random.Random,
+                size: int = 0) -> Iterator[Step]:
+    """Firmware, boot loader, kernel and init, ending at the shell prompt (about 5 s).
+
+    The plain script prints about 5 KB. With `size` (bytes, approximately) the kernel
+    probes more devices and init starts more units until the log reaches it, as a large
+    server's does (a real one prints 50-150 KB); the extra lines come a few ms apart, so
+    the serial line, not the script, sets their pace.
+    """
     yield Step(0.05, "\nsolgate-sim BIOS v1.0 (build 2024-01-01)\n")
     yield Step(0.05, "Copyright (C) 2024 the solgate project\n\n")
     yield Step(0.2, "CPU: Simulated x86-64 Processor @ 2.40GHz, 4 cores\n")
@@ -48,14 +55,18 @@ def boot_script(name: str, baud: int, mac: str, rng: random.Random) -> Iterator[
     yield Step(0.3, f"  Booting `{OS_NAME}, with Linux {KERNEL_RELEASE}'\n\n")
     yield Step(0.1, f"Loading Linux {KERNEL_RELEASE} ...\nLoading initial ramdisk ...\n")
     yield Step(0.4, mark="kernel")
+    extra = max(0, size - _PLAIN_SIZE)
     for delay, message in _kernel_lines(name, baud, mac):
         if message == "<sysrq>":
             yield Step(0.0, mark="sysrq")
             continue
         yield Step(delay * (0.5 + rng.random()), message, kernel=True)
+        if message.startswith("Run /sbin/init"):
+            yield from _more_kernel_lines(extra * 2 // 3, rng)
     yield Step(0.2, f"\nWelcome to \x1b[1m{OS_NAME}\x1b[0m!\n\n")
     for unit in _UNITS:
         yield Step(0.04 + 0.08 * rng.random(), f"{_OK} {unit}\n")
+    yield from _more_units(extra - extra * 2 // 3, rng)
     yield Step(0.2, f"\n{OS_NAME} {KERNEL_RELEASE} {name} ttyS0\n\n")
     yield Step(0.05, mark="shell")
 
@@ -124,6 +135,71 @@ def _kernel_lines(name: str, baud: int, mac: str) -> list[tuple[float, str]]:
         (0.002, "systemd[1]: Detected architecture x86-64."),
         (0.010, f"systemd[1]: Hostname set to <{name}>."),
     ]
+
+
+_PLAIN_SIZE = 4100  # bytes the plain script prints (CR LF line ends, stamps included)
+_STAMP = 15  # "[    1.234567] "
+
+
+def _more_kernel_lines(budget: int, rng: random.Random) -> Iterator[Step]:
+    """Device probes, as a server with many disks, NICs and PCIe functions prints them."""
+    n = 0
+    while budget > 0:
+        bus, dev, fn = n // 64 % 256, n // 8 % 8, n % 8
+        match n % 6:
+            case 0:
+                text = (f"pci 0000:{bus + 0x17:02x}:{dev:02x}.{fn}: [8086:{0x2020 + n % 97:04x}] "
+                        f"type 00 class 0x{0x088000 + n % 5:06x}")
+            case 1:
+                text = (f"pci 0000:{bus + 0x17:02x}:{dev:02x}.{fn}: reg 0x10: "
+                        f"[mem 0x{0xc0000000 + n * 0x4000:08x}-0x{0xc0003fff + n * 0x4000:08x} "
+                        "64bit pref]")
+            case 2:
+                disk = _disk_name(n // 6)
+                text = (f"sd {n // 6 % 16}:0:{n // 96}:0: [{disk}] 7814037168 512-byte logical "
+                        "blocks: (4.00 TB/3.64 TiB)")
+            case 3:
+                disk = _disk_name(n // 6)
+                text = (f"sd {n // 6 % 16}:0:{n // 96}:0: [{disk}] Write cache: enabled, read "
+                        "cache: enabled, doesn't support DPO or FUA")
+            case 4:
+                text = (f"mlx5_core 0000:{bus + 0x41:02x}:00.{fn}: firmware version: 16.35.2000, "
+                        f"port {n % 2 + 1} link up, 100Gbps full duplex")
+            case _:
+                text = (f"EDAC MC{n % 4}: DIMM {n % 32:02d} (channel {n % 8}, slot {n % 2}): "
+                        "16384 MB DDR4-3200 RDIMM ECC, serial "
+                        f"{rng.getrandbits(32):08X}")
+        yield Step(0.002 * rng.random(), text, kernel=True)
+        budget -= _STAMP + len(text) + 2
+        n += 1
+
+
+def _more_units(budget: int, rng: random.Random) -> Iterator[Step]:
+    """systemd's start-up lines for the services and mounts of a busy server."""
+    n = 0
+    while budget > 0:
+        match n % 4:
+            case 0:
+                text = f"{_OK} Started Node Exporter instance {n} (metrics port {9100 + n})."
+            case 1:
+                text = f"{_OK} Mounted /srv/scratch{n:04d} (nfs4 storage{n % 16:02d}:/export)."
+            case 2:
+                text = f"{_OK} Finished Set up network interface ens{n % 64}f{n % 2} (bond{n % 4})."
+            case _:
+                text = f"{_OK} Reached target Job Slot {n} of the batch system (slurmd.service)."
+        yield Step(0.004 * rng.random(), text + "\n")
+        budget -= len(text) + 2
+        n += 1
+
+
+def _disk_name(i: int) -> str:
+    """sda..sdz, sdaa.. as the kernel names disks."""
+    letters = ""
+    i += 1
+    while i:
+        i, r = divmod(i - 1, 26)
+        letters = chr(ord("a") + r) + letters
+    return "sd" + letters
 
 
 _UNITS = (

@@ -122,6 +122,7 @@ class _Uart:
         self.queue: deque[_Segment] = deque()
         self.run_start = -math.inf
         self.run_len = 0
+        self.written = 0  # bytes pushed, less the ones flushed before transmission
 
     def end(self) -> float:
         """When everything written so far will have been transmitted."""
@@ -135,6 +136,7 @@ class _Uart:
             self.run_len = 0
         self.queue.append(_Segment(self.run_start, self.run_len, length, data, flood_base))
         self.run_len += length
+        self.written += length
 
     def sent(self, seg: _Segment, now: float) -> int:
         done = math.floor((now - seg.run_start) * self.rate + _EPS) - seg.run_offset
@@ -179,6 +181,7 @@ class _Uart:
             sent = self.sent(seg, now)
             if sent >= seg.length:
                 break
+            self.written -= seg.length - sent
             seg.length = sent
             if seg.length > seg.read_pos:
                 break
@@ -206,8 +209,13 @@ class SimHost:
         boot_log: bool = True,
         boot_speed: float = 1.0,
         query_cursor: bool = False,
+        boot_log_size: int = 0,
     ) -> None:
-        """Build a host; with `powered=True` it is already up and idle at its prompt."""
+        """Build a host; with `powered=True` it is already up and idle at its prompt.
+
+        `boot_log_size` (bytes, approximate) makes the boot log that long; 0 keeps the
+        plain ~5 KB one.
+        """
         if baud <= 0:
             raise LocalProtocolError(f"SimHost {name!r}: baud must be positive, got {baud}")
         if not boot_speed > 0:
@@ -219,6 +227,7 @@ class SimHost:
         self.baud = baud
         self.boot_log = boot_log
         self.boot_speed = boot_speed
+        self.boot_log_size = boot_log_size
         self.query_cursor = query_cursor
         self.cursor_replies = 0  # answers to the cursor query the shell took
         self.boot_count = 0
@@ -332,6 +341,13 @@ class SimHost:
             return b""
         return self._uart.read(t, max_bytes)
 
+    @property
+    def output_bytes(self) -> int:
+        """Bytes the host has put on its serial line or will (what was written, less what a
+        reset, power loss or Ctrl-C flushed before it was transmitted): what a console
+        that missed nothing has logged once the line is idle."""
+        return self._uart.written
+
     def available(self, now: float) -> int:
         """How many bytes `read(now)` could return (without the `max_bytes` cap)."""
         return self._uart.available(self._advance(now))
@@ -437,7 +453,8 @@ class SimHost:
         self.boot_count += 1
         self._state = HostState.FIRMWARE
         if self.boot_log:
-            self._start_program(boot_script(self.name, self.baud, self._mac, self._rng), t)
+            self._start_program(boot_script(self.name, self.baud, self._mac, self._rng,
+                                            self.boot_log_size), t)
         else:
             self._kernel_start = t
             self._sysrq_ready = True
