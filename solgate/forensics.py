@@ -40,7 +40,7 @@ from solgate.console.replay import (
     screen_at,
 )
 from solgate.errors import ConfigError
-from solgate.logtools import log_path
+from solgate.logtools import log_path, parse_since
 
 if TYPE_CHECKING:
     from solgate.config import Config
@@ -71,18 +71,14 @@ def parse_time(text: str, *, now: float | None = None) -> float:
 
     A time without a zone is local time, as `date` prints it.
     """
-    # Imported here: its module checks cipher suites, and `solgate console` builds the
-    # parser of `solgate screen` (which imports this module) without needing them.
-    from solgate.config_values import duration_seconds
-
     now = time.time() if now is None else now
     raw = text.strip()
     if raw == "now":
         return now
-    ago = raw[1:] if raw.startswith("-") else raw.removesuffix(" ago")
-    try:
-        return now - duration_seconds(ago)
-    except ValueError:
+    try:  # how long ago, or an ISO time: what `--since` takes everywhere
+        return parse_since(raw[1:] if raw.startswith("-") else raw.removesuffix(" ago"),
+                           now=now)
+    except ConfigError:
         pass
     clock = _CLOCK.fullmatch(raw)
     if clock:
@@ -91,15 +87,9 @@ def parse_time(text: str, *, now: float | None = None) -> float:
         stamp = today.replace(hour=int(hour), minute=int(minute), second=int(sec or 0),
                               microsecond=int((frac or "0").ljust(6, "0")[:6]))
         return stamp.timestamp()
-    try:
-        stamp = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"{text!r} is not a time; give an ISO time "
-                          "(2026-12-06T03:12:00Z), a time today (03:12), or how long ago "
-                          "(-15m, 2h)") from None
-    if stamp.tzinfo is None:
-        stamp = stamp.astimezone()
-    return stamp.timestamp()
+    raise ConfigError(f"{text!r} is not a time; give an ISO time "
+                      "(2026-12-06T03:12:00Z), a time today (03:12), or how long ago "
+                      "(-15m, 2h)")
 
 
 # --- replaying --------------------------------------------------------------------------
