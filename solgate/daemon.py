@@ -31,7 +31,6 @@ from solgate.config import Config
 from solgate.console.manager import ConsoleManager
 from solgate.errors import ConfigError, SolgateError
 from solgate.sdnotify import Notifier
-from solgate.users import parse_users
 from solgate.web.app import create_app, ssl_context
 from solgate.web.keys import auth_key
 from solgate.web.limits import GuardedSite, connection_guard, install_accept_error_filter
@@ -125,7 +124,7 @@ async def run_server(
             url = f"{scheme}://{host}:{port}/"
             if member is not None and not member.advertise:
                 member.set_advertise(_advertised(url, server.host))
-        if config.ssh_raw.get("listen"):
+        if config.ssh is not None:
             from solgate.ssh import start_ssh_gateway
 
             ssh_gateway = await start_ssh_gateway(config, manager)
@@ -247,7 +246,7 @@ async def _reload(manager: ConsoleManager, reload_config: Callable[[], Config] |
             return
         try:
             config = reload_config()
-            users = parse_users(config.users_raw)
+            users = config.users
             if ssh_gateway is not None:
                 from solgate.ssh import parse_user_keys
 

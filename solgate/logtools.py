@@ -134,7 +134,7 @@ class LogFollower:
 
 def parse_since(text: str, *, now: float | None = None) -> float:
     """Epoch seconds from "1h" / "30m" / "2d" (that long ago) or an ISO time."""
-    from solgate.config_values import duration_seconds  # as in forensics.parse_time
+    from solgate.units import duration_seconds  # as in forensics.parse_time
 
     now = time.time() if now is None else now
     try:

@@ -44,7 +44,6 @@ import logging
 import os
 import stat
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.utils import CryptographyDeprecationWarning
 
 from solgate.access import Rights, Watched, enforce, user_rights
-from solgate.config_values import Invalid, split_listen
+from solgate.config.ssh import DEFAULT_LISTEN, SshConfig
 from solgate.console.actions import ConsoleActions, Help, Leave, Notice, Typed
 from solgate.console.attachment import (
     AccessChanged,
@@ -67,7 +66,7 @@ from solgate.console.attachment import (
 from solgate.console.escape import EscapeParser
 from solgate.console.notices import TERM_LEAVE, TERM_PREPARE, WriteLockNotices, state_notice
 from solgate.errors import ConfigError, SolgateError
-from solgate.users import User, parse_users
+from solgate.users import User
 
 with warnings.catch_warnings():
     # asyncssh's type hints name cryptography's DSA classes, deprecated since cryptography
@@ -80,20 +79,14 @@ if TYPE_CHECKING:
     from solgate.config import Config
 
 __all__ = [
-    "SSH_KEYS",
     "SshGateway",
-    "SshSettings",
     "load_or_create_host_key",
-    "parse_ssh_settings",
     "parse_user_keys",
     "start_ssh_gateway",
 ]
 
 log = logging.getLogger("solgate.ssh")
 
-SSH_KEYS = ("listen", "host_key")
-DEFAULT_LISTEN = "127.0.0.1:2222"
-HOST_KEY_NAME = "ssh_host_ed25519_key"
 KEEPALIVE_INTERVAL = 30.0
 KEEPALIVE_COUNT_MAX = 4
 LOGIN_TIMEOUT = 60.0
@@ -102,46 +95,7 @@ BREAK = object()  # the ssh client sent a BREAK request
 EOF = object()
 
 
-# --- configuration --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SshSettings:
-    """The `[ssh]` table, checked."""
-
-    listen: str
-    host: str
-    port: int
-    host_key: Path
-
-
-def parse_ssh_settings(config: Config) -> SshSettings | None:
-    """`[ssh]` as settings, or None when the gateway is off (no `listen`)."""
-    raw: Mapping[str, Any] = config.ssh_raw
-    where = f"{config.source}: [ssh]"
-    unknown = sorted(set(raw) - set(SSH_KEYS))
-    if unknown:
-        raise ConfigError(f"{where} has unknown key(s) {', '.join(unknown)}; known keys are "
-                          f"{', '.join(SSH_KEYS)}")
-    listen = raw.get("listen")
-    if listen is None:
-        return None
-    if not isinstance(listen, str):
-        raise ConfigError(f'{where} listen must be a string like "{DEFAULT_LISTEN}"')
-    try:
-        host, port = split_listen(listen)
-    except Invalid as exc:
-        raise ConfigError(f"{where} listen: {exc.text}") from None
-    host_key = raw.get("host_key")
-    if host_key is None:
-        key_path = Path(config.data_dir) / HOST_KEY_NAME
-    elif isinstance(host_key, str) and host_key.strip():
-        key_path = Path(os.path.expanduser(host_key))
-        if not key_path.is_absolute():
-            key_path = Path(config.base_dir) / key_path
-    else:
-        raise ConfigError(f"{where} host_key must be the path of a private key file")
-    return SshSettings(listen=listen.strip(), host=host, port=port, host_key=key_path)
+# --- keys and host key (`[ssh]` itself is solgate.config.ssh) --------------------------------
 
 
 def _import_key(text: str, where: str) -> asyncssh.SSHKey:
@@ -172,26 +126,14 @@ def _authorized_keys_file(path: Path, where: str) -> list[asyncssh.SSHKey]:
 
 
 def parse_user_keys(config: Config) -> dict[str, tuple[asyncssh.SSHKey, ...]]:
-    """Each user's public keys from `ssh_keys` and `authorized_keys`."""
+    """Each user's public keys from `ssh_keys` and `authorized_keys` (read now)."""
     out: dict[str, tuple[asyncssh.SSHKey, ...]] = {}
-    for name, table in config.users_raw.items():
-        if not isinstance(table, Mapping):
-            continue  # parse_users says what is wrong with it
-        keys: list[asyncssh.SSHKey] = []
-        listed = table.get("ssh_keys", [])
-        if not isinstance(listed, list) or not all(isinstance(k, str) for k in listed):
-            raise ConfigError(f'[users.{name}] ssh_keys must be a list of public key lines, '
-                              'like ["ssh-ed25519 AAAA... alice@laptop"]')
-        for i, text in enumerate(listed):
-            keys.append(_import_key(text, f"[users.{name}] ssh_keys[{i}]"))
-        path = table.get("authorized_keys")
-        if path is not None:
-            if not isinstance(path, str) or not path.strip():
-                raise ConfigError(f"[users.{name}] authorized_keys must be the path of a file")
-            file = Path(os.path.expanduser(path))
-            if not file.is_absolute():
-                file = Path(config.base_dir) / file
-            keys.extend(_authorized_keys_file(file, f"[users.{name}] authorized_keys"))
+    for name, user in config.users.items():
+        keys = [_import_key(text, f"[users.{name}] ssh_keys[{i}]")
+                for i, text in enumerate(user.ssh_keys)]
+        if user.authorized_keys is not None:
+            keys.extend(_authorized_keys_file(user.authorized_keys,
+                                              f"[users.{name}] authorized_keys"))
         if keys:
             out[name] = tuple(keys)
     return out
@@ -242,7 +184,7 @@ class _Directory:
 
     @classmethod
     def load(cls, config: Config) -> _Directory:
-        users = parse_users(config.users_raw)
+        users = config.users
         keys: dict[bytes, list[User]] = {}
         held: set[tuple[str, str]] = set()
         for name, user_keys in parse_user_keys(config).items():
@@ -322,7 +264,7 @@ class _Server(asyncssh.SSHServer):
 class SshGateway:
     """The listening ssh server; `stop()` ends every session and stops listening."""
 
-    def __init__(self, config: Config, manager: Any, settings: SshSettings) -> None:
+    def __init__(self, config: Config, manager: Any, settings: SshConfig) -> None:
         self.manager = manager
         self.settings = settings
         self._directory = _Directory.load(config)
@@ -718,10 +660,9 @@ class _Session:
                     return
 
 
-async def start_ssh_gateway(config: Config, manager: Any,
-                            settings: SshSettings | None = None) -> SshGateway:
+async def start_ssh_gateway(config: Config, manager: Any) -> SshGateway:
     """Start listening per `[ssh]`; raises `ConfigError` (one line) when it cannot."""
-    settings = settings or parse_ssh_settings(config)
+    settings = config.ssh
     if settings is None:
         raise ConfigError(f"{config.source}: [ssh] listen is not set; add "
                           f'listen = "{DEFAULT_LISTEN}" to [ssh]')

@@ -10,8 +10,9 @@ Users live in the configuration, one `[users.NAME]` table each::
     consoles = ["web*", "db01"]        # shell-style patterns of console names
     tags = ["rack12"]                  # or any console carrying one of these tags
     api_tokens = ["sha256$<hex>"]      # hashes of bearer tokens for scripts
-    ssh_keys = ["ssh-ed25519 AAAA..."] # read by solgate.ssh
+    ssh_keys = ["ssh-ed25519 AAAA..."] # keys solgate.ssh turns into logins
 
+`solgate.config.users` reads these tables into `User`s when the file is loaded.
 A user sees a console when its name matches one of `consoles` or it carries one of
 `tags`; a user with neither key sees every console (a small site's natural default),
 and `consoles = []` with no tags sees none.  Roles are ordered: a viewer watches, an
@@ -33,11 +34,10 @@ import enum
 import fnmatch
 import hashlib
 import hmac
-import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 from solgate.errors import ConfigError
 
@@ -49,7 +49,7 @@ __all__ = [
     "hash_api_token",
     "hash_password",
     "new_api_token",
-    "parse_users",
+    "is_password_hash",
     "password_matches",
     "verify_password",
 ]
@@ -61,10 +61,6 @@ SCRYPT_MAX_N = 2**20  # refuse absurd cost parameters from a hand-edited hash
 SALT_BYTES = 16
 HASH_BYTES = 32
 TOKEN_PREFIX = "sgt_"  # noqa: S105 - a marker, not a secret
-
-# User names appear in pages, logs, events and ssh logins: printable, one line, no markup.
-_USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
-
 
 class Role(enum.IntEnum):
     """What a user may do; higher includes lower."""
@@ -110,6 +106,17 @@ def _parse_hash(encoded: str) -> tuple[int, int, int, bytes, bytes]:
     return n, r, p, _unb64(parts[4]), _unb64(parts[5])
 
 
+def is_password_hash(encoded: object) -> bool:
+    """Whether `encoded` is a hash `solgate passwd` could have written."""
+    if not isinstance(encoded, str):
+        return False
+    try:
+        _parse_hash(encoded)
+    except ValueError:
+        return False
+    return True
+
+
 def verify_password(password: str, encoded: str) -> bool:
     """True when `password` matches the stored hash; malformed hashes never match."""
     try:
@@ -152,6 +159,9 @@ class User:
     consoles: tuple[str, ...] | None = None  # None: no restriction by name given
     tags: tuple[str, ...] = ()
     api_token_hashes: frozenset[str] = frozenset()
+    # Public keys for the ssh gateway, as written: key lines, and a file of them.
+    ssh_keys: tuple[str, ...] = ()
+    authorized_keys: Path | None = None
 
     def can_view(self, console: str, tags: Sequence[str] = ()) -> bool:
         """Whether the user may see the console named `console`, carrying `tags`, at all."""
@@ -182,69 +192,3 @@ class User:
 
 
 LOCAL_USER = User(name="local", role=Role.ADMIN)
-
-_USER_KEYS = {"password_hash", "role", "consoles", "tags", "api_tokens",
-              "ssh_keys", "authorized_keys"}  # the ssh keys are checked by solgate.ssh
-
-
-def _str_list(name: str, key: str, value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"[users.{name}] {key} must be a list of strings, like [\"web*\"]")
-    return tuple(value)
-
-
-def parse_users(raw: Mapping[str, Any] | None) -> dict[str, User]:
-    """Turn the `[users.NAME]` tables into `User`s; errors name the table and the fix."""
-    users: dict[str, User] = {}
-    for name, table in (raw or {}).items():
-        if not _USER_NAME.fullmatch(name):
-            raise ConfigError(
-                f"[users] {_shown_name(name)} cannot be a user name; use up to 64 letters, "
-                "digits, '.', '_', '@', '+' and '-', starting with a letter or digit"
-            )
-        if not isinstance(table, Mapping):
-            raise ConfigError(f"[users.{name}] must be a table with password_hash and role")
-        unknown = set(table) - _USER_KEYS
-        if unknown:
-            raise ConfigError(
-                f"[users.{name}] has unknown key(s) {', '.join(sorted(unknown))}; "
-                f"known keys are {', '.join(sorted(_USER_KEYS))}"
-            )
-        role_text = table.get("role", "viewer")
-        try:
-            role = Role[str(role_text).upper()]
-        except KeyError:
-            raise ConfigError(
-                f"[users.{name}] role = {role_text!r} is unknown; use viewer, operator or admin"
-            ) from None
-        password_hash = table.get("password_hash", "")
-        if password_hash:
-            try:
-                _parse_hash(password_hash)
-            except ValueError:
-                raise ConfigError(
-                    f"[users.{name}] password_hash is not a solgate scrypt hash; "
-                    "create one with `solgate passwd`"
-                ) from None
-        tokens = _str_list(name, "api_tokens", table.get("api_tokens", []))
-        for token in tokens:
-            if not token.startswith("sha256$"):
-                raise ConfigError(
-                    f"[users.{name}] api_tokens holds hashes (\"sha256$...\"), never tokens"
-                )
-        consoles = table.get("consoles")
-        users[name] = User(
-            name=name,
-            role=role,
-            password_hash=password_hash,
-            consoles=None if consoles is None else _str_list(name, "consoles", consoles),
-            tags=_str_list(name, "tags", table.get("tags", [])),
-            api_token_hashes=frozenset(tokens),
-        )
-    return users
-
-
-def _shown_name(name: str) -> str:
-    """A refused name as one safe line: control characters escaped, long names cut."""
-    shown = repr(name[:80])
-    return shown[:-1] + "...'" if len(name) > 80 else shown

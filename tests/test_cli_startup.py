@@ -18,7 +18,6 @@ from solgate.cli import config as cli_config
 # Modules `solgate console NAME --server URL` must not load before it connects.
 HEAVY = (
     "solgate.config",
-    "solgate.config_values",
     "solgate.ipmi.crypto",
     "cryptography",
     "solgate.console.manager",

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from solgate.cluster.config import CLUSTER_KEYS, digest
 from solgate.config import parse_config
+from solgate.config.cluster import CLUSTER_KEYS, digest
 from solgate.errors import ConfigError
 
 CONSOLE = '[consoles.web01]\nhost = "127.0.0.1"\npassword = "x"\n'

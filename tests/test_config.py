@@ -12,21 +12,14 @@ import pytest
 
 from solgate import cli
 from solgate.cli.config import add_config_argument, config_from_args, duration_arg, size_arg
-from solgate.config import (
-    DEFAULT_PANIC_PATTERNS,
-    WORKAROUNDS,
-    Config,
-    ConsoleConfig,
-    ServerConfig,
-    default_config_path,
-    load_config,
-    parse_config,
-    parse_duration,
-    parse_size,
-)
+from solgate.config import Config, default_config_path, load_config, parse_config
+from solgate.config.consoles import DEFAULT_PANIC_PATTERNS, WORKAROUNDS, ConsoleConfig
+from solgate.config.server import ServerConfig
 from solgate.errors import ConfigError
 from solgate.ipmi.codec import Privilege
 from solgate.ipmi.target import BmcTarget
+from solgate.units import parse_duration, parse_size
+from solgate.users import Role
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "Zq9-s3cr3t-pw"  # distinctive, so a leak is easy to spot
@@ -126,8 +119,8 @@ def test_minimal_console_gets_documented_defaults(tmp_path: Path) -> None:
     assert config.data_dir == tmp_path / "data"
     assert config.base_dir == tmp_path
     assert config.source == str(tmp_path / "solgate.toml")
-    assert config.users_raw == {}
-    assert config.ssh_raw == {}
+    assert config.users == {}
+    assert config.ssh is None
 
 
 def test_every_console_key_is_read(tmp_path: Path) -> None:
@@ -234,18 +227,42 @@ def test_same_host_and_port_twice_is_allowed(tmp_path: Path) -> None:
     assert [c.host for c in config.consoles.values()] == ["10.0.0.5", "10.0.0.5"]
 
 
-def test_users_and_ssh_tables_are_kept_raw(tmp_path: Path) -> None:
+def test_users_and_ssh_tables_are_typed_at_load(tmp_path: Path) -> None:
     config = load(tmp_path, MINIMAL + toml("""
         [users.alice]
         role = "admin"
-        password_hash = "$argon2id$..."
+        password_hash = "scrypt$16$1$1$c2FsdA$aGFzaA"
+        ssh_keys = ["ssh-ed25519 AAAA alice@laptop"]
+        authorized_keys = "keys/alice"
 
         [ssh]
         listen = "127.0.0.1:2222"
+        host_key = "ssh/host_key"
     """))
-    assert config.users_raw == {"alice": {"role": "admin", "password_hash": "$argon2id$..."}}
-    assert config.ssh_raw == {"listen": "127.0.0.1:2222"}
-    assert "argon2id" not in repr(config)
+    alice = config.users["alice"]
+    assert (alice.role, alice.ssh_keys) == (Role.ADMIN, ("ssh-ed25519 AAAA alice@laptop",))
+    assert alice.authorized_keys == tmp_path / "keys" / "alice"
+    assert config.ssh is not None
+    assert (config.ssh.host, config.ssh.port) == ("127.0.0.1", 2222)
+    assert config.ssh.host_key == tmp_path / "ssh" / "host_key"
+    assert "scrypt$" not in repr(config)
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ('[users.bob]\nrole = "boss"', r"line 6: \[users.bob\] role = 'boss' is unknown; use viewer"),
+    ('[users.bob]\nrole = "viewer"\npasword = "x"',
+     r"line 7: \[users.bob\] has unknown key\(s\) pasword; known keys are"),
+    ('[users.bob]\npassword_hash = 5', r"line 6: \[users.bob\] password_hash is not a solgate "
+                                        "scrypt hash; create one with `solgate passwd`"),
+    ('[users.bob]\nssh_keys = "ssh-ed25519 AAAA"',
+     r"line 6: \[users.bob\] ssh_keys must be a list of public key lines"),
+    ('[ssh]\nlisten = "127.0.0.1:2222"\nhost_key = ""',
+     r"line 7: \[ssh\] host_key must be the path of a private key file"),
+    ('[ssh]\nlisten = 2222', r'line 6: \[ssh\] listen must be a string like "127.0.0.1:2222"'),
+])
+def test_users_and_ssh_errors_name_the_line(tmp_path: Path, table: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(tmp_path, MINIMAL + table + "\n")
 
 
 def test_config_is_frozen(tmp_path: Path) -> None:

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from solgate.config import parse_config
+from solgate.config.ssh import SSH_KEYS
+from solgate.config.users import USER_KEYS
 from solgate.errors import ConfigError
-from solgate.users import _USER_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
 CONSOLE = '[consoles.web01]\nhost = "127.0.0.1"\n'
@@ -59,12 +60,10 @@ def test_secret_files_readable_by_others_are_warned_about_once(
 
 
 def test_example_documents_every_users_and_ssh_key() -> None:
-    from solgate.ssh import SSH_KEYS
-
     text = (REPO / "solgate.toml").read_text()
     assert re.search(r"^# \[ssh\]$", text, re.MULTILINE)
     assert re.search(r"^# \[users\.\w+\]$", text, re.MULTILINE)
-    for key in sorted(set(SSH_KEYS) | _USER_KEYS | {"on_panic_pass_env"}):
+    for key in sorted(set(SSH_KEYS) | USER_KEYS | {"on_panic_pass_env"}):
         assert re.search(rf"^#?\s*{key}\s*=", text, re.MULTILINE), key
 
 

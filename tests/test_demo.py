@@ -33,11 +33,12 @@ def test_demo_config_is_valid_and_offers_ssh_only_with_keys(tmp_path):
     config = parse_config(text, "<demo>")
     assert list(config.consoles) == ["web01", "web02"]
     assert config.server.auth == "none"
-    assert config.ssh_raw["listen"] == "127.0.0.1:2222"
+    assert config.ssh is not None
+    assert config.ssh.listen == "127.0.0.1:2222"
     without = parse_config(demo_config_text([9001], ["web01"], listen="127.0.0.1:8080",
                                             data_dir=str(tmp_path), ssh_listen="127.0.0.1:2222"),
                            "<demo>")
-    assert without.ssh_raw == {}
+    assert without.ssh is None
 
 
 def test_own_ssh_keys_reads_public_keys_only(tmp_path):

@@ -22,7 +22,6 @@ from solgate.config import parse_config  # noqa: E402
 from solgate.errors import ConfigError  # noqa: E402
 from solgate.ssh import (  # noqa: E402
     load_or_create_host_key,
-    parse_ssh_settings,
     parse_user_keys,
 )
 from tests.engine_helpers import HostInput, wait_for  # noqa: E402
@@ -107,14 +106,15 @@ def test_ssh_settings_and_keys_are_checked(tmp_path) -> None:
     def cfg(text: str) -> Any:
         return parse_config(text, "solgate.toml", base_dir=tmp_path)
 
-    assert parse_ssh_settings(cfg("")) is None
-    settings = parse_ssh_settings(cfg('[ssh]\nlisten = "127.0.0.1:2222"\n'))
+    assert cfg("").ssh is None
+    settings = cfg('[ssh]\nlisten = "127.0.0.1:2222"\n').ssh
+    assert settings is not None
     assert (settings.host, settings.port) == ("127.0.0.1", 2222)
     assert settings.host_key == tmp_path / "data" / "ssh_host_ed25519_key"
-    with pytest.raises(ConfigError, match=r"\[ssh\] has unknown key\(s\) lisen"):
-        parse_ssh_settings(cfg('[ssh]\nlisen = "127.0.0.1:2222"\n'))
-    with pytest.raises(ConfigError, match="not HOST:PORT"):
-        parse_ssh_settings(cfg('[ssh]\nlisten = "2222"\n'))
+    with pytest.raises(ConfigError, match=r"line 2: \[ssh\] has unknown key\(s\) lisen"):
+        cfg('[ssh]\nlisen = "127.0.0.1:2222"\n')
+    with pytest.raises(ConfigError, match=r"line 2: \[ssh\] listen: \"2222\" is not HOST:PORT"):
+        cfg('[ssh]\nlisten = "2222"\n')
     with pytest.raises(ConfigError, match=r"\[users.alice\] ssh_keys\[0\] is not an OpenSSH"):
         parse_user_keys(cfg('[users.alice]\nssh_keys = ["ssh-ed25519 nonsense"]\n'))
     keys_file = tmp_path / "alice.keys"

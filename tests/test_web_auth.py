@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -19,8 +19,10 @@ from web_fakes import (
 )
 
 from solgate import daemon
+from solgate.config import Config
+from solgate.config.users import parse_users
 from solgate.errors import ConfigError
-from solgate.users import Role, hash_password, parse_users, verify_password
+from solgate.users import Role, hash_password, verify_password
 from solgate.web.app import create_app
 from solgate.web.auth import (
     LOGIN_USER_MAX_WAIT,
@@ -179,7 +181,7 @@ async def test_a_guessed_user_is_slowed_down_not_locked_out(tmp_path, manager) -
         waits.append(seconds)
 
     config = make_config(tmp_path)
-    authenticator = Authenticator(parse_users(config.users_raw), clock=clock, sleep=sleep)
+    authenticator = Authenticator(config.users, clock=clock, sleep=sleep)
     for i in range(10):
         with pytest.raises(LoginError):
             await authenticator.login("oscar", "bad", f"10.0.0.{i}")
@@ -415,16 +417,17 @@ async def test_reload_applies_users_to_the_running_web_app(tmp_path, manager) ->
             client.session.cookie_jar.clear()
             await login(client, user)
             cookies[user] = dict(client.session.cookie_jar.filter_cookies(client.make_url("/")))
-        raw = copy.deepcopy(app[config_key].users_raw)  # same hashes: same passwords
-        del raw["otto"]
-        raw["oscar"]["password_hash"] = hash_password("new-pw", n=16, r=1, p=1)
-        raw["alice"]["api_tokens"] = []
+        users = dict(app[config_key].users)  # same hashes: same passwords
+        del users["otto"]
+        users["oscar"] = dataclasses.replace(
+            users["oscar"], password_hash=hash_password("new-pw", n=16, r=1, p=1))
+        users["alice"] = dataclasses.replace(users["alice"], api_token_hashes=frozenset())
 
         class Engine:
             async def reload(self, config):
                 return {"added": [], "removed": [], "changed": []}
 
-        new = make_config(tmp_path, users=raw)
+        new = dataclasses.replace(app[config_key], users=users)
         await daemon._reload(Engine(), lambda: new, app)
 
         async def status(user: str) -> int:
@@ -451,7 +454,9 @@ async def test_reload_with_bad_users_keeps_everything(tmp_path, manager) -> None
             reloaded.append(config)
             return {"added": [], "removed": [], "changed": []}
 
-    bad = make_config(tmp_path, users={"eve": {"role": "emperor"}})
-    await daemon._reload(Engine(), lambda: bad, app)
+    def bad() -> Config:  # as load_config: the users are checked when the file is read
+        return make_config(tmp_path, users={"eve": {"role": "emperor"}})
+
+    await daemon._reload(Engine(), bad, app)
     assert reloaded == []
     assert "alice" in app[auth_key].users

@@ -32,9 +32,10 @@ from web_fakes import (
 from yarl import URL
 
 from solgate.config import parse_config
+from solgate.config.users import parse_users
 from solgate.daemon import run_server
 from solgate.errors import ConfigError
-from solgate.users import hash_password, parse_users
+from solgate.users import hash_password
 from solgate.web import logview
 from solgate.web.app import create_app
 from solgate.web.auth import LOGIN_FAILURES_PER_ADDRESS

@@ -23,6 +23,7 @@ from web_fakes import (
 )
 
 from solgate.config import parse_config
+from solgate.config.users import parse_users
 from solgate.console.manager import ConsoleManager
 from solgate.sim.bmc import SimBmcConfig
 from solgate.sim.fleet import SimFleet
@@ -118,7 +119,7 @@ def _engine_config(data_dir: Path, port: int) -> object:
         "cipher_suites = [17, 3]", 'reconnect_max = "1s"', 'retransmit_timeout = "0.5s"',
         "[consoles.sim001]", 'host = "127.0.0.1"', f"port = {port}",
     ])
-    return dataclasses.replace(parse_config(text, "<test>"), users_raw=users_raw())
+    return dataclasses.replace(parse_config(text, "<test>"), users=parse_users(users_raw()))
 
 
 async def test_real_engine_counters_survive_loss_and_a_reconnect(tmp_path: Path) -> None:

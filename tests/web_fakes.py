@@ -18,10 +18,12 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from solgate.config import Config, ServerConfig
+from solgate.config import Config
+from solgate.config.server import ServerConfig
+from solgate.config.users import parse_users
 from solgate.console.hub import Hub
 from solgate.errors import SolgateError
-from solgate.users import hash_api_token, hash_password, parse_users
+from solgate.users import hash_api_token, hash_password
 from solgate.web.app import create_app
 from solgate.web.auth import Authenticator
 
@@ -147,7 +149,7 @@ def make_config(data_dir: Path, *, auth: str = "login", listen: str = "127.0.0.1
         source="test", data_dir=data_dir,
         server=ServerConfig(listen=listen, host=host.strip("[]"), port=int(port), auth=auth),
         consoles={}, base_dir=data_dir,
-        users_raw=users_raw() if users is None else users,
+        users=parse_users(users_raw() if users is None else users),
     )
 
 
@@ -162,7 +164,7 @@ class FakeClock:
 def make_app(data_dir: Path, manager: StaticConsoles, *, auth: str = "login",
              clock: Callable[[], float] | None = None) -> web.Application:
     config = make_config(data_dir, auth=auth)
-    authenticator = Authenticator(parse_users(config.users_raw), mode=auth,
+    authenticator = Authenticator(config.users, mode=auth,
                                   clock=clock or time.monotonic)
     return create_app(config, manager, authenticator=authenticator)
 

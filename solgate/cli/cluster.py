@@ -122,8 +122,8 @@ async def _log_command(args: argparse.Namespace) -> int:
 
 
 async def _status_command(args: argparse.Namespace) -> int:
-    from solgate.cluster.config import digest
     from solgate.cluster.shell import etcd_client
+    from solgate.config.cluster import digest
 
     config = config_from_args(args)
     cluster = config.cluster

@@ -20,7 +20,8 @@ from solgate.errors import ConfigError
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from solgate.config import Config, ConsoleConfig
+    from solgate.config import Config
+    from solgate.config.consoles import ConsoleConfig
 
 # solgate.config.CONFIG_ENV, spelled out so that building the parser needs no config
 # module (tests/test_cli_startup.py checks that the two agree).
@@ -51,8 +52,8 @@ def listen_from_config(args: argparse.Namespace) -> tuple[str, int, bool] | None
     Only that table is read, with tomllib: a client machine need not have the BMC
     passwords the full configuration refers to.
     """
+    from solgate.addresses import split_listen
     from solgate.config import default_config_path
-    from solgate.config_values import Invalid, split_listen
 
     path = default_config_path(getattr(args, "config", None))
     try:
@@ -71,14 +72,14 @@ def listen_from_config(args: argparse.Namespace) -> tuple[str, int, bool] | None
         raise ConfigError(f"{path}: [server] listen is not one HOST:PORT; pass --server URL")
     try:
         host, port = split_listen(listen)
-    except Invalid as exc:
-        raise ConfigError(f"{path}: [server] listen: {exc.text}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path}: [server] listen: {exc}") from None
     return host, port, bool(server.get("tls_cert"))
 
 
 def duration_arg(text: str) -> float:
     """argparse `type=` for durations ("500ms", "20s", "5m"), so a typo is a usage error."""
-    from solgate.config import parse_duration
+    from solgate.units import parse_duration
 
     try:
         return parse_duration(text)
@@ -88,7 +89,7 @@ def duration_arg(text: str) -> float:
 
 def size_arg(text: str) -> int:
     """argparse `type=` for sizes ("64KiB", "50MB")."""
-    from solgate.config import parse_size
+    from solgate.units import parse_size
 
     try:
         return parse_size(text)
@@ -112,15 +113,13 @@ def register(subparsers: Any) -> None:
 def check_config(args: argparse.Namespace) -> int:
     """Handler: print the summary, or let the `ConfigError` become cli.main's one line.
 
-    The `[users]` and `[ssh]` tables belong to the web and ssh layers; they are checked
-    here by those layers' own parsers, so `check-config` catches what `serve` would.
+    Loading checks every table, `[users]` and `[ssh]` too; the users' ssh keys are read
+    here as the gateway would read them, so `check-config` catches what `serve` would.
     """
     config = config_from_args(args)
-    from solgate.ssh import parse_ssh_settings, parse_user_keys
-    from solgate.users import parse_users
+    from solgate.ssh import parse_user_keys
 
-    users = parse_users(config.users_raw)
-    ssh = parse_ssh_settings(config)
+    users, ssh = config.users, config.ssh
     keys = parse_user_keys(config)
     print(summarize(config))
     if users:
@@ -129,7 +128,7 @@ def check_config(args: argparse.Namespace) -> int:
     if ssh is not None:
         print(f"  ssh gateway: {ssh.listen}, {len(keys)} public keys")
     if config.cluster is not None:
-        from solgate.cluster.config import digest
+        from solgate.config.cluster import digest
 
         c = config.cluster
         print(f"  cluster: member {c.name}, etcd {', '.join(c.etcd)}, prefix {c.prefix}, "

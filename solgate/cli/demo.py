@@ -104,8 +104,8 @@ def _demo_command(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace, loop_name: str) -> int:
+    from solgate.addresses import is_loopback
     from solgate.config import parse_config
-    from solgate.config_values import is_loopback
     from solgate.daemon import run_server
     from solgate.ipmi.codec import Privilege
     from solgate.sim.bmc import SimBmcConfig

@@ -31,7 +31,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from solgate import __version__
-from solgate.cluster.config import ClusterConfig, digest
 from solgate.cluster.core import (
     Acquire,
     Action,
@@ -57,6 +56,7 @@ from solgate.cluster.etcd import (
     op_get,
     op_put,
 )
+from solgate.config.cluster import ClusterConfig, digest
 
 if TYPE_CHECKING:
     from solgate.config import Config

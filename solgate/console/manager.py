@@ -19,7 +19,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from solgate.config import Config, ConsoleConfig
+from solgate.config import Config
+from solgate.config.consoles import ConsoleConfig
 from solgate.console.events import EventLog
 from solgate.console.hub import Hub
 from solgate.console.log import ConsoleLog

@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from solgate.config import ConsoleConfig
+from solgate.config.consoles import ConsoleConfig
 from solgate.console.bundle import bundle_id, collect_bundle
 from solgate.console.events import EventLog
 from solgate.console.hooks import run_panic_hooks

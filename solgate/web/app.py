@@ -17,8 +17,8 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from solgate.config import Config, ServerConfig
-from solgate.users import parse_users
+from solgate.config import Config
+from solgate.config.server import ServerConfig
 from solgate.web.auth import Authenticator, ProxyTrust, check_auth_mode
 from solgate.web.keys import (
     allowed_origins_key,
@@ -55,7 +55,7 @@ def create_app(
     server = config.server
     check_auth_mode(server.auth, server.host)  # config checks too; never trust one gate
     if authenticator is None:
-        authenticator = Authenticator(parse_users(config.users_raw), mode=server.auth,
+        authenticator = Authenticator(config.users, mode=server.auth,
                                       proxy=ProxyTrust.from_server(server))
 
     app = web.Application(

@@ -45,12 +45,12 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from solgate.config_values import is_loopback
+from solgate.addresses import is_loopback
 from solgate.errors import ConfigError, SolgateError
 from solgate.users import LOCAL_USER, User, hash_api_token, password_matches
 
 if TYPE_CHECKING:
-    from solgate.config import ServerConfig
+    from solgate.config.server import ServerConfig
     from solgate.web.model import ConsoleView
 
 Clock = Callable[[], float]

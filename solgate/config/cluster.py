@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from solgate.config_values import (
-    SECONDS,
+from solgate.config.checks import (
     Invalid,
     want_duration,
     want_nonempty_str,
@@ -26,6 +25,8 @@ from solgate.config_values import (
     want_str,
     want_str_list,
 )
+from solgate.config.source import Source
+from solgate.units import SECONDS
 
 CLUSTER_KEYS = ("etcd", "name", "advertise", "lease_ttl", "renew_interval", "prefix", "weight",
                 "etcd_ca", "etcd_cert", "etcd_key", "etcd_user", "etcd_password",
@@ -57,12 +58,13 @@ class ClusterConfig:
     member_secret: str = field(default="", repr=False)
 
 
-Fail = Callable[[str, str], Exception]
+def parse_cluster(src: Source, raw: Mapping[str, Any]) -> ClusterConfig:
+    """Check `[cluster]`; every error is one line naming the key's line."""
 
+    def fail(key: str, text: str) -> Exception:
+        return src.fail(("cluster",), key or None, text)
 
-def parse_cluster(raw: Mapping[str, Any], *, fail: Fail, path: Callable[[str], Path],
-                  environ: Mapping[str, str]) -> ClusterConfig:
-    """Check `[cluster]`; `fail(key, text)` builds the one-line error naming the line."""
+    path, environ = src.path, src.environ
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in CLUSTER_KEYS:
