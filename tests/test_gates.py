@@ -123,3 +123,14 @@ def test_no_new_import_loops():
             visit(node)
     new = [sorted(loop) for loop in loops if loop not in KNOWN_IMPORT_LOOPS]
     assert not new, f"import loops: {new}"
+
+
+def test_the_config_packages_helpers_stay_inside_it():
+    """Other layers read a table's dataclass (solgate.config.server, ...) or a neutral
+    reader (solgate.units, solgate.addresses), never the config's value checks or its
+    line-placing errors."""
+    private = {"solgate.config.checks", "solgate.config.source"}
+    graph = _import_graph()
+    outside = {name: sorted(targets & private) for name, targets in graph.items()
+               if not name.startswith("solgate.config") and targets & private}
+    assert outside == {}
