@@ -126,8 +126,11 @@ def verify_password(password: str, encoded: str) -> bool:
     return hmac.compare_digest(_scrypt(password, salt, n, r, p), expected)
 
 
-# Verified against when the user does not exist, so timing does not reveal user names.
-_DUMMY_HASH = hash_password(secrets.token_hex(8))
+# Verified against when the user does not exist, so timing does not reveal user names: the
+# default cost, a random salt and a random digest no password yields. Built without running
+# scrypt, so importing this module (and so loading the configuration) costs no hash.
+_DUMMY_HASH = (f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}$"
+               f"{_b64(secrets.token_bytes(SALT_BYTES))}${_b64(secrets.token_bytes(HASH_BYTES))}")
 
 
 def password_matches(user: User | None, password: str) -> bool:

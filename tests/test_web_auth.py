@@ -22,7 +22,7 @@ from solgate import daemon
 from solgate.config import Config
 from solgate.config.users import parse_users
 from solgate.errors import ConfigError
-from solgate.users import Role, hash_password, verify_password
+from solgate.users import Role, User, hash_password, verify_password
 from solgate.web.app import create_app
 from solgate.web.auth import (
     LOGIN_USER_MAX_WAIT,
@@ -66,6 +66,27 @@ def test_password_hash_round_trip_and_salted() -> None:
     assert verify_password("s3cret", a)
     assert not verify_password("s3cret!", a)
     assert not verify_password("s3cret", "scrypt$garbage")
+
+
+def test_an_unknown_user_costs_one_scrypt_of_the_default_cost(monkeypatch) -> None:
+    """Timing must not tell a wrong user name from a wrong password."""
+    from solgate import users as users_module
+
+    costs = []
+    real = users_module._scrypt
+
+    def counting(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+        costs.append((n, r, p))
+        return real(password, salt, n, r, p)
+
+    monkeypatch.setattr(users_module, "_scrypt", counting)
+    alice = User("alice", Role.VIEWER, hash_password("right"))
+    costs.clear()
+    assert not users_module.password_matches(None, "right")
+    assert not users_module.password_matches(alice, "wrong")
+    assert users_module.password_matches(alice, "right")
+    default = (users_module.SCRYPT_N, users_module.SCRYPT_R, users_module.SCRYPT_P)
+    assert costs == [default, default, default]
 
 
 def test_users_config_errors_name_the_table_and_fix() -> None:
