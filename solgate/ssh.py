@@ -46,7 +46,7 @@ import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography.utils import CryptographyDeprecationWarning
 
@@ -76,7 +76,9 @@ with warnings.catch_warnings():
     import asyncssh
 
 if TYPE_CHECKING:
+    from solgate.cluster.shell import ClusterMember
     from solgate.config import Config
+    from solgate.console.manager import ConsoleManager
 
 __all__ = [
     "SshGateway",
@@ -258,13 +260,28 @@ class _Server(asyncssh.SSHServer):
         log.info("ssh: %s logged in from %s", self.user.name if self.user else "?", self.peer)
 
 
+class _Revoker(Protocol):
+    def revoke(self, attachment: Any, why: str, /) -> object: ...
+
+
+class Attached(Protocol):
+    """What a session holds while attached: a local hub attachment or, in a cluster, the
+    proxied socket to the owner (solgate/cluster/sshproxy.py); both resize and revoke."""
+
+    @property
+    def hub(self) -> _Revoker: ...
+
+    def resize(self, cols: int, rows: int) -> None: ...
+
+
 # --- the gateway ----------------------------------------------------------------------------
 
 
 class SshGateway:
     """The listening ssh server; `stop()` ends every session and stops listening."""
 
-    def __init__(self, config: Config, manager: Any, settings: SshConfig) -> None:
+    def __init__(self, config: Config, manager: ConsoleManager,
+                 settings: SshConfig) -> None:
         self.manager = manager
         self.settings = settings
         self._directory = _Directory.load(config)
@@ -273,7 +290,7 @@ class SshGateway:
         self._sessions: set[asyncio.Task[Any]] = set()
         self._live: set[_Session] = set()
         # The cluster member (solgate/cluster/sshproxy.py): consoles other members run.
-        self.cluster: Any = None
+        self.cluster: ClusterMember | None = None
 
     @property
     def port(self) -> int:
@@ -362,9 +379,10 @@ class SshGateway:
             if target.user is not None and user.name != target.user:
                 continue
             if target.console is not None:
-                console = self.manager.get(target.console)
-                if console is None and self.cluster is not None:  # run by another member
-                    console = self.manager.config.consoles.get(target.console)
+                # A console this member runs, or (in a cluster) one another member runs.
+                known = (self.manager.get(target.console) is not None
+                         or self.cluster is not None)
+                console = self.manager.config.consoles.get(target.console) if known else None
                 if console is None or not user.can_view(console.name, console.tags):
                     continue
             return user
@@ -410,7 +428,7 @@ class _Session:
         self.peer = peer
         size = process.term_size
         self.cols, self.rows = (size[0] or 80, size[1] or 25) if size else (80, 25)
-        self.attachment: Any = None
+        self.attachment: Attached | None = None
         self.inq: asyncio.Queue[Any] = asyncio.Queue()
         self._last_note = ""
         self.ended = ""  # why the gateway ended this session (its user or key went)
@@ -660,7 +678,7 @@ class _Session:
                     return
 
 
-async def start_ssh_gateway(config: Config, manager: Any) -> SshGateway:
+async def start_ssh_gateway(config: Config, manager: ConsoleManager) -> SshGateway:
     """Start listening per `[ssh]`; raises `ConfigError` (one line) when it cannot."""
     settings = config.ssh
     if settings is None:
