@@ -33,10 +33,6 @@ from solgate.web.keys import config_key, manager_key
 from solgate.web.middleware import json_error, require_identity
 from solgate.web.model import ConsoleView, state_words
 
-DEFAULT_CONCURRENCY = 32
-DEFAULT_RATE = 20
-DEFAULT_CONFIRM_OVER = 10
-
 
 def refusal(user: User, console: ConsoleView, action: FleetAction) -> str | None:
     """Why `user` may not take `action` on `console` (which they may see), or None."""
@@ -49,10 +45,8 @@ def refusal(user: User, console: ConsoleView, action: FleetAction) -> str | None
 
 
 def _limits(app: web.Application) -> tuple[int, int, int]:
-    server = getattr(app.get(config_key), "server", None)
-    return (int(getattr(server, "fleet_concurrency", DEFAULT_CONCURRENCY)),
-            int(getattr(server, "fleet_rate", DEFAULT_RATE)),
-            int(getattr(server, "fleet_confirm_over", DEFAULT_CONFIRM_OVER)))
+    server = app[config_key].server
+    return server.fleet_concurrency, server.fleet_rate, server.fleet_confirm_over
 
 
 async def post_fleet(request: web.Request) -> web.StreamResponse:
