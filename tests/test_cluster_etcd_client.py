@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
+from aiohttp import web
 
 from solgate.cluster.etcd import (
     EtcdClient,
@@ -65,3 +69,45 @@ async def test_no_endpoint_answers_is_one_error_naming_them() -> None:
     message = str(info.value)
     assert message.startswith(f"etcd unreachable at {urls[0]}, {urls[1]} (connection refused)")
     assert "check [cluster] etcd" in message
+
+
+async def test_a_renewal_hedges_past_a_silent_node(etcd: Etcd) -> None:
+    """A node that accepts connections and never answers (power loss, a stalled disk)
+    costs a renewal `hedge_after`, not the call timeout: the member's fencing margin."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel accepts; nobody reads or answers
+        dead = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        async with EtcdClient([etcd.url]) as granter:
+            lease = await granter.grant(10)
+        async with EtcdClient([dead, etcd.url], timeout=5.0) as client:
+            started = time.monotonic()
+            assert await client.keepalive(lease.id, hedge_after=0.2) == 10
+            assert time.monotonic() - started < 2.0
+            assert client.endpoint == etcd.url  # and the next renewal goes there
+            await client.revoke(lease.id)
+
+
+async def test_a_node_without_a_leader_sends_the_call_to_the_next(etcd: Etcd) -> None:
+    """HTTP 503 is etcd's "no leader" (gRPC UNAVAILABLE): another node may serve."""
+    async def no_leader(request: web.Request) -> web.Response:
+        return web.json_response({"error": "etcdserver: no leader", "code": 14,
+                                  "message": "etcdserver: no leader"}, status=503)
+
+    app = web.Application()
+    app.router.add_post("/v3/{path:.*}", no_leader)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        async with EtcdClient([f"http://127.0.0.1:{port}", etcd.url], timeout=2.0) as client:
+            kvs, _ = await client.range("/client-test/none/", prefix=True)
+            assert kvs == []
+            assert client.endpoint == etcd.url
+        async with EtcdClient([f"http://127.0.0.1:{port}"], timeout=2.0) as client:
+            with pytest.raises(EtcdUnavailable, match="no leader"):
+                await client.range("/client-test/none/", prefix=True)
+    finally:
+        await runner.cleanup()

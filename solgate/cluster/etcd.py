@@ -15,6 +15,7 @@ a hang. Errors are `EtcdError` (a `SolgateError`) and say what to check.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import ssl
@@ -39,6 +40,13 @@ class EtcdError(SolgateError):
 
 class EtcdUnavailable(EtcdError):
     """No endpoint answered within the time limit."""
+
+
+class _NodeUnavailable(EtcdError):
+    """One endpoint answered HTTP 503 (no leader, shutting down): ask the next one."""
+
+
+_NODE_FAILURES = (aiohttp.ClientError, TimeoutError, OSError, _NodeUnavailable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,9 +169,15 @@ class EtcdClient:
         reply = await self.call("lease/grant", {"TTL": ttl})
         return Lease(id=int(reply["ID"]), ttl=int(reply.get("TTL", ttl)))
 
-    async def keepalive(self, lease: int) -> int:
-        """Renew `lease` once; its remaining TTL, 0 when etcd no longer knows it."""
-        reply = await self.call("lease/keepalive", {"ID": str(lease)})
+    async def keepalive(self, lease: int, *, hedge_after: float | None = None) -> int:
+        """Renew `lease` once; its remaining TTL, 0 when etcd no longer knows it.
+
+        With `hedge_after`, an endpoint silent for that long gets company: the renewal goes
+        to the next endpoint too and the first answer counts (a renewal is idempotent). A
+        node that stops answering without closing its connections (power loss, a stalled
+        disk) then costs `hedge_after`, not the whole call timeout, which is as long as
+        the member's margin before it fences."""
+        reply = await self.call("lease/keepalive", {"ID": str(lease)}, hedge_after=hedge_after)
         result = reply.get("result", reply)
         if "error" in reply and not result:
             raise EtcdError(f"etcd {self.endpoint}: keepalive failed: {reply['error']}")
@@ -226,22 +240,70 @@ class EtcdClient:
             )
         return self._session
 
-    async def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST `/v3/<path>`; on a connection failure, try the other endpoints once each."""
+    async def call(self, path: str, body: dict[str, Any], *,
+                   hedge_after: float | None = None) -> dict[str, Any]:
+        """POST `/v3/<path>`; when an endpoint cannot be reached, does not answer in time or
+        cannot serve (HTTP 503: no leader), try the other endpoints once each. With
+        `hedge_after` (idempotent calls only), the next endpoint is asked as well once the
+        current one has been silent that long, and the first answer wins."""
+        if hedge_after is None or len(self.endpoints) == 1:
+            return await self._call_in_turn(path, body)
+        return await self._call_hedged(path, body, hedge_after)
+
+    async def _call_in_turn(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         last: Exception | None = None
         for attempt in range(len(self.endpoints)):
             index = (self._current + attempt) % len(self.endpoints)
             try:
                 reply = await self._post(self.endpoints[index], path, body)
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            except _NODE_FAILURES as exc:
                 last = exc
                 continue
             self._current = index
             return reply
+        raise self._unavailable(last)
+
+    async def _call_hedged(self, path: str, body: dict[str, Any],
+                           hedge_after: float) -> dict[str, Any]:
+        pending: dict[asyncio.Task[dict[str, Any]], int] = {}
+        asked = 0
+        last: Exception | None = None
+
+        def ask_next() -> None:
+            nonlocal asked
+            index = (self._current + asked) % len(self.endpoints)
+            asked += 1
+            pending[asyncio.ensure_future(self._post(self.endpoints[index], path, body))] = index
+
+        ask_next()
+        try:
+            while pending:
+                more = asked < len(self.endpoints)
+                done, _ = await asyncio.wait(pending, timeout=hedge_after if more else None,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if not done:  # silent so far: ask the next endpoint too
+                    ask_next()
+                for task in done:
+                    index = pending.pop(task)
+                    exc = task.exception()
+                    if exc is None:
+                        self._current = index
+                        return task.result()
+                    if not isinstance(exc, _NODE_FAILURES):
+                        raise exc  # an answer (lease not found, denied): the same anywhere
+                    last = exc
+                    if asked < len(self.endpoints):  # failed: the next one at once
+                        ask_next()
+        finally:
+            for task in pending:
+                task.cancel()
+        raise self._unavailable(last)
+
+    def _unavailable(self, last: Exception | None) -> EtcdUnavailable:
         where = ", ".join(self.endpoints)
         why = _describe(last)
-        raise EtcdUnavailable(f"etcd unreachable at {where} ({why}); check [cluster] etcd and "
-                              "that etcd runs (etcdctl endpoint health)")
+        return EtcdUnavailable(f"etcd unreachable at {where} ({why}); check [cluster] etcd "
+                               "and that etcd runs (etcdctl endpoint health)")
 
     async def _post(self, endpoint: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         headers = {"Content-Type": "application/json"}
@@ -264,6 +326,8 @@ class EtcdClient:
             message = reply.get("message") or reply.get("error") or f"HTTP {resp.status}"
             if "token" in str(message) and self._user:
                 self._token = None  # expired auth token: authenticate again next call
+            if resp.status == 503:  # this node cannot serve now (no leader); another may
+                raise _NodeUnavailable(f"etcd {endpoint}: /v3/{path}: {message}")
             raise EtcdError(f"etcd {endpoint}: /v3/{path}: {message}",
                             code=int(code) if isinstance(code, int) else None)
         return reply
@@ -283,6 +347,8 @@ def _describe(exc: Exception | None) -> str:
         return "no endpoint"
     if isinstance(exc, TimeoutError):
         return "timed out"
+    if isinstance(exc, _NodeUnavailable):
+        return str(exc)
     if isinstance(exc, aiohttp.ClientConnectorError):
         if isinstance(exc.os_error, ConnectionRefusedError):
             return "connection refused"
