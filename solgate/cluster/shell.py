@@ -68,6 +68,10 @@ RENEW_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 STARTUP_TIMEOUT = 5.0
 ACQUIRE_BATCH = 50  # consoles per create-if-absent txn (2 ops each; etcd allows 128 ops)
 KV_CONCURRENCY = 4  # etcd KV calls in flight at once (acquires, handovers, checks)
+# A renewal that one etcd node has not answered within this fraction of the renew interval
+# goes to the next node too: a node that went silent (power loss) must not use up the
+# margin before the fence (one renew interval), or members fence while a quorum answers.
+RENEW_HEDGE = 0.25
 
 
 def etcd_client(cluster: ClusterConfig, timeout: float) -> EtcdClient:
@@ -169,8 +173,8 @@ class ClusterMember:
                         "session. Restart solgate serve", exc)
         self.core.abandon(f"membership loop failed: {exc!r}")
         self._dispatch()
-        self._start(self.fence_all(self.core.fence_reason), "cluster:fence")  # even if
-        # the core had fenced already: stop whatever runs
+        self.fence_all(self.core.fence_reason)  # even if the core had fenced already:
+        # stop whatever runs
 
     @property
     def core_ttl(self) -> int:
@@ -264,16 +268,20 @@ class ClusterMember:
                 self.fences += 1
                 logger.error("cluster: %s fences itself, stopping every SOL session: %s",
                              self.name, reason)
-                self._start(self.fence_all(reason), "cluster:fence")
+                self.fence_all(reason)
             case StartConsole(console=c) | StopConsole(console=c) | Handover(console=c):
                 previous = self._console_ops.get(c)
-                task = self._start(self._console_action(action, previous), f"cluster:{c}")
-                self._console_ops[c] = task
-                task.add_done_callback(
-                    lambda t, c=c: self._console_ops.pop(c, None)  # type: ignore[misc]
-                    if self._console_ops.get(c) is t else None)
+                self._console_op(c, self._console_action(action, previous))
             case _:
                 self._start(self._etcd_action(action), f"cluster:{type(action).__name__}")
+
+    def _console_op(self, console: str, coro: Coroutine[Any, Any, None]) -> None:
+        """Run `coro` as the console's latest operation: the next one waits for it."""
+        task = self._start(coro, f"cluster:{console}")
+        self._console_ops[console] = task
+        task.add_done_callback(
+            lambda t: self._console_ops.pop(console, None)
+            if self._console_ops.get(console) is t else None)
 
     def _start(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -306,7 +314,8 @@ class ClusterMember:
             case RenewLease(lease=lease):
                 sent = now()
                 try:
-                    ttl = await self.lease_client.keepalive(lease)
+                    ttl = await self.lease_client.keepalive(
+                        lease, hedge_after=self.cluster.renew_interval * RENEW_HEDGE)
                 except (EtcdError, TimeoutError) as exc:
                     self.renew_failures += 1
                     logger.warning("cluster: lease renewal failed: %s", exc)
@@ -557,12 +566,21 @@ class ClusterMember:
                            "no longer ours in etcd; not deactivating it", console)
         return ours
 
-    async def fence_all(self, reason: str) -> None:
-        consoles = [w.name for w in self.manager.consoles()]
+    def fence_all(self, reason: str) -> None:
+        """Stop every SOL session now, each stop bounded by a third of the TTL. Each stop
+        becomes its console's latest operation without waiting for the one before, so it
+        starts at once, and a console resumed when a renewal succeeds again opens SOL only
+        after its fenced session is off the BMC (and its log closed)."""
         timeout = max(0.5, self.cluster.lease_ttl / 3)
-        await asyncio.gather(*(self.manager.stop_console(
-            c, f"cluster: {self.name} fenced: {reason}", timeout=timeout) for c in consoles),
-            return_exceptions=True)
+        for console in [w.name for w in self.manager.consoles()]:
+            self._console_op(console, self._fence_stop(console, reason, timeout))
+
+    async def _fence_stop(self, console: str, reason: str, timeout: float) -> None:
+        try:
+            await self.manager.stop_console(console, f"cluster: {self.name} fenced: {reason}",
+                                            timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - the other consoles still get stopped
+            logger.error("cluster: %s: stopping SOL while fencing failed: %r", console, exc)
 
     def _observe_renewal(self, seconds: float) -> None:
         self.last_renew_latency = seconds
@@ -584,6 +602,7 @@ class ClusterMember:
             per_member[owner.member] = per_member.get(owner.member, 0) + 1
         return {
             "name": self.name, "prefix": self.prefix, "etcd": list(self.cluster.etcd),
+            "etcd_endpoint": self.lease_client.endpoint,  # the node the lease renews through
             "lease": f"{core.lease:x}" if core.lease else None,
             "lease_ttl": self.cluster.lease_ttl, "fenced": core.fenced,
             "draining": sorted(core.draining),
