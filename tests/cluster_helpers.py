@@ -195,10 +195,12 @@ class MemberProc:
         return {c["name"]: c for c in self.api("api/consoles?local=1")["consoles"]}
 
 
-def member_config(workdir: Path, name: str, etcd_url: str, consoles: list[tuple[str, int]],
-                  *, prefix: str, lease_ttl: str = "3s", extra: str = "") -> Path:
+def member_config(workdir: Path, name: str, etcd_url: str | list[str],
+                  consoles: list[tuple[str, int]], *, prefix: str, lease_ttl: str = "3s",
+                  extra: str = "") -> Path:
+    urls = [etcd_url] if isinstance(etcd_url, str) else etcd_url
     lines = [f'data_dir = "{workdir / "data"}"', "", "[server]", 'listen = "127.0.0.1:0"',
-             'auth = "none"', "", "[cluster]", f'etcd = ["{etcd_url}"]', f'name = "{name}"',
+             'auth = "none"', "", "[cluster]", f"etcd = {json.dumps(urls)}", f'name = "{name}"',
              f'lease_ttl = "{lease_ttl}"', f'prefix = "{prefix}"',
              'member_secret_env = "SOLGATE_CLUSTER_SECRET"', "", "[defaults]",
              'username = "admin"', 'password_env = "SOLGATE_SIM_PASSWORD"',
