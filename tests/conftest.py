@@ -20,6 +20,7 @@ SLOW_MODULES = frozenset({
     "test_bench_smoke.py",
     "test_client_idle.py",
     "test_cluster_etcd.py",
+    "test_cluster_etcd_quorum.py",
     "test_cluster_fleet.py",
     "test_engine_delay.py",
     "test_engine_faults.py",
