@@ -86,6 +86,11 @@ async def test_a_renewal_hedges_past_a_silent_node(etcd: Etcd) -> None:
             assert time.monotonic() - started < 2.0
             assert client.endpoint == etcd.url  # and the next renewal goes there
             await client.revoke(lease.id)
+        async with EtcdClient([dead, dead], timeout=1.0) as client:
+            started = time.monotonic()
+            with pytest.raises(EtcdUnavailable, match="timed out"):
+                await client.keepalive(lease.id, hedge_after=0.2)
+            assert time.monotonic() - started < 1.5  # bounded by the timeout, however many
 
 
 async def test_a_node_without_a_leader_sends_the_call_to_the_next(etcd: Etcd) -> None:

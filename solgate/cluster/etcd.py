@@ -173,10 +173,10 @@ class EtcdClient:
         """Renew `lease` once; its remaining TTL, 0 when etcd no longer knows it.
 
         With `hedge_after`, an endpoint silent for that long gets company: the renewal goes
-        to the next endpoint too and the first answer counts (a renewal is idempotent). A
-        node that stops answering without closing its connections (power loss, a stalled
-        disk) then costs `hedge_after`, not the whole call timeout, which is as long as
-        the member's margin before it fences."""
+        to the next endpoint too, and again every `hedge_after`, and the first answer
+        counts (a renewal is idempotent). A node that stops answering without closing its
+        connections (power loss, a stalled disk) then costs `hedge_after`, not the whole
+        call timeout, which is as long as the member's margin before it fences."""
         reply = await self.call("lease/keepalive", {"ID": str(lease)}, hedge_after=hedge_after)
         result = reply.get("result", reply)
         if "error" in reply and not result:
@@ -265,6 +265,13 @@ class EtcdClient:
 
     async def _call_hedged(self, path: str, body: dict[str, Any],
                            hedge_after: float) -> dict[str, Any]:
+        """Ask the endpoints in turn, one more (round robin, again from the first when all
+        were asked) each time `hedge_after` passes without an answer, and the next at once
+        when one fails, until the first answer or `timeout`. Asking again matters during
+        an election: etcd 3.4 parks a request that reached a node without a leader for a
+        whole election timeout (1 s), while a fresh one is served once a leader exists."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
         pending: dict[asyncio.Task[dict[str, Any]], int] = {}
         asked = 0
         last: Exception | None = None
@@ -277,26 +284,38 @@ class EtcdClient:
 
         ask_next()
         try:
-            while pending:
-                more = asked < len(self.endpoints)
-                done, _ = await asyncio.wait(pending, timeout=hedge_after if more else None,
+            while pending and (left := deadline - loop.time()) > 0:
+                done, _ = await asyncio.wait(pending, timeout=min(hedge_after, left),
                                              return_when=asyncio.FIRST_COMPLETED)
-                if not done:  # silent so far: ask the next endpoint too
-                    ask_next()
+                if not done:  # silent so far: ask another endpoint too
+                    if loop.time() < deadline:
+                        ask_next()
+                    continue
+                answer: tuple[int, dict[str, Any]] | None = None
+                refusal: BaseException | None = None
                 for task in done:
                     index = pending.pop(task)
                     exc = task.exception()
                     if exc is None:
-                        self._current = index
-                        return task.result()
-                    if not isinstance(exc, _NODE_FAILURES):
-                        raise exc  # an answer (lease not found, denied): the same anywhere
-                    last = exc
-                    if asked < len(self.endpoints):  # failed: the next one at once
-                        ask_next()
+                        answer = answer or (index, task.result())
+                    elif isinstance(exc, _NODE_FAILURES):
+                        last = exc
+                        if asked < len(self.endpoints):  # first round: the next one at once
+                            ask_next()
+                    else:  # an answer (lease not found, denied): the same anywhere
+                        refusal = exc
+                if answer is not None:
+                    self._current = answer[0]
+                    return answer[1]
+                if refusal is not None:
+                    raise refusal
+            if pending:
+                last = TimeoutError()
         finally:
             for task in pending:
                 task.cancel()
+            # Collect them: an outcome never retrieved is logged from the garbage collector.
+            await asyncio.gather(*pending, return_exceptions=True)
         raise self._unavailable(last)
 
     def _unavailable(self, last: Exception | None) -> EtcdUnavailable:
