@@ -1,15 +1,16 @@
 """Two members against a real 3-node etcd: a leader change, and the loss of quorum.
 
-etcd restarts every lease's TTL when its leader changes, and answers nothing while a
-leader is being elected (about 1 to 4 s after the leader dies) or while quorum is lost.
-What an operator relies on, checked here on `solgate sim` BMCs with a 6 s lease:
+etcd restarts every lease's TTL when its leader changes, and answers no renewal while a
+leader is being elected (1 to 3 s after the leader dies) or while quorum is lost. What an
+operator relies on, checked here on `solgate sim` BMCs with a 6 s lease:
 
 - a leader change (graceful transfer, or `kill -9` of the leader) costs no console its
   member: no console moves, no BMC ever has its SOL taken from a live session, and a
-  member whose etcd endpoint was the killed node moves to another and keeps its lease;
-- losing quorum (2 of 3 nodes down) fences every member within 2/3 of the lease TTL
-  (every BMC's SOL released), and when quorum is back every console is active again,
-  each on one member.
+  member whose etcd node died or went silent renews through another and keeps its lease
+  (a member may fence when the election outlasts its margin, and then resumes at once);
+- losing quorum (2 of 3 nodes down) fences every member within 2/3 of the lease TTL of
+  the last renewal etcd answered (every BMC's SOL released), and when quorum is back
+  every console is active again on the member that had it, each on one member.
 """
 
 from __future__ import annotations
@@ -218,7 +219,8 @@ def test_a_leader_change_moves_no_console(tmp_path: Path, etcd3: EtcdCluster) ->
             print(f"leader killed: new leader after {elected:.1f}s, b renews through "
                   f"another node after {moved:.1f}s, every console active and no member "
                   f"fenced after {back:.1f}s; fences {fences}, {len(watch.dark)} consoles "
-                  f"dark for a moment; {watch.samples} samples")
+                  f"dark for a moment, {len(watch.steals)} SOL sessions displaced; "
+                  f"{watch.samples} samples")
             if not any(fences):  # no fence: SOL never stopped
                 assert watch.dark == set()
             # Each member kept its lease (so the same consoles): nothing moved, no storm.
@@ -246,6 +248,8 @@ def test_quorum_loss_fences_every_member_and_quorum_back_places_every_console(
         try:
             wait_until(lambda: _settled(members, expected) and all(m.active() for m in members),
                        30, f"{CONSOLES} consoles active, each on one member")
+            leases = {m.name: m.api("api/cluster")["lease"] for m in members}
+            placed = {m.name: m.active() for m in members}
             with _sampling(members, watch, expected):
                 # Kill both followers: the leader left alone keeps answering renewals
                 # until it notices it lost its quorum (etcd's check-quorum, 1 to 2
@@ -281,11 +285,15 @@ def test_quorum_loss_fences_every_member_and_quorum_back_places_every_console(
                 back = time.monotonic() - restored
                 time.sleep(1.0)
             print(f"quorum lost: fenced after {sorted(fenced_at.values())} s, SOL released "
-                  f"after {released:.1f}s; quorum back: consoles active {back:.1f}s later")
+                  f"after {released:.1f}s; quorum back: consoles active {back:.1f}s later; "
+                  f"{len(watch.steals)} SOL sessions displaced")
             assert watch.doubled == set()
             assert watch.live_steals() == []
-            moves = sum(m.api("api/cluster")["moves_taken_here"] for m in members)
-            assert moves <= CONSOLES // 2, moves
+            # The leases outlived the outage (no leader, no expiry): the same consoles came
+            # back on the same members, nothing moved.
+            assert {m.name: m.api("api/cluster")["lease"] for m in members} == leases
+            assert {m.name: m.active() for m in members} == placed
+            assert sum(m.api("api/cluster")["moves_taken_here"] for m in members) == 0
         finally:
             for m in members:
                 stop(m.proc)
