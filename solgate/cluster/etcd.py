@@ -9,8 +9,10 @@ once, which is all a renewal loop needs. Docs: docs/cluster.md.
 Only what the cluster needs: grant, keepalive, revoke, put, range (one key or a prefix),
 delete and `txn` (compare-and-swap). Keys and values are base64 in JSON and 64-bit numbers
 come back as strings; this module hides both. Every call is bounded by `timeout` and tries
-the next endpoint when one cannot be reached, so a dead etcd member costs one timeout, not
-a hang. Errors are `EtcdError` (a `SolgateError`) and say what to check.
+the next endpoint when one cannot be reached or has no leader (HTTP 503), so a dead etcd
+member costs one timeout, not a hang; a lease renewal does not wait that long for a silent
+node (`keepalive(hedge_after=...)`). Errors are `EtcdError` (a `SolgateError`) and say
+what to check.
 """
 
 from __future__ import annotations
