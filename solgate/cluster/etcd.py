@@ -246,9 +246,10 @@ class EtcdClient:
                    hedge_after: float | None = None) -> dict[str, Any]:
         """POST `/v3/<path>`; when an endpoint cannot be reached, does not answer in time or
         cannot serve (HTTP 503: no leader), try the other endpoints once each. With
-        `hedge_after` (idempotent calls only), the next endpoint is asked as well once the
-        current one has been silent that long, and the first answer wins."""
-        if hedge_after is None or len(self.endpoints) == 1:
+        `hedge_after` (idempotent calls only), the next endpoint (or, with one endpoint,
+        the same one again) is asked as well once the current one has been silent that
+        long, and the first answer wins."""
+        if hedge_after is None:
             return await self._call_in_turn(path, body)
         return await self._call_hedged(path, body, hedge_after)
 
