@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from solgate.console.events import filter_records as filter_events
-from solgate.console.logread import iter_log_files
+from solgate.console.logread import iter_log_files, lines_backwards, lines_backwards_at
 from solgate.errors import ConfigError
 
 __all__ = [
@@ -109,6 +109,44 @@ class LogFollower:
             out.append(self._file.read())
         return b"".join(out)
 
+    def before(self, n_lines: int, *, max_bytes: int) -> bytes:
+        """The last `n_lines` lines before where `poll()` goes on (at most `max_bytes`),
+        across rotated files: a tail and then a follow with nothing lost or repeated in
+        between, even while the console writes."""
+        lines: list[bytes] = []
+        size = 0
+
+        def take(line: bytes) -> bool:
+            nonlocal size
+            size += len(line)
+            if size > max_bytes or len(lines) >= n_lines:
+                return False
+            lines.append(line)
+            return True
+
+        files = iter_log_files(self.path)
+        if self._file is not None:
+            end = self._file.tell()
+            for _, line in lines_backwards_at(self._file.fileno(), end):
+                if not take(line):
+                    return b"".join(reversed(lines))
+            files = self._older_than_ours(files)
+        for file in reversed(files):
+            with contextlib.suppress(OSError):
+                for line in lines_backwards(file):
+                    if not take(line):
+                        return b"".join(reversed(lines))
+        return b"".join(reversed(lines))
+
+    def _older_than_ours(self, files: list[Path]) -> list[Path]:
+        """The rotated files older than the one open (all but the newest when it is
+        the current log)."""
+        for i, file in enumerate(files):
+            with contextlib.suppress(OSError):
+                st = os.stat(file)
+                if (st.st_dev, st.st_ino) == self._id:
+                    return files[:i]
+        return files[:-1] if files else []
 
     def _skipped_files(self) -> list[bytes]:
         """Whole files rotated in between: newer than the one we read, older than the log."""

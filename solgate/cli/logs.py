@@ -57,12 +57,31 @@ def _write_out(out: IO[bytes], data: bytes) -> None:
 
 
 
+def _cluster_tail(args: argparse.Namespace, config: Config, out: IO[bytes]) -> bool:
+    """The console's history from every member, followed to whichever member runs it
+    (`solgate.cluster.follow`); False when etcd cannot say (then this member's log)."""
+    from solgate.cluster.etcd import EtcdError
+    from solgate.cluster.follow import follow_history
+
+    def warn(text: str) -> None:
+        print(f"solgate: {text}", file=sys.stderr, flush=True)
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            follow_history(config, args.name, args.lines, follow=args.follow,
+                           write=lambda data: _write_out(out, data), warn=warn)
+    except (EtcdError, OSError, TimeoutError) as exc:
+        warn(f"cannot ask etcd who runs {args.name} ({exc}); showing only what this member "
+             "logged")
+        return False
+    return True
+
+
 def run_tail(args: argparse.Namespace) -> int:
     """`solgate tail NAME [-n N] [-f]`: the raw end of a console log, optionally followed."""
     # The readers are imported here, not at the top: every `solgate` command parses its
     # arguments through this module, and `solgate console` should not load them.
-    from solgate.console.logread import read_tail
-    from solgate.logtools import FOLLOW_INTERVAL, LogFollower, log_path
+    from solgate.logtools import FOLLOW_INTERVAL, LogFollower
 
     # A followed log may not exist yet (a console just added): wait for it to appear.
     data_dir, config = data_dir_from_args(args)
@@ -71,20 +90,14 @@ def run_tail(args: argparse.Namespace) -> int:
     if clustered and config is not None and args.name not in config.consoles:
         raise ConfigError(f"no console named {args.name!r} in the configuration; check "
                           "the name")
-    path = (log_path(data_dir, args.name) if clustered
-            else _console_log(args, must_exist=not args.follow))
     out = sys.stdout.buffer
     try:
+        if clustered and config is not None and _cluster_tail(args, config, out):
+            return 0
+        path = _console_log(args, must_exist=not args.follow)
         with LogFollower(path, from_end=True) as follower:
-            head = b"".join(read_tail(path, args.lines))
-            if clustered and config is not None:  # the history from every member
-                from solgate.cluster.history import cluster_tail
-
-                head = cluster_tail(config, args.name, head, args.lines)
-                if args.follow:
-                    print(f"solgate: following what this member logs for {args.name}; "
-                          "when another member runs it, follow there", file=sys.stderr)
-            _write_out(out, head)
+            _write_out(out, follower.before(args.lines, max_bytes=1 << 30)
+                       if args.lines > 0 else b"")
             if not args.follow:
                 return 0
             while True:

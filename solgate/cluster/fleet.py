@@ -83,8 +83,8 @@ def peer_middleware(member: ClusterMember) -> Any:
                                       "events": await local_events(request)})
         if request.path.startswith("/api/cluster/peer/ws/"):
             # Another member's ssh gateway, attaching a user it authenticated.
-            from solgate.cluster.sshproxy import AS_USER_HEADER
-            from solgate.web.ws import console_ws
+            from solgate.cluster.sshproxy import AS_USER_HEADER, proxied_via
+            from solgate.web.ws import ATTACH_VIA, console_ws
 
             auth = request.app[auth_key]
             as_user = request.headers.get(AS_USER_HEADER, "")
@@ -95,7 +95,12 @@ def peer_middleware(member: ClusterMember) -> Any:
                                                    "give every member the same users"},
                                          status=403)
             request[IDENTITY] = Identity(user, "proxy")
+            request[ATTACH_VIA] = proxied_via(request.headers)
             return await console_ws(request)
+        if request.path.startswith("/api/cluster/peer/follow/"):
+            from solgate.cluster.follow import serve_follow
+
+            return await serve_follow(request, member, request.path.rsplit("/", 1)[1])
         if request.path.startswith("/api/cluster/peer/logs/"):
             name = request.path.rsplit("/", 1)[1]
             if name not in member.manager.config.consoles:

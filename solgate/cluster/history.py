@@ -1,11 +1,11 @@
-"""A console's history across a cluster: what the other members logged, read with the
-member secret, merged with this member's own log in ownership order (`solgate tail`)."""
+"""A console's history across a cluster: what every member logged, this member's from
+disk and the others' read with the member secret (`solgate tail`, `solgate.cluster.follow`)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -13,14 +13,20 @@ if TYPE_CHECKING:
     from solgate.config import Config
 
 
-async def member_histories(config: Config, console: str,
-                           lines: int) -> tuple[dict[str, bytes], list[str]]:
-    """What the *other* live members logged for `console`, read with the member secret
-    (`/api/cluster/peer/logs/NAME`), and the members that did not answer."""
+async def member_histories(config: Config, console: str, lines: int, *,
+                           skip: str | None = None) -> tuple[dict[str, bytes], list[str]]:
+    """What every live member logged for `console` (the last `lines` lines each): this
+    member's from disk, the others' read with the member secret
+    (`/api/cluster/peer/logs/NAME`); and the members that did not answer. `skip` is a
+    member not to ask (the follower reads the owner's part from its stream)."""
+    import asyncio
+
     import aiohttp
 
     from solgate.cluster.fleet import SECRET_HEADER
     from solgate.cluster.shell import etcd_client
+    from solgate.console.logread import read_tail
+    from solgate.logtools import log_path
 
     cluster = config.cluster
     assert cluster is not None
@@ -32,42 +38,24 @@ async def member_histories(config: Config, console: str,
             urls[kv.key.rsplit("/", 1)[1]] = str(json.loads(kv.value).get("advertise", ""))
     urls.pop(cluster.name, None)  # this member's part is read from disk
     logs: dict[str, bytes] = {}
+    if skip != cluster.name:
+        logs[cluster.name] = b"".join(await asyncio.to_thread(
+            read_tail, log_path(Path(config.data_dir), console), lines))
+    urls.pop(skip or "", None)
     missing: list[str] = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10),
                                      headers={SECRET_HEADER: cluster.member_secret}) as http:
-        for member, url in sorted(urls.items()):
+        async def one(member: str, url: str) -> None:
             where = f"{url.rstrip('/')}/api/cluster/peer/logs/{quote(console, safe='')}"
             try:
                 async with http.get(where, params={"lines": str(lines)},
                                     allow_redirects=False) as resp:
                     if resp.status == 200:
                         logs[member] = await resp.read()
-                        continue
+                        return
             except (aiohttp.ClientError, TimeoutError, ValueError):
                 pass
             missing.append(member)
-    return logs, missing
 
-
-def cluster_tail(config: Config, name: str, local: bytes, lines: int) -> bytes:
-    """`solgate tail` on a member: the console's last `lines` lines across every member,
-    in ownership order. Members that cannot be asked are named on stderr."""
-    import asyncio
-
-    from solgate.cluster.etcd import EtcdError
-    from solgate.cluster.merge import merge_logs
-
-    cluster = config.cluster
-    assert cluster is not None
-    try:
-        logs, missing = asyncio.run(member_histories(config, name, max(lines, 1)))
-    except (EtcdError, OSError, TimeoutError) as exc:
-        print(f"solgate: cannot ask the other cluster members ({exc}); showing only what "
-              f"{cluster.name} logged", file=sys.stderr)
-        return local
-    for member in missing:
-        print(f"solgate: member {member} did not answer; its part of {name}'s history is "
-              "missing", file=sys.stderr)
-    merged = merge_logs({cluster.name: local, **logs})
-    kept = merged.splitlines(keepends=True)
-    return b"".join(kept[-lines:]) if lines > 0 else b""
+        await asyncio.gather(*(one(m, u) for m, u in sorted(urls.items())))
+    return logs, sorted(missing)

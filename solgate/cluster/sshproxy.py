@@ -5,7 +5,11 @@ any console. The gateway that does not run the console opens the owner's console
 WebSocket at `/api/cluster/peer/ws/NAME` with the shared member secret and the name of the
 user the gateway authenticated (`X-Solgate-As-User`); the owner attaches that user with
 that user's rights, as if a trusted proxy had signed them in, and parses the escapes
-(`~.`, `~B`, `~w`, ...) itself, so they behave as on a local console. The member secret
+(`~.`, `~B`, `~w`, ...) itself, so they behave as on a local console. The gateway also
+names the ssh client's address and itself (`X-Solgate-Peer-Address`,
+`X-Solgate-Via-Member`), so the owner's log and events say "alice attached over ssh from
+192.0.2.7:50122 through member gw1", not the gateway's address; the owner believes these
+headers only with the member secret, as it does the user's name. The member secret
 is therefore as strong as an admin login on every member: keep its file readable by the
 solgate user only.
 
@@ -32,6 +36,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("solgate.ssh")
 AS_USER_HEADER = "X-Solgate-As-User"
+PEER_ADDRESS_HEADER = "X-Solgate-Peer-Address"  # the ssh client's address, for the log
+VIA_MEMBER_HEADER = "X-Solgate-Via-Member"  # the member whose gateway the user came to
 CONNECT_TIMEOUT = 5.0
 DETACHED = 4000  # the owner closes with this when the user typed `~.`
 
@@ -69,6 +75,16 @@ class RemoteConsole:
     state_detail: str = ""
 
 
+def proxied_via(headers: Any) -> str:
+    """How a user proxied by another member's ssh gateway came, from that member's
+    headers (already authenticated by the member secret), cleaned for the log."""
+    address = "".join(ch for ch in str(headers.get(PEER_ADDRESS_HEADER, ""))[:64]
+                      if ch.isalnum() or ch in ".:[]%-") or "an unknown address"
+    via = "".join(ch for ch in str(headers.get(VIA_MEMBER_HEADER, ""))[:64]
+                  if ch.isalnum() or ch in "._-") or "another member"
+    return f"over ssh from {address} through member {via}"
+
+
 def remote_consoles(member: ClusterMember, user: Any, local: set[str]) -> list[RemoteConsole]:
     """The consoles `user` may see that run on other members (or on none yet)."""
     out = []
@@ -102,7 +118,8 @@ async def attach_remote(session: Any, member: ClusterMember,
                            "[cluster] member_secret_file to reach it through any member)")
         return 1, False
     headers = {"X-Solgate-Member-Secret": member.cluster.member_secret,
-               AS_USER_HEADER: session.user.name}
+               AS_USER_HEADER: session.user.name, PEER_ADDRESS_HEADER: session.peer,
+               VIA_MEMBER_HEADER: member.name}
     target = f"{url.rstrip('/')}/api/cluster/peer/ws/{quote(name, safe='')}"
     async with aiohttp.ClientSession() as http:
         try:

@@ -207,6 +207,7 @@ async def redirect_to_owner(request: web.Request, handler: Handler) -> web.Strea
 
 def setup_cluster_routes(app: web.Application, member: ClusterMember) -> None:
     from solgate.cluster.fleet import Fleet, fleet_middleware, peer_middleware
+    from solgate.cluster.follow import setup_follow
     from solgate.web.middleware import auth_middleware
     from solgate.web.ws import console_ws
 
@@ -218,6 +219,7 @@ def setup_cluster_routes(app: web.Application, member: ClusterMember) -> None:
     fleet = app[fleet_key] = Fleet(member)
     app.middlewares.append(fleet_middleware(member, fleet))
     app.router.add_get("/api/cluster/peer/ws/{name}", console_ws)  # see peer_middleware
+    setup_follow(app)
     app.router.add_get("/consoles/{console}/history", history_page)
     app.router.add_get("/api/cluster/history/{console}", history_api)
     aiohttp_jinja2.get_env(app).globals["cluster_member"] = member.name

@@ -355,8 +355,16 @@ async def close_all(app: web.Application) -> None:
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
 
 
+# Set only by the cluster's peer route (member secret checked): how the user reached the
+# member that proxies them, e.g. "over ssh from 192.0.2.7:50122 through member gw1".
+ATTACH_VIA = web.RequestKey("attach_via", str)
+
+
 def _web_via(request: web.Request) -> str:
     """How an attachment came, for the console log: the peer, or the proxy it came through."""
+    proxied = request.get(ATTACH_VIA)
+    if isinstance(proxied, str) and proxied:
+        return proxied
     remote = request.remote or "an unknown address"
     proxy = request.app[auth_key].proxy
     if proxy is not None and proxy.trusts(request.remote):
