@@ -111,6 +111,7 @@ class Hit:
     console: str
     time: float | None
     line: str
+    member: str | None = None  # in a cluster, the member whose log it is in
 
 
 @dataclass

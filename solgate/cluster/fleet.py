@@ -25,7 +25,8 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -81,9 +82,12 @@ def peer_middleware(member: ClusterMember) -> Any:
         if request.path == "/api/cluster/peer/events":
             return web.json_response({"member": member.name,
                                       "events": await local_events(request)})
-        if request.path.startswith("/api/cluster/peer/ws/"):
-            # Another member's ssh gateway, attaching a user it authenticated.
+        if request.path.startswith("/api/cluster/peer/ws/") \
+                or request.path == "/api/cluster/peer/search":
+            # Another member acting for a user it authenticated: its ssh gateway attaching
+            # them, or its search page searching this member's logs with their rights.
             from solgate.cluster.sshproxy import AS_USER_HEADER, proxied_via
+            from solgate.web.forensics import peer_search_answer
             from solgate.web.ws import ATTACH_VIA, console_ws
 
             auth = request.app[auth_key]
@@ -95,6 +99,9 @@ def peer_middleware(member: ClusterMember) -> Any:
                                                    "give every member the same users"},
                                          status=403)
             request[IDENTITY] = Identity(user, "proxy")
+            if request.path == "/api/cluster/peer/search":
+                return web.json_response({"member": member.name,
+                                          **await peer_search_answer(request, user)})
             request[ATTACH_VIA] = proxied_via(request.headers)
             return await console_ws(request)
         if request.path.startswith("/api/cluster/peer/follow/"):
@@ -196,6 +203,41 @@ class Fleet:
 
     async def events(self, params: dict[str, str]) -> Fetched:
         return await self._gather("/api/cluster/peer/events", "events", params)
+
+    @property
+    def member_name(self) -> str:
+        return self.member.name
+
+    def local_logs(self) -> list[tuple[str, tuple[str, ...], Path]]:
+        """Every configured console's log on this member's disk, run here or not."""
+        logs = self.member.manager.data_dir / "logs"
+        return [(name, tuple(c.tags), logs / f"{name}.log")
+                for name, c in self.member.manager.config.consoles.items()]
+
+    async def search(self, params: Mapping[str, str],
+                     user: str) -> dict[str, dict[str, Any] | None]:
+        """The same search on every other live member as `user` (`/api/cluster/peer/
+        search`); None for a member that did not answer in time."""
+        if not self.member.cluster.member_secret:
+            return {}
+        from solgate.cluster.sshproxy import AS_USER_HEADER
+        from solgate.web.forensics import SEARCH_BUDGET
+
+        peers = self.peers()
+
+        async def one(url: str) -> dict[str, Any] | None:
+            try:
+                async with self._client().get(
+                        url.rstrip("/") + "/api/cluster/peer/search", params=dict(params),
+                        headers={AS_USER_HEADER: user}, allow_redirects=False,
+                        timeout=aiohttp.ClientTimeout(total=SEARCH_BUDGET + 3)) as resp:
+                    body = await resp.json() if resp.status == 200 else None
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                logger.info("cluster: %s did not answer a search: %r", url, exc)
+                return None
+            return body if isinstance(body, dict) else None
+        answers = await asyncio.gather(*(one(u) for u in peers.values()))
+        return dict(zip(peers, answers, strict=True))
 
     async def logs(self, console: str, lines: int) -> dict[str, bytes | None]:
         """What every other member logged for `console` (None: it did not answer)."""

@@ -12,11 +12,13 @@ bytes, a recording covers at most `MAX_CAST_BYTES` of output, a search stops at
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import functools
 import io
 import re
 import time
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -29,9 +31,10 @@ from solgate.console.logindex import Timeline, first_time
 from solgate.console.logread import iter_log_files
 from solgate.console.replay import DEFAULT_REPLAY, asciicast, screen_at
 from solgate.errors import SolgateError
-from solgate.forensics import grep_logs, parse_time
+from solgate.forensics import GrepResult, Hit, grep_logs, parse_time
+from solgate.users import User
 from solgate.web.api import visible_console
-from solgate.web.keys import auth_key, data_dir_key, manager_key
+from solgate.web.keys import data_dir_key, manager_key, peer_search_key
 from solgate.web.limits import run_log_read
 from solgate.web.middleware import CONTENT_SECURITY_POLICY, json_error, require_identity
 from solgate.web.views import _page_context
@@ -145,33 +148,97 @@ def _search_pattern(query: str, regex: bool) -> re.Pattern[str]:
         raise web.HTTPBadRequest(text=f"{query!r} is not a regular expression ({exc})") from None
 
 
-async def _search(request: web.Request) -> dict[str, Any]:
-    """Run the search the query string asks for, over the consoles this user may see."""
-    ident = require_identity(request)
-    query = request.query.get("q", "").strip()[:200]
-    since_text = request.query.get("since", "24h").strip()[:100]
-    glob = request.query.get("console", "").strip()[:100]
-    tag = request.query.get("tag", "").strip()[:100]
-    regex = request.query.get("regex", "") in ("1", "on", "true")
-    params = {"q": query, "since": since_text, "console": glob, "tag": tag, "regex": regex}
-    if not query:
-        return {**params, "hits": None, "stopped": None, "searched": 0}
-    pattern = _search_pattern(query, regex)
-    since = _at(since_text, 0.0) if since_text else None
-    consoles = request.app[auth_key].visible(ident.user, request.app[manager_key].consoles())
-    chosen = [(c.name, c.log_path) for c in consoles
-              if (not glob or fnmatch.fnmatchcase(c.name, glob))
-              and (not tag or tag in c.tags)]
+def _search_params(request: web.Request) -> dict[str, Any]:
+    return {"q": request.query.get("q", "").strip()[:200],
+            "since": request.query.get("since", "24h").strip()[:100],
+            "console": request.query.get("console", "").strip()[:100],
+            "tag": request.query.get("tag", "").strip()[:100],
+            "regex": request.query.get("regex", "") in ("1", "on", "true")}
+
+
+async def search_here(request: web.Request, user: User,
+                      params: dict[str, Any]) -> tuple[GrepResult, int]:
+    """This member's logs of the consoles `user` may see: its hits and how many logs.
+
+    In a cluster that is every configured console's log on this member's disk, whoever
+    runs the console now (a console that moved away keeps its older lines here)."""
+    pattern = _search_pattern(params["q"], params["regex"])
+    since = _at(params["since"], 0.0) if params["since"] else None
+    glob, tag = params["console"], params["tag"]
+    peers = request.app.get(peer_search_key)
+    if peers is not None:
+        candidates = [(n, tags, path) for n, tags, path in peers.local_logs()]
+    else:
+        candidates = [(c.name, tuple(c.tags), c.log_path)
+                      for c in request.app[manager_key].consoles()]
+    chosen = [(name, path) for name, tags, path in candidates
+              if user.can_view(name, tags)
+              and (not glob or fnmatch.fnmatchcase(name, glob)) and (not tag or tag in tags)]
     transport = request.transport
 
     def gone() -> bool:
         return transport is None or transport.is_closing()
 
-    result = await run_log_read(request, ident.user.name, functools.partial(
+    result = await run_log_read(request, user.name, functools.partial(
         grep_logs, chosen, pattern, since=since, limit=SEARCH_LIMIT, budget=SEARCH_BUDGET,
         cancelled=gone))
-    return {**params, "hits": result.hits, "stopped": result.stopped,
-            "searched": len(chosen)}
+    return result, len(chosen)
+
+
+async def peer_search_answer(request: web.Request, user: User) -> dict[str, Any]:
+    """Another member's search, run here as `user` (`/api/cluster/peer/search`)."""
+    params = _search_params(request)
+    if not params["q"]:
+        raise web.HTTPBadRequest(text="give q")
+    result, searched = await search_here(request, user, params)
+    return {"hits": [{"console": h.console, "line": h.line, "t": h.time} for h in result.hits],
+            "stopped": result.stopped, "searched": searched}
+
+
+async def _search(request: web.Request) -> dict[str, Any]:
+    """Run the search the query string asks for, over the consoles this user may see; in
+    a cluster, on every member at once, the hits merged newest first with their member."""
+    ident = require_identity(request)
+    params = _search_params(request)
+    empty: dict[str, Any] = {"hits": None, "stopped": None, "searched": 0, "members": [],
+                             "missing": []}
+    if not params["q"]:
+        return {**params, **empty}
+    _search_pattern(params["q"], params["regex"])  # a bad pattern is the asker's 400
+    if params["since"]:
+        _at(params["since"], 0.0)
+    peers = request.app.get(peer_search_key)
+    if peers is None:
+        result, searched = await search_here(request, ident.user, params)
+        return {**params, **empty, "hits": result.hits, "stopped": result.stopped,
+                "searched": searched}
+    raw = {k: request.query[k] for k in ("q", "since", "console", "tag", "regex")
+           if k in request.query}
+    (result, searched), answers = await asyncio.gather(
+        search_here(request, ident.user, params), peers.search(raw, ident.user.name))
+    visible = {name: tags for name, tags, _ in peers.local_logs()}
+    hits = [replace(h, member=peers.member_name) for h in result.hits]
+    stopped = [f"{peers.member_name}: {result.stopped}"] if result.stopped else []
+    missing = sorted(m for m, answer in answers.items() if answer is None)
+    for member, answer in sorted(answers.items()):
+        if answer is None:
+            continue
+        if answer.get("stopped"):
+            stopped.append(f"{member}: {answer['stopped']}")
+        for h in answer.get("hits") or ():
+            name = h.get("console") if isinstance(h, dict) else None
+            if not isinstance(name, str) or name not in visible \
+                    or not ident.user.can_view(name, visible[name]):
+                continue
+            t = h.get("t")
+            hits.append(Hit(name, float(t) if isinstance(t, int | float) else None,
+                            str(h.get("line", "")), member))
+    hits.sort(key=lambda h: -(h.time or 0.0))
+    if len(hits) > SEARCH_LIMIT:
+        del hits[SEARCH_LIMIT:]
+    return {**params, "hits": hits, "stopped": "; ".join(stopped) or None,
+            "searched": searched, "members": sorted({peers.member_name, *answers} - {*missing}),
+            "missing": missing}
 
 
 @aiohttp_jinja2.template("search.html")
@@ -194,7 +261,8 @@ async def get_search(request: web.Request) -> web.Response:
     return web.json_response({
         **found,
         "hits": [{"console": h.console, "line": h.line,
-                  "time": format_time(h.time, millis=True) if h.time is not None else None}
+                  "time": format_time(h.time, millis=True) if h.time is not None else None,
+                  **({"member": h.member} if h.member else {})}
                  for h in hits],
     })
 

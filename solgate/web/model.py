@@ -206,3 +206,23 @@ def console_json(console: ConsoleView, *, now: float | None = None,
         "writer": hub.writer,
         "healthy": console.state in GOOD_STATES,
     }
+
+
+class PeerSearch(Protocol):
+    """In a cluster, the search page's way to the logs this member keeps of consoles it
+    no longer runs, and to the other members' logs (`solgate.cluster.fleet`)."""
+
+    @property
+    def member_name(self) -> str:
+        """This member's name, for its own hits."""
+        ...
+
+    def local_logs(self) -> Sequence[tuple[str, tuple[str, ...], Path]]:
+        """Every configured console (name, tags, log path on this member's disk)."""
+        ...
+
+    async def search(self, params: Mapping[str, str],
+                     user: str) -> Mapping[str, Mapping[str, Any] | None]:
+        """Each other live member's answer to the same search as `user` (its hits,
+        `t` in epoch seconds, and `stopped`), or None when it did not answer."""
+        ...
