@@ -65,6 +65,23 @@ def test_follower_reads_across_rotation_by_rename(tmp_path) -> None:
     follower.close()
 
 
+def test_tail_then_follow_loses_and_repeats_nothing_written_in_between(tmp_path) -> None:
+    """`before()` is the tail up to where `poll()` goes on, across rotated files."""
+    log = make_log(tmp_path, max_bytes=64, keep=5)
+    lines = [f"line {i:02d} of the console\n".encode() for i in range(12)]
+    for line in lines[:8]:
+        log.write(line)
+    follower = LogFollower(log.path, from_end=True)
+    for line in lines[8:]:
+        log.write(line)  # written after the follower looked, before the tail is read
+    assert follower.before(5, max_bytes=1 << 20) == b"".join(lines[3:8])
+    assert follower.before(100, max_bytes=1 << 20) == b"".join(lines[:8])  # rotated too
+    assert follower.before(5, max_bytes=50) == b"".join(lines[6:8])
+    assert follower.poll() == b"".join(lines[8:])
+    log.close()
+    follower.close()
+
+
 def test_follower_waits_for_a_missing_file_and_rereads_a_truncated_one(tmp_path) -> None:
     path = tmp_path / "web01.log"
     follower = LogFollower(path)

@@ -59,6 +59,7 @@ AFTER_WINDOW = 4 * 1024 * 1024  # how far back the new owner looks for its note
 GONE_GRACE = 1.0  # seconds the console must be elsewhere before the stream ends
 MOVE_GRACE = 3.0  # seconds the follower waits for the old owner's stream to end
 OWNER_POLL = 1.0
+QUIET = 3.0  # seconds without an owner before the follower says so
 _OWNS = re.compile(rb"\[-- solgate [^\]]*?: cluster: \S+ owns the console "
                    rb"\(epoch (?P<epoch>\d+)\)")
 
@@ -142,6 +143,11 @@ async def serve_follow(request: web.Request, member: ClusterMember,
                 return response
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), FOLLOW_INTERVAL)
+        if stop.is_set() and request.transport is not None:
+            # Shutting down with the console still here: end without the chunked
+            # terminator, so the follower knows this is not the end of this piece.
+            request.transport.close()
+            return response
         await response.write_eof()
         return response
     finally:
@@ -205,9 +211,11 @@ class ClusterFollow:
             between_done = 0
             while True:
                 if resp is not None and not await self._stream(resp, printed):
-                    self.warn(f"the stream from {owner.member} broke; what it logged "
-                              f"since the last line shown is in its log (solgate cluster "
-                              f"log {self.name} shows it once {owner.member} is back)")
+                    self.warn(f"lost the stream from {owner.member} before it gave up "
+                              f"{self.name} (it stopped, or the connection broke); what it "
+                              f"logged after the last line shown is in its log (solgate "
+                              f"cluster log {self.name} shows it once {owner.member} is "
+                              "back)")
                 owner = await self._wait_owner(printed)
                 if owner.epoch == printed:
                     resp = await self._open(owner, lines=0)  # same owner: reconnected
@@ -223,6 +231,7 @@ class ClusterFollow:
         """The owner now. While nobody owns the console, or the owner being followed
         does not answer (it died; its lease has not expired yet), wait, saying so once."""
         said = ""
+        started = time.monotonic()
         while True:
             owner = None
             with contextlib.suppress(EtcdError, TimeoutError, OSError):
@@ -236,7 +245,9 @@ class ClusterFollow:
             else:
                 why = (f"{owner.member} runs {self.name} but does not answer; waiting for "
                        "it, or for another member to take the console")
-            if why != said:
+            # A handover leaves the console unowned for a moment: only a longer wait,
+            # or an owner that does not answer, is worth a line.
+            if why != said and (owner is not None or time.monotonic() - started >= QUIET):
                 self.warn(why)
                 said = why
             await asyncio.sleep(OWNER_POLL)
