@@ -51,6 +51,11 @@ def _in_order(text: str, parts: list[str]) -> bool:
     return True
 
 
+def _get(url: str) -> tuple[bytes, dict[str, str]]:
+    with urllib.request.urlopen(url, timeout=20) as r:  # noqa: S310 - loopback
+        return bytes(r.read()), dict(r.headers)
+
+
 def _search(url: str, query: str) -> dict:
     with urllib.request.urlopen(url + "api/search?" + urllib.parse.urlencode(
             {"q": query, "since": "1h"}), timeout=20) as r:  # noqa: S310 - loopback
@@ -151,6 +156,26 @@ def test_tail_follows_a_console_across_moves_and_search_spans_members(
             page = urllib.request.urlopen(  # noqa: S310 - loopback
                 gw1.url + "search?q=typed-after-the-move", timeout=20).read().decode()
             assert '<td class="member">gw2</td>' in page
+
+            # The history on gw1, paged back three lines at a time to the start: every
+            # member's part once, in order, nothing lost or repeated between pages.
+            whole = _get(gw1.url + f"api/cluster/history/{console}?lines=100000")[0]
+            pages, before = [], None
+            for _ in range(100):
+                query = {"lines": "3", **({"before": before} if before else {})}
+                page, headers = _get(gw1.url + f"api/cluster/history/{console}?"
+                                     + urllib.parse.urlencode(query))
+                pages.append(page)
+                before = headers["X-Solgate-Older"]
+                if not before:
+                    break
+            assert len(pages) > 3
+            assert b"".join(reversed(pages)) == whole
+            html = _get(gw1.url + f"consoles/{console}/history?lines=3")[0].decode()
+            older = re.search(r'href="([^"]+)" rel="prev" id="older"', html)
+            assert older, html
+            html = _get(gw1.url + older.group(1).replace("&amp;", "&").lstrip("/"))[0].decode()
+            assert 'id="newest"' in html
 
             # gw2 dies. Until its lease expires the search names it; then gw1 takes the
             # console back and the follow goes on with gw1's takeover note.

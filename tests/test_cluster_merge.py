@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from solgate.cluster.merge import merge_logs
+from pathlib import Path
+
+import pytest
+
+from solgate.cluster.logpart import TooDeep, read_part
+from solgate.cluster.merge import Part, merge_logs
+from solgate.console.log import ConsoleLog
 
 
 def note(member: str, epoch: int) -> bytes:
@@ -21,3 +27,30 @@ def test_pieces_come_out_in_epoch_order_whatever_member_holds_them() -> None:
 def test_a_member_without_notes_keeps_its_text_first() -> None:
     assert merge_logs({"a": b"x\r\n", "b": note("b", 5) + b"y\r\n"}) == \
         b"x\r\n" + note("b", 5) + b"y\r\n"
+
+
+def test_a_members_part_up_to_an_epoch_across_rotated_files(tmp_path: Path) -> None:
+    """What an older history page asks each member for: its log up to the end of an
+    epoch, the last N lines of it, however the pieces are spread over rotated files."""
+    log = ConsoleLog(tmp_path / "web01.log", max_bytes=120, keep=20)
+    pieces = [b"before the cluster\r\n", note("a", 10) + b"one\r\n" * 6,
+              note("a", 30) + b"three\r\n" * 6, note("a", 50) + b"five\r\n" * 3]
+    for piece in pieces:
+        log.write(piece)
+    log.close()
+    assert (tmp_path / "web01.log.2").exists()  # the pieces span files
+
+    def part(lines: int, through: int | None) -> Part:
+        return read_part(tmp_path / "web01.log", lines, through, max_bytes=1 << 20)
+
+    assert part(100, 60) == part(100, None) == Part(b"".join(pieces))
+    assert part(100, 30) == Part(b"".join(pieces[:3]))
+    assert part(100, 29) == part(100, 10) == Part(b"".join(pieces[:2]))
+    assert part(100, 9) == Part(pieces[0])
+    # A part that starts inside a piece names its epoch, so it merges in its place.
+    assert part(3, 30) == Part(b"three\r\n" * 3, 30)
+    assert part(2, None) == Part(b"five\r\n" * 2, 50)
+    assert merge_logs({"a": part(2, None), "b": note("b", 40) + b"four\r\n"}) == \
+        note("b", 40) + b"four\r\n" + b"five\r\n" * 2
+    with pytest.raises(TooDeep):
+        read_part(tmp_path / "web01.log", 3, 10, max_bytes=1 << 20, max_scan=50)

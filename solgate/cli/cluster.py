@@ -80,7 +80,7 @@ async def _drain_command(args: argparse.Namespace) -> int:
 async def _log_command(args: argparse.Namespace) -> int:
     import aiohttp
 
-    from solgate.cluster.merge import merge_logs
+    from solgate.cluster.merge import EPOCH_HEADER, Part, merge_logs
     from solgate.cluster.shell import etcd_client
     from solgate.terminal import read_token
 
@@ -96,7 +96,7 @@ async def _log_command(args: argparse.Namespace) -> int:
             urls[kv.key.rsplit("/", 1)[1]] = str(json.loads(kv.value).get("advertise", ""))
     token = read_token(args.token_file, os.environ)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    logs: dict[str, bytes] = {}
+    logs: dict[str, Part] = {}
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(timeout=timeout, headers=headers) as http:
         for member, url in sorted(urls.items()):
@@ -112,8 +112,9 @@ async def _log_command(args: argparse.Namespace) -> int:
                         print(f"solgate: member {member} answered HTTP {resp.status}; its "
                               "part is missing", file=sys.stderr)
                         continue
-                    logs[member] = await resp.read()
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                    logs[member] = Part(await resp.read(),
+                                        int(resp.headers.get(EPOCH_HEADER) or 0))
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 print(f"solgate: member {member} at {url} unreachable ({exc}); its part is "
                       "missing", file=sys.stderr)
     sys.stdout.buffer.write(merge_logs(logs))

@@ -33,8 +33,9 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
+from solgate.cluster.config import SECRET_HEADER
+from solgate.cluster.merge import EPOCH_HEADER, Part
 from solgate.console.events import read_events, record_time
-from solgate.console.logread import read_tail
 from solgate.users import LOCAL_USER
 from solgate.web.keys import auth_key, data_dir_key
 from solgate.web.middleware import IDENTITY, Identity, identity
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
     from solgate.cluster.shell import ClusterMember
 
 logger = logging.getLogger("solgate.cluster")
-SECRET_HEADER = "X-Solgate-Member-Secret"  # noqa: S105 - a header name
 PEER_TIMEOUT = 1.5  # seconds for one member's answer; a slow member must not stall a page
 CACHE_SECONDS = 1.0
 HISTORY_TIMEOUT = 5.0  # a log is bigger than a state list: up to 16 MiB from each member
@@ -112,8 +112,20 @@ def peer_middleware(member: ClusterMember) -> Any:
             name = request.path.rsplit("/", 1)[1]
             if name not in member.manager.config.consoles:
                 raise web.HTTPNotFound(text=f"no console named {name!r}")
-            data = await read_local_log(member, name, request.query.get("lines", ""))
-            return web.Response(body=data, content_type="application/octet-stream")
+            try:
+                through = int(request.query["through"]) if "through" in request.query \
+                    else None
+            except ValueError:
+                raise web.HTTPBadRequest(text="through must be an epoch number") from None
+            from solgate.cluster.logpart import TooDeep
+
+            try:
+                data = await read_local_log(member, name, request.query.get("lines", ""),
+                                            through)
+            except TooDeep as exc:
+                return web.json_response({"error": str(exc)}, status=413)
+            return web.Response(body=data.data, content_type="application/octet-stream",
+                                headers={EPOCH_HEADER: str(data.epoch)})
         raise web.HTTPNotFound()
 
     return middleware
@@ -128,15 +140,20 @@ async def local_events(request: web.Request) -> list[dict[str, Any]]:
                                    limit=MAX_PEER_EVENTS)
 
 
-async def read_local_log(member: ClusterMember, name: str, lines: str) -> bytes:
-    """The end of what this member logged for `name` (whoever runs it now)."""
+async def read_local_log(member: ClusterMember, name: str, lines: str,
+                         through: int | None = None) -> Part:
+    """The end of what this member logged for `name` (whoever runs it now), with the
+    epoch it starts in; with `through`, the end of its pieces of that epoch or older
+    (`history.read_part`)."""
+    from solgate.cluster.logpart import read_part
+
     try:
         count = max(1, min(int(lines or DEFAULT_HISTORY_LINES), MAX_HISTORY_LINES))
     except ValueError:
         count = DEFAULT_HISTORY_LINES
     path = member.manager.data_dir / "logs" / f"{name}.log"
-    tail = await asyncio.to_thread(read_tail, path, count, max_bytes=MAX_HISTORY_BYTES)
-    return b"".join(tail)
+    return await asyncio.to_thread(read_part, path, count, through,
+                                   max_bytes=MAX_HISTORY_BYTES)
 
 
 class Fleet:
@@ -239,21 +256,27 @@ class Fleet:
         answers = await asyncio.gather(*(one(u) for u in peers.values()))
         return dict(zip(peers, answers, strict=True))
 
-    async def logs(self, console: str, lines: int) -> dict[str, bytes | None]:
-        """What every other member logged for `console` (None: it did not answer)."""
+    async def logs(self, console: str, lines: int,
+                   through: int | None = None) -> dict[str, Part | None]:
+        """What every other member logged for `console` (None: it did not answer); with
+        `through`, up to the end of that epoch."""
         if not self.member.cluster.member_secret:
             return {}
         peers = self.peers()
 
-        async def one(url: str) -> bytes | None:
+        async def one(url: str) -> Part | None:
             path = f"/api/cluster/peer/logs/{quote(console, safe='')}"
             try:
                 async with self._client().get(
-                        url.rstrip("/") + path, params={"lines": str(lines)},
+                        url.rstrip("/") + path, params={
+                            "lines": str(lines),
+                            **({"through": str(through)} if through is not None else {})},
                         allow_redirects=False,
                         timeout=aiohttp.ClientTimeout(total=HISTORY_TIMEOUT)) as resp:
-                    return await resp.read() if resp.status == 200 else None
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                    if resp.status != 200:
+                        return None
+                    return Part(await resp.read(), int(resp.headers.get(EPOCH_HEADER) or 0))
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 logger.info("cluster: %s did not answer %s: %r", url, path, exc)
                 return None
         answers = await asyncio.gather(*(one(u) for u in peers.values()))

@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ import aiohttp
 from aiohttp import web
 
 from solgate.cluster.etcd import EtcdError
-from solgate.cluster.merge import merge_logs, split_by_epoch
+from solgate.cluster.merge import EPOCH_HEADER, OWNS, Part, merge_logs, split_by_epoch
 from solgate.logtools import FOLLOW_INTERVAL, LogFollower, log_path
 
 if TYPE_CHECKING:
@@ -60,8 +59,6 @@ GONE_GRACE = 1.0  # seconds the console must be elsewhere before the stream ends
 MOVE_GRACE = 3.0  # seconds the follower waits for the old owner's stream to end
 OWNER_POLL = 1.0
 QUIET = 3.0  # seconds without an owner before the follower says so
-_OWNS = re.compile(rb"\[-- solgate [^\]]*?: cluster: \S+ owns the console "
-                   rb"\(epoch (?P<epoch>\d+)\)")
 
 follow_stop_key: web.AppKey[asyncio.Event] = web.AppKey("cluster_follow_stop")
 followers_key: web.AppKey[set[object]] = web.AppKey("cluster_followers")
@@ -77,16 +74,22 @@ def runs_here(member: ClusterMember, name: str) -> bool:
             or (owner is not None and owner.member == member.name))
 
 
-def start_bytes(follower: LogFollower, lines: int, after: int | None) -> bytes:
-    """What the stream begins with: the last `lines` lines, or with `after`, this
-    member's piece from its first ownership note of an epoch after `after`."""
+def start_bytes(follower: LogFollower, lines: int, after: int | None) -> Part:
+    """What the stream begins with: the last `lines` lines and the epoch they start in,
+    or with `after`, this member's piece from its first ownership note of an epoch after
+    `after`."""
     if after is None:
-        return follower.before(lines, max_bytes=MAX_HEAD_BYTES)
+        head = follower.before(lines, max_bytes=MAX_HEAD_BYTES)
+        if not head or OWNS.match(head):
+            return Part(head)
+        context = follower.before(1 << 30, max_bytes=len(head) + AFTER_WINDOW)
+        notes = list(OWNS.finditer(context, 0, len(context) - len(head)))
+        return Part(head, int(notes[-1].group("epoch")) if notes else 0)
     window = follower.before(1 << 30, max_bytes=AFTER_WINDOW)
-    for m in _OWNS.finditer(window):
+    for m in OWNS.finditer(window):
         if int(m.group("epoch")) > after:
-            return window[m.start():]
-    return b""  # its note is not written yet: it comes in the stream
+            return Part(window[m.start():])
+    return Part(b"")  # its note is not written yet: it comes in the stream
 
 
 def setup_follow(app: web.Application) -> None:
@@ -121,10 +124,10 @@ async def serve_follow(request: web.Request, member: ClusterMember,
     try:
         head = await asyncio.to_thread(start_bytes, follower, lines, after)
         response = web.StreamResponse(headers={
-            "Content-Type": "application/octet-stream", HEAD_HEADER: str(len(head)),
-            "X-Solgate-Member": member.name})
+            "Content-Type": "application/octet-stream", HEAD_HEADER: str(len(head.data)),
+            EPOCH_HEADER: str(head.epoch), "X-Solgate-Member": member.name})
         await response.prepare(request)
-        await response.write(head)
+        await response.write(head.data)
         gone_since: float | None = None
         while not stop.is_set():
             here = runs_here(member, name)  # before the read: a handover's note is
@@ -191,7 +194,7 @@ class ClusterFollow:
         self.warn = warn
 
     async def run(self, lines: int, *, follow: bool = True) -> None:
-        from solgate.cluster.fleet import SECRET_HEADER
+        from solgate.cluster.config import SECRET_HEADER
         from solgate.cluster.shell import etcd_client
 
         async with etcd_client(self.cluster, timeout=3.0) as client, \
@@ -282,10 +285,11 @@ class ClusterFollow:
         the other members logged (each read whole, newest `lines` lines)."""
         from solgate.cluster.history import member_histories
 
-        head = b""
+        head = Part(b"")
         if resp is not None:
             size = int(resp.headers.get(HEAD_HEADER, "0") or 0)
-            head = await resp.content.readexactly(size) if size else b""
+            head = Part(await resp.content.readexactly(size) if size else b"",
+                        int(resp.headers.get(EPOCH_HEADER, "0") or 0))
         if lines <= 0:
             return
         logs, missing = await member_histories(self.config, self.name, lines,
@@ -303,7 +307,8 @@ class ClusterFollow:
         from solgate.cluster.history import member_histories
 
         logs, _ = await member_histories(self.config, self.name, 2000)
-        pieces = sorted((p for m, data in logs.items() for p in split_by_epoch(m, data)
+        pieces = sorted((p for m, part in logs.items()
+                         for p in split_by_epoch(m, part.data, part.epoch)
                          if printed < p[0] < epoch),
                         key=lambda p: (p[0], p[1], p[2]))
         for _, _, _, piece in pieces:

@@ -1,5 +1,6 @@
-"""A console's history across a cluster: what every member logged, this member's from
-disk and the others' read with the member secret (`solgate tail`, `solgate.cluster.follow`)."""
+"""A console's history across a cluster, as `solgate tail` on a member reads it: what
+every member logged, this member's from disk and the others' read with the member secret
+(`/api/cluster/peer/logs/NAME`)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 if TYPE_CHECKING:
+    from solgate.cluster.merge import Part
     from solgate.config import Config
 
-
 async def member_histories(config: Config, console: str, lines: int, *,
-                           skip: str | None = None) -> tuple[dict[str, bytes], list[str]]:
+                           skip: str | None = None) -> tuple[dict[str, Part], list[str]]:
     """What every live member logged for `console` (the last `lines` lines each): this
     member's from disk, the others' read with the member secret
     (`/api/cluster/peer/logs/NAME`); and the members that did not answer. `skip` is a
@@ -23,9 +24,10 @@ async def member_histories(config: Config, console: str, lines: int, *,
 
     import aiohttp
 
-    from solgate.cluster.fleet import SECRET_HEADER
+    from solgate.cluster.config import SECRET_HEADER
+    from solgate.cluster.logpart import MAX_PART_BYTES, read_part
+    from solgate.cluster.merge import EPOCH_HEADER, Part
     from solgate.cluster.shell import etcd_client
-    from solgate.console.logread import read_tail
     from solgate.logtools import log_path
 
     cluster = config.cluster
@@ -37,10 +39,11 @@ async def member_histories(config: Config, console: str, lines: int, *,
         with contextlib.suppress(ValueError, AttributeError):
             urls[kv.key.rsplit("/", 1)[1]] = str(json.loads(kv.value).get("advertise", ""))
     urls.pop(cluster.name, None)  # this member's part is read from disk
-    logs: dict[str, bytes] = {}
+    logs: dict[str, Part] = {}
     if skip != cluster.name:
-        logs[cluster.name] = b"".join(await asyncio.to_thread(
-            read_tail, log_path(Path(config.data_dir), console), lines))
+        logs[cluster.name] = await asyncio.to_thread(
+            read_part, log_path(Path(config.data_dir), console), lines,
+            max_bytes=MAX_PART_BYTES)
     urls.pop(skip or "", None)
     missing: list[str] = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10),
@@ -51,7 +54,8 @@ async def member_histories(config: Config, console: str, lines: int, *,
                 async with http.get(where, params={"lines": str(lines)},
                                     allow_redirects=False) as resp:
                     if resp.status == 200:
-                        logs[member] = await resp.read()
+                        logs[member] = Part(await resp.read(),
+                                            int(resp.headers.get(EPOCH_HEADER) or 0))
                         return
             except (aiohttp.ClientError, TimeoutError, ValueError):
                 pass

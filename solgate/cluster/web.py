@@ -18,6 +18,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -29,8 +30,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from solgate.cluster.merge import merge_logs
-from solgate.console.logread import read_tail
+from solgate.cluster.logpart import read_part
+from solgate.cluster.merge import EPOCH_HEADER, Part, merged_lines
 from solgate.web.keys import auth_key, manager_key, peer_search_key
 from solgate.web.logview import display_text
 from solgate.web.metrics import registry_for
@@ -57,36 +58,95 @@ async def local_log(request: web.Request) -> web.Response:
     console = member.manager.config.consoles.get(name)
     if console is None or not ident.user.can_view(console.name, console.tags):
         raise web.HTTPNotFound(text=f"no console named {name!r}")
-    lines = int(request.query.get("lines", "10000"))
+    try:
+        lines = int(request.query.get("lines", "10000"))
+    except ValueError:
+        raise web.HTTPBadRequest(text="lines must be a number, like ?lines=2000") from None
     path = member.manager.data_dir / "logs" / f"{name}.log"
-    tail = await asyncio.to_thread(read_tail, path, max(1, min(lines, MAX_LOCAL_LOG_LINES)),
+    part = await asyncio.to_thread(read_part, path, max(1, min(lines, MAX_LOCAL_LOG_LINES)),
                                    max_bytes=MAX_LOCAL_LOG_BYTES)
-    return web.Response(body=b"".join(tail), content_type="application/octet-stream",
-                        headers={"X-Solgate-Member": member.name})
+    return web.Response(body=part.data, content_type="application/octet-stream",
+                        headers={"X-Solgate-Member": member.name,
+                                 EPOCH_HEADER: str(part.epoch)})
 
 
 @dataclass(frozen=True, slots=True)
 class History:
     """One console's merged history as the asking member could gather it."""
 
-    data: bytes
+    lines: list[tuple[int, bytes]]  # (epoch of its piece, raw line), oldest first
     members: list[str]  # whose pieces are in it
     missing: list[str]  # live members that did not answer
+    older: str | None = None  # the cursor of the page before this one
+    too_deep: bool = False  # older lines exist but are beyond what a page may skip
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(line for _, line in self.lines)
 
 
-async def gather_history(request: web.Request, name: str, lines: int) -> History:
-    """This member's log of `name` and every other member's, merged in epoch order."""
+async def gather_history(request: web.Request, name: str, lines: int,
+                         through: int | None = None) -> History:
+    """This member's log of `name` and every other member's, merged in epoch order;
+    with `through`, each member's part up to the end of that epoch."""
     from solgate.cluster.fleet import read_local_log
+    from solgate.cluster.logpart import TooDeep
 
     member = request.app[cluster_key]
-    logs: dict[str, bytes] = {member.name: await read_local_log(member, name, str(lines))}
+    logs: dict[str, Part] = {}
     missing: list[str] = []
-    for peer, data in (await request.app[fleet_key].logs(name, lines)).items():
+    try:
+        logs[member.name] = await read_local_log(member, name, str(lines), through)
+    except TooDeep:
+        missing.append(member.name)
+    for peer, data in (await request.app[fleet_key].logs(name, lines, through)).items():
         if data is None:
             missing.append(peer)
         else:
             logs[peer] = data
-    return History(merge_logs(logs), sorted(logs), sorted(missing))
+    return History(merged_lines(logs), sorted(logs), sorted(missing))
+
+
+def _parse_cursor(text: str) -> tuple[int, int] | None:
+    """`before=E.K`: the history up to the end of epoch E, without its last K lines."""
+    if not text:
+        return None
+    try:
+        epoch, skip = (int(part) for part in text.split(".", 1))
+    except ValueError:
+        raise web.HTTPBadRequest(text="before must look like 812.0 (from an Older link)") \
+            from None
+    if epoch < 0 or not 0 <= skip <= MAX_LOCAL_LOG_LINES:
+        raise web.HTTPBadRequest(text="before is out of range; start again from the newest")
+    return epoch, skip
+
+
+async def history_page_lines(request: web.Request, name: str, lines: int) -> History:
+    """One page of the history: its last `lines` lines, or those before the `before`
+    cursor, with the cursor of the page before it.
+
+    A cursor names an epoch E and a count K: the page ends K lines before the end of the
+    history of epochs up to E. Every member answers with the last `lines + K` lines of
+    its part up to E; the history's last `lines + K` lines are all among them (the
+    pieces are concatenated in epoch order), so the page is exact however the members'
+    parts interleave. The next cursor is the page's first epoch and the lines of that
+    epoch already shown, so deep pages cost more only within one long piece."""
+    cursor = _parse_cursor(request.query.get("before", ""))
+    through, skip = cursor if cursor is not None else (None, 0)
+    gathered = await gather_history(request, name, lines + skip, through)
+    shown = gathered.lines[:len(gathered.lines) - skip] if skip else gathered.lines
+    page = shown[-lines:]
+    older = None
+    too_deep = False
+    if len(shown) > len(page) and page:
+        first = page[0][0]
+        seen = sum(1 for epoch, _ in page if epoch == first)
+        seen += skip if first == through else 0
+        if lines + seen <= MAX_LOCAL_LOG_LINES:
+            older = f"{first}.{seen}"
+        else:
+            too_deep = True
+    return History(page, gathered.members, gathered.missing, older, too_deep)
 
 
 def _history_request(request: web.Request) -> tuple[str, int, str]:
@@ -113,12 +173,17 @@ def _matching(history: History, query: str) -> list[str]:
 
 
 async def history_api(request: web.Request) -> web.Response:
-    """`GET /api/cluster/history/NAME[?lines=N&q=TEXT]`: the console's history across
-    members as raw bytes (as logged), or with `q` the matching lines as text."""
+    """`GET /api/cluster/history/NAME[?lines=N&before=CURSOR&q=TEXT]`: the console's
+    history across members as raw bytes (as logged), a page of it (`X-Solgate-Older`
+    names the cursor of the page before), or with `q` the matching lines as text."""
     name, lines, query = _history_request(request)
-    history = await gather_history(request, name, lines)
+    if query:
+        history = await gather_history(request, name, lines)
+    else:
+        history = await history_page_lines(request, name, lines)
     headers = {"X-Solgate-Members": ",".join(history.members),
-               "X-Solgate-Missing": ",".join(history.missing)}
+               "X-Solgate-Missing": ",".join(history.missing),
+               "X-Solgate-Older": history.older or ""}
     if query:
         text = "".join(line + "\n" for line in _matching(history, query))
         return web.Response(text=text, content_type="text/plain", headers=headers)
@@ -129,17 +194,27 @@ async def history_api(request: web.Request) -> web.Response:
 @aiohttp_jinja2.template("cluster_history.html")
 async def history_page(request: web.Request) -> dict[str, Any]:
     """The log view across members: every member's part in ownership order, the
-    ownership and handover notes in between; `?q=` searches all of it."""
+    ownership and handover notes in between, a page at a time back to the oldest rotated
+    file; `?q=` searches every member's last `lines` lines."""
     name, lines, query = _history_request(request)
-    history = await gather_history(request, name, lines)
+    if query:
+        history = await gather_history(request, name, lines)
+    else:
+        history = await history_page_lines(request, name, lines)
     ident = identity(request)
+    base = f"/consoles/{quote(name, safe='')}/history"
     return {"title": f"{name} history", "user": ident.user if ident else None,
             "csrf_token": ident.session.csrf_token if ident and ident.session else "",
             "login_required": request.app[auth_key].login_required,
             "console_name": name, "query": query, "lines": [
                 (line, "event-mark" if line.startswith("[-- solgate") else "")
                 for line in _matching(history, query)],
-            "members": history.members, "missing": history.missing, "limit": lines}
+            "members": history.members, "missing": history.missing, "limit": lines,
+            "paged": "before" in request.query and not query,
+            "older_url": f"{base}?{urlencode({'before': history.older, 'lines': lines})}"
+            if history.older and not query else None,
+            "newest_url": f"{base}?{urlencode({'lines': lines})}",
+            "too_deep": history.too_deep}
 
 
 async def cluster_status(request: web.Request) -> web.Response:
