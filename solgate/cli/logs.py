@@ -2,6 +2,8 @@
 
 Both read the files under `data_dir` themselves (`solgate.logtools`) and never ask the
 server, so they keep working while `solgate serve` is stopped, restarting or wedged.
+On a cluster member with a member secret, `solgate tail` shows the console's history
+from every member and `-f` follows it wherever it runs (`solgate.cluster.follow`).
 """
 
 from __future__ import annotations
@@ -176,7 +178,8 @@ def register(subparsers: Any) -> None:
                       help="keep following the log, like tail -F")
     tail.add_argument("--local", action="store_true",
                       help="in a cluster, only this member's log (default: the console's "
-                           "history from every member, with [cluster] member_secret_*)")
+                           "history from every member, and -f follows it to whichever "
+                           "member runs it, with [cluster] member_secret_*)")
     add_data_dir(tail)
     tail.set_defaults(handler=run_tail)
 
