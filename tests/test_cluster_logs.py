@@ -15,6 +15,7 @@ import json
 import re
 import signal
 import subprocess
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -156,6 +157,12 @@ def test_tail_follows_a_console_across_moves_and_search_spans_members(
             page = urllib.request.urlopen(  # noqa: S310 - loopback
                 gw1.url + "search?q=typed-after-the-move", timeout=20).read().decode()
             assert '<td class="member">gw2</td>' in page
+
+            # The streams and searches members give each other need the member secret.
+            for path in (f"api/cluster/peer/follow/{console}", "api/cluster/peer/search?q=x"):
+                with pytest.raises(urllib.error.HTTPError) as refused:
+                    _get(gw2.url + path)
+                assert refused.value.code == 403
 
             # The history on gw1, paged back three lines at a time to the start: every
             # member's part once, in order, nothing lost or repeated between pages.
