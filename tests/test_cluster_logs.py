@@ -11,6 +11,7 @@ not answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
@@ -63,7 +64,8 @@ def _search(url: str, query: str) -> dict:
         return dict(json.loads(r.read()))
 
 
-async def _ssh_type(port: int, key: asyncssh.SSHKey, console: str, text: str) -> None:
+async def _ssh_type(port: int, key: asyncssh.SSHKey, console: str, command: str,
+                    answer: str) -> None:
     """alice picks `console` from gw1's ssh menu (gw2 runs it), types, leaves."""
     async with asyncssh.connect("127.0.0.1", port, username="alice", client_keys=[key],
                                 known_hosts=None, agent_path=None, config=[]) as conn:
@@ -72,8 +74,8 @@ async def _ssh_type(port: int, key: asyncssh.SSHKey, console: str, text: str) ->
         await _expect(menu, b"(q quits): ")
         menu.stdin.write(console.encode() + b"\r")
         await _expect(menu, b"runs on member gw2; connected through gw1")
-        menu.stdin.write(f"\recho {text}\r".encode())
-        await _expect(menu, f"\n{text}".encode())
+        menu.stdin.write(f"\r{command}\r".encode())
+        await _expect(menu, answer.encode())
         menu.stdin.write(b"\r~.")
         await _expect(menu, f"left {console}".encode())
         menu.stdin.write(b"q\r")
@@ -131,7 +133,8 @@ def test_tail_follows_a_console_across_moves_and_search_spans_members(
                        f"gw2 running {console}")
             wait_until(lambda: gw1.api("api/cluster")["owners"].get(console, {}).get(
                 "member") == "gw2", 10, f"gw1 seeing gw2 own {console}")
-            asyncio.run(_ssh_type(ssh_port, key, console, "typed-after-the-move"))
+            asyncio.run(_ssh_type(ssh_port, key, console, "echo typed-after-the-move",
+                                  "\ntyped-after-the-move"))
             wait_until(lambda: b"\ntyped-after-the-move" in out.read_bytes(), 10,
                        "gw2's output in the follow on gw1")
             followed = out.read_text(errors="replace")
@@ -183,6 +186,27 @@ def test_tail_follows_a_console_across_moves_and_search_spans_members(
             assert older, html
             html = _get(gw1.url + older.group(1).replace("&amp;", "&").lstrip("/"))[0].decode()
             assert 'id="newest"' in html
+
+            # The host panics while gw2 runs it: gw1's events show the panic, recorded
+            # by gw2, and its panic bundle opens on gw1.
+            asyncio.run(_ssh_type(ssh_port, key, console, "panic", "Kernel panic"))
+
+            def panic_on_gw2() -> dict | None:
+                events = json.loads(_get(gw1.url + f"api/events?console={console}"
+                                                   "&kind=panic")[0])["events"]
+                return next((e for e in events if e.get("bundle")), None)
+            event = wait_until(panic_on_gw2, 20, "the panic, with its bundle, on gw1")
+            assert isinstance(event, dict)
+            assert event["member"] == "gw2"
+
+            def bundle_on_gw1() -> dict | None:  # written a few seconds after the panic
+                with contextlib.suppress(urllib.error.HTTPError):
+                    return dict(json.loads(_get(gw1.url + f"api/bundles/{event['bundle']}")[0]))
+                return None
+            bundle = wait_until(bundle_on_gw1, 20, "the panic bundle through gw1")
+            assert isinstance(bundle, dict)
+            assert bundle["console"] == console
+            assert any("Kernel panic" in line for line in bundle["log"])
 
             # gw2 dies. Until its lease expires the search names it; then gw1 takes the
             # console back and the follow goes on with gw1's takeover note.

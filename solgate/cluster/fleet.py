@@ -104,6 +104,16 @@ def peer_middleware(member: ClusterMember) -> Any:
                                           **await peer_search_answer(request, user)})
             request[ATTACH_VIA] = proxied_via(request.headers)
             return await console_ws(request)
+        if request.path.startswith("/api/cluster/peer/bundles/"):
+            from solgate.console.bundle import read_bundle
+            from solgate.errors import SolgateError
+
+            try:
+                bundle = await asyncio.to_thread(read_bundle, request.app[data_dir_key],
+                                                 request.path.rsplit("/", 1)[1])
+            except SolgateError:
+                raise web.HTTPNotFound(text="no such panic bundle here") from None
+            return web.json_response(bundle)
         if request.path.startswith("/api/cluster/peer/follow/"):
             from solgate.cluster.follow import serve_follow
 
@@ -255,6 +265,25 @@ class Fleet:
             return body if isinstance(body, dict) else None
         answers = await asyncio.gather(*(one(u) for u in peers.values()))
         return dict(zip(peers, answers, strict=True))
+
+    async def bundle(self, ident: str) -> dict[str, Any] | None:
+        """The panic bundle `ident` from the first other member that has it."""
+        if not self.member.cluster.member_secret:
+            return None
+        path = f"/api/cluster/peer/bundles/{quote(ident, safe='')}"
+
+        async def one(url: str) -> dict[str, Any] | None:
+            try:
+                async with self._client().get(url.rstrip("/") + path,
+                                              allow_redirects=False) as resp:
+                    body = await resp.json() if resp.status == 200 else None
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                return None
+            return body if isinstance(body, dict) else None
+        for found in await asyncio.gather(*(one(u) for u in self.peers().values())):
+            if found is not None:
+                return found
+        return None
 
     async def logs(self, console: str, lines: int,
                    through: int | None = None) -> dict[str, Part | None]:

@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector
 
 from solgate.cluster.logpart import read_part
 from solgate.cluster.merge import EPOCH_HEADER, Part, merged_lines
-from solgate.web.keys import auth_key, manager_key, peer_search_key
+from solgate.web.keys import auth_key, manager_key, peer_logs_key
 from solgate.web.logview import display_text
 from solgate.web.metrics import registry_for
 from solgate.web.middleware import identity, require_identity
@@ -292,7 +292,7 @@ def setup_cluster_routes(app: web.Application, member: ClusterMember) -> None:
     app.middlewares.insert(app.middlewares.index(auth_middleware), peer_middleware(member))
     app.middlewares.append(redirect_to_owner)
     fleet = app[fleet_key] = Fleet(member)
-    app[peer_search_key] = fleet  # the search page searches every member
+    app[peer_logs_key] = fleet  # the search page searches every member
     app.middlewares.append(fleet_middleware(member, fleet))
     app.router.add_get("/api/cluster/peer/ws/{name}", console_ws)  # see peer_middleware
     setup_follow(app)

@@ -34,7 +34,7 @@ from solgate.errors import SolgateError
 from solgate.forensics import GrepResult, Hit, grep_logs, parse_time
 from solgate.users import User
 from solgate.web.api import visible_console
-from solgate.web.keys import data_dir_key, manager_key, peer_search_key
+from solgate.web.keys import data_dir_key, manager_key, peer_logs_key
 from solgate.web.limits import run_log_read
 from solgate.web.middleware import CONTENT_SECURITY_POLICY, json_error, require_identity
 from solgate.web.views import _page_context
@@ -165,7 +165,7 @@ async def search_here(request: web.Request, user: User,
     pattern = _search_pattern(params["q"], params["regex"])
     since = _at(params["since"], 0.0) if params["since"] else None
     glob, tag = params["console"], params["tag"]
-    peers = request.app.get(peer_search_key)
+    peers = request.app.get(peer_logs_key)
     if peers is not None:
         candidates = [(n, tags, path) for n, tags, path in peers.local_logs()]
     else:
@@ -207,7 +207,7 @@ async def _search(request: web.Request) -> dict[str, Any]:
     _search_pattern(params["q"], params["regex"])  # a bad pattern is the asker's 400
     if params["since"]:
         _at(params["since"], 0.0)
-    peers = request.app.get(peer_search_key)
+    peers = request.app.get(peer_logs_key)
     if peers is None:
         result, searched = await search_here(request, ident.user, params)
         return {**params, **empty, "hits": result.hits, "stopped": result.stopped,
@@ -268,17 +268,28 @@ async def get_search(request: web.Request) -> web.Response:
 
 
 async def _visible_bundle(request: web.Request) -> dict[str, Any]:
-    """The bundle named in the URL, if its console is one this user may see; else 404."""
+    """The bundle named in the URL, if its console is one this user may see; else 404.
+    In a cluster, a bundle another member recorded is fetched from it."""
     ident = require_identity(request)
     name = request.match_info["id"]
+    found: dict[str, Any] | None
     try:
         found = await run_log_read(request, ident.user.name,
                                    functools.partial(read_bundle, request.app[data_dir_key], name))
     except SolgateError:
         found = None
-    console = request.app[manager_key].get(str(found.get("console"))) if found else None
-    if (found is None or console is None
-            or not ident.user.can_view(console.name, console.tags)):
+    peers = request.app.get(peer_logs_key)
+    if peers is None:
+        console = request.app[manager_key].get(str(found.get("console"))) if found else None
+        tags = tuple(console.tags) if console is not None else None
+    else:
+        if found is None:
+            remote = await peers.bundle(name)
+            found = dict(remote) if remote is not None else None
+        configured = {n: t for n, t, _ in peers.local_logs()}
+        tags = configured.get(str(found.get("console"))) if found else None
+    if found is None or tags is None \
+            or not ident.user.can_view(str(found.get("console")), tags):
         raise web.HTTPNotFound(text=f"no panic bundle {name!r}")
     return found
 

@@ -12,7 +12,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from solgate.config import Config
     from solgate.web.auth import Authenticator
-    from solgate.web.model import ConsoleManager, PeerSearch
+    from solgate.web.model import ConsoleManager, PeerLogs
     from solgate.web.quota import Network, UserSlots
 
 config_key: web.AppKey[Config] = web.AppKey("config")
@@ -31,5 +31,5 @@ log_executor_key: web.AppKey[ThreadPoolExecutor] = web.AppKey("log_executor")
 log_slots_key: web.AppKey[UserSlots] = web.AppKey("log_slots")
 # Peers whose X-Forwarded-For and X-Forwarded-Proto are believed ([server] trusted_proxies).
 trusted_proxies_key: web.AppKey[tuple[Network, ...]] = web.AppKey("trusted_proxies")
-# In a cluster: the other members' logs for the search page (absent without a cluster).
-peer_search_key: web.AppKey[PeerSearch] = web.AppKey("peer_search")
+# In a cluster: the other members' logs and panic bundles (absent without a cluster).
+peer_logs_key: web.AppKey[PeerLogs] = web.AppKey("peer_search")

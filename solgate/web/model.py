@@ -208,9 +208,9 @@ def console_json(console: ConsoleView, *, now: float | None = None,
     }
 
 
-class PeerSearch(Protocol):
-    """In a cluster, the search page's way to the logs this member keeps of consoles it
-    no longer runs, and to the other members' logs (`solgate.cluster.fleet`)."""
+class PeerLogs(Protocol):
+    """In a cluster, the way of the search and panic bundle pages to the logs this member
+    keeps of consoles it no longer runs, and to the other members' (`solgate.cluster.fleet`)."""
 
     @property
     def member_name(self) -> str:
@@ -225,4 +225,8 @@ class PeerSearch(Protocol):
                      user: str) -> Mapping[str, Mapping[str, Any] | None]:
         """Each other live member's answer to the same search as `user` (its hits,
         `t` in epoch seconds, and `stopped`), or None when it did not answer."""
+        ...
+
+    async def bundle(self, ident: str) -> Mapping[str, Any] | None:
+        """The panic bundle `ident` from whichever other member recorded it, or None."""
         ...
