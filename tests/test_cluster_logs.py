@@ -181,6 +181,10 @@ def test_tail_follows_a_console_across_moves_and_search_spans_members(
                     break
             assert len(pages) > 3
             assert b"".join(reversed(pages)) == whole
+            # "Download all of it": every member's whole log, merged as it streams.
+            download, headers = _get(gw1.url + f"api/cluster/history/{console}?whole=1")
+            assert download == whole
+            assert headers["X-Solgate-Members"] == "gw1,gw2"
             html = _get(gw1.url + f"consoles/{console}/history?lines=3")[0].decode()
             older = re.search(r'href="([^"]+)" rel="prev" id="older"', html)
             assert older, html
@@ -216,6 +220,11 @@ def test_tail_follows_a_console_across_moves_and_search_spans_members(
             page = urllib.request.urlopen(  # noqa: S310 - loopback
                 gw1.url + "search?q=typed-after-the-move", timeout=20).read().decode()
             assert "member gw2 did not answer" in page
+            download, headers = _get(gw1.url + f"api/cluster/history/{console}?whole=1")
+            assert headers["X-Solgate-Missing"] == "gw2"
+            assert download.endswith(f"[-- solgate: member gw2 did not answer: its part of "
+                                     f"{console}'s history is missing from this download "
+                                     "--]\r\n".encode())
             wait_until(lambda: re.search(rb"gw1 owns the console \(epoch \d+\), taken over "
                                          rb"from gw2", out.read_bytes()), 20,
                        "gw1's takeover note in the follow")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from solgate.cluster.download import merge_streams
 from solgate.cluster.logpart import TooDeep, read_part
 from solgate.cluster.merge import Part, merge_logs
 from solgate.console.log import ConsoleLog
@@ -54,3 +56,25 @@ def test_a_members_part_up_to_an_epoch_across_rotated_files(tmp_path: Path) -> N
         note("b", 40) + b"four\r\n" + b"five\r\n" * 2
     with pytest.raises(TooDeep):
         read_part(tmp_path / "web01.log", 3, 10, max_bytes=1 << 20, max_scan=50)
+
+
+async def test_the_streamed_download_is_the_merge_of_the_whole_logs() -> None:
+    """The download merges members' streams a line at a time; it must give the same
+    bytes as merging the whole logs, however the bytes arrive."""
+    logs = {
+        "a": b"before the cluster\r\n" + note("a", 10) + b"one\r\n" * 3 + note("a", 30)
+        + b"three, then a fence\r\n" + note("a", 30) + b"three again\r\n" + note("a", 50),
+        "b": note("b", 20) + b"two, cut mid-li",
+        "c": b"c before the cluster, no newline" + note("c", 40) + b"four\r\n" + b"x" * 70000,
+    }
+
+    async def chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
+        for i in range(0, len(data), size):
+            yield data[i:i + size]
+
+    for size in (3, 1000, 1 << 16):
+        broken: list[str] = []
+        out = b"".join([piece async for piece in merge_streams(
+            {m: chunks(d, size) for m, d in logs.items()}, broken)])
+        assert out == merge_logs(logs), size
+        assert broken == []

@@ -122,6 +122,11 @@ def peer_middleware(member: ClusterMember) -> Any:
             name = request.path.rsplit("/", 1)[1]
             if name not in member.manager.config.consoles:
                 raise web.HTTPNotFound(text=f"no console named {name!r}")
+            if request.query.get("whole") == "1":
+                from solgate.cluster.download import stream_whole_log
+
+                return await stream_whole_log(
+                    request, member.manager.data_dir / "logs" / f"{name}.log")
             try:
                 through = int(request.query["through"]) if "through" in request.query \
                     else None

@@ -172,11 +172,14 @@ def _matching(history: History, query: str) -> list[str]:
     return shown
 
 
-async def history_api(request: web.Request) -> web.Response:
-    """`GET /api/cluster/history/NAME[?lines=N&before=CURSOR&q=TEXT]`: the console's
-    history across members as raw bytes (as logged), a page of it (`X-Solgate-Older`
-    names the cursor of the page before), or with `q` the matching lines as text."""
+async def history_api(request: web.Request) -> web.StreamResponse:
+    """`GET /api/cluster/history/NAME[?lines=N&before=CURSOR&q=TEXT|?whole=1]`: the
+    console's history across members as raw bytes (as logged), a page of it
+    (`X-Solgate-Older` names the cursor of the page before), with `q` the matching lines
+    as text, or with `whole=1` all of it, every rotated file, streamed."""
     name, lines, query = _history_request(request)
+    if request.query.get("whole") == "1" and not query:
+        return await _download(request, name)
     if query:
         history = await gather_history(request, name, lines)
     else:
@@ -189,6 +192,17 @@ async def history_api(request: web.Request) -> web.Response:
         return web.Response(text=text, content_type="text/plain", headers=headers)
     return web.Response(body=history.data, content_type="application/octet-stream",
                         headers=headers)
+
+
+async def _download(request: web.Request, name: str) -> web.StreamResponse:
+    """`?whole=1`: every member's whole log, merged and streamed (`download.py`)."""
+    from solgate.cluster.download import download_history
+
+    member = request.app[cluster_key]
+    peers = request.app[fleet_key].peers() if member.cluster.member_secret else {}
+    return await download_history(request, member.name,
+                                  member.manager.data_dir / "logs" / f"{name}.log", peers,
+                                  member.cluster.member_secret, name)
 
 
 @aiohttp_jinja2.template("cluster_history.html")
