@@ -146,7 +146,7 @@ async def download_history(request: web.Request, local: str, path: Path,
                            console: str) -> web.StreamResponse:
     """`GET /api/cluster/history/NAME?whole=1`: this member's whole log of `console` and
     every other live member's (`peers`: name -> advertise URL), merged and streamed."""
-    from solgate.cluster.config import SECRET_HEADER
+    from solgate.cluster.peer import SECRET_HEADER
 
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=60)
     async with aiohttp.ClientSession(timeout=timeout,

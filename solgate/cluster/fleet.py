@@ -33,8 +33,8 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
-from solgate.cluster.config import SECRET_HEADER
 from solgate.cluster.merge import EPOCH_HEADER, Part
+from solgate.cluster.peer import AS_USER_HEADER, SECRET_HEADER
 from solgate.console.events import read_events, record_time
 from solgate.users import LOCAL_USER
 from solgate.web.keys import auth_key, data_dir_key
@@ -86,7 +86,7 @@ def peer_middleware(member: ClusterMember) -> Any:
                 or request.path == "/api/cluster/peer/search":
             # Another member acting for a user it authenticated: its ssh gateway attaching
             # them, or its search page searching this member's logs with their rights.
-            from solgate.cluster.sshproxy import AS_USER_HEADER, proxied_via
+            from solgate.cluster.sshproxy import proxied_via
             from solgate.web.forensics import peer_search_answer
             from solgate.web.ws import ATTACH_VIA, console_ws
 
@@ -252,7 +252,6 @@ class Fleet:
         search`); None for a member that did not answer in time."""
         if not self.member.cluster.member_secret:
             return {}
-        from solgate.cluster.sshproxy import AS_USER_HEADER
         from solgate.web.forensics import SEARCH_BUDGET
 
         peers = self.peers()

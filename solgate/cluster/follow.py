@@ -194,7 +194,7 @@ class ClusterFollow:
         self.warn = warn
 
     async def run(self, lines: int, *, follow: bool = True) -> None:
-        from solgate.cluster.config import SECRET_HEADER
+        from solgate.cluster.peer import SECRET_HEADER
         from solgate.cluster.shell import etcd_client
 
         async with etcd_client(self.cluster, timeout=3.0) as client, \

@@ -24,9 +24,9 @@ async def member_histories(config: Config, console: str, lines: int, *,
 
     import aiohttp
 
-    from solgate.cluster.config import SECRET_HEADER
     from solgate.cluster.logpart import MAX_PART_BYTES, read_part
     from solgate.cluster.merge import EPOCH_HEADER, Part
+    from solgate.cluster.peer import SECRET_HEADER
     from solgate.cluster.shell import etcd_client
     from solgate.logtools import log_path
 

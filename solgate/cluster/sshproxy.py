@@ -29,15 +29,18 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
+from solgate.cluster.peer import (
+    AS_USER_HEADER,
+    PEER_ADDRESS_HEADER,
+    SECRET_HEADER,
+    VIA_MEMBER_HEADER,
+)
 from solgate.console.notices import TERM_LEAVE, TERM_PREPARE
 
 if TYPE_CHECKING:
     from solgate.cluster.shell import ClusterMember
 
 log = logging.getLogger("solgate.ssh")
-AS_USER_HEADER = "X-Solgate-As-User"
-PEER_ADDRESS_HEADER = "X-Solgate-Peer-Address"  # the ssh client's address, for the log
-VIA_MEMBER_HEADER = "X-Solgate-Via-Member"  # the member whose gateway the user came to
 CONNECT_TIMEOUT = 5.0
 DETACHED = 4000  # the owner closes with this when the user typed `~.`
 
@@ -117,7 +120,7 @@ async def attach_remote(session: Any, member: ClusterMember,
         await session.note(f"{name} runs on member {owner}: ssh to {host} for it (set "
                            "[cluster] member_secret_file to reach it through any member)")
         return 1, False
-    headers = {"X-Solgate-Member-Secret": member.cluster.member_secret,
+    headers = {SECRET_HEADER: member.cluster.member_secret,
                AS_USER_HEADER: session.user.name, PEER_ADDRESS_HEADER: session.peer,
                VIA_MEMBER_HEADER: member.name}
     target = f"{url.rstrip('/')}/api/cluster/peer/ws/{quote(name, safe='')}"

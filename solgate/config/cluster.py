@@ -36,8 +36,6 @@ DEFAULT_LEASE_TTL = 15 * SECONDS
 DEFAULT_RENEW_INTERVAL = 5 * SECONDS
 DEFAULT_PREFIX = "/solgate/"
 
-SECRET_HEADER = "X-Solgate-Member-Secret"  # noqa: S105 - a header name; members send it
-
 
 @dataclass(frozen=True, slots=True)
 class ClusterConfig:
