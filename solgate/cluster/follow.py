@@ -3,16 +3,16 @@
 A console's log grows on the member that runs it, so following it means reading from its
 owner, and from the next owner after a move. Each member serves what it logs for a
 console as a stream (`GET /api/cluster/peer/follow/NAME`, member secret): first the last
-`lines` lines, or, with `after=E`, everything from its ownership note of the first epoch
-after E, then every byte appended, across rotations. The stream ends by itself once the
+`lines` lines, or, with `epoch=E`, its piece of epoch E from its ownership note on, then
+every byte appended, across rotations. The stream ends by itself once the
 console has left the member (handed over, stopped, taken by another) and the member has
 read its log to the end, so the handover note is the stream's last line.
 
 The follower (`follow_history`, run by `solgate tail -f` on a member) asks etcd who owns
 the console (the owner key: member and epoch), streams from that member's advertise URL
 and watches the owner key once a second. When the stream ends or the epoch changes, it
-connects to the new owner with `after=` the epoch it followed, so the output goes on
-with the new owner's note and its output, and pieces of members that held the console in
+connects to the new owner with `epoch=` the new owner's epoch, so the output goes on
+with the new owner's note and its output; pieces of members that held the console in
 between (two moves within a second) are fetched and printed first. What it cannot
 show (a member that died before its last bytes reached the follower) it names on stderr:
 those bytes are in that member's log, and `solgate cluster log NAME` shows them once the
@@ -74,11 +74,10 @@ def runs_here(member: ClusterMember, name: str) -> bool:
             or (owner is not None and owner.member == member.name))
 
 
-def start_bytes(follower: LogFollower, lines: int, after: int | None) -> Part:
+def start_bytes(follower: LogFollower, lines: int, epoch: int | None) -> Part:
     """What the stream begins with: the last `lines` lines and the epoch they start in,
-    or with `after`, this member's piece from its first ownership note of an epoch after
-    `after`."""
-    if after is None:
+    or with `epoch`, this member's piece of that epoch, from its ownership note on."""
+    if epoch is None:
         head = follower.before(lines, max_bytes=MAX_HEAD_BYTES)
         if not head or OWNS.match(head):
             return Part(head)
@@ -87,7 +86,7 @@ def start_bytes(follower: LogFollower, lines: int, after: int | None) -> Part:
         return Part(head, int(notes[-1].group("epoch")) if notes else 0)
     window = follower.before(1 << 30, max_bytes=AFTER_WINDOW)
     for m in OWNS.finditer(window):
-        if int(m.group("epoch")) > after:
+        if int(m.group("epoch")) >= epoch:
             return Part(window[m.start():])
     return Part(b"")  # its note is not written yet: it comes in the stream
 
@@ -104,7 +103,7 @@ def setup_follow(app: web.Application) -> None:
 
 async def serve_follow(request: web.Request, member: ClusterMember,
                        name: str) -> web.StreamResponse:
-    """`GET /api/cluster/peer/follow/NAME[?lines=N|?after=EPOCH]` (member secret)."""
+    """`GET /api/cluster/peer/follow/NAME[?lines=N|?epoch=E]` (member secret)."""
     if name not in member.manager.config.consoles:
         raise web.HTTPNotFound(text=f"no console named {name!r}")
     followers = request.app[followers_key]
@@ -113,16 +112,16 @@ async def serve_follow(request: web.Request, member: ClusterMember,
                                               f"{MAX_FOLLOWERS} follows; try again later")
     try:
         lines = max(0, min(int(request.query.get("lines", "10")), MAX_HEAD_LINES))
-        after = int(request.query["after"]) if "after" in request.query else None
+        epoch = int(request.query["epoch"]) if "epoch" in request.query else None
     except ValueError:
-        raise web.HTTPBadRequest(text="lines and after must be numbers") from None
+        raise web.HTTPBadRequest(text="lines and epoch must be numbers") from None
     stop = request.app[follow_stop_key]
     path = member.manager.data_dir / "logs" / f"{name}.log"
     token = object()
     followers.add(token)
     follower = await asyncio.to_thread(LogFollower, path, from_end=True)
     try:
-        head = await asyncio.to_thread(start_bytes, follower, lines, after)
+        head = await asyncio.to_thread(start_bytes, follower, lines, epoch)
         response = web.StreamResponse(headers={
             "Content-Type": "application/octet-stream", HEAD_HEADER: str(len(head.data)),
             EPOCH_HEADER: str(head.epoch), "X-Solgate-Member": member.name})
@@ -226,7 +225,7 @@ class ClusterFollow:
                 if between_done != owner.epoch:
                     await self._print_between(printed, owner.epoch)
                     between_done = owner.epoch
-                resp = await self._open(owner, after=printed)
+                resp = await self._open(owner, epoch=owner.epoch)
                 if resp is not None:
                     printed = owner.epoch
 
@@ -263,9 +262,9 @@ class ClusterFollow:
         return False
 
     async def _open(self, owner: Owner, *, lines: int = 0,
-                    after: int | None = None) -> aiohttp.ClientResponse | None:
+                    epoch: int | None = None) -> aiohttp.ClientResponse | None:
         url = f"{owner.url.rstrip('/')}/api/cluster/peer/follow/{quote(self.name, safe='')}"
-        params = {"lines": str(lines)} if after is None else {"after": str(after)}
+        params = {"lines": str(lines)} if epoch is None else {"epoch": str(epoch)}
         try:
             resp = await self.http.get(url, params=params, allow_redirects=False)
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -167,7 +167,7 @@ async def search_here(request: web.Request, user: User,
     glob, tag = params["console"], params["tag"]
     peers = request.app.get(peer_logs_key)
     if peers is not None:
-        candidates = [(n, tags, path) for n, tags, path in peers.local_logs()]
+        candidates = list(peers.local_logs())
     else:
         candidates = [(c.name, tuple(c.tags), c.log_path)
                       for c in request.app[manager_key].consoles()]
@@ -236,6 +236,7 @@ async def _search(request: web.Request) -> dict[str, Any]:
     hits.sort(key=lambda h: -(h.time or 0.0))
     if len(hits) > SEARCH_LIMIT:
         del hits[SEARCH_LIMIT:]
+        stopped.append(f"the limit of {SEARCH_LIMIT} hits was reached")
     return {**params, "hits": hits, "stopped": "; ".join(stopped) or None,
             "searched": searched, "members": sorted({peers.member_name, *answers} - {*missing}),
             "missing": missing}
