@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -68,13 +69,19 @@ async def test_the_streamed_download_is_the_merge_of_the_whole_logs() -> None:
         "c": b"c before the cluster, no newline" + note("c", 40) + b"four\r\n" + b"x" * 70000,
     }
 
-    async def chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
-        for i in range(0, len(data), size):
-            yield data[i:i + size]
+    logs["d"] = b"".join(b"d" * n + b"\r\n" + note("d", 60 + n) for n in range(0, 3000, 97))
 
-    for size in (3, 1000, 1 << 16):
+    async def chunks(data: bytes, seed: int) -> AsyncIterator[bytes]:
+        sizes = random.Random(seed)
+        at = 0
+        while at < len(data):
+            size = sizes.choice((1, 7, 1021, 1024, 1025, 4096, 1 << 16))
+            yield data[at:at + size]
+            at += size
+
+    for seed in range(8):  # notes land on every side of the chunk boundaries
         broken: list[str] = []
         out = b"".join([piece async for piece in merge_streams(
-            {m: chunks(d, size) for m, d in logs.items()}, broken)])
-        assert out == merge_logs(logs), size
+            {m: chunks(d, seed) for m, d in logs.items()}, broken)])
+        assert out == merge_logs(logs), seed
         assert broken == []

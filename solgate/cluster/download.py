@@ -4,8 +4,8 @@ Every member sends its whole log of the console, oldest file first
 (`GET /api/cluster/peer/logs/NAME?whole=1`, member secret), and the asking member merges
 the streams as `merge.merge_logs` merges whole logs, one piece at a time: each member's
 pieces come in epoch order in its file, so the next piece of the history is always the
-current piece of the member whose epoch is lowest. Only one line per member is held, so
-a history of gigabytes costs no more memory than one of kilobytes.
+current piece of the member whose epoch is lowest. Only about one chunk per member is
+held, so a history of gigabytes costs no more memory than one of kilobytes.
 
 A member that does not answer is named in `X-Solgate-Missing` and in a note at the end
 of the download; a member whose stream breaks is named in a note at the end too. The
@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 from urllib.parse import quote
@@ -29,7 +28,7 @@ from solgate.cluster.merge import OWNS
 from solgate.console.logread import iter_log_files
 
 CHUNK = 1 << 16
-MAX_LINE = 1 << 16  # a longer line is handed on in pieces
+KEEP = 1024  # bytes held back at a chunk's end: longer than any ownership note
 
 
 async def file_chunks(path: Path) -> AsyncIterator[bytes]:
@@ -63,44 +62,52 @@ async def stream_whole_log(request: web.Request, path: Path) -> web.StreamRespon
     return response
 
 
-async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Lines (each with its `\\n`), an ownership note that starts mid-line cut off as a
-    line of its own, over-long lines in pieces."""
-    rest = b""
-    async for chunk in chunks:
-        rest += chunk
-        start = 0
-        while (end := rest.find(b"\n", start)) >= 0 or len(rest) - start > MAX_LINE:
-            stop = end + 1 if 0 <= end < start + MAX_LINE else start + MAX_LINE
-            for piece in _at_notes(rest[start:stop]):
-                yield piece
-            start = stop
-        rest = rest[start:]
-    if rest:
-        for piece in _at_notes(rest):
-            yield piece
-
-
-def _at_notes(line: bytes) -> list[bytes]:
-    m = OWNS.search(line, 1) if b"owns the console" in line else None
-    return [line] if m is None else [line[:m.start()], line[m.start():]]
-
-
-@dataclass
 class _Source:
-    member: str
-    lines: AsyncIterator[bytes]
-    pending: bytes
-    epoch: int
-    broken: bool = False
+    """One member's log as it streams in: the piece it is in, and its next bytes."""
 
+    def __init__(self, member: str, chunks: AsyncIterator[bytes]) -> None:
+        self.member = member
+        self.chunks = chunks
+        self.buf = b""
+        self.epoch = 0
+        self.eof = False
+        self.broken = False
 
-async def _next(source: _Source) -> bytes | None:
-    try:
-        return await anext(source.lines, None)
-    except (aiohttp.ClientError, TimeoutError, ConnectionError):
-        source.broken = True
-        return None
+    async def fill(self) -> None:
+        try:
+            chunk = await anext(self.chunks, None)
+        except (aiohttp.ClientError, TimeoutError, ConnectionError):
+            self.broken, chunk = True, None
+        if chunk is None:
+            self.eof = True
+        else:
+            self.buf += chunk
+
+    async def start(self) -> bool:
+        """Read enough to know the epoch the log starts in; False when it is empty."""
+        while not self.eof and len(self.buf) < KEEP:
+            await self.fill()
+        m = OWNS.match(self.buf)
+        self.epoch = int(m.group("epoch")) if m else 0
+        return bool(self.buf)
+
+    async def take(self) -> tuple[bytes, int | None]:
+        """The piece's next bytes, and the epoch of the next piece once its note is
+        reached (None: more of this piece may follow, or the log ended)."""
+        while True:
+            # From 1: `buf` starts with the note of the piece being taken, or with bytes
+            # no note starts at (a note that fits in what is held back matched before).
+            m = OWNS.search(self.buf, 1)
+            if m is not None:
+                out, self.buf = self.buf[:m.start()], self.buf[m.start():]
+                return out, int(m.group("epoch"))
+            if self.eof:
+                out, self.buf = self.buf, b""
+                return out, None
+            if len(self.buf) > KEEP:  # a note cut by a chunk boundary stays in the rest
+                out, self.buf = self.buf[:-KEEP], self.buf[-KEEP:]
+                return out, None
+            await self.fill()
 
 
 async def merge_streams(streams: Mapping[str, AsyncIterator[bytes]],
@@ -110,35 +117,29 @@ async def merge_streams(streams: Mapping[str, AsyncIterator[bytes]],
     added to `broken`."""
     sources: list[_Source] = []
     for member, chunks in sorted(streams.items()):
-        source = _Source(member, _lines(chunks), b"", 0)
-        first = await _next(source)
-        if first is None:
-            if source.broken:
-                broken.append(member)
-            continue
-        m = OWNS.match(first)
-        source.pending, source.epoch = first, int(m.group("epoch")) if m else 0
-        sources.append(source)
-    last = b"\n"
+        source = _Source(member, chunks)
+        if await source.start():
+            sources.append(source)
+        elif source.broken:
+            broken.append(member)
+    ends_line = True
     while sources:
         source = min(sources, key=lambda s: (s.epoch, s.member))
-        if not last.endswith(b"\n"):
+        if not ends_line:
             yield b"\r\n"  # a member's piece may end mid-line (it stopped there)
-        line = source.pending
         while True:
-            yield line
-            last = line
-            following = await _next(source)
-            if following is None:
+            data, following = await source.take()
+            if data:
+                yield data
+                ends_line = data.endswith(b"\n")
+            if following is not None:  # the next piece: it waits its turn
+                source.epoch = following
+                break
+            if source.eof and not source.buf:
                 sources.remove(source)
                 if source.broken:
                     broken.append(source.member)
                 break
-            m = OWNS.match(following)
-            if m is not None:  # the next piece: it waits its turn
-                source.pending, source.epoch = following, int(m.group("epoch"))
-                break
-            line = following
 
 
 async def download_history(request: web.Request, local: str, path: Path,
