@@ -40,7 +40,14 @@ import aiohttp
 from aiohttp import web
 
 from solgate.cluster.etcd import EtcdError
-from solgate.cluster.merge import EPOCH_HEADER, OWNS, Part, merge_logs, split_by_epoch
+from solgate.cluster.merge import (
+    EPOCH_HEADER,
+    OWNS,
+    Part,
+    merge_logs,
+    merged_lines,
+    split_by_epoch,
+)
 from solgate.logtools import FOLLOW_INTERVAL, LogFollower, log_path
 
 if TYPE_CHECKING:
@@ -190,7 +197,15 @@ class ClusterFollow:
         self.cluster = config.cluster
         self.name = name
         self.write = write
-        self.warn = warn
+        self._warn = warn
+        self._said = ""
+
+    def warn(self, text: str) -> None:
+        """Say `text` on stderr, once while it stays the same (a member that stays down
+        is named once, not every second)."""
+        if text != self._said:
+            self._warn(text)
+            self._said = text
 
     async def run(self, lines: int, *, follow: bool = True) -> None:
         from solgate.cluster.peer import SECRET_HEADER
@@ -201,18 +216,22 @@ class ClusterFollow:
                                       timeout=aiohttp.ClientTimeout(
                                           total=None, sock_connect=5)) as http:
             self.etcd, self.http = client, http
-            await current_owner(client, self.cluster.prefix, self.name)  # etcd answers?
-            owner = await self._wait_owner(None)
-            printed = owner.epoch  # the epoch whose piece is being printed
-            resp = await self._open(owner, lines=lines)
-            await self._print_head(resp, owner, lines)
+            owner = await current_owner(client, self.cluster.prefix, self.name)  # etcd
+            # answers, or this raises: then `solgate tail` shows this member's log alone
+            resp = None
+            if follow and owner is not None and owner.url:
+                resp = await self._open(owner, lines=lines)
+            if resp is not None and owner is not None:
+                await self._print_head(resp, owner, lines)
+                printed = owner.epoch  # the epoch whose piece is being printed
+            else:  # not following, or nobody to follow yet: what every member logged
+                printed = await self._print_histories(lines)
             if not follow:
-                if resp is not None:
-                    resp.close()
                 return
             between_done = 0
             while True:
-                if resp is not None and not await self._stream(resp, printed):
+                if resp is not None and owner is not None \
+                        and not await self._stream(resp, printed):
                     self.warn(f"lost the stream from {owner.member} before it gave up "
                               f"{self.name} (it stopped, or the connection broke); what it "
                               f"logged after the last line shown is in its log (solgate "
@@ -232,7 +251,6 @@ class ClusterFollow:
     async def _wait_owner(self, following: int | None) -> Owner:
         """The owner now. While nobody owns the console, or the owner being followed
         does not answer (it died; its lease has not expired yet), wait, saying so once."""
-        said = ""
         started = time.monotonic()
         while True:
             owner = None
@@ -249,9 +267,8 @@ class ClusterFollow:
                        "it, or for another member to take the console")
             # A handover leaves the console unowned for a moment: only a longer wait,
             # or an owner that does not answer, is worth a line.
-            if why != said and (owner is not None or time.monotonic() - started >= QUIET):
+            if owner is not None or time.monotonic() - started >= QUIET:
                 self.warn(why)
-                said = why
             await asyncio.sleep(OWNER_POLL)
 
     async def _answers(self, owner: Owner) -> bool:
@@ -278,17 +295,29 @@ class ClusterFollow:
             return None
         return resp
 
-    async def _print_head(self, resp: aiohttp.ClientResponse | None, owner: Owner,
+    async def _print_histories(self, lines: int) -> int:
+        """The last `lines` lines of the history from what every member answers; the
+        newest epoch in them (pieces up to it are printed)."""
+        from solgate.cluster.history import member_histories
+
+        logs, missing = await member_histories(self.config, self.name, max(lines, 1))
+        for member in missing:
+            self.warn(f"member {member} did not answer; its part of {self.name}'s "
+                      "history is missing")
+        merged = merged_lines(logs)
+        if lines > 0:
+            self.write(b"".join(line for _, line in merged[-lines:]))
+        return max((epoch for epoch, _ in merged), default=0)
+
+    async def _print_head(self, resp: aiohttp.ClientResponse, owner: Owner,
                           lines: int) -> None:
         """The last `lines` lines of the history: the owner's head merged with what
         the other members logged (each read whole, newest `lines` lines)."""
         from solgate.cluster.history import member_histories
 
-        head = Part(b"")
-        if resp is not None:
-            size = int(resp.headers.get(HEAD_HEADER, "0") or 0)
-            head = Part(await resp.content.readexactly(size) if size else b"",
-                        int(resp.headers.get(EPOCH_HEADER, "0") or 0))
+        size = int(resp.headers.get(HEAD_HEADER, "0") or 0)
+        head = Part(await resp.content.readexactly(size) if size else b"",
+                    int(resp.headers.get(EPOCH_HEADER, "0") or 0))
         if lines <= 0:
             return
         logs, missing = await member_histories(self.config, self.name, lines,
