@@ -1,4 +1,5 @@
-"""Merging one console's logs from several members by ownership epoch."""
+"""One console's log across members: reading a member's part (up to an epoch, for a follow
+stream) and merging the parts by ownership epoch, whole or streamed."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from solgate.cluster.download import merge_streams
+from solgate.cluster.follow import start_bytes
 from solgate.cluster.logpart import TooDeep, read_part
 from solgate.cluster.merge import Part, merge_logs
 from solgate.console.log import ConsoleLog
+from solgate.logtools import LogFollower
 
 
 def note(member: str, epoch: int) -> bytes:
@@ -85,3 +88,21 @@ async def test_the_streamed_download_is_the_merge_of_the_whole_logs() -> None:
             {m: chunks(d, seed) for m, d in logs.items()}, broken)])
         assert out == merge_logs(logs), seed
         assert broken == []
+
+
+def test_a_follow_stream_starts_at_the_asked_epoch_or_names_the_epoch_of_its_tail(
+        tmp_path: Path) -> None:
+    """What a member's follow stream begins with: for a new owner, its piece of the
+    epoch the follower found in etcd; for the first look, the last lines and the epoch
+    they start in. Then the follow goes on from there, nothing lost in between."""
+    path = tmp_path / "web01.log"
+    path.write_bytes(note("b", 20) + b"two\r\n" * 5 + note("b", 40) + b"four\r\n" * 3)
+    with LogFollower(path, from_end=True) as follower:
+        assert start_bytes(follower, 2, None) == Part(b"four\r\n" * 2, 40)
+        assert start_bytes(follower, 4, None) == Part(note("b", 40) + b"four\r\n" * 3)
+        assert start_bytes(follower, 0, 40) == Part(note("b", 40) + b"four\r\n" * 3)
+        assert start_bytes(follower, 0, 30) == start_bytes(follower, 0, 40)
+        assert start_bytes(follower, 0, 50) == Part(b"")  # its note is not written yet
+        with path.open("ab") as f:
+            f.write(note("b", 50) + b"five\r\n")
+        assert follower.poll() == note("b", 50) + b"five\r\n"
