@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector
 
 from solgate.cluster.logpart import read_part
 from solgate.cluster.merge import EPOCH_HEADER, Part, merged_lines
-from solgate.web.keys import auth_key, manager_key, peer_logs_key
+from solgate.web.keys import auth_key, log_slots_key, manager_key, peer_logs_key
 from solgate.web.logview import display_text
 from solgate.web.metrics import registry_for
 from solgate.web.middleware import identity, require_identity
@@ -200,9 +200,13 @@ async def _download(request: web.Request, name: str) -> web.StreamResponse:
 
     member = request.app[cluster_key]
     peers = request.app[fleet_key].peers() if member.cluster.member_secret else {}
-    return await download_history(request, member.name,
-                                  member.manager.data_dir / "logs" / f"{name}.log", peers,
-                                  member.cluster.member_secret, name)
+    # One of the user's log-read slots for as long as it streams: a user cannot start
+    # downloads without bound (the next gets 429, as other log reads do).
+    async with request.app[log_slots_key].hold(require_identity(request).user.name,
+                                               json=True):
+        return await download_history(request, member.name,
+                                      member.manager.data_dir / "logs" / f"{name}.log",
+                                      peers, member.cluster.member_secret, name)
 
 
 @aiohttp_jinja2.template("cluster_history.html")
