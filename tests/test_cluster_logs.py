@@ -232,6 +232,14 @@ def test_tail_follows_a_console_across_moves_and_search_spans_members(
                        "gw1's takeover note in the follow")
             assert b"lost the stream from gw2 before it gave up" in err.read_bytes()
             assert tail.poll() is None, err.read_text()
+
+            # gw1 stops (SIGTERM) while the follow streams from it: it does not wait for
+            # the follower, and the follower says its stream ended early.
+            stop(gw1.proc, timeout=15)
+            assert gw1.proc.returncode == 0, gw1.stderr.read_text()[-2000:]
+            wait_until(lambda: b"lost the stream from gw1" in err.read_bytes(), 10,
+                       "the follower noticing gw1 stopped")
+            assert tail.poll() is None, err.read_text()
         finally:
             if tail is not None:
                 stop(tail, signal.SIGINT)

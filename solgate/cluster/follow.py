@@ -251,11 +251,13 @@ class ClusterFollow:
     async def _wait_owner(self, following: int | None) -> Owner:
         """The owner now. While nobody owns the console, or the owner being followed
         does not answer (it died; its lease has not expired yet), wait, saying so once."""
-        started = time.monotonic()
+        unowned_since: float | None = None
         while True:
             owner = None
             with contextlib.suppress(EtcdError, TimeoutError, OSError):
                 owner = await current_owner(self.etcd, self.cluster.prefix, self.name)
+            now = time.monotonic()
+            unowned_since = (unowned_since or now) if owner is None else None
             if owner is None:
                 why = f"no member runs {self.name} now; waiting for one to take it"
             elif not owner.url:
@@ -267,7 +269,7 @@ class ClusterFollow:
                        "it, or for another member to take the console")
             # A handover leaves the console unowned for a moment: only a longer wait,
             # or an owner that does not answer, is worth a line.
-            if owner is not None or time.monotonic() - started >= QUIET:
+            if unowned_since is None or now - unowned_since >= QUIET:
                 self.warn(why)
             await asyncio.sleep(OWNER_POLL)
 
