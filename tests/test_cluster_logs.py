@@ -173,6 +173,10 @@ def test_tail_follows_a_console_across_moves_and_search_spans_members(
             # The history on gw1, paged back three lines at a time to the start: every
             # member's part once, in order, nothing lost or repeated between pages.
             whole = _get(gw1.url + f"api/cluster/history/{console}?lines=100000")[0]
+            # What the follow printed is the history's end, byte for byte: nothing lost
+            # or repeated across the move.
+            wait_until(lambda: whole.endswith(out.read_bytes()), 5,
+                       "the follow to be the end of the history")
             pages, before = [], None
             for _ in range(100):
                 query = {"lines": "3", **({"before": before} if before else {})}

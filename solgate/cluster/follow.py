@@ -196,9 +196,21 @@ class ClusterFollow:
         self.config = config
         self.cluster = config.cluster
         self.name = name
-        self.write = write
+        self._write = write
         self._warn = warn
         self._said = ""
+        self._ends_line = True
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self._write(data)
+            self._ends_line = data.endswith(b"\n")
+
+    def new_piece(self) -> None:
+        """Start the next member's piece on a line of its own, as the history does (the
+        last one may have stopped mid-line)."""
+        if not self._ends_line:
+            self.write(b"\r\n")
 
     def warn(self, text: str) -> None:
         """Say `text` on stderr, once while it stays the same (a member that stays down
@@ -247,6 +259,7 @@ class ClusterFollow:
                 resp = await self._open(owner, epoch=owner.epoch)
                 if resp is not None:
                     printed = owner.epoch
+                    self.new_piece()
 
     async def _wait_owner(self, following: int | None) -> Owner:
         """The owner now. While nobody owns the console, or the owner being followed
@@ -342,6 +355,7 @@ class ClusterFollow:
                          if printed < p[0] < epoch),
                         key=lambda p: (p[0], p[1], p[2]))
         for _, _, _, piece in pieces:
+            self.new_piece()
             self.write(piece)
 
     async def _stream(self, resp: aiohttp.ClientResponse, epoch: int) -> bool:
