@@ -1,13 +1,17 @@
 """Failover: kill -9 a cluster member holding N consoles; time until all N run on the survivor.
 
-    python bench/cluster_failover.py [--consoles 5000] [--lease-ttl 15s]
+    python bench/cluster_failover.py [--consoles 5000] [--lease-ttl 15s] [--code DIR]
+                                     [--py-spy FILE]
 
 Starts a local etcd (free loopback ports, temporary data dir), `solgate sim` processes
 for N BMCs, member A (weight 1) and, once A runs every console, member B as a standby
 (weight 1e-9, so rendezvous placement gives it nothing while A lives). Then `kill -9` A
 and measure, from the kill, until B's first console and until all N are active on B
 (from B's events.jsonl). The floor is the lease TTL: etcd deletes A's keys only then.
-Results go to bench/results/cluster_failover.json.
+`--code DIR` runs both members from another checkout (e.g. main), the simulators
+from this one, for a side-by-side comparison in one window; `--py-spy FILE` records B
+from the kill until all N are active (collapsed stacks). Results go to
+bench/results/cluster_failover.json.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT_DIR = Path(__file__).resolve().parents[1]
 
 from _common import (  # noqa: E402
     Fleet,
@@ -68,7 +73,8 @@ def start_etcd(path: Path) -> tuple[subprocess.Popen, str]:
 
 class Member:
     def __init__(self, root: Path, name: str, consoles: list[tuple[str, int]], etcd: str,
-                 lease_ttl: str, weight: float, setup_concurrency: int = 64) -> None:
+                 lease_ttl: str, weight: float, setup_concurrency: int = 64,
+                 code: Path | None = None) -> None:
         self.dir = root / name
         self.dir.mkdir()
         text = config_text(consoles, self.dir / "data", listen=None,
@@ -77,10 +83,13 @@ class Member:
                             f'etcd = ["{etcd}"]\nname = "{name}"\n'
                             f'lease_ttl = "{lease_ttl}"\nweight = {weight!r}\n\n[defaults]', 1)
         (self.dir / "solgate.toml").write_text(text)
+        environ = env()
+        if code is not None:  # that checkout's solgate, not this one's
+            environ["PYTHONPATH"] = str(code)
         with (self.dir / "serve.err").open("w") as err:
             self.proc = subprocess.Popen(
                 [*solgate_cmd(), "serve", "--no-web", "-c", str(self.dir / "solgate.toml")],
-                stdout=subprocess.DEVNULL, stderr=err, env=env(), cwd=self.dir)
+                stdout=subprocess.DEVNULL, stderr=err, env=environ, cwd=self.dir)
         _wait_for(self.dir / "serve.err", r"solgate: member \S+ of the cluster", self.proc, 120)
 
     def active(self) -> int:
@@ -115,8 +124,13 @@ def main() -> None:
     parser.add_argument("--consoles", type=int, default=5000)
     parser.add_argument("--lease-ttl", default="15s")
     parser.add_argument("--setup-concurrency", type=int, default=64)
+    parser.add_argument("--code", type=Path, default=None,
+                        help="run the members from this checkout (default: this one)")
+    parser.add_argument("--py-spy", type=Path, default=None,
+                        help="record member b with py-spy from the kill (collapsed stacks)")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
+    code = args.code.resolve() if args.code is not None else None
     with workdir(args.keep) as root:
         etcd, url = start_etcd(root)
         fleet = Fleet(args.consoles, root)
@@ -125,7 +139,7 @@ def main() -> None:
             fleet.start()
             t0 = time.monotonic()
             a = Member(root, "a", fleet.consoles, url, args.lease_ttl, 1.0,
-                       args.setup_concurrency)
+                       args.setup_concurrency, code)
             members.append(a)
             started = a.wait(args.consoles, 600)
             cold_start = time.monotonic() - t0
@@ -135,17 +149,25 @@ def main() -> None:
                 raise SystemExit(f"only {a.active()} of {args.consoles} came up on a")
             rss_a = sample(a.proc.pid).rss_kb
             b = Member(root, "b", fleet.consoles, url, args.lease_ttl, 1e-9,
-                       args.setup_concurrency)
+                       args.setup_concurrency, code)
             members.append(b)
             time.sleep(3)  # b's lease, member key and first polls
             assert b.active() == 0, "the standby took consoles while a lives"
+            spy = None
+            if args.py_spy is not None:
+                spy = subprocess.Popen(["py-spy", "record", "--format", "raw", "--rate", "50",
+                                        "-o", str(args.py_spy), "--pid", str(b.proc.pid)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             killed = time.monotonic()
             os.kill(a.proc.pid, signal.SIGKILL)
             a.proc.wait(10)
             first = b.wait(1, 120)
+            first_s = None if first is None else time.monotonic() - killed
             done = b.wait(args.consoles, 300)
             total = None if done is None else time.monotonic() - killed
-            first_s = None if first is None else first
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+                spy.wait(30)
             print_table(["consoles", "lease_ttl", "first on b (s)", "all on b (s)",
                          "a RSS (MB)"],
                         [[args.consoles, args.lease_ttl,
@@ -156,11 +178,13 @@ def main() -> None:
                 "consoles": args.consoles, "lease_ttl": args.lease_ttl,
                 "setup_concurrency": args.setup_concurrency,
                 "first_active_after_kill_s": first_s, "all_active_after_kill_s": total,
+                "code": str(code or ROOT_DIR),
                 "member_a_rss_kb": rss_a, "member_a_cold_start_s": cold_start,
                 "load_average_1m_after": os.getloadavg()[0],
                 "command": f"python bench/cluster_failover.py --consoles {args.consoles} "
                            f"--lease-ttl {args.lease_ttl} "
-                           f"--setup-concurrency {args.setup_concurrency}"})
+                           f"--setup-concurrency {args.setup_concurrency}"
+                           + (f" --code {code}" if code is not None else "")})
         finally:
             for m in members:
                 stop_process(m.proc)

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from solgate.console.log import format_time
 from tests.cluster_helpers import (
     Etcd,
     MemberProc,
@@ -238,7 +239,7 @@ def test_three_members_share_the_fleet_and_a_killed_one_is_replaced(
 
             victim = members[0]
             theirs = victim.active()
-            killed = time.monotonic()
+            killed, killed_at = time.monotonic(), format_time(time.time(), millis=True)
             stop(victim.proc, signal.SIGKILL)
             survivors = members[1:]
             wait_until(lambda: _settled(survivors, etcd, prefix, expected), LEASE_TTL + 10,
@@ -251,9 +252,20 @@ def test_three_members_share_the_fleet_and_a_killed_one_is_replaced(
             log = (tmp_path / owner / "data" / "logs" / f"{min(moved)}.log").read_bytes()
             assert b"taken over from a after its lease expired" in log
             print(f"takeover of {len(theirs)} consoles after kill -9: {took:.1f}s")
-            # The BMCs saw only the dead member's stale sessions displaced, once each.
-            assert set(steals) <= theirs
+            # The BMCs saw the dead member's stale sessions displaced (still there: the
+            # simulated BMCs expire sessions after 60 s), once each, and nothing else, by
+            # the takeover's deactivate-first (not by a failed activation and a steal).
+            assert set(steals) == theirs
             assert max(Counter(steals).values()) == 1
+            notes = [n for m in survivors
+                     for line in (m.workdir / "data" / "events.jsonl").read_text().splitlines()
+                     if (n := json.loads(line))["time"] >= killed_at]
+            deactivates = [n for n in notes if n["kind"] == "deactivate"]
+            assert {n["console"] for n in deactivates} == set(steals), (deactivates, steals)
+            assert {n["message"] for n in deactivates} <= {
+                "SOL was held by a's stale session; forced deactivate (takeover)"}
+            # No survivor lost SOL on any console: nobody deactivated a live member.
+            assert not [n for n in notes if n["kind"] == "sol-down"]
 
             # Host output after the takeover is in the merged logs (all members) once.
             def say(handle: Any) -> None:

@@ -1,4 +1,5 @@
-"""`ConsoleLifecycle` under a fake clock: backoff, steal, auth lockout, keepalive, stop.
+"""`ConsoleLifecycle` under a fake clock: backoff, steal, takeover, auth lockout, keepalive,
+stop.
 
 The core is driven with numbers only (`now` jumps to `next_deadline()`), and a seeded
 `random.Random` gives the jitter, so the waits are asserted exactly; the UDP side of the
@@ -35,6 +36,7 @@ from solgate.console.lifecycle import (
     ReleaseSlot,
     StateChanged,
     StealSol,
+    TakeOverSol,
     classify,
 )
 from solgate.errors import (
@@ -217,6 +219,109 @@ def test_a_cluster_member_that_lost_the_console_leaves_the_holder_alone():
                                         "SOL is active in another session")]
 
 
+def test_a_takeover_deactivates_first_and_activates_at_once_without_the_settle():
+    """A cluster member won a console from a dead member: no failed activation, no
+    question who holds SOL, no settle; the log names the member whose session it was."""
+    life = core(steal=True)
+    life.take_over("gw1")
+    life.start(0.0)
+    life.slot_acquired(0.0)
+    drain(life)
+    life.connected(0.5)
+    assert drain(life) == [StateChanged(ConsoleState.ACTIVATING, ""), TakeOverSol("gw1")]
+    assert life.next_deadline() is None
+    life.taken_over(0.6, deactivated=True)
+    assert drain(life) == [Note("deactivate", "SOL was held by gw1's stale session; forced "
+                                "deactivate (takeover)"), ActivateSol()]
+    assert life.next_deadline() is None  # activated at once, no STEAL_SETTLE
+    life.activated(0.7, our_session=OURS, cipher_suite=17)
+    assert drain(life)[-1] == Note("sol-up", "SOL up (cipher suite 17)")
+    assert life.state is ConsoleState.ACTIVE
+
+
+def test_a_takeover_finding_sol_free_activates_without_a_note():
+    life = core(steal=True)
+    life.take_over("gw1")
+    to_activating(life, 0.0)
+    life.taken_over(0.1, deactivated=False)  # the BMC had already dropped gw1's session
+    assert drain(life) == [ActivateSol()]
+
+
+def test_a_takeover_whose_bmc_still_holds_sol_falls_back_to_the_steal_and_its_settle():
+    """A BMC that needs time after a deactivate (or ignored it) gets the ordinary steal:
+    deactivate, wait STEAL_SETTLE, activate; then held-elsewhere if it is still held."""
+    life = core(steal=True)
+    life.take_over("gw1")
+    to_activating(life, 1.0)
+    life.taken_over(1.1, deactivated=True)
+    drain(life)
+    life.held_elsewhere("SOL is active in another session", 1.2)
+    assert drain(life) == [StealSol("steal = true")]
+    life.stolen(1.3)
+    assert life.next_deadline() == 1.3 + STEAL_SETTLE
+    life.handle_timeout(1.3 + STEAL_SETTLE)
+    assert drain(life) == [ActivateSol()]
+    life.held_elsewhere("taken again", 1.6)
+    assert drain(life) == [CloseSession(deactivate=False), ReleaseSlot(),
+                           StateChanged(ConsoleState.HELD_ELSEWHERE,
+                                        "SOL is active in another session")]
+
+
+def test_a_takeover_the_bmc_refuses_still_activates_and_says_so():
+    life = core(steal=True)
+    life.take_over("gw1")
+    to_activating(life, 0.0)
+    life.taken_over(0.1, deactivated=False, refused="insufficient privilege (0xd4)")
+    assert drain(life) == [Note("deactivate", "deactivating gw1's stale SOL session was "
+                                "refused (insufficient privilege (0xd4)); activating anyway"),
+                           ActivateSol()]
+
+
+def test_a_takeover_waits_for_a_try_that_reaches_the_bmc_and_is_done_once():
+    life = core(steal=True)
+    life.take_over("gw1")
+    to_activating(life, 0.0)
+    wait = fail_and_close(life, Failure.TIMEOUT, "no answer to Deactivate Payload", 0.5)
+    life.handle_timeout(0.5 + wait)
+    life.slot_acquired(0.5 + wait)
+    drain(life)
+    life.connected(0.5 + wait)
+    assert drain(life) == [StateChanged(ConsoleState.ACTIVATING, ""), TakeOverSol("gw1")]
+    life.taken_over(0.5 + wait, deactivated=True)
+    drain(life)
+    life.activated(0.6 + wait, our_session=OURS, cipher_suite=17)
+    drain(life)
+    life.ended("SOL stalled", 100.0)
+    drain(life)
+    life.closed(100.0)
+    to_activating(life, life.next_deadline() or 0.0)
+    life.held_elsewhere("held by 0x1", 101.0)  # a later try: the ordinary steal path
+    assert drain(life) == [StealSol("steal = true")]
+
+
+def test_a_takeover_by_a_member_that_lost_the_console_deactivates_nothing():
+    life = core(steal=True)
+    life.take_over("gw1")
+    to_activating(life, 0.0)
+    life.steal_refused(0.1)  # the ownership check said no
+    assert drain(life) == [CloseSession(deactivate=False), ReleaseSlot(),
+                           StateChanged(ConsoleState.HELD_ELSEWHERE, "not taken over from "
+                                        "gw1: the console is no longer this member's")]
+    life.closed(0.1)
+    life.handle_timeout(life.next_deadline() or 0.0)
+    life.slot_acquired(2.0)
+    life.connected(2.0)
+    assert drain(life)[-1] == ActivateSol()  # no second takeover
+
+
+def test_without_steal_a_takeover_activates_as_usual():
+    life = core(steal=False)
+    life.take_over("gw1")
+    to_activating(life, 0.0)
+    life.held_elsewhere("held by 0x1", 0.1)
+    assert drain(life)[-1] == StateChanged(ConsoleState.HELD_ELSEWHERE, "held by 0x1")
+
+
 def test_without_steal_an_operators_forced_deactivate_steals_once_and_goes_now():
     life, now = core(steal=False, reconnect_max=60.0), 0.0
     to_activating(life, now)
@@ -381,6 +486,8 @@ _CALLS = [
     lambda c, t: c.held_elsewhere("held", t),
     lambda c, t: c.stolen(t),
     lambda c, t: c.steal_refused(t),
+    lambda c, t: c.take_over("gw1"),
+    lambda c, t: c.taken_over(t, deactivated=True),
     lambda c, t: c.activated(t, our_session=OURS, cipher_suite=17),
     *[lambda c, t, k=k: c.failed(k, "failed", t) for k in Failure],
     lambda c, t: c.ended("ended", t),
@@ -400,6 +507,7 @@ _SHOWN = {
     Phase.IDLE: {ConsoleState.STOPPED}, Phase.STOPPED: {ConsoleState.STOPPED},
     Phase.WAIT_SLOT: {ConsoleState.CONNECTING}, Phase.CONNECTING: {ConsoleState.CONNECTING},
     Phase.ACTIVATING: {ConsoleState.ACTIVATING}, Phase.STEALING: {ConsoleState.ACTIVATING},
+    Phase.TAKING_OVER: {ConsoleState.ACTIVATING},
     Phase.SETTLING: {ConsoleState.ACTIVATING}, Phase.ACTIVE: {ConsoleState.ACTIVE},
 }
 _WAITING = {ConsoleState.BACKOFF, ConsoleState.HELD_ELSEWHERE, ConsoleState.AUTH_FAILED,

@@ -72,6 +72,7 @@ KV_CONCURRENCY = 4  # etcd KV calls in flight at once (acquires, handovers, chec
 # goes to the next node too: a node that went silent (power loss) must not use up the
 # margin before the fence (one renew interval), or members fence while a quorum answers.
 RENEW_HEDGE = 0.25
+OWNER_CHECK_BATCH = 100  # ownership checks read in one txn (etcd allows 128 ops)
 
 
 def etcd_client(cluster: ClusterConfig, timeout: float) -> EtcdClient:
@@ -84,6 +85,15 @@ def etcd_client(cluster: ClusterConfig, timeout: float) -> EtcdClient:
             context.load_cert_chain(str(cluster.etcd_cert), str(cluster.etcd_key))
     return EtcdClient(cluster.etcd, timeout=timeout, ssl_context=context,
                       user=cluster.etcd_user, password=cluster.etcd_password)
+
+
+def _settle(batch: list[tuple[str, list[asyncio.Future[KeyValue | None]]]],
+            exc: BaseException) -> None:
+    """Fail the ownership checks of `batch` that are still waiting."""
+    for _, futures in batch:
+        for future in futures:
+            if not future.done():
+                future.set_exception(exc)
 
 
 def _json(data: bytes) -> dict[str, Any]:
@@ -117,6 +127,9 @@ class ClusterMember:
         self._pending_moves: dict[str, dict[str, Any]] = {}
         self._member_lock = asyncio.Lock()
         self._moves_writer: asyncio.Task[None] | None = None
+        # Ownership checks asked at the same time (thousands in a takeover) share a txn.
+        self._owner_checks: dict[str, list[asyncio.Future[KeyValue | None]]] = {}
+        self._owner_checker: asyncio.Task[None] | None = None
         self.core = ClusterCore(cluster.name, lease_ttl=cluster.lease_ttl,
                                 renew_interval=cluster.renew_interval,
                                 poll_interval=POLL_INTERVAL, weight=cluster.weight,
@@ -461,9 +474,13 @@ class ClusterMember:
                     took_from = str(move["from"])
                 note = self._start_note(epoch, took_from, unowned_for, move)
                 self.epochs[c] = epoch
+                # Its previous owner did not release it (its lease expired): that member's
+                # SOL session is stale, and the worker deactivates it before activating.
+                released = move.get("from") == took_from and move.get("released_at")
+                stale_from = took_from if took_from is not None and not released else None
                 if took_from is not None:
                     self._record_move(c, epoch, took_from, move)
-                if not self.manager.run_console(c, note):
+                if not self.manager.run_console(c, note, take_over_from=stale_from):
                     logger.error("cluster: console %s is owned here but not in this member's "
                                  "configuration", c)
                 else:
@@ -556,8 +573,7 @@ class ClusterMember:
                 and self.core.running.get(console) == epoch:
             return True  # won moments ago and not fenced since: etcd would say the same
         try:
-            async with self._kv_slots:
-                kv = await self.client.get(self._key("owners", console))
+            kv = await self._owner_kv(console)
         except (EtcdError, TimeoutError):
             return False
         ours = kv is not None and kv.lease == lease and kv.create_revision == epoch
@@ -565,6 +581,40 @@ class ClusterMember:
             logger.warning("cluster: %s: SOL is held by another session and the console is "
                            "no longer ours in etcd; not deactivating it", console)
         return ours
+
+    async def _owner_kv(self, console: str) -> KeyValue | None:
+        """The console's owner key as etcd has it now. Checks asked meanwhile (a takeover
+        asks thousands within seconds) are read together, up to 100 in one txn."""
+        future: asyncio.Future[KeyValue | None] = asyncio.get_running_loop().create_future()
+        self._owner_checks.setdefault(console, []).append(future)
+        if self._owner_checker is None or self._owner_checker.done():
+            self._owner_checker = self._start(self._read_owner_checks(), "cluster:checks")
+        return await future
+
+    async def _read_owner_checks(self) -> None:
+        batch: list[tuple[str, list[asyncio.Future[KeyValue | None]]]] = []
+        try:
+            while self._owner_checks:
+                batch = list(self._owner_checks.items())[:OWNER_CHECK_BATCH]
+                for console, _ in batch:
+                    del self._owner_checks[console]
+                keys = [self._key("owners", c) for c, _ in batch]
+                try:
+                    async with self._kv_slots:
+                        result = await self.client.txn([], [op_get(k) for k in keys])
+                except (EtcdError, TimeoutError) as exc:
+                    _settle(batch, exc)
+                    continue
+                found = {kv.key: kv for kv in result.kvs}
+                for (_, futures), key in zip(batch, keys, strict=True):
+                    for future in futures:
+                        if not future.done():
+                            future.set_result(found.get(key))
+        finally:  # cancelled (stopping): nobody waits forever
+            stopping = EtcdError("cluster member stopping")
+            _settle(batch, stopping)
+            _settle(list(self._owner_checks.items()), stopping)
+            self._owner_checks.clear()
 
     def fence_all(self, reason: str) -> None:
         """Stop every SOL session now, each stop bounded by a third of the TTL. Each stop

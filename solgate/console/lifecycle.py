@@ -5,8 +5,9 @@ Theory of operation
 -------------------
 `ConsoleLifecycle` decides; the worker (`console/worker.py`) does. Like `ClientSession`
 (STYLE.md items 1 and 4) it never reads a clock, sleeps or touches a socket: the worker
-feeds it what happened (`slot_acquired`, `connected`, `activated`, `held_elsewhere`,
-`failed`, `ended`, `closed`, keepalive outcomes, `reconnect`, `stop`) and timer expiries
+feeds it what happened (`take_over`, `slot_acquired`, `connected`, `taken_over`,
+`activated`, `held_elsewhere`, `failed`, `ended`, `closed`, keepalive outcomes,
+`reconnect`, `stop`) and timer expiries
 (`handle_timeout`), each with `now`, and pulls `next_action()` (what to do, in order)
 and `next_deadline()` (when to call `handle_timeout`). Jitter comes from the `rng` it is
 given, so a test with a seeded `random.Random` and a fake clock gets exact numbers.
@@ -15,8 +16,10 @@ The life is a table of phases; each phase shows as one of the `ConsoleState` nam
 web page, the API and `/metrics` print:
 
     IDLE --start--> WAIT_SLOT --slot--> CONNECTING --connected--> ACTIVATING --activated--> ACTIVE
-                        ^                   |               held | ^ settle          | ended
-                        |                   | failed    STEALING-+ SETTLING          v
+                        ^                   |   |           held | ^ settle    ^     | ended
+                        |                   |   |       STEALING-+ SETTLING    |     v
+                        |                   |   +--connected--> TAKING_OVER ---+     |
+                        |                   | failed   (takeover)  taken_over        |
                         +--- timeout / -- WAITING <--closed-- CLOSING <-------------+
                              reconnect                                  (failures too)
 
@@ -28,6 +31,14 @@ web page, the API and `/metrics` print:
   `held-elsewhere`, otherwise `held-elsewhere` at once. In a cluster the worker first
   asks whether this member still owns the console (`steal_refused` if not), so two
   members never fight over one BMC.
+* A takeover (a cluster member won a console whose previous owner's lease expired, so
+  that member's SOL session is known stale): with `steal = true` the first try after the
+  handshake deactivates SOL first (`TAKING_OVER`, after the same ownership check) and
+  activates at once, without asking who holds SOL and without `STEAL_SETTLE`: two round
+  trips and the settle less than the steal above. The settle is kept for BMCs that need
+  it: if SOL is still held after that activation, the steal above follows (deactivate,
+  settle, activate), as FreeIPMI's ipmiconsole retries after a deactivate a BMC did not
+  honour. A BMC that refuses the deactivate gets the activation anyway (it decides).
 * A failed try or an ended activation closes the session, then waits: `Backoff` (full
   jitter, doubling up to `reconnect_max`) for everything but confirmed authentication
   failures, which wait minutes (`AUTH_FAILURE_BACKOFF`, doubling up to
@@ -197,6 +208,14 @@ class StealSol:
 
 
 @dataclass(frozen=True, slots=True)
+class TakeOverSol:
+    """Deactivate SOL (the stale session of member `previous`) before activating; then
+    `taken_over`, `steal_refused` or `failed`. Ask the ownership check first."""
+
+    previous: str
+
+
+@dataclass(frozen=True, slots=True)
 class AskKeepalive:
     """Ask Get Payload Instance Info; then `keepalive_answered/refused/unanswered`."""
 
@@ -214,7 +233,7 @@ class CloseSession:
 
 
 Action = (StateChanged | Note | AcquireSlot | ReleaseSlot | OpenSession | ActivateSol
-          | StealSol | AskKeepalive | DropStream | CloseSession)
+          | StealSol | TakeOverSol | AskKeepalive | DropStream | CloseSession)
 
 
 # --------------------------------------------------------------------------- the table
@@ -225,6 +244,7 @@ class Phase(Enum):
     WAIT_SLOT = auto()
     CONNECTING = auto()
     ACTIVATING = auto()
+    TAKING_OVER = auto()
     STEALING = auto()
     SETTLING = auto()
     ACTIVE = auto()
@@ -238,6 +258,8 @@ class LifecycleInput(Enum):
     SLOT_ACQUIRED = auto()
     SLOT_ACQUIRED_STOPPING = auto()
     CONNECTED = auto()
+    CONNECTED_TAKEOVER = auto()
+    TAKEN_OVER = auto()
     ACTIVATED = auto()
     ACTIVATED_STOPPING = auto()
     HELD_STEAL = auto()
@@ -255,14 +277,17 @@ class LifecycleInput(Enum):
 
 _P = Phase
 _I = LifecycleInput
-_SETUP = (_P.WAIT_SLOT, _P.CONNECTING, _P.ACTIVATING, _P.STEALING, _P.SETTLING)
-_TRY = (_P.CONNECTING, _P.ACTIVATING, _P.STEALING)  # an IPMI exchange is under way
+_SETUP = (_P.WAIT_SLOT, _P.CONNECTING, _P.TAKING_OVER, _P.ACTIVATING, _P.STEALING,
+          _P.SETTLING)
+_TRY = (_P.CONNECTING, _P.TAKING_OVER, _P.ACTIVATING, _P.STEALING)  # an IPMI exchange
 
 _TRANSITIONS: dict[tuple[Phase, LifecycleInput], Phase] = {
     (_P.IDLE, _I.START): _P.WAIT_SLOT,
     (_P.WAIT_SLOT, _I.SLOT_ACQUIRED): _P.CONNECTING,
     (_P.WAIT_SLOT, _I.SLOT_ACQUIRED_STOPPING): _P.STOPPED,
     (_P.CONNECTING, _I.CONNECTED): _P.ACTIVATING,
+    (_P.CONNECTING, _I.CONNECTED_TAKEOVER): _P.TAKING_OVER,
+    (_P.TAKING_OVER, _I.TAKEN_OVER): _P.ACTIVATING,
     (_P.ACTIVATING, _I.ACTIVATED): _P.ACTIVE,
     (_P.ACTIVATING, _I.ACTIVATED_STOPPING): _P.CLOSING,
     (_P.ACTIVATING, _I.HELD_STEAL): _P.STEALING,
@@ -312,6 +337,7 @@ class ConsoleLifecycle:
         self._steal_now = steal  # this try may force a holder off
         self._stealing = False  # this try already forced a deactivate
         self._held_detail = ""  # what the first "held elsewhere" said, if the steal fails
+        self._takeover_from: str | None = None  # a takeover's previous owner (a member)
         self._our_session = 0
         self._delay = 0.0  # the wait after the close under way
         self._deadline: float | None = None  # WAITING and SETTLING
@@ -353,9 +379,36 @@ class ConsoleLifecycle:
         self._move(_I.SLOT_ACQUIRED)
         self._actions.append(OpenSession())
 
+    def take_over(self, previous: str) -> None:
+        """This console was just taken from member `previous`, whose SOL session is stale
+        (its lease expired): deactivate first on the next try (with `steal = true`)."""
+        self._takeover_from = previous
+
     def connected(self, now: float) -> None:
+        previous = self._takeover_from
+        if previous is not None and self.steal:
+            self._move(_I.CONNECTED_TAKEOVER)
+            self._held_detail = f"not taken over from {previous}: the console is no " \
+                                "longer this member's"
+            self._show(ConsoleState.ACTIVATING, "")
+            self._actions.append(TakeOverSol(previous))
+            return
         self._move(_I.CONNECTED)
         self._show(ConsoleState.ACTIVATING, "")
+        self._actions.append(ActivateSol())
+
+    def taken_over(self, now: float, *, deactivated: bool, refused: str = "") -> None:
+        """The takeover's deactivate was answered: SOL was active (`deactivated`), was not,
+        or the BMC `refused` it. Activate now; if SOL is still held, the steal follows."""
+        self._move(_I.TAKEN_OVER)
+        previous, self._takeover_from = self._takeover_from, None
+        self._stealing = False  # the ordinary steal (with its settle) stays available
+        if deactivated:
+            self._actions.append(Note("deactivate", f"SOL was held by {previous}'s stale "
+                                      "session; forced deactivate (takeover)"))
+        elif refused:
+            self._actions.append(Note("deactivate", f"deactivating {previous}'s stale SOL "
+                                      f"session was refused ({refused}); activating anyway"))
         self._actions.append(ActivateSol())
 
     def held_elsewhere(self, detail: str, now: float) -> None:
@@ -377,6 +430,7 @@ class ConsoleLifecycle:
     def steal_refused(self, now: float) -> None:
         """The console is no longer ours (a cluster member lost it): leave the holder be."""
         self._move(_I.FAILED)
+        self._takeover_from = None
         self._fail(Failure.HELD_ELSEWHERE, self._held_detail)
 
     def stolen(self, now: float) -> None:
@@ -386,6 +440,7 @@ class ConsoleLifecycle:
 
     def activated(self, now: float, *, our_session: int, cipher_suite: int | None) -> None:
         self._stealing = False
+        self._takeover_from = None
         self._logins.reset()
         self._actions.append(ReleaseSlot())
         if self.stopping:  # stop() came during the setup: free the BMC at once

@@ -108,7 +108,8 @@ class ConsoleManager:
         logger.info("reloaded configuration: %s", summary)
         return summary
 
-    def _start_worker(self, console: ConsoleConfig, hub: Hub | None = None) -> ConsoleWorker:
+    def _start_worker(self, console: ConsoleConfig, hub: Hub | None = None,
+                      take_over_from: str | None = None) -> ConsoleWorker:
         log = ConsoleLog(
             self.data_dir / "logs" / f"{console.name}.log",
             max_bytes=console.log_max,
@@ -128,18 +129,26 @@ class ConsoleManager:
             steal_check=self.steal_check,
         )
         self._workers[console.name] = worker
+        if take_over_from is not None:
+            worker.take_over(take_over_from)
         worker.start()
         return worker
 
     # --- the cluster's hands: run only what this member owns -------------------------------
 
-    def run_console(self, name: str, note: str) -> bool:
+    def run_console(self, name: str, note: str, take_over_from: str | None = None) -> bool:
         """Open SOL and start logging now (this member just won the console); `note` goes
-        first into its log and the events file. False when the console is not configured."""
+        first into its log and the events file. `take_over_from`: the member whose lease
+        expired holding it (its SOL session is stale: deactivate it first). False when the
+        console is not configured."""
         console = self.config.consoles.get(name)
         if console is None:
             return False
-        worker = self._workers.get(name) or self._start_worker(console)
+        worker = self._workers.get(name)
+        if worker is None:
+            worker = self._start_worker(console, take_over_from=take_over_from)
+        elif take_over_from is not None:
+            worker.take_over(take_over_from)
         worker.record("cluster", note)
         return True
 

@@ -2,14 +2,15 @@
 
 Theory of operation
 -------------------
-What a console does next (connect, activate SOL, steal it, keep it alive, back off,
-reconnect, stop) is decided by the sans-I/O `ConsoleLifecycle` (`console/lifecycle.py`,
-which has the states, the transition table and the numbers). A `ConsoleWorker` executes
-its actions and feeds back what happened, with `loop.time()`:
+What a console does next (connect, activate SOL, steal it or take it over from a dead
+cluster member, keep it alive, back off, reconnect, stop) is decided by the sans-I/O
+`ConsoleLifecycle` (`console/lifecycle.py`, which has the states, the transition table
+and the numbers). A `ConsoleWorker` executes its actions and feeds back what happened,
+with `loop.time()`:
 
 * `run()` pulls the core's actions one at a time: awaited ones (the setup slot, the
-  handshake through `IpmiClient`, Activate Payload, the forced deactivate of a steal,
-  the close) are awaited in turn and their outcome fed back; when there is nothing to do
+  handshake through `IpmiClient`, Activate Payload, the forced deactivate of a steal or
+  a takeover, the close) are awaited in turn and their outcome fed back; when there is nothing to do
   it waits for the next input.
 * One `call_at` timer serves both the core (backoff, steal settle, keepalive and dead-
   session deadlines) and the `SolStream` (retransmits): it is armed at the earlier of
@@ -58,11 +59,12 @@ from solgate.console.lifecycle import (
     ReleaseSlot,
     StateChanged,
     StealSol,
+    TakeOverSol,
     classify,
 )
 from solgate.console.log import ConsoleLog
 from solgate.console.panic import PanicDetector, PanicEvent
-from solgate.errors import SolgateError, SolgateTimeoutError
+from solgate.errors import CommandError, SolgateError, SolgateTimeoutError
 from solgate.ipmi.commands import PayloadInstanceInfo, SolActivation
 from solgate.ipmi.session import SessionTerminated
 from solgate.ipmi.sol import (
@@ -201,6 +203,11 @@ class ConsoleWorker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
 
+    def take_over(self, previous: str) -> None:
+        """A cluster member just won this console from `previous`, whose lease expired:
+        deactivate its stale SOL session before activating (see `ConsoleLifecycle`)."""
+        self.life.take_over(previous)
+
     def send_input(self, data: bytes) -> None:
         """Keystrokes from the write-lock holder; dropped (and counted) when not active."""
         stream = self._stream
@@ -307,6 +314,19 @@ class ConsoleWorker:
                     self._failed(exc)
                 else:
                     life.stolen(self._now())
+            case TakeOverSol():
+                client = self._require_client()
+                if self._steal_check is not None and not await self._steal_check(self.name):
+                    life.steal_refused(self._now())  # no longer ours: leave the holder be
+                    return
+                try:
+                    deactivated = await client.deactivate_sol()
+                except CommandError as exc:  # answered, refused: the activation decides
+                    life.taken_over(self._now(), deactivated=False, refused=str(exc))
+                except (SolgateError, OSError) as exc:
+                    self._failed(exc)
+                else:
+                    life.taken_over(self._now(), deactivated=deactivated)
             case AskKeepalive():
                 task = self._require_loop().create_task(
                     self._require_client().payload_instance_info(),
