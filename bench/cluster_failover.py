@@ -17,6 +17,8 @@ bench/results/cluster_failover.json.
 from __future__ import annotations
 
 import argparse
+import base64
+import calendar
 import json
 import os
 import shutil
@@ -71,6 +73,21 @@ def start_etcd(path: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("etcd did not become healthy")
 
 
+def member_key_present(url: str, name: str) -> bool:
+    """Is `<prefix>members/<name>` in etcd (gone: the member's lease expired)?"""
+    key = base64.b64encode(f"/solgate/members/{name}".encode()).decode()
+    request = urllib.request.Request(f"{url}/v3/kv/range", data=json.dumps(
+        {"key": key, "count_only": True}).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=2) as r:  # noqa: S310 - loopback etcd
+        return int(json.loads(r.read()).get("count", 0)) > 0
+
+
+def event_time(text: str) -> float:
+    """`2026-12-06T07:26:06.123Z` (events.jsonl) as a Unix time."""
+    base, _, millis = text.rstrip("Z").partition(".")
+    return calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S")) + int(millis or 0) / 1000
+
+
 class Member:
     def __init__(self, root: Path, name: str, consoles: list[tuple[str, int]], etcd: str,
                  lease_ttl: str, weight: float, setup_concurrency: int = 64,
@@ -107,6 +124,22 @@ class Member:
                     name = ev.get("console", "")
                     up[name] = up.get(name, 0) + (1 if ev.get("kind") == "sol-up" else -1)
         return sum(1 for v in up.values() if v > 0)
+
+    def phases(self) -> tuple[float | None, float | None]:
+        """Wall times of this member's first ownership note and of its last `sol-up`."""
+        first = last = None
+        path = self.dir / "data" / "events.jsonl"
+        with path.open() as f:
+            for line in f:
+                if '"cluster"' not in line and '"sol-up"' not in line:
+                    continue
+                ev = json.loads(line)
+                t = event_time(ev["time"])
+                if ev["kind"] == "cluster" and first is None:
+                    first = t
+                elif ev["kind"] == "sol-up":
+                    last = t
+        return first, last
 
     def wait(self, want: int, timeout: float) -> float | None:
         t0 = time.monotonic()
@@ -158,13 +191,30 @@ def main() -> None:
                 spy = subprocess.Popen(["py-spy", "record", "--format", "raw", "--rate", "50",
                                         "-o", str(args.py_spy), "--pid", str(b.proc.pid)],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            killed = time.monotonic()
+            busy0 = {"b": sample(b.proc.pid).cpu, "etcd": sample(etcd.pid).cpu,
+                     "sims": sum(sample(p).cpu for p in fleet.pids)}
+            killed, killed_wall = time.monotonic(), time.time()
             os.kill(a.proc.pid, signal.SIGKILL)
             a.proc.wait(10)
+            while time.monotonic() - killed < 60 and member_key_present(url, "a"):
+                time.sleep(0.05)
+            expired = time.time() - killed_wall
             first = b.wait(1, 120)
             first_s = None if first is None else time.monotonic() - killed
             done = b.wait(args.consoles, 300)
             total = None if done is None else time.monotonic() - killed
+            busy = {"b": sample(b.proc.pid).cpu - busy0["b"],
+                    "etcd": sample(etcd.pid).cpu - busy0["etcd"],
+                    "sims": sum(sample(p).cpu for p in fleet.pids) - busy0["sims"]}
+            first_note, last_up = b.phases()
+            phases = {"lease_expired_s": round(expired, 2),
+                      "first_owner_note_s": round(first_note - killed_wall, 2)
+                      if first_note else None,
+                      "last_sol_up_s": round(last_up - killed_wall, 2) if last_up else None,
+                      "cpu_s": {k: round(v, 1) for k, v in busy.items()}}
+            print(f"after the kill: a's lease gone {phases['lease_expired_s']} s, b's first "
+                  f"ownership note {phases['first_owner_note_s']} s, b's last sol-up "
+                  f"{phases['last_sol_up_s']} s; CPU seconds meanwhile {phases['cpu_s']}")
             if spy is not None:
                 spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
                 spy.wait(30)
@@ -178,7 +228,7 @@ def main() -> None:
                 "consoles": args.consoles, "lease_ttl": args.lease_ttl,
                 "setup_concurrency": args.setup_concurrency,
                 "first_active_after_kill_s": first_s, "all_active_after_kill_s": total,
-                "code": str(code or ROOT_DIR),
+                "code": str(code or ROOT_DIR), "phases": phases,
                 "member_a_rss_kb": rss_a, "member_a_cold_start_s": cold_start,
                 "load_average_1m_after": os.getloadavg()[0],
                 "command": f"python bench/cluster_failover.py --consoles {args.consoles} "
