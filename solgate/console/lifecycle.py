@@ -7,10 +7,10 @@ Theory of operation
 (STYLE.md items 1 and 4) it never reads a clock, sleeps or touches a socket: the worker
 feeds it what happened (`take_over`, `slot_acquired`, `connected`, `taken_over`,
 `activated`, `held_elsewhere`, `failed`, `ended`, `closed`, keepalive outcomes,
-`reconnect`, `stop`) and timer expiries
-(`handle_timeout`), each with `now`, and pulls `next_action()` (what to do, in order)
-and `next_deadline()` (when to call `handle_timeout`). Jitter comes from the `rng` it is
-given, so a test with a seeded `random.Random` and a fake clock gets exact numbers.
+`reconnect`, `stop`) and timer expiries (`handle_timeout`), each with `now`, and pulls
+`next_action()` (what to do, in order) and `next_deadline()` (when to call
+`handle_timeout`). Jitter comes from the `rng` it is given, so a test with a seeded
+`random.Random` and a fake clock gets exact numbers.
 
 The life is a table of phases; each phase shows as one of the `ConsoleState` names the
 web page, the API and `/metrics` print:

@@ -10,8 +10,8 @@ with `loop.time()`:
 
 * `run()` pulls the core's actions one at a time: awaited ones (the setup slot, the
   handshake through `IpmiClient`, Activate Payload, the forced deactivate of a steal or
-  a takeover, the close) are awaited in turn and their outcome fed back; when there is nothing to do
-  it waits for the next input.
+  a takeover, the close) are awaited in turn and their outcome fed back; when there is
+  nothing to do it waits for the next input.
 * One `call_at` timer serves both the core (backoff, steal settle, keepalive and dead-
   session deadlines) and the `SolStream` (retransmits): it is armed at the earlier of
   their `next_deadline()`s. A keepalive question runs as a task whose answer is fed back.
