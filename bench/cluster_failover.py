@@ -191,7 +191,8 @@ def main() -> None:
                 spy = subprocess.Popen(["py-spy", "record", "--format", "raw", "--rate", "50",
                                         "-o", str(args.py_spy), "--pid", str(b.proc.pid)],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            busy0 = {"b": sample(b.proc.pid).cpu, "etcd": sample(etcd.pid).cpu,
+            busy0 = {"b": sample(b.proc.pid).cpu, "b_sys": sample(b.proc.pid).sys_cpu,
+                     "etcd": sample(etcd.pid).cpu,
                      "sims": sum(sample(p).cpu for p in fleet.pids)}
             killed, killed_wall = time.monotonic(), time.time()
             os.kill(a.proc.pid, signal.SIGKILL)
@@ -204,6 +205,7 @@ def main() -> None:
             done = b.wait(args.consoles, 300)
             total = None if done is None else time.monotonic() - killed
             busy = {"b": sample(b.proc.pid).cpu - busy0["b"],
+                    "b_sys": sample(b.proc.pid).sys_cpu - busy0["b_sys"],
                     "etcd": sample(etcd.pid).cpu - busy0["etcd"],
                     "sims": sum(sample(p).cpu for p in fleet.pids) - busy0["sims"]}
             first_note, last_up = b.phases()
