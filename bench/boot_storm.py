@@ -247,7 +247,12 @@ def run_one(server: str, count: int, wd: Path, args: argparse.Namespace) -> dict
         time.sleep(1.0)  # the last writes reach the log files
     finally:
         fleet.stop()  # first: the BMCs' counters as they are, SOL still up
-        srv.stop()
+        if isinstance(srv, ConMan):
+            # conmand, its BMCs gone, retries its IPMI sessions for 30 s before it exits;
+            # its logs are complete (the second above), so it is killed after 3.
+            srv.stop(timeout=3.0)
+        else:
+            srv.stop()
     stats = fleet.read_stats()
     totals = {"expected": 0, "logged": 0, "missing": 0, "abandoned": 0, "discarded": 0,
               "unsent": 0, "bmc_queued": 0, "surplus": 0}

@@ -1,7 +1,7 @@
 """solgate vs LLNL ConMan, side by side on the same simulated fleet, in one command.
 
     python bench/vs_conman.py [--consoles 1000] [--small 10] [--window 30] [--flood 4M]
-                              [--rounds 1]
+                              [--rounds 1] [--settle 5]
 
 ConMan (`apt-get install conman`, Debian 0.2.7: IPMI SOL through FreeIPMI's
 libipmiconsole) is the console server run at HPC scale. For each fleet size (`--small`,
@@ -14,7 +14,7 @@ then `--consoles`) and each server in turn (the order alternates between rounds)
 * **RSS per console**: the server's VmRSS divided by the console count (total / N, as
   ConMan's figure cannot separate a baseline);
 * **idle CPU**: the server's user + system CPU over `--window` seconds with nothing
-  attached, after a 5 s settle;
+  attached, after a `--settle` of 5 s;
 * **CPU s per MB**: one console types `flood SIZE` with one client attached (solgate: a
   WebSocket viewer; ConMan: `conman -j` on a pty), charged from the keystroke until the
   flood and the next prompt have arrived; the console log is checked byte for byte
@@ -120,9 +120,9 @@ class ConMan:
     def log_bytes(self, name: str) -> bytes:
         return (self.logdir / f"{name}.log").read_bytes()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
         if self.proc is not None:
-            stop_process(self.proc, timeout=30)
+            stop_process(self.proc, timeout=timeout)
 
 
 async def conman_flood(cm: ConMan, name: str, size: int, timeout: float = 180.0
@@ -161,8 +161,8 @@ async def conman_flood(cm: ConMan, name: str, size: int, timeout: float = 180.0
             "log_ok": log_ok, "log_detail": log_detail}
 
 
-def idle(pid: int, window: float) -> dict[str, float]:
-    time.sleep(5.0)  # let the connect burst drain
+def idle(pid: int, window: float, settle: float) -> dict[str, float]:
+    time.sleep(settle)  # let the connect burst drain
     a = sample(pid)
     time.sleep(window)
     b = sample(pid)
@@ -170,7 +170,7 @@ def idle(pid: int, window: float) -> dict[str, float]:
 
 
 async def run_one(server: str, count: int, wd: Path, *, window: float, size: int,
-                  baud: int, do_idle: bool) -> dict[str, object]:
+                  baud: int, do_idle: bool, settle: float = 5.0) -> dict[str, object]:
     """Fresh fleet, one server over all of it: connect time, idle CPU and RSS, one flood."""
     fleet = Fleet(count, wd, baud=baud, suites=str(SUITE))
     fleet.start()
@@ -184,7 +184,7 @@ async def run_one(server: str, count: int, wd: Path, *, window: float, size: int
                 out["connect_s"] = srv.wait_active(count, 300)
                 out["connected"] = srv.active_count()
                 if do_idle:
-                    out.update(idle(srv.pid, window))
+                    out.update(idle(srv.pid, window, settle))
                 if size:
                     import aiohttp
 
@@ -202,7 +202,7 @@ async def run_one(server: str, count: int, wd: Path, *, window: float, size: int
                 out["connect_s"] = cm.wait_connected(count, 300)
                 out["connected"] = cm.connected_count()
                 if do_idle:
-                    out.update(idle(cm.pid, window))
+                    out.update(idle(cm.pid, window, settle))
                 if size:
                     name = fleet.consoles[0][0]
                     out["flood"] = await conman_flood(cm, name, size)
@@ -240,7 +240,8 @@ async def amain(args: argparse.Namespace) -> int:
             for server in order:
                 with workdir() as wd:
                     r = await run_one(server, count, wd, window=args.window, size=size,
-                                      baud=args.baud, do_idle=count == args.consoles)
+                                      baud=args.baud, do_idle=count == args.consoles,
+                                      settle=args.settle)
                 r["round"] = rnd
                 results.append(r)
     rows = []
@@ -277,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the small fleet, for its flood figure (0: skip)")
     parser.add_argument("--window", type=float, default=30.0,
                         help="idle seconds measured at --consoles (30)")
+    parser.add_argument("--settle", type=float, default=5.0,
+                        help="seconds after connecting before the idle window (5)")
     parser.add_argument("--flood", default="4M", help="flood size per run ('' to skip)")
     parser.add_argument("--baud", type=int, default=8_000_000,
                         help="the hosts' serial speed (8 Mbaud: SOL, not the UART, limits)")
