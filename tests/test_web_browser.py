@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from web_fakes import PASSWORDS, StaticConsoles, make_app, start_client
 
 from solgate.web.ws import close_all
@@ -31,17 +32,32 @@ ARGS = [
 ]
 TIMEOUT_MS = 10_000
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} not installed")
+# One chromium for the module (a launch costs a second or two), so the tests share its
+# event loop. `browser.new_page()` gives each page a context of its own (its own cookies),
+# as with a browser per test, and what a test opened is closed after it.
+pytestmark = [
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} not installed"),
+    pytest.mark.asyncio(loop_scope="module"),
+]
 
 
-@pytest.fixture
-async def browser():
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def chromium():
     async with async_api.async_playwright() as p:
         b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:
             yield b
         finally:
             await b.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def browser(chromium):
+    try:
+        yield chromium
+    finally:
+        for context in chromium.contexts:
+            await context.close()
 
 
 async def test_login_open_console_type_and_see_output(tmp_path: Path, browser) -> None:
