@@ -53,3 +53,8 @@ def pytest_collection_modifyitems(config: object, items: list) -> None:
     for item in items:
         if item.path.name in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
+    if hasattr(config, "workerinput"):
+        # An xdist worker (pyproject's addopts): the long modules go out first, so the
+        # short ones fill in at the end instead of one long module finishing alone. The
+        # sort is stable: each module keeps its own order.
+        items.sort(key=lambda item: item.path.name not in SLOW_MODULES)
