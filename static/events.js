@@ -12,6 +12,7 @@
   const KIND_CLASS = {"panic": "state-bad", "sol-down": "state-bad", "stolen": "state-bad",
                       "log-error": "state-bad", "sol-up": "state-good"};
   let timer = null;
+  let latest = 0;  // the newest load(): an older answer that comes later is dropped
 
   function el(tag, attrs, ...children) {
     const e = document.createElement(tag);
@@ -80,6 +81,7 @@
 
   async function load() {
     clearTimeout(timer);
+    const mine = ++latest;
     const q = new URLSearchParams({limit: "500"});
     if (byConsole.value) q.set("console", byConsole.value.trim());
     if (byKind.value) q.set("kind", byKind.value.replace(/\s+/g, ""));
@@ -87,9 +89,14 @@
       const r = await fetch("/api/events?" + q, {credentials: "same-origin"});
       if (r.status === 401) { location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search); return; }
       if (!r.ok) throw new Error("HTTP " + r.status);
-      render((await r.json()).events);
+      const events = (await r.json()).events;
+      // Leaving the console box and clicking a preset start two loads: the old filter's
+      // answer must not replace the new one's if it comes second.
+      if (mine !== latest) return;
+      render(events);
       status.textContent = "";
     } catch (e) {
+      if (mine !== latest) return;
       status.textContent = "cannot load events (" + e.message + "); retrying";
     }
     timer = setTimeout(load, POLL_MS);
