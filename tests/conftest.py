@@ -22,6 +22,7 @@ SLOW_MODULES = frozenset({
     "test_cluster_etcd.py",
     "test_cluster_etcd_quorum.py",
     "test_cluster_fleet.py",
+    "test_cluster_logs.py",
     "test_engine_delay.py",
     "test_engine_faults.py",
     "test_engine_flow.py",
