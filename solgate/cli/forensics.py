@@ -12,8 +12,11 @@ import json
 import os
 import re
 import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from solgate.cli.logs import add_data_dir, data_dir_from_args
 from solgate.console.log import format_time
@@ -30,11 +33,18 @@ from solgate.errors import ConfigError
 from solgate.forensics import (
     DEFAULT_GREP_BUDGET,
     DEFAULT_GREP_LIMIT,
+    GrepResult,
     console_files,
     console_names,
     grep_logs,
     parse_time,
 )
+
+if TYPE_CHECKING:
+    from solgate.config import Config
+
+
+INCOMPLETE = 2  # exit status: a member did not answer, its part is missing
 
 
 def _files_for(args: argparse.Namespace) -> list[Path]:
@@ -42,43 +52,91 @@ def _files_for(args: argparse.Namespace) -> list[Path]:
     return console_files(data_dir, args.name)
 
 
+def _cluster_of(args: argparse.Namespace, command: str) -> Config | None:
+    """The configuration when the command should read every member's logs: a
+    `[cluster]` member with a member secret, without `--local`."""
+    if getattr(args, "data_dir", None) or args.local:
+        return None
+    _, config = data_dir_from_args(args)
+    if config is None or config.cluster is None:
+        return None
+    if not config.cluster.member_secret:
+        print(f"solgate {command}: [cluster] has no member secret to ask the other members "
+              "with; only this member's logs are read", file=sys.stderr)
+        return None
+    return config
+
+
+def _say_missing(command: str, missing: dict[str, str], what: str) -> None:
+    for member, why in sorted(missing.items()):
+        who = "etcd" if member == "etcd" else f"member {member}"
+        print(f"solgate {command}: {who}: {why}", file=sys.stderr)
+    if missing:
+        print(f"solgate {command}: {what} is incomplete: it lacks what the members above "
+              "logged", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _timeline(args: argparse.Namespace, command: str, t1: float,
+              t2: float) -> Iterator[tuple[Timeline, bool]]:
+    """The console's timeline between two times: this member's files, or in a cluster
+    every member's log merged (`solgate.cluster.window`); and whether parts are missing."""
+    config = _cluster_of(args, command)
+    if config is None:
+        yield Timeline.around(_files_for(args), t1, t2), False
+        return
+    from solgate.cluster.clitools import member_windows
+    from solgate.cluster.window import merge_windows
+
+    if args.name not in config.consoles:
+        raise ConfigError(f"no console named {args.name!r} in the configuration; check "
+                          "the name")
+    windows, missing = member_windows(config, args.name, t1, t2, args.replay)
+    _say_missing(command, missing, "the picture" if command == "screen" else "the recording")
+    with tempfile.TemporaryDirectory(prefix="solgate-replay-") as tmp:
+        yield merge_windows(windows, Path(tmp)).timeline, bool(missing)
+
+
 def run_screen(args: argparse.Namespace) -> int:
     """`solgate screen NAME --at TIME`."""
     at = parse_time(args.at)
-    timeline = Timeline.around(_files_for(args), at, at)
-    result = screen_at(timeline, at, cols=args.cols, rows=args.rows, replay=args.replay)
+    with _timeline(args, "screen", at, at) as (timeline, incomplete):
+        result = screen_at(timeline, at, cols=args.cols, rows=args.rows, replay=args.replay)
+    status = INCOMPLETE if incomplete else 0
     out = sys.stdout
     if args.raw:
         print(result.header(args.name), file=sys.stderr)
         sys.stdout.buffer.write(result.screen.render())
         sys.stdout.buffer.flush()
-        return 0
+        return status
     print(f"# {result.header(args.name)}", file=out)
     for row in result.screen.display:
         print(row.rstrip(), file=out)
     out.flush()
-    return 0
+    return status
 
 
 def run_export(args: argparse.Namespace) -> int:
     """`solgate export NAME --from T1 --to T2 -o file.cast`."""
     t1 = parse_time(getattr(args, "from"))
     t2 = parse_time(args.to)
-    timeline = Timeline.around(_files_for(args), t1, t2)
     title = f"{args.name} {format_time(t1)} - {format_time(t2)}"
-    if args.output == "-":
-        asciicast(timeline, t1, t2, sys.stdout, cols=args.cols, rows=args.rows,
-                  replay=args.replay, title=title)
-        return 0
-    tmp = Path(args.output + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        events = asciicast(timeline, t1, t2, f, cols=args.cols, rows=args.rows,
-                           replay=args.replay, title=title)
+    with _timeline(args, "export", t1, t2) as (timeline, incomplete):
+        status = INCOMPLETE if incomplete else 0
+        if args.output == "-":
+            asciicast(timeline, t1, t2, sys.stdout, cols=args.cols, rows=args.rows,
+                      replay=args.replay, title=title)
+            return status
+        tmp = Path(args.output + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            events = asciicast(timeline, t1, t2, f, cols=args.cols, rows=args.rows,
+                               replay=args.replay, title=title)
     os.replace(tmp, args.output)
     print(f"wrote {args.output}: {events} events over {elapsed_words(t2 - t1)}"
-          + ("" if timeline.exact else " (times to the nearest note: no time index)"),
+          + ("" if timeline.exact else " (times to the nearest note: no time index)")
+          + (" (incomplete: see above)" if incomplete else ""),
           file=sys.stderr)
-    return 0
+    return status
 
 
 def run_grep(args: argparse.Namespace) -> int:
@@ -95,14 +153,22 @@ def run_grep(args: argparse.Namespace) -> int:
     names = console_names(logs_dir, config, args.console, args.tag)
     since = parse_time(args.since) if args.since else None
     until = parse_time(args.until) if args.until else None
-    result = grep_logs([(n, logs_dir / f"{n}.log") for n in names], pattern, since=since,
-                       until=until, limit=args.limit, budget=args.budget)
+    cluster = _cluster_of(args, "grep")
+    missing: dict[str, str] = {}
+    if cluster is None:
+        result = grep_logs([(n, logs_dir / f"{n}.log") for n in names], pattern,
+                           since=since, until=until, limit=args.limit, budget=args.budget)
+    else:
+        result, missing = _grep_members(cluster, args, pattern, names, since, until)
     try:
         for hit in result.hits:
             when = format_time(hit.time) if hit.time is not None else "?"
             if args.json:
-                print(json.dumps({"time": when, "console": hit.console, "line": hit.line},
+                print(json.dumps({"time": when, "console": hit.console, "line": hit.line,
+                                  **({"member": hit.member} if hit.member else {})},
                                  ensure_ascii=False))
+            elif hit.member:
+                print(f"{when}  {hit.console} ({hit.member}): {hit.line}")
             else:
                 print(f"{when}  {hit.console}: {hit.line}")
         sys.stdout.flush()
@@ -113,7 +179,40 @@ def run_grep(args: argparse.Namespace) -> int:
     if result.stopped:
         print(f"solgate grep: stopped early: {result.stopped}; narrow it with --since, "
               "--console or --limit", file=sys.stderr)
-    return 0 if result.hits else 1
+    _say_missing("grep", missing, "the search")
+    return INCOMPLETE if missing else 0 if result.hits else 1
+
+
+def _grep_members(config: Config, args: argparse.Namespace, pattern: re.Pattern[str],
+                  names: list[str], since: float | None,
+                  until: float | None) -> tuple[GrepResult, dict[str, str]]:
+    """This member's logs from disk and every other member's asked at once, the hits
+    merged newest first, each with its member."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from solgate.cluster.clitools import member_grep
+
+    assert config.cluster is not None
+    logs_dir = Path(config.data_dir) / "logs"
+    params = {"pattern": pattern.pattern, "limit": str(args.limit),
+              "budget": str(args.budget),
+              **({"ignore_case": "1"} if pattern.flags & re.IGNORECASE else {}),
+              **({"since": repr(since)} if since is not None else {}),
+              **({"until": repr(until)} if until is not None else {}),
+              **({"console": args.console} if args.console else {}),
+              **({"tag": args.tag} if args.tag else {})}
+    with ThreadPoolExecutor(1) as pool:
+        others = pool.submit(member_grep, config, params)
+        here = grep_logs([(n, logs_dir / f"{n}.log") for n in names], pattern, since=since,
+                         until=until, limit=args.limit, budget=args.budget)
+        hits, stopped, missing = others.result()
+    merged = [replace(h, member=config.cluster.name) for h in here.hits] + hits
+    merged.sort(key=lambda h: -(h.time or 0.0))
+    reasons = ([f"{config.cluster.name}: {here.stopped}"] if here.stopped else []) + stopped
+    if len(merged) > args.limit:
+        del merged[args.limit:]
+        reasons.append(f"the limit of {args.limit} hits was reached")
+    return GrepResult(merged, "; ".join(reasons) or None), missing
 
 
 def _add_screen_size(parser: argparse.ArgumentParser) -> None:
@@ -122,6 +221,13 @@ def _add_screen_size(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replay", type=int, default=DEFAULT_REPLAY, metavar="BYTES",
                         help=f"replay at most this many bytes before the moment "
                              f"({DEFAULT_REPLAY}); more for screens drawn long before")
+
+
+def _add_local(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--local", action="store_true",
+                        help="in a cluster, only this member's logs (default: every "
+                             "member's, asked with [cluster] member_secret_*; exit status "
+                             "2 when a member's part is missing)")
 
 
 TIME_HELP = ("ISO 8601 (2026-12-06T03:12:00Z), a time today (03:12), or how long ago "
@@ -141,6 +247,7 @@ def register(subparsers: Any) -> None:
     screen.add_argument("--raw", action="store_true",
                         help="print the repaint sequence instead of plain text")
     _add_screen_size(screen)
+    _add_local(screen)
     add_data_dir(screen)
     screen.set_defaults(handler=run_screen)
 
@@ -156,6 +263,7 @@ def register(subparsers: Any) -> None:
     export.add_argument("-o", "--output", required=True, metavar="FILE",
                         help="the .cast file to write (- for stdout)")
     _add_screen_size(export)
+    _add_local(export)
     add_data_dir(export)
     export.set_defaults(handler=run_export)
 
@@ -179,5 +287,6 @@ def register(subparsers: Any) -> None:
     grep.add_argument("--budget", type=float, default=DEFAULT_GREP_BUDGET, metavar="S",
                       help=f"stop after this many seconds of reading ({DEFAULT_GREP_BUDGET:g})")
     grep.add_argument("--json", action="store_true", help="one JSON object per hit")
+    _add_local(grep)
     add_data_dir(grep)
     grep.set_defaults(handler=run_grep)

@@ -43,11 +43,13 @@ from solgate.web.model import console_json
 
 if TYPE_CHECKING:
     from solgate.cluster.shell import ClusterMember
+    from solgate.cluster.window import Window
 
 logger = logging.getLogger("solgate.cluster")
 PEER_TIMEOUT = 1.5  # seconds for one member's answer; a slow member must not stall a page
 CACHE_SECONDS = 1.0
 HISTORY_TIMEOUT = 5.0  # a log is bigger than a state list: up to 16 MiB from each member
+WINDOW_TIMEOUT = 30.0  # a window may be a 32 MiB recording's worth
 MAX_PEER_EVENTS = 5_000
 DEFAULT_HISTORY_LINES = 2_000
 MAX_HISTORY_LINES = 100_000
@@ -118,6 +120,10 @@ def peer_middleware(member: ClusterMember) -> Any:
             from solgate.cluster.follow import serve_follow
 
             return await serve_follow(request, member, request.path.rsplit("/", 1)[1])
+        if request.path.startswith("/api/cluster/peer/window/"):
+            return await _serve_window(request, member, request.path.rsplit("/", 1)[1])
+        if request.path == "/api/cluster/peer/grep":
+            return web.json_response(await _serve_grep(request, member))
         if request.path.startswith("/api/cluster/peer/logs/"):
             name = request.path.rsplit("/", 1)[1]
             if name not in member.manager.config.consoles:
@@ -144,6 +150,74 @@ def peer_middleware(member: ClusterMember) -> Any:
         raise web.HTTPNotFound()
 
     return middleware
+
+
+def _epoch_seconds(request: web.Request, key: str) -> float | None:
+    text = request.query.get(key, "")
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{key} must be epoch seconds") from None
+
+
+async def _serve_window(request: web.Request, member: ClusterMember,
+                        name: str) -> web.StreamResponse:
+    """This member's log of `name` between `from` and `to` (epoch seconds), with
+    `context` bytes before, and its time marks (`solgate.cluster.window`)."""
+    from solgate.cluster.window import WindowTooBig, read_window
+
+    if name not in member.manager.config.consoles:
+        raise web.HTTPNotFound(text=f"no console named {name!r}")
+    t1, t2 = _epoch_seconds(request, "from"), _epoch_seconds(request, "to")
+    if t1 is None or t2 is None:
+        raise web.HTTPBadRequest(text="give from and to")
+    try:
+        context = max(0, min(int(request.query.get("context", "0")), MAX_HISTORY_BYTES))
+    except ValueError:
+        raise web.HTTPBadRequest(text="context must be a number of bytes") from None
+    path = member.manager.data_dir / "logs" / f"{name}.log"
+    try:
+        window = await asyncio.to_thread(read_window, path, t1, t2, context)
+    except WindowTooBig as exc:
+        return web.json_response({"error": f"{member.name}: {exc}"}, status=413)
+    return web.Response(body=window.encode(), content_type="application/octet-stream")
+
+
+MAX_PEER_GREP_BUDGET = 120.0
+
+
+async def _serve_grep(request: web.Request, member: ClusterMember) -> dict[str, Any]:
+    """`solgate grep` on another member: the same search over this member's logs of
+    every console (whoever runs it now), as the command would run it here."""
+    import re
+
+    from solgate.forensics import console_names, grep_logs
+
+    try:
+        pattern = re.compile(request.query.get("pattern", ""),
+                             re.IGNORECASE if request.query.get("ignore_case") == "1" else 0)
+        limit = max(1, min(int(request.query.get("limit", "100")), MAX_PEER_EVENTS))
+        budget = max(0.1, min(float(request.query.get("budget", "10")),
+                              MAX_PEER_GREP_BUDGET))
+    except (re.error, ValueError) as exc:
+        raise web.HTTPBadRequest(text=f"bad grep parameters: {exc}") from None
+    logs = member.manager.data_dir / "logs"
+    names = console_names(logs, member.manager.config, request.query.get("console") or None,
+                          request.query.get("tag") or None)
+    transport = request.transport
+
+    def gone() -> bool:
+        return transport is None or transport.is_closing()
+
+    result = await asyncio.to_thread(
+        grep_logs, [(n, logs / f"{n}.log") for n in names], pattern,
+        since=_epoch_seconds(request, "since"), until=_epoch_seconds(request, "until"),
+        limit=limit, budget=budget, cancelled=gone)
+    return {"member": member.name, "stopped": result.stopped,
+            "hits": [{"console": h.console, "t": h.time, "line": h.line}
+                     for h in result.hits]}
 
 
 async def local_events(request: web.Request) -> list[dict[str, Any]]:
@@ -288,6 +362,42 @@ class Fleet:
             if found is not None:
                 return found
         return None
+
+    async def windows(self, console: str, t1: float, t2: float,
+                      context: int) -> tuple[dict[str, Window], dict[str, str]]:
+        """This member's log of `console` between two times and every other live
+        member's (`solgate.cluster.window`), and why a member's part is missing."""
+        from solgate.cluster.window import Window, WindowTooBig, read_window
+
+        path = self.member.manager.data_dir / "logs" / f"{console}.log"
+        found: dict[str, Window] = {}
+        missing: dict[str, str] = {}
+        try:
+            found[self.member.name] = await asyncio.to_thread(read_window, path, t1, t2,
+                                                              context)
+        except WindowTooBig as exc:
+            missing[self.member.name] = str(exc)
+        if not self.member.cluster.member_secret:
+            return found, missing
+        params = {"from": repr(t1), "to": repr(t2), "context": str(context)}
+        peers = self.peers()
+
+        async def one(member: str, url: str) -> None:
+            where = f"{url.rstrip('/')}/api/cluster/peer/window/{quote(console, safe='')}"
+            try:
+                async with self._client().get(
+                        where, params=params, allow_redirects=False,
+                        timeout=aiohttp.ClientTimeout(total=WINDOW_TIMEOUT)) as resp:
+                    if resp.status == 200:
+                        found[member] = Window.decode(await resp.read())
+                        return
+                    missing[member] = f"it answered {resp.status}: " \
+                        f"{(await resp.text())[:200]}"
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                logger.info("cluster: %s did not answer %s: %r", url, where, exc)
+                missing[member] = "it did not answer"
+        await asyncio.gather(*(one(m, u) for m, u in peers.items()))
+        return found, missing
 
     async def logs(self, console: str, lines: int,
                    through: int | None = None) -> dict[str, Part | None]:

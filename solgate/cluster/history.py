@@ -14,6 +14,22 @@ if TYPE_CHECKING:
     from solgate.cluster.merge import Part
     from solgate.config import Config
 
+async def member_urls(config: Config) -> dict[str, str]:
+    """The other live members and their advertise URLs, from etcd (member keys)."""
+    from solgate.cluster.shell import etcd_client
+
+    cluster = config.cluster
+    assert cluster is not None
+    async with etcd_client(cluster, timeout=3.0) as client:
+        kvs, _ = await client.range(f"{cluster.prefix}members/", prefix=True)
+    urls: dict[str, str] = {}
+    for kv in kvs:
+        with contextlib.suppress(ValueError, AttributeError):
+            urls[kv.key.rsplit("/", 1)[1]] = str(json.loads(kv.value).get("advertise", ""))
+    urls.pop(cluster.name, None)  # this member's part is read from disk
+    return urls
+
+
 async def member_histories(config: Config, console: str, lines: int, *,
                            skip: str | None = None) -> tuple[dict[str, Part], list[str]]:
     """What every live member logged for `console` (the last `lines` lines each): this
@@ -27,18 +43,11 @@ async def member_histories(config: Config, console: str, lines: int, *,
     from solgate.cluster.logpart import MAX_PART_BYTES, read_part
     from solgate.cluster.merge import EPOCH_HEADER, Part
     from solgate.cluster.peer import SECRET_HEADER
-    from solgate.cluster.shell import etcd_client
     from solgate.logtools import log_path
 
     cluster = config.cluster
     assert cluster is not None
-    async with etcd_client(cluster, timeout=3.0) as client:
-        kvs, _ = await client.range(f"{cluster.prefix}members/", prefix=True)
-    urls: dict[str, str] = {}
-    for kv in kvs:
-        with contextlib.suppress(ValueError, AttributeError):
-            urls[kv.key.rsplit("/", 1)[1]] = str(json.loads(kv.value).get("advertise", ""))
-    urls.pop(cluster.name, None)  # this member's part is read from disk
+    urls = await member_urls(config)
     logs: dict[str, Part] = {}
     if skip != cluster.name:
         logs[cluster.name] = await asyncio.to_thread(

@@ -15,6 +15,7 @@ WebSocket on the owner.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -221,6 +222,7 @@ async def history_page(request: web.Request) -> dict[str, Any]:
         history = await history_page_lines(request, name, lines)
     ident = identity(request)
     base = f"/consoles/{quote(name, safe='')}/history"
+    older_url, newer_url = _paging_urls(request, base, lines, history.older)
     return {"title": f"{name} history", "user": ident.user if ident else None,
             "csrf_token": ident.session.csrf_token if ident and ident.session else "",
             "login_required": request.app[auth_key].login_required,
@@ -229,10 +231,47 @@ async def history_page(request: web.Request) -> dict[str, Any]:
                 for line in _matching(history, query)],
             "members": history.members, "missing": history.missing, "limit": lines,
             "paged": "before" in request.query and not query,
-            "older_url": f"{base}?{urlencode({'before': history.older, 'lines': lines})}"
-            if history.older and not query else None,
+            "older_url": older_url if not query else None,
+            "newer_url": newer_url if not query else None,
             "newest_url": f"{base}?{urlencode({'lines': lines})}",
+            "search_all_url": "/search?" + urlencode({"q": query, "console": name,
+                                                      "since": ""}) if query else None,
             "too_deep": history.too_deep}
+
+
+MAX_TRAIL = 64  # newer pages a history page remembers for its "Newer" link
+
+
+def _paging_urls(request: web.Request, base: str, lines: int,
+                 older: str | None) -> tuple[str | None, str | None]:
+    """The history page's "Older" and "Newer" links.
+
+    A cursor counts back from the end of an epoch, so the page after a page cannot be
+    named from the page alone once it crosses into a newer epoch. Each "Older" link
+    therefore carries the cursors of the pages it came from (`trail`, "n" for the
+    newest page, at most `MAX_TRAIL`), and "Newer" goes back along them; a page opened
+    without a trail steps forward within its epoch only."""
+    before = request.query.get("before", "")
+    trail = [c for c in request.query.get("trail", "").split(",") if c][-MAX_TRAIL:]
+    if any(c != "n" and not re.fullmatch(r"\d+\.\d+", c) for c in trail):
+        trail = []  # not one this page wrote: no way back along it
+
+    def url(**query: str | int) -> str:
+        return f"{base}?{urlencode({**query, 'lines': lines})}"
+
+    older_url = None
+    if older:
+        older_url = url(before=older, trail=",".join([*trail, before or "n"][-MAX_TRAIL:]))
+    newer_url = None
+    if before and trail:
+        last, rest = trail[-1], trail[:-1]
+        newer_url = url() if last == "n" else \
+            url(before=last, **({"trail": ",".join(rest)} if rest else {}))
+    elif before:
+        cursor = _parse_cursor(before)
+        if cursor is not None and cursor[1] >= lines:
+            newer_url = url(before=f"{cursor[0]}.{cursor[1] - lines}")
+    return older_url, newer_url
 
 
 async def cluster_status(request: web.Request) -> web.Response:

@@ -16,10 +16,14 @@ import asyncio
 import fnmatch
 import functools
 import io
+import json
 import re
+import tempfile
 import time
-from dataclasses import replace
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
 import aiohttp_jinja2
@@ -38,6 +42,12 @@ from solgate.web.keys import data_dir_key, manager_key, peer_logs_key
 from solgate.web.limits import run_log_read
 from solgate.web.middleware import CONTENT_SECURITY_POLICY, json_error, require_identity
 from solgate.web.views import _page_context
+
+if TYPE_CHECKING:
+    from solgate.cluster.window import Merged
+    from solgate.web.model import PeerLogs
+
+T = TypeVar("T")
 
 MAX_CAST_BYTES = 32 * 1024 * 1024
 SEARCH_LIMIT = 200
@@ -71,25 +81,78 @@ async def screen_page(request: web.Request) -> web.Response:
     return response
 
 
+@dataclass(frozen=True, slots=True)
+class _Named:
+    """A console the page names but this member does not run (in a cluster)."""
+
+    name: str
+
+
+def _console_anywhere(request: web.Request, peers: PeerLogs | None) -> Any:
+    """The console named in the URL: run here, or in a cluster configured (its log may
+    be on any member); 404 if this user may not see it."""
+    if peers is None:
+        return visible_console(request)
+    ident = require_identity(request)
+    name = request.match_info["name"]
+    tags = {n: t for n, t, _ in peers.local_logs()}.get(name)
+    if tags is None or not ident.user.can_view(name, tags):
+        raise web.HTTPNotFound(text=json.dumps({"error": f"no console named {name!r}"}),
+                               content_type="application/json")
+    return request.app[manager_key].get(name) or _Named(name)
+
+
+async def _cluster_replay(request: web.Request, peers: PeerLogs, name: str, t1: float,
+                          t2: float, job: Callable[[Merged], T]) -> tuple[T, list[str]]:
+    """`job` run on the console's log between two times across every member, merged in
+    epoch order (`solgate.cluster.window`); and why some members' parts are missing."""
+    from solgate.cluster.window import merge_windows
+
+    windows, missing = await peers.windows(name, t1, t2, DEFAULT_REPLAY)
+
+    def work() -> T:
+        with tempfile.TemporaryDirectory(prefix="solgate-replay-") as tmp:
+            return job(merge_windows(windows, Path(tmp)))
+
+    result = await run_log_read(request, require_identity(request).user.name, work)
+    return result, [f"member {m}: {why}" for m, why in sorted(missing.items())]
+
+
 async def _screen_context(request: web.Request) -> dict[str, Any]:
     ident = require_identity(request)
-    console = visible_console(request)
+    peers = request.app.get(peer_logs_key)
+    console = _console_anywhere(request, peers)
     at = _at(request.query.get("at", "").strip(), time.time())
+
+    def shown_at(timeline: Timeline, first: float | None, last: float | None,
+                 before_window: float | None = None,
+                 after_window: float | None = None) -> dict[str, Any]:
+        shown = screen_at(timeline, at, replay=DEFAULT_REPLAY)
+        notes = timeline.notes()
+        before = [m.time for m in notes if m.time < at - 0.001]
+        after = [m.time for m in notes if m.time > at + 0.001]
+        if before_window is not None:
+            before = sorted([*before, before_window])
+        if after_window is not None:
+            after = sorted([*after, after_window])
+        return {"shown": shown, "first": first, "last": last,
+                "prev_note": before[-1] if before else None,
+                "next_note": after[0] if after else None,
+                "empty": timeline.size == 0}
 
     def work() -> dict[str, Any]:
         files = iter_log_files(console.log_path)
         timeline = Timeline.around(files, at, at)
-        shown = screen_at(timeline, at, replay=DEFAULT_REPLAY)
-        notes = timeline.notes()
-        before = [m for m in notes if m.time < at - 0.001]
-        after = [m for m in notes if m.time > at + 0.001]
         last = timeline.last_time if timeline.files else None  # the newest file's mtime
-        return {"shown": shown, "first": first_time(files), "last": last,
-                "prev_note": before[-1].time if before else None,
-                "next_note": after[0].time if after else None,
-                "empty": not timeline.files}
+        return shown_at(timeline, first_time(files), last)
 
-    result = await run_log_read(request, ident.user.name, work)
+    missing: list[str] = []
+    if peers is None:
+        result = await run_log_read(request, ident.user.name, work)
+    else:
+        result, missing = await _cluster_replay(
+            request, peers, console.name, at, at,
+            lambda m: shown_at(m.timeline, m.first, m.last, m.note_before, m.note_after))
     shown = result["shown"]
 
     def at_url(t: float | None) -> str | None:
@@ -107,13 +170,15 @@ async def _screen_context(request: web.Request) -> dict[str, Any]:
         last=int(result["last"]) + 1 if result["last"] else None,
         prev_note_url=at_url(result["prev_note"]), next_note_url=at_url(result["next_note"]),
         minus_url=at_url(at - 60), plus_url=at_url(at + 60), cast_url=cast_url,
+        missing=missing,
     )
 
 
 async def get_cast(request: web.Request) -> web.StreamResponse:
     """`GET /api/consoles/{name}/cast?from=T1&to=T2`: an asciicast v2 download."""
     ident = require_identity(request)
-    console = visible_console(request)
+    peers = request.app.get(peer_logs_key)
+    console = _console_anywhere(request, peers)
     now = time.time()
     try:
         t1 = parse_time(request.query.get("from", "")[:100] or "10m", now=now)
@@ -123,8 +188,7 @@ async def get_cast(request: web.Request) -> web.StreamResponse:
     if t2 < t1:
         return json_error(400, "'to' is before 'from'; give the earlier time first")
 
-    def work() -> str | None:
-        timeline = _timeline(console.log_path, t1, t2)
+    def cast(timeline: Timeline) -> str | None:
         if timeline.offset_at(t2) - timeline.offset_at(t1) > MAX_CAST_BYTES:
             return None
         out = io.StringIO()
@@ -132,13 +196,21 @@ async def get_cast(request: web.Request) -> web.StreamResponse:
                   title=f"{console.name} {format_time(t1)} - {format_time(t2)}")
         return out.getvalue()
 
-    text = await run_log_read(request, ident.user.name, work)
-    if text is None:
+    missing: list[str] = []
+    if peers is None:
+        text = await run_log_read(request, ident.user.name,
+                                  lambda: cast(_timeline(console.log_path, t1, t2)))
+    else:
+        text, missing = await _cluster_replay(request, peers, console.name, t1, t2,
+                                              lambda m: cast(m.timeline))
+    if text is None or any("MiB of log" in why for why in missing):
         return json_error(413, f"more than {MAX_CAST_BYTES // 2**20} MiB of output between "
                                "those times; choose a shorter stretch")
     name = f"{console.name}-{format_time(t1).replace(':', '')}.cast"
-    return web.Response(text=text, content_type="application/x-asciicast",
-                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    # A member that did not answer: its part is missing from the recording, said here.
+    headers = {"Content-Disposition": f'attachment; filename="{name}"',
+               **({"X-Solgate-Missing": "; ".join(missing)} if missing else {})}
+    return web.Response(text=text, content_type="application/x-asciicast", headers=headers)
 
 
 def _search_pattern(query: str, regex: bool) -> re.Pattern[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from solgate.cluster.window import Window
     from solgate.console.hub import Hub
 
 # Console states in words an operator reads at a glance; unknown states fall back
@@ -229,4 +230,10 @@ class PeerLogs(Protocol):
 
     async def bundle(self, ident: str) -> Mapping[str, Any] | None:
         """The panic bundle `ident` from whichever other member recorded it, or None."""
+        ...
+
+    async def windows(self, console: str, t1: float, t2: float,
+                      context: int) -> tuple[Mapping[str, Window], Mapping[str, str]]:
+        """Every member's log of `console` between two times (this one's too), with
+        `context` bytes before; and why a member's part is missing."""
         ...
