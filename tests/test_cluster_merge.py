@@ -3,6 +3,7 @@ stream) and merging the parts by ownership epoch, whole or streamed."""
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -106,3 +107,45 @@ def test_a_follow_stream_starts_at_the_asked_epoch_or_names_the_epoch_of_its_tai
         with path.open("ab") as f:
             f.write(note("b", 50) + b"five\r\n")
         assert follower.poll() == note("b", 50) + b"five\r\n"
+
+
+def _timed_note(member: str, epoch: int, clock: str, what: str = "owns") -> bytes:
+    verb = "owns the console" if what == "owns" else "hands the console over"
+    return f"[-- solgate 2026-12-06T05:00:{clock}Z: cluster: {member} {verb} " \
+           f"(epoch {epoch}) --]\r\n".encode()
+
+
+def test_a_screen_rests_on_every_members_window_in_epoch_order(tmp_path: Path) -> None:
+    """The screen after a move is replayed from the old owner's bytes and the new one's,
+    in epoch order (not by member name), and the merged window's notes stay notes."""
+    from datetime import UTC, datetime
+
+    from solgate.cluster.window import Window, merge_windows, read_window
+    from solgate.console.replay import screen_at
+
+    def at(clock: str) -> float:
+        return datetime(2026, 12, 6, 5, 0, int(clock), tzinfo=UTC).timestamp()
+
+    old, new = tmp_path / "zz", tmp_path / "aa"
+    old.mkdir()
+    new.mkdir()
+    (old / "web01.log").write_bytes(_timed_note("zz", 4, "00") + b"first screen\r\n"
+                                    + _timed_note("zz", 4, "10", "hands"))
+    (new / "web01.log").write_bytes(_timed_note("aa", 9, "11") + b"second screen\r\n")
+    os.utime(old / "web01.log", (at("10"), at("10")))
+    os.utime(new / "web01.log", (at("12"), at("12")))
+    windows = {m: Window.decode(read_window(d / "web01.log", at("12"), at("12"),
+                                            110).encode())
+               for m, d in (("zz", old), ("aa", new))}
+    assert windows["zz"].data.startswith(b"first screen")  # from a line's start
+    assert windows["zz"].epoch == 4  # it starts after its note: the note before says
+    merged = merge_windows(windows, tmp_path)
+    rows = [r.rstrip() for r in screen_at(merged.timeline, at("12")).screen.display]
+    assert rows[:2] == ["first screen", "second screen"], rows
+    assert merged.first == at("00")
+    assert merged.last == at("12")
+    # Only the old owner's part at a moment before the move.
+    before = {m: read_window(d / "web01.log", at("05"), at("05"), 1000)
+              for m, d in (("zz", old), ("aa", new))}
+    rows = screen_at(merge_windows(before, tmp_path).timeline, at("05")).screen.display
+    assert "second screen" not in "".join(rows)

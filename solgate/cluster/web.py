@@ -134,7 +134,9 @@ async def history_page_lines(request: web.Request, name: str, lines: int) -> His
     epoch already shown, so deep pages cost more only within one long piece."""
     cursor = _parse_cursor(request.query.get("before", ""))
     through, skip = cursor if cursor is not None else (None, 0)
-    gathered = await gather_history(request, name, lines + skip, through)
+    # One line more than the page: whether older lines exist, when only one member's
+    # part reaches back this far.
+    gathered = await gather_history(request, name, lines + skip + 1, through)
     shown = gathered.lines[:len(gathered.lines) - skip] if skip else gathered.lines
     page = shown[-lines:]
     older = None

@@ -106,8 +106,12 @@ def read_window(path: Path, t1: float, t2: float, context: int, *,
     timeline = Timeline.around(files, t1, t2)
     if not timeline.files:
         return Window()
+    end = timeline.offset_at(t2)
     start = max(0, timeline.offset_at(t1) - max(0, context))
-    end = max(start, timeline.offset_at(t2))
+    if start > 0:  # from a line's start: a note cut in half would read as the host's
+        nl = timeline.read(start - 1, min(end, start - 1 + 4096)).find(b"\n")
+        start = start + nl if nl >= 0 else start
+    end = max(start, end)
     if end - start > max_bytes:
         raise WindowTooBig(f"more than {max_bytes // 2**20} MiB of log between those "
                            "times")
