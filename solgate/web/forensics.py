@@ -125,8 +125,8 @@ async def _screen_context(request: web.Request) -> dict[str, Any]:
     at = _at(request.query.get("at", "").strip(), time.time())
 
     def shown_at(timeline: Timeline, first: float | None, last: float | None,
-                 before_window: float | None = None,
-                 after_window: float | None = None) -> dict[str, Any]:
+                 before_window: float | None = None, after_window: float | None = None,
+                 *, empty: bool) -> dict[str, Any]:
         shown = screen_at(timeline, at, replay=DEFAULT_REPLAY)
         notes = timeline.notes()
         before = [m.time for m in notes if m.time < at - 0.001]
@@ -138,13 +138,13 @@ async def _screen_context(request: web.Request) -> dict[str, Any]:
         return {"shown": shown, "first": first, "last": last,
                 "prev_note": before[-1] if before else None,
                 "next_note": after[0] if after else None,
-                "empty": timeline.size == 0}
+                "empty": empty}
 
     def work() -> dict[str, Any]:
         files = iter_log_files(console.log_path)
         timeline = Timeline.around(files, at, at)
         last = timeline.last_time if timeline.files else None  # the newest file's mtime
-        return shown_at(timeline, first_time(files), last)
+        return shown_at(timeline, first_time(files), last, empty=not timeline.files)
 
     missing: list[str] = []
     if peers is None:
@@ -152,7 +152,8 @@ async def _screen_context(request: web.Request) -> dict[str, Any]:
     else:
         result, missing = await _cluster_replay(
             request, peers, console.name, at, at,
-            lambda m: shown_at(m.timeline, m.first, m.last, m.note_before, m.note_after))
+            lambda m: shown_at(m.timeline, m.first, m.last, m.note_before, m.note_after,
+                               empty=m.first is None))
     shown = result["shown"]
 
     def at_url(t: float | None) -> str | None:
