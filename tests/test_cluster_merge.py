@@ -149,3 +149,24 @@ def test_a_screen_rests_on_every_members_window_in_epoch_order(tmp_path: Path) -
               for m, d in (("zz", old), ("aa", new))}
     rows = screen_at(merge_windows(before, tmp_path).timeline, at("05")).screen.display
     assert "second screen" not in "".join(rows)
+
+
+def test_a_window_inside_a_long_piece_names_its_epoch_from_an_older_file(
+        tmp_path: Path) -> None:
+    """A member's piece may span rotated files: a window that starts deep inside it
+    still sorts by the piece's epoch (found through the time index's note records)."""
+    from solgate.cluster.window import read_window
+
+    now = [1_800_000_000.0]
+    log = ConsoleLog(tmp_path / "web01.log", max_bytes=200, keep=20, note_hold=0,
+                     clock=lambda: now[0])
+    log.event("cluster: gw1 owns the console (epoch 7)")
+    log.write(b"the host prints this line, say a 20 bytes\r\n" * 20)
+    log.event("SOL down: not an ownership note")  # a note, but not whose piece it is
+    log.write(b"last line\r\n")
+    log.close()
+    assert (tmp_path / "web01.log.3").exists()  # the piece spans files
+    window = read_window(tmp_path / "web01.log", now[0], now[0], 60)
+    assert window.epoch == 7
+    assert window.data.endswith(b"last line\r\n")
+    assert b"owns the console" not in window.data

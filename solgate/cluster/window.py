@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from solgate.cluster.logpart import MAX_SCAN_BYTES, _backwards, _note_epoch
+from solgate.cluster.logpart import _note_epoch
 from solgate.cluster.merge import split_by_epoch
 from solgate.console.logindex import (
     HEADER,
@@ -34,10 +34,13 @@ from solgate.console.logindex import (
     Timeline,
     first_time,
     index_path,
+    read_index,
+    scan_notes,
 )
 from solgate.console.logread import iter_log_files
 
 MAX_WINDOW_BYTES = 40 * 1024 * 1024  # one member's part of a window: a 32 MiB cast + replay
+MAX_NOTE_LINE = 4096
 
 
 class WindowTooBig(Exception):
@@ -81,18 +84,43 @@ class Window:
                    number("note_after"))
 
 
+def _note_offsets(file: Path) -> list[int]:
+    """Where notes start in one log file: from its time index (cheap: 16 bytes a
+    record), and by their look where no index covers it (older logs)."""
+    marks = read_index(file)
+    try:
+        fd = os.open(file, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return []
+    try:
+        size = os.fstat(fd).st_size
+        indexed_from = marks[0].offset if marks else size
+        found = [m.offset for m in scan_notes(fd, 0, indexed_from)] if indexed_from else []
+    finally:
+        os.close(fd)
+    return found + [m.offset for m in marks or () if m.note]
+
+
 def _epoch_at(files: list[Path], path: Path, offset: int) -> int:
-    """The epoch of the ownership note before `offset` of log file `path`."""
+    """The epoch of the last ownership note before `offset` of log file `path`: its
+    notes, newest first, back through the older files (a piece may span rotations)."""
     if path not in files:
         return 0
-    scanned = 0
-    for _, start, line in _backwards(files, files.index(path), offset):
-        note = _note_epoch(line)
-        if note is not None and start + note[0] < offset:
-            return note[1]
-        scanned += len(line)
-        if scanned > MAX_SCAN_BYTES:
-            break
+    for index in range(files.index(path), -1, -1):
+        file = files[index]
+        try:
+            with open(file, "rb") as f:
+                for at in sorted(_note_offsets(file), reverse=True):
+                    if file == path and at >= offset:
+                        continue
+                    f.seek(at)
+                    note = _note_epoch(f.readline(MAX_NOTE_LINE))
+                    if note is None and f.tell() - at < MAX_NOTE_LINE:
+                        note = _note_epoch(f.readline(MAX_NOTE_LINE))  # after a line break
+                    if note is not None:
+                        return note[1]
+        except OSError:
+            continue
     return 0
 
 
