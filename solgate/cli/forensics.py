@@ -240,7 +240,9 @@ def register(subparsers: Any) -> None:
         "screen", help="print a console's screen as it was at a moment, from its log",
         description="Rebuild the screen of console NAME as it was at TIME from its log "
                     "files and their time index, and print it as text (or, with --raw, "
-                    "as escape sequences that repaint a terminal, colours included).",
+                    "as escape sequences that repaint a terminal, colours included). "
+                    "In a cluster the log is every member's, in the order they owned "
+                    "the console.",
     )
     screen.add_argument("name", metavar="NAME", help="console name")
     screen.add_argument("--at", required=True, metavar="TIME", help=TIME_HELP)
@@ -255,7 +257,8 @@ def register(subparsers: Any) -> None:
         "export", help="write an asciicast v2 recording of a console between two times",
         description="Write what console NAME showed from T1 to T2 as an asciicast v2 "
                     "file (asciinema play, or the web log page), with the real timing of "
-                    "the output; solgate's notes become markers.",
+                    "the output; solgate's notes become markers. In a cluster the log "
+                    "is every member's, in the order they owned the console.",
     )
     export.add_argument("name", metavar="NAME", help="console name")
     export.add_argument("--from", required=True, metavar="T1", help=TIME_HELP)
@@ -272,7 +275,9 @@ def register(subparsers: Any) -> None:
         description="Print the lines matching PATTERN (a Python regular expression, "
                     "matched against the text without escape sequences) in the consoles' "
                     "logs, newest first, each with the time it was written. Exit status 1 "
-                    "when nothing matched.",
+                    "when nothing matched, 2 when a cluster member's logs could not be "
+                    "searched (its name on stderr). In a cluster (-c with [cluster]) "
+                    "every member's logs are searched and each hit names its member.",
     )
     grep.add_argument("pattern", metavar="PATTERN")
     grep.add_argument("--since", metavar="TIME", help="only lines written after this: "
