@@ -372,15 +372,16 @@ class Fleet:
         path = self.member.manager.data_dir / "logs" / f"{console}.log"
         found: dict[str, Window] = {}
         missing: dict[str, str] = {}
-        try:
-            found[self.member.name] = await asyncio.to_thread(read_window, path, t1, t2,
-                                                              context)
-        except WindowTooBig as exc:
-            missing[self.member.name] = str(exc)
-        if not self.member.cluster.member_secret:
-            return found, missing
+
+        async def here() -> None:
+            try:
+                found[self.member.name] = await asyncio.to_thread(read_window, path, t1, t2,
+                                                                  context)
+            except WindowTooBig as exc:
+                missing[self.member.name] = str(exc)
+
         params = {"from": repr(t1), "to": repr(t2), "context": str(context)}
-        peers = self.peers()
+        peers = self.peers() if self.member.cluster.member_secret else {}
 
         async def one(member: str, url: str) -> None:
             where = f"{url.rstrip('/')}/api/cluster/peer/window/{quote(console, safe='')}"
@@ -391,12 +392,16 @@ class Fleet:
                     if resp.status == 200:
                         found[member] = Window.decode(await resp.read())
                         return
-                    missing[member] = f"it answered {resp.status}: " \
-                        f"{(await resp.text())[:200]}"
+                    body = await resp.read()
+                    try:
+                        why = str(json.loads(body)["error"])
+                    except (ValueError, KeyError, TypeError):
+                        why = body.decode(errors="replace")[:200]
+                    missing[member] = f"it answered {resp.status}: {why}"
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 logger.info("cluster: %s did not answer %s: %r", url, where, exc)
                 missing[member] = "it did not answer"
-        await asyncio.gather(*(one(m, u) for m, u in peers.items()))
+        await asyncio.gather(here(), *(one(m, u) for m, u in peers.items()))
         return found, missing
 
     async def logs(self, console: str, lines: int,
