@@ -210,8 +210,9 @@ def console_json(console: ConsoleView, *, now: float | None = None,
 
 
 class PeerLogs(Protocol):
-    """In a cluster, the way of the search and panic bundle pages to the logs this member
-    keeps of consoles it no longer runs, and to the other members' (`solgate.cluster.fleet`)."""
+    """In a cluster, the way of the search, screen, recording and panic bundle pages to
+    the logs this member keeps of consoles it no longer runs, and to the other members'
+    (`solgate.cluster.fleet`)."""
 
     @property
     def member_name(self) -> str:
