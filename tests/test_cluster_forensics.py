@@ -152,23 +152,39 @@ def test_screen_export_grep_and_history_span_members(etcd: Etcd, tmp_path: Path)
                 assert _pre(pages[-1]) == _pre(want)
             assert 'id="newer"' not in pages[-1]
 
-            # Both members stop; a member that etcd lists does not answer. What gw1's
-            # disk holds is still printed, the silent member named, exit status 2.
-            for p in procs.values():
-                stop(p)
+            # A member that etcd lists does not answer (one that does not win the
+            # console from gw2, so gw2 keeps it): the screen page names it and still
+            # shows what gw1 logged; the recording names it in a header.
+            silent = next(f"gw{n}" for n in range(9, 99)
+                          if score(f"gw{n}", console) < score("gw2", console))
             dead = f"http://127.0.0.1:{free_port()}"
             etcd.call("kv/put", {
-                "key": base64.b64encode(f"{prefix}members/gw9".encode()).decode(),
+                "key": base64.b64encode(f"{prefix}members/{silent}".encode()).decode(),
                 "value": base64.b64encode(json.dumps({"advertise": dead}).encode()).decode()})
+            wait_until(lambda: silent in {m["name"] for m in gw2.api("api/cluster")["members"]},
+                       10, f"gw2 seeing {silent}")
+            page = _get(gw1.url + f"consoles/{console}/screen?"
+                        + urllib.parse.urlencode({"at": at})).decode()
+            assert f"Not in this picture: member {silent}: it did not answer" in page
+            assert banner in page
+            with urllib.request.urlopen(gw1.url + f"api/consoles/{console}/cast?"  # noqa: S310
+                                        + urllib.parse.urlencode({"from": since}),
+                                        timeout=30) as r:
+                assert silent in r.headers["X-Solgate-Missing"]
+
+            # Both members stop. What gw1's disk holds is still printed, the silent
+            # member named, exit status 2.
+            for p in procs.values():
+                stop(p)
             found = _cli("grep", "owns the console", "--console", console, "-c", gw1_config)
             assert found.returncode == 2, found.stderr
             assert f"{console} (gw1): " in found.stdout
-            assert "member gw9: it did not answer at " + dead in found.stderr
+            assert f"member {silent}: it did not answer at {dead}" in found.stderr
             assert "the search is incomplete" in found.stderr
             shown = _cli("screen", console, "--at", at, "-c", gw1_config)
             assert shown.returncode == 2, shown.stderr
             assert banner in shown.stdout
-            assert "member gw9" in shown.stderr
+            assert f"member {silent}" in shown.stderr
             assert "incomplete" in shown.stderr
         finally:
             for p in procs.values():
