@@ -17,6 +17,7 @@ from solgate.console.attachment import Closed
 from solgate.console.hub import Hub
 from solgate.errors import ConfigError
 from tests.engine_helpers import wait_for
+from tests.hub_helpers import TypingConsole
 from tests.terminal_helpers import console_on_pty, live_server
 
 pytestmark = pytest.mark.timeout(60)
@@ -45,10 +46,9 @@ def drain(attachment) -> list:
 
 def test_only_clients_without_input_for_the_timeout_are_detached() -> None:
     clock = FakeClock()
-    hub = Hub("web01", clock=clock)
-    events: list[tuple[str, str, str]] = []
-    hub.on_event = lambda kind, user, message: events.append((kind, user, message))
-    hub.on_input = lambda data: None
+    console = TypingConsole()
+    hub = Hub("web01", clock=clock, console=console)
+    events = console.told
     writer = hub.attach("alice", can_write=True)
     typist = hub.attach("bob", can_write=False)
     watcher = hub.attach("carol", can_write=False)

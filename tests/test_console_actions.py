@@ -5,6 +5,7 @@ from __future__ import annotations
 from solgate.console.actions import ConsoleActions, Help, Leave, Notice, Outcome, Typed
 from solgate.console.escape import EscapeParser
 from solgate.console.hub import Hub
+from tests.hub_helpers import TypingConsole
 
 
 class Engine:
@@ -25,8 +26,9 @@ async def outcomes(actions: ConsoleActions, data: bytes) -> list[Outcome]:
 
 
 async def test_only_the_lock_holder_types_and_the_others_are_told_who_holds_it() -> None:
-    typed: list[bytes] = []
-    hub = Hub("web01", on_input=typed.append)
+    console = TypingConsole()
+    typed = console.typed
+    hub = Hub("web01", console=console)
     engine = Engine()
     alice = ConsoleActions(engine, hub.attach("alice", can_write=True), EscapeParser("~"))
     bob = ConsoleActions(engine, hub.attach("bob", can_write=True), EscapeParser("~"))
@@ -62,8 +64,9 @@ async def test_break_and_reconnect_go_to_the_engine_for_writers_only() -> None:
 
 
 async def test_detach_ends_the_keys_and_help_is_for_this_user() -> None:
-    typed: list[bytes] = []
-    hub = Hub("web01", on_input=typed.append)
+    console = TypingConsole()
+    typed = console.typed
+    hub = Hub("web01", console=console)
     ops = ConsoleActions(Engine(), hub.attach("ops", can_write=True), EscapeParser("~"))
     [shown] = await outcomes(ops, b"~?")
     assert isinstance(shown, Help)

@@ -9,6 +9,7 @@ import pytest
 from solgate.console.fleet import FleetError, FleetRunner, Pacer, lend_write, parse_action
 from solgate.console.hub import Hub
 from solgate.errors import SolgateError
+from tests.hub_helpers import TypingConsole
 
 
 def test_pacer_spaces_starts_by_the_rate() -> None:
@@ -19,21 +20,20 @@ def test_pacer_spaces_starts_by_the_rate() -> None:
 
 
 def test_broadcast_lends_the_write_lock_and_gives_it_back() -> None:
-    typed: list[bytes] = []
-    said: list[str] = []
-    hub = Hub("web01", on_input=typed.append)
-    hub.on_event = lambda kind, user, message: said.append(message)
+    console = TypingConsole()
+    typed = console.typed
+    hub = Hub("web01", console=console)
     holder = hub.attach("bob", can_write=True)
     assert holder.is_writer
     assert lend_write(hub, "alice", b"uptime\r")
     assert typed == [b"uptime\r"]
     assert holder.is_writer  # bob holds the lock again
     assert [a.user for a in hub.attachments] == ["bob"]  # the broadcast left no attachment
-    assert said[-1] == "write lock given back to bob by alice"
+    assert console.told[-1][2] == "write lock given back to bob by alice"
 
 
 def test_broadcast_on_a_free_lock_leaves_it_free() -> None:
-    hub = Hub("web01", on_input=lambda data: None)
+    hub = Hub("web01", console=TypingConsole())
     watcher = hub.attach("carol", can_write=False)
     assert lend_write(hub, "alice", b"x")
     assert hub.writer is None
@@ -127,7 +127,7 @@ class Console:
         self.room = room
         self.bytes_out = 0
         self.host: list[bytes] = []
-        self.hub = Hub("web01", on_input=self.send_input)
+        self.hub = Hub("web01", console=self)
 
     def send_input(self, data: bytes) -> None:
         took = data[: self.room]
@@ -135,6 +135,9 @@ class Console:
         self.bytes_out += len(took)
         if took:
             self.host.append(took)
+
+    def viewer_event(self, kind: str, user: str, message: str) -> None:
+        pass
 
 
 class TypingEngine(Engine):

@@ -19,6 +19,7 @@ from solgate.console.attachment import (
 from solgate.console.hub import Hub
 from solgate.console.screen import RawRing
 from tests.engine_helpers import wait_for
+from tests.hub_helpers import TypingConsole
 
 
 class FakeClock:
@@ -470,8 +471,9 @@ async def test_a_failing_sink_never_breaks_publish_or_the_other_viewers():
 
 
 async def test_write_lock_rules():
-    typed: list[bytes] = []
-    hub = Hub("web01", on_input=typed.append)
+    console = TypingConsole()
+    typed = console.typed
+    hub = Hub("web01", console=console)
     viewer = hub.attach("guest", can_write=False)
     alice = hub.attach("alice", can_write=True)
     bob = hub.attach("bob", can_write=True)
@@ -607,9 +609,9 @@ def test_queue_size_must_be_positive():
 
 def test_attach_takeover_and_detach_are_told_with_the_user():
     """What lands in the console log and events.jsonl: who came, who typed, who left."""
-    hub = Hub("web01")
-    told: list[tuple[str, str, str]] = []
-    hub.on_event = lambda kind, user, message: told.append((kind, user, message))
+    console = TypingConsole()
+    told = console.told
+    hub = Hub("web01", console=console)
     first = hub.attach("ops1", can_write=True, via="over ssh from 192.0.2.7")
     second = hub.attach("ops2", can_write=True)
     viewer = hub.attach("watcher", can_write=False)
@@ -627,12 +629,11 @@ def test_attach_takeover_and_detach_are_told_with_the_user():
 
 
 def test_a_failing_record_never_breaks_an_attach():
-    hub = Hub("web01")
+    class DiskGone(TypingConsole):
+        def viewer_event(self, kind: str, user: str, message: str) -> None:
+            raise OSError("disk gone")
 
-    def broken(kind: str, user: str, message: str) -> None:
-        raise OSError("disk gone")
-
-    hub.on_event = broken
+    hub = Hub("web01", console=DiskGone())
     attachment = hub.attach("ops1", can_write=True)
     assert hub.writer == "ops1"
     attachment.detach()
@@ -641,10 +642,9 @@ def test_a_failing_record_never_breaks_an_attach():
 
 def test_downgrade_releases_the_lock_and_tells_why():
     """A reload demoted the writer: it keeps watching, cannot type or take the lock again."""
-    typed: list[bytes] = []
-    hub = Hub("web01", on_input=typed.append)
-    told: list[tuple[str, str, str]] = []
-    hub.on_event = lambda kind, user, message: told.append((kind, user, message))
+    console = TypingConsole()
+    typed, told = console.typed, console.told
+    hub = Hub("web01", console=console)
     writer = hub.attach("ops1", can_write=True, grant=Grant("token", "sha256$x"))
     other = hub.attach("ops2", can_write=True)
     drain(writer)
@@ -663,9 +663,9 @@ def test_downgrade_releases_the_lock_and_tells_why():
 
 
 def test_revoke_closes_with_the_reason_and_records_it():
-    hub = Hub("web01")
-    told: list[tuple[str, str, str]] = []
-    hub.on_event = lambda kind, user, message: told.append((kind, user, message))
+    console = TypingConsole()
+    told = console.told
+    hub = Hub("web01", console=console)
     attachment = hub.attach("ops1", can_write=True)
     drain(attachment)
     assert hub.revoke(attachment, "logged out")

@@ -25,8 +25,16 @@ from tests.ipmi_sim import IpmiSim, ipmi_sim_fixture  # noqa: F401 - provides `i
 pytestmark = pytest.mark.interop
 
 
-async def connect(sim: IpmiSim, **overrides: object) -> IpmiClient:
-    return await asyncio.wait_for(IpmiClient.connect(sim.target(**overrides)), 10)
+class SolPayloads(list[bytes]):
+    """A `SolReceiver` that keeps every SOL payload."""
+
+    def sol_received(self, payload: bytes) -> None:
+        self.append(payload)
+
+
+async def connect(sim: IpmiSim, sol: SolPayloads | None = None,
+                  **overrides: object) -> IpmiClient:
+    return await asyncio.wait_for(IpmiClient.connect(sim.target(**overrides), sol=sol), 10)
 
 
 # --------------------------------------------------------------------------- login
@@ -114,9 +122,8 @@ async def test_activate_steal_and_deactivate(ipmi_sim):
 
 
 async def test_sol_payloads_flow_both_ways(ipmi_sim):
-    async with await connect(ipmi_sim) as c:
-        received: list[bytes] = []
-        c.set_sol_handler(received.append)
+    received = SolPayloads()
+    async with await connect(ipmi_sim, received) as c:
         await c.activate_sol()
         await ipmi_sim.serial.write(b"login: ")
         for _ in range(100):

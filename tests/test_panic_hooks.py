@@ -11,7 +11,6 @@ from aiohttp import web
 from solgate.config import parse_config
 from solgate.console.events import EventLog
 from solgate.console.hooks import run_panic_hooks
-from solgate.console.hub import Hub
 from solgate.console.log import ConsoleLog
 from solgate.console.panic import PanicDetector, PanicEvent
 from solgate.console.worker import ConsoleWorker
@@ -108,7 +107,7 @@ async def test_a_detected_panic_runs_the_console_hooks(tmp_path):
         "<test>", base_dir=tmp_path)
     events = EventLog(tmp_path / "events.jsonl")
     log = ConsoleLog(tmp_path / "web01.log")
-    worker = ConsoleWorker(config.consoles["web01"], hub=Hub("web01"), log=log, events=events,
+    worker = ConsoleWorker(config.consoles["web01"], log=log, events=events,
                            panic=PanicDetector(), setup_slots=asyncio.Semaphore(1))
     try:
         worker._on_panic(PanicEvent(time=0.0, severity="critical", pattern="kernel-panic",

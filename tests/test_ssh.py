@@ -204,10 +204,10 @@ async def test_console_name_login_records_the_key_owner(tmp_path) -> None:
 async def test_viewer_cannot_type(tmp_path) -> None:
     async with gateway(tmp_path) as server:
         name = server.names[0]
-        hub = server.manager.get(name).hub
+        worker = server.manager.get(name)
         typed: list[bytes] = []
-        original = hub.on_input
-        hub.on_input = lambda data: (typed.append(data), original(data))[1]
+        original = worker.send_input
+        worker.send_input = lambda data: (typed.append(data), original(data))[1]
         async with await connect(server, f"bob:{name}", "bob") as conn:
             sh = await shell(conn)
             await sh.expect(b"read-only: your role cannot type")

@@ -10,7 +10,6 @@ from solgate.config import parse_config
 from solgate.console import log as log_module
 from solgate.console.attachment import Snapshot
 from solgate.console.events import EventLog, read_events
-from solgate.console.hub import Hub
 from solgate.console.log import ConsoleLog
 from solgate.console.panic import PanicDetector
 from solgate.console.worker import ConsoleWorker
@@ -21,9 +20,9 @@ async def test_disk_full_is_reported_once_and_recovery_too(tmp_path, monkeypatch
                           "<test>", base_dir=tmp_path)
     events = EventLog(tmp_path / "events.jsonl")
     log = ConsoleLog(tmp_path / "web01.log")
-    hub = Hub("web01")
-    worker = ConsoleWorker(config.consoles["web01"], hub=hub, log=log, events=events,
+    worker = ConsoleWorker(config.consoles["web01"], log=log, events=events,
                            panic=PanicDetector(), setup_slots=asyncio.Semaphore(1))
+    hub = worker.hub
     viewer = hub.attach("ops", can_write=False)
     real_write = os.write
 

@@ -30,8 +30,9 @@ from solgate.web.auth import Authenticator
 
 @dataclass
 class StaticConsole:
+    """A console in memory, the `HubConsole` of its hub: keeps what is typed, may echo it."""
+
     name: str
-    hub: Hub
     log_path: Path
     tags: tuple[str, ...] = ()
     state: str = "active"
@@ -44,6 +45,20 @@ class StaticConsole:
     bytes_out: int = 0
     reconnects: int = 0
     log: DiskHealth = field(default_factory=lambda: DiskHealth())
+    echo: bool = False
+    queue_bytes: int = 256 * 1024
+    hub: Hub = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.hub = Hub(self.name, queue_bytes=self.queue_bytes, console=self)
+
+    def send_input(self, data: bytes) -> None:
+        self.inputs.append(data)
+        if self.echo:
+            self.hub.publish(data.replace(b"\r", b"\r\n"))
+
+    def viewer_event(self, kind: str, user: str, message: str) -> None:
+        pass
 
     def sol_counters(self) -> dict[str, int]:
         return {}
@@ -76,15 +91,7 @@ class StaticConsoles:
 
     def add(self, name: str, *, tags: tuple[str, ...] = (), echo: bool = False,
             queue_bytes: int = 256 * 1024, **attrs: Any) -> StaticConsole:
-        console: StaticConsole
-
-        def on_input(data: bytes) -> None:
-            console.inputs.append(data)
-            if echo:
-                console.hub.publish(data.replace(b"\r", b"\r\n"))
-
-        hub = Hub(name, queue_bytes=queue_bytes, on_input=on_input)
-        console = StaticConsole(name=name, hub=hub, tags=tags,
+        console = StaticConsole(name=name, tags=tags, echo=echo, queue_bytes=queue_bytes,
                                 log_path=self.data_dir / "logs" / f"{name}.log", **attrs)
         self._consoles[name] = console
         return console

@@ -2,6 +2,11 @@
 
 Theory of operation
 -------------------
+The hub is built for its console (a `HubConsole`, the console worker): keystrokes of the
+write-lock holder go to its `send_input`, and who attached, left or took the lock to its
+`viewer_event`, for the console log. When a reload replaces the worker, the viewers stay
+attached and `hand_over` gives the hub to the new one.
+
 The console worker calls `Hub.publish(data)` after the bytes are logged. `publish`
 never awaits: it appends to the `RawRing`, feeds the live `Screen` (only while someone
 is attached) and appends to each attachment's own bounded queue. Each front end (a
@@ -45,7 +50,7 @@ a few control messages, not `queue_bytes`.
 Write lock: one writer at a time. The first attachment with `can_write` takes it when
 it is free; `take_write()` takes it from the holder (everyone, including the previous
 holder, gets `WriteLockChanged(new holder)`); an attachment without `can_write` never
-holds it. Input from anyone but the holder is refused and never reaches `on_input`.
+holds it. Input from anyone but the holder is refused and never reaches the console.
 When the holder leaves, the lock is free (nobody is promoted silently).
 
 Revocation: rights are checked when a front end attaches, and again whenever what they
@@ -53,7 +58,7 @@ rest on changes (a logout, a reload of users, tokens or ssh keys: `solgate.acces
 Each attachment carries its `Grant` (how its user proved who they are) so that check
 can tell which attachments lost what. `downgrade()` takes the right to write away (the
 lock is released and the front end gets `AccessChanged`); `revoke()` ends the
-attachment with `Closed(reason, revoked=True)`. Both are recorded through `on_event`,
+attachment with `Closed(reason, revoked=True)`. Both are recorded through the console,
 so the console log says who lost access and why. Front ends ask `can_write` of the
 attachment at every action, never a copy taken at attach.
 
@@ -98,6 +103,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from solgate.console.attachment import (
     AccessChanged,
@@ -110,7 +116,7 @@ from solgate.console.attachment import (
 )
 from solgate.console.screen import RawRing, Screen
 
-__all__ = ["Hub"]
+__all__ = ["Hub", "HubConsole"]
 
 DEFAULT_QUEUE_BYTES = 256 * 1024
 DEFAULT_MAX_LAG_STREAK = 3
@@ -132,6 +138,17 @@ BUSY_FLUSH_GAP = 0.004
 log = logging.getLogger(__name__)
 
 
+class HubConsole(Protocol):
+    """The console a hub fans out (the worker): what the hub hands back to it."""
+
+    def send_input(self, data: bytes) -> None:
+        """Keystrokes of the write-lock holder, for the console's serial line."""
+
+    def viewer_event(self, kind: str, user: str, message: str) -> None:
+        """Who attached, left or took the write lock, for the console log and
+        events.jsonl, so "who typed that" has an answer the next morning."""
+
+
 class Hub:
     """One console's fan-out: the ring, the on-demand screen, the attachments, the lock."""
 
@@ -139,13 +156,12 @@ class Hub:
         "name",
         "ring",
         "queue_bytes",
-        "on_input",
+        "console",
         "max_lag_streak",
         "stall_timeout",
         "clock",
         "state",
         "state_detail",
-        "on_event",
         "lagged_total",
         "dropped_total",
         "bytes_out",
@@ -171,7 +187,7 @@ class Hub:
         *,
         ring: RawRing | None = None,
         queue_bytes: int = DEFAULT_QUEUE_BYTES,
-        on_input: Callable[[bytes], None] | None = None,
+        console: HubConsole | None = None,
         max_lag_streak: int = DEFAULT_MAX_LAG_STREAK,
         stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
@@ -183,15 +199,12 @@ class Hub:
         self.name = name
         self.ring = ring if ring is not None else RawRing()
         self.queue_bytes = queue_bytes
-        self.on_input = on_input
+        self.console = console  # None: a hub nobody types into (tests, a closed console)
         self.max_lag_streak = max_lag_streak
         self.stall_timeout = stall_timeout
         self.clock = clock
         self.state: str | None = None
         self.state_detail = ""
-        # Who attached, left or took the write lock: (kind, user, message) for the console
-        # log and events.jsonl, so "who typed that" has an answer the next morning.
-        self.on_event: Callable[[str, str, str], None] | None = None
         self.lagged_total = 0  # overflows (resyncs) over the hub's life
         self.dropped_total = 0  # viewers dropped as too slow
         self.bytes_out = 0  # bytes handed to front ends: console data and snapshots
@@ -299,6 +312,11 @@ class Hub:
                 attachment.notify(message if attachment.details
                                   else attachment.state_message(state, detail))
 
+    def hand_over(self, console: HubConsole) -> Hub:
+        """A reload replaced the console's worker: the viewers stay, `console` takes over."""
+        self.console = console
+        return self
+
     def close(self, reason: str) -> None:
         """The console is going away: every attachment gets Closed(reason)."""
         self._closed = Closed(reason)
@@ -350,9 +368,9 @@ class Hub:
         return True
 
     def _tell(self, kind: str, user: str, message: str) -> None:
-        if self.on_event is not None:
+        if self.console is not None:
             try:
-                self.on_event(kind, user, message)
+                self.console.viewer_event(kind, user, message)
             except Exception:  # a record that cannot be written never breaks an attach
                 log.exception("%s: recording %s failed", self.name, kind)
 
@@ -516,10 +534,11 @@ class Hub:
     def keyboard(self, attachment: Attachment, data: bytes) -> bool:
         """Typed input from `attachment`; False (nothing sent) unless it holds the lock."""
         attachment.last_input = self.clock()  # someone is at the keyboard, lock or not
-        if self._writer is not attachment or attachment.closed or self.on_input is None:
+        console = self.console
+        if self._writer is not attachment or attachment.closed or console is None:
             return False
         if data:
-            self.on_input(bytes(data))
+            console.send_input(bytes(data))
         return True
 
     def render(self, *, scrollback: bool) -> bytes:

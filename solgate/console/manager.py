@@ -121,12 +121,12 @@ class ConsoleManager:
         )
         worker = ConsoleWorker(
             console,
-            hub=hub or Hub(console.name),
             log=log,
             events=self.events,
             panic=PanicDetector(console.panic_patterns),
             setup_slots=self.setup_slots,
             steal_check=self.steal_check,
+            hub=hub,  # kept across a reload: its viewers stay attached
         )
         self._workers[console.name] = worker
         if take_over_from is not None:

@@ -12,14 +12,23 @@ with `loop.time()`:
   handshake through `IpmiClient`, Activate Payload, the forced deactivate of a steal or
   a takeover, the close) are awaited in turn and their outcome fed back; when there is
   nothing to do it waits for the next input.
-* One `call_at` timer serves both the core (backoff, steal settle, keepalive and dead-
-  session deadlines) and the `SolStream` (retransmits): it is armed at the earlier of
-  their `next_deadline()`s. A keepalive question runs as a task whose answer is fed back.
+* One timer (`DeadlineTimer`, one `call_at`) serves three sans-I/O cores: the IPMI
+  session (`ClientSession`: handshake and request retransmits; the `IpmiClient` is
+  built with this timer and arms it), the `SolStream` (retransmits) and the lifecycle
+  core (backoff, steal settle, keepalive and dead-session deadlines). It is armed for
+  the earliest of their `next_deadline()`s; on wake, each core whose deadline is due
+  gets `handle_timeout(now)`. A keepalive question runs as a task whose answer is fed
+  back.
 
-While active, console bytes flow BMC -> `SolStream` -> `_on_output`: appended to the log
-first, then fed to the panic detector and published to the hub. The stream's ACK for a
-packet is handed to the socket only after that, so a byte is acknowledged to the BMC only
-once it sits in solgate's own buffers; if the loop stalls, the BMC retransmits. A stream
+The route of one console byte: the UDP socket (`udp_pool.py`) -> `IpmiClient` (opens
+the datagram) -> `sol_received` here (the client was built with this worker as its
+`SolReceiver`) -> `SolStream` -> `_on_output`: appended to the log first, then fed to
+the panic detector and published to the hub (`Hub.publish`), which writes it to each
+viewer. A keystroke goes back: viewer -> `Hub.keyboard` -> `send_input` here (the hub
+was built with this worker as its `HubConsole`) -> `SolStream` -> `IpmiClient.send_sol`.
+The stream's ACK for a packet is handed to the socket only after the byte is logged and
+published, so a byte is acknowledged to the BMC only once it sits in solgate's own
+buffers; if the loop stalls, the BMC retransmits. A stream
 that stalls, a BMC that deactivates SOL, or a session that terminates ends the activation
 (`ConsoleLifecycle.ended`); the core logs "SOL down" with the reason and reconnects after
 a backoff with jitter. Every state has the time it was entered and the last error in
@@ -75,7 +84,7 @@ from solgate.ipmi.sol import (
     StreamStalled,
     TransferUnavailable,
 )
-from solgate.ipmi.transport import IpmiClient
+from solgate.ipmi.transport import DeadlineTimer, IpmiClient
 
 KEEPALIVE_GRID = 1.0  # keepalive wake-ups land on multiples of this (loop clock), see below
 
@@ -97,13 +106,17 @@ __all__ = ["KEEPALIVE_GRID", "ConsoleState", "ConsoleWorker", "on_grid"]
 
 
 class ConsoleWorker:
-    """Keeps one console's SOL session alive and feeds its output to log, panics and hub."""
+    """Keeps one console's SOL session alive and feeds its output to log, panics and hub.
+
+    It is the `SolReceiver` of its `IpmiClient` and the `HubConsole` of its hub: both are
+    built with it. `hub` is given only when a reload replaces the worker of a console whose
+    viewers stay attached; the hub is then handed over to this worker.
+    """
 
     def __init__(
         self,
         console: ConsoleConfig,
         *,
-        hub: Hub,
         log: ConsoleLog,
         events: EventLog,
         panic: PanicDetector,
@@ -111,13 +124,13 @@ class ConsoleWorker:
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         steal_check: Callable[[str], Awaitable[bool]] | None = None,
+        hub: Hub | None = None,
     ) -> None:
         self.console = console
         self.name = console.name
-        self.hub = hub
+        self.hub = Hub(console.name, console=self) if hub is None else hub.hand_over(self)
         self.log = log
         self.events = events
-        hub.on_event = self._hub_event
         self.panic = panic
         self._setup_slots = setup_slots
         self._wall = wall_clock
@@ -147,10 +160,11 @@ class ConsoleWorker:
         self.sol_totals: dict[str, int] = {}
         self.drop_totals: dict[str, int] = {}
         self.cipher_suite: int | None = None
-        self._client: IpmiClient | None = None
+        self._client: IpmiClient | None = None  # established, for commands and SOL
+        # The session the timer runs timeouts for: connecting, established or closing.
+        self._session: IpmiClient | None = None
         self._stream: SolStream | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = DeadlineTimer(self._on_timer)  # the one timer (module docstring)
         # The loop `run` runs on, for the per-packet path: asyncio.get_running_loop()
         # costs a getpid() system call each time.
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -161,7 +175,6 @@ class ConsoleWorker:
         self._hook_tasks: set[asyncio.Task[list[str]]] = set()
         self._bundle_tasks: set[asyncio.Task[Path]] = set()
         self._log_error_reported: str | None = None
-        hub.on_input = self.send_input
 
     @property
     def log_path(self) -> Path:
@@ -270,6 +283,7 @@ class ConsoleWorker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._close_client(client, deactivate=False)
                 _add_into(self.drop_totals, client.dropped)
+            self._session = None
             if self._slot_held:
                 self._slot_held = False
                 self._setup_slots.release()
@@ -292,11 +306,15 @@ class ConsoleWorker:
                     self._slot_held = False
                     self._setup_slots.release()
             case OpenSession():
+                client = self._session = IpmiClient(self.console.target(), sol=self,
+                                                    timer=self._timer)
                 try:
-                    self._client = await IpmiClient.connect(self.console.target())
+                    await client.establish()
                 except (SolgateError, OSError) as exc:
+                    self._session = None
                     self._failed(exc)
                 else:
+                    self._client = client
                     life.connected(self._now())
             case ActivateSol():
                 await self._activate(self._require_client())
@@ -341,6 +359,7 @@ class ConsoleWorker:
                     closing.terminated.remove_done_callback(self._session_ended)
                     await self._close_client(closing, deactivate=deactivate)
                     _add_into(self.drop_totals, closing.dropped)
+                self._session = None
                 life.closed(self._now())
 
     def _failed(self, exc: SolgateError | OSError) -> None:
@@ -382,7 +401,6 @@ class ConsoleWorker:
             # Keystrokes are resent for as long as the session may live (session_timeout).
             max_retries=max(10, math.ceil(target.session_timeout / retry_interval)),
         )
-        client.set_sol_handler(self._on_sol_payload)
         client.terminated.add_done_callback(self._session_ended)
 
     def _drop_stream(self) -> None:
@@ -393,8 +411,6 @@ class ConsoleWorker:
         stream, self._stream = self._stream, None
         if stream is None:
             return
-        if self._client is not None:
-            self._client.set_sol_handler(None)
         _add_into(self.sol_totals, stream.counters)
         self._pump_panic_flush()
 
@@ -469,25 +485,31 @@ class ConsoleWorker:
     def _now(self) -> float:
         return (self._loop or asyncio.get_running_loop()).time()
 
-    def _on_sol_payload(self, payload: bytes) -> None:
+    def sol_received(self, payload: bytes) -> None:
+        """A SOL payload from the session (`SolReceiver`); none is taken between activations."""
         stream = self._stream
         if stream is None:
             return
         stream.receive_payload(payload, self._now())
         self._pump()
 
-    def _on_timer(self) -> None:
-        """The one timer: run the stream's and the core's deadlines that are due."""
-        loop = self._require_loop()
-        now = max(self._timer_at or 0.0, loop.time())
-        self._timer = self._timer_at = None
-        stream, client = self._stream, self._client
+    def _on_timer(self, now: float) -> None:
+        """The one timer: each core whose deadline is due at `now` runs its timeouts."""
+        session = self._session
+        if session is not None:
+            at = session.next_deadline()
+            if at is not None and at <= now:
+                session.handle_timeout(now)
+        stream = self._stream
         if stream is not None:
-            stream.handle_timeout(now)
-            self._pump()
-        if client is not None and self.life.phase is Phase.ACTIVE:
-            self.life.authenticated(client.last_received)
-        self.life.handle_timeout(now)
+            at = stream.next_deadline()
+            if at is not None and at <= now:
+                stream.handle_timeout(now)
+                self._pump()
+        life, client = self.life, self._client
+        if client is not None and life.phase is Phase.ACTIVE:
+            life.authenticated(client.last_received)
+        life.handle_timeout(now)
         self._kick()
 
     def _pump(self) -> None:
@@ -510,30 +532,23 @@ class ConsoleWorker:
                     pass
         for payload in stream.payloads_to_send():
             client.send_sol(payload)
-        self._arm_timer()
+        self._timer.arm(stream.next_deadline())  # only the stream's deadline moved
 
     def _arm_timer(self) -> None:
-        """One `call_at` at the earlier of the core's and the stream's deadlines."""
+        """Arm the one timer for the earliest of the core's, the session's and the stream's
+        deadlines (it moves only to an earlier time; a wake re-checks)."""
+        timer = self._timer
         deadline = self.life.next_deadline()
         if deadline is not None and self._stream is not None and self._asking is None:
             deadline = on_grid(deadline)  # the keepalive's wait: share the second's wake-up
-        stream = self._stream
-        if stream is not None:
-            at = stream.next_deadline()
-            if at is not None and (deadline is None or at < deadline):
-                deadline = at
-        if deadline == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = (None if deadline is None
-                       else self._require_loop().call_at(deadline, self._on_timer))
+        timer.arm(deadline)
+        if self._stream is not None:
+            timer.arm(self._stream.next_deadline())
+        if self._session is not None:
+            timer.arm(self._session.next_deadline())
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._timer_at = None
+        self._timer.cancel()
 
     def _on_output(self, data: bytes) -> None:
         self.log.write(data)
@@ -606,7 +621,8 @@ class ConsoleWorker:
             self.state_detail = detail
             self.hub.set_state(str(state), detail)
 
-    def _hub_event(self, kind: str, user: str, message: str) -> None:
+    def viewer_event(self, kind: str, user: str, message: str) -> None:
+        """Who attached, left or took the write lock (`HubConsole`): an audit record."""
         self.record(kind, message, user=user)
 
     def record(self, kind: str, message: str, **fields: Any) -> None:

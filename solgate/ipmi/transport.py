@@ -1,4 +1,4 @@
-"""The asyncio shell around `ClientSession`: a UDP port, one timer, futures for answers.
+"""The asyncio shell around `ClientSession`: a UDP port, futures for answers, a timer.
 
 Theory of operation
 -------------------
@@ -9,7 +9,8 @@ sends what the core queued and turns its events into results:
 
 * `SessionEstablished` resolves the future `IpmiClient.connect` waits on;
 * `ResponseReceived` / `RequestTimedOut` resolve the future of that request;
-* `SolPayloadReceived` goes to the handler set with `set_sol_handler` (the SOL stream);
+* `SolPayloadReceived` goes to the `SolReceiver` given at construction (a console
+  worker, which feeds its SOL stream);
 * `SessionTerminated` fails every pending future with its error (or `SessionClosedError`),
   resolves `terminated`, and closes the socket.
 
@@ -18,9 +19,18 @@ addresses) use one unconnected UDP socket, and its datagrams are routed by sourc
 anything from an address with no session is dropped. Thousands of consoles then need a
 few hundred descriptors, not one each.
 
-There is one `call_at` timer. It is re-armed only when the core's deadline moved, and on
-expiry the core is called with `now = max(deadline, loop.time())`, so a timer that fires a
-hair early still counts as on time.
+Timers: a client alone (the CLI, a power action) has its own `DeadlineTimer`. A console
+worker passes its `DeadlineTimer` instead, the one that also serves its SOL stream and its
+lifecycle core: the client arms it for the session's retransmit deadlines, and the worker,
+when it fires, calls `handle_timeout(now)` here if the session is due. So a console has
+one loop timer, not one per shell.
+
+`DeadlineTimer` keeps one `call_at`: arming it for a deadline later than the one already
+armed changes nothing (a wake that finds nothing due re-arms for what is due next), so a
+request answered before its retransmit deadline, or a SOL packet acknowledged at once,
+costs no cancel and no new timer. On expiry the owner is called with
+`now = max(armed time, loop.time())`, so a timer that fires a hair early still counts
+as on time.
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from solgate.errors import (
     BmcError,
@@ -66,41 +76,106 @@ from solgate.ipmi.udp_pool import Port, SocketPool, numeric_address
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-SolHandler = Callable[[bytes], None]
+
+
+class SolReceiver(Protocol):
+    """Who gets the session's SOL payloads (a console worker, for its `SolStream`)."""
+
+    def sol_received(self, payload: bytes) -> None:
+        """One verified, decrypted SOL payload (header + characters)."""
+
+
+class DeadlineTimer:
+    """One `call_at` for a shell that drives sans-I/O cores: armed for the earliest deadline.
+
+    `arm(at)` moves the timer only when `at` is earlier than the time already armed; a
+    later or vanished deadline leaves it, and the wake finds nothing due and arms again
+    (module docstring). `on_wake(now)` runs the due cores and arms for what comes next.
+    """
+
+    __slots__ = ("_on_wake", "_loop", "_handle", "_at")
+
+    def __init__(self, on_wake: Callable[[float], None],
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._on_wake = on_wake
+        self._loop = loop
+        self._handle: asyncio.TimerHandle | None = None
+        self._at: float | None = None
+
+    @property
+    def armed_at(self) -> float | None:
+        return self._at
+
+    def arm(self, at: float | None) -> None:
+        """Wake at `at` at the latest (None: no new deadline)."""
+        if at is None:
+            return
+        armed = self._at
+        if armed is not None and armed <= at:
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        self._at = at
+        self._handle = loop.call_at(at, self._fire)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self._at = None
+
+    def _fire(self) -> None:
+        at = self._at
+        self._handle = self._at = None
+        assert self._loop is not None  # noqa: S101 - armed on it
+        now = self._loop.time()
+        self._on_wake(now if at is None or now > at else at)
 
 
 class IpmiClient:
-    """An established RMCP+ session to one BMC (`await IpmiClient.connect(target)`)."""
+    """An established RMCP+ session to one BMC (`await IpmiClient.connect(target)`).
 
-    def __init__(self, target: BmcTarget, *, random: Callable[[int], bytes] = os.urandom,
+    `sol` gets the SOL payloads; `timer` is the owner's `DeadlineTimer` when the owner
+    runs the session's timeouts (a console worker), else the client keeps its own.
+    """
+
+    def __init__(self, target: BmcTarget, *, sol: SolReceiver | None = None,
+                 timer: DeadlineTimer | None = None,
+                 random: Callable[[int], bytes] = os.urandom,
                  logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log) -> None:
         self.target = target
         self._log = logger
         self.session = ClientSession(target, random=random, logger=logger)
         self._loop = asyncio.get_running_loop()
         self._transport: Port | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._own_timer = timer is None
+        self._timer = DeadlineTimer(self.handle_timeout, self._loop) if timer is None else timer
         self._futures: dict[int, asyncio.Future[IpmiMessage]] = {}
         self._established: asyncio.Future[SessionEstablished] = self._loop.create_future()
         self.terminated: asyncio.Future[SessionTerminated] = self._loop.create_future()
         self._socket_closed: asyncio.Future[None] = self._loop.create_future()
-        self._sol_handler: SolHandler | None = None
+        self._sol = sol
         self._processing = False
 
     # ------------------------------------------------------------------ life cycle
 
     @classmethod
     async def connect(cls, target: BmcTarget, **kwargs: Any) -> IpmiClient:
-        """Resolve, open a UDP socket and run the handshake; raise its error on failure."""
+        """A client, established (`establish`); raises the handshake's error on failure."""
         client = cls(target, **kwargs)
-        try:
-            await client._open()
-            await asyncio.shield(client._established)
-        except BaseException:
-            await client.close()
-            raise
+        await client.establish()
         return client
+
+    async def establish(self) -> None:
+        """Resolve, open a UDP socket and run the handshake; on failure close, then raise."""
+        try:
+            await self._open()
+            await asyncio.shield(self._established)
+        except BaseException:
+            await self.close()
+            raise
 
     async def _open(self) -> None:
         target = self.target
@@ -235,10 +310,6 @@ class IpmiClient:
 
     # ------------------------------------------------------------------ SOL
 
-    def set_sol_handler(self, handler: SolHandler | None) -> None:
-        """`handler(payload)` gets every verified, decrypted SOL payload."""
-        self._sol_handler = handler
-
     def send_sol(self, payload: bytes) -> None:
         self._check_open()
         self.session.send_sol(payload, self._loop.time())
@@ -258,10 +329,13 @@ class IpmiClient:
         self.session.receive_datagram(data, self._loop.time())
         self._process()
 
-    def _on_timer(self) -> None:
-        deadline = self._timer_at if self._timer_at is not None else self._loop.time()
-        self._timer = self._timer_at = None
-        self.session.handle_timeout(max(deadline, self._loop.time()))
+    def next_deadline(self) -> float | None:
+        """When the session's `handle_timeout` is next due (retransmits, the handshake)."""
+        return self.session.next_deadline()
+
+    def handle_timeout(self, now: float) -> None:
+        """Run the session's due retransmits and timeouts (the timer's owner calls it)."""
+        self.session.handle_timeout(now)
         self._process()
 
     def _process(self) -> None:
@@ -285,16 +359,16 @@ class IpmiClient:
                     break
         finally:
             self._processing = False
-        self._rearm()
+        self._timer.arm(session.next_deadline())
 
     def _dispatch(self, event: object) -> None:
         match event:
             case SolPayloadReceived(payload=payload):
-                if self._sol_handler is not None:
+                if self._sol is not None:
                     try:
-                        self._sol_handler(payload)
+                        self._sol.sol_received(payload)
                     except Exception:  # a bug upstairs must not wedge the session
-                        self._log.exception("%s: SOL handler failed", self.target.label)
+                        self._log.exception("%s: SOL receiver failed", self.target.label)
             case ResponseReceived(request_id=rid, message=message):
                 future = self._futures.get(rid)
                 if future is not None and not future.done():
@@ -321,19 +395,9 @@ class IpmiClient:
             self.terminated.set_result(event)
         self._close_transport()
 
-    def _rearm(self) -> None:
-        deadline = self.session.next_deadline()
-        if deadline == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = None if deadline is None else self._loop.call_at(deadline, self._on_timer)
-
     def _close_transport(self) -> None:
-        if self._timer is not None:
+        if self._own_timer:
             self._timer.cancel()
-            self._timer = self._timer_at = None
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
 
