@@ -15,7 +15,7 @@ from solgate.errors import (
 )
 from solgate.ipmi.codec import Command, NetFn
 from solgate.ipmi.target import BmcTarget
-from solgate.ipmi.transport import IpmiClient
+from solgate.ipmi.transport import DeadlineTimer, IpmiClient
 from tests.sim_helpers import DEVICE_ID_RESPONSE, ScriptedBmc
 
 
@@ -88,6 +88,71 @@ async def test_lost_request_is_retransmitted_on_the_loop_timer():
             assert bmc.drop_next_requests == 0
     finally:
         server.close()
+
+
+class TimerOwner:
+    """What a console worker does with its one timer, for the session alone: on each wake
+    the client's timeouts run if due. `running = False` stands for an owner that never
+    gets to run them."""
+
+    def __init__(self) -> None:
+        self.timer = DeadlineTimer(self.wake)
+        self.client: IpmiClient | None = None
+        self.running = True
+        self.wakes = 0
+
+    def wake(self, now: float) -> None:
+        self.wakes += 1
+        client = self.client
+        if client is None or not self.running:
+            return
+        at = client.next_deadline()
+        if at is not None and at <= now:
+            client.handle_timeout(now)
+        self.timer.arm(client.next_deadline())
+
+
+async def test_a_client_on_its_owners_timer_retransmits_when_the_owner_wakes():
+    """A console's session has no timer of its own: its handshake and retransmits run
+    on the worker's, and only there."""
+    bmc, server, port = await serve()
+    owner = TimerOwner()
+    try:
+        client = owner.client = IpmiClient(target(port), timer=owner.timer)
+        await asyncio.wait_for(client.establish(), 2)
+        async with client:
+            bmc.drop_next_requests = 2
+            msg = await asyncio.wait_for(client.request(NetFn.APP, Command.GET_DEVICE_ID), 2)
+            assert msg.data == DEVICE_ID_RESPONSE
+            assert owner.wakes >= 2
+            owner.running = False  # nobody runs the session's timeouts now
+            bmc.drop_next_requests = 1
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(client.device_id(), 0.3)  # not even one resend
+            assert bmc.drop_next_requests == 0
+    finally:
+        server.close()
+
+
+async def test_the_timer_moves_only_earlier_and_a_wake_comes_at_the_armed_time():
+    loop = asyncio.get_running_loop()
+    woken: list[float] = []
+    timer = DeadlineTimer(woken.append)
+    start = loop.time()
+    timer.arm(start + 0.2)
+    timer.arm(start + 0.5)  # later: the armed time stays
+    assert timer.armed_at == start + 0.2
+    timer.arm(None)  # no deadline: nothing changes
+    timer.arm(start + 0.05)  # earlier: moved
+    assert timer.armed_at == start + 0.05
+    await asyncio.sleep(0.3)
+    assert len(woken) == 1  # one wake for the three arms
+    assert woken[0] >= start + 0.05  # never before its time
+    assert timer.armed_at is None
+    timer.arm(loop.time() + 0.05)
+    timer.cancel()
+    await asyncio.sleep(0.1)
+    assert len(woken) == 1
 
 
 async def test_unanswered_request_times_out_but_session_lives():
