@@ -134,7 +134,7 @@ async def test_a_client_on_its_owners_timer_retransmits_when_the_owner_wakes():
         server.close()
 
 
-async def test_the_timer_moves_only_earlier_and_a_wake_comes_at_the_armed_time():
+async def test_arm_moves_the_timer_only_earlier_set_puts_it_exactly():
     loop = asyncio.get_running_loop()
     woken: list[float] = []
     timer = DeadlineTimer(woken.append)
@@ -153,6 +153,12 @@ async def test_the_timer_moves_only_earlier_and_a_wake_comes_at_the_armed_time()
     timer.cancel()
     await asyncio.sleep(0.1)
     assert len(woken) == 1
+    timer.arm(loop.time() + 0.05)
+    timer.set(loop.time() + 10)  # exactly there: later too
+    timer.set(None)  # nothing due at all
+    await asyncio.sleep(0.1)
+    assert len(woken) == 1
+    assert timer.armed_at is None
 
 
 async def test_unanswered_request_times_out_but_session_lives():

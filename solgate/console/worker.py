@@ -535,17 +535,18 @@ class ConsoleWorker:
         self._timer.arm(stream.next_deadline())  # only the stream's deadline moved
 
     def _arm_timer(self) -> None:
-        """Arm the one timer for the earliest of the core's, the session's and the stream's
-        deadlines (it moves only to an earlier time; a wake re-checks)."""
-        timer = self._timer
+        """Set the one timer at the earliest of the core's, the session's and the stream's
+        deadlines (after a lifecycle input; a packet only arms it earlier, in `_pump`
+        and `IpmiClient`)."""
         deadline = self.life.next_deadline()
         if deadline is not None and self._stream is not None and self._asking is None:
             deadline = on_grid(deadline)  # the keepalive's wait: share the second's wake-up
-        timer.arm(deadline)
-        if self._stream is not None:
-            timer.arm(self._stream.next_deadline())
-        if self._session is not None:
-            timer.arm(self._session.next_deadline())
+        for core in (self._stream, self._session):
+            if core is not None:
+                at = core.next_deadline()
+                if at is not None and (deadline is None or at < deadline):
+                    deadline = at
+        self._timer.set(deadline)
 
     def _cancel_timer(self) -> None:
         self._timer.cancel()

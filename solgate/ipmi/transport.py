@@ -88,9 +88,11 @@ class SolReceiver(Protocol):
 class DeadlineTimer:
     """One `call_at` for a shell that drives sans-I/O cores: armed for the earliest deadline.
 
-    `arm(at)` moves the timer only when `at` is earlier than the time already armed; a
-    later or vanished deadline leaves it, and the wake finds nothing due and arms again
-    (module docstring). `on_wake(now)` runs the due cores and arms for what comes next.
+    `arm(at)`, for the per-packet paths, moves the timer only when `at` is earlier than
+    the time already armed; a later or vanished deadline leaves it, and the wake finds
+    nothing due and arms again (module docstring). `set(at)`, for an owner that has just
+    asked every core, puts it exactly at `at` (a cancel is cheaper than a wake for
+    nothing). `on_wake(now)` runs the due cores and arms for what comes next.
     """
 
     __slots__ = ("_on_wake", "_loop", "_handle", "_at")
@@ -120,6 +122,16 @@ class DeadlineTimer:
             loop = self._loop = asyncio.get_running_loop()
         self._at = at
         self._handle = loop.call_at(at, self._fire)
+
+    def set(self, at: float | None) -> None:
+        """Wake exactly at `at`, or not at all for None (the earliest of every deadline)."""
+        if at == self._at:
+            return
+        if at is None:
+            self.cancel()
+            return
+        self._at = None
+        self.arm(at)
 
     def cancel(self) -> None:
         if self._handle is not None:
