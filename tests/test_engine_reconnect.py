@@ -14,12 +14,14 @@ import pytest
 
 from solgate.sim.fleet import SimFleet
 from tests.engine_helpers import (
+    HostInput,
     engine_config,
     event_lines,
     log_bytes,
     running_manager,
     sim_factory,
     wait_active,
+    wait_for,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -34,6 +36,10 @@ async def test_reload_restarts_only_the_changed_console(tmp_path: Path) -> None:
             for worker in workers.values():
                 await wait_active(worker)
             viewer = workers["b"].hub.attach("ops", can_write=False)
+            typist = workers["b"].hub.attach("ann", can_write=True)
+            host_b = fleet.bmcs[1].host
+            assert host_b is not None
+            typed = HostInput(host_b)
             sessions = {name: set(bmc.core.sessions)
                         for name, bmc in zip("abc", fleet.bmcs, strict=True)}
 
@@ -49,6 +55,12 @@ async def test_reload_restarts_only_the_changed_console(tmp_path: Path) -> None:
                 "SOL up (cipher suite 17)", "SOL down: solgate stopping",
                 "SOL up (cipher suite 17)"]
             assert not viewer.closed  # a viewer of the changed console stays attached
+            # ... and the kept hub was handed to the new worker: typing reaches the host
+            # over the new session, and who leaves is written in the new worker's log.
+            assert typist.send(b"uname\r")
+            await wait_for(lambda: b"uname\r" in typed.data, 5, "the keys at the host")
+            typist.detach()
+            await wait_for(lambda: b"ann detached" in log_bytes(b), 5, "the detach note")
             for name in "ac":
                 assert manager.get(name) is workers[name]
                 assert workers[name].reconnects == 0
