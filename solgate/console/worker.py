@@ -74,7 +74,9 @@ from solgate.console.lifecycle import (
 from solgate.console.log import ConsoleLog
 from solgate.console.panic import PanicDetector, PanicEvent
 from solgate.errors import CommandError, SolgateError, SolgateTimeoutError
-from solgate.ipmi.commands import PayloadInstanceInfo, SolActivation
+from solgate.ipmi import commands
+from solgate.ipmi.codec import IpmiMessage
+from solgate.ipmi.commands import SolActivation
 from solgate.ipmi.session import SessionTerminated
 from solgate.ipmi.sol import (
     BreakRequested,
@@ -170,7 +172,7 @@ class ConsoleWorker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()  # the core has new actions for `run`
         self._slot_held = False
-        self._asking: asyncio.Task[PayloadInstanceInfo] | None = None
+        self._asking: asyncio.Future[IpmiMessage] | None = None  # the keepalive's answer
         self._task: asyncio.Task[None] | None = None
         self._hook_tasks: set[asyncio.Task[list[str]]] = set()
         self._bundle_tasks: set[asyncio.Task[Path]] = set()
@@ -346,11 +348,7 @@ class ConsoleWorker:
                 else:
                     life.taken_over(self._now(), deactivated=deactivated)
             case AskKeepalive():
-                task = self._require_loop().create_task(
-                    self._require_client().payload_instance_info(),
-                    name=f"keepalive-ask:{self.name}")
-                self._asking = task
-                task.add_done_callback(self._keepalive_done)
+                self._ask_keepalive(self._require_client())
             case DropStream():
                 self._drop_stream()
             case CloseSession(deactivate=deactivate):
@@ -428,15 +426,33 @@ class ConsoleWorker:
         why = f"{ended.reason}: {ended.error}" if ended.error else ended.reason
         self._end(f"session ended ({why})")
 
-    def _keepalive_done(self, task: asyncio.Task[PayloadInstanceInfo]) -> None:
+    def _ask_keepalive(self, client: IpmiClient) -> None:
+        """Send Get Payload Instance Info now (no task: the answer's future calls back
+        `_keepalive_done`, and the timer knows the retransmit deadline at once)."""
+        try:
+            answer = client.send_request(commands.get_payload_instance_info())
+        except SolgateError as exc:  # the session has just ended: same way as an answer
+            answer = self._require_loop().create_future()
+            answer.set_exception(exc)
+        self._asking = answer
+        answer.add_done_callback(self._keepalive_done)
+
+    def _keepalive_done(self, answer: asyncio.Future[IpmiMessage]) -> None:
         """Feed one keepalive's outcome to the core (a stale or cancelled one is dropped)."""
-        if task.cancelled():
+        if answer.cancelled():
             return
-        exc = task.exception()  # retrieved even when stale, so asyncio does not complain
-        if task is not self._asking or self.life.phase is not Phase.ACTIVE:
+        exc = answer.exception()  # retrieved even when stale, so asyncio does not complain
+        if answer is not self._asking or self.life.phase is not Phase.ACTIVE:
             return
         self._asking = None
         now, life = self._now(), self.life
+        owner = 0
+        if exc is None:
+            try:
+                owner = commands.parse_payload_instance_info(
+                    answer.result(), self._require_client().target.label).owner_session_id
+            except SolgateError as error:
+                exc = error
         if isinstance(exc, SolgateTimeoutError):
             life.keepalive_unanswered(now)
             level = logging.INFO if life.unanswered == 1 else logging.DEBUG
@@ -451,7 +467,7 @@ class ConsoleWorker:
             self._logger.error("%s: keepalive failed", self.name, exc_info=exc)
             life.keepalive_unanswered(now)
         else:
-            life.keepalive_answered(task.result().owner_session_id, now)
+            life.keepalive_answered(owner, now)
         client = self._client
         if client is not None and life.phase is Phase.ACTIVE:
             life.authenticated(client.last_received)

@@ -246,15 +246,26 @@ class IpmiClient:
 
     async def request(self, netfn: int, cmd: int, data: bytes = b"") -> IpmiMessage:
         """Send one IPMI request and return its response (completion code not checked)."""
+        request_id, future = self._send_request(netfn, cmd, data)
+        try:
+            return await future
+        finally:
+            self._futures.pop(request_id, None)
+
+    def send_request(self, req: Request) -> asyncio.Future[IpmiMessage]:
+        """Send `req` now; the future gets its response (or the timeout, or the session's
+        end). For a shell that must not wait, as the worker's keepalive: no task needed,
+        and the retransmit deadline is known to the timer before this returns."""
+        return self._send_request(req.netfn, req.cmd, req.data)[1]
+
+    def _send_request(self, netfn: int, cmd: int, data: bytes
+                      ) -> tuple[int, asyncio.Future[IpmiMessage]]:
         self._check_open()
         request_id = self.session.send_request(netfn, cmd, data, self._loop.time())
         future: asyncio.Future[IpmiMessage] = self._loop.create_future()
         self._futures[request_id] = future
         self._process()
-        try:
-            return await future
-        finally:
-            self._futures.pop(request_id, None)
+        return request_id, future
 
     async def _call(self, req: Request, parse: Callable[[IpmiMessage, str], T]) -> T:
         return parse(await self.request(req.netfn, req.cmd, req.data), self.target.label)
@@ -382,11 +393,11 @@ class IpmiClient:
                     except Exception:  # a bug upstairs must not wedge the session
                         self._log.exception("%s: SOL receiver failed", self.target.label)
             case ResponseReceived(request_id=rid, message=message):
-                future = self._futures.get(rid)
+                future = self._futures.pop(rid, None)
                 if future is not None and not future.done():
                     future.set_result(message)
             case RequestTimedOut(request_id=rid, error=error):
-                future = self._futures.get(rid)
+                future = self._futures.pop(rid, None)
                 if future is not None and not future.done():
                     future.set_exception(error)
             case SessionEstablished():
