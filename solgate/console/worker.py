@@ -17,8 +17,9 @@ with `loop.time()`:
   built with this timer and arms it), the `SolStream` (retransmits) and the lifecycle
   core (backoff, steal settle, keepalive and dead-session deadlines). It is armed for
   the earliest of their `next_deadline()`s; on wake, each core whose deadline is due
-  gets `handle_timeout(now)`. A keepalive question runs as a task whose answer is fed
-  back.
+  gets `handle_timeout(now)`. A keepalive question is sent at once
+  (`IpmiClient.send_request`) and its answer's future is fed back, so the timer knows
+  its retransmit deadline before the worker waits.
 
 The route of one console byte: the UDP socket (`udp_pool.py`) -> `IpmiClient` (opens
 the datagram) -> `sol_received` here (the client was built with this worker as its
