@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import print_table, write_result  # noqa: E402
 
 from solgate.cluster.download import file_chunks, merge_streams  # noqa: E402
-from solgate.cluster.merge import merge_logs  # noqa: E402
+from solgate.console.epochs import merge_logs  # noqa: E402
 
 LINE = b"[    12.345678] systemd[1]: Started Journal Service for the console benchmark.\r\n"
 

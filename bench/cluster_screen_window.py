@@ -3,7 +3,7 @@
     python bench/cluster_screen_window.py [--megabytes 40] [--members 3] [--repeat 7]
 
 In a cluster the screen page, `solgate screen` and `solgate export` ask every member for
-its log between two times (`solgate.cluster.window.read_window`: the bytes, their time
+its log between two times (`solgate.console.logwindow.read_window`: the bytes, their time
 index, the epoch they start in), merge the windows in epoch order into one indexed log in
 a temporary directory and replay that (`merge_windows`). This times that path, every
 member's window read from disk (the HTTP hop not timed), side by side with the screen
@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import print_table, write_result  # noqa: E402
 
-from solgate.cluster.window import merge_windows, read_window  # noqa: E402
 from solgate.console.log import ConsoleLog  # noqa: E402
 from solgate.console.logindex import Timeline  # noqa: E402
 from solgate.console.logread import iter_log_files  # noqa: E402
+from solgate.console.logwindow import merge_windows, read_window  # noqa: E402
 from solgate.console.replay import screen_at  # noqa: E402
 
 LINE = b"[    12.345678] systemd[1]: Started Journal Service for the console benchmark.\r\n"

@@ -12,9 +12,9 @@ import pytest
 
 from solgate.cluster.download import merge_streams
 from solgate.cluster.follow import start_bytes
-from solgate.cluster.logpart import TooDeep, read_part
-from solgate.cluster.merge import Part, merge_logs
+from solgate.console.epochs import Part, merge_logs
 from solgate.console.log import ConsoleLog
+from solgate.console.logpart import TooDeep, read_part
 from solgate.logtools import LogFollower
 
 
@@ -120,7 +120,7 @@ def test_a_screen_rests_on_every_members_window_in_epoch_order(tmp_path: Path) -
     in epoch order (not by member name), and the merged window's notes stay notes."""
     from datetime import UTC, datetime
 
-    from solgate.cluster.window import Window, merge_windows, read_window
+    from solgate.console.logwindow import Window, merge_windows, read_window
     from solgate.console.replay import screen_at
 
     def at(clock: str) -> float:
@@ -155,7 +155,7 @@ def test_a_window_inside_a_long_piece_names_its_epoch_from_an_older_file(
         tmp_path: Path) -> None:
     """A member's piece may span rotated files: a window that starts deep inside it
     still sorts by the piece's epoch (found through the time index's note records)."""
-    from solgate.cluster.window import read_window
+    from solgate.console.logwindow import read_window
 
     now = [1_800_000_000.0]
     log = ConsoleLog(tmp_path / "web01.log", max_bytes=200, keep=20, note_hold=0,

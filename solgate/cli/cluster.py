@@ -80,8 +80,8 @@ async def _drain_command(args: argparse.Namespace) -> int:
 async def _log_command(args: argparse.Namespace) -> int:
     import aiohttp
 
-    from solgate.cluster.merge import EPOCH_HEADER, Part, merge_logs
     from solgate.cluster.shell import etcd_client
+    from solgate.console.epochs import EPOCH_HEADER, Part, merge_logs
     from solgate.terminal import read_token
 
     config = config_from_args(args)

@@ -80,13 +80,13 @@ def _say_missing(command: str, missing: dict[str, str], what: str) -> None:
 def _timeline(args: argparse.Namespace, command: str, t1: float,
               t2: float) -> Iterator[tuple[Timeline, bool]]:
     """The console's timeline between two times: this member's files, or in a cluster
-    every member's log merged (`solgate.cluster.window`); and whether parts are missing."""
+    every member's log merged (`solgate.console.logwindow`); and whether parts are missing."""
     config = _cluster_of(args, command)
     if config is None:
         yield Timeline.around(_files_for(args), t1, t2), False
         return
     from solgate.cluster.clitools import member_windows
-    from solgate.cluster.window import merge_windows
+    from solgate.console.logwindow import merge_windows
 
     if args.name not in config.consoles:
         raise ConfigError(f"no console named {args.name!r} in the configuration; check "

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 if TYPE_CHECKING:
-    from solgate.cluster.window import Window
     from solgate.config import Config
+    from solgate.console.logwindow import Window
     from solgate.forensics import Hit
 
 ASK_TIMEOUT = 30.0  # seconds for one member's answer (a window may be 40 MiB)
@@ -93,7 +93,7 @@ def member_windows(config: Config, console: str, t1: float, t2: float,
     member's; and why a member's part is missing."""
     from pathlib import Path
 
-    from solgate.cluster.window import Window, WindowTooBig, read_window
+    from solgate.console.logwindow import Window, WindowTooBig, read_window
     from solgate.logtools import log_path
 
     cluster = config.cluster

@@ -24,7 +24,7 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
-from solgate.cluster.merge import OWNS
+from solgate.console.epochs import OWNS
 from solgate.console.logread import iter_log_files
 
 CHUNK = 1 << 16

@@ -33,8 +33,8 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
-from solgate.cluster.merge import EPOCH_HEADER, Part
 from solgate.cluster.peer import AS_USER_HEADER, SECRET_HEADER
+from solgate.console.epochs import EPOCH_HEADER, Part
 from solgate.console.events import read_events, record_time
 from solgate.users import LOCAL_USER
 from solgate.web.keys import auth_key, data_dir_key
@@ -43,7 +43,7 @@ from solgate.web.model import console_json
 
 if TYPE_CHECKING:
     from solgate.cluster.shell import ClusterMember
-    from solgate.cluster.window import Window
+    from solgate.console.logwindow import Window
 
 logger = logging.getLogger("solgate.cluster")
 PEER_TIMEOUT = 1.5  # seconds for one member's answer; a slow member must not stall a page
@@ -138,7 +138,7 @@ def peer_middleware(member: ClusterMember) -> Any:
                     else None
             except ValueError:
                 raise web.HTTPBadRequest(text="through must be an epoch number") from None
-            from solgate.cluster.logpart import TooDeep
+            from solgate.console.logpart import TooDeep
 
             try:
                 data = await read_local_log(member, name, request.query.get("lines", ""),
@@ -165,8 +165,8 @@ def _epoch_seconds(request: web.Request, key: str) -> float | None:
 async def _serve_window(request: web.Request, member: ClusterMember,
                         name: str) -> web.StreamResponse:
     """This member's log of `name` between `from` and `to` (epoch seconds), with
-    `context` bytes before, and its time marks (`solgate.cluster.window`)."""
-    from solgate.cluster.window import WindowTooBig, read_window
+    `context` bytes before, and its time marks (`solgate.console.logwindow`)."""
+    from solgate.console.logwindow import WindowTooBig, read_window
 
     if name not in member.manager.config.consoles:
         raise web.HTTPNotFound(text=f"no console named {name!r}")
@@ -234,7 +234,7 @@ async def read_local_log(member: ClusterMember, name: str, lines: str,
     """The end of what this member logged for `name` (whoever runs it now), with the
     epoch it starts in; with `through`, the end of its pieces of that epoch or older
     (`history.read_part`)."""
-    from solgate.cluster.logpart import read_part
+    from solgate.console.logpart import read_part
 
     try:
         count = max(1, min(int(lines or DEFAULT_HISTORY_LINES), MAX_HISTORY_LINES))
@@ -366,8 +366,8 @@ class Fleet:
     async def windows(self, console: str, t1: float, t2: float,
                       context: int) -> tuple[dict[str, Window], dict[str, str]]:
         """This member's log of `console` between two times and every other live
-        member's (`solgate.cluster.window`), and why a member's part is missing."""
-        from solgate.cluster.window import Window, WindowTooBig, read_window
+        member's (`solgate.console.logwindow`), and why a member's part is missing."""
+        from solgate.console.logwindow import Window, WindowTooBig, read_window
 
         path = self.member.manager.data_dir / "logs" / f"{console}.log"
         found: dict[str, Window] = {}

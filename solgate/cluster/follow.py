@@ -40,7 +40,7 @@ import aiohttp
 from aiohttp import web
 
 from solgate.cluster.etcd import EtcdError
-from solgate.cluster.merge import (
+from solgate.console.epochs import (
     EPOCH_HEADER,
     OWNS,
     Part,

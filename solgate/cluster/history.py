@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 if TYPE_CHECKING:
-    from solgate.cluster.merge import Part
     from solgate.config import Config
+    from solgate.console.epochs import Part
 
 async def member_urls(config: Config) -> dict[str, str]:
     """The other live members and their advertise URLs, from etcd (member keys)."""
@@ -40,9 +40,9 @@ async def member_histories(config: Config, console: str, lines: int, *,
 
     import aiohttp
 
-    from solgate.cluster.logpart import MAX_PART_BYTES, read_part
-    from solgate.cluster.merge import EPOCH_HEADER, Part
     from solgate.cluster.peer import SECRET_HEADER
+    from solgate.console.epochs import EPOCH_HEADER, Part
+    from solgate.console.logpart import MAX_PART_BYTES, read_part
     from solgate.logtools import log_path
 
     cluster = config.cluster

@@ -31,8 +31,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from solgate.cluster.logpart import read_part
-from solgate.cluster.merge import EPOCH_HEADER, Part, merged_lines
+from solgate.console.epochs import EPOCH_HEADER, Part, merged_lines
+from solgate.console.logpart import read_part
 from solgate.web.keys import auth_key, log_slots_key, manager_key, peer_logs_key
 from solgate.web.logview import display_text
 from solgate.web.metrics import registry_for
@@ -91,7 +91,7 @@ async def gather_history(request: web.Request, name: str, lines: int,
     """This member's log of `name` and every other member's, merged in epoch order;
     with `through`, each member's part up to the end of that epoch."""
     from solgate.cluster.fleet import read_local_log
-    from solgate.cluster.logpart import TooDeep
+    from solgate.console.logpart import TooDeep
 
     member = request.app[cluster_key]
     logs: dict[str, Part] = {}

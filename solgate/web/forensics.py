@@ -44,7 +44,7 @@ from solgate.web.middleware import CONTENT_SECURITY_POLICY, json_error, require_
 from solgate.web.views import _page_context
 
 if TYPE_CHECKING:
-    from solgate.cluster.window import Merged
+    from solgate.console.logwindow import Merged
     from solgate.web.model import PeerLogs
 
 T = TypeVar("T")
@@ -105,8 +105,8 @@ def _console_anywhere(request: web.Request, peers: PeerLogs | None) -> Any:
 async def _cluster_replay(request: web.Request, peers: PeerLogs, name: str, t1: float,
                           t2: float, job: Callable[[Merged], T]) -> tuple[T, list[str]]:
     """`job` run on the console's log between two times across every member, merged in
-    epoch order (`solgate.cluster.window`); and why some members' parts are missing."""
-    from solgate.cluster.window import merge_windows
+    epoch order (`solgate.console.logwindow`); and why some members' parts are missing."""
+    from solgate.console.logwindow import merge_windows
 
     windows, missing = await peers.windows(name, t1, t2, DEFAULT_REPLAY)
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from solgate.cluster.window import Window
     from solgate.console.hub import Hub
+    from solgate.console.logwindow import Window
 
 # Console states in words an operator reads at a glance; unknown states fall back
 # to the state name with dashes turned into spaces.

@@ -3,7 +3,7 @@ or the lines up to the end of an epoch, and the epoch the part starts in.
 
 The history page's older pages ask each member for its part up to an epoch; a part that
 starts in the middle of a piece carries that piece's epoch, so merging by epoch puts it
-in its place (`solgate.cluster.merge.Part`)."""
+in its place (`solgate.console.epochs.Part`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from solgate.cluster.merge import OWNS, Part
+from solgate.console.epochs import OWNS, Part
 from solgate.console.logread import iter_log_files, lines_backwards_at
 
 MAX_SCAN_BYTES = 256 * 1024 * 1024  # how far back a member looks for an epoch's end
@@ -39,7 +39,7 @@ def _backwards(files: list[Path], index: int,
             os.close(fd)
 
 
-def _note_epoch(line: bytes) -> tuple[int, int] | None:
+def note_epoch(line: bytes) -> tuple[int, int] | None:
     """(offset in the line, epoch) of an ownership note in `line`."""
     m = OWNS.search(line) if b"owns the console" in line else None
     return (m.start(), int(m.group("epoch"))) if m is not None else None
@@ -66,7 +66,7 @@ def read_part(path: Path, lines: int, through: int | None = None, *, max_bytes: 
             if scanned > max_scan:
                 raise TooDeep(f"epoch {through} ends more than {max_scan // 2**20} MiB "
                               "back in the log")
-            note = _note_epoch(line)
+            note = note_epoch(line)
             if note is not None:
                 if note[1] <= through:
                     break
@@ -76,7 +76,7 @@ def read_part(path: Path, lines: int, through: int | None = None, *, max_bytes: 
     walk = _backwards(files, *cut)
     for _, _, line in walk:
         if size + len(line) > max_bytes or len(out) >= lines:
-            note = _note_epoch(line)
+            note = note_epoch(line)
             if note is not None:
                 return Part(b"".join(reversed(out)), note[1])
             break
@@ -86,7 +86,7 @@ def read_part(path: Path, lines: int, through: int | None = None, *, max_bytes: 
         return Part(b"".join(reversed(out)))  # the whole log: starts before any note
     for _, _, line in walk:  # the epoch the part starts in: the note before it
         scanned += len(line)
-        note = _note_epoch(line)
+        note = note_epoch(line)
         if note is not None:
             return Part(b"".join(reversed(out)), note[1])
         if scanned > max_scan:

@@ -6,7 +6,7 @@ in any member's log, and the screen at that moment may rest on bytes an earlier 
 logged. So each member cuts its own log between the two times (plus the bytes a replay
 needs before the first) with the time index of those bytes (`read_window`, served at
 `/api/cluster/peer/window/NAME`), and the asking side puts the members' pieces in epoch
-order, as the history does (`solgate.cluster.merge`), and writes them as one log file
+order, as the history does (`solgate.console.epochs`), and writes them as one log file
 with a sidecar index in a temporary directory (`merge_windows`). The replay code then
 runs unchanged on a `Timeline` of that file: the notes stay notes (the sidecar records
 them), the times stay the times each member recorded.
@@ -24,8 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from solgate.cluster.logpart import _note_epoch
-from solgate.cluster.merge import split_by_epoch
+from solgate.console.epochs import split_by_epoch
 from solgate.console.logindex import (
     HEADER,
     MAGIC,
@@ -37,6 +36,7 @@ from solgate.console.logindex import (
     read_index,
     scan_notes,
 )
+from solgate.console.logpart import note_epoch
 from solgate.console.logread import iter_log_files
 
 MAX_WINDOW_BYTES = 40 * 1024 * 1024  # one member's part of a window: a 32 MiB cast + replay
@@ -114,9 +114,9 @@ def _epoch_at(files: list[Path], path: Path, offset: int) -> int:
                     if file == path and at >= offset:
                         continue
                     f.seek(at)
-                    note = _note_epoch(f.readline(MAX_NOTE_LINE))
+                    note = note_epoch(f.readline(MAX_NOTE_LINE))
                     if note is None and f.tell() - at < MAX_NOTE_LINE:
-                        note = _note_epoch(f.readline(MAX_NOTE_LINE))  # after a line break
+                        note = note_epoch(f.readline(MAX_NOTE_LINE))  # after a line break
                     if note is not None:
                         return note[1]
         except OSError:
