@@ -271,28 +271,30 @@ class Hub:
         """
         if not data:
             return
-        data = bytes(data)
+        if type(data) is not bytes:
+            data = bytes(data)
         self.ring.append(data)
-        if not self._attachments:
+        attachments = self._attachments
+        if not attachments:
             return
         if self._screen is not None:
             self._pending.append(data)
             self._pending_bytes += len(data)
             if self._pending_bytes > self.ring.capacity:
                 self._drop_screen()  # cheaper to rebuild from the ring when needed
-        now = self.clock() if self.stall_timeout is not None else None
-        too_slow: list[Attachment] = []
         live = self._live
         if live:
             # First, so that an attachment leaving the live state below is owed it.
             self._batch.append(data)
-        if len(live) < len(self._attachments):
-            for attachment in self._attachments:
+        if len(live) < len(attachments):  # someone is not live: the queue and its policy
+            now = self.clock() if self.stall_timeout is not None else None
+            too_slow: list[Attachment] = []
+            for attachment in attachments:
                 if attachment.delivery is Delivery.LIVE:
                     continue
                 if attachment.deliver(data, now) is not None:
                     too_slow.append(attachment)
-        self._drop_too_slow(too_slow)
+            self._drop_too_slow(too_slow)
         if live and self._flush_handle is None:
             loop = self._loop
             assert loop is not None

@@ -322,12 +322,13 @@ class ConsoleLog:
 
     def write(self, data: bytes) -> None:
         """Append console output. Never raises on disk errors (see `error`)."""
-        self._check_open()
+        if self._closed:
+            self._check_open()
         if not data:
             return
-        if not isinstance(data, bytes):
+        if type(data) is not bytes:
             data = bytes(data)
-        now = self._clock()
+        now = self._clock()  # one clock read per chunk, for the index too
         self._last_activity = now
         notes = self._notes
         if notes.holding:
@@ -341,7 +342,7 @@ class ConsoleLog:
                 and self._size + len(data) < self._max_bytes):
             # The common case, what the loop below comes to with a healthy disk and no
             # rotation due: one os.write.
-            done = self._write_out(data)
+            done = self._write_out(data, None, now)
             if done < len(data):
                 self._enqueue(data[done:])
             self._at_line_start = data[-1] == _NL
@@ -572,15 +573,18 @@ class ConsoleLog:
             return True
         return (ours.st_dev, ours.st_ino) != (theirs.st_dev, theirs.st_ino)
 
-    def _write_out(self, data: bytes, notes: list[int] | None = None) -> int:
+    def _write_out(self, data: bytes, notes: list[int] | None = None,
+                   now: float | None = None) -> int:
         """Write as much of `data` as the disk takes; return how many bytes landed.
 
-        `notes`: where in `data` solgate's notes start, for the index.
+        `notes`: where in `data` solgate's notes start, for the index; `now`: the
+        caller's clock read, if it has one (else the index reads the clock).
         """
         done = self._file.write(data)
         if done:
             if self._index is not None:
-                self._index.wrote(self._size, [n for n in notes if n < done] if notes else ())
+                self._index.wrote(self._size, [n for n in notes if n < done] if notes else (),
+                                  now)
             self._size += done
             self._bytes_written += done
             self._disk_at_line_start = data[done - 1] == _NL

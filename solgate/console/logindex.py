@@ -107,10 +107,12 @@ class IndexWriter:
         self._second = -1
         self._broken = False
 
-    def wrote(self, offset: int, notes: Sequence[int] = ()) -> None:
+    def wrote(self, offset: int, notes: Sequence[int] = (), now: float | None = None) -> None:
         """A chunk is about to land at `offset` of the log file (or just did); `notes` are
-        the positions in it of the notes the log wrote (never found by looking)."""
-        now = self._clock()
+        the positions in it of the notes the log wrote (never found by looking). `now`:
+        the log's clock read for this chunk, so the clock is read once per write."""
+        if now is None:
+            now = self._clock()
         out = b""
         second = int(now)
         if second != self._second or now - self._last >= PAUSE:

@@ -411,13 +411,14 @@ class SolStream:
                 self._log.debug("dropped malformed SOL payload: %s", exc)
             return
         seq = payload[0] & 0x0F
-        data = bytes(payload[4:])
+        data = payload[4:] if type(payload) is bytes else bytes(payload[4:])
         if seq == 0 and data:
             self.counters["malformed"] += 1
             self._log.debug("dropped ACK-only SOL packet carrying %d characters", len(data))
             return
         flags = payload[3]
-        self._note_peer_flags(flags)
+        if flags != self._peer_flags:
+            self._note_peer_flags(flags)
         ack_seq = payload[1] & 0x0F
         if ack_seq:
             self._handle_ack(ack_seq, payload[2], flags & _NACK, now)
@@ -613,7 +614,7 @@ class SolStream:
 
     def _pump(self, now: float) -> None:
         """Send the next data packet if allowed, then any ACK still owed."""
-        if self._state is _IDLE:
+        if self._state is _IDLE and (self._pending or self._breaks or self._keepalive_wanted):
             self._transmit_next(now)
         if self._ack_due is not None:
             ack_seq, count = self._ack_due

@@ -364,7 +364,14 @@ class IpmiClient:
     def _process(self) -> None:
         """Send what the core queued and dispatch its events until both are drained."""
         if self._processing:
-            return  # a handler called back into us; the outer loop picks it up
+            # A handler called back into us: what it queued (the SOL stream's ACK) goes
+            # out now; the outer loop dispatches any events.
+            datagrams = self.session.datagrams_to_send()
+            port = self._transport
+            if datagrams and port is not None and not port.is_closing():
+                for datagram in datagrams:
+                    port.sendto(datagram)
+            return
         self._processing = True
         session = self.session
         try:
@@ -385,13 +392,14 @@ class IpmiClient:
         self._timer.arm(session.next_deadline())
 
     def _dispatch(self, event: object) -> None:
+        if type(event) is SolPayloadReceived:  # nearly every datagram: skip the match
+            if self._sol is not None:
+                try:
+                    self._sol.sol_received(event.payload)
+                except Exception:  # a bug upstairs must not wedge the session
+                    self._log.exception("%s: SOL receiver failed", self.target.label)
+            return
         match event:
-            case SolPayloadReceived(payload=payload):
-                if self._sol is not None:
-                    try:
-                        self._sol.sol_received(payload)
-                    except Exception:  # a bug upstairs must not wedge the session
-                        self._log.exception("%s: SOL receiver failed", self.target.label)
             case ResponseReceived(request_id=rid, message=message):
                 future = self._futures.pop(rid, None)
                 if future is not None and not future.done():
