@@ -23,10 +23,11 @@ with `loop.time()`:
 
 The route of one console byte: the UDP socket (`udp_pool.py`) -> `IpmiClient` (opens
 the datagram) -> `sol_received` here (the client was built with this worker as its
-`SolReceiver`) -> `SolStream` -> `_on_output`: appended to the log first, then fed to
-the panic detector and published to the hub (`Hub.publish`), which writes it to each
-viewer. A keystroke goes back: viewer -> `Hub.keyboard` -> `send_input` here (the hub
-was built with this worker as its `HubConsole`) -> `SolStream` -> `IpmiClient.send_sol`.
+`SolReceiver`) -> `SolStream` -> `_on_output`: appended to the log first, then
+published to the hub (`Hub.publish`), which writes it to each viewer; the panic
+detector gets it `PANIC_BATCH` bytes at a time (what waits, on the manager's next
+tick). A keystroke goes back: viewer -> `Hub.keyboard` -> `send_input` here (the hub was
+built with this worker as its `HubConsole`) -> `SolStream` -> `IpmiClient.send_sol`.
 The stream's ACK for a packet is handed to the socket only after the byte is logged and
 published, so a byte is acknowledged to the BMC only once it sits in solgate's own
 buffers; if the loop stalls, the BMC retransmits. A stream
@@ -90,6 +91,8 @@ from solgate.ipmi.sol import (
 from solgate.ipmi.transport import DeadlineTimer, IpmiClient
 
 KEEPALIVE_GRID = 1.0  # keepalive wake-ups land on multiples of this (loop clock), see below
+# Console bytes gathered before the panic detector sees them (see `_on_output`).
+PANIC_BATCH = 2048
 
 
 def on_grid(at: float, grid: float = KEEPALIVE_GRID) -> float:
@@ -155,6 +158,8 @@ class ConsoleWorker:
         self.state_detail = ""
         self.tags: tuple[str, ...] = tuple(console.tags)
         self.last_output: float | None = None
+        self._panic_pending: list[bytes] = []  # logged, not yet fed to the panic detector
+        self._panic_pending_bytes = 0
         self.panic_count = 0
         self.bytes_in = 0
         self.bytes_out = 0
@@ -254,7 +259,10 @@ class ConsoleWorker:
         self._kick()
 
     def flush_panics(self, now: float) -> None:
-        """Release panic events whose context is complete by `now` (the manager's tick)."""
+        """Feed the detector what output waits, and release panic events whose context is
+        complete by `now` (the manager's tick)."""
+        if self._panic_pending:
+            self._feed_panic()
         deadline = self.panic.next_deadline()
         if deadline is not None and deadline <= now:
             for incident in self.panic.flush(now):
@@ -569,14 +577,30 @@ class ConsoleWorker:
         self._timer.cancel()
 
     def _on_output(self, data: bytes) -> None:
+        """Console bytes: to the log at once (before the BMC gets our ACK), to the hub, and
+        to the panic detector `PANIC_BATCH` bytes at a time: one skim per few packets
+        instead of one per packet in a flood. What waits is fed on the manager's next
+        tick (a second at most) or when the activation ends, with the time of its last
+        byte; a panic's event waits for its after-context (seconds) anyway."""
         self.log.write(data)
         self.bytes_in += len(data)
-        self.last_output = now = self._wall()
-        for incident in self.panic.feed(data, now):
-            self._on_panic(incident)
+        self.last_output = self._wall()
+        self._panic_pending.append(data)
+        self._panic_pending_bytes += len(data)
+        if self._panic_pending_bytes >= PANIC_BATCH:
+            self._feed_panic()
         self.hub.publish(data)
 
+    def _feed_panic(self) -> None:
+        pending, self._panic_pending = self._panic_pending, []
+        self._panic_pending_bytes = 0
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        for incident in self.panic.feed(data, self.last_output or self._wall()):
+            self._on_panic(incident)
+
     def _pump_panic_flush(self) -> None:
+        if self._panic_pending:
+            self._feed_panic()
         for incident in self.panic.flush(self._wall()):
             self._on_panic(incident)
 
