@@ -33,6 +33,7 @@ SCRIPTS = {
     "graceful_stop": ["--sizes", "3", "--flooding", "1", "--viewers", "1"],
     "soak": ["--consoles", "3", "--minutes", "0.1", "--warmup", "1", "--sample", "2",
              "--viewers", "1", "--restart-every", "3", "--timeout-every", "3"],
+    "datagram_path": ["--packets", "200", "--rounds", "1"],
     "boot_storm": ["--hosts", "3", "--log-size", "8K", "--boot-speed", "20", "--settle", "0.5",
                    "--timeout", "30"],
 }
@@ -103,6 +104,13 @@ def test_fanout_every_viewer_complete(runs):
     data = _get(runs, "fanout")
     assert data["viewers_complete"] == 3
     assert data["log_ok"]
+
+
+def test_datagram_path_acks_logs_and_shows_every_packet(runs):
+    data = _get(runs, "datagram_path")
+    assert data["logged"] >= data["expected"] == 200 * 255
+    assert data["viewer"] >= data["expected"]
+    assert data["median_us"] > 0
 
 
 def test_flood_many_logs_are_exact(runs):
