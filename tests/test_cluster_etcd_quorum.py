@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from solgate.cluster.core import Member, place
 from tests.cluster_helpers import (
     MemberProc,
     env,
@@ -143,6 +144,49 @@ def _settled(members: list[MemberProc], expected: set[str]) -> bool:
     return set(counts) == expected and max(counts.values()) == 1
 
 
+def _placement_settled(members: list[MemberProc],
+                       expected: set[str]) -> dict[str, set[str]] | None:
+    """The consoles each member runs, once every console is active on the member
+    rendezvous hashing gives it (so no handover is left to make), else None. A member
+    that joins after the other's settle time gets its share by handover, one console at
+    a time: "every console active on one member" is true between two of them."""
+    try:
+        active = {m.name: m.active() for m in members}
+        live = [Member(x["name"], 0, x["weight"])
+                for x in members[0].api("api/cluster")["members"]]
+    except OSError:
+        return None
+    if {m.name for m in live} != set(active):
+        return None
+    wanted: dict[str, set[str]] = {name: set() for name in active}
+    for console in expected:
+        wanted[str(place(console, live))].add(console)
+    return active if active == wanted else None
+
+
+@dataclass
+class Moves:
+    """Consoles moved so far (a handover at start-up is a move too): each member's count
+    of consoles it took from another, and the `moves/` records in etcd, as of `at`."""
+
+    taken: dict[str, int]
+    records: dict[str, dict[str, Any]]
+    at: float  # wall clock, as the members stamp their records
+
+    @classmethod
+    def now(cls, members: list[MemberProc], etcd3: EtcdCluster, prefix: str) -> Moves:
+        at = time.time()
+        return cls({m.name: m.api("api/cluster")["moves_taken_here"] for m in members},
+                   {c: r[0] for c, r in etcd3.client().prefix(prefix + "moves/").items()}, at)
+
+    def since(self, earlier: Moves) -> dict[str, dict[str, Any]]:
+        """Records of a console released or taken after `earlier` (the taker completes
+        its record of a start-up handover a moment after the console is active again,
+        so a record that merely changed is not a new move)."""
+        return {c: r for c, r in self.records.items()
+                if max(r.get("released_at") or 0, r.get("at") or 0) >= earlier.at}
+
+
 def _metric(member: MemberProc, name: str) -> float:
     with urllib.request.urlopen(member.url + "metrics", timeout=5) as r:  # noqa: S310
         text = r.read().decode()
@@ -160,6 +204,22 @@ def _fleet(sim: ThreadedFleet) -> tuple[list[tuple[str, int]], set[str]]:
     return consoles, {name for name, _ in consoles}
 
 
+def _assert_nothing_moved(members: list[MemberProc], leases: dict[str, Any],
+                          placed: dict[str, set[str]], before: Moves, after: Moves,
+                          watch: Watch) -> None:
+    """Each member kept its lease and so the same consoles: nothing moved, no storm, no
+    console on two members at once, no live SOL session taken over."""
+    now_leases = {m.name: m.api("api/cluster")["lease"] for m in members}
+    assert now_leases == leases, f"a member's lease changed: {leases} -> {now_leases}"
+    now_placed = {m.name: m.active() for m in members}
+    assert now_placed == placed, f"consoles active per member: {placed} -> {now_placed}"
+    assert after.taken == before.taken, \
+        f"consoles taken from another member: {before.taken} -> {after.taken}"
+    assert not after.since(before), f"consoles recorded as moved: {after.since(before)}"
+    assert watch.doubled == set(), f"consoles active on two members at once: {watch.doubled}"
+    assert watch.live_steals() == [], f"SOL taken from a live session: {watch.live_steals()}"
+
+
 def test_a_leader_change_moves_no_console(tmp_path: Path, etcd3: EtcdCluster) -> None:
     etcd3.heal()
     leader = etcd3.leader()
@@ -173,10 +233,11 @@ def test_a_leader_change_moves_no_console(tmp_path: Path, etcd3: EtcdCluster) ->
                                     "b": [f1.url, f2.url, leader.url]}, consoles, "/leader/")
         a, b = members
         try:
-            wait_until(lambda: _settled(members, expected) and a.active() and b.active(), 30,
-                       f"{CONSOLES} consoles active, each on one member")
+            placed = wait_until(lambda: _placement_settled(members, expected), 30,
+                                f"{CONSOLES} consoles active, each on its member")
+            assert isinstance(placed, dict)
             leases = {m.name: m.api("api/cluster")["lease"] for m in members}
-            placed = {m.name: m.active() for m in members}
+            before = Moves.now(members, etcd3, "/leader/")
             with _sampling(members, watch, expected):
                 # A graceful transfer (`etcdctl move-leader`): renewals carry on.
                 etcd3.move_leader(f1)
@@ -222,15 +283,10 @@ def test_a_leader_change_moves_no_console(tmp_path: Path, etcd3: EtcdCluster) ->
                   f"dark for a moment, {len(watch.steals)} SOL sessions displaced; "
                   f"{watch.samples} samples")
             if not any(fences):  # no fence: SOL never stopped
-                assert watch.dark == set()
-            # Each member kept its lease (so the same consoles): nothing moved, no storm.
-            assert {m.name: m.api("api/cluster")["lease"] for m in members} == leases
-            assert {m.name: m.active() for m in members} == placed
-            assert sum(m.api("api/cluster")["moves_taken_here"] for m in members) == 0
-            assert not etcd3.client().prefix("/leader/moves/")
-            assert watch.doubled == set()
-            assert watch.live_steals() == []
-            assert watch.samples > 20
+                assert watch.dark == set(), f"consoles dark for a moment: {watch.dark}"
+            _assert_nothing_moved(members, leases, placed, before,
+                                  Moves.now(members, etcd3, "/leader/"), watch)
+            assert watch.samples > 20, f"only {watch.samples} samples of the members' consoles"
         finally:
             for m in members:
                 stop(m.proc)
@@ -246,10 +302,11 @@ def test_quorum_loss_fences_every_member_and_quorum_back_places_every_console(
         urls = etcd3.urls
         members = _start(tmp_path, {"a": urls, "b": urls[1:] + urls[:1]}, consoles, "/quorum/")
         try:
-            wait_until(lambda: _settled(members, expected) and all(m.active() for m in members),
-                       30, f"{CONSOLES} consoles active, each on one member")
+            placed = wait_until(lambda: _placement_settled(members, expected), 30,
+                                f"{CONSOLES} consoles active, each on its member")
+            assert isinstance(placed, dict)
             leases = {m.name: m.api("api/cluster")["lease"] for m in members}
-            placed = {m.name: m.active() for m in members}
+            before = Moves.now(members, etcd3, "/quorum/")
             with _sampling(members, watch, expected):
                 # Kill both followers: the leader left alone keeps answering renewals
                 # until it notices it lost its quorum (etcd's check-quorum, 1 to 2
@@ -273,10 +330,11 @@ def test_quorum_loss_fences_every_member_and_quorum_back_places_every_console(
                            "every BMC's SOL released", step=0.05)
                 released = time.monotonic() - lost
                 assert max(fenced_at.values()) <= FENCE_AFTER + STEP_DOWN + 0.5, fenced_at
-                assert not any(m.active() for m in members)
+                running = {m.name: m.active() for m in members}
+                assert not any(running.values()), f"fenced members still run {running}"
                 # Longer than the TTL without quorum: no leader, so no lease expires.
                 time.sleep(max(0.0, lost + LEASE_TTL + 1 - time.monotonic()))
-                assert _sol_owners(sim) == 0
+                assert _sol_owners(sim) == 0, f"{_sol_owners(sim)} BMCs have SOL active again"
                 restored = time.monotonic()
                 for node in gone:
                     etcd3.start(node)
@@ -287,13 +345,10 @@ def test_quorum_loss_fences_every_member_and_quorum_back_places_every_console(
             print(f"quorum lost: fenced after {sorted(fenced_at.values())} s, SOL released "
                   f"after {released:.1f}s; quorum back: consoles active {back:.1f}s later; "
                   f"{len(watch.steals)} SOL sessions displaced")
-            assert watch.doubled == set()
-            assert watch.live_steals() == []
             # The leases outlived the outage (no leader, no expiry): the same consoles came
             # back on the same members, nothing moved.
-            assert {m.name: m.api("api/cluster")["lease"] for m in members} == leases
-            assert {m.name: m.active() for m in members} == placed
-            assert sum(m.api("api/cluster")["moves_taken_here"] for m in members) == 0
+            _assert_nothing_moved(members, leases, placed, before,
+                                  Moves.now(members, etcd3, "/quorum/"), watch)
         finally:
             for m in members:
                 stop(m.proc)
