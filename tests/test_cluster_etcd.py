@@ -260,9 +260,11 @@ def test_three_members_share_the_fleet_and_a_killed_one_is_replaced(
             notes = [n for m in survivors
                      for line in (m.workdir / "data" / "events.jsonl").read_text().splitlines()
                      if (n := json.loads(line))["time"] >= killed_at]
-            deactivates = [n for n in notes if n["kind"] == "deactivate"]
-            assert {n["console"] for n in deactivates} == set(steals), (deactivates, steals)
-            assert {n["message"] for n in deactivates} <= {
+            # The survivor says whose session it forced off, in the "SOL up" note.
+            deactivated = [n for n in notes if n["kind"] in ("sol-up", "deactivate")
+                           and "stale session" in n["message"]]
+            assert {n["console"] for n in deactivated} == set(steals), (deactivated, steals)
+            assert {n["message"].partition("; ")[2] for n in deactivated} <= {
                 "SOL was held by a's stale session; forced deactivate (takeover)"}
             # No survivor lost SOL on any console: nobody deactivated a live member.
             assert not [n for n in notes if n["kind"] == "sol-down"]

@@ -231,12 +231,26 @@ def test_a_takeover_deactivates_first_and_activates_at_once_without_the_settle()
     assert drain(life) == [StateChanged(ConsoleState.ACTIVATING, ""), TakeOverSol("gw1")]
     assert life.next_deadline() is None
     life.taken_over(0.6, deactivated=True)
-    assert drain(life) == [Note("deactivate", "SOL was held by gw1's stale session; forced "
-                                "deactivate (takeover)"), ActivateSol()]
+    assert drain(life) == [ActivateSol()]
     assert life.next_deadline() is None  # activated at once, no STEAL_SETTLE
     life.activated(0.7, our_session=OURS, cipher_suite=17)
-    assert drain(life)[-1] == Note("sol-up", "SOL up (cipher suite 17)")
+    # One note says both (a failover writes thousands): SOL up, and whose session went.
+    assert drain(life)[-1] == Note("sol-up", "SOL up (cipher suite 17); SOL was held by "
+                                   "gw1's stale session; forced deactivate (takeover)")
     assert life.state is ConsoleState.ACTIVE
+
+
+def test_a_takeover_deactivate_is_noted_on_its_own_when_the_activation_fails():
+    life = core(steal=True)
+    life.take_over("gw1")
+    to_activating(life, 0.0)
+    life.taken_over(0.1, deactivated=True)
+    assert drain(life) == [ActivateSol()]
+    life.failed(Failure.TIMEOUT, "no answer to Activate Payload", 0.2)
+    actions = drain(life)
+    assert actions[0] == Note("deactivate", "SOL was held by gw1's stale session; forced "
+                              "deactivate (takeover)")
+    assert not any(isinstance(a, Note) and a.kind == "sol-up" for a in actions)
 
 
 def test_a_takeover_finding_sol_free_activates_without_a_note():
@@ -256,7 +270,8 @@ def test_a_takeover_whose_bmc_still_holds_sol_falls_back_to_the_steal_and_its_se
     life.taken_over(1.1, deactivated=True)
     drain(life)
     life.held_elsewhere("SOL is active in another session", 1.2)
-    assert drain(life) == [StealSol("steal = true")]
+    assert drain(life) == [Note("deactivate", "SOL was held by gw1's stale session; forced "
+                                "deactivate (takeover)"), StealSol("steal = true")]
     life.stolen(1.3)
     assert life.next_deadline() == 1.3 + STEAL_SETTLE
     life.handle_timeout(1.3 + STEAL_SETTLE)

@@ -38,6 +38,9 @@ _DEFAULT_SEVERITY = {
     "log-error": "error",
 }
 MAX_PENDING_RECORDS = 10_000
+# Fields of these types read back as written: `append` returns the record itself instead
+# of parsing the line it just wrote (a failover writes thousands of records a second).
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def record_time(record: dict[str, Any]) -> float | None:
@@ -187,8 +190,14 @@ class EventLog:
             if key not in record:
                 record[key] = value
         line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
-        data = line.encode("utf-8", "replace")
-        written: dict[str, Any] = json.loads(data)  # as a reader will see it: JSON-native
+        written = record
+        try:
+            data = line.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: written as "?"
+            data = line.encode("utf-8", "replace")
+            written = json.loads(data)
+        if not all(type(v) in _JSON_SCALARS for v in fields.values()):
+            written = json.loads(data)  # as a reader will see it: JSON-native
         if (self._pending or self._file.fd is None) and self._clock() >= self._file.retry_at:
             self.flush()
         if self._pending or self._file.fd is None or not self._write(data):

@@ -338,6 +338,10 @@ class ConsoleLifecycle:
         self._stealing = False  # this try already forced a deactivate
         self._held_detail = ""  # what the first "held elsewhere" said, if the steal fails
         self._takeover_from: str | None = None  # a takeover's previous owner (a member)
+        # "a's stale session deactivated": said in the "SOL up" note that follows (one
+        # record instead of two a console, thousands at once in a failover), or in a
+        # note of its own if the activation does not follow.
+        self._takeover_said = ""
         self._our_session = 0
         self._delay = 0.0  # the wait after the close under way
         self._deadline: float | None = None  # WAITING and SETTLING
@@ -404,15 +408,22 @@ class ConsoleLifecycle:
         previous, self._takeover_from = self._takeover_from, None
         self._stealing = False  # the ordinary steal (with its settle) stays available
         if deactivated:
-            self._actions.append(Note("deactivate", f"SOL was held by {previous}'s stale "
-                                      "session; forced deactivate (takeover)"))
+            self._takeover_said = f"SOL was held by {previous}'s stale session; forced " \
+                                  "deactivate (takeover)"
         elif refused:
             self._actions.append(Note("deactivate", f"deactivating {previous}'s stale SOL "
                                       f"session was refused ({refused}); activating anyway"))
         self._actions.append(ActivateSol())
 
+    def _say_takeover(self) -> None:
+        """The takeover's deactivate, in a note of its own: no "SOL up" follows at once."""
+        if self._takeover_said:
+            self._actions.append(Note("deactivate", self._takeover_said))
+            self._takeover_said = ""
+
     def held_elsewhere(self, detail: str, now: float) -> None:
         """Activate Payload said another session has SOL."""
+        self._say_takeover()
         if self._stealing:  # forced off, and taken again: give up this try
             self._move(_I.HELD)
             self._fail(Failure.HELD_ELSEWHERE, self._held_detail)
@@ -444,6 +455,7 @@ class ConsoleLifecycle:
         self._logins.reset()
         self._actions.append(ReleaseSlot())
         if self.stopping:  # stop() came during the setup: free the BMC at once
+            self._say_takeover()
             self._move(_I.ACTIVATED_STOPPING)
             self._delay = 0.0
             self._actions.append(CloseSession(deactivate=True))
@@ -454,10 +466,13 @@ class ConsoleLifecycle:
                                  dead_after=self.session_timeout, now=now,
                                  jitter=lambda: 0.9 + 0.1 * self._rng.random())
         self._show(ConsoleState.ACTIVE, f"cipher suite {cipher_suite}")
-        self._actions.append(Note("sol-up", f"SOL up (cipher suite {cipher_suite})"))
+        said, self._takeover_said = self._takeover_said, ""
+        self._actions.append(Note("sol-up", f"SOL up (cipher suite {cipher_suite})"
+                                  + (f"; {said}" if said else "")))
 
     def failed(self, kind: Failure, detail: str, now: float) -> None:
         """The try failed (the handshake, an activation or the forced deactivate)."""
+        self._say_takeover()
         if kind is Failure.HELD_ELSEWHERE and self.phase is Phase.ACTIVATING:
             self.held_elsewhere(detail, now)
             return
@@ -555,6 +570,7 @@ class ConsoleLifecycle:
 
     def closed(self, now: float) -> None:
         """The session is closed (and SOL deactivated if asked): wait, or stop."""
+        self._say_takeover()
         if self.stopping:
             self._move(_I.CLOSED_STOPPING)
             self._show(ConsoleState.STOPPED, "")

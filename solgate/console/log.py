@@ -133,13 +133,13 @@ class AppendFile:
 
     def open(self) -> int | None:
         """Open (creating directory and file) for appending; None if the disk refused."""
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.fd = os.open(
-                self.path,
-                os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                FILE_MODE,
-            )
+            try:
+                self.fd = os.open(self.path, flags, FILE_MODE)
+            except FileNotFoundError:  # the directory first (it is there nearly always)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.fd = os.open(self.path, flags, FILE_MODE)
         except OSError as exc:
             self.fail(exc, "open")
         return self.fd
