@@ -72,6 +72,7 @@ KV_CONCURRENCY = 4  # etcd KV calls in flight at once (acquires, handovers, chec
 # goes to the next node too: a node that went silent (power loss) must not use up the
 # margin before the fence (one renew interval), or members fence while a quorum answers.
 RENEW_HEDGE = 0.25
+START_BATCH = ACQUIRE_BATCH  # consoles started as one task (log files created in a thread)
 OWNER_CHECK_BATCH = 100  # ownership checks read in one txn (etcd allows 128 ops)
 
 
@@ -141,6 +142,7 @@ class ClusterMember:
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._console_ops: dict[str, asyncio.Task[None]] = {}
+        self._start_turn = asyncio.Lock()
         self._digest_warned: set[tuple[str, str]] = set()
         self.moves_kv: dict[str, dict[str, Any]] = {}
         self.epochs: dict[str, int] = {}
@@ -265,15 +267,51 @@ class ClusterMember:
 
     def _dispatch(self) -> None:
         acquire: list[Acquire] = []
+        starts: list[StartConsole] = []
         while (action := self.core.next_action()) is not None:
             if isinstance(action, Acquire):
                 acquire.append(action)
+            elif isinstance(action, StartConsole):
+                starts.append(action)
             else:
                 self._spawn(action)
         for i in range(0, len(acquire), ACQUIRE_BATCH):
             batch = acquire[i:i + ACQUIRE_BATCH]
             self._start(self._acquire_batch(batch), "cluster:acquire")
+        for i in range(0, len(starts), START_BATCH):
+            self._start_batch(starts[i:i + START_BATCH])
         self._wake.set()
+
+    def _start_batch(self, batch: list[StartConsole]) -> None:
+        """Start consoles won together (an acquire txn's worth) as one operation of each:
+        their log files are created in a thread meanwhile, and the loop runs the
+        handshakes of the consoles started before while the next batch is prepared."""
+        previous = [self._console_ops.get(a.console) for a in batch]
+        task = self._start(self._start_consoles(batch, previous),
+                           f"cluster:start:{batch[0].console}")
+        for action in batch:
+            self._console_ops[action.console] = task
+        task.add_done_callback(lambda t: self._forget_ops([a.console for a in batch], t))
+
+    def _forget_ops(self, consoles: list[str], task: asyncio.Task[None]) -> None:
+        for console in consoles:
+            if self._console_ops.get(console) is task:
+                del self._console_ops[console]
+
+    async def _start_consoles(self, batch: list[StartConsole],
+                              previous: list[asyncio.Task[None] | None]) -> None:
+        for before in previous:
+            if before is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await before
+        await self.manager.prepare_logs([a.console for a in batch
+                                         if self.core.running.get(a.console) == a.epoch])
+        # One batch at a time, in order: the loop reads the sockets between two batches,
+        # so the consoles started first get through their handshakes while the rest of
+        # a failover's thousands are still being started.
+        async with self._start_turn:
+            for action in batch:
+                self._start_console(action)
 
     def _spawn(self, action: Action) -> None:
         match action:
@@ -464,6 +502,18 @@ class ClusterMember:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await previous
         match action:
+            case StartConsole():
+                self._start_console(action)
+            case StopConsole(console=c, reason=reason):
+                await self.manager.stop_console(
+                    c, f"cluster: {self.name} stops the console: {reason}")
+                self.epochs.pop(c, None)
+            case Handover(console=c, epoch=epoch, to=to):
+                await self._handover(c, epoch, to)
+
+    def _start_console(self, action: StartConsole) -> None:
+        """Open SOL and log now; the log's first note says who owns it since when."""
+        match action:
             case StartConsole(console=c, epoch=epoch, took_from=took_from,
                               unowned_for=unowned_for):
                 if self.core.running.get(c) != epoch:
@@ -485,12 +535,6 @@ class ClusterMember:
                                  "configuration", c)
                 else:
                     logger.info("%s: %s", c, note)
-            case StopConsole(console=c, reason=reason):
-                await self.manager.stop_console(
-                    c, f"cluster: {self.name} stops the console: {reason}")
-                self.epochs.pop(c, None)
-            case Handover(console=c, epoch=epoch, to=to):
-                await self._handover(c, epoch, to)
 
     def _start_note(self, epoch: int, took_from: str | None, unowned_for: float | None,
                     move: dict[str, Any]) -> str:

@@ -81,10 +81,16 @@ FILE_MODE = 0o640
 _NL = 0x0A
 
 
+_last_second: list[tuple[int, str]] = [(-1, "")]  # strftime of the last second asked
+
+
 def format_time(t: float, *, millis: bool = False) -> str:
     """UTC ISO 8601 with a `Z`, the one time format of every solgate file."""
     secs = math.floor(t)
-    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    cached_secs, base = _last_second[0]
+    if cached_secs != secs:  # thousands of notes a second share one strftime
+        base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+        _last_second[0] = (secs, base)
     if not millis:
         return base + "Z"
     ms = min(int((t - secs) * 1000), 999)
@@ -191,6 +197,8 @@ class AppendFile:
 
 def _clean_event_text(text: str) -> bytes:
     """An event must stay one line: control characters become spaces."""
+    if text.isprintable():  # the usual case: no control characters at all
+        return text.encode("utf-8", "replace")
     cleaned = "".join(" " if (ord(c) < 0x20 or ord(c) == 0x7F) else c for c in text)
     return cleaned.encode("utf-8", "replace")
 

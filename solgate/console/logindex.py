@@ -55,6 +55,7 @@ __all__ = [
     "INDEX_SUFFIX",
     "PAUSE",
     "IndexWriter",
+    "create_log_files",
     "Mark",
     "Timeline",
     "index_path",
@@ -173,6 +174,40 @@ class IndexWriter:
             os.close(fd)
             raise
         return fd
+
+
+def create_log_files(logs: Iterable[tuple[Path, bool]]) -> None:
+    """Create each log file that does not exist yet, and its sidecar (`True`: indexed)
+    with its header, so that opening them later is cheap. For a thread: a member taking
+    over thousands of consoles creates twice as many files, and creating one costs a
+    quarter of a millisecond of the kernel's time, which the event loop need not wait
+    for. Errors are left for the log itself to meet and report when it opens the file."""
+    for log_path, indexed in logs:
+        try:
+            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                         FILE_MODE)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        if not indexed or st.st_size:
+            continue
+        try:
+            ifd = os.open(index_path(log_path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                          FILE_MODE)
+        except OSError:
+            continue
+        try:
+            if os.fstat(ifd).st_size == 0:
+                os.write(ifd, HEADER.pack(MAGIC, st.st_ino))
+        except OSError:
+            pass
+        finally:
+            os.close(ifd)
 
 
 def rotate_index_files(log_path: Path, keep: int) -> None:

@@ -24,6 +24,7 @@ from solgate.config.consoles import ConsoleConfig
 from solgate.console.events import EventLog
 from solgate.console.hub import Hub
 from solgate.console.log import ConsoleLog
+from solgate.console.logindex import create_log_files
 from solgate.console.panic import PanicDetector
 from solgate.console.power import POWER_ACTIONS
 from solgate.console.worker import ConsoleState, ConsoleWorker
@@ -108,10 +109,23 @@ class ConsoleManager:
         logger.info("reloaded configuration: %s", summary)
         return summary
 
+    def _log_path(self, console: ConsoleConfig) -> Path:
+        return self.data_dir / "logs" / f"{console.name}.log"
+
+    async def prepare_logs(self, names: Sequence[str]) -> None:
+        """Create the log files (and index sidecars) of consoles about to run here that
+        have no worker yet, in a thread: a failover creates thousands, and `run_console`
+        then only opens them."""
+        logs = [(self._log_path(console), console.log_index) for name in names
+                if (console := self.config.consoles.get(name)) is not None
+                and name not in self._workers]
+        if logs:
+            await asyncio.to_thread(create_log_files, logs)
+
     def _start_worker(self, console: ConsoleConfig, hub: Hub | None = None,
                       take_over_from: str | None = None) -> ConsoleWorker:
         log = ConsoleLog(
-            self.data_dir / "logs" / f"{console.name}.log",
+            self._log_path(console),
             max_bytes=console.log_max,
             keep=console.log_keep,
             timestamps=console.log_timestamps,

@@ -107,6 +107,10 @@ def on_grid(at: float, grid: float = KEEPALIVE_GRID) -> float:
     return math.ceil(at / grid) * grid
 
 
+# Backoff and keepalive jitter of every worker without an `rng` of its own: seeding a
+# Random costs more than the rest of a worker's creation (a failover creates thousands).
+_JITTER = random.Random()  # noqa: S311 - jitter, not crypto
+
 # ConsoleState lives in lifecycle.py; manager.py takes it from here.
 __all__ = ["KEEPALIVE_GRID", "ConsoleState", "ConsoleWorker", "on_grid"]
 
@@ -143,7 +147,7 @@ class ConsoleWorker:
         # In a cluster: asked before forcing another session off SOL (does this member
         # still own the console?), so two members never fight over one BMC.
         self._steal_check = steal_check
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
+        self._rng = rng or _JITTER
         self._logger = logging.LoggerAdapter(
             logging.getLogger("solgate.worker"),
             {"console": console.name},
