@@ -38,6 +38,12 @@ class Receiver(Protocol):
 
 CLIENTS_PER_SOCKET = 64  # sessions sharing one UDP socket (pyghmi uses 64 too)
 SOCKET_RECEIVE_BUFFER = 1 << 20  # asked for; the kernel caps it at net.core.rmem_max
+# Datagrams read per wake-up of a socket. asyncio reads one per loop iteration, and the
+# handshakes under way share few sockets (they fill up in order): in a failover of
+# thousands, whose loop iterations are long while consoles start, a handshake then
+# advanced by one datagram per socket per iteration.
+READS_PER_WAKEUP = 64
+MAX_DATAGRAM = 65536
 
 
 class SharedSocket(asyncio.DatagramProtocol):
@@ -54,9 +60,28 @@ class SharedSocket(asyncio.DatagramProtocol):
         self.family = family
         self.clients: dict[tuple[Any, ...], Receiver] = {}
         self.transport: asyncio.DatagramTransport | None = None
+        self.sock: socket.socket | None = None  # the same socket, read directly
         self.stray = 0
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        """One datagram from asyncio, then whatever else waits on the socket (bounded)."""
+        self._deliver(data, addr)
+        sock, transport = self.sock, self.transport
+        if sock is None or transport is None:
+            return
+        for _ in range(READS_PER_WAKEUP - 1):
+            if transport.is_closing():
+                return
+            try:
+                data, addr = sock.recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.error_received(exc)
+                return
+            self._deliver(data, addr)
+
+    def _deliver(self, data: bytes, addr: Any) -> None:
         client = self.clients.get(addr[:2])
         if client is None:
             self.stray += 1
@@ -160,6 +185,7 @@ class SocketPool:
             sock.close()
             raise
         shared.transport = transport
+        shared.sock = sock
         self.sockets.append(shared)
         return shared
 
