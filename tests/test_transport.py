@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import pytest
 
@@ -239,3 +240,43 @@ def test_ip_literals_skip_the_resolver_and_match_datagram_sources():
     assert numeric_address("0:0::1", 623) == (socket.AF_INET6, ("::1", 623, 0, 0))
     assert numeric_address("bmc01.example", 623) is None
     assert numeric_address("fe80::1%eth0", 623) is None
+
+
+async def test_a_shared_socket_takes_every_waiting_datagram_in_one_wakeup():
+    """Datagrams for many sessions that arrived together reach all of them at once, not
+    one per loop iteration (a failover's handshakes share few sockets)."""
+    from solgate.ipmi.udp_pool import SocketPool
+
+    class Collect:
+        def __init__(self) -> None:
+            self.got: list[bytes] = []
+
+        def _datagram_received(self, data: bytes) -> None:
+            self.got.append(data)
+
+        def _connection_lost(self) -> None:
+            pass
+
+    loop = asyncio.get_running_loop()
+    senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(5)]
+    try:
+        for s in senders:
+            s.bind(("127.0.0.1", 0))
+        clients = [Collect() for _ in senders]
+        ports = [await SocketPool.of(loop).attach(socket.AF_INET, s.getsockname(), c)
+                 for s, c in zip(senders, clients, strict=True)]
+        shared = ports[0]._shared
+        assert all(p._shared is shared for p in ports)
+        assert shared.sock is not None
+        target = shared.sock.getsockname()
+        for i, s in enumerate(senders):
+            s.sendto(b"hello %d" % i, target)
+        time.sleep(0.05)  # all five wait in the socket; the loop has not looked yet
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the loop has run one read callback of the socket
+        assert [c.got for c in clients] == [[b"hello %d" % i] for i in range(5)]
+        for p in ports:
+            p.close()
+    finally:
+        for s in senders:
+            s.close()
