@@ -11,6 +11,7 @@ recorded with the acting user.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import resource
@@ -56,6 +57,9 @@ class ConsoleManager:
         self.setup_slots = asyncio.Semaphore(config.server.setup_concurrency)
         self._workers: dict[str, ConsoleWorker] = {}
         self._ticker: asyncio.Task[None] | None = None
+        # One thread creates the log files of consoles won in a failover: more would
+        # only queue on the directory's lock in the kernel, spinning.
+        self._file_maker: concurrent.futures.ThreadPoolExecutor | None = None
         self.started_at = time.time()
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -79,6 +83,8 @@ class ConsoleManager:
         for w in workers:
             w.hub.close("solgate stopped")
         self.events.close()
+        if self._file_maker is not None:
+            self._file_maker.shutdown(wait=False)
 
     async def reload(self, config: Config) -> dict[str, list[str]]:
         """Start added consoles, stop removed ones, restart changed ones; leave the rest alone."""
@@ -120,7 +126,11 @@ class ConsoleManager:
                 if (console := self.config.consoles.get(name)) is not None
                 and name not in self._workers]
         if logs:
-            await asyncio.to_thread(create_log_files, logs)
+            if self._file_maker is None:
+                self._file_maker = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="solgate-log-files")
+            await asyncio.get_running_loop().run_in_executor(self._file_maker,
+                                                             create_log_files, logs)
 
     def _start_worker(self, console: ConsoleConfig, hub: Hub | None = None,
                       take_over_from: str | None = None) -> ConsoleWorker:
