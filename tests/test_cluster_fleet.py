@@ -160,7 +160,7 @@ def test_any_member_lists_every_console_with_state_and_owner(etcd: Etcd,
             assert _in_order(tail.stdout.decode(errors="replace"), notes), tail.stderr
 
             # gw1's ssh gateway proxies a console gw2 runs: alice types, the host answers.
-            # The menu lists owners as gw1 last read them from etcd (a poll every 1-10 s).
+            # The menu lists owners as gw1 last read them (a second or two after a handover).
             wait_until(lambda: gw1.api("api/cluster")["owners"].get(moved, {})
                        .get("member") == "gw2", 15, f"gw1 to read that gw2 owns {moved}")
             asyncio.run(_ssh_types_on_the_owner(ssh_port, key, moved))
