@@ -366,30 +366,32 @@ class IpmiClient:
         if self._processing:
             # A handler called back into us: what it queued (the SOL stream's ACK) goes
             # out now; the outer loop dispatches any events.
-            datagrams = self.session.datagrams_to_send()
-            port = self._transport
-            if datagrams and port is not None and not port.is_closing():
-                for datagram in datagrams:
-                    port.sendto(datagram)
+            self._send_queued()
             return
         self._processing = True
         session = self.session
         try:
             while True:
-                datagrams = session.datagrams_to_send()
-                if datagrams:
-                    port = self._transport
-                    if port is not None and not port.is_closing():
-                        for datagram in datagrams:
-                            port.sendto(datagram)
+                sent = self._send_queued()
                 event = session.next_event()
                 if event is not None:
                     self._dispatch(event)
-                elif not datagrams:
+                elif not sent:
                     break
         finally:
             self._processing = False
         self._timer.arm(session.next_deadline())
+
+    def _send_queued(self) -> bool:
+        """Send the datagrams the core queued; whether there were any."""
+        datagrams = self.session.datagrams_to_send()
+        if not datagrams:
+            return False
+        port = self._transport
+        if port is not None and not port.is_closing():
+            for datagram in datagrams:
+                port.sendto(datagram)
+        return True
 
     def _dispatch(self, event: object) -> None:
         if type(event) is SolPayloadReceived:  # nearly every datagram: skip the match
