@@ -335,8 +335,7 @@ class ConsoleWorker:
                 await self._activate(self._require_client())
             case StealSol(why=why):
                 client = self._require_client()
-                if self._steal_check is not None and not await self._steal_check(self.name):
-                    life.steal_refused(self._now())  # no longer ours: leave the holder be
+                if not await self._still_ours():
                     return
                 holder = await self._holder(client)
                 self.record("deactivate",
@@ -349,8 +348,7 @@ class ConsoleWorker:
                     life.stolen(self._now())
             case TakeOverSol():
                 client = self._require_client()
-                if self._steal_check is not None and not await self._steal_check(self.name):
-                    life.steal_refused(self._now())  # no longer ours: leave the holder be
+                if not await self._still_ours():
                     return
                 try:
                     deactivated = await client.deactivate_sol()
@@ -372,6 +370,14 @@ class ConsoleWorker:
                     _add_into(self.drop_totals, closing.dropped)
                 self._session = None
                 life.closed(self._now())
+
+    async def _still_ours(self) -> bool:
+        """In a cluster, asked before forcing any session off SOL (a steal or a takeover);
+        a refusal is fed to the core, which leaves the holder be."""
+        if self._steal_check is None or await self._steal_check(self.name):
+            return True
+        self.life.steal_refused(self._now())
+        return False
 
     def _failed(self, exc: SolgateError | OSError) -> None:
         kind = classify(exc, self.console.host)
