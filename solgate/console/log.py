@@ -45,6 +45,7 @@ saying how many bytes were lost, placed exactly where the gap is.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import math
 import os
@@ -81,16 +82,16 @@ FILE_MODE = 0o640
 _NL = 0x0A
 
 
-_last_second: list[tuple[int, str]] = [(-1, "")]  # strftime of the last second asked
+@functools.lru_cache(maxsize=4)
+def _iso_second(secs: int) -> str:
+    """One strftime per second: thousands of notes a second share it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
 
 
 def format_time(t: float, *, millis: bool = False) -> str:
     """UTC ISO 8601 with a `Z`, the one time format of every solgate file."""
     secs = math.floor(t)
-    cached_secs, base = _last_second[0]
-    if cached_secs != secs:  # thousands of notes a second share one strftime
-        base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
-        _last_second[0] = (secs, base)
+    base = _iso_second(secs)
     if not millis:
         return base + "Z"
     ms = min(int((t - secs) * 1000), 999)
