@@ -190,14 +190,14 @@ class EventLog:
             if key not in record:
                 record[key] = value
         line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
-        written = record
         try:
             data = line.encode("utf-8")
+            native = all(type(v) in _JSON_SCALARS for v in fields.values())
         except UnicodeEncodeError:  # a lone surrogate: written as "?"
             data = line.encode("utf-8", "replace")
-            written = json.loads(data)
-        if not all(type(v) in _JSON_SCALARS for v in fields.values()):
-            written = json.loads(data)  # as a reader will see it: JSON-native
+            native = False
+        # As a reader will see it: JSON-native (parsed back only when it would differ).
+        written: dict[str, Any] = record if native else json.loads(data)
         if (self._pending or self._file.fd is None) and self._clock() >= self._file.retry_at:
             self.flush()
         if self._pending or self._file.fd is None or not self._write(data):
