@@ -11,6 +11,7 @@ import difflib
 import ipaddress
 import re
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from solgate.units import duration_seconds, kind, size_bytes, toml_repr
@@ -108,6 +109,14 @@ def want_nonempty_str(value: object) -> str:
     if not text:
         raise Invalid("is empty; give a value or remove the line")
     return text
+
+
+def want_file(value: object, resolve: Callable[[str], Path]) -> Path:
+    """An existing file, its path resolved by `resolve` (relative to the config file)."""
+    path = resolve(want_nonempty_str(value))
+    if not path.is_file():
+        raise Invalid(f"{path} does not exist or is not a file; fix the path")
+    return path
 
 
 def want_url(value: object) -> str:

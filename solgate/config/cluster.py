@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from solgate.config.checks import (
     Invalid,
     want_duration,
+    want_file,
     want_nonempty_str,
     want_secret_str,
     want_str,
@@ -140,9 +141,7 @@ def _value(key: str, value: object, path: Callable[[str], Path],
         return float(value)
     if key in ("etcd_ca", "etcd_cert", "etcd_key", "etcd_password_file",
                "member_secret_file"):
-        file = path(want_nonempty_str(value))
-        if not file.is_file():
-            raise Invalid(f"{file} does not exist or is not a file; fix the path")
+        file = want_file(value, path)
         if key == "member_secret_file":
             return _member_secret(file.read_text().strip(), str(file))
         if key == "etcd_password_file":

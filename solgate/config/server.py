@@ -12,10 +12,10 @@ from solgate.addresses import is_loopback, split_listen
 from solgate.config.checks import (
     Invalid,
     want_duration,
+    want_file,
     want_header_name,
     want_int,
     want_networks,
-    want_nonempty_str,
     want_origins,
     want_str,
 )
@@ -116,9 +116,7 @@ def _value(src: Source, key: str, value: object) -> dict[str, Any]:
                           '(the default) or "none" (loopback only)')
         return {"auth": value}
     if key in ("tls_cert", "tls_key"):
-        path = src.path(want_nonempty_str(value))
-        if not path.is_file():
-            raise Invalid(f"{path} does not exist or is not a file; fix the path")
+        path = want_file(value, src.path)
         if key == "tls_key":
             src.check_private(path, "[server] tls_key")
         return {key: path}
