@@ -214,12 +214,10 @@ def parse_server(text: str) -> ServerMessage | None:
     escape = m.get("escape")
     match kind:
         case "hello":
-            return Hello(console=str(m.get("console") or ""), user=str(m.get("user") or ""),
-                         state=str(m.get("state") or ""),
-                         state_detail=str(m.get("state_detail") or ""),
+            return Hello(console=_text(m, "console"), user=_text(m, "user"),
+                         state=_text(m, "state"), state_detail=_text(m, "state_detail"),
                          can_write=bool(m.get("can_write")), writer=_name(m.get("writer")),
-                         role=str(m.get("role") or ""),
-                         escape=escape if isinstance(escape, str) else None)
+                         role=_text(m, "role"), escape=escape if isinstance(escape, str) else None)
         case "snapshot":
             return SnapshotFollows()
         case "lagged":
@@ -228,17 +226,22 @@ def parse_server(text: str) -> ServerMessage | None:
         case "write-lock":
             return WriteLock(_name(m.get("holder")))
         case "state":
-            return State(str(m.get("state") or ""), str(m.get("detail") or ""))
+            return State(_text(m, "state"), _text(m, "detail"))
         case "access":
-            return Access(bool(m.get("can_write")), str(m.get("reason") or ""))
+            return Access(bool(m.get("can_write")), _text(m, "reason"))
         case "error":
-            return Error(str(m.get("message") or ""))
+            return Error(_text(m, "message"))
         case "pong":
             return Pong()
         case "closed":
-            return Closed(str(m.get("reason") or ""), idle=bool(m.get("idle")),
+            return Closed(_text(m, "reason"), idle=bool(m.get("idle")),
                           revoked=bool(m.get("revoked")))
     return None
+
+
+def _text(message: dict[str, Any], field: str) -> str:
+    """A string field of a server message; missing or null reads as empty."""
+    return str(message.get(field) or "")
 
 
 def _name(value: object) -> str | None:
