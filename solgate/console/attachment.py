@@ -382,18 +382,12 @@ class Attachment:
             # NEW or RESYNC: the next Snapshot will show it; LAGGING: it is dropped.
             if delivery is Delivery.LAGGING:
                 self._dropped += len(data)
-                since = self._lagging_since
-                timeout = self.hub.stall_timeout
-                if now is not None and since is not None and timeout is not None:
-                    if now - since > timeout:
-                        return "too slow"
+                if self._stalled(now):
+                    return "too slow"
             return None
         if self._queued_bytes + len(data) > self.hub.queue_bytes:
-            since = self._lagging_since  # the previous overflow, if any
-            timeout = self.hub.stall_timeout
-            if now is not None and since is not None and timeout is not None:
-                if now - since > timeout:
-                    self._lag_streak = 0  # the last overflow was long ago: not in a row
+            if self._stalled(now):
+                self._lag_streak = 0  # the last overflow was long ago: not in a row
             self._lag_streak += 1
             if self._lag_streak > self.hub.max_lag_streak:
                 return "too slow"
@@ -403,6 +397,13 @@ class Attachment:
         self._queued_bytes += len(data)
         self._wake()
         return None
+
+    def _stalled(self, now: float | None) -> bool:
+        """Whether the last overflow (if any) is more than the hub's stall timeout ago."""
+        since = self._lagging_since
+        timeout = self.hub.stall_timeout
+        return (now is not None and since is not None and timeout is not None
+                and now - since > timeout)
 
     def _overflow(self, incoming: int, now: float | None) -> None:
         """Drop queued console bytes (keeping control messages), queue the resync marker."""
