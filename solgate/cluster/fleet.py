@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from solgate.console.logwindow import Window
 
 logger = logging.getLogger("solgate.cluster")
+T = TypeVar("T")
 PEER_TIMEOUT = 1.5  # seconds for one member's answer; a slow member must not stall a page
 CACHE_SECONDS = 1.0
 HISTORY_TIMEOUT = 5.0  # a log is bigger than a state list: up to 16 MiB from each member
@@ -271,6 +272,12 @@ class Fleet:
         return {m.name: m.advertise for m in core.members.values()
                 if m.name != self.member.name and m.advertise}
 
+    async def _each_peer(self, ask: Callable[[str], Awaitable[T]]) -> dict[str, T]:
+        """`ask(url)` of every other live member at once: member -> its answer."""
+        peers = self.peers()
+        answers = await asyncio.gather(*(ask(u) for u in peers.values()))
+        return dict(zip(peers, answers, strict=True))
+
     async def _get(self, url: str, path: str, key: str,
                    params: dict[str, str] | None = None) -> list[dict[str, Any]] | None:
         try:
@@ -290,10 +297,7 @@ class Fleet:
                       params: dict[str, str] | None = None) -> Fetched:
         if not self.member.cluster.member_secret:
             return {}
-        peers = self.peers()
-        answers = await asyncio.gather(*(self._get(u, path, key, params)
-                                         for u in peers.values()))
-        return dict(zip(peers, answers, strict=True))
+        return await self._each_peer(lambda url: self._get(url, path, key, params))
 
     async def consoles(self) -> Fetched:
         """Every other member's consoles; one fetch shared by requests within a second."""
@@ -328,8 +332,6 @@ class Fleet:
             return {}
         from solgate.web.forensics import SEARCH_BUDGET
 
-        peers = self.peers()
-
         async def one(url: str) -> dict[str, Any] | None:
             try:
                 async with self._client().get(
@@ -341,8 +343,7 @@ class Fleet:
                 logger.info("cluster: %s did not answer a search: %r", url, exc)
                 return None
             return body if isinstance(body, dict) else None
-        answers = await asyncio.gather(*(one(u) for u in peers.values()))
-        return dict(zip(peers, answers, strict=True))
+        return await self._each_peer(one)
 
     async def bundle(self, ident: str) -> dict[str, Any] | None:
         """The panic bundle `ident` from the first other member that has it."""
@@ -358,7 +359,7 @@ class Fleet:
             except (aiohttp.ClientError, TimeoutError, ValueError):
                 return None
             return body if isinstance(body, dict) else None
-        for found in await asyncio.gather(*(one(u) for u in self.peers().values())):
+        for found in (await self._each_peer(one)).values():
             if found is not None:
                 return found
         return None
@@ -410,7 +411,6 @@ class Fleet:
         `through`, up to the end of that epoch."""
         if not self.member.cluster.member_secret:
             return {}
-        peers = self.peers()
 
         async def one(url: str) -> Part | None:
             path = f"/api/cluster/peer/logs/{quote(console, safe='')}"
@@ -427,8 +427,7 @@ class Fleet:
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 logger.info("cluster: %s did not answer %s: %r", url, path, exc)
                 return None
-        answers = await asyncio.gather(*(one(u) for u in peers.values()))
-        return dict(zip(peers, answers, strict=True))
+        return await self._each_peer(one)
 
 
 def _missing_row(name: str, tags: tuple[str, ...], owner: str | None,
