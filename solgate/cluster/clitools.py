@@ -12,7 +12,6 @@ in it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -46,7 +45,7 @@ async def _ask(config: Config, path: str, params: dict[str, str],
 
     from solgate.cluster.etcd import EtcdError
     from solgate.cluster.history import member_urls
-    from solgate.cluster.peer import SECRET_HEADER
+    from solgate.cluster.peer import SECRET_HEADER, error_text
 
     cluster = config.cluster
     assert cluster is not None
@@ -71,20 +70,12 @@ async def _ask(config: Config, path: str, params: dict[str, str],
                         gathered.answers[member] = body
                         return
                     gathered.missing[member] = (f"it answered {resp.status} at {url}: "
-                                                f"{_error_text(body)}")
+                                                f"{error_text(body)}")
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 gathered.missing[member] = f"it did not answer at {url} ({exc or 'timeout'})"
 
         await asyncio.gather(*(one(m, u) for m, u in sorted(urls.items())))
     return gathered
-
-
-def _error_text(body: bytes) -> str:
-    import json
-
-    with contextlib.suppress(ValueError, AttributeError):
-        return str(json.loads(body)["error"])
-    return body.decode(errors="replace")[:200]
 
 
 def member_windows(config: Config, console: str, t1: float, t2: float,

@@ -33,7 +33,7 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
-from solgate.cluster.peer import AS_USER_HEADER, SECRET_HEADER
+from solgate.cluster.peer import AS_USER_HEADER, SECRET_HEADER, error_text
 from solgate.console.epochs import EPOCH_HEADER, Part
 from solgate.console.events import read_events, record_time
 from solgate.users import LOCAL_USER
@@ -393,11 +393,7 @@ class Fleet:
                     if resp.status == 200:
                         found[member] = Window.decode(await resp.read())
                         return
-                    body = await resp.read()
-                    try:
-                        why = str(json.loads(body)["error"])
-                    except (ValueError, KeyError, TypeError):
-                        why = body.decode(errors="replace")[:200]
+                    why = error_text(await resp.read())
                     missing[member] = f"it answered {resp.status}: {why}"
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 logger.info("cluster: %s did not answer %s: %r", url, where, exc)
