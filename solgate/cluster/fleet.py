@@ -133,7 +133,7 @@ def peer_middleware(member: ClusterMember) -> Any:
                 from solgate.cluster.download import stream_whole_log
 
                 return await stream_whole_log(
-                    request, member.manager.data_dir / "logs" / f"{name}.log")
+                    request, member.manager.log_path(name))
             try:
                 through = int(request.query["through"]) if "through" in request.query \
                     else None
@@ -178,7 +178,7 @@ async def _serve_window(request: web.Request, member: ClusterMember,
         context = max(0, min(int(request.query.get("context", "0")), MAX_HISTORY_BYTES))
     except ValueError:
         raise web.HTTPBadRequest(text="context must be a number of bytes") from None
-    path = member.manager.data_dir / "logs" / f"{name}.log"
+    path = member.manager.log_path(name)
     try:
         window = await asyncio.to_thread(read_window, path, t1, t2, context)
     except WindowTooBig as exc:
@@ -241,7 +241,7 @@ async def read_local_log(member: ClusterMember, name: str, lines: str,
         count = max(1, min(int(lines or DEFAULT_HISTORY_LINES), MAX_HISTORY_LINES))
     except ValueError:
         count = DEFAULT_HISTORY_LINES
-    path = member.manager.data_dir / "logs" / f"{name}.log"
+    path = member.manager.log_path(name)
     return await asyncio.to_thread(read_part, path, count, through,
                                    max_bytes=MAX_HISTORY_BYTES)
 
@@ -320,8 +320,8 @@ class Fleet:
 
     def local_logs(self) -> list[tuple[str, tuple[str, ...], Path]]:
         """Every configured console's log on this member's disk, run here or not."""
-        logs = self.member.manager.data_dir / "logs"
-        return [(name, tuple(c.tags), logs / f"{name}.log")
+        manager = self.member.manager
+        return [(name, tuple(c.tags), manager.log_path(name))
                 for name, c in self.member.manager.config.consoles.items()]
 
     async def search(self, params: Mapping[str, str],
@@ -370,7 +370,7 @@ class Fleet:
         member's (`solgate.console.logwindow`), and why a member's part is missing."""
         from solgate.console.logwindow import Window, WindowTooBig, read_window
 
-        path = self.member.manager.data_dir / "logs" / f"{console}.log"
+        path = self.member.manager.log_path(console)
         found: dict[str, Window] = {}
         missing: dict[str, str] = {}
 

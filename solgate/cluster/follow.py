@@ -123,7 +123,7 @@ async def serve_follow(request: web.Request, member: ClusterMember,
     except ValueError:
         raise web.HTTPBadRequest(text="lines and epoch must be numbers") from None
     stop = request.app[follow_stop_key]
-    path = member.manager.data_dir / "logs" / f"{name}.log"
+    path = member.manager.log_path(name)
     token = object()
     followers.add(token)
     follower = await asyncio.to_thread(LogFollower, path, from_end=True)

@@ -63,7 +63,7 @@ async def local_log(request: web.Request) -> web.Response:
         lines = int(request.query.get("lines", "10000"))
     except ValueError:
         raise web.HTTPBadRequest(text="lines must be a number, like ?lines=2000") from None
-    path = member.manager.data_dir / "logs" / f"{name}.log"
+    path = member.manager.log_path(name)
     part = await asyncio.to_thread(read_part, path, max(1, min(lines, MAX_LOCAL_LOG_LINES)),
                                    max_bytes=MAX_LOCAL_LOG_BYTES)
     return web.Response(body=part.data, content_type="application/octet-stream",
@@ -208,7 +208,7 @@ async def _download(request: web.Request, name: str) -> web.StreamResponse:
     async with request.app[log_slots_key].hold(require_identity(request).user.name,
                                                json=True):
         return await download_history(request, member.name,
-                                      member.manager.data_dir / "logs" / f"{name}.log",
+                                      member.manager.log_path(name),
                                       peers, member.cluster.member_secret, name)
 
 

@@ -115,14 +115,16 @@ class ConsoleManager:
         logger.info("reloaded configuration: %s", summary)
         return summary
 
-    def _log_path(self, console: ConsoleConfig) -> Path:
-        return self.data_dir / "logs" / f"{console.name}.log"
+    def log_path(self, name: str) -> Path:
+        """Where this server keeps the log of console `name` (in a cluster, whether it
+        runs the console now or not)."""
+        return self.data_dir / "logs" / f"{name}.log"
 
     async def prepare_logs(self, names: Sequence[str]) -> None:
         """Create the log files (and index sidecars) of consoles about to run here that
         have no worker yet, in a thread: a failover creates thousands, and `run_console`
         then only opens them."""
-        logs = [(self._log_path(console), console.log_index) for name in names
+        logs = [(self.log_path(console.name), console.log_index) for name in names
                 if (console := self.config.consoles.get(name)) is not None
                 and name not in self._workers]
         if logs:
@@ -135,7 +137,7 @@ class ConsoleManager:
     def _start_worker(self, console: ConsoleConfig, hub: Hub | None = None,
                       take_over_from: str | None = None) -> ConsoleWorker:
         log = ConsoleLog(
-            self._log_path(console),
+            self.log_path(console.name),
             max_bytes=console.log_max,
             keep=console.log_keep,
             timestamps=console.log_timestamps,
