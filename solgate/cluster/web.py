@@ -50,21 +50,27 @@ MAX_LOCAL_LOG_LINES = 100_000
 MAX_LOCAL_LOG_BYTES = 16 * 1024 * 1024
 
 
-async def local_log(request: web.Request) -> web.Response:
-    """What *this* member logged for a console, whoever runs it now (never redirected):
-    `solgate cluster log` fetches it from every member and merges by epoch."""
+def _console_lines(request: web.Request, default: str) -> tuple[str, int]:
+    """The console named in the URL (404 unless configured and this user may see it) and
+    the `lines` asked for, 1 to `MAX_LOCAL_LOG_LINES`."""
     ident = require_identity(request)
-    member = request.app[cluster_key]
     name = request.match_info["console"]
-    console = member.manager.config.consoles.get(name)
+    console = request.app[cluster_key].manager.config.consoles.get(name)
     if console is None or not ident.user.can_view(console.name, console.tags):
         raise web.HTTPNotFound(text=f"no console named {name!r}")
     try:
-        lines = int(request.query.get("lines", "10000"))
+        lines = max(1, min(int(request.query.get("lines", default)), MAX_LOCAL_LOG_LINES))
     except ValueError:
         raise web.HTTPBadRequest(text="lines must be a number, like ?lines=2000") from None
-    path = member.manager.log_path(name)
-    part = await asyncio.to_thread(read_part, path, max(1, min(lines, MAX_LOCAL_LOG_LINES)),
+    return name, lines
+
+
+async def local_log(request: web.Request) -> web.Response:
+    """What *this* member logged for a console, whoever runs it now (never redirected):
+    `solgate cluster log` fetches it from every member and merges by epoch."""
+    member = request.app[cluster_key]
+    name, lines = _console_lines(request, "10000")
+    part = await asyncio.to_thread(read_part, member.manager.log_path(name), lines,
                                    max_bytes=MAX_LOCAL_LOG_BYTES)
     return web.Response(body=part.data, content_type="application/octet-stream",
                         headers={"X-Solgate-Member": member.name,
@@ -153,16 +159,7 @@ async def history_page_lines(request: web.Request, name: str, lines: int) -> His
 
 
 def _history_request(request: web.Request) -> tuple[str, int, str]:
-    ident = require_identity(request)
-    member = request.app[cluster_key]
-    name = request.match_info["console"]
-    console = member.manager.config.consoles.get(name)
-    if console is None or not ident.user.can_view(console.name, console.tags):
-        raise web.HTTPNotFound(text=f"no console named {name!r}")
-    try:
-        lines = max(1, min(int(request.query.get("lines", "2000")), MAX_LOCAL_LOG_LINES))
-    except ValueError:
-        raise web.HTTPBadRequest(text="lines must be a number, like ?lines=2000") from None
+    name, lines = _console_lines(request, "2000")
     return name, lines, request.query.get("q", "").strip()[:200]
 
 
