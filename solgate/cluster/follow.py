@@ -310,16 +310,21 @@ class ClusterFollow:
             return None
         return resp
 
-    async def _print_histories(self, lines: int) -> int:
-        """The last `lines` lines of the history from what every member answers; the
-        newest epoch in them (pieces up to it are printed)."""
+    async def _histories(self, lines: int, skip: str | None = None) -> dict[str, Part]:
+        """Every member's last `lines` lines (`member_histories`), with a warning for each
+        member that did not answer."""
         from solgate.cluster.history import member_histories
 
-        logs, missing = await member_histories(self.config, self.name, max(lines, 1))
+        logs, missing = await member_histories(self.config, self.name, lines, skip=skip)
         for member in missing:
             self.warn(f"member {member} did not answer; its part of {self.name}'s "
                       "history is missing")
-        merged = merged_lines(logs)
+        return logs
+
+    async def _print_histories(self, lines: int) -> int:
+        """The last `lines` lines of the history from what every member answers; the
+        newest epoch in them (pieces up to it are printed)."""
+        merged = merged_lines(await self._histories(max(lines, 1)))
         if lines > 0:
             self.write(b"".join(line for _, line in merged[-lines:]))
         return max((epoch for epoch, _ in merged), default=0)
@@ -328,18 +333,12 @@ class ClusterFollow:
                           lines: int) -> None:
         """The last `lines` lines of the history: the owner's head merged with what
         the other members logged (each read whole, newest `lines` lines)."""
-        from solgate.cluster.history import member_histories
-
         size = int(resp.headers.get(HEAD_HEADER, "0") or 0)
         head = Part(await resp.content.readexactly(size) if size else b"",
                     int(resp.headers.get(EPOCH_HEADER, "0") or 0))
         if lines <= 0:
             return
-        logs, missing = await member_histories(self.config, self.name, lines,
-                                               skip=owner.member)
-        for member in missing:
-            self.warn(f"member {member} did not answer; its part of {self.name}'s "
-                      "history is missing")
+        logs = await self._histories(lines, skip=owner.member)
         logs[owner.member] = head
         kept = merge_logs(logs).splitlines(keepends=True)
         self.write(b"".join(kept[-lines:]))
