@@ -60,7 +60,7 @@ class SharedSocket(asyncio.DatagramProtocol):
         self.family = family
         self.clients: dict[tuple[Any, ...], Receiver] = {}
         self.transport: asyncio.DatagramTransport | None = None
-        self.sock: socket.socket | None = None  # the same socket, read directly
+        self.sock: socket.socket | None = None  # the same socket, read directly (asyncio)
         self.stray = 0
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
@@ -185,7 +185,11 @@ class SocketPool:
             sock.close()
             raise
         shared.transport = transport
-        shared.sock = sock
+        if isinstance(self.loop, asyncio.SelectorEventLoop):
+            # asyncio's selector loop hands over one datagram per wake-up, so the rest are
+            # read here; uvloop (libuv) reads until the socket is empty, and one more read
+            # would only fail (a system call and an exception per datagram).
+            shared.sock = sock
         self.sockets.append(shared)
         return shared
 
