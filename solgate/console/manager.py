@@ -16,7 +16,7 @@ import contextlib
 import logging
 import resource
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,7 @@ class ConsoleManager:
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        raise_file_limit(len(self.config.consoles))
+        raise_file_limit(self.config.consoles.values())
         if not self.clustered:
             for console in self.config.consoles.values():
                 self._start_worker(console)
@@ -265,16 +265,17 @@ class ConsoleManager:
         return counts
 
 
-def files_needed(consoles: int) -> int:
-    """Open files for `consoles`: one log each, a UDP socket per 64 sessions, and headroom
-    for viewers, the events file and the web server."""
-    return consoles + consoles // 64 + 1024
+def files_needed(consoles: Collection[ConsoleConfig]) -> int:
+    """Open files for `consoles`: one log each and its time index where one is kept, a
+    UDP socket per 64 sessions, and headroom for viewers, the events file and the web."""
+    files = sum(2 if console.log_index else 1 for console in consoles)
+    return files + len(consoles) // 64 + 1024
 
 
-def raise_file_limit(consoles: int) -> tuple[int, int]:
+def raise_file_limit(configured: Collection[ConsoleConfig]) -> tuple[int, int]:
     """Lift the soft open-files limit toward the hard one; say clearly when that is not
     enough, rather than letting consoles fail one by one with "Too many open files"."""
-    needed = files_needed(consoles)
+    needed, consoles = files_needed(configured), len(configured)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return soft, hard
@@ -286,6 +287,7 @@ def raise_file_limit(consoles: int) -> tuple[int, int]:
         logger.error(
             "%d consoles need about %d open files but the limit is %d (hard limit %d); "
             "consoles beyond it will fail with 'Too many open files'. Raise the limit: "
-            "LimitNOFILE=%d in the systemd unit, or `ulimit -n %d` before solgate serve",
+            "LimitNOFILE=%d in the systemd unit, or `ulimit -n %d` before solgate serve "
+            "(a console with log_index = false needs one file instead of two)",
             consoles, needed, soft, hard, needed, needed)
     return soft, hard

@@ -204,7 +204,7 @@ def connection_guard(config: Any, *, nofile: int | None = None) -> ConnectionGua
     if nofile is None:
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if nofile != resource.RLIM_INFINITY:
-        room = max(16, nofile - files_needed(len(config.consoles)) + 1024 - 64)
+        room = max(16, nofile - files_needed(config.consoles.values()) + 1024 - 64)
         if room < total:
             log.info("[server] max_connections = %d lowered to %d: the open-files limit "
                         "is %d; raise LimitNOFILE to allow more", total, room, nofile)
