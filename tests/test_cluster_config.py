@@ -34,13 +34,13 @@ def test_short_ttl_renews_at_a_third() -> None:
 
 @pytest.mark.parametrize(("text", "message"), [
     ('lease_ttl = "3s"', "line 1: [cluster] etcd: missing"),
-    ('etcd = ["10.0.0.1:2379"]', "line 2: [cluster] etcd: '10.0.0.1:2379' is not an http"),
+    ('etcd = ["10.0.0.1:2379"]', 'line 2: [cluster] etcd: "10.0.0.1:2379" is not an http'),
     ('etcd = ["http://e:2379"]\nrenew_interval = "10s"', "line 3: [cluster] renew_interval "
      "(10s) must be shorter than 2/3 of lease_ttl (15s)"),
     ('etcd = ["http://e:2379"]\netcd_password = "pw"', "etcd_password: set without etcd_user"),
     ('etcd = ["http://e:2379"]\netcd_user = "u"\netcd_password_env = "NOPE_UNSET"',
      "environment variable NOPE_UNSET is not set"),
-    ('etcd = ["http://e:2379"]\nprefix = "solgate"', "must start and end with '/'"),
+    ('etcd = ["http://e:2379"]\nprefix = "solgate"', 'must start and end with "/"'),
     ('etcd = ["http://e:2379"]\nleas_ttl = 3', "leas_ttl: unknown setting"),
 ])
 def test_errors_name_the_line_and_the_fix(text: str, message: str) -> None:

@@ -249,9 +249,9 @@ def test_users_and_ssh_tables_are_typed_at_load(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("table", "message"), [
-    ('[users.bob]\nrole = "boss"', r"line 6: \[users.bob\] role = 'boss' is unknown; use viewer"),
+    ('[users.bob]\nrole = "boss"', r'line 6: \[users.bob\] role = "boss" is unknown; use viewer'),
     ('[users.bob]\nrole = "viewer"\npasword = "x"',
-     r"line 7: \[users.bob\] has unknown key\(s\) pasword; known keys are"),
+     r'line 7: \[users.bob\] pasword: unknown setting; did you mean "password_hash"\?'),
     ('[users.bob]\npassword_hash = 5', r"line 6: \[users.bob\] password_hash is not a solgate "
                                         "scrypt hash; create one with `solgate passwd`"),
     ('[users.bob]\nssh_keys = "ssh-ed25519 AAAA"',

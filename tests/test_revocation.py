@@ -311,7 +311,7 @@ async def test_solgate_reload_needs_no_bmc_secret_and_prints_the_verdict(
         assert status == 1
         assert err.startswith(f"solgate: solgate serve (pid {os.getpid()}): reload refused, "
                               "keeping the running configuration: "), err
-        assert "role = 'boss' is unknown" in err
+        assert 'role = "boss" is unknown' in err
 
 
 async def test_solgate_console_is_told_and_stops_when_its_token_goes(

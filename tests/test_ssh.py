@@ -111,7 +111,8 @@ def test_ssh_settings_and_keys_are_checked(tmp_path) -> None:
     assert settings is not None
     assert (settings.host, settings.port) == ("127.0.0.1", 2222)
     assert settings.host_key == tmp_path / "data" / "ssh_host_ed25519_key"
-    with pytest.raises(ConfigError, match=r"line 2: \[ssh\] has unknown key\(s\) lisen"):
+    with pytest.raises(ConfigError,
+                       match=r'line 2: \[ssh\] lisen: unknown setting; did you mean "listen"'):
         cfg('[ssh]\nlisen = "127.0.0.1:2222"\n')
     with pytest.raises(ConfigError, match=r"line 2: \[ssh\] listen: \"2222\" is not HOST:PORT"):
         cfg('[ssh]\nlisten = "2222"\n')

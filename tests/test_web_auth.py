@@ -90,13 +90,14 @@ def test_an_unknown_user_costs_one_scrypt_of_the_default_cost(monkeypatch) -> No
 
 
 def test_users_config_errors_name_the_table_and_fix() -> None:
-    with pytest.raises(ConfigError, match=r"\[users.bob\] role = 'boss' is unknown"):
+    with pytest.raises(ConfigError, match=r'\[users.bob\] role = "boss" is unknown'):
         parse_users({"bob": {"role": "boss"}})
     with pytest.raises(ConfigError, match=r"\[users.bob\] password_hash .*solgate passwd"):
         parse_users({"bob": {"password_hash": "plaintext"}})
     with pytest.raises(ConfigError, match=r"api_tokens holds hashes"):
         parse_users({"bob": {"api_tokens": ["sgt_raw_token"]}})
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) pasword"):
+    with pytest.raises(ConfigError,
+                       match=r'pasword: unknown setting; did you mean "password_hash"'):
         parse_users({"bob": {"pasword": "x"}})
     assert parse_users({"bob": {}})["bob"].role is Role.VIEWER
 

@@ -27,7 +27,7 @@ from solgate.config.checks import (
     want_str_list,
 )
 from solgate.config.source import Source
-from solgate.units import SECONDS
+from solgate.units import SECONDS, toml_repr
 
 CLUSTER_KEYS = ("etcd", "name", "advertise", "lease_ttl", "renew_interval", "prefix", "weight",
                 "etcd_ca", "etcd_cert", "etcd_key", "etcd_user", "etcd_password",
@@ -69,7 +69,7 @@ def parse_cluster(src: Source, raw: Mapping[str, Any]) -> ClusterConfig:
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in CLUSTER_KEYS:
-            raise fail(key, f"{key}: unknown setting; known keys: {', '.join(CLUSTER_KEYS)}")
+            raise src.unknown(("cluster",), key, CLUSTER_KEYS)
         try:
             values[key] = _value(key, value, path, environ)
         except Invalid as exc:
@@ -114,8 +114,8 @@ def _value(key: str, value: object, path: Callable[[str], Path],
         for url in urls:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise Invalid(f"{url!r} is not an http:// or https:// URL; write etcd client "
-                              'URLs like "http://127.0.0.1:2379"')
+                raise Invalid(f"{toml_repr(url)} is not an http:// or https:// URL; write "
+                              'etcd client URLs like "http://127.0.0.1:2379"')
         return tuple(urls)
     if key in ("name", "etcd_user"):
         text = want_nonempty_str(value)
@@ -125,7 +125,7 @@ def _value(key: str, value: object, path: Callable[[str], Path],
     if key == "advertise":
         url = want_str(value)
         if url and urlsplit(url).scheme not in ("http", "https"):
-            raise Invalid(f"{url!r}: use the URL of this member's web server, like "
+            raise Invalid(f"{toml_repr(url)}: use the URL of this member's web server, like "
                           '"https://gw1.example.com:8443/"')
         return url
     if key in ("lease_ttl", "renew_interval"):
@@ -133,7 +133,7 @@ def _value(key: str, value: object, path: Callable[[str], Path],
     if key == "prefix":
         text = want_nonempty_str(value)
         if not (text.startswith("/") and text.endswith("/")):
-            raise Invalid(f"{text!r} must start and end with '/', like \"/solgate/\"")
+            raise Invalid(f"{toml_repr(text)} must start and end with \"/\", like \"/solgate/\"")
         return text
     if key == "weight":
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:

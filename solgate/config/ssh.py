@@ -31,8 +31,7 @@ def parse_ssh(src: Source, raw: Mapping[str, Any], data_dir: Path) -> SshConfig 
     where = ("ssh",)
     unknown = sorted(set(raw) - set(SSH_KEYS))
     if unknown:
-        raise src.fail(where, unknown[0], f"has unknown key(s) {', '.join(unknown)}; known "
-                       f"keys are {', '.join(SSH_KEYS)}")
+        raise src.unknown(where, unknown[0], SSH_KEYS)
     listen = raw.get("listen")
     if listen is None:
         return None

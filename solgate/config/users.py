@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from solgate.config.source import Source, detached
+from solgate.units import toml_repr
 from solgate.users import Role, User, is_password_hash
 
 USER_KEYS = frozenset({"password_hash", "role", "consoles", "tags", "api_tokens",
@@ -40,13 +41,12 @@ def _user(src: Source, name: str, table: object) -> User:
         raise src.fail(where, None, "must be a table with password_hash and role")
     unknown = sorted(set(table) - USER_KEYS)
     if unknown:
-        raise src.fail(where, unknown[0], f"has unknown key(s) {', '.join(unknown)}; "
-                       f"known keys are {', '.join(sorted(USER_KEYS))}")
+        raise src.unknown(where, unknown[0], sorted(USER_KEYS))
     role_text = table.get("role", "viewer")
     try:
         role = Role[str(role_text).upper()]
     except KeyError:
-        raise src.fail(where, "role", f"role = {role_text!r} is unknown; use viewer, "
+        raise src.fail(where, "role", f"role = {toml_repr(role_text)} is unknown; use viewer, "
                        "operator or admin") from None
     password_hash = table.get("password_hash") or ""
     if password_hash and not is_password_hash(password_hash):
