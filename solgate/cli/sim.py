@@ -257,7 +257,10 @@ def _write_stats(fleet: SimFleet, path: str) -> None:
                      "host_bytes": host.output_bytes if host is not None else 0,
                      "sol_sent": sol.sent_bytes, "abandoned": sol.abandoned_bytes,
                      "discarded": sol.discarded, "stalls": sol.stalls,
-                     "sol_queued": sol.stream.send_buffered if sol.stream is not None else 0})
+                     "sol_queued": sol.stream.send_buffered if sol.stream is not None else 0,
+                     "datagrams_in": handle.core.stats.received,
+                     "datagrams_out": handle.core.stats.sent,
+                     "sol_retransmits": handle.core.sol.retransmits})
     with open(path, "w") as f:
         json.dump({"bmcs": rows}, f)
 

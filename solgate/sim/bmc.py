@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 from solgate.errors import LocalProtocolError, ProtocolError
 from solgate.ipmi.codec import (
+    PAYLOAD_TYPE_MASK,
     RMCP_ASF_CLASS,
     Ipmi15Packet,
     IpmiMessage,
@@ -52,7 +53,6 @@ from solgate.ipmi.codec import (
     decode_open_session_request,
     decode_rakp1,
     decode_rakp3,
-    decode_rmcpplus_header,
     decode_unauthenticated,
     encode_ipmi15,
     encode_ipmi_message,
@@ -60,6 +60,7 @@ from solgate.ipmi.codec import (
     encode_rakp2,
     encode_rakp4,
     encode_unauthenticated,
+    unpack_rmcpplus_header,
 )
 from solgate.ipmi.crypto import (
     CIPHER_SUITES,
@@ -92,6 +93,7 @@ SECURE_DEFAULT_SUITES = (1, 2, 3, 17)
 ASF_IANA = b"\x00\x00\x11\xbe"
 _ASF_PING = 0x80
 _ASF_PONG = 0x40
+_SOL = int(PayloadType.SOL)
 
 
 @dataclass(frozen=True)
@@ -279,9 +281,10 @@ class SimBmc:
         if data[4] != 0x06:
             self._ipmi15(data, addr)
             return
-        header = decode_rmcpplus_header(data)
-        ptype = header.payload_type
-        if header.session_id == 0:
+        # The per-packet path: the header as a tuple and `unseal`, no objects per packet.
+        ptype, sid, seq, _ = unpack_rmcpplus_header(data)
+        ptype &= PAYLOAD_TYPE_MASK
+        if sid == 0:
             _, payload = decode_unauthenticated(data)
             if ptype == PayloadType.OPEN_SESSION_REQUEST:
                 self._open_session(payload, addr, now)
@@ -299,16 +302,16 @@ class SimBmc:
             else:
                 raise ProtocolError(f"payload {PayloadType.describe(ptype)} outside a session")
             return
-        s = self._sessions.get(header.session_id)
-        if s is None or not s.active or s.protector is None:
+        s = self._sessions.get(sid)
+        if s is None or s.protector is None or not s.active:
             self.stats.dropped_unknown_session += 1
             return
         try:
-            opened = s.protector.open(data)
+            payload = s.protector.unseal(data)[2]
         except ProtocolError:
             self.stats.dropped_auth += 1
             return
-        if not s.window.accept(header.seq):
+        if not s.window.accept(seq):
             self.stats.dropped_replay += 1
             return
         s.addr = addr
@@ -317,12 +320,12 @@ class SimBmc:
             if self.ignore_commands:
                 self.stats.commands_ignored += 1
             else:
-                self._ipmi(s, decode_ipmi_message(opened.payload), now)
-        elif ptype == PayloadType.SOL:
+                self._ipmi(s, decode_ipmi_message(payload), now)
+        elif ptype == _SOL:
             if self.sol.owner != s.sidc:
                 self.stats.dropped_sol_not_owner += 1
             elif not self.stop_acking_sol:
-                self.sol.receive_payload(opened.payload, now)
+                self.sol.receive_payload(payload, now)
         else:
             raise ProtocolError(f"payload {PayloadType.describe(ptype)} in a session")
 

@@ -55,7 +55,7 @@ class SolPort:
 
     __slots__ = ("config", "host", "owner", "phantom", "stream", "_next_poll", "_hold",
                  "_rate", "_refill_at", "stalls", "discarded", "sent_bytes",
-                 "abandoned_bytes", "abandoned_chunks")
+                 "abandoned_bytes", "abandoned_chunks", "_retransmits_before")
 
     def __init__(self, config: SimBmcConfig, host: SimHost | None) -> None:
         self.config = config
@@ -74,12 +74,22 @@ class SolPort:
         self.sent_bytes = 0  # host bytes handed to a SOL stream
         self.abandoned_bytes = 0  # of those, given up on (module docstring)
         self.abandoned_chunks: deque[bytes] = deque(maxlen=ABANDONED_CHUNKS_KEPT)
+        self._retransmits_before = 0  # SOL resends of the streams that ended
+
+    @property
+    def retransmits(self) -> int:
+        """SOL packets resent for want of an ACK, over every SOL session so far."""
+        stream = self.stream
+        now = stream.counters["retransmits"] if stream is not None else 0
+        return self._retransmits_before + now
 
     @property
     def active(self) -> bool:
         return self.owner is not None
 
     def activate(self, sidc: int, now: float) -> None:
+        if self.stream is not None:
+            self._retransmits_before += self.stream.counters["retransmits"]
         self._discard_host_output(now)
         c = self.config
         stream = self.stream = SolStream(
@@ -97,6 +107,8 @@ class SolPort:
         self._next_poll = now
 
     def activate_phantom(self) -> None:
+        if self.stream is not None:
+            self._retransmits_before += self.stream.counters["retransmits"]
         self.stream = None
         self.owner = PHANTOM_SESSION_ID
         self.phantom = True
@@ -104,6 +116,7 @@ class SolPort:
     def deactivate(self) -> None:
         if self.stream is not None:
             self._abandon(self.stream.unacknowledged)
+            self._retransmits_before += self.stream.counters["retransmits"]
         self.owner = None
         self.phantom = False
         self.stream = None

@@ -122,6 +122,11 @@ class _Link:
                 out.append(copy)
         return self._with_reordered(out)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing held back: a datagram pushed now would leave as it is, alone."""
+        return self._reordered is None and not self._held
+
     def _with_reordered(self, out: list[Item]) -> list[Item]:
         if out and self._reordered is not None:
             out.append(self._reordered[1])
@@ -180,8 +185,11 @@ class FaultyBmc:
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         self._apply_behaviour()
-        for d, a in self._in.push((data, addr), self.faults.inbound, now):
-            self.core.receive_datagram(d, a, now)
+        if self._in.idle and not self.faults.inbound.active:  # a clean wire: straight in
+            self.core.receive_datagram(data, addr, now)
+        else:
+            for d, a in self._in.push((data, addr), self.faults.inbound, now):
+                self.core.receive_datagram(d, a, now)
         self._collect(now)
 
     def handle_timeout(self, now: float) -> None:
@@ -196,6 +204,9 @@ class FaultyBmc:
 
     def _collect(self, now: float) -> None:
         outbound = self.faults.outbound
+        if self._out_link.idle and not outbound.active:  # a clean wire: straight out
+            self._out.extend(self.core.datagrams_to_send())
+            return
         for item in self.core.datagrams_to_send():
             self._out.extend(self._out_link.push(item, outbound, now))
 
@@ -205,6 +216,8 @@ class FaultyBmc:
 
     def next_deadline(self) -> float | None:
         deadline = self.core.next_deadline()
+        if self._in.idle and self._out_link.idle:
+            return deadline
         for d in (self._in.next_deadline(), self._out_link.next_deadline()):
             if d is not None and (deadline is None or d < deadline):
                 deadline = d

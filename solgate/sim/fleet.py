@@ -10,6 +10,19 @@ entries are ``(deadline, index)`` and are stale (skipped) when the BMC's current
 differs, so re-filing never searches the heap. An idle BMC has no deadline, hence no
 entry and no cost; 2,000 BMCs are 2,000 sockets and nothing else.
 
+The sockets are plain non-blocking sockets in ONE epoll set of the fleet's own, and the
+loop watches only that set's descriptor: a wake-up asks the set which sockets are ready
+and reads each one until it is empty (at most `READ_BATCH` datagrams), with one loop
+callback for all of them instead of one per socket and datagram. A datagram is sent with
+the socket's own `sendto`; should the kernel refuse for a full send buffer, the rest waits
+in the BMC's backlog for the socket to become writable, in order. Where there is no epoll
+(not Linux) each socket gets its own loop reader; the rest is the same.
+
+Under load the timer fires late. Before it runs any BMC's timers it reads what is already
+waiting in the sockets, so an ACK that reached a BMC's socket before its retransmit fell
+due counts, as it would on a real BMC with its own CPU; a late simulator then does not
+resend (and in the end give up on) packets that were acknowledged in time.
+
 `base_port=0` gives every BMC a free port (tests); otherwise BMC ``i`` listens on
 ``base_port + i``.
 """
@@ -18,10 +31,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import heapq
 import logging
 import resource
+import select
+import socket
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,6 +54,9 @@ log = logging.getLogger(__name__)
 
 ConfigFactory = Callable[[int, str], SimBmcConfig]
 FaultsFactory = Callable[[int], FaultConfig]
+
+READ_BATCH = 64  # datagrams read from one socket per wake-up before the next socket's turn
+MAX_DATAGRAM = 65536
 
 
 def default_name(index: int, count: int) -> str:
@@ -65,8 +83,10 @@ class SimBmcHandle:
     core: SimBmc
     link: FaultyBmc
     port: int = 0
-    transport: asyncio.DatagramTransport | None = field(default=None, repr=False)
+    sock: socket.socket | None = field(default=None, repr=False)
     deadline: float | None = None
+    # Datagrams the kernel would not take yet (full send buffer), oldest first.
+    backlog: deque[tuple[bytes, Address]] | None = field(default=None, repr=False)
 
     @property
     def host(self) -> SimHost | None:
@@ -79,20 +99,6 @@ class SimBmcHandle:
     def restart(self) -> None:
         """Forget every session, as if the BMC rebooted (the host keeps running)."""
         self.link.restart()
-
-
-class _BmcProtocol(asyncio.DatagramProtocol):
-    __slots__ = ("fleet", "handle")
-
-    def __init__(self, fleet: SimFleet, handle: SimBmcHandle) -> None:
-        self.fleet = fleet
-        self.handle = handle
-
-    def datagram_received(self, data: bytes, addr: Address) -> None:
-        self.fleet._datagram(self.handle, data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("%s: socket error %s", self.handle.name, exc)
 
 
 class SimFleet:
@@ -120,6 +126,9 @@ class SimFleet:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._poller: select.epoll | None = None
+        self._by_fd: dict[int, SimBmcHandle] = {}
+        self.use_epoll = hasattr(select, "epoll")  # False: one loop reader per socket
         self.errors = 0  # exceptions raised by a core (bugs), logged and survived
 
     async def __aenter__(self) -> SimFleet:
@@ -137,24 +146,33 @@ class SimFleet:
         _raise_file_limit(self.count + 256)
         now = loop.time()
         try:
+            family, address = _bind_address(self.bind_host)
+            if self.use_epoll:
+                self._poller = select.epoll()
+                loop.add_reader(self._poller.fileno(), self._poll_input)
             for index in range(self.count):
                 handle = self._make(index, now)
                 port = self.base_port + index if self.base_port else 0
+                sock = socket.socket(family, socket.SOCK_DGRAM)
                 try:
-                    transport, _ = await loop.create_datagram_endpoint(
-                        functools.partial(_BmcProtocol, self, handle),
-                        local_addr=(self.bind_host, port),
-                    )
+                    sock.setblocking(False)
+                    sock.bind((address, port))
                 except OSError as exc:
+                    sock.close()
                     raise SolgateError(
                         f"simulated BMC {handle.name} cannot listen on "
                         f"{self.bind_host}:{port}: {exc.strerror or exc}; pick another "
                         "--base-port or stop whatever uses it"
                     ) from exc
-                handle.transport = transport
-                handle.port = transport.get_extra_info("sockname")[1]
+                handle.sock = sock
+                handle.port = sock.getsockname()[1]
                 handle.core.port = handle.port
                 self.bmcs.append(handle)
+                self._by_fd[sock.fileno()] = handle
+                if self._poller is not None:
+                    self._poller.register(sock.fileno(), select.EPOLLIN)
+                else:
+                    loop.add_reader(sock.fileno(), self._read_socket, handle)
         except BaseException:
             await self.stop()
             raise
@@ -172,12 +190,25 @@ class SimFleet:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        loop = self._loop
+        if self._poller is not None:
+            if loop is not None:
+                loop.remove_reader(self._poller.fileno())
+            self._poller.close()
+            self._poller = None
         for handle in self.bmcs:
-            if handle.transport is not None:
-                handle.transport.close()
-                handle.transport = None
+            sock = handle.sock
+            if sock is not None:
+                if loop is not None and not self.use_epoll:
+                    loop.remove_reader(sock.fileno())
+                if loop is not None and handle.backlog:
+                    loop.remove_writer(sock.fileno())
+                sock.close()
+                handle.sock = None
+                handle.backlog = None
+        self._by_fd.clear()
         self._heap.clear()
-        await asyncio.sleep(0)  # let the transports finish closing
+        await asyncio.sleep(0)
 
     @property
     def ports(self) -> list[int]:
@@ -185,22 +216,85 @@ class SimFleet:
 
     # ------------------------------------------------------------------ I/O and timers
 
-    def _datagram(self, handle: SimBmcHandle, data: bytes, addr: Address) -> None:
-        assert self._loop is not None
-        try:
-            handle.link.receive_datagram(data, addr, self._loop.time())
-        except Exception:  # a core bug must not take 2,000 BMCs down with it
-            self.errors += 1
-            log.exception("%s: simulated BMC failed on a datagram", handle.name)
-        self._flush(handle)
-        self._refile(handle)
+    def _poll_input(self) -> None:
+        """The epoll set is readable: read every ready socket, then re-arm the timer once."""
+        poller = self._poller
+        if poller is None:
+            return
+        by_fd = self._by_fd
+        for fd, _ in poller.poll(0, len(by_fd) or 1):
+            handle = by_fd.get(fd)
+            if handle is not None:
+                self._read(handle)
         self._arm()
 
+    def _read_socket(self, handle: SimBmcHandle) -> None:
+        """One socket is readable (the loop-reader path, without epoll)."""
+        self._read(handle)
+        self._arm()
+
+    def _read(self, handle: SimBmcHandle) -> None:
+        """Hand up to `READ_BATCH` waiting datagrams to the BMC; send what it queued."""
+        sock = handle.sock
+        if sock is None:
+            return
+        assert self._loop is not None
+        clock = self._loop.time
+        link = handle.link
+        got = False
+        for _ in range(READ_BATCH):
+            try:
+                data, addr = sock.recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # an ICMP error for an earlier send: nothing to read
+                log.debug("%s: socket error %s", handle.name, exc)
+                continue
+            got = True
+            try:
+                link.receive_datagram(data, addr, clock())
+            except Exception:  # a core bug must not take 2,000 BMCs down with it
+                self.errors += 1
+                log.exception("%s: simulated BMC failed on a datagram", handle.name)
+            self._flush(handle)
+        if got:
+            self._refile(handle)
+
     def _flush(self, handle: SimBmcHandle) -> None:
-        transport = handle.transport
-        for data, addr in handle.link.datagrams_to_send():
-            if transport is not None:
-                transport.sendto(data, addr)
+        out = handle.link.datagrams_to_send()
+        if not out:
+            return
+        sock = handle.sock
+        if sock is None:
+            return
+        backlog = handle.backlog
+        for item in out:
+            if backlog:
+                backlog.append(item)
+                continue
+            try:
+                sock.sendto(*item)
+            except (BlockingIOError, InterruptedError):
+                backlog = handle.backlog = deque([item])
+                assert self._loop is not None
+                self._loop.add_writer(sock.fileno(), self._drain_backlog, handle)
+            except OSError as exc:  # e.g. the console's port is gone (ICMP): lost, as UDP is
+                log.debug("%s: send failed: %s", handle.name, exc)
+
+    def _drain_backlog(self, handle: SimBmcHandle) -> None:
+        """The socket is writable again: send the backlog in order."""
+        sock, backlog = handle.sock, handle.backlog
+        while sock is not None and backlog:
+            try:
+                sock.sendto(*backlog[0])
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.debug("%s: send failed: %s", handle.name, exc)
+            backlog.popleft()
+        handle.backlog = None
+        if sock is not None and self._loop is not None:
+            self._loop.remove_writer(sock.fileno())
 
     def _refile(self, handle: SimBmcHandle) -> None:
         deadline = handle.link.next_deadline()
@@ -237,6 +331,11 @@ class SimFleet:
     def _fire(self) -> None:
         self._timer = self._timer_when = None
         assert self._loop is not None
+        if self._poller is not None:  # what already arrived first (module docstring)
+            for fd, _ in self._poller.poll(0, len(self._by_fd) or 1):
+                handle = self._by_fd.get(fd)
+                if handle is not None:
+                    self._read(handle)
         now = self._loop.time()
         heap = self._heap
         due: list[tuple[float, SimBmcHandle]] = []
@@ -255,6 +354,17 @@ class SimFleet:
             self._flush(handle)
             self._refile(handle)
         self._arm()
+
+
+def _bind_address(host: str) -> tuple[int, str]:
+    """The address family and numeric address to bind `host` (a name is resolved once, at
+    start, in this thread: the loop's resolver pool would keep a thread for nothing)."""
+    try:
+        infos = socket.getaddrinfo(host, 0, type=socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise SolgateError(f"simulated BMCs cannot listen on {host}: {exc}") from exc
+    family, _, _, _, sockaddr = infos[0]
+    return family, str(sockaddr[0])
 
 
 def _raise_file_limit(wanted: int) -> None:

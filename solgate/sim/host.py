@@ -97,7 +97,7 @@ class HostState(enum.Enum):
     PANICKED = "panicked"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Segment:
     """A run of bytes written at once: literal `data`, or a slice of the flood stream."""
 
@@ -360,11 +360,11 @@ class SimHost:
         next byte (1/11520 s apart at 115200 baud), so a caller that wants batches should
         wait longer, e.g. its SOL character-accumulate interval, then read all that arrived.
         """
-        candidates = [self._step_at] if self._program is not None else []
         byte_at = self._uart.next_byte_at()
-        if byte_at is not None:
-            candidates.append(byte_at)
-        return min(candidates) if candidates else None
+        if self._program is None:
+            return byte_at
+        step_at = self._step_at
+        return step_at if byte_at is None or step_at < byte_at else byte_at
 
     # ------------------------------------------------------------- time and output
 
