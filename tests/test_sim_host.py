@@ -575,3 +575,36 @@ def test_reset_mid_boot_restarts_the_boot():
     assert b"Linux version" in out1  # the kernel had started
     assert out2.startswith(b"\r\nsolgate-sim BIOS v1.0")
     assert out2.endswith(PROMPT)
+
+
+def test_lines_written_while_the_line_is_busy_share_segments_and_read_the_same():
+    """A large boot log outruns the line: its lines join the UART's last segment (up to
+    MERGE_LIMIT bytes each) instead of one segment a line, and any way of reading it gives
+    the same bytes at the same times as reading it all at the end."""
+    from solgate.sim.host import MERGE_LIMIT
+
+    a = SimHost("merge", seed=5, boot_log_size=65536)
+    b = SimHost("merge", seed=5, boot_log_size=65536)
+    a.power_on(0.0)
+    b.power_on(0.0)
+    got, t, most = [], 0.0, 0
+    for _ in range(100_000):
+        due = a.next_deadline()
+        if due is None:
+            break
+        t = max(t + 0.013, due)
+        most = max(most, len(a._uart.queue))
+        got.append(a.read(t, 200))
+    whole = b.read(t, 1 << 20)
+    assert b"".join(got) == whole
+    assert len(whole) == a.output_bytes == b.output_bytes > 60_000
+    assert most <= 65536 // MERGE_LIMIT + 8  # not one segment per line (~700 lines)
+    # A reset flushes what a merged segment had not transmitted, as it did per line.
+    c = SimHost("merge", seed=5, boot_log_size=65536)
+    c.power_on(0.0)
+    early = c.read(6.0, 1 << 20)
+    c.reset(6.0)
+    assert whole.startswith(early)
+    again = c.read(60.0, 1 << 20)
+    assert again.startswith(b"\r\nsolgate-sim BIOS")
+    assert c.output_bytes == len(early) + len(again)
