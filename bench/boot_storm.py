@@ -287,6 +287,9 @@ def run_one(server: str, count: int, wd: Path, args: argparse.Namespace) -> dict
         totals["discarded"] += st["discarded"]
         totals["unsent"] += max(0, expected - st["sol_sent"] - st["discarded"])
         totals["bmc_queued"] += st.get("sol_queued", 0)
+        for key in ("sol_retransmits", "datagrams_in", "datagrams_out"):  # newer simulators
+            if key in st:
+                totals[key] = totals.get(key, 0) + st[key]
         if expected != logged:
             worst.append((expected - logged, name))
     totals["missing_unexplained"] = max(0, totals["missing"] - totals["abandoned"]
