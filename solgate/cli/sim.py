@@ -98,7 +98,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--stats", metavar="FILE",
                    help="on exit, write per-BMC counters as JSON: bytes each host put on "
                         "its serial line, SOL bytes sent, abandoned, thrown away while no "
-                        "SOL session was active, and still queued for sending")
+                        "SOL session was active, and still queued for sending; datagrams "
+                        "received and sent, and SOL packets resent")
     p.set_defaults(handler=run)
 
 

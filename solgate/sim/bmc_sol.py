@@ -23,7 +23,8 @@ the BMC gave up on, as real BMCs do: packets unacknowledged after `sol_retry_cou
 retries, and what was still unacknowledged when SOL was deactivated. The most recent
 abandoned pieces are kept in `abandoned_chunks` (host order), so a receiver can check
 that nothing else is missing. (A packet given up on may still have reached the console
-if only its ACKs were lost, so "abandoned" bounds the loss from above.)
+if only its ACKs were lost, so "abandoned" bounds the loss from above.) `retransmits`
+counts the packets resent for want of a timely ACK, over every SOL session so far.
 
 A *phantom* owner holds the instance for a session that does not exist on the wire (a
 console that crashed without deactivating); only Deactivate Payload or `restart` frees it.
