@@ -608,3 +608,29 @@ def test_lines_written_while_the_line_is_busy_share_segments_and_read_the_same()
     again = c.read(60.0, 1 << 20)
     assert again.startswith(b"\r\nsolgate-sim BIOS")
     assert c.output_bytes == len(early) + len(again)
+
+
+@pytest.mark.parametrize(("size", "length", "digest", "last"), [
+    (0, 4086, "bb5a6c6bac0a5e8b", 5.414684),
+    (8192, 8211, "25aede380145d637", 5.527876),
+    (65536, 65562, "2709338725e2ea88", 9.646429),
+])
+def test_boot_logs_are_byte_for_byte_what_they_were(size, length, digest, last):
+    """Pinned: the boot log's bytes and the time of its last byte, read as a SOL port
+    reads (every ~8 ms, 255 at a time). Work on the host's speed must not move them
+    (the values are those of the code before the UART merged segments and the extra
+    boot lines were made once per process)."""
+    import hashlib
+
+    host = SimHost("golden", seed=3, boot_log_size=size)
+    host.power_on(0.0)
+    t, got = 0.0, []
+    for _ in range(100_000):
+        due = host.next_deadline()
+        if due is None:
+            break
+        t = max(t + 0.0083, due)
+        got.append(host.read(t, 255))
+    data = b"".join(got)
+    assert (len(data), hashlib.sha256(data).hexdigest()[:16]) == (length, digest)
+    assert round(t, 6) == last

@@ -145,30 +145,9 @@ def _more_kernel_lines(budget: int, rng: random.Random) -> Iterator[Step]:
     """Device probes, as a server with many disks, NICs and PCIe functions prints them."""
     n = 0
     while budget > 0:
-        bus, dev, fn = n // 64 % 256, n // 8 % 8, n % 8
-        match n % 6:
-            case 0:
-                text = (f"pci 0000:{bus + 0x17:02x}:{dev:02x}.{fn}: [8086:{0x2020 + n % 97:04x}] "
-                        f"type 00 class 0x{0x088000 + n % 5:06x}")
-            case 1:
-                text = (f"pci 0000:{bus + 0x17:02x}:{dev:02x}.{fn}: reg 0x10: "
-                        f"[mem 0x{0xc0000000 + n * 0x4000:08x}-0x{0xc0003fff + n * 0x4000:08x} "
-                        "64bit pref]")
-            case 2:
-                disk = _disk_name(n // 6)
-                text = (f"sd {n // 6 % 16}:0:{n // 96}:0: [{disk}] 7814037168 512-byte logical "
-                        "blocks: (4.00 TB/3.64 TiB)")
-            case 3:
-                disk = _disk_name(n // 6)
-                text = (f"sd {n // 6 % 16}:0:{n // 96}:0: [{disk}] Write cache: enabled, read "
-                        "cache: enabled, doesn't support DPO or FUA")
-            case 4:
-                text = (f"mlx5_core 0000:{bus + 0x41:02x}:00.{fn}: firmware version: 16.35.2000, "
-                        f"port {n % 2 + 1} link up, 100Gbps full duplex")
-            case _:
-                text = (f"EDAC MC{n % 4}: DIMM {n % 32:02d} (channel {n % 8}, slot {n % 2}): "
-                        "16384 MB DDR4-3200 RDIMM ECC, serial "
-                        f"{rng.getrandbits(32):08X}")
+        text = _kernel_line(n)
+        if n % 6 == 5:  # the DIMM's serial number is the host's own
+            text += f"{rng.getrandbits(32):08X}"
         yield Step(0.002 * rng.random(), text, kernel=True)
         budget -= _STAMP + len(text) + 2
         n += 1
@@ -178,18 +157,72 @@ def _more_units(budget: int, rng: random.Random) -> Iterator[Step]:
     """systemd's start-up lines for the services and mounts of a busy server."""
     n = 0
     while budget > 0:
-        match n % 4:
-            case 0:
-                text = f"{_OK} Started Node Exporter instance {n} (metrics port {9100 + n})."
-            case 1:
-                text = f"{_OK} Mounted /srv/scratch{n:04d} (nfs4 storage{n % 16:02d}:/export)."
-            case 2:
-                text = f"{_OK} Finished Set up network interface ens{n % 64}f{n % 2} (bond{n % 4})."
-            case _:
-                text = f"{_OK} Reached target Job Slot {n} of the batch system (slurmd.service)."
-        yield Step(0.004 * rng.random(), text + "\n")
-        budget -= len(text) + 2
+        text = _unit_line(n)
+        yield Step(0.004 * rng.random(), text)
+        budget -= len(text) + 1  # the line end goes out as CR LF
         n += 1
+
+
+# Line n of the extra probes and units is the same on every host (only a DIMM's serial
+# and the delays are drawn from the host's generator): made once per process, so 2,000
+# hosts booting a large log do not format the same text 2,000 times.
+# (Dicts: hosts booting in two threads at once may both fill in line n, with one text.)
+_KERNEL_LINES: dict[int, str] = {}
+_UNIT_LINES: dict[int, str] = {}
+
+
+def _kernel_line(n: int) -> str:
+    """Line n of the extra device probes (a DIMM line without its serial number)."""
+    text = _KERNEL_LINES.get(n)
+    if text is None:
+        text = _KERNEL_LINES.setdefault(n, _make_kernel_line(n))
+    return text
+
+
+def _unit_line(n: int) -> str:
+    """Line n of the extra units, with its line end."""
+    text = _UNIT_LINES.get(n)
+    if text is None:
+        text = _UNIT_LINES.setdefault(n, _make_unit_line(n) + "\n")
+    return text
+
+
+def _make_kernel_line(n: int) -> str:
+    bus, dev, fn = n // 64 % 256, n // 8 % 8, n % 8
+    match n % 6:
+        case 0:
+            return (f"pci 0000:{bus + 0x17:02x}:{dev:02x}.{fn}: [8086:{0x2020 + n % 97:04x}] "
+                    f"type 00 class 0x{0x088000 + n % 5:06x}")
+        case 1:
+            return (f"pci 0000:{bus + 0x17:02x}:{dev:02x}.{fn}: reg 0x10: "
+                    f"[mem 0x{0xc0000000 + n * 0x4000:08x}-0x{0xc0003fff + n * 0x4000:08x} "
+                    "64bit pref]")
+        case 2:
+            disk = _disk_name(n // 6)
+            return (f"sd {n // 6 % 16}:0:{n // 96}:0: [{disk}] 7814037168 512-byte logical "
+                    "blocks: (4.00 TB/3.64 TiB)")
+        case 3:
+            disk = _disk_name(n // 6)
+            return (f"sd {n // 6 % 16}:0:{n // 96}:0: [{disk}] Write cache: enabled, read "
+                    "cache: enabled, doesn't support DPO or FUA")
+        case 4:
+            return (f"mlx5_core 0000:{bus + 0x41:02x}:00.{fn}: firmware version: 16.35.2000, "
+                    f"port {n % 2 + 1} link up, 100Gbps full duplex")
+        case _:
+            return (f"EDAC MC{n % 4}: DIMM {n % 32:02d} (channel {n % 8}, slot {n % 2}): "
+                    "16384 MB DDR4-3200 RDIMM ECC, serial ")
+
+
+def _make_unit_line(n: int) -> str:
+    match n % 4:
+        case 0:
+            return f"{_OK} Started Node Exporter instance {n} (metrics port {9100 + n})."
+        case 1:
+            return f"{_OK} Mounted /srv/scratch{n:04d} (nfs4 storage{n % 16:02d}:/export)."
+        case 2:
+            return f"{_OK} Finished Set up network interface ens{n % 64}f{n % 2} (bond{n % 4})."
+        case _:
+            return f"{_OK} Reached target Job Slot {n} of the batch system (slurmd.service)."
 
 
 def _disk_name(i: int) -> str:
