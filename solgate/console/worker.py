@@ -238,6 +238,7 @@ class ConsoleWorker:
         stream = self._stream
         if stream is None or self.state != ConsoleState.ACTIVE:
             return
+        self._disarm()
         room = stream.send_capacity
         if room <= 0:
             return
@@ -249,6 +250,7 @@ class ConsoleWorker:
         stream = self._stream
         if stream is None or self.state != ConsoleState.ACTIVE:
             return False
+        self._disarm()
         stream.send_break(self._now())
         self._pump()
         self.record("break", f"serial BREAK sent by {user or 'unknown'}", user=user)
@@ -419,12 +421,18 @@ class ConsoleWorker:
             max_retries=max(10, math.ceil(target.session_timeout / retry_interval)),
         )
         client.terminated.add_done_callback(self._session_ended)
+        # The common datagram through one compiled call (ipmi/fastpath.py); its bytes
+        # come to `_on_output` in batches. None on the pure-Python path.
+        client.attach_fast_path(self._stream, self._on_output)
 
     def _drop_stream(self) -> None:
         """The activation is over: stop asking and feeding the stream, count it, flush panics."""
         asking, self._asking = self._asking, None
         if asking is not None:
             asking.cancel()
+        for client in (self._client, self._session):
+            if client is not None:
+                client.detach_fast_path()  # its buffered bytes first, then the counts
         stream, self._stream = self._stream, None
         if stream is None:
             return
@@ -530,6 +538,7 @@ class ConsoleWorker:
 
     def _on_timer(self, now: float) -> None:
         """The one timer: each core whose deadline is due at `now` runs its timeouts."""
+        self._disarm()  # the cores below, and liveness, read what the fast path owns
         session = self._session
         if session is not None:
             at = session.next_deadline()
@@ -546,6 +555,18 @@ class ConsoleWorker:
             life.authenticated(client.last_received)
         life.handle_timeout(now)
         self._kick()
+        self._rearm()
+
+    def _disarm(self) -> None:
+        """Before the worker itself uses the stream: the fast path gives its state back."""
+        client = self._client
+        if client is not None and client.fastpath is not None:
+            client.fastpath.disarm()
+
+    def _rearm(self) -> None:
+        client = self._client
+        if client is not None and client.fastpath is not None:
+            client.fastpath.try_arm()
 
     def _pump(self) -> None:
         """Handle the stream's events first (log, hub), then hand its packets to the socket."""

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 
 #define HEADER_LEN 16
 #define NEXT_HEADER 0x07
@@ -185,120 +186,169 @@ le32(const unsigned char *p)
            | (unsigned long)p[3] << 24;
 }
 
+/* Why an RMCP+ datagram does not open: one code per `ProtocolError` message of crypto.py,
+ * so `Protector.unseal` can raise the reference's words and `SolFastPath` can just say no. */
+enum {
+    U_OK = 0, U_SHORT, U_NOT_RMCP, U_AUTH_TYPE, U_OEM, U_LENGTH, U_UNAUTHENTICATED,
+    U_TRAILER, U_TRAILER_FIELDS, U_INTEGRITY, U_UNEXPECTED_TRAILER, U_UNENCRYPTED,
+    U_ENCRYPTED_LENGTH, U_PAD_LENGTH, U_PAD_BYTES, U_NO_CONFIDENTIALITY, U_OPENSSL_HMAC,
+    U_OPENSSL_AES,
+};
+
+/* Raise the error `code` stands for (`value`: the number its message quotes). */
+static PyObject *
+unseal_error(int code, Py_ssize_t value)
+{
+    switch (code) {
+    case U_SHORT:
+        PyErr_Format(ProtocolError, "RMCP+ header: expected at least %d bytes, got %zd",
+                     HEADER_LEN, value);
+        return NULL;
+    case U_NOT_RMCP: return protocol_error("not an RMCP IPMI-class packet");
+    case U_AUTH_TYPE:
+        PyErr_Format(ProtocolError, "auth type 0x%02x is not RMCP+", (unsigned)value);
+        return NULL;
+    case U_OEM: return protocol_error("OEM explicit payloads are not supported");
+    case U_LENGTH: return protocol_error("RMCP+ payload length runs past the datagram");
+    case U_UNAUTHENTICATED:
+        return protocol_error("unauthenticated packet on an authenticated session");
+    case U_TRAILER:
+        PyErr_Format(ProtocolError, "session trailer of %zd bytes", value);
+        return NULL;
+    case U_TRAILER_FIELDS:
+        return protocol_error("session trailer pad length or next header is wrong");
+    case U_INTEGRITY: return protocol_error("integrity check failed");
+    case U_UNEXPECTED_TRAILER: return protocol_error("unexpected session trailer");
+    case U_UNENCRYPTED: return protocol_error("unencrypted payload on an encrypted session");
+    case U_ENCRYPTED_LENGTH:
+        PyErr_Format(ProtocolError, "encrypted payload of %zd bytes", value);
+        return NULL;
+    case U_PAD_LENGTH:
+        PyErr_Format(ProtocolError, "confidentiality pad length %d", (int)value);
+        return NULL;
+    case U_PAD_BYTES: return protocol_error("confidentiality pad bytes are wrong");
+    case U_NO_CONFIDENTIALITY:
+        return protocol_error("encrypted payload on a session without confidentiality");
+    case U_OPENSSL_HMAC: return openssl_error("HMAC");
+    default: return openssl_error("AES decrypt");
+    }
+}
+
+/* The checks before the payload: header, length, integrity trailer and HMAC. On U_OK,
+ * *ptype (the whole byte), *seq and *length (of the payload at d + HEADER_LEN) are set. */
+static int
+unseal_frame(Protector *self, const unsigned char *d, Py_ssize_t n, unsigned *ptype,
+             unsigned long *seq, Py_ssize_t *length, Py_ssize_t *value)
+{
+    Py_ssize_t end;
+    if (n < HEADER_LEN) {
+        *value = n;
+        return U_SHORT;
+    }
+    if (memcmp(d, RMCP_IPMI_HEADER, 4) != 0)
+        return U_NOT_RMCP;
+    if (d[4] != AUTH_TYPE_RMCPPLUS) {
+        *value = d[4];
+        return U_AUTH_TYPE;
+    }
+    *ptype = d[5];
+    if ((*ptype & PAYLOAD_TYPE_MASK) == PAYLOAD_OEM_EXPLICIT)
+        return U_OEM;
+    *seq = le32(d + 10);
+    *length = (Py_ssize_t)d[14] | (Py_ssize_t)d[15] << 8;
+    if (HEADER_LEN + *length > n)
+        return U_LENGTH;
+    end = HEADER_LEN + *length;
+    if (self->md != NULL) {
+        Py_ssize_t trailer = n - end, pad = trailer - 2 - self->mac_len, mac_at;
+        unsigned char mac[EVP_MAX_MD_SIZE];
+        if (!(*ptype & PAYLOAD_AUTHENTICATED))
+            return U_UNAUTHENTICATED;
+        if (pad < 0 || pad > 4) {
+            *value = trailer;
+            return U_TRAILER;
+        }
+        if (d[end + pad] != pad || d[end + pad + 1] != NEXT_HEADER)
+            return U_TRAILER_FIELDS;
+        mac_at = n - self->mac_len;
+        if (!auth_code(self, d + 4, (size_t)(mac_at - 4), mac))
+            return U_OPENSSL_HMAC;
+        if (CRYPTO_memcmp(mac, d + mac_at, (size_t)self->mac_len) != 0)
+            return U_INTEGRITY;
+    } else if ((*ptype & PAYLOAD_AUTHENTICATED) || n != end) {
+        return U_UNEXPECTED_TRAILER;
+    }
+    if (self->aes) {
+        if (!(*ptype & PAYLOAD_ENCRYPTED))
+            return U_UNENCRYPTED;
+        if (*length < 32 || *length % 16) {
+            *value = *length;
+            return U_ENCRYPTED_LENGTH;
+        }
+    } else if (*ptype & PAYLOAD_ENCRYPTED) {
+        return U_NO_CONFIDENTIALITY;
+    }
+    return U_OK;
+}
+
+/* AES-CBC-decrypt a payload of `length` bytes (IV first; checked by unseal_frame) into
+ * `plain` (room for length - 16) and strip the confidentiality pad: *out is what is left. */
+static int
+unseal_decrypt(Protector *self, const unsigned char *payload, Py_ssize_t length,
+               unsigned char *plain, Py_ssize_t *out, Py_ssize_t *value)
+{
+    int done = 0, npad, i;
+    if (!EVP_DecryptInit_ex(self->dec, NULL, NULL, NULL, payload)
+        || !EVP_DecryptUpdate(self->dec, plain, &done, payload + 16, (int)(length - 16))
+        || done != length - 16)
+        return U_OPENSSL_AES;
+    npad = plain[done - 1];
+    if (npad > 16 || npad + 1 > done) {
+        *value = npad;
+        return U_PAD_LENGTH;
+    }
+    for (i = 0; i < npad; i++) {
+        if (plain[done - 1 - npad + i] != i + 1)
+            return U_PAD_BYTES;
+    }
+    *out = done - 1 - npad;
+    return U_OK;
+}
+
 /* unseal(datagram) -> (payload type, session sequence number, payload) */
 static PyObject *
 Protector_unseal(Protector *self, PyObject *arg)
 {
     Py_buffer view;
     PyObject *result = NULL;
-    const unsigned char *d;
-    Py_ssize_t n, length, end;
-    unsigned char ptype;
-    unsigned long seq;
+    Py_ssize_t length = 0, value = 0, out = 0;
+    unsigned ptype = 0;
+    unsigned long seq = 0;
+    int code;
 
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
         return NULL;
-    d = view.buf;
-    n = view.len;
-    if (n < HEADER_LEN) {
-        PyErr_Format(ProtocolError, "RMCP+ header: expected at least %d bytes, got %zd",
-                     HEADER_LEN, n);
-        goto done;
-    }
-    if (memcmp(d, RMCP_IPMI_HEADER, 4) != 0) {
-        protocol_error("not an RMCP IPMI-class packet");
-        goto done;
-    }
-    if (d[4] != AUTH_TYPE_RMCPPLUS) {
-        PyErr_Format(ProtocolError, "auth type 0x%02x is not RMCP+", (unsigned)d[4]);
-        goto done;
-    }
-    ptype = d[5];
-    if ((ptype & PAYLOAD_TYPE_MASK) == PAYLOAD_OEM_EXPLICIT) {
-        protocol_error("OEM explicit payloads are not supported");
-        goto done;
-    }
-    seq = le32(d + 10);
-    length = (Py_ssize_t)d[14] | (Py_ssize_t)d[15] << 8;
-    if (HEADER_LEN + length > n) {
-        protocol_error("RMCP+ payload length runs past the datagram");
-        goto done;
-    }
-    end = HEADER_LEN + length;
-    if (self->md != NULL) {
-        Py_ssize_t trailer = n - end, pad = trailer - 2 - self->mac_len, mac_at;
-        unsigned char mac[EVP_MAX_MD_SIZE];
-        if (!(ptype & PAYLOAD_AUTHENTICATED)) {
-            protocol_error("unauthenticated packet on an authenticated session");
-            goto done;
-        }
-        if (pad < 0 || pad > 4) {
-            PyErr_Format(ProtocolError, "session trailer of %zd bytes", trailer);
-            goto done;
-        }
-        if (d[end + pad] != pad || d[end + pad + 1] != NEXT_HEADER) {
-            protocol_error("session trailer pad length or next header is wrong");
-            goto done;
-        }
-        mac_at = n - self->mac_len;
-        if (!auth_code(self, d + 4, (size_t)(mac_at - 4), mac)) {
-            openssl_error("HMAC");
-            goto done;
-        }
-        if (CRYPTO_memcmp(mac, d + mac_at, (size_t)self->mac_len) != 0) {
-            protocol_error("integrity check failed");
-            goto done;
-        }
-    } else if ((ptype & PAYLOAD_AUTHENTICATED) || n != end) {
-        protocol_error("unexpected session trailer");
-        goto done;
-    }
-    if (self->aes) {
-        const unsigned char *payload = d + HEADER_LEN;
-        unsigned char *plain;
-        int out = 0, npad, i;
-        PyObject *buf;
-        if (!(ptype & PAYLOAD_ENCRYPTED)) {
-            protocol_error("unencrypted payload on an encrypted session");
-            goto done;
-        }
-        if (length < 32 || length % 16) {
-            PyErr_Format(ProtocolError, "encrypted payload of %zd bytes", length);
-            goto done;
-        }
+    code = unseal_frame(self, view.buf, view.len, &ptype, &seq, &length, &value);
+    if (code != U_OK) {
+        unseal_error(code, value);
+    } else if (self->aes) {
         /* Decrypt straight into a bytes object, then shrink it to the payload. */
-        buf = PyBytes_FromStringAndSize(NULL, length - 16);
+        PyObject *buf = PyBytes_FromStringAndSize(NULL, length - 16);
         if (buf == NULL)
             goto done;
-        plain = (unsigned char *)PyBytes_AS_STRING(buf);
-        if (!EVP_DecryptInit_ex(self->dec, NULL, NULL, NULL, payload)
-            || !EVP_DecryptUpdate(self->dec, plain, &out, payload + 16, (int)(length - 16))
-            || out != length - 16) {
+        code = unseal_decrypt(self, (const unsigned char *)view.buf + HEADER_LEN, length,
+                              (unsigned char *)PyBytes_AS_STRING(buf), &out, &value);
+        if (code != U_OK) {
             Py_DECREF(buf);
-            openssl_error("AES decrypt");
+            unseal_error(code, value);
             goto done;
         }
-        npad = plain[out - 1];
-        if (npad > 16 || npad + 1 > out) {
-            Py_DECREF(buf);
-            PyErr_Format(ProtocolError, "confidentiality pad length %d", npad);
-            goto done;
-        }
-        for (i = 0; i < npad; i++) {
-            if (plain[out - 1 - npad + i] != i + 1) {
-                Py_DECREF(buf);
-                protocol_error("confidentiality pad bytes are wrong");
-                goto done;
-            }
-        }
-        if (_PyBytes_Resize(&buf, out - 1 - npad) < 0)
+        if (_PyBytes_Resize(&buf, out) < 0)
             goto done;
         result = Py_BuildValue("(ikN)", ptype & PAYLOAD_TYPE_MASK, seq, buf);
-    } else if (ptype & PAYLOAD_ENCRYPTED) {
-        protocol_error("encrypted payload on a session without confidentiality");
     } else {
-        result = Py_BuildValue("(iky#)", ptype & PAYLOAD_TYPE_MASK, seq, d + HEADER_LEN,
-                               length);
+        result = Py_BuildValue("(iky#)", ptype & PAYLOAD_TYPE_MASK, seq,
+                               (const char *)view.buf + HEADER_LEN, length);
     }
 done:
     PyBuffer_Release(&view);
@@ -314,6 +364,77 @@ put_le32(unsigned char *p, unsigned long v)
     p[3] = (v >> 24) & 0xff;
 }
 
+/* The datagram `seal` returns, built from checked arguments (iv: 16 bytes, or NULL
+ * without AES); NULL with an exception set on failure. */
+static PyObject *
+seal_datagram(Protector *self, unsigned char ptype, unsigned long sid, unsigned long seq,
+              const unsigned char *payload, Py_ssize_t payload_len, const unsigned char *iv)
+{
+    PyObject *result;
+    Py_ssize_t body_len, pad = 0, total;
+    unsigned char *out, *body;
+
+    if (self->aes) {
+        body_len = 16 + (payload_len / 16 + 1) * 16;
+        ptype |= PAYLOAD_ENCRYPTED;
+    } else {
+        body_len = payload_len;
+    }
+    if (body_len > 0xffff) {
+        PyErr_SetString(PyExc_ValueError, "payload too long for one RMCP+ packet");
+        return NULL;
+    }
+    if (self->md != NULL) {
+        ptype |= PAYLOAD_AUTHENTICATED;
+        pad = (4 - ((12 + body_len + 2) % 4)) % 4;
+        total = 4 + 12 + body_len + pad + 2 + self->mac_len;
+    } else {
+        total = 4 + 12 + body_len;
+    }
+    result = PyBytes_FromStringAndSize(NULL, total);
+    if (result == NULL)
+        return NULL;
+    out = (unsigned char *)PyBytes_AS_STRING(result);
+    memcpy(out, RMCP_IPMI_HEADER, 4);
+    out[4] = AUTH_TYPE_RMCPPLUS;
+    out[5] = ptype;
+    put_le32(out + 6, sid);
+    put_le32(out + 10, seq);
+    out[14] = body_len & 0xff;
+    out[15] = (body_len >> 8) & 0xff;
+    body = out + HEADER_LEN;
+    if (self->aes) {
+        /* IV, then AES-CBC(payload + 01 02 .. N + N), N = (15 - len % 16) % 16 */
+        Py_ssize_t plain_len = body_len - 16, k = payload_len;
+        int n = (int)((15 - payload_len % 16) % 16), done_len = 0, i;
+        unsigned char *plain = body + 16;
+        memcpy(body, iv, 16);
+        memcpy(plain, payload, (size_t)payload_len);
+        for (i = 1; i <= n; i++) plain[k++] = (unsigned char)i;
+        plain[k] = (unsigned char)n;
+        if (!EVP_EncryptInit_ex(self->enc, NULL, NULL, NULL, iv)
+            || !EVP_EncryptUpdate(self->enc, plain, &done_len, plain, (int)plain_len)
+            || done_len != plain_len) {
+            Py_DECREF(result);
+            return openssl_error("AES encrypt");
+        }
+    } else {
+        memcpy(body, payload, (size_t)payload_len);
+    }
+    if (self->md != NULL) {
+        unsigned char *trailer = body + body_len, mac[EVP_MAX_MD_SIZE];
+        memset(trailer, 0xff, (size_t)pad);
+        trailer[pad] = (unsigned char)pad;
+        trailer[pad + 1] = NEXT_HEADER;
+        if (!auth_code(self, out + 4, (size_t)(12 + body_len + pad + 2), mac)) {
+            Py_DECREF(result);
+            return openssl_error("HMAC");
+        }
+        memcpy(trailer + pad + 2, mac, (size_t)self->mac_len);
+    }
+    return result;
+}
+
 /* seal(payload_type, session_id, seq, payload, iv) -> datagram; iv is None without AES */
 static PyObject *
 Protector_seal(Protector *self, PyObject *const *args, Py_ssize_t nargs)
@@ -321,8 +442,6 @@ Protector_seal(Protector *self, PyObject *const *args, Py_ssize_t nargs)
     unsigned long ptype_in, sid, seq;
     Py_buffer payload, iv = {NULL};
     PyObject *result = NULL;
-    Py_ssize_t body_len, pad = 0, total;
-    unsigned char *out, *body, ptype;
 
     if (nargs != 5) {
         PyErr_SetString(PyExc_TypeError, "seal() takes 5 arguments");
@@ -339,7 +458,6 @@ Protector_seal(Protector *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (PyObject_GetBuffer(args[3], &payload, PyBUF_SIMPLE) < 0)
         return NULL;
-    ptype = (unsigned char)ptype_in;
     if (self->aes) {
         if (args[4] == Py_None || PyObject_GetBuffer(args[4], &iv, PyBUF_SIMPLE) < 0) {
             if (!PyErr_Occurred())
@@ -350,65 +468,9 @@ Protector_seal(Protector *self, PyObject *const *args, Py_ssize_t nargs)
             PyErr_SetString(PyExc_ValueError, "the IV is 16 bytes");
             goto done;
         }
-        body_len = 16 + (payload.len / 16 + 1) * 16;
-        ptype |= PAYLOAD_ENCRYPTED;
-    } else {
-        body_len = payload.len;
     }
-    if (body_len > 0xffff) {
-        PyErr_SetString(PyExc_ValueError, "payload too long for one RMCP+ packet");
-        goto done;
-    }
-    if (self->md != NULL) {
-        ptype |= PAYLOAD_AUTHENTICATED;
-        pad = (4 - ((12 + body_len + 2) % 4)) % 4;
-        total = 4 + 12 + body_len + pad + 2 + self->mac_len;
-    } else {
-        total = 4 + 12 + body_len;
-    }
-    result = PyBytes_FromStringAndSize(NULL, total);
-    if (result == NULL)
-        goto done;
-    out = (unsigned char *)PyBytes_AS_STRING(result);
-    memcpy(out, RMCP_IPMI_HEADER, 4);
-    out[4] = AUTH_TYPE_RMCPPLUS;
-    out[5] = ptype;
-    put_le32(out + 6, sid);
-    put_le32(out + 10, seq);
-    out[14] = body_len & 0xff;
-    out[15] = (body_len >> 8) & 0xff;
-    body = out + HEADER_LEN;
-    if (self->aes) {
-        /* IV, then AES-CBC(payload + 01 02 .. N + N), N = (15 - len % 16) % 16 */
-        Py_ssize_t plain_len = body_len - 16, k = payload.len;
-        int n = (int)((15 - payload.len % 16) % 16), done_len = 0, i;
-        unsigned char *plain = body + 16;
-        memcpy(body, iv.buf, 16);
-        memcpy(plain, payload.buf, (size_t)payload.len);
-        for (i = 1; i <= n; i++) plain[k++] = (unsigned char)i;
-        plain[k] = (unsigned char)n;
-        if (!EVP_EncryptInit_ex(self->enc, NULL, NULL, NULL, iv.buf)
-            || !EVP_EncryptUpdate(self->enc, plain, &done_len, plain, (int)plain_len)
-            || done_len != plain_len) {
-            Py_CLEAR(result);
-            openssl_error("AES encrypt");
-            goto done;
-        }
-    } else {
-        memcpy(body, payload.buf, (size_t)payload.len);
-    }
-    if (self->md != NULL) {
-        unsigned char *trailer = body + body_len, mac[EVP_MAX_MD_SIZE];
-        memset(trailer, 0xff, (size_t)pad);
-        trailer[pad] = (unsigned char)pad;
-        trailer[pad + 1] = NEXT_HEADER;
-        if (!auth_code(self, out + 4, (size_t)(12 + body_len + pad + 2), mac)) {
-            Py_CLEAR(result);
-            openssl_error("HMAC");
-            goto done;
-        }
-        memcpy(trailer + pad + 2, mac, (size_t)self->mac_len);
-    }
+    result = seal_datagram(self, (unsigned char)ptype_in, sid, seq, payload.buf, payload.len,
+                           iv.buf);
 done:
     PyBuffer_Release(&payload);
     if (iv.buf != NULL) PyBuffer_Release(&iv);
@@ -435,6 +497,432 @@ static PyTypeObject ProtectorType = {
     .tp_methods = Protector_methods,
 };
 
+/* ------------------------------------------------------------------------------------------
+ * SolFastPath: one call per SOL data datagram (solgate/ipmi/fastpath.py is its Python half)
+ *
+ * While armed it owns one console's hot receive state: the session's replay window and
+ * outbound sequence counter, and the SOL stream's receive state (last sequence taken, the
+ * stale history). `receive(datagram)` takes the common datagram whole: the session ID,
+ * unseal, the replay window, payload type SOL, a data packet (seq != 0) with no ACK field,
+ * the BMC's flags as in its last packet and without break, overrun or NACK, a sequence
+ * that is neither the last one nor a stale one. Then it takes the state forward exactly as
+ * `ClientSession._receive_session_packet` and `SolStream.receive_payload` would, seals our
+ * ACK as `SolStream._pump` and `ClientSession._seal` would, hands it to `sendto(ack, addr)`
+ * and appends the characters to its buffer, returning True. Anything else returns False
+ * with nothing changed: the caller disarms (the state goes back to the Python objects) and
+ * the Python path, the reference, runs on that datagram.
+ * ---------------------------------------------------------------------------------------- */
+
+#define SOL_PAYLOAD 0x01
+#define SOL_MAX_PAYLOAD (4 + 255)
+#define SOL_STALE_HISTORY 3
+#define SOL_REFUSED_FLAGS 0x4C /* NACK, transmit overrun, break detected: the Python path */
+#define IV_POOL 4096
+
+typedef struct {
+    PyObject_HEAD
+    Protector *prot;
+    PyObject *iv_source; /* None: IVs from OpenSSL's RAND_bytes; else iv_source(16) (tests) */
+    PyObject *wake;      /* wake(full): first packet of a batch (False), buffer past cap (True) */
+    PyObject *sendto;    /* sendto(ack, addr), the datagram transport's */
+    PyObject *addr;
+    Py_ssize_t cap;
+    int armed;
+    unsigned long console_sid, bmc_sid;
+    /* the replay window (replay.ReplayWindow) */
+    int has_highest;
+    unsigned long highest, ahead, behind;
+    unsigned long long seen, mask;
+    /* the outbound counter (replay.OutboundCounter) */
+    unsigned long outbound;
+    /* the SOL stream's receive half (sol.SolStream) */
+    int rx_seq, rx_taken, rx_complete;
+    int history[SOL_STALE_HISTORY], history_len; /* oldest first, as the deque */
+    int peer_flags, status_flags;
+    /* characters taken, not yet handed over */
+    unsigned char *buf;
+    Py_ssize_t len, alloc;
+    int pending, full;
+    unsigned long long handled;
+    unsigned char ivs[IV_POOL];
+    int iv_at;
+} SolFastPath;
+
+static int
+SolFastPath_traverse(SolFastPath *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->prot);
+    Py_VISIT(self->iv_source);
+    Py_VISIT(self->wake);
+    Py_VISIT(self->sendto);
+    Py_VISIT(self->addr);
+    return 0;
+}
+
+static int
+SolFastPath_clear(SolFastPath *self)
+{
+    Py_CLEAR(self->prot);
+    Py_CLEAR(self->iv_source);
+    Py_CLEAR(self->wake);
+    Py_CLEAR(self->sendto);
+    Py_CLEAR(self->addr);
+    return 0;
+}
+
+static void
+SolFastPath_dealloc(SolFastPath *self)
+{
+    PyObject_GC_UnTrack(self);
+    SolFastPath_clear(self);
+    PyMem_Free(self->buf);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* SolFastPath(protector, iv_source, wake, cap) */
+static int
+SolFastPath_init(SolFastPath *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"protector", "iv_source", "wake", "cap", NULL};
+    PyObject *prot, *iv_source, *wake;
+    Py_ssize_t cap;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OOn", kwlist, &ProtectorType, &prot,
+                                     &iv_source, &wake, &cap))
+        return -1;
+    if (cap < 1) {
+        PyErr_SetString(PyExc_ValueError, "cap must be positive");
+        return -1;
+    }
+    Py_INCREF(prot);
+    Py_XSETREF(self->prot, (Protector *)prot);
+    Py_INCREF(iv_source);
+    Py_XSETREF(self->iv_source, iv_source);
+    Py_INCREF(wake);
+    Py_XSETREF(self->wake, wake);
+    self->cap = cap;
+    self->iv_at = IV_POOL;
+    return 0;
+}
+
+/* arm(sendto, addr, console_sid, bmc_sid, highest (None: no packet yet), seen, ahead,
+ *     behind, outbound, rx_seq, history, rx_taken, rx_complete, peer_flags, status_flags) */
+static PyObject *
+SolFastPath_arm(SolFastPath *self, PyObject *args)
+{
+    PyObject *sendto, *addr, *highest, *history;
+    unsigned long console_sid, bmc_sid, ahead, behind, outbound;
+    unsigned long long seen;
+    int rx_seq, rx_taken, rx_complete, peer_flags, status_flags, i;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "OOkkOKkkkiO!ipii", &sendto, &addr, &console_sid, &bmc_sid,
+                          &highest, &seen, &ahead, &behind, &outbound, &rx_seq,
+                          &PyTuple_Type, &history, &rx_taken, &rx_complete, &peer_flags,
+                          &status_flags))
+        return NULL;
+    n = PyTuple_GET_SIZE(history);
+    if (ahead > 63 || behind > 62 || n > SOL_STALE_HISTORY || rx_seq < 0 || rx_seq > 15
+        || console_sid > 0xffffffffUL || bmc_sid > 0xffffffffUL || outbound > 0xffffffffUL
+        || peer_flags < 0 || peer_flags > 0xff || status_flags < 0 || status_flags > 0xff) {
+        PyErr_SetString(PyExc_ValueError, "state out of the fast path's range");
+        return NULL;
+    }
+    for (i = 0; i < n; i++) {
+        long v = PyLong_AsLong(PyTuple_GET_ITEM(history, i));
+        if (v == -1 && PyErr_Occurred())
+            return NULL;
+        self->history[i] = (int)v;
+    }
+    if (highest == Py_None) {
+        self->has_highest = 0;
+        self->highest = 0;
+    } else {
+        self->highest = PyLong_AsUnsignedLong(highest);
+        if (PyErr_Occurred())
+            return NULL;
+        self->has_highest = 1;
+    }
+    Py_INCREF(sendto);
+    Py_XSETREF(self->sendto, sendto);
+    Py_INCREF(addr);
+    Py_XSETREF(self->addr, addr);
+    self->history_len = (int)n;
+    self->console_sid = console_sid;
+    self->bmc_sid = bmc_sid;
+    self->ahead = ahead;
+    self->behind = behind;
+    self->mask = (1ULL << (behind + 1)) - 1;
+    self->seen = seen & self->mask;
+    self->outbound = outbound;
+    self->rx_seq = rx_seq;
+    self->rx_taken = rx_taken;
+    self->rx_complete = rx_complete;
+    self->peer_flags = peer_flags;
+    self->status_flags = status_flags;
+    self->armed = 1;
+    Py_RETURN_NONE;
+}
+
+/* disarm() -> (highest, seen, outbound, rx_seq, history, rx_taken, rx_complete): the
+ * state to copy back into the Python objects; the buffer stays for `take`. */
+static PyObject *
+SolFastPath_disarm(SolFastPath *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *history, *highest;
+    int i;
+    if (!self->armed) {
+        PyErr_SetString(PyExc_RuntimeError, "the fast path is not armed");
+        return NULL;
+    }
+    history = PyTuple_New(self->history_len);
+    if (history == NULL)
+        return NULL;
+    for (i = 0; i < self->history_len; i++)
+        PyTuple_SET_ITEM(history, i, PyLong_FromLong(self->history[i]));
+    if (self->has_highest) {
+        highest = PyLong_FromUnsignedLong(self->highest);
+    } else {
+        Py_INCREF(Py_None);
+        highest = Py_None;
+    }
+    self->armed = 0;
+    Py_CLEAR(self->sendto);
+    Py_CLEAR(self->addr);
+    return Py_BuildValue("(NKkiNiO)", highest, self->seen, self->outbound, self->rx_seq,
+                         history, self->rx_taken, self->rx_complete ? Py_True : Py_False);
+}
+
+/* take() -> the characters buffered since the last take, or None if no packet was taken
+ * since then; the next packet wakes the owner again. */
+static PyObject *
+SolFastPath_take(SolFastPath *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *data;
+    if (!self->pending)
+        Py_RETURN_NONE;
+    data = PyBytes_FromStringAndSize((const char *)self->buf, self->len);
+    if (data == NULL)
+        return NULL;
+    self->len = 0;
+    self->pending = self->full = 0;
+    return data;
+}
+
+/* The window's verdict on seq (replay.ReplayWindow.check); *fwd, *back for accept. */
+static int
+window_check(SolFastPath *self, unsigned long seq, unsigned long *fwd, unsigned long *back)
+{
+    if (seq == 0)
+        return 0;
+    if (!self->has_highest)
+        return 1;
+    *fwd = (seq - self->highest) & 0xffffffffUL;
+    if (*fwd >= 1 && *fwd <= self->ahead)
+        return 1;
+    *back = (self->highest - seq) & 0xffffffffUL;
+    return *back >= 1 && *back <= self->behind && !((self->seen >> *back) & 1);
+}
+
+static int
+next_iv(SolFastPath *self, unsigned char *iv)
+{
+    if (self->iv_source != Py_None) {
+        Py_buffer view;
+        PyObject *got = PyObject_CallFunction(self->iv_source, "i", 16);
+        if (got == NULL)
+            return -1;
+        if (PyObject_GetBuffer(got, &view, PyBUF_SIMPLE) < 0) {
+            Py_DECREF(got);
+            return -1;
+        }
+        if (view.len != 16) {
+            PyBuffer_Release(&view);
+            Py_DECREF(got);
+            PyErr_SetString(PyExc_ValueError, "the IV is 16 bytes");
+            return -1;
+        }
+        memcpy(iv, view.buf, 16);
+        PyBuffer_Release(&view);
+        Py_DECREF(got);
+        return 0;
+    }
+    if (self->iv_at + 16 > IV_POOL) {
+        if (RAND_bytes(self->ivs, IV_POOL) != 1) {
+            openssl_error("RAND_bytes");
+            return -1;
+        }
+        self->iv_at = 0;
+    }
+    memcpy(iv, self->ivs + self->iv_at, 16);
+    self->iv_at += 16;
+    return 0;
+}
+
+/* receive(datagram) -> True (taken, ACKed, buffered) or False (nothing changed) */
+static PyObject *
+SolFastPath_receive(SolFastPath *self, PyObject *arg)
+{
+    const unsigned char *d, *sol;
+    unsigned char plain[SOL_MAX_PAYLOAD + 32], ack[4], iv[16];
+    Py_ssize_t n, length = 0, value = 0, plen;
+    unsigned ptype = 0;
+    unsigned long seq = 0, fwd = 0, back = 0;
+    int sol_seq, i, first, crossed;
+    PyObject *datagram, *r;
+
+    if (!self->armed || !PyBytes_Check(arg))
+        Py_RETURN_FALSE;
+    d = (const unsigned char *)PyBytes_AS_STRING(arg);
+    n = PyBytes_GET_SIZE(arg);
+    /* ClientSession.receive_datagram: RMCP+, then our session ID */
+    if (n < HEADER_LEN || d[4] != AUTH_TYPE_RMCPPLUS || le32(d + 6) != self->console_sid)
+        Py_RETURN_FALSE;
+    if (unseal_frame(self->prot, d, n, &ptype, &seq, &length, &value) != U_OK)
+        Py_RETURN_FALSE;
+    if ((ptype & PAYLOAD_TYPE_MASK) != SOL_PAYLOAD || !window_check(self, seq, &fwd, &back))
+        Py_RETURN_FALSE;
+    if (self->prot->aes) {
+        if (length - 16 > (Py_ssize_t)sizeof plain
+            || unseal_decrypt(self->prot, d + HEADER_LEN, length, plain, &plen, &value) != U_OK)
+            Py_RETURN_FALSE;
+        sol = plain;
+    } else {
+        sol = d + HEADER_LEN;
+        plen = length;
+    }
+    /* SolStream.receive_payload: a data packet, no ACK field, flags as before */
+    if (plen < 4 || plen > SOL_MAX_PAYLOAD)
+        Py_RETURN_FALSE;
+    sol_seq = sol[0] & 0x0F;
+    if (sol_seq == 0 || (sol[1] & 0x0F) != 0 || sol[3] != self->peer_flags
+        || (sol[3] & SOL_REFUSED_FLAGS) || sol_seq == self->rx_seq)
+        Py_RETURN_FALSE;
+    for (i = 0; i < self->history_len; i++) {
+        if (self->history[i] == sol_seq)
+            Py_RETURN_FALSE;
+    }
+    if (self->len + (plen - 4) > self->alloc) {
+        Py_ssize_t want = self->alloc ? self->alloc : 4096;
+        unsigned char *grown;
+        while (want < self->len + (plen - 4))
+            want *= 2;
+        grown = PyMem_Realloc(self->buf, (size_t)want);
+        if (grown == NULL)
+            return PyErr_NoMemory();
+        self->buf = grown;
+        self->alloc = want;
+    }
+    if (self->prot->aes && next_iv(self, iv) < 0)
+        return NULL;
+    /* Accepted: the window (ReplayWindow.accept) ... */
+    if (!self->has_highest) {
+        self->has_highest = 1;
+        self->highest = seq;
+        self->seen = 1;
+    } else if (fwd >= 1 && fwd <= self->ahead) {
+        self->seen = ((self->seen << fwd) | 1) & self->mask;
+        self->highest = seq;
+    } else {
+        self->seen |= 1ULL << back;
+    }
+    /* ... the stream's receive half (SolStream._handle_data) ... */
+    if (self->rx_seq) {
+        if (self->history_len == SOL_STALE_HISTORY) {
+            self->history[0] = self->history[1];
+            self->history[1] = self->history[2];
+            self->history_len--;
+        }
+        self->history[self->history_len++] = self->rx_seq;
+    }
+    self->rx_seq = sol_seq;
+    self->rx_taken = (int)(plen - 4);
+    self->rx_complete = 1;
+    memcpy(self->buf + self->len, sol + 4, (size_t)(plen - 4));
+    self->len += plen - 4;
+    self->handled++;
+    /* ... and our ACK (SolStream._pump, ClientSession._seal) */
+    ack[0] = 0;
+    ack[1] = (unsigned char)sol_seq;
+    ack[2] = (unsigned char)(plen - 4);
+    ack[3] = (unsigned char)self->status_flags;
+    self->outbound = (self->outbound + 1) & 0xffffffffUL;
+    if (self->outbound == 0)
+        self->outbound = 1;
+    datagram = seal_datagram(self->prot, SOL_PAYLOAD, self->bmc_sid, self->outbound, ack, 4,
+                             self->prot->aes ? iv : NULL);
+    if (datagram == NULL)
+        return NULL;
+    r = PyObject_CallFunctionObjArgs(self->sendto, datagram, self->addr, NULL);
+    Py_DECREF(datagram);
+    if (r == NULL)
+        return NULL;
+    Py_DECREF(r);
+    first = !self->pending;
+    crossed = !self->full && self->len >= self->cap;
+    self->pending = 1;
+    if (crossed)
+        self->full = 1;
+    if (first || crossed) {
+        r = PyObject_CallOneArg(self->wake, crossed ? Py_True : Py_False);
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+    }
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+SolFastPath_get_armed(SolFastPath *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->armed);
+}
+
+static PyObject *
+SolFastPath_get_handled(SolFastPath *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(self->handled);
+}
+
+static PyObject *
+SolFastPath_get_buffered(SolFastPath *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(self->len);
+}
+
+static PyGetSetDef SolFastPath_getset[] = {
+    {"armed", (getter)SolFastPath_get_armed, NULL, "whether receive() may take packets", NULL},
+    {"handled", (getter)SolFastPath_get_handled, NULL, "packets taken, over its life", NULL},
+    {"buffered", (getter)SolFastPath_get_buffered, NULL, "characters not yet taken", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef SolFastPath_methods[] = {
+    {"arm", (PyCFunction)SolFastPath_arm, METH_VARARGS,
+     "arm(sendto, addr, console_sid, bmc_sid, highest, seen, ahead, behind, outbound, "
+     "rx_seq, history, rx_taken, rx_complete, peer_flags, status_flags): own the state."},
+    {"disarm", (PyCFunction)SolFastPath_disarm, METH_NOARGS,
+     "disarm() -> (highest, seen, outbound, rx_seq, history, rx_taken, rx_complete)."},
+    {"receive", (PyCFunction)SolFastPath_receive, METH_O,
+     "receive(datagram) -> whether it was taken (False: nothing changed)."},
+    {"take", (PyCFunction)SolFastPath_take, METH_NOARGS,
+     "take() -> the characters buffered, or None if no packet came since the last take."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject SolFastPathType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "solgate.ipmi._speedups.SolFastPath",
+    .tp_basicsize = sizeof(SolFastPath),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "One console's SOL data datagrams, one call each (see solgate/ipmi/fastpath.py).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)SolFastPath_init,
+    .tp_dealloc = (destructor)SolFastPath_dealloc,
+    .tp_traverse = (traverseproc)SolFastPath_traverse,
+    .tp_clear = (inquiry)SolFastPath_clear,
+    .tp_methods = SolFastPath_methods,
+    .tp_getset = SolFastPath_getset,
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_speedups",
     "Compiled per-packet RMCP+ path (optional; crypto.py is the reference).", -1, NULL,
@@ -451,7 +939,7 @@ PyInit__speedups(void)
     Py_DECREF(errors);
     if (ProtocolError == NULL)
         return NULL;
-    if (PyType_Ready(&ProtectorType) < 0)
+    if (PyType_Ready(&ProtectorType) < 0 || PyType_Ready(&SolFastPathType) < 0)
         return NULL;
     m = PyModule_Create(&module);
     if (m == NULL)
@@ -459,6 +947,12 @@ PyInit__speedups(void)
     Py_INCREF(&ProtectorType);
     if (PyModule_AddObject(m, "Protector", (PyObject *)&ProtectorType) < 0) {
         Py_DECREF(&ProtectorType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&SolFastPathType);
+    if (PyModule_AddObject(m, "SolFastPath", (PyObject *)&SolFastPathType) < 0) {
+        Py_DECREF(&SolFastPathType);
         Py_DECREF(m);
         return NULL;
     }

@@ -310,6 +310,31 @@ class SolStream:
             return SolOperation(self._peer_flags)
         return SolStatus(self._peer_flags)
 
+    @property
+    def quiescent(self) -> bool:
+        """Nothing to send, owe or report: the state `fastpath.FastPath` may take over."""
+        return (not self._is_bmc and self._state is _IDLE and self._flight is None
+                and not self._pending and not self._breaks and not self._keepalive_wanted
+                and self._paused_until is None and not self._nacking
+                and self._ack_due is None and self._receive_capacity is None
+                and not self._out and not self._events)
+
+    def receive_state(self) -> tuple[int, tuple[int, ...], int, bool, int, int]:
+        """What the compiled fast path owns while armed, and the flags its ACKs need:
+        (last sequence taken, the stale history, characters taken from it, whether all
+        were, the peer's last flags, our sticky flags)."""
+        return (self._rx_seq, tuple(self._rx_history), self._rx_taken, self._rx_complete,
+                self._peer_flags, self._status_flags)
+
+    def set_receive_state(self, rx_seq: int, history: tuple[int, ...], rx_taken: int,
+                          rx_complete: bool) -> None:
+        """The receive state back from the fast path (its first four `receive_state`)."""
+        self._rx_seq = rx_seq
+        self._rx_history.clear()
+        self._rx_history.extend(history)
+        self._rx_taken = rx_taken
+        self._rx_complete = rx_complete
+
     # --- settable state ---------------------------------------------------------------
 
     @property

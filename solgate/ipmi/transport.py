@@ -62,6 +62,7 @@ from solgate.ipmi.commands import (
     SolActivation,
     SolConfiguration,
 )
+from solgate.ipmi.fastpath import FastPath
 from solgate.ipmi.session import (
     ClientSession,
     RequestTimedOut,
@@ -71,6 +72,7 @@ from solgate.ipmi.session import (
     SessionTerminated,
     SolPayloadReceived,
 )
+from solgate.ipmi.sol import SolStream
 from solgate.ipmi.target import BmcTarget
 from solgate.ipmi.udp_pool import Port, SocketPool, numeric_address
 
@@ -170,6 +172,9 @@ class IpmiClient:
         self._socket_closed: asyncio.Future[None] = self._loop.create_future()
         self._sol = sol
         self._processing = False
+        # The compiled SOL receive path while a stream runs (`attach_fast_path`); every
+        # use of the session below disarms it first (fastpath.py).
+        self.fastpath: FastPath | None = None
 
     # ------------------------------------------------------------------ life cycle
 
@@ -213,6 +218,7 @@ class IpmiClient:
 
     async def close(self) -> None:
         """Send Close Session (once, without waiting for the answer) and close the socket."""
+        self.detach_fast_path()
         if self.session.state is not SessionState.TERMINATED:
             self.session.close(self._loop.time())
             self._process()
@@ -261,6 +267,8 @@ class IpmiClient:
     def _send_request(self, netfn: int, cmd: int, data: bytes
                       ) -> tuple[int, asyncio.Future[IpmiMessage]]:
         self._check_open()
+        if self.fastpath is not None:
+            self.fastpath.disarm()
         request_id = self.session.send_request(netfn, cmd, data, self._loop.time())
         future: asyncio.Future[IpmiMessage] = self._loop.create_future()
         self._futures[request_id] = future
@@ -335,8 +343,31 @@ class IpmiClient:
 
     def send_sol(self, payload: bytes) -> None:
         self._check_open()
+        if self.fastpath is not None:
+            self.fastpath.disarm()
         self.session.send_sol(payload, self._loop.time())
         self._process()
+
+    def attach_fast_path(self, stream: SolStream, deliver: Callable[[bytes], None],
+                         **kwargs: Any) -> FastPath | None:
+        """Run `stream`'s common datagrams through the compiled path (fastpath.py), which
+        hands their characters to `deliver` in batches; None on the pure-Python path."""
+        self.detach_fast_path()
+        port = self._transport
+        if port is None or not self.session.established:
+            return None
+        fast = FastPath.create(self.session, stream, port, deliver, self._loop, **kwargs)
+        self.fastpath = fast
+        if fast is not None:
+            fast.try_arm()
+        return fast
+
+    def detach_fast_path(self) -> None:
+        """The stream is over: the state goes back to it and the buffered bytes are
+        delivered."""
+        fast, self.fastpath = self.fastpath, None
+        if fast is not None:
+            fast.close()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -349,8 +380,14 @@ class IpmiClient:
             raise LocalProtocolError("the session is not established yet")
 
     def _datagram_received(self, data: bytes) -> None:
+        """The Python path: every datagram while the fast path is disarmed, and the ones
+        it declines (it then gives its state back first)."""
+        if self.fastpath is not None:
+            self.fastpath.disarm()
         self.session.receive_datagram(data, self._loop.time())
         self._process()
+        if self.fastpath is not None:
+            self.fastpath.try_arm()
 
     def next_deadline(self) -> float | None:
         """When the session's `handle_timeout` is next due (retransmits, the handshake)."""
@@ -358,6 +395,8 @@ class IpmiClient:
 
     def handle_timeout(self, now: float) -> None:
         """Run the session's due retransmits and timeouts (the timer's owner calls it)."""
+        if self.fastpath is not None:
+            self.fastpath.disarm()
         self.session.handle_timeout(now)
         self._process()
 

@@ -20,10 +20,11 @@ import contextlib
 import logging
 import socket
 import weakref
+from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["CLIENTS_PER_SOCKET", "SOCKET_RECEIVE_BUFFER", "Port", "Receiver", "SocketPool",
-           "numeric_address"]
+__all__ = ["CLIENTS_PER_SOCKET", "SOCKET_RECEIVE_BUFFER", "FastReceiver", "Port", "Receiver",
+           "SocketPool", "numeric_address"]
 
 log = logging.getLogger("solgate.ipmi.transport")  # the name operators filter on, as before
 
@@ -34,6 +35,13 @@ class Receiver(Protocol):
     def _datagram_received(self, data: bytes) -> None: ...
 
     def _connection_lost(self) -> None: ...
+
+
+class FastReceiver(Protocol):
+    """A session's compiled SOL path while armed (`fastpath.FastPath`, C `SolFastPath`):
+    takes a datagram whole, or declines it (False) with nothing changed."""
+
+    def receive(self, data: bytes) -> bool: ...
 
 
 CLIENTS_PER_SOCKET = 64  # sessions sharing one UDP socket (pyghmi uses 64 too)
@@ -59,13 +67,20 @@ class SharedSocket(asyncio.DatagramProtocol):
         self.pool = pool
         self.family = family
         self.clients: dict[tuple[Any, ...], Receiver] = {}
+        # Armed compiled paths by address: tried first, the client gets what they decline.
+        self.fast: dict[tuple[Any, ...], FastReceiver] = {}
         self.transport: asyncio.DatagramTransport | None = None
         self.sock: socket.socket | None = None  # the same socket, read directly (asyncio)
         self.stray = 0
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        """One datagram from asyncio, then whatever else waits on the socket (bounded)."""
-        self._deliver(data, addr)
+        """One datagram from asyncio, then whatever else waits on the socket (bounded).
+
+        An armed fast path is called from here, so a SOL data datagram costs one Python
+        frame and one C call (fastpath.py)."""
+        fast = self.fast.get(addr[:2])
+        if fast is None or not fast.receive(data):
+            self._deliver(data, addr)
         sock, transport = self.sock, self.transport
         if sock is None or transport is None:
             return
@@ -82,6 +97,9 @@ class SharedSocket(asyncio.DatagramProtocol):
             self._deliver(data, addr)
 
     def _deliver(self, data: bytes, addr: Any) -> None:
+        fast = self.fast.get(addr[:2])
+        if fast is not None and fast.receive(data):
+            return
         client = self.clients.get(addr[:2])
         if client is None:
             self.stray += 1
@@ -97,6 +115,7 @@ class SharedSocket(asyncio.DatagramProtocol):
         for client in list(self.clients.values()):
             client._connection_lost()
         self.clients.clear()
+        self.fast.clear()
 
 
 class Port:
@@ -117,6 +136,20 @@ class Port:
         if transport is not None:
             transport.sendto(data, self._address)
 
+    def fast_sendto(self) -> tuple[Callable[[bytes, Any], object], Any]:
+        """The transport's own `sendto` and this port's address, for a compiled caller."""
+        transport = self._shared.transport
+        if transport is None or self._closed:
+            return _discard, self._address
+        return transport.sendto, self._address
+
+    def set_fast(self, fast: FastReceiver | None) -> None:
+        """Route this address's datagrams to `fast` first (None: to the client only)."""
+        if fast is None:
+            self._shared.fast.pop(self._key, None)
+        elif not self._closed:
+            self._shared.fast[self._key] = fast
+
     def is_closing(self) -> bool:
         transport = self._shared.transport
         return self._closed or transport is None or transport.is_closing()
@@ -126,6 +159,7 @@ class Port:
             return
         self._closed = True
         shared = self._shared
+        shared.fast.pop(self._key, None)
         if shared.clients.get(self._key) is self._client:
             del shared.clients[self._key]
         if not shared.clients:
@@ -196,6 +230,10 @@ class SocketPool:
     def forget(self, shared: SharedSocket) -> None:
         if shared in self.sockets:
             self.sockets.remove(shared)
+
+
+def _discard(data: bytes, address: Any) -> None:
+    """Where a closed port's compiled caller sends (nowhere, as `IpmiClient` would)."""
 
 
 def numeric_address(host: str, port: int) -> tuple[int, Any] | None:

@@ -1,0 +1,174 @@
+"""One compiled call per SOL data datagram, with the Python path as the reference.
+
+Theory of operation
+-------------------
+In a flood nearly every datagram from the BMC is the same case: an authentic, in-order
+SOL data packet with no ACK in it and the BMC's status bits unchanged. The Python path
+takes ~20 interpreted steps for it (session, replay window, stream, ACK, seal, socket,
+log, hub). `_speedups.SolFastPath` does that case in one C call: unseal, replay window,
+SOL receive state, the ACK sealed with the next session sequence number and handed to the
+socket's `sendto`, the characters appended to a buffer.
+
+`FastPath` ties one console's `ClientSession`, `SolStream` and C object together:
+
+* `try_arm()` hands the C object the state it then owns (the replay window, the outbound
+  counter, the stream's receive state) when the stream is quiet: established session,
+  nothing in flight or queued, no ACK owed, not paused or NACKing, no events waiting. The
+  shared socket then routes the address's datagrams to the C object first.
+* A datagram the C object declines (anything else: an ACK, changed flags, a duplicate,
+  an IPMI answer, a forgery...) leaves its state untouched; `disarm()` copies the state
+  back into the Python objects and the ordinary Python path runs on that datagram. So the
+  Python code stays the one reference for every uncommon case.
+* Every other use of the session or stream (keystrokes, a keepalive or other request,
+  the timer, close) disarms first; the owners call `disarm()` (`IpmiClient`,
+  `ConsoleWorker`).
+* Characters are delivered in batches: the first packet of a batch schedules `flush()`
+  `FLUSH_DELAY` later (at once past `FLUSH_BYTES`), which hands them to `deliver` (the
+  worker's `_on_output`: log, hub, panic detector) and sets the session's
+  `last_received`. `disarm()` flushes too, so bytes keep their order with whatever the
+  Python path delivers next. The ACK thus goes out before the bytes are logged (they
+  wait in memory for at most `FLUSH_DELAY`): one log write and one WebSocket frame per
+  batch instead of per packet (docs/benchmarks.md, "The compiled packet path").
+
+Without the compiled module (or with `SOLGATE_NATIVE=0`) `create` returns None and
+nothing here runs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from solgate.ipmi import crypto
+from solgate.ipmi.session import ClientSession
+from solgate.ipmi.sol import SolStream
+
+FLUSH_DELAY = 0.010  # seconds characters may wait in memory before log and viewers get them
+FLUSH_BYTES = 8192  # ... or until this many have gathered
+
+
+class Loop(Protocol):
+    """The parts of the event loop used here (the shell's loop; ipmi/ imports no asyncio)."""
+
+    def time(self) -> float: ...
+
+    def call_soon(self, callback: Callable[[], object]) -> Any: ...
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> Any: ...
+
+
+class FastRoute(Protocol):
+    """The session's share of the socket (`udp_pool.Port`): where the C object sends and
+    how the socket is told to route datagrams to it."""
+
+    def fast_sendto(self) -> tuple[Callable[[bytes, Any], object], Any]: ...
+
+    def set_fast(self, fast: Any) -> None: ...
+
+
+def available() -> bool:
+    """Whether the compiled fast path can run (built, and not turned off)."""
+    return crypto.NATIVE and crypto._native is not None \
+        and hasattr(crypto._native, "SolFastPath")
+
+
+class FastPath:
+    """The armed/disarmed state of one console's compiled SOL receive path."""
+
+    __slots__ = ("_session", "_stream", "_route", "_deliver", "_loop", "_delay", "_c",
+                 "_timer", "armed")
+
+    def __init__(self, session: ClientSession, stream: SolStream, route: FastRoute,
+                 deliver: Callable[[bytes], None], loop: Loop, *,
+                 delay: float = FLUSH_DELAY, cap: int = FLUSH_BYTES) -> None:
+        protector = session._protector  # noqa: SLF001 - the session's own keys
+        if protector is None or protector._native is None:  # noqa: SLF001
+            raise ValueError("the fast path needs an established session on the compiled "
+                             "packet path")
+        self._session = session
+        self._stream = stream
+        self._route = route
+        self._deliver = deliver
+        self._loop = loop
+        self._delay = delay
+        # The IV source: os.urandom means "any CSPRNG" (the C side draws from OpenSSL);
+        # any other (tests) is called as the Python path would, one 16-byte IV per ACK.
+        rnd = protector._random  # noqa: SLF001
+        iv_source = None if rnd is os.urandom else rnd
+        self._c: Any = crypto._native.SolFastPath(  # noqa: SLF001
+            protector._native, iv_source, self._wake, cap)  # noqa: SLF001
+        self._timer: Any = None
+        self.armed = False
+
+    @classmethod
+    def create(cls, session: ClientSession, stream: SolStream, route: FastRoute,
+               deliver: Callable[[bytes], None], loop: Loop, **kwargs: Any
+               ) -> FastPath | None:
+        """A fast path for this session and stream, or None on the pure-Python path."""
+        protector = session._protector  # noqa: SLF001
+        if not available() or protector is None or protector._native is None:  # noqa: SLF001
+            return None
+        return cls(session, stream, route, deliver, loop, **kwargs)
+
+    @property
+    def handled(self) -> int:
+        """SOL data packets taken by the compiled path over this object's life."""
+        return int(self._c.handled)
+
+    def try_arm(self) -> bool:
+        """Hand the hot state to the C object if the stream is quiet; whether it is armed."""
+        if self.armed:
+            return True
+        session, stream = self._session, self._stream
+        if not (session.established and not session._out  # noqa: SLF001
+                and not session._events and stream.quiescent):  # noqa: SLF001
+            return False
+        window, outbound = session._window, session._outbound  # noqa: SLF001
+        if window.ahead > 63 or window.behind > 62:
+            return False
+        sendto, addr = self._route.fast_sendto()
+        self._c.arm(sendto, addr, session.console_session_id, session.bmc_session_id,
+                    window.highest, window._seen, window.ahead,  # noqa: SLF001
+                    window.behind, outbound.value, *stream.receive_state())
+        self._route.set_fast(self._c)
+        self.armed = True
+        return True
+
+    def disarm(self) -> None:
+        """Give the state back to the Python objects and deliver what is buffered (while
+        disarmed nothing is: every disarm flushed)."""
+        if not self.armed:
+            return
+        self.armed = False
+        self._route.set_fast(None)
+        highest, seen, outbound, *rx = self._c.disarm()
+        window = self._session._window  # noqa: SLF001
+        window.highest, window._seen = highest, seen  # noqa: SLF001
+        self._session._outbound.value = outbound  # noqa: SLF001
+        self._stream.set_receive_state(*rx)
+        self.flush()
+
+    def flush(self) -> None:
+        """Hand the buffered characters to `deliver` (a batch's timer, a disarm)."""
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        data = self._c.take()
+        if data is None:
+            return
+        self._session.last_received = self._loop.time()
+        if data:
+            self._deliver(data)
+
+    def close(self) -> None:
+        """The stream is over: disarm and deliver the rest."""
+        self.disarm()
+        self.flush()
+
+    def _wake(self, full: bool) -> None:
+        """From the C object: a batch began (`full` False) or passed `FLUSH_BYTES`."""
+        if full or self._delay <= 0:
+            self._loop.call_soon(self.flush)
+        elif self._timer is None:
+            self._timer = self._loop.call_later(self._delay, self.flush)
