@@ -40,15 +40,26 @@ from solgate.sim.host import SimHost  # noqa: E402
 
 
 class _CountingPort:
-    """Stands in for the session's share of the UDP socket: counts what would be sent."""
+    """Stands in for the session's share of the UDP socket: counts what would be sent.
+    The compiled fast path sends through `fast_sendto` and is routed by the real port."""
 
-    def __init__(self) -> None:
+    def __init__(self, real: Any) -> None:
         self.sent = 0
         self.bytes = 0
+        self._real = real
 
     def sendto(self, data: bytes) -> None:
         self.sent += 1
         self.bytes += len(data)
+
+    def fast_sendto(self) -> tuple[Any, Any]:
+        return self._sendto_addr, None
+
+    def _sendto_addr(self, data: bytes, addr: Any) -> None:
+        self.sendto(data)
+
+    def set_fast(self, fast: Any) -> None:
+        self._real.set_fast(fast)
 
     def is_closing(self) -> bool:
         return False
@@ -111,20 +122,24 @@ async def _run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         session = client.session
         protector = session._protector  # noqa: SLF001
         assert protector is not None
+        stream = worker._stream  # noqa: SLF001
+        assert stream is not None
+        fast = client.fastpath is not None
+        client.detach_fast_path()  # the state below is read from the Python objects
         real_port = client._transport  # noqa: SLF001
         shared, addr = real_port._shared, real_port._address  # type: ignore[union-attr]  # noqa: SLF001
-        counting = _CountingPort()
+        counting = _CountingPort(real_port)
         client._transport = counting  # type: ignore[assignment]  # noqa: SLF001
         sink = _Sink()
         attachment = worker.hub.attach("bench", can_write=False)
         attachment.set_sink(sink)
         reader = asyncio.get_running_loop().create_task(_drain(attachment))
         await asyncio.sleep(0.05)
-        stream = worker._stream  # noqa: SLF001
-        assert stream is not None
         window = session._window  # noqa: SLF001
         seq = (window.highest or 0) + 1
         sol_seq = stream._rx_seq  # noqa: SLF001
+        if fast:  # armed again, now sending through the counting port
+            client.attach_fast_path(stream, worker._on_output)  # noqa: SLF001
         chunks = _text(args.chars, args.packets)
         rounds: list[float] = []
         logged0 = worker.log.bytes_written
@@ -151,8 +166,10 @@ async def _run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         total = args.chars * args.packets * args.rounds
         logged = worker.log.bytes_written - logged0
         reader.cancel()
+        fast_path = client.fastpath
         return {"us_per_datagram": rounds, "logged": logged, "expected": total,
-                "viewer": sink.bytes, "packet_path": crypto.packet_path()}
+                "viewer": sink.bytes, "packet_path": crypto.packet_path(),
+                "fast_path_packets": fast_path.handled if fast_path is not None else 0}
     finally:
         await manager.stop()
         await fleet.stop()
@@ -177,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(_run(args, Path(tmp)))
     us = result["us_per_datagram"]
     print(f"one SOL datagram, {args.chars} characters, suite {args.suite}, "
-          f"packet path {result['packet_path']}")
+          f"packet path {result['packet_path']}, "
+          f"{result['fast_path_packets']} through the compiled fast path")
     print_table(["median us", "min us", "rounds", "logged ok", "viewer ok"],
                 [[round(statistics.median(us), 2), round(min(us), 2), len(us),
                   result["logged"] >= result["expected"], result["viewer"] >= result["expected"]]])

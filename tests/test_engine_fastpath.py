@@ -75,6 +75,7 @@ async def test_a_flood_through_the_fast_path_reaches_log_and_viewer_and_typing_w
                 if fast is not None:
                     # most of the flood's ~4,000 packets were taken in C
                     assert fast.handled > size // 255 // 2, fast.handled
+                    assert worker.sol_counters()["fast_path_packets"] == fast.handled
 
                 # Typing while a flood runs: Ctrl-C stops it, then a command is answered.
                 before = fast.handled if fast is not None else 0

@@ -288,7 +288,7 @@ def require_native() -> None:
 
 @needs_native
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(suite=st.sampled_from(SUITES), operations=ops, delay=st.sampled_from([0.0, 0.01]),
+@given(suite=st.sampled_from(SUITES), operations=ops, delay=st.sampled_from([0.0, 0.01, 0.05]),
        sticky=st.sampled_from([0, 0x01, 0x0C, 0x20]), wrap=st.booleans())
 def test_the_fast_path_does_what_the_python_path_does(suite, operations, delay, sticky, wrap):
     require_native()

@@ -28,9 +28,21 @@ published to the hub (`Hub.publish`), which writes it to each viewer; the panic
 detector gets it `PANIC_BATCH` bytes at a time (what waits, on the manager's next
 tick). A keystroke goes back: viewer -> `Hub.keyboard` -> `send_input` here (the hub was
 built with this worker as its `HubConsole`) -> `SolStream` -> `IpmiClient.send_sol`.
-The stream's ACK for a packet is handed to the socket only after the byte is logged and
-published, so a byte is acknowledged to the BMC only once it sits in solgate's own
-buffers; if the loop stalls, the BMC retransmits. A stream
+On that Python path the stream's ACK is handed to the socket only after the byte is
+logged and published. The common datagram of a flood (an in-order data packet, nothing
+else in it) takes the compiled fast path instead (`ipmi/fastpath.py`, armed by
+`_serve` through `IpmiClient.attach_fast_path` while the stream is quiet): the shared
+socket hands it to one C call that checks, decrypts, ACKs and buffers it, and the
+buffered bytes come to `_on_output` in batches: on the loop's next turn after a quiet
+spell (an echo), else within `fastpath.FLUSH_DELAY` (50 ms; sooner past 8 KiB). So
+there the ACK goes out before the bytes are logged: in a flood they sit in solgate's
+memory for up to 50 ms, and a crash in that window loses them (the BMC will not resend
+what was ACKed). The price buys one log write, one panic-detector feed and one
+WebSocket frame per batch instead of per packet (docs/benchmarks.md, "The compiled
+packet path"). Anything uncommon (an ACK of our keystrokes, changed status bits, a
+retransmission, an IPMI answer) disarms the fast path, whose buffered bytes are
+delivered first, and runs the Python path; so do keystrokes, breaks and the timer here,
+before they touch the stream. A stream
 that stalls, a BMC that deactivates SOL, or a session that terminates ends the activation
 (`ConsoleLifecycle.ended`); the core logs "SOL down" with the reason and reconnects after
 a backoff with jitter. Every state has the time it was entered and the last error in
@@ -200,7 +212,11 @@ class ConsoleWorker:
     def sol_counters(self) -> dict[str, int]:
         """`SolStream.counters` summed over this worker's life, the live activation included."""
         stream = self._stream
-        return _summed(self.sol_totals, stream.counters if stream is not None else {})
+        live = dict(stream.counters) if stream is not None else {}
+        client = self._client
+        if client is not None and client.fastpath is not None:  # a count the C side keeps
+            live["fast_path_packets"] = client.fastpath.handled
+        return _summed(self.sol_totals, live)
 
     def datagram_drops(self) -> dict[str, int]:
         """Datagrams the session layer dropped, by reason, over this worker's life."""
@@ -431,7 +447,8 @@ class ConsoleWorker:
         if asking is not None:
             asking.cancel()
         for client in (self._client, self._session):
-            if client is not None:
+            if client is not None and client.fastpath is not None:
+                _add_into(self.sol_totals, {"fast_path_packets": client.fastpath.handled})
                 client.detach_fast_path()  # its buffered bytes first, then the counts
         stream, self._stream = self._stream, None
         if stream is None:

@@ -12,9 +12,12 @@
  *
  * Cryptography is OpenSSL's libcrypto (EVP), the same library `cryptography` wraps; only
  * the framing is written here. HMAC keeps two digest contexts keyed with K1 ^ ipad and
- * K1 ^ opad (RFC 2104) and copies them per message, as crypto.py does. Nothing here holds
- * state between packets except those keyed contexts, so the session layer (replay window,
- * sequence numbers) stays in Python.
+ * K1 ^ opad (RFC 2104) and copies them per message, as crypto.py does.
+ *
+ * `SolFastPath` (second half of this file) builds on the same code: while armed it owns
+ * one console's replay window, outbound sequence number and SOL receive state, and takes
+ * the common SOL data datagram in one call (solgate/ipmi/fastpath.py says when it is
+ * armed; tests/test_fastpath.py runs it against the Python path on the same datagrams).
  *
  * If this file cannot be built (no compiler, no libssl-dev), setup.py skips it and
  * crypto.py runs alone; `solgate serve` says which path runs on its ready line.

@@ -14,6 +14,11 @@ sends what the core queued and turns its events into results:
 * `SessionTerminated` fails every pending future with its error (or `SessionClosedError`),
   resolves `terminated`, and closes the socket.
 
+While a console's SOL stream is quiet, its common data datagrams skip all of this: the
+shared socket hands them to the compiled fast path (`fastpath.py`, attached by the
+worker with `attach_fast_path`), and this shell disarms it before anything else touches
+the session: a datagram it declines, a request, a SOL send, a timeout, close.
+
 Sockets are shared (`udp_pool.py`): up to `CLIENTS_PER_SOCKET` sessions (to different BMC
 addresses) use one unconnected UDP socket, and its datagrams are routed by source address;
 anything from an address with no session is dropped. Thousands of consoles then need a

@@ -40,6 +40,8 @@ SOL_COUNTERS = {
     "nacks_received": "SOL packets the BMC refused (NACK).",
     "overruns": "BMC packets flagged 'transmit overrun': the BMC lost host output.",
     "malformed": "SOL payloads that did not decode (dropped).",
+    "fast_path_packets": "SOL data packets taken whole by the compiled fast path "
+                         "(ipmi/fastpath.py); 0 on the pure-Python path.",
 }
 
 # The numbers of the scrape under way: read on the event loop, formatted in a thread.
