@@ -379,3 +379,87 @@ def test_known_answer_one_datagram_in_one_ack_out():
     assert c.take() is None
     assert c.disarm() == (42, 3, 8, 5, (2, 3, 4), 3, True)
     assert c.receive(datagram) is False  # disarmed: nothing is taken
+
+
+# --- when batches are delivered ------------------------------------------------------------
+
+
+class _Handle:
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class _Loop:
+    """The loop calls `FastPath` makes, recorded; time moves only when the test says."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.soon: list[Any] = []
+        self.later: list[tuple[float, Any, _Handle]] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_soon(self, callback: Any) -> _Handle:
+        self.soon.append(callback)
+        return _Handle()
+
+    def call_later(self, delay: float, callback: Any) -> _Handle:
+        handle = _Handle()
+        self.later.append((delay, callback, handle))
+        return handle
+
+
+class _Route:
+    def __init__(self) -> None:
+        self.fast: Any = None
+        self.sent: list[bytes] = []
+
+    def fast_sendto(self) -> tuple[Any, Any]:
+        return lambda data, addr: self.sent.append(data), ADDR
+
+    def set_fast(self, fast: Any) -> None:
+        self.fast = fast
+
+
+def test_an_echo_is_delivered_at_once_and_a_flood_in_batches():
+    require_native()
+    was, crypto.NATIVE = crypto.NATIVE, True
+    try:
+        session, scripted, _ = establish(ScriptedBmc(suites=frozenset({17})),
+                                         cipher_suites=(17,))
+    finally:
+        crypto.NATIVE = was
+    bmc = Bmc(scripted)
+    loop, route, delivered = _Loop(), _Route(), []
+    fp = fastpath.FastPath(session, SolStream("console"), route, delivered.append, loop,
+                           delay=0.05)
+    assert fp.try_arm()
+    assert route.fast.receive(bmc.data(b"e"))  # the first batch after arming: an echo
+    assert len(loop.soon) == 1
+    assert not loop.later
+    loop.soon.pop()()
+    assert delivered == [b"e"]
+    loop.now += 0.01  # output goes on: held 50 ms, one wake-up for the batch
+    assert route.fast.receive(bmc.data(b"f1"))
+    assert route.fast.receive(bmc.data(b"f2"))
+    assert not loop.soon
+    [(delay, flush, handle)] = loop.later
+    assert delay == 0.05
+    flush()
+    assert delivered == [b"e", b"f1f2"]
+    assert session.last_received == loop.now
+    loop.now += 1.0  # after a quiet spell: at once again
+    assert route.fast.receive(bmc.data(b"q"))
+    assert len(loop.soon) == 1
+    loop.soon.clear()
+    for _ in range(33):  # past FLUSH_BYTES: at once
+        assert route.fast.receive(bmc.data(b"r" * 250))
+    assert len(loop.soon) == 1
+    fp.disarm()  # delivers what waits, before the Python path runs
+    assert delivered == [b"e", b"f1f2", b"q" + b"r" * 250 * 33]
+    assert route.fast is None
+    assert len(route.sent) == 4 + 33  # one ACK each

@@ -24,9 +24,10 @@ socket's `sendto`, the characters appended to a buffer.
   `ConsoleWorker`).
 * Characters are delivered in batches by `flush()`, which hands them to `deliver` (the
   worker's `_on_output`: log, hub, panic detector) and sets the session's
-  `last_received`. A batch that begins after a quiet spell (the echo of a keystroke) is
-  flushed on the loop's next turn; one that begins within `FLUSH_DELAY` of the last
-  flush (a flood) waits `FLUSH_DELAY`, or less once `FLUSH_BYTES` have gathered.
+  `last_received`. The first batch after arming (typing disarms, so this is where a
+  keystroke's echo lands) and one that begins after a quiet spell are flushed on the
+  loop's next turn; one that begins within `FLUSH_DELAY` of the last flush (a flood)
+  waits `FLUSH_DELAY`, or less once `FLUSH_BYTES` have gathered.
   `disarm()` flushes too, so bytes keep their order with whatever the Python path
   delivers next. The ACK thus goes out before the bytes are logged: in a flood they
   wait in memory for up to 50 ms (at 115200 baud ~600 characters), and a crash then
@@ -143,6 +144,9 @@ class FastPath:
                     window.behind, outbound.value, *stream.receive_state())
         self._route.set_fast(self._c)
         self.armed = True
+        # The first batch after arming is delivered at once: it is often the echo of a
+        # keystroke (typing disarms; the ACK of the keystroke, on the Python path, re-arms).
+        self._delivered_at = float("-inf")
         return True
 
     def disarm(self) -> None:
@@ -182,9 +186,10 @@ class FastPath:
     def _wake(self, full: bool) -> None:
         """From the C object: a batch began (`full` False) or passed `FLUSH_BYTES`.
 
-        A batch that begins after a quiet spell (nothing delivered for `delay`), such as
-        the echo of a keystroke, is delivered on the loop's next turn; one that follows
-        a delivery closely, as in a flood, waits `delay` and gathers what comes."""
+        The first batch after arming (the echo of a keystroke) and one that begins after
+        a quiet spell (nothing delivered for `delay`) are delivered on the loop's next
+        turn; one that follows a delivery closely, as in a flood, waits `delay` and
+        gathers what comes."""
         if self._timer is not None:
             if full:
                 self._loop.call_soon(self.flush)
