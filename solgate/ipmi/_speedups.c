@@ -520,7 +520,7 @@ static PyTypeObject ProtectorType = {
 #define SOL_MAX_PAYLOAD (4 + 255)
 #define SOL_STALE_HISTORY 3
 #define SOL_REFUSED_FLAGS 0x4C /* NACK, transmit overrun, break detected: the Python path */
-#define IV_POOL 4096
+#define IV_POOL 256 /* 16 IVs per RAND_bytes call; small, as there is one per console */
 
 typedef struct {
     PyObject_HEAD
@@ -702,10 +702,13 @@ SolFastPath_take(SolFastPath *self, PyObject *Py_UNUSED(ignored))
     PyObject *data;
     if (!self->pending)
         Py_RETURN_NONE;
-    data = PyBytes_FromStringAndSize((const char *)self->buf, self->len);
+    data = PyBytes_FromStringAndSize(self->len ? (const char *)self->buf : "", self->len);
     if (data == NULL)
         return NULL;
-    self->len = 0;
+    /* The buffer goes with the batch: an idle console keeps none (thousands of them). */
+    PyMem_Free(self->buf);
+    self->buf = NULL;
+    self->alloc = self->len = 0;
     self->pending = self->full = 0;
     return data;
 }
@@ -804,7 +807,7 @@ SolFastPath_receive(SolFastPath *self, PyObject *arg)
             Py_RETURN_FALSE;
     }
     if (self->len + (plen - 4) > self->alloc) {
-        Py_ssize_t want = self->alloc ? self->alloc : 4096;
+        Py_ssize_t want = self->alloc ? self->alloc : 1024;
         unsigned char *grown;
         while (want < self->len + (plen - 4))
             want *= 2;
@@ -839,8 +842,10 @@ SolFastPath_receive(SolFastPath *self, PyObject *arg)
     self->rx_seq = sol_seq;
     self->rx_taken = (int)(plen - 4);
     self->rx_complete = 1;
-    memcpy(self->buf + self->len, sol + 4, (size_t)(plen - 4));
-    self->len += plen - 4;
+    if (plen > 4) {
+        memcpy(self->buf + self->len, sol + 4, (size_t)(plen - 4));
+        self->len += plen - 4;
+    }
     self->handled++;
     /* ... and our ACK (SolStream._pump, ClientSession._seal) */
     ack[0] = 0;
