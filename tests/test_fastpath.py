@@ -20,8 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from solgate.ipmi import crypto, fastpath
-from solgate.ipmi.codec import PayloadType
+from solgate.ipmi import commands, crypto, fastpath
+from solgate.ipmi.codec import IpmiMessage, PayloadType
 from solgate.ipmi.crypto import CIPHER_SUITES, PacketProtector
 from solgate.ipmi.replay import MOD
 from solgate.ipmi.sol import DataReceived, SolStream
@@ -150,6 +150,8 @@ ops = st.lists(st.one_of(
     st.tuples(st.just("yield"), st.none()),
     st.tuples(st.just("tick"), st.none()),
     st.tuples(st.just("flood"), st.integers(1, 30)),
+    st.tuples(st.just("request"), st.none()),
+    st.tuples(st.just("answer"), st.sampled_from([b"\x00", b"\xc0", b"\xcf"])),
 ), max_size=60)
 
 
@@ -179,6 +181,7 @@ async def run(suite: int, operations: list[tuple[str, Any]], fast: bool,
         assert fp is not None
         assert fp.armed
     feed = shared.datagram_received
+    answers: list[Any] = []
     for kind, arg in operations:
         if kind == "data":
             feed(bmc.data(arg), ADDR)
@@ -236,6 +239,12 @@ async def run(suite: int, operations: list[tuple[str, Any]], fast: bool,
                  ADDR)
         elif kind == "type":
             console.type(arg)
+        elif kind == "request":  # a keepalive's question, sent while the stream runs
+            answers.append(client.send_request(commands.get_device_id()))
+        elif kind == "answer" and session._pending:  # noqa: SLF001
+            p = session._pending[max(session._pending)]  # noqa: SLF001
+            request = IpmiMessage(p.netfn, p.cmd, p.rq_seq, p.data)
+            feed(bmc.seal(ScriptedBmc.response(request, arg), ptype=PayloadType.IPMI), ADDR)
         elif kind == "yield":
             await asyncio.sleep(0)
         elif kind == "tick":
@@ -257,6 +266,9 @@ async def run(suite: int, operations: list[tuple[str, Any]], fast: bool,
         "window": (session._window.highest, session._window._seen),  # noqa: SLF001
         "outbound": session._outbound.value,  # noqa: SLF001
         "last_received": session.last_received is not None,
+        "answers": [(a.done(), a.result().data if a.done() and not a.exception() else None)
+                    for a in answers],
+        "pending": sorted(session._pending),  # noqa: SLF001
         "handled": handled,
     }
 
@@ -287,7 +299,7 @@ def require_native() -> None:
 
 
 @needs_native
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(suite=st.sampled_from(SUITES), operations=ops, delay=st.sampled_from([0.0, 0.01, 0.05]),
        sticky=st.sampled_from([0, 0x01, 0x0C, 0x20]), wrap=st.booleans())
 def test_the_fast_path_does_what_the_python_path_does(suite, operations, delay, sticky, wrap):
