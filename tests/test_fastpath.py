@@ -475,3 +475,231 @@ def test_an_echo_is_delivered_at_once_and_a_flood_in_batches():
     assert delivered == [b"e", b"f1f2", b"q" + b"r" * 250 * 33]
     assert route.fast is None
     assert len(route.sent) == 4 + 33  # one ACK each
+
+
+# --- failures and misuse: nothing is hidden, nothing crashes ---------------------------------
+
+
+class _FlakyTransport(_Transport):
+    """Its first `failures` sends raise, as asyncio's transport does once it is closed."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def sendto(self, data: bytes, addr: Any) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise AttributeError("'NoneType' object has no attribute 'call_exception_handler'")
+        super().sendto(data, addr)
+
+
+class _Sock:
+    """What else waits on the socket in the same wake-up."""
+
+    def __init__(self, datagrams: list[bytes]) -> None:
+        self.datagrams = datagrams
+
+    def recvfrom(self, size: int) -> tuple[bytes, Any]:
+        if not self.datagrams:
+            raise BlockingIOError
+        return self.datagrams.pop(0), ADDR
+
+
+@pytest.mark.parametrize("suite", [3, 17])
+def test_a_failed_ack_send_still_delivers_the_bytes_in_order(suite):
+    """The packet is taken whether or not its ACK could be sent (a lost ACK: the BMC
+    resends), so its characters come out before what the Python path delivers next, and
+    the rest of the socket's wake-up is read."""
+    require_native()
+
+    async def main() -> tuple[list[Any], int, list[bytes]]:
+        was, crypto.NATIVE = crypto.NATIVE, True
+        try:
+            session, scripted, _ = establish(ScriptedBmc(suites=frozenset({suite})),
+                                             cipher_suites=(suite,))
+        finally:
+            crypto.NATIVE = was
+        bmc = Bmc(scripted)
+        stream = SolStream("console", max_chars=64)
+        client = IpmiClient(session.target)
+        client.session = session
+        console = Console(client, stream)
+        client._sol = console  # noqa: SLF001
+        shared = SharedSocket(None, socket.AF_INET)  # type: ignore[arg-type]
+        transport = _FlakyTransport(failures=2)
+        shared.transport = transport  # type: ignore[assignment]
+        client._transport = Port(shared, ADDR, client)  # noqa: SLF001
+        fp = client.attach_fast_path(stream, console.deliver, delay=0.05)
+        assert fp is not None
+        assert fp.armed
+        first = bmc.data(b"one")
+        rest = [bmc.data(b"two"), bmc.data(b"three")]
+        bmc.flags = 0x20  # the fast path declines this one: the Python path runs on it
+        rest.append(bmc.data(b"py"))
+        shared.sock = _Sock(rest)  # type: ignore[assignment]
+        shared.datagram_received(first, ADDR)
+        handled, failures = fp.handled, fp.ack_failures
+        assert (handled, failures) == (3, 2)
+        client.detach_fast_path()
+        await asyncio.sleep(0)
+        return console.timeline, failures, transport.sent
+
+    timeline, failures, sent = asyncio.run(main())
+    # the fast path's characters first, then the Python path's event and characters
+    assert timeline[0] == b"onetwothree"
+    assert [x for x in timeline if isinstance(x, bytes)] == [b"onetwothree", b"py"]
+    assert len(sent) == 2  # the ACKs of "three" and "py"
+
+
+def _armed(iv_source: Any = None, sendto: Any = None) -> tuple[Any, PacketProtector, list[Any]]:
+    """A bare C object armed as in the known-answer test, and the BMC's protector."""
+    suite = CIPHER_SUITES[17]
+    bmc_side = PacketProtector(suite, K1, K2, random=lambda n: bytes(16), native=False)
+    ours = PacketProtector(suite, K1, K2, random=lambda n: IV, native=True)
+    sent: list[Any] = []
+    c = crypto._native.SolFastPath(ours._native, iv_source or ours._random,  # noqa: SLF001
+                                   lambda full: None, 8192)
+    c.arm(sendto or (lambda d, a: sent.append(d)), ADDR, 0x11223344, 0x55667788, 41, 1, 32,
+          16, 7, 4, (1, 2, 3), 1, True, 0, 0)
+    return c, bmc_side, sent
+
+
+ARMED_STATE = (41, 1, 7, 4, (1, 2, 3), 1, True)
+
+
+def test_an_iv_source_that_disarms_and_rearms_makes_receive_decline():
+    """A call out to Python (the tests' IV source) may move the state: the packet is then
+    declined, with the state left as the call left it."""
+    require_native()
+    c: Any = None
+
+    def iv_source(n: int) -> bytes:
+        state = c.disarm()
+        c.arm(lambda d, a: None, ADDR, 0x11223344, 0x55667788, 100, 1, 32, 16, 70, 9, (),
+              0, True, 0, 0)
+        assert state == ARMED_STATE
+        return IV
+
+    c, bmc_side, sent = _armed(iv_source=iv_source)
+    datagram = bmc_side.seal(PayloadType.SOL, 0x11223344, 42, b"\x05\x00\x00\x00abc")
+    assert c.receive(datagram) is False
+    assert c.take() is None
+    assert c.disarm() == (100, 1, 70, 9, (), 0, True)
+    assert not sent
+
+
+@pytest.mark.parametrize("args", [
+    {"highest": 0}, {"highest": 1 << 32}, {"highest": -1}, {"history": (0,)},
+    {"history": (16,)}, {"history": (1, 2, 3, 4)}, {"rx_seq": 16}, {"rx_taken": -1},
+    {"ahead": 64}, {"behind": 63}, {"outbound": 1 << 32}, {"peer_flags": 256},
+])
+def test_arm_refuses_bad_state_and_stays_disarmed(args):
+    require_native()
+    ours = PacketProtector(CIPHER_SUITES[17], K1, K2, random=lambda n: IV, native=True)
+    c = crypto._native.SolFastPath(ours._native, None, lambda full: None, 8192)  # noqa: SLF001
+    state = {"highest": 41, "seen": 1, "ahead": 32, "behind": 16, "outbound": 7, "rx_seq": 4,
+             "history": (1, 2, 3), "rx_taken": 1, "rx_complete": True, "peer_flags": 0,
+             "status_flags": 0, **args}
+    with pytest.raises((ValueError, OverflowError)):
+        c.arm(lambda d, a: None, ADDR, 1, 2, state["highest"], state["seen"], state["ahead"],
+              state["behind"], state["outbound"], state["rx_seq"], state["history"],
+              state["rx_taken"], state["rx_complete"], state["peer_flags"],
+              state["status_flags"])
+    assert not c.armed
+    with pytest.raises(RuntimeError):
+        c.disarm()
+
+
+def test_arm_while_armed_is_refused_and_the_state_kept():
+    require_native()
+    c, _, _ = _armed()
+    with pytest.raises(RuntimeError, match="armed already"):
+        c.arm(lambda d, a: None, ADDR, 1, 2, 99, 1, 32, 16, 7, 5, (9,), 0, True, 0, 0)
+    assert c.armed
+    assert c.disarm() == ARMED_STATE
+
+
+def test_the_c_objects_are_initialised_once():
+    """Keys and callbacks are set once: a second __init__ would mix two sessions' keys."""
+    require_native()
+    ours = PacketProtector(CIPHER_SUITES[17], K1, K2, random=lambda n: IV, native=True)
+    native = ours._native  # noqa: SLF001
+    with pytest.raises(RuntimeError, match="initialised once"):
+        native.__init__(None, 0, b"", None)
+    with pytest.raises(RuntimeError, match="initialised once"):
+        native.__init__("sha256", 16, K1, b"short")
+    bmc_side = PacketProtector(CIPHER_SUITES[17], K1, K2, random=lambda n: IV, native=False)
+    wire = bmc_side.seal(PayloadType.SOL, 1, 2, b"abc")
+    assert native.unseal(wire) == (PayloadType.SOL, 2, b"abc")  # the keys it had
+    c, _, _ = _armed()
+    with pytest.raises(RuntimeError, match="initialised once"):
+        c.__init__(native, None, lambda full: None, 10)
+    assert c.disarm() == ARMED_STATE
+
+
+def test_seal_reports_the_first_bad_argument():
+    """Each number is checked as it is read (no call with an exception already set)."""
+    require_native()
+    native = PacketProtector(CIPHER_SUITES[17], K1, K2, random=lambda n: IV,
+                             native=True)._native  # noqa: SLF001
+    with pytest.raises(OverflowError):
+        native.seal(-1, "x", 1, b"", IV)
+    with pytest.raises(TypeError):
+        native.seal(1, "x", -1, b"", IV)
+    with pytest.raises(OverflowError):
+        native.seal(1, 2, -1, b"", IV)
+
+
+MISUSE = r"""
+import gc
+from solgate.ipmi import crypto
+from solgate.ipmi.crypto import CIPHER_SUITES, PacketProtector
+K1, K2, IV = bytes(range(1, 33)), bytes(range(101, 133)), bytes(range(0xA0, 0xB0))
+ADDR = ("127.0.0.1", 623)
+bmc = PacketProtector(CIPHER_SUITES[17], K1, K2, random=lambda n: bytes(16), native=False)
+ours = PacketProtector(CIPHER_SUITES[17], K1, K2, random=lambda n: IV, native=True)
+def dg(q, seq, chars=b"abc"):
+    return bmc.seal(1, 0x11223344, seq, bytes((q, 0, 0, 0)) + chars)
+def arm(c, sendto):
+    c.arm(sendto, ADDR, 0x11223344, 0x55667788, 41, 1, 32, 16, 7, 4, (1, 2, 3), 1, True, 0, 0)
+T = crypto._native.SolFastPath
+# never initialised: refuses to arm, declines, holds nothing
+c = T.__new__(T)
+try:
+    arm(c, lambda d, a: None)
+    print("armed without init")
+except RuntimeError:
+    pass
+assert c.receive(dg(5, 42)) is False and c.take() is None and not c.armed
+# an IV source that takes the batch while a packet is being received
+c = None
+def iv_source(n):
+    c.take()
+    return IV
+c = T(ours._native, iv_source, lambda full: None, 8192)
+arm(c, lambda d, a: None)
+assert c.receive(dg(5, 42, b"")) is True
+assert c.receive(dg(6, 43, b"xyz")) is True
+assert c.take() == b"xyz"
+# a sendto that disarms and drops the only references to itself and the address
+c = T(ours._native, None, lambda full: None, 8192)
+class Sendto:
+    def __call__(self, d, a):
+        c.disarm()
+        gc.collect()
+arm(c, Sendto())
+assert c.receive(dg(5, 42)) is True and not c.armed and c.take() == b"abc"
+print("ok")
+"""
+
+
+def test_misuse_raises_or_declines_instead_of_crashing():
+    """In a child process, so a crash fails this test instead of ending the run."""
+    require_native()
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", MISUSE], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr[-2000:]

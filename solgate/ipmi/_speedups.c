@@ -52,6 +52,7 @@ typedef struct {
     int aes;              /* 1: AES-CBC-128 confidentiality */
     EVP_CIPHER_CTX *enc;
     EVP_CIPHER_CTX *dec;
+    int initialized;      /* __init__ ran: a second one is refused (keys are set once) */
 } Protector;
 
 static PyObject *
@@ -85,6 +86,13 @@ Protector_init(Protector *self, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "ziy*z*", kwlist, &digest, &mac_len, &k1,
                                      &aes_key))
         return -1;
+    /* Keys are set once: a second __init__ would leak the contexts, keep old keys where
+     * the new ones are None, or leave a mix of old and new after a failure. */
+    if (self->initialized) {
+        PyErr_SetString(PyExc_RuntimeError, "a Protector is initialised once");
+        goto done;
+    }
+    self->initialized = 1;
     if (digest != NULL) {
         const EVP_MD *md = EVP_get_digestbyname(digest);
         unsigned char key[MAX_BLOCK], pad[MAX_BLOCK];
@@ -450,10 +458,15 @@ Protector_seal(Protector *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "seal() takes 5 arguments");
         return NULL;
     }
+    /* One at a time: a call with an exception already set is not allowed. */
     ptype_in = PyLong_AsUnsignedLong(args[0]);
+    if (ptype_in == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
     sid = PyLong_AsUnsignedLong(args[1]);
+    if (sid == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
     seq = PyLong_AsUnsignedLong(args[2]);
-    if (PyErr_Occurred())
+    if (seq == (unsigned long)-1 && PyErr_Occurred())
         return NULL;
     if (ptype_in > 0xff || sid > 0xffffffffUL || seq > 0xffffffffUL) {
         PyErr_SetString(PyExc_OverflowError, "payload type, session ID or sequence out of range");
@@ -510,10 +523,15 @@ static PyTypeObject ProtectorType = {
  * the BMC's flags as in its last packet and without break, overrun or NACK, a sequence
  * that is neither the last one nor a stale one. Then it takes the state forward exactly as
  * `ClientSession._receive_session_packet` and `SolStream.receive_payload` would, seals our
- * ACK as `SolStream._pump` and `ClientSession._seal` would, hands it to `sendto(ack, addr)`
- * and appends the characters to its buffer, returning True. Anything else returns False
- * with nothing changed: the caller disarms (the state goes back to the Python objects) and
- * the Python path, the reference, runs on that datagram.
+ * ACK as `SolStream._pump` and `ClientSession._seal` would, appends the characters to its
+ * buffer and hands the ACK to `sendto(ack, addr)`, returning True. Anything else returns
+ * False with nothing changed: the caller disarms (the state goes back to the Python
+ * objects) and the Python path, the reference, runs on that datagram.
+ *
+ * Calls out to Python (sendto, wake, a test's iv_source) may do anything, disarm included:
+ * they run on references of our own, after the state has moved or before anything has
+ * (then a `generation` bump since makes receive decline). `arm` checks all it is given
+ * before it writes, and refuses while armed or before __init__ (which runs once).
  * ---------------------------------------------------------------------------------------- */
 
 #define SOL_PAYLOAD 0x01
@@ -524,13 +542,16 @@ static PyTypeObject ProtectorType = {
 
 typedef struct {
     PyObject_HEAD
-    Protector *prot;
+    Protector *prot;     /* NULL until __init__ (then never again): nothing runs without it */
     PyObject *iv_source; /* None: IVs from OpenSSL's RAND_bytes; else iv_source(16) (tests) */
     PyObject *wake;      /* wake(full): first packet of a batch (False), buffer past cap (True) */
     PyObject *sendto;    /* sendto(ack, addr), the datagram transport's */
     PyObject *addr;
     Py_ssize_t cap;
     int armed;
+    /* Bumped by arm, disarm and every packet taken: a receive that called out to Python
+     * (iv_source) goes on only if nothing moved meanwhile. */
+    unsigned long long generation;
     unsigned long console_sid, bmc_sid;
     /* the replay window (replay.ReplayWindow) */
     int has_highest;
@@ -546,7 +567,7 @@ typedef struct {
     unsigned char *buf;
     Py_ssize_t len, alloc;
     int pending, full;
-    unsigned long long handled;
+    unsigned long long handled, ack_failures;
     unsigned char ivs[IV_POOL];
     int iv_at;
 } SolFastPath;
@@ -565,6 +586,8 @@ SolFastPath_traverse(SolFastPath *self, visitproc visit, void *arg)
 static int
 SolFastPath_clear(SolFastPath *self)
 {
+    self->armed = 0; /* armed means sendto and addr are set */
+    self->generation++;
     Py_CLEAR(self->prot);
     Py_CLEAR(self->iv_source);
     Py_CLEAR(self->wake);
@@ -592,63 +615,83 @@ SolFastPath_init(SolFastPath *self, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OOn", kwlist, &ProtectorType, &prot,
                                      &iv_source, &wake, &cap))
         return -1;
+    /* Once: a new protector or callbacks under an armed state (or mid-receive) would mix
+     * two sessions' keys. */
+    if (self->prot != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "a SolFastPath is initialised once");
+        return -1;
+    }
     if (cap < 1) {
         PyErr_SetString(PyExc_ValueError, "cap must be positive");
         return -1;
     }
-    Py_INCREF(prot);
-    Py_XSETREF(self->prot, (Protector *)prot);
     Py_INCREF(iv_source);
-    Py_XSETREF(self->iv_source, iv_source);
+    self->iv_source = iv_source;
     Py_INCREF(wake);
-    Py_XSETREF(self->wake, wake);
+    self->wake = wake;
     self->cap = cap;
     self->iv_at = IV_POOL;
+    Py_INCREF(prot);
+    self->prot = (Protector *)prot; /* last: prot != NULL says all of the above is set */
     return 0;
 }
 
 /* arm(sendto, addr, console_sid, bmc_sid, highest (None: no packet yet), seen, ahead,
- *     behind, outbound, rx_seq, history, rx_taken, rx_complete, peer_flags, status_flags) */
+ *     behind, outbound, rx_seq, history, rx_taken, rx_complete, peer_flags, status_flags)
+ * Everything is checked before anything is written: a refused arm leaves it disarmed. */
 static PyObject *
 SolFastPath_arm(SolFastPath *self, PyObject *args)
 {
-    PyObject *sendto, *addr, *highest, *history;
-    unsigned long console_sid, bmc_sid, ahead, behind, outbound;
+    PyObject *sendto, *addr, *highest_in, *history_in;
+    unsigned long console_sid, bmc_sid, ahead, behind, outbound, highest = 0;
     unsigned long long seen;
-    int rx_seq, rx_taken, rx_complete, peer_flags, status_flags, i;
+    int rx_seq, rx_taken, rx_complete, peer_flags, status_flags, i, has_highest = 0;
+    int history[SOL_STALE_HISTORY];
     Py_ssize_t n;
     if (!PyArg_ParseTuple(args, "OOkkOKkkkiO!ipii", &sendto, &addr, &console_sid, &bmc_sid,
-                          &highest, &seen, &ahead, &behind, &outbound, &rx_seq,
-                          &PyTuple_Type, &history, &rx_taken, &rx_complete, &peer_flags,
+                          &highest_in, &seen, &ahead, &behind, &outbound, &rx_seq,
+                          &PyTuple_Type, &history_in, &rx_taken, &rx_complete, &peer_flags,
                           &status_flags))
         return NULL;
-    n = PyTuple_GET_SIZE(history);
-    if (ahead > 63 || behind > 62 || n > SOL_STALE_HISTORY || rx_seq < 0 || rx_seq > 15
-        || console_sid > 0xffffffffUL || bmc_sid > 0xffffffffUL || outbound > 0xffffffffUL
-        || peer_flags < 0 || peer_flags > 0xff || status_flags < 0 || status_flags > 0xff) {
-        PyErr_SetString(PyExc_ValueError, "state out of the fast path's range");
+    if (self->prot == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the fast path was not initialised");
         return NULL;
     }
+    if (self->armed) {
+        PyErr_SetString(PyExc_RuntimeError, "the fast path is armed already");
+        return NULL;
+    }
+    n = PyTuple_GET_SIZE(history_in);
+    if (ahead > 63 || behind > 62 || n > SOL_STALE_HISTORY || rx_seq < 0 || rx_seq > 15
+        || rx_taken < 0 || console_sid > 0xffffffffUL || bmc_sid > 0xffffffffUL
+        || outbound > 0xffffffffUL || peer_flags < 0 || peer_flags > 0xff
+        || status_flags < 0 || status_flags > 0xff)
+        goto out_of_range;
     for (i = 0; i < n; i++) {
-        long v = PyLong_AsLong(PyTuple_GET_ITEM(history, i));
+        long v = PyLong_AsLong(PyTuple_GET_ITEM(history_in, i));
         if (v == -1 && PyErr_Occurred())
             return NULL;
-        self->history[i] = (int)v;
+        if (v < 1 || v > 15) /* only packets taken (sequence 1..15) enter the history */
+            goto out_of_range;
+        history[i] = (int)v;
     }
-    if (highest == Py_None) {
-        self->has_highest = 0;
-        self->highest = 0;
-    } else {
-        self->highest = PyLong_AsUnsignedLong(highest);
-        if (PyErr_Occurred())
+    if (highest_in != Py_None) {
+        highest = PyLong_AsUnsignedLong(highest_in);
+        if (highest == (unsigned long)-1 && PyErr_Occurred())
             return NULL;
-        self->has_highest = 1;
+        if (highest < 1 || highest > 0xffffffffUL) /* the window never holds 0 */
+            goto out_of_range;
+        has_highest = 1;
     }
+    /* All checked: commit. */
     Py_INCREF(sendto);
     Py_XSETREF(self->sendto, sendto);
     Py_INCREF(addr);
     Py_XSETREF(self->addr, addr);
+    memcpy(self->history, history, sizeof(int) * (size_t)n);
     self->history_len = (int)n;
+    self->has_highest = has_highest;
+    self->highest = highest;
     self->console_sid = console_sid;
     self->bmc_sid = bmc_sid;
     self->ahead = ahead;
@@ -661,16 +704,21 @@ SolFastPath_arm(SolFastPath *self, PyObject *args)
     self->rx_complete = rx_complete;
     self->peer_flags = peer_flags;
     self->status_flags = status_flags;
+    self->generation++;
     self->armed = 1;
     Py_RETURN_NONE;
+out_of_range:
+    PyErr_SetString(PyExc_ValueError, "state out of the fast path's range");
+    return NULL;
 }
 
 /* disarm() -> (highest, seen, outbound, rx_seq, history, rx_taken, rx_complete): the
- * state to copy back into the Python objects; the buffer stays for `take`. */
+ * state to copy back into the Python objects; the buffer stays for `take`. The result is
+ * built first: if that fails (memory) it stays armed with its state. */
 static PyObject *
 SolFastPath_disarm(SolFastPath *self, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *history, *highest;
+    PyObject *history, *highest, *result;
     int i;
     if (!self->armed) {
         PyErr_SetString(PyExc_RuntimeError, "the fast path is not armed");
@@ -679,19 +727,34 @@ SolFastPath_disarm(SolFastPath *self, PyObject *Py_UNUSED(ignored))
     history = PyTuple_New(self->history_len);
     if (history == NULL)
         return NULL;
-    for (i = 0; i < self->history_len; i++)
-        PyTuple_SET_ITEM(history, i, PyLong_FromLong(self->history[i]));
+    for (i = 0; i < self->history_len; i++) {
+        PyObject *v = PyLong_FromLong(self->history[i]);
+        if (v == NULL) {
+            Py_DECREF(history);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(history, i, v);
+    }
     if (self->has_highest) {
         highest = PyLong_FromUnsignedLong(self->highest);
+        if (highest == NULL) {
+            Py_DECREF(history);
+            return NULL;
+        }
     } else {
         Py_INCREF(Py_None);
         highest = Py_None;
     }
+    /* "N" steals both references, also when the build fails. */
+    result = Py_BuildValue("(NKkiNiO)", highest, self->seen, self->outbound, self->rx_seq,
+                           history, self->rx_taken, self->rx_complete ? Py_True : Py_False);
+    if (result == NULL)
+        return NULL;
     self->armed = 0;
-    Py_CLEAR(self->sendto);
+    self->generation++;
+    Py_CLEAR(self->sendto); /* last: a finaliser may run here */
     Py_CLEAR(self->addr);
-    return Py_BuildValue("(NKkiNiO)", highest, self->seen, self->outbound, self->rx_seq,
-                         history, self->rx_taken, self->rx_complete ? Py_True : Py_False);
+    return result;
 }
 
 /* take() -> the characters buffered since the last take, or None if no packet was taken
@@ -728,12 +791,17 @@ window_check(SolFastPath *self, unsigned long seq, unsigned long *fwd, unsigned 
     return *back >= 1 && *back <= self->behind && !((self->seen >> *back) & 1);
 }
 
+/* The next 16-byte IV. With an iv_source (tests) this calls Python: the caller must
+ * re-check `generation` afterwards. */
 static int
 next_iv(SolFastPath *self, unsigned char *iv)
 {
     if (self->iv_source != Py_None) {
         Py_buffer view;
-        PyObject *got = PyObject_CallFunction(self->iv_source, "i", 16);
+        PyObject *source = self->iv_source, *got;
+        Py_INCREF(source);
+        got = PyObject_CallFunction(source, "i", 16);
+        Py_DECREF(source);
         if (got == NULL)
             return -1;
         if (PyObject_GetBuffer(got, &view, PyBUF_SIMPLE) < 0) {
@@ -763,19 +831,33 @@ next_iv(SolFastPath *self, unsigned char *iv)
     return 0;
 }
 
-/* receive(datagram) -> True (taken, ACKed, buffered) or False (nothing changed) */
+/* receive(datagram) -> True (taken, buffered, ACK handed to sendto) or False (nothing
+ * changed).
+ *
+ * Order matters: every check, the IV (which may call Python), the buffer's room and the
+ * sealed ACK come first, and any failure there leaves the state as it was. Then the state
+ * moves and the packet is marked pending, with no call in between. Only then the calls
+ * out: sendto, then wake. A sendto that raises an Exception (a transport closed under us:
+ * asyncio raises AttributeError then) is swallowed and counted in `ack_failures`: the
+ * packet is taken, so its characters must still come out in order, and a lost ACK is
+ * what the protocol already handles (the BMC resends and the Python path ACKs the
+ * duplicate); raising instead would end `SharedSocket.datagram_received` and leave the
+ * rest of that wake-up's datagrams on the socket. A BaseException (KeyboardInterrupt) is
+ * raised, after wake. */
 static PyObject *
 SolFastPath_receive(SolFastPath *self, PyObject *arg)
 {
     const unsigned char *d, *sol;
     unsigned char plain[SOL_MAX_PAYLOAD + 32], ack[4], iv[16];
-    Py_ssize_t n, length = 0, value = 0, plen;
+    Py_ssize_t n, length = 0, value = 0, plen, chars;
     unsigned ptype = 0;
-    unsigned long seq = 0, fwd = 0, back = 0;
+    unsigned long seq = 0, fwd = 0, back = 0, outbound;
+    unsigned long long generation;
     int sol_seq, i, first, crossed;
-    PyObject *datagram, *r;
+    PyObject *datagram, *r, *sendto, *addr, *wake;
+    PyObject *exc_type = NULL, *exc_value = NULL, *exc_tb = NULL;
 
-    if (!self->armed || !PyBytes_Check(arg))
+    if (!self->armed || self->prot == NULL || !PyBytes_Check(arg))
         Py_RETURN_FALSE;
     d = (const unsigned char *)PyBytes_AS_STRING(arg);
     n = PyBytes_GET_SIZE(arg);
@@ -798,6 +880,7 @@ SolFastPath_receive(SolFastPath *self, PyObject *arg)
     /* SolStream.receive_payload: a data packet, no ACK field, flags as before */
     if (plen < 4 || plen > SOL_MAX_PAYLOAD)
         Py_RETURN_FALSE;
+    chars = plen - 4;
     sol_seq = sol[0] & 0x0F;
     if (sol_seq == 0 || (sol[1] & 0x0F) != 0 || sol[3] != self->peer_flags
         || (sol[3] & SOL_REFUSED_FLAGS) || sol_seq == self->rx_seq)
@@ -806,10 +889,19 @@ SolFastPath_receive(SolFastPath *self, PyObject *arg)
         if (self->history[i] == sol_seq)
             Py_RETURN_FALSE;
     }
-    if (self->len + (plen - 4) > self->alloc) {
+    if (self->prot->aes) {
+        generation = self->generation;
+        if (next_iv(self, iv) < 0)
+            return NULL;
+        /* iv_source may have disarmed, re-armed, taken a packet or the buffer: what was
+         * checked above may no longer hold. Nothing has moved yet: decline. */
+        if (!self->armed || self->generation != generation)
+            Py_RETURN_FALSE;
+    }
+    if (chars > 0 && self->len + chars > self->alloc) {
         Py_ssize_t want = self->alloc ? self->alloc : 1024;
         unsigned char *grown;
-        while (want < self->len + (plen - 4))
+        while (want < self->len + chars)
             want *= 2;
         grown = PyMem_Realloc(self->buf, (size_t)want);
         if (grown == NULL)
@@ -817,7 +909,17 @@ SolFastPath_receive(SolFastPath *self, PyObject *arg)
         self->buf = grown;
         self->alloc = want;
     }
-    if (self->prot->aes && next_iv(self, iv) < 0)
+    /* Our ACK (SolStream._pump, ClientSession._seal), sealed before anything moves */
+    ack[0] = 0;
+    ack[1] = (unsigned char)sol_seq;
+    ack[2] = (unsigned char)chars;
+    ack[3] = (unsigned char)self->status_flags;
+    outbound = (self->outbound + 1) & 0xffffffffUL;
+    if (outbound == 0)
+        outbound = 1;
+    datagram = seal_datagram(self->prot, SOL_PAYLOAD, self->bmc_sid, outbound, ack, 4,
+                             self->prot->aes ? iv : NULL);
+    if (datagram == NULL)
         return NULL;
     /* Accepted: the window (ReplayWindow.accept) ... */
     if (!self->has_highest) {
@@ -840,40 +942,57 @@ SolFastPath_receive(SolFastPath *self, PyObject *arg)
         self->history[self->history_len++] = self->rx_seq;
     }
     self->rx_seq = sol_seq;
-    self->rx_taken = (int)(plen - 4);
+    self->rx_taken = (int)chars;
     self->rx_complete = 1;
-    if (plen > 4) {
-        memcpy(self->buf + self->len, sol + 4, (size_t)(plen - 4));
-        self->len += plen - 4;
+    if (chars > 0) { /* buf may be NULL (freed by take) when there are none */
+        memcpy(self->buf + self->len, sol + 4, (size_t)chars);
+        self->len += chars;
     }
+    self->outbound = outbound;
     self->handled++;
-    /* ... and our ACK (SolStream._pump, ClientSession._seal) */
-    ack[0] = 0;
-    ack[1] = (unsigned char)sol_seq;
-    ack[2] = (unsigned char)(plen - 4);
-    ack[3] = (unsigned char)self->status_flags;
-    self->outbound = (self->outbound + 1) & 0xffffffffUL;
-    if (self->outbound == 0)
-        self->outbound = 1;
-    datagram = seal_datagram(self->prot, SOL_PAYLOAD, self->bmc_sid, self->outbound, ack, 4,
-                             self->prot->aes ? iv : NULL);
-    if (datagram == NULL)
-        return NULL;
-    r = PyObject_CallFunctionObjArgs(self->sendto, datagram, self->addr, NULL);
-    Py_DECREF(datagram);
-    if (r == NULL)
-        return NULL;
-    Py_DECREF(r);
+    self->generation++;
     first = !self->pending;
     crossed = !self->full && self->len >= self->cap;
     self->pending = 1;
     if (crossed)
         self->full = 1;
-    if (first || crossed) {
-        r = PyObject_CallOneArg(self->wake, crossed ? Py_True : Py_False);
-        if (r == NULL)
-            return NULL;
+    /* ... then the calls out, on references of our own (they may disarm us). */
+    sendto = self->sendto;
+    addr = self->addr;
+    Py_INCREF(sendto);
+    Py_INCREF(addr);
+    r = PyObject_CallFunctionObjArgs(sendto, datagram, addr, NULL);
+    Py_DECREF(sendto);
+    Py_DECREF(addr);
+    Py_DECREF(datagram);
+    if (r != NULL) {
         Py_DECREF(r);
+    } else {
+        self->ack_failures++;
+        if (PyErr_ExceptionMatches(PyExc_Exception))
+            PyErr_Clear();
+        else
+            PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+    }
+    if (first || crossed) {
+        wake = self->wake;
+        Py_INCREF(wake);
+        r = PyObject_CallOneArg(wake, crossed ? Py_True : Py_False);
+        Py_DECREF(wake);
+        if (r == NULL) {
+            /* The owner could not be told (its loop is closed): say so. The characters
+             * wait for its take (disarm flushes). */
+            if (exc_type != NULL) { /* the BaseException from sendto wins */
+                PyErr_Clear();
+                PyErr_Restore(exc_type, exc_value, exc_tb);
+            }
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    if (exc_type != NULL) {
+        PyErr_Restore(exc_type, exc_value, exc_tb);
+        return NULL;
     }
     Py_RETURN_TRUE;
 }
@@ -891,6 +1010,12 @@ SolFastPath_get_handled(SolFastPath *self, void *Py_UNUSED(closure))
 }
 
 static PyObject *
+SolFastPath_get_ack_failures(SolFastPath *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(self->ack_failures);
+}
+
+static PyObject *
 SolFastPath_get_buffered(SolFastPath *self, void *Py_UNUSED(closure))
 {
     return PyLong_FromSsize_t(self->len);
@@ -900,6 +1025,8 @@ static PyGetSetDef SolFastPath_getset[] = {
     {"armed", (getter)SolFastPath_get_armed, NULL, "whether receive() may take packets", NULL},
     {"handled", (getter)SolFastPath_get_handled, NULL, "packets taken, over its life", NULL},
     {"buffered", (getter)SolFastPath_get_buffered, NULL, "characters not yet taken", NULL},
+    {"ack_failures", (getter)SolFastPath_get_ack_failures, NULL,
+     "ACKs whose sendto raised (taken all the same: the BMC resends)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

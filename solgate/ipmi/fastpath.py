@@ -36,6 +36,9 @@ socket's `sendto`, the characters appended to a buffer.
   115200 baud CPU per MB fell to ~1.2x ipmitool's with 50 ms, against ~1.7-1.8x with a
   flush on every loop turn or after 10 ms (docs/benchmarks.md, "The compiled packet
   path").
+* A packet whose ACK could not be sent (`sendto` raised: a transport closed under us) is
+  taken all the same and counted (`ack_failures`): its characters come out in order,
+  and the BMC resends, as for an ACK lost on the wire.
 
 Without the compiled module (or with `SOLGATE_NATIVE=0`) `create` returns None and
 nothing here runs.
@@ -126,6 +129,11 @@ class FastPath:
     def handled(self) -> int:
         """SOL data packets taken by the compiled path over this object's life."""
         return int(self._c.handled)
+
+    @property
+    def ack_failures(self) -> int:
+        """ACKs the compiled path could not hand to the socket (the packet was taken)."""
+        return int(self._c.ack_failures)
 
     def try_arm(self) -> bool:
         """Hand the hot state to the C object if the stream is quiet; whether it is armed."""
