@@ -96,3 +96,35 @@ async def test_a_flood_through_the_fast_path_reaches_log_and_viewer_and_typing_w
             finally:
                 reader.detach()
                 await asyncio.wait_for(task, 5)
+
+
+@pytest.mark.skipif(not fastpath.available(), reason="the compiled path is not built")
+async def test_keepalives_leave_an_idle_console_disarmed_and_output_arms_it(
+        tmp_path: Path) -> None:
+    """A console quiet but for its keepalives stays on the Python path (a keepalive's
+    question and answer cost no disarm and re-arm each); its next output is taken in C."""
+    async with SimFleet(1, base_port=0, config_factory=sim_factory()) as fleet:
+        bmc = fleet.bmcs[0]
+        config = engine_config(tmp_path, {"node": bmc.port}, keepalive_interval="1s")
+        async with running_manager(config) as manager:
+            worker = manager.get("node")
+            assert worker is not None
+            await wait_active(worker)
+            client = worker._client  # noqa: SLF001 - which path runs
+            assert client is not None
+            fast = client.fastpath
+            assert fast is not None
+            asked: list[object] = []
+            real_send = client.send_request
+
+            def counting_send(req):  # type: ignore[no-untyped-def]
+                asked.append(req)
+                return real_send(req)
+
+            client.send_request = counting_send  # type: ignore[method-assign]
+            await wait_for(lambda: len(asked) >= 3, 10, "three keepalives")
+            await asyncio.sleep(0.2)  # the last answer is in
+            assert not fast.armed
+            handled = fast.handled
+            await run_flood(worker, bmc.name, 200_000, timeout=20)
+            assert fast.handled - handled > 200_000 // 255 // 2

@@ -573,18 +573,12 @@ class ConsoleWorker:
             life.authenticated(client.last_received)
         life.handle_timeout(now)
         self._kick()
-        self._rearm()
 
     def _disarm(self) -> None:
         """Before the worker itself uses the stream: the fast path gives its state back."""
         client = self._client
         if client is not None and client.fastpath is not None:
             client.fastpath.disarm()
-
-    def _rearm(self) -> None:
-        client = self._client
-        if client is not None and client.fastpath is not None:
-            client.fastpath.try_arm()
 
     def _pump(self) -> None:
         """Handle the stream's events first (log, hub), then hand its packets to the socket."""

@@ -14,7 +14,10 @@ socket's `sendto`, the characters appended to a buffer.
 * `try_arm()` hands the C object the state it then owns (the replay window, the outbound
   counter, the stream's receive state) when the stream is quiet: established session,
   nothing in flight or queued, no ACK owed, not paused or NACKing, no events waiting. The
-  shared socket then routes the address's datagrams to the C object first.
+  shared socket then routes the address's datagrams to the C object first. It is tried
+  when SOL starts and after each SOL datagram the Python path took (`IpmiClient`), not
+  after a keepalive: a console quiet but for its keepalives stays disarmed, so its
+  keepalives cost no disarm and arm.
 * A datagram the C object declines (anything else: an ACK, changed flags, a duplicate,
   an IPMI answer, a forgery...) leaves its state untouched; `disarm()` copies the state
   back into the Python objects and the ordinary Python path runs on that datagram. So the

@@ -56,7 +56,7 @@ from solgate.errors import (
     SolgateError,
 )
 from solgate.ipmi import commands
-from solgate.ipmi.codec import CURRENT_CHANNEL, IpmiMessage
+from solgate.ipmi.codec import CURRENT_CHANNEL, IpmiMessage, PayloadType
 from solgate.ipmi.commands import (
     ChassisAction,
     ChassisStatus,
@@ -83,6 +83,10 @@ from solgate.ipmi.udp_pool import Port, SocketPool, numeric_address
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# An RMCP+ datagram's payload type (byte 5, below the encrypted/authenticated bits): a
+# hint only, for whether to try re-arming the fast path (it checks the real state).
+_PAYLOAD_TYPE_BITS = 0x3F
+_SOL = int(PayloadType.SOL)
 
 
 class SolReceiver(Protocol):
@@ -386,13 +390,18 @@ class IpmiClient:
 
     def _datagram_received(self, data: bytes) -> None:
         """The Python path: every datagram while the fast path is disarmed, and the ones
-        it declines (it then gives its state back first)."""
-        if self.fastpath is not None:
-            self.fastpath.disarm()
+        it declines (it then gives its state back first).
+
+        Only a SOL datagram re-arms it: a console that is quiet but for its keepalives
+        stays on this path, where a keepalive's question and answer cost no disarm and
+        arm; output re-arms it at its first packet."""
+        fast = self.fastpath
+        if fast is not None:
+            fast.disarm()
         self.session.receive_datagram(data, self._loop.time())
         self._process()
-        if self.fastpath is not None:
-            self.fastpath.try_arm()
+        if fast is not None and len(data) > 5 and data[5] & _PAYLOAD_TYPE_BITS == _SOL:
+            fast.try_arm()
 
     def next_deadline(self) -> float | None:
         """When the session's `handle_timeout` is next due (retransmits, the handshake)."""
