@@ -32,7 +32,7 @@ from _common import print_table, write_result  # noqa: E402
 
 from solgate.config import parse_config  # noqa: E402
 from solgate.console.manager import ConsoleManager  # noqa: E402
-from solgate.ipmi import crypto  # noqa: E402
+from solgate.ipmi import crypto, fastpath  # noqa: E402
 from solgate.ipmi.codec import PayloadType  # noqa: E402
 from solgate.sim.bmc import SimBmcConfig  # noqa: E402
 from solgate.sim.fleet import SimFleet  # noqa: E402
@@ -124,7 +124,7 @@ async def _run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         assert protector is not None
         stream = worker._stream  # noqa: SLF001
         assert stream is not None
-        fast = client.fastpath is not None
+        fast = fastpath.available()  # the worker makes it at the first SOL datagram
         client.detach_fast_path()  # the state below is read from the Python objects
         real_port = client._transport  # noqa: SLF001
         shared, addr = real_port._shared, real_port._address  # type: ignore[union-attr]  # noqa: SLF001

@@ -438,9 +438,10 @@ class ConsoleWorker:
             max_retries=max(10, math.ceil(target.session_timeout / retry_interval)),
         )
         client.terminated.add_done_callback(self._session_ended)
-        # The common datagram through one compiled call (ipmi/fastpath.py); its bytes
-        # come to `_on_output` in batches. None on the pure-Python path.
-        client.attach_fast_path(self._stream, self._on_output)
+        # The common datagram through one compiled call (ipmi/fastpath.py), made at the
+        # first SOL datagram (a console that never prints carries none); its bytes come to
+        # `_on_output` in batches. Never on the pure-Python path.
+        client.attach_fast_path(self._stream, self._on_output, lazy=True)
 
     def _drop_stream(self) -> None:
         """The activation is over: stop asking and feeding the stream, count it, flush panics."""
