@@ -87,6 +87,8 @@ T = TypeVar("T")
 # hint only, for whether to try re-arming the fast path (it checks the real state).
 _PAYLOAD_TYPE_BITS = 0x3F
 _SOL = int(PayloadType.SOL)
+# attach_fast_path(lazy=True): the stream, where its bytes go, FastPath's options (or None)
+_FastWanted = tuple[SolStream, Callable[[bytes], None], dict[str, Any] | None]
 
 
 class SolReceiver(Protocol):
@@ -185,7 +187,7 @@ class IpmiClient:
         # use of the session below disarms it first (fastpath.py).
         self.fastpath: FastPath | None = None
         # attach_fast_path(lazy=True) before the first SOL datagram: what to make then
-        self._fast_wanted: tuple[SolStream, Callable[[bytes], None], dict[str, Any]] | None = None
+        self._fast_wanted: _FastWanted | None = None
 
     # ------------------------------------------------------------------ life cycle
 
@@ -370,16 +372,16 @@ class IpmiClient:
         if self._transport is None or not self.session.established:
             return None
         if lazy:
-            self._fast_wanted = (stream, deliver, kwargs)
+            self._fast_wanted = (stream, deliver, kwargs or None)  # 10,000 of these
             return None
         return self._make_fast_path(stream, deliver, kwargs)
 
     def _make_fast_path(self, stream: SolStream, deliver: Callable[[bytes], None],
-                        kwargs: dict[str, Any]) -> FastPath | None:
+                        kwargs: dict[str, Any] | None) -> FastPath | None:
         port = self._transport
         if port is None:
             return None
-        fast = FastPath.create(self.session, stream, port, deliver, self._loop, **kwargs)
+        fast = FastPath.create(self.session, stream, port, deliver, self._loop, **(kwargs or {}))
         self.fastpath = fast
         if fast is not None:
             fast.try_arm()
