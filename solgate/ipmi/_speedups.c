@@ -1058,6 +1058,493 @@ static PyTypeObject SolFastPathType = {
     .tp_getset = SolFastPath_getset,
 };
 
+/* DatagramReader: a shared UDP socket read in C (solgate/ipmi/udp_pool.py).
+ *
+ * Registered with `loop.add_reader(fd, reader)`: per wake-up it reads up to `bound`
+ * datagrams with recvmmsg (one system call for all that wait, none that fails), hands
+ * each one from an armed `SolFastPath`'s address straight to it, and everything else
+ * (declined, another session's handshake, a stray) to `fallback(data, addr)` with addr
+ * spelled as the socket module does. Addresses are matched as raw bytes, so a datagram
+ * of the fast path builds no Python string or tuple; `sendto(data, sockaddr)` sends on
+ * the fd with a sockaddr made once by `sockaddr(addr)`.
+ */
+#include <errno.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
+#define READER_SLOTS 64
+#define READER_SLOT_SIZE 4096 /* an IPMI datagram is a few hundred bytes */
+
+typedef struct {
+    unsigned char key[18]; /* address (4 or 16 bytes), then the port */
+    PyObject *fast;
+} ReaderEntry;
+
+typedef struct {
+    PyObject_HEAD
+    int fd;
+    int bound;
+    PyObject *fallback;
+    PyObject *on_error;
+    ReaderEntry *entries;
+    Py_ssize_t n_entries, alloc;
+    unsigned long long received, fast_taken, send_dropped, errors, truncated;
+} DatagramReader;
+
+/* One receive buffer for all readers: the GIL is held while it is claimed, and a reader
+ * that finds it taken (another thread's loop ran Python code mid-batch) allocates. */
+static unsigned char *reader_buffer;
+static int reader_buffer_busy;
+
+static int
+reader_key(const struct sockaddr *sa, unsigned char *key)
+{
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        memset(key, 0, 18);
+        memcpy(key, &in->sin_addr, 4);
+        memcpy(key + 16, &in->sin_port, 2);
+        return 0;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        memcpy(key, &in6->sin6_addr, 16);
+        memcpy(key + 16, &in6->sin6_port, 2);
+        return 0;
+    }
+    return -1;
+}
+
+/* The sockaddr bytes of a (host, port) or (host, port, flowinfo, scope_id) of numeric
+ * hosts (numeric_address spells them so); ValueError otherwise. */
+static PyObject *
+reader_sockaddr(PyObject *addr)
+{
+    const char *host;
+    int port;
+    unsigned int flowinfo = 0, scope_id = 0;
+    if (!PyTuple_Check(addr) || PyTuple_GET_SIZE(addr) < 2) {
+        PyErr_SetString(PyExc_ValueError, "an address is a (host, port, ...) tuple");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(addr, "si|II", &host, &port, &flowinfo, &scope_id))
+        return NULL;
+    if (port < 0 || port > 0xffff) {
+        PyErr_SetString(PyExc_ValueError, "port out of range");
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(addr) == 2) {
+        struct sockaddr_in in;
+        memset(&in, 0, sizeof in);
+        in.sin_family = AF_INET;
+        in.sin_port = htons((unsigned short)port);
+        if (inet_pton(AF_INET, host, &in.sin_addr) == 1)
+            return PyBytes_FromStringAndSize((const char *)&in, sizeof in);
+    } else {
+        struct sockaddr_in6 in6;
+        memset(&in6, 0, sizeof in6);
+        in6.sin6_family = AF_INET6;
+        in6.sin6_port = htons((unsigned short)port);
+        in6.sin6_flowinfo = htonl(flowinfo);
+        in6.sin6_scope_id = scope_id;
+        if (inet_pton(AF_INET6, host, &in6.sin6_addr) == 1)
+            return PyBytes_FromStringAndSize((const char *)&in6, sizeof in6);
+    }
+    PyErr_Format(PyExc_ValueError, "not a numeric address: %s", host);
+    return NULL;
+}
+
+/* The address as the socket module spells a datagram's source. */
+static PyObject *
+reader_address(const struct sockaddr *sa)
+{
+    char text[INET6_ADDRSTRLEN];
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        if (inet_ntop(AF_INET, &in->sin_addr, text, sizeof text) == NULL)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        return Py_BuildValue("(si)", text, (int)ntohs(in->sin_port));
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        if (inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof text) == NULL)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        return Py_BuildValue("(siII)", text, (int)ntohs(in6->sin6_port),
+                             (unsigned int)ntohl(in6->sin6_flowinfo),
+                             (unsigned int)in6->sin6_scope_id);
+    }
+    Py_RETURN_NONE;
+}
+
+static int
+DatagramReader_traverse(DatagramReader *self, visitproc visit, void *arg)
+{
+    Py_ssize_t i;
+    Py_VISIT(self->fallback);
+    Py_VISIT(self->on_error);
+    for (i = 0; i < self->n_entries; i++)
+        Py_VISIT(self->entries[i].fast);
+    return 0;
+}
+
+static int
+DatagramReader_clear(DatagramReader *self)
+{
+    Py_ssize_t i, n = self->n_entries;
+    self->n_entries = 0;
+    for (i = 0; i < n; i++)
+        Py_CLEAR(self->entries[i].fast);
+    Py_CLEAR(self->fallback);
+    Py_CLEAR(self->on_error);
+    return 0;
+}
+
+static void
+DatagramReader_dealloc(DatagramReader *self)
+{
+    PyObject_GC_UnTrack(self);
+    DatagramReader_clear(self);
+    PyMem_Free(self->entries);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* DatagramReader(fd, fallback, on_error, bound) */
+static int
+DatagramReader_init(DatagramReader *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"fd", "fallback", "on_error", "bound", NULL};
+    PyObject *fallback, *on_error;
+    int fd, bound = READER_SLOTS;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOO|i", kwlist, &fd, &fallback, &on_error,
+                                     &bound))
+        return -1;
+    if (bound < 1) {
+        PyErr_SetString(PyExc_ValueError, "bound must be positive");
+        return -1;
+    }
+    self->fd = fd;
+    self->bound = bound;
+    Py_INCREF(fallback);
+    Py_XSETREF(self->fallback, fallback);
+    Py_INCREF(on_error);
+    Py_XSETREF(self->on_error, on_error);
+    return 0;
+}
+
+static Py_ssize_t
+reader_find(DatagramReader *self, const unsigned char *key)
+{
+    Py_ssize_t i;
+    for (i = 0; i < self->n_entries; i++) {
+        if (memcmp(self->entries[i].key, key, 18) == 0)
+            return i;
+    }
+    return -1;
+}
+
+static int
+reader_key_of(PyObject *raw, unsigned char *key)
+{
+    if (!PyBytes_Check(raw) || PyBytes_GET_SIZE(raw) < (Py_ssize_t)sizeof(struct sockaddr_in)
+        || reader_key((const struct sockaddr *)PyBytes_AS_STRING(raw), key) < 0) {
+        PyErr_SetString(PyExc_ValueError, "not a sockaddr from sockaddr()");
+        return -1;
+    }
+    return 0;
+}
+
+/* set_fast(sockaddr, fast or None): route that address's datagrams to fast first. */
+static PyObject *
+DatagramReader_set_fast(DatagramReader *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    unsigned char key[18];
+    Py_ssize_t at;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "set_fast(sockaddr, fast)");
+        return NULL;
+    }
+    if (reader_key_of(args[0], key) < 0)
+        return NULL;
+    at = reader_find(self, key);
+    if (args[1] == Py_None) {
+        if (at >= 0) {
+            PyObject *old = self->entries[at].fast;
+            self->entries[at] = self->entries[--self->n_entries];
+            Py_DECREF(old);
+        }
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(args[1]);
+    if (at >= 0) {
+        Py_SETREF(self->entries[at].fast, args[1]);
+        Py_RETURN_NONE;
+    }
+    if (self->n_entries == self->alloc) {
+        Py_ssize_t want = self->alloc ? self->alloc * 2 : 8;
+        ReaderEntry *grown = PyMem_Realloc(self->entries, (size_t)want * sizeof *grown);
+        if (grown == NULL) {
+            Py_DECREF(args[1]);
+            return PyErr_NoMemory();
+        }
+        self->entries = grown;
+        self->alloc = want;
+    }
+    memcpy(self->entries[self->n_entries].key, key, 18);
+    self->entries[self->n_entries++].fast = args[1];
+    Py_RETURN_NONE;
+}
+
+/* sendto(data, sockaddr): one datagram on the fd; one that would block is dropped and
+ * counted (an ACK lost is a BMC retransmit), other errors go to on_error. */
+static PyObject *
+DatagramReader_sendto(DatagramReader *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer data;
+    const struct sockaddr *sa;
+    ssize_t sent;
+    if (nargs != 2 || !PyBytes_Check(args[1])
+        || PyBytes_GET_SIZE(args[1]) < (Py_ssize_t)sizeof(struct sockaddr_in)) {
+        PyErr_SetString(PyExc_TypeError, "sendto(data, sockaddr)");
+        return NULL;
+    }
+    if (self->fd < 0)
+        Py_RETURN_NONE;
+    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0)
+        return NULL;
+    sa = (const struct sockaddr *)PyBytes_AS_STRING(args[1]);
+    do {
+        sent = sendto(self->fd, data.buf, (size_t)data.len, MSG_DONTWAIT, sa,
+                      (socklen_t)PyBytes_GET_SIZE(args[1]));
+    } while (sent < 0 && errno == EINTR);
+    PyBuffer_Release(&data);
+    if (sent < 0) {
+        PyObject *exc, *r;
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
+            self->send_dropped++;
+            Py_RETURN_NONE;
+        }
+        self->errors++;
+        exc = PyObject_CallFunction(PyExc_OSError, "is", errno, strerror(errno));
+        if (exc == NULL)
+            return NULL;
+        r = PyObject_CallOneArg(self->on_error, exc);
+        Py_DECREF(exc);
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+    }
+    Py_RETURN_NONE;
+}
+
+/* One datagram: its armed fast path, else (or if declined) the fallback. 0, or -1 with
+ * an exception set. */
+static int
+reader_dispatch(DatagramReader *self, const unsigned char *buf, size_t len,
+                const struct sockaddr *sa)
+{
+    unsigned char key[18];
+    PyObject *data, *fast = NULL, *r, *addr;
+    Py_ssize_t at = -1;
+    data = PyBytes_FromStringAndSize((const char *)buf, (Py_ssize_t)len);
+    if (data == NULL)
+        return -1;
+    if (self->n_entries && reader_key(sa, key) == 0 && (at = reader_find(self, key)) >= 0) {
+        fast = self->entries[at].fast;
+        Py_INCREF(fast);
+        if (Py_IS_TYPE(fast, &SolFastPathType))
+            r = SolFastPath_receive((SolFastPath *)fast, data);
+        else
+            r = PyObject_CallMethod(fast, "receive", "O", data);
+        Py_DECREF(fast);
+        if (r == NULL) {
+            Py_DECREF(data);
+            return -1;
+        }
+        if (r == Py_True) {
+            Py_DECREF(r);
+            Py_DECREF(data);
+            self->fast_taken++;
+            return 0;
+        }
+        Py_DECREF(r);
+    }
+    addr = reader_address(sa);
+    if (addr == NULL) {
+        Py_DECREF(data);
+        return -1;
+    }
+    r = PyObject_CallFunctionObjArgs(self->fallback, data, addr, NULL);
+    Py_DECREF(addr);
+    Py_DECREF(data);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* reader(): what waits on the socket, up to `bound` datagrams (the loop calls it). */
+static PyObject *
+DatagramReader_call(DatagramReader *self, PyObject *args, PyObject *kwds)
+{
+    struct mmsghdr msgs[READER_SLOTS];
+    struct iovec iov[READER_SLOTS];
+    struct sockaddr_storage from[READER_SLOTS];
+    unsigned char *buf;
+    int own = 0, total = 0, i, n, want, stop = 0;
+    PyObject *exc_type = NULL, *exc_value = NULL, *exc_tb = NULL;
+
+    if ((kwds != NULL && PyDict_GET_SIZE(kwds)) || PyTuple_GET_SIZE(args)) {
+        PyErr_SetString(PyExc_TypeError, "a DatagramReader takes no arguments");
+        return NULL;
+    }
+    if (self->fd < 0)
+        Py_RETURN_NONE;
+    if (reader_buffer == NULL) {
+        reader_buffer = PyMem_RawMalloc((size_t)READER_SLOTS * READER_SLOT_SIZE);
+        if (reader_buffer == NULL)
+            return PyErr_NoMemory();
+    }
+    if (reader_buffer_busy) {
+        buf = PyMem_Malloc((size_t)READER_SLOTS * READER_SLOT_SIZE);
+        if (buf == NULL)
+            return PyErr_NoMemory();
+        own = 1;
+    } else {
+        buf = reader_buffer;
+        reader_buffer_busy = 1;
+    }
+    while (!stop && total < self->bound && self->fd >= 0) {
+        want = self->bound - total;
+        if (want > READER_SLOTS)
+            want = READER_SLOTS;
+        for (i = 0; i < want; i++) {
+            iov[i].iov_base = buf + (size_t)i * READER_SLOT_SIZE;
+            iov[i].iov_len = READER_SLOT_SIZE;
+            memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
+            msgs[i].msg_hdr.msg_name = &from[i];
+            msgs[i].msg_hdr.msg_namelen = sizeof from[i];
+            msgs[i].msg_hdr.msg_iov = &iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        n = recvmmsg(self->fd, msgs, (unsigned int)want, MSG_DONTWAIT, NULL);
+        if (n < 0) {
+            PyObject *exc, *r;
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                break;
+            /* ICMP news (ECONNREFUSED...) of an earlier send: counted, read on */
+            self->errors++;
+            total++;
+            exc = PyObject_CallFunction(PyExc_OSError, "is", errno, strerror(errno));
+            if (exc == NULL)
+                break;
+            r = PyObject_CallOneArg(self->on_error, exc);
+            Py_DECREF(exc);
+            if (r == NULL)
+                break;
+            Py_DECREF(r);
+            continue;
+        }
+        if (n < want)
+            stop = 1; /* the socket is empty: no read that would only fail */
+        total += n;
+        for (i = 0; i < n; i++) {
+            self->received++;
+            if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+                self->truncated++;
+                continue;
+            }
+            if (reader_dispatch(self, buf + (size_t)i * READER_SLOT_SIZE, msgs[i].msg_len,
+                                (const struct sockaddr *)&from[i]) < 0) {
+                /* Keep the first error for the loop's handler; the rest are delivered. */
+                if (exc_type == NULL)
+                    PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+                else
+                    PyErr_Clear();
+            }
+        }
+    }
+    if (own)
+        PyMem_Free(buf);
+    else
+        reader_buffer_busy = 0;
+    if (exc_type != NULL) {
+        PyErr_Clear();
+        PyErr_Restore(exc_type, exc_value, exc_tb);
+        return NULL;
+    }
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* close(): no more reads or sends (the socket is being closed); the table is let go. */
+static PyObject *
+DatagramReader_close(DatagramReader *self, PyObject *Py_UNUSED(ignored))
+{
+    Py_ssize_t i, n = self->n_entries;
+    self->fd = -1;
+    self->n_entries = 0;
+    for (i = 0; i < n; i++)
+        Py_CLEAR(self->entries[i].fast);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+DatagramReader_sockaddr(PyObject *Py_UNUSED(cls), PyObject *addr)
+{
+    return reader_sockaddr(addr);
+}
+
+static PyObject *
+DatagramReader_get_stats(DatagramReader *self, void *Py_UNUSED(closure))
+{
+    return Py_BuildValue("{sKsKsKsKsKsn}", "received", self->received,
+                         "fast", self->fast_taken, "send_dropped", self->send_dropped,
+                         "errors", self->errors, "truncated", self->truncated,
+                         "armed", self->n_entries);
+}
+
+static PyObject *
+DatagramReader_get_fd(DatagramReader *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLong(self->fd);
+}
+
+static PyGetSetDef DatagramReader_getset[] = {
+    {"stats", (getter)DatagramReader_get_stats, NULL, "counters since creation", NULL},
+    {"fd", (getter)DatagramReader_get_fd, NULL, "the socket's fd (-1 once closed)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef DatagramReader_methods[] = {
+    {"set_fast", (PyCFunction)(void (*)(void))DatagramReader_set_fast, METH_FASTCALL,
+     "set_fast(sockaddr, fast or None): that source's datagrams go to fast.receive first."},
+    {"sendto", (PyCFunction)(void (*)(void))DatagramReader_sendto, METH_FASTCALL,
+     "sendto(data, sockaddr): send one datagram (dropped and counted if it would block)."},
+    {"close", (PyCFunction)DatagramReader_close, METH_NOARGS,
+     "close(): stop reading and sending; the caller closes the socket."},
+    {"sockaddr", (PyCFunction)DatagramReader_sockaddr, METH_O | METH_STATIC,
+     "sockaddr(addr) -> the raw sockaddr bytes of a numeric (host, port[, flow, scope])."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject DatagramReaderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "solgate.ipmi._speedups.DatagramReader",
+    .tp_basicsize = sizeof(DatagramReader),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "A shared UDP socket read in C (see solgate/ipmi/udp_pool.py).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)DatagramReader_init,
+    .tp_dealloc = (destructor)DatagramReader_dealloc,
+    .tp_traverse = (traverseproc)DatagramReader_traverse,
+    .tp_clear = (inquiry)DatagramReader_clear,
+    .tp_call = (ternaryfunc)DatagramReader_call,
+    .tp_methods = DatagramReader_methods,
+    .tp_getset = DatagramReader_getset,
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_speedups",
     "Compiled per-packet RMCP+ path (optional; crypto.py is the reference).", -1, NULL,
@@ -1074,7 +1561,8 @@ PyInit__speedups(void)
     Py_DECREF(errors);
     if (ProtocolError == NULL)
         return NULL;
-    if (PyType_Ready(&ProtectorType) < 0 || PyType_Ready(&SolFastPathType) < 0)
+    if (PyType_Ready(&ProtectorType) < 0 || PyType_Ready(&SolFastPathType) < 0
+        || PyType_Ready(&DatagramReaderType) < 0)
         return NULL;
     m = PyModule_Create(&module);
     if (m == NULL)
@@ -1088,6 +1576,12 @@ PyInit__speedups(void)
     Py_INCREF(&SolFastPathType);
     if (PyModule_AddObject(m, "SolFastPath", (PyObject *)&SolFastPathType) < 0) {
         Py_DECREF(&SolFastPathType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&DatagramReaderType);
+    if (PyModule_AddObject(m, "DatagramReader", (PyObject *)&DatagramReaderType) < 0) {
+        Py_DECREF(&DatagramReaderType);
         Py_DECREF(m);
         return NULL;
     }

@@ -11,6 +11,17 @@ sees its share as a `Port` (`sendto`, `close`); the pool is per event loop.
 
 With `transport.py` this is the only asyncio and socket code in `solgate/ipmi/`
 (tests/test_gates.py); the session logic stays in the sans-I/O `ClientSession`.
+
+Reading in C
+------------
+With the compiled module, a socket is not an asyncio datagram endpoint: a C
+`_speedups.DatagramReader` is registered with `loop.add_reader` and, per wake-up, reads
+up to `READS_PER_WAKEUP` datagrams with one `recvmmsg`, hands those from an armed fast
+path's address straight to it (no address tuple, no Python frame) and the rest to
+`SharedSocket._fallback` with the (host, port) the kernel reported; sends go out on the
+fd (`DatagramReader.sendto`, a raw sockaddr made once per port). At 115200 baud each SOL
+packet arrives alone, so this per-wake-up cost is most of the per-packet cost
+(docs/benchmarks.md). The pure-Python build keeps the datagram endpoint.
 """
 
 from __future__ import annotations
@@ -22,6 +33,8 @@ import socket
 import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
+
+from solgate.ipmi import crypto
 
 __all__ = ["CLIENTS_PER_SOCKET", "SOCKET_RECEIVE_BUFFER", "FastReceiver", "Port", "Receiver",
            "SocketPool", "numeric_address"]
@@ -71,7 +84,40 @@ class SharedSocket(asyncio.DatagramProtocol):
         self.fast: dict[tuple[Any, ...], FastReceiver] = {}
         self.transport: asyncio.DatagramTransport | None = None
         self.sock: socket.socket | None = None  # the same socket, read directly (asyncio)
+        self.reader: Any = None  # the C DatagramReader, when it reads the socket instead
+        self.closed = False
         self.stray = 0
+
+    def usable(self) -> bool:
+        """Whether new ports may go on this socket (it is open)."""
+        if self.reader is not None:
+            return not self.closed
+        return self.transport is not None and not self.transport.is_closing()
+
+    def _fallback(self, data: bytes, addr: Any) -> None:
+        """From the C reader: a datagram no armed fast path took (declined, a handshake,
+        a request's answer, a stray)."""
+        client = self.clients.get(addr[:2])
+        if client is None:
+            self.stray += 1
+            return
+        client._datagram_received(data)
+
+    def close(self) -> None:
+        """Stop reading (C reader), close the socket, tell the sessions left."""
+        if self.closed:
+            return
+        self.closed = True
+        reader, sock = self.reader, self.sock
+        if reader is not None and sock is not None:
+            if not self.pool.loop.is_closed():
+                self.pool.loop.remove_reader(reader.fd)
+            reader.close()
+            sock.close()
+        elif self.transport is not None:
+            self.transport.close()
+            return  # connection_lost follows from the transport
+        self.connection_lost(None)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         """One datagram from asyncio, then whatever else waits on the socket (bounded).
@@ -121,7 +167,7 @@ class SharedSocket(asyncio.DatagramProtocol):
 class Port:
     """One client's view of a shared socket: `sendto(data)` goes to its BMC's address."""
 
-    __slots__ = ("_shared", "_address", "_key", "_client", "_closed")
+    __slots__ = ("_shared", "_address", "_key", "_client", "_closed", "_raw")
 
     def __init__(self, shared: SharedSocket, address: Any, client: Receiver) -> None:
         self._shared = shared
@@ -129,30 +175,49 @@ class Port:
         self._key = tuple(address[:2])
         self._client = client
         self._closed = False
+        # The C reader's spelling of the address, made once: what it sends to and routes by.
+        self._raw: bytes | None = None
+        if shared.reader is not None:
+            host, *rest = address
+            self._raw = shared.reader.sockaddr((str(host).split("%")[0], *rest))
         shared.clients[self._key] = client
 
     def sendto(self, data: bytes) -> None:
-        transport = self._shared.transport
+        shared = self._shared
+        if shared.reader is not None:
+            if not shared.closed:
+                shared.reader.sendto(data, self._raw)
+            return
+        transport = shared.transport
         if transport is not None:
             transport.sendto(data, self._address)
 
     def fast_sendto(self) -> tuple[Callable[[bytes, Any], object], Any]:
-        """The transport's own `sendto` and this port's address, for a compiled caller."""
-        transport = self._shared.transport
+        """The socket's own send and this port's address, for a compiled caller."""
+        shared = self._shared
+        if shared.reader is not None:
+            if shared.closed or self._closed:
+                return _discard, self._raw
+            return shared.reader.sendto, self._raw
+        transport = shared.transport
         if transport is None or self._closed:
             return _discard, self._address
         return transport.sendto, self._address
 
     def set_fast(self, fast: FastReceiver | None) -> None:
         """Route this address's datagrams to `fast` first (None: to the client only)."""
+        shared = self._shared
         if fast is None:
-            self._shared.fast.pop(self._key, None)
+            shared.fast.pop(self._key, None)
+            if shared.reader is not None:
+                shared.reader.set_fast(self._raw, None)
         elif not self._closed:
-            self._shared.fast[self._key] = fast
+            shared.fast[self._key] = fast
+            if shared.reader is not None and not shared.closed:
+                shared.reader.set_fast(self._raw, fast)
 
     def is_closing(self) -> bool:
-        transport = self._shared.transport
-        return self._closed or transport is None or transport.is_closing()
+        return self._closed or not self._shared.usable()
 
     def close(self) -> None:
         if self._closed:
@@ -160,12 +225,13 @@ class Port:
         self._closed = True
         shared = self._shared
         shared.fast.pop(self._key, None)
+        if shared.reader is not None and not shared.closed:
+            shared.reader.set_fast(self._raw, None)
         if shared.clients.get(self._key) is self._client:
             del shared.clients[self._key]
         if not shared.clients:
             shared.pool.forget(shared)
-            if shared.transport is not None:
-                shared.transport.close()
+            shared.close()
         shared.pool.loop.call_soon(self._client._connection_lost)
 
 
@@ -190,8 +256,7 @@ class SocketPool:
     def _find(self, family: int, key: tuple[Any, ...]) -> SharedSocket | None:
         for shared in self.sockets:
             if (shared.family == family and len(shared.clients) < CLIENTS_PER_SOCKET
-                    and key not in shared.clients and shared.transport is not None
-                    and not shared.transport.is_closing()):
+                    and key not in shared.clients and shared.usable()):
                 return shared
         return None
 
@@ -214,6 +279,14 @@ class SocketPool:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_RECEIVE_BUFFER)
             sock.bind(("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0))  # noqa: S104
             shared = SharedSocket(self, family)
+            reader_type = _reader_type()
+            if reader_type is not None:
+                shared.reader = reader_type(sock.fileno(), shared._fallback,
+                                            shared.error_received, READS_PER_WAKEUP)
+                shared.sock = sock
+                self.loop.add_reader(sock.fileno(), shared.reader)
+                self.sockets.append(shared)
+                return shared
             transport, _ = await self.loop.create_datagram_endpoint(lambda: shared, sock=sock)
         except BaseException:
             sock.close()
@@ -230,6 +303,19 @@ class SocketPool:
     def forget(self, shared: SharedSocket) -> None:
         if shared in self.sockets:
             self.sockets.remove(shared)
+
+
+# Whether the C reader reads the sockets when the compiled module is there (tests turn it
+# off to compare; SOLGATE_NATIVE=0 turns off the whole compiled path).
+USE_READER = True
+
+
+def _reader_type() -> Any:
+    """The compiled `DatagramReader`, or None (pure-Python build, SOLGATE_NATIVE=0)."""
+    native = crypto._native  # noqa: SLF001
+    if not USE_READER or not crypto.NATIVE or native is None:
+        return None
+    return getattr(native, "DatagramReader", None)
 
 
 def _discard(data: bytes, address: Any) -> None:
