@@ -1,0 +1,283 @@
+"""The compiled reader of the shared UDP sockets (`_speedups.DatagramReader`, udp_pool.py).
+
+Real UDP sockets on loopback, on asyncio's selector loop and on uvloop when installed:
+routing by source address (armed fast path first, else the session), a burst bounded per
+wake-up, strays counted, a declined datagram on the Python path with the (host, port) the
+socket module would give, IPv6, and the reader gone from the loop once the socket closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from solgate.ipmi import crypto, udp_pool
+from solgate.ipmi.udp_pool import READS_PER_WAKEUP, SocketPool
+
+Reader: Any = getattr(crypto._native, "DatagramReader", None)  # noqa: SLF001
+pytestmark = pytest.mark.skipif(Reader is None or not crypto.NATIVE,
+                                reason="the compiled module is not built or is turned off")
+
+LOOPS: list[Any] = [pytest.param(asyncio.new_event_loop, id="asyncio")]
+try:
+    import uvloop
+    LOOPS.append(pytest.param(uvloop.new_event_loop, id="uvloop"))
+except ImportError:  # pragma: no cover - uvloop is optional
+    LOOPS.append(pytest.param(None, id="uvloop", marks=pytest.mark.skip(reason="no uvloop")))
+
+
+def run(factory: Callable[[], asyncio.AbstractEventLoop],
+        main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    loop = factory()
+    try:
+        loop.run_until_complete(asyncio.wait_for(main(), 10))
+    finally:
+        loop.close()
+
+
+class Collect:
+    """A session's receiving side, as `IpmiClient` offers it to the pool."""
+
+    def __init__(self) -> None:
+        self.got: list[bytes] = []
+        self.lost = 0
+
+    def _datagram_received(self, data: bytes) -> None:
+        self.got.append(data)
+
+    def _connection_lost(self) -> None:
+        self.lost += 1
+
+
+class Fast:
+    """An armed fast path: takes datagrams that start with b"F", ACKs them on the port."""
+
+    def __init__(self, sendto: Callable[[bytes, Any], object], addr: Any) -> None:
+        self.sendto, self.addr = sendto, addr
+        self.taken: list[bytes] = []
+
+    def receive(self, data: bytes) -> bool:
+        if not data.startswith(b"F"):
+            return False
+        self.taken.append(data)
+        self.sendto(b"ack " + data, self.addr)
+        return True
+
+
+def bound_socket(family: int = socket.AF_INET, host: str = "127.0.0.1") -> socket.socket:
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    s.bind((host, 0))
+    s.settimeout(2)
+    return s
+
+
+async def until(check: Callable[[], bool]) -> None:
+    for _ in range(200):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("timed out")
+
+
+@pytest.mark.parametrize("factory", LOOPS)
+def test_several_bmcs_on_one_socket_each_reach_their_session(factory: Any) -> None:
+    """Fast paths take what they accept, their ACKs go out on the socket, the rest (and
+    the addresses with no fast path) reach the right session; strays are counted."""
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        bmcs = [bound_socket() for _ in range(3)]
+        stranger = bound_socket()
+        try:
+            clients = [Collect() for _ in bmcs]
+            ports = [await SocketPool.of(loop).attach(socket.AF_INET, b.getsockname(), c)
+                     for b, c in zip(bmcs, clients, strict=True)]
+            shared = ports[0]._shared  # noqa: SLF001
+            assert shared.reader is not None
+            assert shared.transport is None
+            assert all(p._shared is shared for p in ports)  # noqa: SLF001
+            fast = Fast(*ports[1].fast_sendto())
+            ports[1].set_fast(fast)
+            target = ("127.0.0.1", shared.sock.getsockname()[1])
+            for i, b in enumerate(bmcs):
+                b.sendto(b"F%d" % i, target)
+                b.sendto(b"P%d" % i, target)
+            stranger.sendto(b"F9", target)
+            await until(lambda: sum(len(c.got) for c in clients) == 5
+                        and shared.stray == 1)
+            assert clients[0].got == [b"F0", b"P0"]
+            assert clients[1].got == [b"P1"]  # declined: the Python path
+            assert fast.taken == [b"F1"]
+            assert clients[2].got == [b"F2", b"P2"]
+            assert bmcs[1].recvfrom(100) == (b"ack F1", target)
+            ports[0].sendto(b"request")
+            assert bmcs[0].recvfrom(100) == (b"request", target)
+            ports[1].set_fast(None)  # disarmed: the session gets everything again
+            bmcs[1].sendto(b"F1 again", target)
+            await until(lambda: len(clients[1].got) == 2)
+            assert fast.taken == [b"F1"]
+            assert shared.reader.stats["fast"] == 1
+            for p in ports:
+                p.close()
+        finally:
+            for s in (*bmcs, stranger):
+                s.close()
+    run(factory, main)
+
+
+def test_a_burst_is_read_in_bounded_wakeups_and_declined_ones_keep_their_address() -> None:
+    """More than `READS_PER_WAKEUP` waiting datagrams: one call reads the bound, the next
+    the rest; the fallback gets (host, port) as the socket module spells it."""
+    sock, bmc = bound_socket(), bound_socket()
+    sock.setblocking(False)
+    got: list[tuple[bytes, Any]] = []
+    errors: list[OSError] = []
+    reader = Reader(sock.fileno(), lambda d, a: got.append((d, a)), errors.append,
+                    READS_PER_WAKEUP)
+    try:
+        total = READS_PER_WAKEUP + 36
+        for i in range(total):
+            bmc.sendto(b"%d" % i, sock.getsockname())
+        time.sleep(0.05)
+        reader()
+        assert len(got) == READS_PER_WAKEUP
+        reader()
+        assert [d for d, _ in got] == [b"%d" % i for i in range(total)]
+        assert {a for _, a in got} == {bmc.getsockname()}
+        reader()  # nothing waits: no error, nothing delivered
+        assert len(got) == total
+        assert not errors
+        assert reader.stats["received"] == total
+        reader.close()
+        assert reader.fd == -1
+        reader()  # closed: reads nothing
+    finally:
+        sock.close()
+        bmc.close()
+
+
+def test_an_error_in_one_datagram_does_not_lose_the_rest() -> None:
+    """A fallback that raises: the others in the batch are still delivered, then the first
+    error goes to the loop (which logs it)."""
+    sock, bmc = bound_socket(), bound_socket()
+    got: list[bytes] = []
+
+    def fallback(data: bytes, addr: Any) -> None:
+        if data == b"bad":
+            raise RuntimeError("bug upstairs")
+        got.append(data)
+
+    reader = Reader(sock.fileno(), fallback, print, READS_PER_WAKEUP)
+    try:
+        for data in (b"a", b"bad", b"c"):
+            bmc.sendto(data, sock.getsockname())
+        time.sleep(0.05)
+        with pytest.raises(RuntimeError, match="bug upstairs"):
+            reader()
+        assert got == [b"a", b"c"]
+    finally:
+        sock.close()
+        bmc.close()
+
+
+def _has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6(), reason="no IPv6 loopback")
+@pytest.mark.parametrize("factory", LOOPS)
+def test_ipv6_sources_are_routed_and_spelled_as_four_tuples(factory: Any) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        bmc = bound_socket(socket.AF_INET6, "::1")
+        try:
+            client = Collect()
+            address = udp_pool.numeric_address("::1", bmc.getsockname()[1])
+            assert address is not None
+            port = await SocketPool.of(loop).attach(socket.AF_INET6, address[1], client)
+            shared = port._shared  # noqa: SLF001
+            fast = Fast(*port.fast_sendto())
+            port.set_fast(fast)
+            target = ("::1", shared.sock.getsockname()[1])
+            bmc.sendto(b"F6", target)
+            bmc.sendto(b"P6", target)
+            await until(lambda: client.got == [b"P6"])
+            assert fast.taken == [b"F6"]
+            assert bmc.recvfrom(100)[0] == b"ack F6"
+            assert ("::1", bmc.getsockname()[1]) in shared.clients  # the fallback's key
+            port.close()
+        finally:
+            bmc.close()
+    run(factory, main)
+
+
+@pytest.mark.parametrize("factory", LOOPS)
+def test_closing_the_last_port_takes_the_reader_off_the_loop(factory: Any) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        bmcs = [bound_socket() for _ in range(2)]
+        try:
+            clients = [Collect() for _ in bmcs]
+            ports = [await SocketPool.of(loop).attach(socket.AF_INET, b.getsockname(), c)
+                     for b, c in zip(bmcs, clients, strict=True)]
+            shared = ports[0]._shared  # noqa: SLF001
+            fd = shared.sock.fileno()
+            ports[0].close()
+            assert not shared.closed
+            assert shared.usable()
+            removed: list[int] = []
+            real = loop.remove_reader
+
+            def spy(fileno: Any) -> bool:
+                removed.append(fileno)
+                return real(fileno)
+            loop.remove_reader = spy  # type: ignore[method-assign]
+            ports[1].close()
+            assert removed == [fd]
+            assert shared.closed
+            assert shared.sock.fileno() == -1
+            assert shared.reader.fd == -1
+            assert shared not in SocketPool.of(loop).sockets
+            assert ports[1].is_closing()
+            ports[1].sendto(b"nowhere")  # a closed port sends nothing, raises nothing
+            await asyncio.sleep(0)
+            assert [c.lost for c in clients] == [1, 1]
+            # a new session gets a new socket
+            port = await SocketPool.of(loop).attach(socket.AF_INET, bmcs[0].getsockname(),
+                                                    clients[0])
+            assert port._shared is not shared  # noqa: SLF001
+            port.close()
+        finally:
+            for s in bmcs:
+                s.close()
+    run(factory, main)
+
+
+def test_without_the_reader_the_datagram_endpoint_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pure-Python shape (as with SOLGATE_NATIVE=0) still routes by address."""
+    monkeypatch.setattr(udp_pool, "USE_READER", False)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        bmc = bound_socket()
+        try:
+            client = Collect()
+            port = await SocketPool.of(loop).attach(socket.AF_INET, bmc.getsockname(), client)
+            shared = port._shared  # noqa: SLF001
+            assert shared.reader is None
+            assert shared.transport is not None
+            bmc.sendto(b"hello", ("127.0.0.1", shared.transport.get_extra_info("sockname")[1]))
+            await until(lambda: client.got == [b"hello"])
+            port.close()
+        finally:
+            bmc.close()
+    run(asyncio.new_event_loop, main)
