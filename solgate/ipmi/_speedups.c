@@ -19,6 +19,10 @@
  * the common SOL data datagram in one call (solgate/ipmi/fastpath.py says when it is
  * armed; tests/test_fastpath.py runs it against the Python path on the same datagrams).
  *
+ * `DatagramReader` (last) reads a shared UDP socket for the event loop: one recvmmsg per
+ * wake-up, each datagram to its address's armed `SolFastPath` or to a Python fallback
+ * (solgate/ipmi/udp_pool.py).
+ *
  * If this file cannot be built (no compiler, no libssl-dev), setup.py skips it and
  * crypto.py runs alone; `solgate serve` says which path runs on its ready line.
  */
