@@ -35,9 +35,9 @@ else in it) takes the compiled fast path instead (`ipmi/fastpath.py`, armed by
 socket hands it to one C call that checks, decrypts, ACKs and buffers it, and the
 buffered bytes come to `_on_output` in batches: on the loop's next turn for the first
 after arming (where a keystroke's echo lands) or after a quiet spell, else within
-`fastpath.FLUSH_DELAY` (50 ms; sooner past 8 KiB). So
+`fastpath.FLUSH_DELAY` (100 ms; sooner past 8 KiB). So
 there the ACK goes out before the bytes are logged: in a flood they sit in solgate's
-memory for up to 50 ms, and a crash in that window loses them (the BMC will not resend
+memory for up to 100 ms, and a crash in that window loses them (the BMC will not resend
 what was ACKed). The price buys one log write, one panic-detector feed and one
 WebSocket frame per batch instead of per packet (docs/benchmarks.md, "The compiled
 packet path"). Anything uncommon (an ACK of our keystrokes, changed status bits, a

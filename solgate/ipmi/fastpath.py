@@ -33,12 +33,13 @@ socket's `sendto`, the characters appended to a buffer.
   waits `FLUSH_DELAY`, or less once `FLUSH_BYTES` have gathered.
   `disarm()` flushes too, so bytes keep their order with whatever the Python path
   delivers next. The ACK thus goes out before the bytes are logged: in a flood they
-  wait in memory for up to 50 ms (at 115200 baud ~600 characters), and a crash then
-  loses them although the BMC was told they arrived. What that buys is one log write,
-  one panic-detector feed and one WebSocket frame per batch instead of per packet: at
-  115200 baud CPU per MB fell to ~1.2x ipmitool's with 50 ms, against ~1.7-1.8x with a
-  flush on every loop turn or after 10 ms (docs/benchmarks.md, "The compiled packet
-  path").
+  wait in memory for up to 100 ms (at 115200 baud ~1,150 characters), and a crash then
+  loses them although the BMC was told they arrived; a viewer of a flood is updated ten
+  times a second. What that buys is one log write, one panic-detector feed and one
+  WebSocket frame per batch instead of per packet: at 115200 baud CPU per MB, with the
+  C socket reader, was 1.05x ipmitool's with 100 ms against 1.30x with 50 ms (~1.7-1.8x
+  with a flush on every loop turn or after 10 ms; docs/benchmarks.md, "The compiled
+  packet path").
 * A packet whose ACK could not be sent (`sendto` raised: a transport closed under us) is
   taken all the same and counted (`ack_failures`): its characters come out in order,
   and the BMC resends, as for an ACK lost on the wire.
@@ -60,7 +61,7 @@ from solgate.ipmi.sol import SolStream
 
 log = logging.getLogger("solgate.ipmi.transport")  # the name operators filter on
 
-FLUSH_DELAY = 0.050  # seconds a flood's characters may wait in memory before log and viewers
+FLUSH_DELAY = 0.100  # seconds a flood's characters may wait in memory before log and viewers
 FLUSH_BYTES = 8192  # ... or until this many have gathered
 
 
