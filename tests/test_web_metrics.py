@@ -144,6 +144,9 @@ async def test_real_engine_counters_survive_loss_and_a_reconnect(tmp_path: Path)
         assert per_console(values, "solgate_console_bytes_out_total") == {"sim001": 6}
         assert per_console(values, "solgate_console_bytes_in_total")["sim001"] >= 6
         assert per_console(values, "solgate_sol_retransmits_total") == {"sim001": 0}
+        # the compiled fast path's own counts are series too (0 on the pure-Python path)
+        assert per_console(values, "solgate_sol_fast_path_ack_failures_total") == {"sim001": 0}
+        assert "sim001" in per_console(values, "solgate_sol_fast_path_packets_total")
         assert values[("solgate_consoles", (("state", "active"),))] == 1
         assert values[("solgate_consoles", (("state", "unreachable"),))] == 0
         assert "password" not in str(values)

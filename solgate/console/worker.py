@@ -92,6 +92,7 @@ from solgate.errors import CommandError, SolgateError, SolgateTimeoutError
 from solgate.ipmi import commands
 from solgate.ipmi.codec import IpmiMessage
 from solgate.ipmi.commands import SolActivation
+from solgate.ipmi.fastpath import FastPath
 from solgate.ipmi.session import SessionTerminated
 from solgate.ipmi.sol import (
     BreakRequested,
@@ -215,8 +216,8 @@ class ConsoleWorker:
         stream = self._stream
         live = dict(stream.counters) if stream is not None else {}
         client = self._client
-        if client is not None and client.fastpath is not None:  # a count the C side keeps
-            live["fast_path_packets"] = client.fastpath.handled
+        if client is not None and client.fastpath is not None:  # counts the C side keeps
+            live.update(_fast_counts(client.fastpath))
         return _summed(self.sol_totals, live)
 
     def datagram_drops(self) -> dict[str, int]:
@@ -450,7 +451,7 @@ class ConsoleWorker:
             asking.cancel()
         for client in (self._client, self._session):
             if client is not None and client.fastpath is not None:
-                _add_into(self.sol_totals, {"fast_path_packets": client.fastpath.handled})
+                _add_into(self.sol_totals, _fast_counts(client.fastpath))
                 client.detach_fast_path()  # its buffered bytes first, then the counts
         stream, self._stream = self._stream, None
         if stream is None:
@@ -715,6 +716,11 @@ class ConsoleWorker:
         """An audit record: in the console's log and events.jsonl."""
         self.log.event(message)
         self.events.append(kind, self.name, message=message, **fields)
+
+
+def _fast_counts(fast: FastPath) -> dict[str, int]:
+    """The counters the compiled fast path keeps in C, as `sol_counters` names them."""
+    return {"fast_path_packets": fast.handled, "fast_path_ack_failures": fast.ack_failures}
 
 
 def _add_into(totals: dict[str, int], counts: dict[str, int]) -> None:

@@ -42,6 +42,8 @@ SOL_COUNTERS = {
     "malformed": "SOL payloads that did not decode (dropped).",
     "fast_path_packets": "SOL data packets taken whole by the compiled fast path "
                          "(ipmi/fastpath.py); 0 on the pure-Python path.",
+    "fast_path_ack_failures": "ACKs the compiled fast path could not hand to the socket "
+                              "(the BMC resends those packets); 0 on the pure-Python path.",
 }
 
 # The numbers of the scrape under way: read on the event loop, formatted in a thread.
