@@ -80,7 +80,8 @@ class SharedSocket(asyncio.DatagramProtocol):
         self.pool = pool
         self.family = family
         self.clients: dict[tuple[Any, ...], Receiver] = {}
-        # Armed compiled paths by address: tried first, the client gets what they decline.
+        # Armed compiled paths by address, for the datagram endpoint (the C reader keeps
+        # its own table): tried first, the client gets what they decline.
         self.fast: dict[tuple[Any, ...], FastReceiver] = {}
         self.transport: asyncio.DatagramTransport | None = None
         self.sock: socket.socket | None = None  # the same socket, read directly (asyncio)
@@ -95,8 +96,8 @@ class SharedSocket(asyncio.DatagramProtocol):
         return self.transport is not None and not self.transport.is_closing()
 
     def _fallback(self, data: bytes, addr: Any) -> None:
-        """From the C reader: a datagram no armed fast path took (declined, a handshake,
-        a request's answer, a stray)."""
+        """A datagram no armed fast path took (declined, a handshake, a request's answer,
+        a stray), from the C reader or `_deliver`: to its session, or counted."""
         client = self.clients.get(addr[:2])
         if client is None:
             self.stray += 1
@@ -122,11 +123,9 @@ class SharedSocket(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:
         """One datagram from asyncio, then whatever else waits on the socket (bounded).
 
-        An armed fast path is called from here, so a SOL data datagram costs one Python
-        frame and one C call (fastpath.py)."""
-        fast = self.fast.get(addr[:2])
-        if fast is None or not fast.receive(data):
-            self._deliver(data, addr)
+        An armed fast path is called from `_deliver`, so a SOL data datagram costs two
+        Python frames and one C call (fastpath.py)."""
+        self._deliver(data, addr)
         sock, transport = self.sock, self.transport
         if sock is None or transport is None:
             return
@@ -143,14 +142,11 @@ class SharedSocket(asyncio.DatagramProtocol):
             self._deliver(data, addr)
 
     def _deliver(self, data: bytes, addr: Any) -> None:
+        """The datagram endpoint's route: an armed fast path first, then the client."""
         fast = self.fast.get(addr[:2])
         if fast is not None and fast.receive(data):
             return
-        client = self.clients.get(addr[:2])
-        if client is None:
-            self.stray += 1
-            return
-        client._datagram_received(data)
+        self._fallback(data, addr)
 
     def error_received(self, exc: Exception) -> None:
         # Unconnected sockets rarely see ICMP errors; the retransmit timer reports failures.
@@ -207,14 +203,13 @@ class Port:
     def set_fast(self, fast: FastReceiver | None) -> None:
         """Route this address's datagrams to `fast` first (None: to the client only)."""
         shared = self._shared
-        if fast is None:
+        if shared.reader is not None:  # the C reader keeps its own table, by raw address
+            if not shared.closed and (fast is None or not self._closed):
+                shared.reader.set_fast(self._raw, fast)
+        elif fast is None:
             shared.fast.pop(self._key, None)
-            if shared.reader is not None:
-                shared.reader.set_fast(self._raw, None)
         elif not self._closed:
             shared.fast[self._key] = fast
-            if shared.reader is not None and not shared.closed:
-                shared.reader.set_fast(self._raw, fast)
 
     def is_closing(self) -> bool:
         return self._closed or not self._shared.usable()
@@ -224,9 +219,7 @@ class Port:
             return
         self._closed = True
         shared = self._shared
-        shared.fast.pop(self._key, None)
-        if shared.reader is not None and not shared.closed:
-            shared.reader.set_fast(self._raw, None)
+        self.set_fast(None)
         if shared.clients.get(self._key) is self._client:
             del shared.clients[self._key]
         if not shared.clients:
