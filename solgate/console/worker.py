@@ -578,9 +578,8 @@ class ConsoleWorker:
 
     def _disarm(self) -> None:
         """Before the worker itself uses the stream: the fast path gives its state back."""
-        client = self._client
-        if client is not None and client.fastpath is not None:
-            client.fastpath.disarm()
+        if self._client is not None:
+            self._client.disarm_fast_path()
 
     def _pump(self) -> None:
         """Handle the stream's events first (log, hub), then hand its packets to the socket."""

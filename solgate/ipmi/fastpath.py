@@ -1,5 +1,8 @@
 """One compiled call per SOL data datagram, with the Python path as the reference.
 
+Part of the asyncio shell, like transport.py (it keeps a batch timer on the loop it is
+given); the cores it borrows state from (`ClientSession`, `SolStream`) stay sans-I/O.
+
 Theory of operation
 -------------------
 In a flood nearly every datagram from the BMC is the same case: an authentic, in-order

@@ -280,8 +280,7 @@ class IpmiClient:
     def _send_request(self, netfn: int, cmd: int, data: bytes
                       ) -> tuple[int, asyncio.Future[IpmiMessage]]:
         self._check_open()
-        if self.fastpath is not None:
-            self.fastpath.disarm()
+        self.disarm_fast_path()
         request_id = self.session.send_request(netfn, cmd, data, self._loop.time())
         future: asyncio.Future[IpmiMessage] = self._loop.create_future()
         self._futures[request_id] = future
@@ -356,8 +355,7 @@ class IpmiClient:
 
     def send_sol(self, payload: bytes) -> None:
         self._check_open()
-        if self.fastpath is not None:
-            self.fastpath.disarm()
+        self.disarm_fast_path()
         self.session.send_sol(payload, self._loop.time())
         self._process()
 
@@ -386,6 +384,12 @@ class IpmiClient:
         if fast is not None:
             fast.try_arm()
         return fast
+
+    def disarm_fast_path(self) -> None:
+        """Before the session or the stream is used otherwise: the fast path gives its
+        state back and delivers what it holds (a no-op while none runs or it is idle)."""
+        if self.fastpath is not None:
+            self.fastpath.disarm()
 
     def detach_fast_path(self) -> None:
         """The stream is over: the state goes back to it and the buffered bytes are
@@ -431,8 +435,7 @@ class IpmiClient:
 
     def handle_timeout(self, now: float) -> None:
         """Run the session's due retransmits and timeouts (the timer's owner calls it)."""
-        if self.fastpath is not None:
-            self.fastpath.disarm()
+        self.disarm_fast_path()
         self.session.handle_timeout(now)
         self._process()
 
