@@ -147,16 +147,15 @@ class FastPath:
         if self.armed:
             return True
         session, stream = self._session, self._stream
-        if not (session.established and not session._out  # noqa: SLF001
-                and not session._events and stream.quiescent):  # noqa: SLF001
+        if not (session.quiet and stream.quiescent):
             return False
-        window, outbound = session._window, session._outbound  # noqa: SLF001
+        window, outbound = session.sequence_state()
         if window.ahead > 63 or window.behind > 62:
             return False
         sendto, addr = self._route.fast_sendto()
         self._c.arm(sendto, addr, session.console_session_id, session.bmc_session_id,
-                    window.highest, window._seen, window.ahead,  # noqa: SLF001
-                    window.behind, outbound.value, *stream.receive_state())
+                    window.highest, window.seen, window.ahead, window.behind, outbound,
+                    *stream.receive_state())
         self._route.set_fast(self._c)
         self.armed = True
         # The first batch after arming is delivered at once: it is often the echo of a
@@ -172,9 +171,7 @@ class FastPath:
         self.armed = False
         self._route.set_fast(None)
         highest, seen, outbound, *rx = self._c.disarm()
-        window = self._session._window  # noqa: SLF001
-        window.highest, window._seen = highest, seen  # noqa: SLF001
-        self._session._outbound.value = outbound  # noqa: SLF001
+        self._session.set_sequence_state(highest, seen, outbound)
         self._stream.set_receive_state(*rx)
         self.flush()
 

@@ -32,6 +32,15 @@ class ReplayWindow:
         self._seen = 0  # bit i set: highest - i was seen
         self._mask = (1 << (behind + 1)) - 1
 
+    @property
+    def seen(self) -> int:
+        """Bit i set: `highest - i` was seen (for the compiled fast path to carry on)."""
+        return self._seen
+
+    def restore(self, highest: int | None, seen: int) -> None:
+        """Take the window back as the compiled fast path left it."""
+        self.highest, self._seen = highest, seen
+
     def check(self, seq: int) -> bool:
         """Would `seq` be accepted? Does not change the window."""
         if seq == 0:

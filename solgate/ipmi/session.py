@@ -295,6 +295,21 @@ class ClientSession:
         return deadline
 
     @property
+    def quiet(self) -> bool:
+        """Established, with nothing queued to send or to report: the state the compiled
+        fast path (fastpath.py) may take the sequence numbers over in."""
+        return self.state is _ESTABLISHED and not self._out and not self._events
+
+    def sequence_state(self) -> tuple[ReplayWindow, int]:
+        """The replay window and the last outbound sequence number, for the fast path."""
+        return self._window, self._outbound.value
+
+    def set_sequence_state(self, highest: int | None, seen: int, outbound: int) -> None:
+        """The sequence numbers back from the fast path."""
+        self._window.restore(highest, seen)
+        self._outbound.value = outbound
+
+    @property
     def established(self) -> bool:
         return self.state is _ESTABLISHED
 
