@@ -56,7 +56,7 @@ from solgate.errors import (
     SolgateError,
 )
 from solgate.ipmi import commands
-from solgate.ipmi.codec import CURRENT_CHANNEL, IpmiMessage, PayloadType
+from solgate.ipmi.codec import CURRENT_CHANNEL, PAYLOAD_TYPE_MASK, IpmiMessage, PayloadType
 from solgate.ipmi.commands import (
     ChassisAction,
     ChassisStatus,
@@ -83,9 +83,8 @@ from solgate.ipmi.udp_pool import Port, SocketPool, numeric_address
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-# An RMCP+ datagram's payload type (byte 5, below the encrypted/authenticated bits): a
-# hint only, for whether to try re-arming the fast path (it checks the real state).
-_PAYLOAD_TYPE_BITS = 0x3F
+# An RMCP+ datagram's payload type (byte 5, below the encrypted/authenticated bits) is
+# SOL: a hint only, for whether to try re-arming the fast path (it checks the real state).
 _SOL = int(PayloadType.SOL)
 # attach_fast_path(lazy=True): the stream, where its bytes go, FastPath's options (or None)
 _FastWanted = tuple[SolStream, Callable[[bytes], None], dict[str, Any] | None]
@@ -421,7 +420,7 @@ class IpmiClient:
             fast.disarm()
         self.session.receive_datagram(data, self._loop.time())
         self._process()
-        if len(data) > 5 and data[5] & _PAYLOAD_TYPE_BITS == _SOL:
+        if len(data) > 5 and data[5] & PAYLOAD_TYPE_MASK == _SOL:
             if fast is not None:
                 fast.try_arm()
             elif self._fast_wanted is not None:
