@@ -1247,15 +1247,29 @@ reader_find(DatagramReader *self, const unsigned char *key)
     return -1;
 }
 
+/* The key of sockaddr() bytes; each family's length is checked before its fields are
+ * read (16 bytes that say AF_INET6 would otherwise be read as 28). */
 static int
 reader_key_of(PyObject *raw, unsigned char *key)
 {
-    if (!PyBytes_Check(raw) || PyBytes_GET_SIZE(raw) < (Py_ssize_t)sizeof(struct sockaddr_in)
-        || reader_key((const struct sockaddr *)PyBytes_AS_STRING(raw), key) < 0) {
-        PyErr_SetString(PyExc_ValueError, "not a sockaddr from sockaddr()");
-        return -1;
-    }
+    sa_family_t family;
+    Py_ssize_t need;
+    if (!PyBytes_Check(raw) || PyBytes_GET_SIZE(raw) < (Py_ssize_t)sizeof family)
+        goto bad;
+    memcpy(&family, PyBytes_AS_STRING(raw), sizeof family);
+    if (family == AF_INET)
+        need = (Py_ssize_t)sizeof(struct sockaddr_in);
+    else if (family == AF_INET6)
+        need = (Py_ssize_t)sizeof(struct sockaddr_in6);
+    else
+        goto bad;
+    if (PyBytes_GET_SIZE(raw) < need
+        || reader_key((const struct sockaddr *)PyBytes_AS_STRING(raw), key) < 0)
+        goto bad;
     return 0;
+bad:
+    PyErr_SetString(PyExc_ValueError, "not a sockaddr from sockaddr()");
+    return -1;
 }
 
 /* set_fast(sockaddr, fast or None): route that address's datagrams to fast first. */
