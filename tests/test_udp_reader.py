@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -300,3 +302,19 @@ def test_set_fast_refuses_an_address_shorter_than_its_family() -> None:
     finally:
         reader.close()
         sock.close()
+
+
+def test_a_reader_made_without_init_reads_and_sends_nothing() -> None:
+    """`DatagramReader.__new__` alone: no fd (not 0, stdin) and no callbacks, so reading
+    and sending do nothing instead of calling a missing on_error (a crash: run apart)."""
+    code = (
+        "from solgate.ipmi import crypto\n"
+        "R = crypto._native.DatagramReader\n"
+        "r = R.__new__(R)\n"
+        "assert r.fd == -1, r.fd\n"
+        "r.sendto(b'x', R.sockaddr(('127.0.0.1', 9)))\n"
+        "r()\n"
+        "print('ok', r.stats['errors'])\n")
+    done = subprocess.run([sys.executable, "-c", code], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert (done.returncode, done.stdout) == (0, "ok 0\n"), done.stderr[-2000:]

@@ -1213,6 +1213,17 @@ DatagramReader_dealloc(DatagramReader *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* A reader made without __init__ (DatagramReader.__new__) reads and sends nothing: fd 0,
+ * stdin, with no fallback or on_error to call would crash on the first error. */
+static PyObject *
+DatagramReader_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    DatagramReader *self = (DatagramReader *)PyType_GenericNew(type, args, kwds);
+    if (self != NULL)
+        self->fd = -1;
+    return (PyObject *)self;
+}
+
 /* DatagramReader(fd, fallback, on_error, bound) */
 static int
 DatagramReader_init(DatagramReader *self, PyObject *args, PyObject *kwds)
@@ -1553,7 +1564,7 @@ static PyTypeObject DatagramReaderType = {
     .tp_basicsize = sizeof(DatagramReader),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "A shared UDP socket read in C (see solgate/ipmi/udp_pool.py).",
-    .tp_new = PyType_GenericNew,
+    .tp_new = DatagramReader_new,
     .tp_init = (initproc)DatagramReader_init,
     .tp_dealloc = (destructor)DatagramReader_dealloc,
     .tp_traverse = (traverseproc)DatagramReader_traverse,
