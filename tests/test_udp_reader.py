@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -318,3 +319,38 @@ def test_a_reader_made_without_init_reads_and_sends_nothing() -> None:
     done = subprocess.run([sys.executable, "-c", code], stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=30, check=False)
     assert (done.returncode, done.stdout) == (0, "ok 0\n"), done.stderr[-2000:]
+
+
+class Armed:
+    """A stand-in fast path (only its lifetime matters here)."""
+
+    def receive(self, data: bytes) -> bool:
+        return False
+
+
+def test_a_finaliser_that_arms_during_close_leaves_no_table_behind() -> None:
+    """close() lets go of every fast path even when letting go of one runs code that calls
+    set_fast: nothing is armed afterwards and nothing is kept alive (the table's slots were
+    overwritten while being cleared: a leak, and an armed slot holding NULL)."""
+    sock = bound_socket()
+    reader = Reader(sock.fileno(), print, print, READS_PER_WAKEUP)
+    raws = [Reader.sockaddr(("127.0.0.1", port)) for port in (1001, 1002, 1003, 1004)]
+
+    class Meddler(Armed):
+        def __del__(self) -> None:
+            reader.set_fast(raws[2], Armed())
+            reader.set_fast(raws[3], Armed())
+
+    try:
+        second = Armed()
+        gone = weakref.ref(second)
+        reader.set_fast(raws[0], Meddler())
+        reader.set_fast(raws[1], second)
+        del second
+        reader.close()
+        assert reader.stats["armed"] == 0
+        assert gone() is None
+        reader.set_fast(raws[0], Armed())  # closed: arms nothing
+        assert reader.stats["armed"] == 0
+    finally:
+        sock.close()

@@ -1192,13 +1192,24 @@ DatagramReader_traverse(DatagramReader *self, visitproc visit, void *arg)
     return 0;
 }
 
+/* Let go of the whole fast table. The array is taken out first: a finaliser run by a
+ * DECREF may call set_fast, which must not write into the slots still being let go. */
+static void
+reader_drop_table(DatagramReader *self)
+{
+    ReaderEntry *entries = self->entries;
+    Py_ssize_t i, n = self->n_entries;
+    self->entries = NULL;
+    self->n_entries = self->alloc = 0;
+    for (i = 0; i < n; i++)
+        Py_DECREF(entries[i].fast);
+    PyMem_Free(entries);
+}
+
 static int
 DatagramReader_clear(DatagramReader *self)
 {
-    Py_ssize_t i, n = self->n_entries;
-    self->n_entries = 0;
-    for (i = 0; i < n; i++)
-        Py_CLEAR(self->entries[i].fast);
+    reader_drop_table(self);
     Py_CLEAR(self->fallback);
     Py_CLEAR(self->on_error);
     return 0;
@@ -1209,7 +1220,6 @@ DatagramReader_dealloc(DatagramReader *self)
 {
     PyObject_GC_UnTrack(self);
     DatagramReader_clear(self);
-    PyMem_Free(self->entries);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1283,7 +1293,8 @@ bad:
     return -1;
 }
 
-/* set_fast(sockaddr, fast or None): route that address's datagrams to fast first. */
+/* set_fast(sockaddr, fast or None): route that address's datagrams to fast first. A
+ * closed reader arms nothing (its table was let go; nothing would ever clear it). */
 static PyObject *
 DatagramReader_set_fast(DatagramReader *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1304,6 +1315,8 @@ DatagramReader_set_fast(DatagramReader *self, PyObject *const *args, Py_ssize_t 
         }
         Py_RETURN_NONE;
     }
+    if (self->fd < 0)
+        Py_RETURN_NONE;
     Py_INCREF(args[1]);
     if (at >= 0) {
         Py_SETREF(self->entries[at].fast, args[1]);
@@ -1511,11 +1524,8 @@ DatagramReader_call(DatagramReader *self, PyObject *args, PyObject *kwds)
 static PyObject *
 DatagramReader_close(DatagramReader *self, PyObject *Py_UNUSED(ignored))
 {
-    Py_ssize_t i, n = self->n_entries;
     self->fd = -1;
-    self->n_entries = 0;
-    for (i = 0; i < n; i++)
-        Py_CLEAR(self->entries[i].fast);
+    reader_drop_table(self);
     Py_RETURN_NONE;
 }
 
