@@ -354,3 +354,27 @@ def test_a_finaliser_that_arms_during_close_leaves_no_table_behind() -> None:
         assert reader.stats["armed"] == 0
     finally:
         sock.close()
+
+
+def test_a_reader_closed_by_a_callback_delivers_nothing_more() -> None:
+    """A session that closes the socket from its callback (its last port closed) gets no
+    more of the datagrams already read in that batch: close() means no more reads."""
+    sock, bmc = bound_socket(), bound_socket()
+    got: list[bytes] = []
+
+    def fallback(data: bytes, addr: Any) -> None:
+        got.append(data)
+        reader.close()
+
+    reader = Reader(sock.fileno(), fallback, print, READS_PER_WAKEUP)
+    try:
+        for data in (b"a", b"b", b"c"):
+            bmc.sendto(data, sock.getsockname())
+        time.sleep(0.05)
+        reader()
+        assert got == [b"a"]
+        reader()
+        assert got == [b"a"]
+    finally:
+        sock.close()
+        bmc.close()

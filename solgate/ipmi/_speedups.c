@@ -1491,6 +1491,8 @@ DatagramReader_call(DatagramReader *self, PyObject *args, PyObject *kwds)
             stop = 1; /* the socket is empty: no read that would only fail */
         total += n;
         for (i = 0; i < n; i++) {
+            if (self->fd < 0)
+                break; /* closed by a callback: the rest of the batch goes with the socket */
             self->received++;
             if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
                 self->truncated++;
