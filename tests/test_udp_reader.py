@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -378,3 +379,104 @@ def test_a_reader_closed_by_a_callback_delivers_nothing_more() -> None:
     finally:
         sock.close()
         bmc.close()
+
+
+def test_an_icmp_error_is_reported_and_the_datagram_behind_it_is_read() -> None:
+    """ECONNREFUSED on a read (an earlier send's port unreachable) goes to on_error and the
+    same call reads on, so the datagram waiting behind the error is not left for later.
+    (The pool's unconnected sockets get no such errors from Linux; a connected one does.)"""
+    sock = bound_socket()
+    gone = bound_socket()
+    dead = gone.getsockname()
+    gone.close()
+    sock.connect(dead)
+    got: list[tuple[bytes, Any]] = []
+    errors: list[OSError] = []
+    reader = Reader(sock.fileno(), lambda d, a: got.append((d, a)), errors.append,
+                    READS_PER_WAKEUP)
+    peer = None
+    try:
+        reader.sendto(b"ping", Reader.sockaddr(dead))
+        time.sleep(0.05)  # the ICMP port unreachable is back
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        peer.bind(dead)  # the BMC is back on its port, and answers
+        peer.sendto(b"pong", sock.getsockname())
+        time.sleep(0.05)
+        reader()
+        assert [type(e) for e in errors] == [ConnectionRefusedError]
+        assert got == [(b"pong", dead)]
+        assert reader.stats["errors"] == 1
+    finally:
+        reader.close()
+        sock.close()
+        if peer is not None:
+            peer.close()
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets")
+def test_a_send_that_would_block_is_dropped_and_counted() -> None:
+    """A send the socket cannot take now is dropped and counted, never queued or raised
+    (an ACK lost is a BMC retransmit). UDP on loopback never says EAGAIN: the loopback
+    device frees each datagram's send-buffer charge as it is handed over, and a full
+    receiver drops silently. A Unix datagram socket whose reader does not read does
+    say it, and the reader's sendto is the same code for any socket."""
+    name = b"\0solgate-test-would-block-%d" % id(object())
+    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    errors: list[OSError] = []
+    reader = Reader(tx.fileno(), print, errors.append, READS_PER_WAKEUP)
+    try:
+        rx.bind(name)
+        rx.setblocking(False)
+        raw = struct.pack("=H", socket.AF_UNIX) + name
+        total = 3000
+        for _ in range(total):
+            reader.sendto(b"x" * 1000, raw)
+        dropped = reader.stats["send_dropped"]
+        assert dropped > 0
+        assert not errors
+        delivered = 0
+        while True:
+            try:
+                rx.recv(2000)
+            except BlockingIOError:
+                break
+            delivered += 1
+        assert delivered + dropped == total
+    finally:
+        reader.close()
+        rx.close()
+        tx.close()
+
+
+@pytest.mark.skipif(not _has_ipv6(), reason="no IPv6 loopback")
+def test_v4_mapped_sources_on_a_dual_stack_socket_are_spelled_and_routed_as_python_does() -> None:
+    """A dual-stack IPv6 socket hears 127.0.0.1 as ::ffff:127.0.0.1: the fallback gets the
+    address socket.recvfrom gives, and sockaddr() of that address arms a fast path."""
+    def dual_stack() -> socket.socket:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.bind(("::", 0))
+        s.settimeout(2)
+        return s
+
+    sock, plain, bmc = dual_stack(), dual_stack(), bound_socket()
+    got: list[tuple[bytes, Any]] = []
+    reader = Reader(sock.fileno(), lambda d, a: got.append((d, a)), print, READS_PER_WAKEUP)
+    try:
+        bmc.sendto(b"probe", ("127.0.0.1", plain.getsockname()[1]))
+        spelled = plain.recvfrom(100)[1]
+        assert spelled[0] == "::ffff:127.0.0.1"
+        fast = Fast(reader.sendto, Reader.sockaddr(spelled))
+        reader.set_fast(Reader.sockaddr(spelled), fast)
+        bmc.sendto(b"F1", ("127.0.0.1", sock.getsockname()[1]))
+        bmc.sendto(b"P1", ("127.0.0.1", sock.getsockname()[1]))
+        time.sleep(0.05)
+        reader()
+        assert fast.taken == [b"F1"]
+        assert got == [(b"P1", spelled)]
+        assert bmc.recvfrom(100) == (b"ack F1", ("127.0.0.1", sock.getsockname()[1]))
+    finally:
+        reader.close()
+        for s in (sock, plain, bmc):
+            s.close()
