@@ -9,6 +9,8 @@ socket module would give, IPv6, and the reader gone from the loop once the socke
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import socket
 import struct
 import subprocess
@@ -480,3 +482,19 @@ def test_v4_mapped_sources_on_a_dual_stack_socket_are_spelled_and_routed_as_pyth
         reader.close()
         for s in (sock, plain, bmc):
             s.close()
+
+
+def test_an_error_that_repeats_ends_the_wakeup() -> None:
+    """An error on every read (here the fd is not a socket; in life one closed under the
+    reader) is reported once or twice per wake-up, not once per datagram of the bound."""
+    r, w = os.pipe()
+    errors: list[OSError] = []
+    reader = Reader(r, print, errors.append, READS_PER_WAKEUP)
+    try:
+        reader()
+        assert 1 <= len(errors) <= 2
+        assert {e.errno for e in errors} == {errno.ENOTSOCK}
+    finally:
+        reader.close()
+        os.close(r)
+        os.close(w)

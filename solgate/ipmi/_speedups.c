@@ -1433,7 +1433,7 @@ DatagramReader_call(DatagramReader *self, PyObject *args, PyObject *kwds)
     struct iovec iov[READER_SLOTS];
     struct sockaddr_storage from[READER_SLOTS];
     unsigned char *buf;
-    int own = 0, total = 0, i, n, want, stop = 0;
+    int own = 0, total = 0, i, n, want, stop = 0, failed = 0;
     PyObject *exc_type = NULL, *exc_value = NULL, *exc_tb = NULL;
 
     if ((kwds != NULL && PyDict_GET_SIZE(kwds)) || PyTuple_GET_SIZE(args)) {
@@ -1474,7 +1474,10 @@ DatagramReader_call(DatagramReader *self, PyObject *args, PyObject *kwds)
             PyObject *exc, *r;
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
                 break;
-            /* ICMP news (ECONNREFUSED...) of an earlier send: counted, read on */
+            /* ICMP news (ECONNREFUSED...) of an earlier send: counted, reported, and the
+             * datagrams behind it read. The kernel reports such news once, so a second
+             * error in a row is the socket's own (EBADF, ENOTSOCK): it ends the wake-up
+             * instead of being reported `bound` times. */
             self->errors++;
             total++;
             exc = PyObject_CallFunction(PyExc_OSError, "is", errno, strerror(errno));
@@ -1485,8 +1488,12 @@ DatagramReader_call(DatagramReader *self, PyObject *args, PyObject *kwds)
             if (r == NULL)
                 break;
             Py_DECREF(r);
+            if (failed)
+                break;
+            failed = 1;
             continue;
         }
+        failed = 0;
         if (n < want)
             stop = 1; /* the socket is empty: no read that would only fail */
         total += n;
