@@ -498,3 +498,43 @@ def test_an_error_that_repeats_ends_the_wakeup() -> None:
         reader.close()
         os.close(r)
         os.close(w)
+
+
+@pytest.mark.skipif(not _has_ipv6(), reason="no IPv6 loopback")
+@pytest.mark.parametrize("factory", LOOPS)
+def test_one_address_behind_two_interfaces_gets_two_sockets(factory: Any) -> None:
+    """Two BMCs with one link-local address behind two interfaces differ only in scope ID,
+    which neither the sessions' keys nor the reader's raw keys hold: the pool puts them on
+    separate sockets, so each socket's datagrams reach its own session and fast path.
+    (Loopback has no link-local address; ::1 with scope IDs 0 and 1 stands in, and the
+    kernel reports its sources with scope ID 0, as it would the interface's for fe80::.)"""
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        bmc = bound_socket(socket.AF_INET6, "::1")
+        host, port = bmc.getsockname()[:2]
+        try:
+            clients = [Collect(), Collect()]
+            ports = [await SocketPool.of(loop).attach(socket.AF_INET6, (host, port, 0, scope),
+                                                      client)
+                     for scope, client in zip((0, 1), clients, strict=True)]
+            assert ports[0]._shared is not ports[1]._shared  # noqa: SLF001
+            fasts = [Fast(*p.fast_sendto()) for p in ports]
+            for p, f in zip(ports, fasts, strict=True):
+                p.set_fast(f)
+            sources = []
+            for i, p in enumerate(ports):
+                p.sendto(b"hello %d" % i)
+                data, source = bmc.recvfrom(100)
+                assert data == b"hello %d" % i
+                sources.append(source)
+            for i, source in enumerate(sources):
+                bmc.sendto(b"F%d" % i, source)
+                bmc.sendto(b"P%d" % i, source)
+            await until(lambda: all(c.got for c in clients))
+            assert [c.got for c in clients] == [[b"P0"], [b"P1"]]
+            assert [f.taken for f in fasts] == [[b"F0"], [b"F1"]]
+            for p in ports:
+                p.close()
+        finally:
+            bmc.close()
+    run(factory, main)
