@@ -1080,6 +1080,9 @@ static PyTypeObject SolFastPathType = {
 #define READER_SLOTS 64
 #define READER_SLOT_SIZE 4096 /* an IPMI datagram is a few hundred bytes */
 
+/* The key holds no family and no IPv6 scope ID: a socket carries one family, and the
+ * pool never puts two sessions with one (address, port) on one socket (udp_pool._find),
+ * so one link-local address behind two interfaces is two sockets. */
 typedef struct {
     unsigned char key[18]; /* address (4 or 16 bytes), then the port */
     PyObject *fast;

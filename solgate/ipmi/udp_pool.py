@@ -247,6 +247,8 @@ class SocketPool:
         return pool
 
     def _find(self, family: int, key: tuple[Any, ...]) -> SharedSocket | None:
+        """A socket with room and no session to `key` (host, port): routing by source
+        address (and the C reader's raw key) then needs no IPv6 scope ID."""
         for shared in self.sockets:
             if (shared.family == family and len(shared.clients) < CLIENTS_PER_SOCKET
                     and key not in shared.clients and shared.usable()):
