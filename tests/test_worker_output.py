@@ -22,7 +22,8 @@ async def test_a_panic_after_a_flood_is_reported_with_context_and_every_byte_log
     worker = ConsoleWorker(config.consoles["web01"], hub=Hub("web01"), log=log, events=events,
                            panic=PanicDetector(quiet_seconds=3.0),
                            setup_slots=asyncio.Semaphore(1))
-    flood = [b"boot line %04d ok\r\n" % i for i in range(500)]  # several batches' worth
+    lines = 3 * PANIC_BATCH // 18  # several batches' worth
+    flood = [b"boot line %05d ok\r\n" % i for i in range(lines)]
     panic = b"Kernel panic - not syncing: test\r\n"
     try:
         for chunk in [*flood, panic]:
@@ -39,7 +40,8 @@ async def test_a_panic_after_a_flood_is_reported_with_context_and_every_byte_log
         events.flush()
         [event] = [e for e in read_events(tmp_path / "events.jsonl") if e["kind"] == "panic"]
         assert event["message"] == "Kernel panic - not syncing: test"
-        assert event["context"][-2:] == ["boot line 0499 ok", "Kernel panic - not syncing: test"]
+        last_line = f"boot line {lines - 1:05d} ok"
+        assert event["context"][-2:] == [last_line, "Kernel panic - not syncing: test"]
         logged = (tmp_path / "web01.log").read_bytes()
         assert all(logged.count(line) == 1 for line in flood)
         assert b"PANIC (critical): Kernel panic - not syncing: test" in logged
