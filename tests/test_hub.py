@@ -310,6 +310,26 @@ async def test_a_lone_viewer_is_written_on_the_next_loop_turn():
     reader.cancel()
 
 
+async def test_a_gathered_batch_is_written_at_once_and_loose_output_on_the_next_turn():
+    # The compiled fast path hands over ~100 ms of a flood at a time: waiting a loop turn
+    # would gather nothing more, so it is written in the same call. Output from the
+    # Python path (a packet at a time) still waits for the turn, where a wake-up's
+    # packets make one frame.
+    clock = FakeClock()
+    hub = Hub("web01", clock=clock)
+    sink = FakeSink()
+    reader = await park(hub.attach("alice", can_write=False), sink)
+    hub.publish(b"gathered", batch=True)
+    assert sink.writes == [b"gathered"]
+    clock.now += 1.0
+    hub.publish(b"one ")
+    hub.publish(b"wake-up")
+    assert sink.writes == [b"gathered"]
+    await asyncio.sleep(0)
+    assert sink.writes == [b"gathered", b"one wake-up"]
+    reader.cancel()
+
+
 async def test_a_flood_reaches_a_lone_viewer_in_fewer_larger_writes():
     clock = FakeClock()
     hub = Hub("web01", clock=clock)

@@ -264,10 +264,13 @@ class Hub:
 
     # -- the worker side ---------------------------------------------------------
 
-    def publish(self, data: bytes) -> None:
+    def publish(self, data: bytes, *, batch: bool = False) -> None:
         """Console output, already logged: remember it and queue it to every viewer.
 
         Never awaits and never blocks; a viewer that cannot keep up is resynced or dropped.
+        Output is written to live viewers on the loop's next turn, so that the packets of
+        one wake-up make one frame; `batch` says `data` is already such a gathering (the
+        compiled fast path's), and it is written at once when no flush spacing is due.
         """
         if not data:
             return
@@ -299,7 +302,9 @@ class Hub:
             loop = self._loop
             assert loop is not None
             wait = self._flush_not_before - self.clock()
-            if wait <= 0:
+            if wait <= 0 and batch:
+                self._flush()
+            elif wait <= 0:
                 self._flush_handle = loop.call_soon(self._flush)
             else:
                 self._flush_handle = loop.call_later(wait, self._flush)

@@ -443,8 +443,8 @@ class ConsoleWorker:
         client.terminated.add_done_callback(self._session_ended)
         # The common datagram through one compiled call (ipmi/fastpath.py), made at the
         # first SOL datagram (a console that never prints carries none); its bytes come to
-        # `_on_output` in batches. Never on the pure-Python path.
-        client.attach_fast_path(self._stream, self._on_output, lazy=True)
+        # `_on_batch` in batches. Never on the pure-Python path.
+        client.attach_fast_path(self._stream, self._on_batch, lazy=True)
 
     def _drop_stream(self) -> None:
         """The activation is over: stop asking and feeding the stream, count it, flush panics."""
@@ -622,7 +622,11 @@ class ConsoleWorker:
     def _cancel_timer(self) -> None:
         self._timer.cancel()
 
-    def _on_output(self, data: bytes) -> None:
+    def _on_batch(self, data: bytes) -> None:
+        """The fast path's gathered output: as `_on_output`, written to viewers at once."""
+        self._on_output(data, batch=True)
+
+    def _on_output(self, data: bytes, *, batch: bool = False) -> None:
         """Console bytes: to the log at once (before the BMC gets our ACK), to the hub, and
         to the panic detector `PANIC_BATCH` bytes at a time: one skim per few packets
         instead of one per packet in a flood. What waits is fed on the manager's next
@@ -635,7 +639,7 @@ class ConsoleWorker:
         self._panic_pending_bytes += len(data)
         if self._panic_pending_bytes >= PANIC_BATCH:
             self._feed_panic()
-        self.hub.publish(data)
+        self.hub.publish(data, batch=batch)
 
     def _feed_panic(self) -> None:
         pending, self._panic_pending = self._panic_pending, []
