@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 
 from solgate.ipmi import crypto, udp_pool
+from solgate.ipmi.codec import PayloadType
+from solgate.ipmi.crypto import CIPHER_SUITES, PacketProtector
 from solgate.ipmi.udp_pool import READS_PER_WAKEUP, SocketPool
 
 Reader: Any = getattr(crypto._native, "DatagramReader", None)  # noqa: SLF001
@@ -415,40 +417,118 @@ def test_an_icmp_error_is_reported_and_the_datagram_behind_it_is_read() -> None:
             peer.close()
 
 
-@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets")
-def test_a_send_that_would_block_is_dropped_and_counted() -> None:
-    """A send the socket cannot take now is dropped and counted, never queued or raised
-    (an ACK lost is a BMC retransmit). UDP on loopback never says EAGAIN: the loopback
-    device frees each datagram's send-buffer charge as it is handed over, and a full
-    receiver drops silently. A Unix datagram socket whose reader does not read does
-    say it, and the reader's sendto is the same code for any socket."""
-    name = b"\0solgate-test-would-block-%d" % id(object())
-    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    tx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    errors: list[OSError] = []
-    reader = Reader(tx.fileno(), print, errors.append, READS_PER_WAKEUP)
-    try:
-        rx.bind(name)
-        rx.setblocking(False)
-        raw = struct.pack("=H", socket.AF_UNIX) + name
-        total = 3000
-        for _ in range(total):
-            reader.sendto(b"x" * 1000, raw)
-        dropped = reader.stats["send_dropped"]
-        assert dropped > 0
-        assert not errors
-        delivered = 0
+class Blocked:
+    """A reader on one end of a Unix datagram pair whose other end does not read.
+
+    UDP on loopback never says EAGAIN: the loopback device frees each datagram's
+    send-buffer charge as it is handed over, and a full receiver drops silently. A Unix
+    datagram socket whose reader does not read does say it, and the reader's sendto is
+    the same code for any socket."""
+
+    def __init__(self) -> None:
+        self.name = b"\0solgate-test-would-block-%d" % id(self)
+        self.rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.tx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.errors: list[OSError] = []
+        self.reader = Reader(self.tx.fileno(), print, self.errors.append, READS_PER_WAKEUP)
+        self.rx.bind(self.name)
+        self.rx.setblocking(False)
+        self.raw = struct.pack("=H", socket.AF_UNIX) + self.name
+
+    def fill(self) -> int:
+        """Send until the receiver's queue is full; the number that went through."""
+        for sent in range(100_000):
+            try:
+                self.reader.sendto(b"x" * 1000, self.raw)
+            except BlockingIOError:
+                return sent
+        raise AssertionError("a send that would block was not raised")
+
+    def drain(self) -> int:
+        got = 0
         while True:
             try:
-                rx.recv(2000)
+                self.rx.recv(2000)
             except BlockingIOError:
-                break
-            delivered += 1
-        assert delivered + dropped == total
+                return got
+            got += 1
+
+    def close(self) -> None:
+        self.reader.close()
+        self.rx.close()
+        self.tx.close()
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets")
+def test_a_send_that_would_block_is_dropped_counted_and_raised() -> None:
+    """A send the socket cannot take now is dropped and counted, never queued; it raises
+    BlockingIOError so that its caller (a fast path's ACK) can count it too."""
+    blocked = Blocked()
+    try:
+        total, raised = 3000, []
+        for _ in range(total):
+            try:
+                blocked.reader.sendto(b"x" * 1000, blocked.raw)
+            except BlockingIOError as exc:
+                raised.append(exc.errno)
+        assert set(raised) <= {errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS}
+        dropped = blocked.reader.stats["send_dropped"]
+        assert dropped > 0
+        assert len(raised) == dropped
+        assert not blocked.errors
+        assert blocked.drain() + dropped == total
     finally:
-        reader.close()
-        rx.close()
-        tx.close()
+        blocked.close()
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets")
+def test_a_session_send_that_would_block_is_dropped_quietly() -> None:
+    """The Python path's sends (`Port.sendto`: requests, keystrokes, its ACKs) are dropped
+    and counted when the socket is full, never raised into the session: the retransmit
+    timer covers a lost request, as it covers one lost on the wire."""
+    blocked = Blocked()
+    try:
+        shared = udp_pool.SharedSocket(None, socket.AF_INET)  # type: ignore[arg-type]
+        shared.reader = blocked.reader
+        port = udp_pool.Port(shared, ("127.0.0.1", 9), Collect())
+        port._raw = blocked.raw  # noqa: SLF001 - the full Unix socket's address
+        blocked.fill()
+        dropped = blocked.reader.stats["send_dropped"]
+        port.sendto(b"request")
+        assert blocked.reader.stats["send_dropped"] == dropped + 1
+        assert not blocked.errors
+    finally:
+        blocked.close()
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets")
+def test_a_fast_path_ack_that_would_block_is_an_ack_failure_and_the_bytes_come_out() -> None:
+    """What /metrics calls `solgate_sol_fast_path_ack_failures_total` counts the ACKs the
+    reader dropped because the socket was full: the packet is taken all the same (its
+    characters are delivered; the BMC resends and the Python path ACKs the copy)."""
+    suite = CIPHER_SUITES[17]
+    k1, k2, iv = bytes(range(1, 33)), bytes(range(101, 133)), bytes(range(0xA0, 0xB0))
+    bmc = PacketProtector(suite, k1, k2, random=lambda n: bytes(16), native=False)
+    ours = PacketProtector(suite, k1, k2, random=lambda n: iv, native=True)
+    blocked = Blocked()
+    try:
+        fast = crypto._native.SolFastPath(ours._native, ours._random,  # noqa: SLF001
+                                          lambda full: None, 8192)
+        fast.arm(blocked.reader.sendto, blocked.raw, 0x11223344, 0x55667788, 41, 1, 32, 16,
+                 7, 4, (1, 2, 3), 1, True, 0, 0)
+        assert fast.receive(bmc.seal(PayloadType.SOL, 0x11223344, 42,
+                                     b"\x05\x00\x00\x00one")) is True
+        assert (fast.handled, fast.ack_failures) == (1, 0)  # the ACK went out
+        blocked.fill()
+        dropped = blocked.reader.stats["send_dropped"]
+        assert fast.receive(bmc.seal(PayloadType.SOL, 0x11223344, 43,
+                                     b"\x06\x00\x00\x00two")) is True
+        assert (fast.handled, fast.ack_failures) == (2, 1)
+        assert blocked.reader.stats["send_dropped"] == dropped + 1
+        assert fast.take() == b"onetwo"
+        assert not blocked.errors
+    finally:
+        blocked.close()
 
 
 @pytest.mark.skipif(not _has_ipv6(), reason="no IPv6 loopback")

@@ -842,7 +842,8 @@ next_iv(SolFastPath *self, unsigned char *iv)
  * sealed ACK come first, and any failure there leaves the state as it was. Then the state
  * moves and the packet is marked pending, with no call in between. Only then the calls
  * out: sendto, then wake. A sendto that raises an Exception (a transport closed under us:
- * asyncio raises AttributeError then) is swallowed and counted in `ack_failures`: the
+ * asyncio raises AttributeError then; DatagramReader's BlockingIOError, a send that would
+ * block) is swallowed and counted in `ack_failures`: the
  * packet is taken, so its characters must still come out in order, and a lost ACK is
  * what the protocol already handles (the BMC resends and the Python path ACKs the
  * duplicate); raising instead would end `SharedSocket.datagram_received` and leave the
@@ -1340,8 +1341,9 @@ DatagramReader_set_fast(DatagramReader *self, PyObject *const *args, Py_ssize_t 
     Py_RETURN_NONE;
 }
 
-/* sendto(data, sockaddr): one datagram on the fd; one that would block is dropped and
- * counted (an ACK lost is a BMC retransmit), other errors go to on_error. */
+/* sendto(data, sockaddr): one datagram on the fd. One that would block is dropped,
+ * counted and raised as BlockingIOError, so a SolFastPath counts its ACK as failed (the
+ * BMC resends) and Port.sendto drops it quietly; other errors go to on_error. */
 static PyObject *
 DatagramReader_sendto(DatagramReader *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1367,7 +1369,12 @@ DatagramReader_sendto(DatagramReader *self, PyObject *const *args, Py_ssize_t na
         PyObject *exc, *r;
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
             self->send_dropped++;
-            Py_RETURN_NONE;
+            exc = PyObject_CallFunction(PyExc_BlockingIOError, "is", errno, strerror(errno));
+            if (exc != NULL) {
+                PyErr_SetObject(PyExc_BlockingIOError, exc);
+                Py_DECREF(exc);
+            }
+            return NULL;
         }
         self->errors++;
         exc = PyObject_CallFunction(PyExc_OSError, "is", errno, strerror(errno));
@@ -1572,7 +1579,8 @@ static PyMethodDef DatagramReader_methods[] = {
     {"set_fast", (PyCFunction)(void (*)(void))DatagramReader_set_fast, METH_FASTCALL,
      "set_fast(sockaddr, fast or None): that source's datagrams go to fast.receive first."},
     {"sendto", (PyCFunction)(void (*)(void))DatagramReader_sendto, METH_FASTCALL,
-     "sendto(data, sockaddr): send one datagram (dropped and counted if it would block)."},
+     "sendto(data, sockaddr): send one datagram (dropped, counted and BlockingIOError raised "
+     "if it would block)."},
     {"close", (PyCFunction)DatagramReader_close, METH_NOARGS,
      "close(): stop reading and sending; the caller closes the socket."},
     {"sockaddr", (PyCFunction)DatagramReader_sockaddr, METH_O | METH_STATIC,

@@ -43,9 +43,10 @@ socket's `sendto`, the characters appended to a buffer.
   C socket reader, was 1.05x ipmitool's with 100 ms against 1.30x with 50 ms (~1.7-1.8x
   with a flush on every loop turn or after 10 ms; docs/benchmarks.md, "The compiled
   packet path").
-* A packet whose ACK could not be sent (`sendto` raised: a transport closed under us) is
-  taken all the same and counted (`ack_failures`): its characters come out in order,
-  and the BMC resends, as for an ACK lost on the wire.
+* A packet whose ACK could not be sent (`sendto` raised: a transport closed under us, or
+  the C reader's BlockingIOError for a send that would block) is taken all the same and
+  counted (`ack_failures`): its characters come out in order, and the BMC resends, as
+  for an ACK lost on the wire.
 
 Without the compiled module (or with `SOLGATE_NATIVE=0`) `create` returns None and
 nothing here runs.

@@ -179,10 +179,15 @@ class Port:
         shared.clients[self._key] = client
 
     def sendto(self, data: bytes) -> None:
+        """Send to this port's BMC. With the C reader a send that would block is dropped
+        (counted in the reader's `send_dropped`): the retransmit timer covers it."""
         shared = self._shared
         if shared.reader is not None:
             if not shared.closed:
-                shared.reader.sendto(data, self._raw)
+                try:
+                    shared.reader.sendto(data, self._raw)
+                except BlockingIOError:
+                    pass
             return
         transport = shared.transport
         if transport is not None:
