@@ -270,6 +270,41 @@ def test_closing_the_last_port_takes_the_reader_off_the_loop(factory: Any) -> No
     run(factory, main)
 
 
+@pytest.mark.parametrize("reader", [True, False], ids=["reader", "endpoint"])
+def test_the_pool_counts_strays_and_errors_across_closed_sockets(
+        reader: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`udp_pool.counters` (/metrics: solgate_udp_*) sums every socket the loop's pool
+    opened: a socket's counts stay in the total after it closes, or the counter would
+    fall and read as a reset."""
+    monkeypatch.setattr(udp_pool, "USE_READER", reader)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        assert udp_pool.counters(loop) == dict.fromkeys(udp_pool.COUNTERS, 0)
+        bmc, stranger = bound_socket(), bound_socket()
+        try:
+            for round_ in (1, 2):
+                port = await SocketPool.of(loop).attach(socket.AF_INET, bmc.getsockname(),
+                                                        Collect())
+                shared = port._shared  # noqa: SLF001
+                assert (shared.reader is not None) == reader
+                target = ("127.0.0.1", shared.sock.getsockname()[1])
+                stranger.sendto(b"who is there", target)
+                await until(lambda: shared.stray == 1)  # noqa: B023 - awaited here
+                port.sendto(b"x" * 70000)  # EMSGSIZE: reported, counted
+                await until(lambda: udp_pool.counters(loop)["errors"] == round_)  # noqa: B023
+                assert udp_pool.counters(loop)["stray"] == round_
+                port.close()
+                await asyncio.sleep(0)
+                assert not SocketPool.of(loop).sockets
+                assert udp_pool.counters(loop) == {"send_dropped": 0, "truncated": 0,
+                                                   "errors": round_, "stray": round_}
+        finally:
+            bmc.close()
+            stranger.close()
+    run(asyncio.new_event_loop, main)
+
+
 def test_without_the_reader_the_datagram_endpoint_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     """The pure-Python shape (as with SOLGATE_NATIVE=0) still routes by address."""
     monkeypatch.setattr(udp_pool, "USE_READER", False)

@@ -7,7 +7,9 @@ loss), and that counters keep counting across a reconnect.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import socket
 from pathlib import Path
 
 import prometheus_client
@@ -25,6 +27,7 @@ from web_fakes import (
 from solgate.config import parse_config
 from solgate.config.users import parse_users
 from solgate.console.manager import ConsoleManager
+from solgate.ipmi.udp_pool import SocketPool
 from solgate.sim.bmc import SimBmcConfig
 from solgate.sim.fleet import SimFleet
 from solgate.sim.host import SimHost
@@ -92,6 +95,35 @@ async def test_openmetrics_on_request_and_no_secrets_in_the_output(tmp_path: Pat
         await client.close()
 
 
+async def test_the_shared_udp_sockets_counters_are_daemon_wide_series(tmp_path: Path) -> None:
+    """What the shared UDP sockets lost or refused (one socket carries 64 consoles, so no
+    console label), with help that says what a rise means, for every user who may scrape."""
+    manager = StaticConsoles(tmp_path)
+    manager.add("web01")
+    manager.add("db01")
+    manager.udp = {"send_dropped": 7, "truncated": 1, "errors": 2, "stray": 40}
+    client = await start_client(make_app(tmp_path, manager))
+    try:
+        await login(client, "rita")  # sees web* only: the totals are still totals
+        resp = await client.get("/metrics")
+        text = await resp.text()
+        values = samples(text)
+        assert {name: v for (name, labels), v in values.items()
+                if name.startswith("solgate_udp_")} == {
+            "solgate_udp_sends_dropped_total": 7,
+            "solgate_udp_truncated_datagrams_total": 1,
+            "solgate_udp_errors_total": 2,
+            "solgate_udp_stray_datagrams_total": 40,
+        }
+        helps = {family.name: family.documentation
+                 for family in text_string_to_metric_families(text)}
+        assert "send buffer was full" in helps["solgate_udp_sends_dropped"]
+        assert "no session" in helps["solgate_udp_stray_datagrams"]
+        assert "send buffer was full" in helps["solgate_sol_fast_path_ack_failures"]
+    finally:
+        await client.close()
+
+
 async def test_each_app_has_its_own_registry(tmp_path: Path) -> None:
     one, two = StaticConsoles(tmp_path / "a"), StaticConsoles(tmp_path / "b")
     one.add("web01")
@@ -149,6 +181,16 @@ async def test_real_engine_counters_survive_loss_and_a_reconnect(tmp_path: Path)
         assert "sim001" in per_console(values, "solgate_sol_fast_path_packets_total")
         assert values[("solgate_consoles", (("state", "active"),))] == 1
         assert values[("solgate_consoles", (("state", "unreachable"),))] == 0
+        # the engine's own shared sockets: nothing lost, nobody else talking to them ...
+        assert values[("solgate_udp_sends_dropped_total", ())] == 0
+        assert values[("solgate_udp_stray_datagrams_total", ())] == 0
+        assert values[("solgate_udp_errors_total", ())] == 0
+        # ... until someone does
+        (shared,) = SocketPool.of(asyncio.get_running_loop()).sockets
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+            stranger.sendto(b"hello?", ("127.0.0.1", shared.sock.getsockname()[1]))
+        await wait_for(lambda: shared.stray == 1, 5.0)
+        assert (await scrape())[("solgate_udp_stray_datagrams_total", ())] == 1
         assert "password" not in str(values)
 
         # The BMC stops hearing us: our keystroke packet is resent, and /metrics says so.

@@ -88,6 +88,7 @@ class StaticConsoles:
         self.power_state = "on"
         self.records: list[tuple[str | None, str, str]] = []
         self.events = DiskHealth()
+        self.udp: dict[str, int] = {}
 
     def add(self, name: str, *, tags: tuple[str, ...] = (), echo: bool = False,
             queue_bytes: int = 256 * 1024, **attrs: Any) -> StaticConsole:
@@ -104,6 +105,9 @@ class StaticConsoles:
 
     def counts_by_state(self) -> dict[str, int]:
         return {}
+
+    def udp_counters(self) -> dict[str, int]:
+        return dict(self.udp)
 
     def _act(self, *action: str) -> None:
         if self.fail_with is not None:

@@ -30,6 +30,7 @@ from solgate.console.panic import PanicDetector
 from solgate.console.power import POWER_ACTIONS
 from solgate.console.worker import ConsoleState, ConsoleWorker
 from solgate.errors import ConfigError, SolgateError
+from solgate.ipmi import udp_pool
 from solgate.ipmi.transport import IpmiClient
 
 logger = logging.getLogger("solgate.manager")
@@ -57,6 +58,7 @@ class ConsoleManager:
         self.setup_slots = asyncio.Semaphore(config.server.setup_concurrency)
         self._workers: dict[str, ConsoleWorker] = {}
         self._ticker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the workers' (and sockets')
         # One thread creates the log files of consoles won in a failover: more would
         # only queue on the directory's lock in the kernel, spinning.
         self._file_maker: concurrent.futures.ThreadPoolExecutor | None = None
@@ -65,6 +67,7 @@ class ConsoleManager:
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         raise_file_limit(self.config.consoles.values())
         if not self.clustered:
             for console in self.config.consoles.values():
@@ -257,6 +260,12 @@ class ConsoleManager:
             worker.record(kind, message, **fields)
         else:
             self.events.append(kind, name, message=message, **fields)
+
+    def udp_counters(self) -> dict[str, int]:
+        """The shared UDP sockets' counters (udp_pool.COUNTERS), over every console."""
+        if self._loop is None:
+            return dict.fromkeys(udp_pool.COUNTERS, 0)
+        return udp_pool.counters(self._loop)
 
     def counts_by_state(self) -> dict[str, int]:
         counts = dict.fromkeys((str(s) for s in ConsoleState), 0)

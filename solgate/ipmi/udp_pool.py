@@ -36,8 +36,8 @@ from typing import Any, Protocol
 
 from solgate.ipmi import crypto
 
-__all__ = ["CLIENTS_PER_SOCKET", "SOCKET_RECEIVE_BUFFER", "FastReceiver", "Port", "Receiver",
-           "SocketPool", "numeric_address"]
+__all__ = ["CLIENTS_PER_SOCKET", "COUNTERS", "SOCKET_RECEIVE_BUFFER", "FastReceiver", "Port",
+           "Receiver", "SocketPool", "counters", "numeric_address"]
 
 log = logging.getLogger("solgate.ipmi.transport")  # the name operators filter on, as before
 
@@ -65,6 +65,11 @@ SOCKET_RECEIVE_BUFFER = 1 << 20  # asked for; the kernel caps it at net.core.rme
 # advanced by one datagram per socket per iteration.
 READS_PER_WAKEUP = 64
 MAX_DATAGRAM = 65536
+# What the shared sockets count, summed over a loop's sockets (`counters`, /metrics):
+# sends dropped because they would block and datagrams too long for the C reader's slot
+# (both only with the C reader: asyncio queues such sends, and reads 64 KiB), socket
+# errors, and datagrams from an address with no session.
+COUNTERS = ("send_dropped", "truncated", "errors", "stray")
 
 
 class SharedSocket(asyncio.DatagramProtocol):
@@ -88,12 +93,21 @@ class SharedSocket(asyncio.DatagramProtocol):
         self.reader: Any = None  # the C DatagramReader, when it reads the socket instead
         self.closed = False
         self.stray = 0
+        self.errors = 0  # reported to error_received (the C reader counts its own)
 
     def usable(self) -> bool:
         """Whether new ports may go on this socket (it is open)."""
         if self.reader is not None:
             return not self.closed
         return self.transport is not None and not self.transport.is_closing()
+
+    def counters(self) -> dict[str, int]:
+        """This socket's `COUNTERS` since it was opened."""
+        if self.reader is not None:
+            stats = self.reader.stats
+            return {"send_dropped": stats["send_dropped"], "truncated": stats["truncated"],
+                    "errors": stats["errors"], "stray": self.stray}
+        return {"send_dropped": 0, "truncated": 0, "errors": self.errors, "stray": self.stray}
 
     def _fallback(self, data: bytes, addr: Any) -> None:
         """A datagram no armed fast path took (declined, a handshake, a request's answer,
@@ -150,6 +164,7 @@ class SharedSocket(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         # Unconnected sockets rarely see ICMP errors; the retransmit timer reports failures.
+        self.errors += 1
         log.debug("shared IPMI socket error %s", exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -243,6 +258,7 @@ class SocketPool:
         self.loop = loop
         self.sockets: list[SharedSocket] = []
         self._lock = asyncio.Lock()
+        self._retired = dict.fromkeys(COUNTERS, 0)  # counts of the sockets closed so far
 
     @classmethod
     def of(cls, loop: asyncio.AbstractEventLoop) -> SocketPool:
@@ -303,6 +319,17 @@ class SocketPool:
     def forget(self, shared: SharedSocket) -> None:
         if shared in self.sockets:
             self.sockets.remove(shared)
+            for key, value in shared.counters().items():
+                self._retired[key] += value
+
+    def counters(self) -> dict[str, int]:
+        """`COUNTERS` over every socket this pool opened, closed ones included (a counter
+        that fell when a socket closed would read as a reset to Prometheus)."""
+        totals = dict(self._retired)
+        for shared in self.sockets:
+            for key, value in shared.counters().items():
+                totals[key] += value
+        return totals
 
 
 # Whether the C reader reads the sockets when the compiled module is there (tests turn it
@@ -316,6 +343,12 @@ def _reader_type() -> Any:
     if not USE_READER or not crypto.NATIVE or native is None:
         return None
     return getattr(native, "DatagramReader", None)
+
+
+def counters(loop: asyncio.AbstractEventLoop) -> dict[str, int]:
+    """The `COUNTERS` of `loop`'s shared sockets (zeros before its first session)."""
+    pool = SocketPool._pools.get(loop)  # noqa: SLF001 - not made just to be read
+    return pool.counters() if pool is not None else dict.fromkeys(COUNTERS, 0)
 
 
 def _discard(data: bytes, address: Any) -> None:

@@ -43,7 +43,34 @@ SOL_COUNTERS = {
     "fast_path_packets": "SOL data packets taken whole by the compiled fast path "
                          "(ipmi/fastpath.py); 0 on the pure-Python path.",
     "fast_path_ack_failures": "ACKs the compiled fast path could not hand to the socket "
-                              "(the BMC resends those packets); 0 on the pure-Python path.",
+                              "(its send buffer was full, see solgate_udp_sends_dropped; "
+                              "the BMC resends those packets); 0 on the pure-Python path.",
+}
+
+# The shared UDP sockets' counters (solgate.ipmi.udp_pool.COUNTERS), daemon-wide: one
+# socket carries up to 64 consoles, so they have no console label.
+UDP_COUNTERS = {
+    "send_dropped": ("solgate_udp_sends_dropped",
+                     "Datagrams to BMCs dropped because a UDP socket's send buffer was full "
+                     "(lost ACKs and requests: the protocol resends them). A steady rise "
+                     "means the host cannot send as fast as its consoles need: look at "
+                     "its CPU load and network, or raise net.core.wmem_default. "
+                     "0 on the pure-Python path."),
+    "truncated": ("solgate_udp_truncated_datagrams",
+                  "Datagrams longer than 4096 bytes, dropped unread (IPMI datagrams are a "
+                  "few hundred). A rise means something other than a BMC sends to "
+                  "solgate's UDP ports, or a BMC's firmware is broken. "
+                  "0 on the pure-Python path."),
+    "errors": ("solgate_udp_errors",
+               "Errors the UDP sockets reported on a send or a read, such as no route to "
+               "a BMC's network or a link-local address the kernel cannot send to: the "
+               "consoles behind them do not connect. Look at their state detail, and at "
+               "the log of solgate.ipmi.transport at debug level for the error."),
+    "stray": ("solgate_udp_stray_datagrams",
+              "Datagrams from an address with no session, dropped. A few come late after a "
+              "reconnect; a steady rise means something else sends to solgate's UDP ports "
+              "(a BMC configured under another address, a scan): find the source with "
+              "tcpdump."),
 }
 
 # The numbers of the scrape under way: read on the event loop, formatted in a thread.
@@ -79,6 +106,7 @@ class Snapshot:
     panics: int
     web_sessions: int | None
     events: tuple[int, int, bool]  # write errors, records dropped, writable
+    udp: Mapping[str, int]
     consoles: list[ConsoleStats]
 
 
@@ -109,6 +137,7 @@ class SolgateCollector(Collector):
             panics=sum(c.panic_count for c in consoles),
             web_sessions=self.web_sessions() if self.web_sessions is not None else None,
             events=(events.write_errors, events.records_dropped, not events.error),
+            udp=self.manager.udp_counters(),
             consoles=[_console_stats(c) for c in consoles if visible is None or visible(c)],
         )
 
@@ -158,6 +187,8 @@ def _daemon_families(snap: Snapshot) -> Iterator[Metric]:
     yield GaugeMetricFamily("solgate_events_file_ok",
                             "1 while events.jsonl is writable, 0 while it fails.",
                             value=1 if ok else 0)
+    for key, (name, doc) in UDP_COUNTERS.items():
+        yield CounterMetricFamily(name, doc, value=snap.udp.get(key, 0))
 
 
 def _console_families(consoles: list[ConsoleStats]) -> Iterator[Metric]:

@@ -159,6 +159,11 @@ class ConsoleManager(Protocol):
     @property
     def events(self) -> EventsHealth: ...
 
+    def udp_counters(self) -> Mapping[str, int]:
+        """The shared UDP sockets' counters over every console: "send_dropped",
+        "truncated", "errors", "stray" (solgate.ipmi.udp_pool.COUNTERS)."""
+        ...
+
     async def send_break(self, name: str, user: str) -> None:
         """Send a serial BREAK to the host."""
         ...
