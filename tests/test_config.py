@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -878,3 +881,84 @@ def test_workarounds_solgate_cannot_honour_are_refused():
     config = parse_config('[consoles.a]\nhost = "h"\npassword = "p"\n'
                           'workarounds = ["opensesspriv", "skip_auth_caps"]\n')
     assert config.consoles["a"].target().workarounds == {"opensesspriv", "skip_auth_caps"}
+
+
+# --------------------------------------------------------------------------- link-local hosts
+
+LINK_LOCAL = """
+    [defaults]
+    password = "pw"
+
+    [consoles.bmc13]
+    host = "fe80::13"
+
+    [consoles.bmc14]
+    host = "fe80::14%eth0"
+
+    [consoles.bmc15]
+    host = "[FE80::15]"
+
+    [consoles.web01]
+    host = "2001:db8::1"
+
+    [consoles.web02]
+    host = "bmc-web02.example"
+"""
+
+
+def test_a_link_local_host_without_a_scope_is_loaded_with_a_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """It works on a machine with one interface (the kernel's link-local route picks it),
+    so it is not refused; but the operator is told which console, which address, and how
+    to write it, on the line it is on. `serve` loads the file the same way (load_config),
+    so it logs the same lines."""
+    path = write(tmp_path, LINK_LOCAL)
+    with caplog.at_level("WARNING", logger="solgate.config"):
+        config = load_config(path)
+    assert config.consoles["bmc13"].host == "fe80::13"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path} line 5: [consoles.bmc13] host: fe80::13 is a link-local IPv6 address with no "
+        "scope ID: console bmc13 reaches it through whichever interface the kernel picks, "
+        'the wrong one on a machine with several; write host = "fe80::13%IFACE" with the '
+        'interface the BMC is on (e.g. "fe80::13%eth0")',
+        f"{path} line 11: [consoles.bmc15] host: FE80::15 is a link-local IPv6 address with "
+        "no scope ID: console bmc15 reaches it through whichever interface the kernel picks, "
+        'the wrong one on a machine with several; write host = "FE80::15%IFACE" with the '
+        'interface the BMC is on (e.g. "FE80::15%eth0")',
+    ]
+
+
+def test_a_link_local_host_in_defaults_is_warned_about_for_each_console(
+        caplog: pytest.LogCaptureFixture) -> None:
+    text = toml("""
+        [defaults]
+        host = "fe80::1"
+        password = "pw"
+        [consoles.a]
+        [consoles.b]
+        host = "fe80::2%br0"
+    """)
+    with caplog.at_level("WARNING", logger="solgate.config"):
+        parse_config(text, "solgate.toml")
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1
+    assert messages[0].startswith("solgate.toml line 2: [defaults] host: fe80::1 is a "
+                                  "link-local IPv6 address with no scope ID: console a ")
+
+
+def test_check_config_prints_the_link_local_warning_and_passes(tmp_path: Path) -> None:
+    """What an operator running `solgate check-config` sees: the summary on stdout, exit
+    status 0, and the warning on stderr."""
+    path = write(tmp_path, LINK_LOCAL)
+    result = subprocess.run(  # noqa: S603 - our own CLI
+        [sys.executable, "-m", "solgate.cli", "check-config", "-c", str(path)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "5 consoles" in result.stdout
+    warnings = [line for line in result.stderr.splitlines() if "WARNING" in line]
+    assert len(warnings) == 2, result.stderr
+    assert "console bmc13" in warnings[0]
+    assert "fe80::13 is a link-local IPv6 address with no scope ID" in warnings[0]
+    assert 'write host = "fe80::13%IFACE"' in warnings[0]
+    assert "console bmc15" in warnings[1]

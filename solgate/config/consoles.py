@@ -9,6 +9,7 @@ load time (`password_env`, `password_file`), so a missing secret is found by
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -368,6 +369,7 @@ def _console(src: Source, name: str, defaults: _Placed, own: _Placed) -> Console
     if "host" not in merged:
         raise src.fail(here, None, 'host: missing; every console needs the address of '
                        'its BMC, like host = "10.0.0.5"')
+    _check_scope(src, name, merged["host"])
     suites = get("cipher_suites")
     if not get("allow_insecure"):
         for suite in suites:
@@ -385,6 +387,25 @@ def _console(src: Source, name: str, defaults: _Placed, own: _Placed) -> Console
     values = {k: v for k, (v, _) in merged.items() if k not in PASSWORD_KEYS + KG_KEYS}
     return ConsoleConfig(name=name, password=password, password_source=password_source,
                          kg=kg or None, **values)
+
+
+def _check_scope(src: Source, name: str, host: tuple[str, tuple[str, ...]]) -> None:
+    """Warn about a link-local IPv6 host without a scope ID ("fe80::13"). The kernel then
+    sends through the first interface with a link-local route: right on a box with one
+    interface, which is why it is not an error, but a second one (a VLAN, a bridge, a
+    management port) may take its place and the console stays unreachable."""
+    value, origin = host
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return  # a host name: resolved when the console connects
+    if (isinstance(address, ipaddress.IPv6Address) and address.is_link_local
+            and address.scope_id is None):
+        src.warn(origin, "host", f"host: {value} is a link-local IPv6 address with no "
+                 f"scope ID: console {name} reaches it through whichever interface the "
+                 "kernel picks, the wrong one on a machine with several; write "
+                 f'host = "{value}%IFACE" with the interface the BMC is on '
+                 f'(e.g. "{value}%eth0")')
 
 
 def _password(src: Source, name: str, merged: _Placed,

@@ -125,6 +125,11 @@ class Source:
             self._checked_files.add(path)
             warn_if_readable(path, what)
 
+    def warn(self, table: tuple[str, ...], key: str | None, text: str) -> None:
+        """One warning line placed as `fail` places an error: something that works here
+        and now but may not elsewhere (`check-config` prints it, `serve` logs it)."""
+        logger.warning("%s", self.fail(table, key, text))
+
     # -- errors
 
     def fail(self, table: tuple[str, ...], key: str | None, text: str) -> ConfigError:
