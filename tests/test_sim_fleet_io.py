@@ -7,6 +7,7 @@ that records what the fleet hands it and when, so what is checked is the shell a
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import time
 from typing import Any
@@ -14,9 +15,10 @@ from typing import Any
 import pytest
 from sim_helpers import make_target
 
+from solgate.errors import SolgateError
 from solgate.ipmi.transport import IpmiClient
 from solgate.sim.bmc import SimBmcConfig
-from solgate.sim.fleet import SimFleet
+from solgate.sim.fleet import SimFleet, _bind_address
 
 
 class StubLink:
@@ -165,3 +167,41 @@ def test_sol_port_counts_retransmits_over_every_session() -> None:
             port.handle_timeout(now)
         port.deactivate()
         assert port.retransmits == 2 * session
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
+def test_bind_addresses_keep_their_ipv6_scope() -> None:
+    """`solgate sim --bind fe80::11%v1` failed with EINVAL: the scope ID was dropped and a
+    link-local address cannot be bound without one. The whole sockaddr is kept now.
+    (Tests cannot make interfaces; "lo" is a valid scope for the resolution.)"""
+    lo = socket.if_nametoindex("lo")
+    assert _bind_address("fe80::11%lo") == (socket.AF_INET6, ("fe80::11", 0, 0, lo))
+    assert _bind_address("::1") == (socket.AF_INET6, ("::1", 0, 0, 0))
+    assert _bind_address("127.0.0.1") == (socket.AF_INET, ("127.0.0.1", 0))
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
+async def test_a_fleet_binds_ipv6_and_hands_the_scope_to_the_kernel() -> None:
+    """On ::1 a fleet listens and answers; on fe80::1%lo the kernel gets the scope: with
+    no link-local address on loopback it says EADDRNOTAVAIL, not the EINVAL of a
+    link-local address given without its interface."""
+    async with SimFleet(2, base_port=0, host="::1") as fleet:
+        assert [h.sock.getsockname()[0] for h in fleet.bmcs] == ["::1", "::1"]
+        client = await asyncio.wait_for(
+            IpmiClient.connect(make_target(fleet.ports[1], host="::1")), 10)
+        async with client:
+            assert (await client.device_id()).ipmi_version == "2.0"
+    with pytest.raises(SolgateError) as failed:  # noqa: PT012 - start and stop are one step
+        async with SimFleet(1, base_port=0, host="fe80::1%lo"):
+            pass
+    assert isinstance(failed.value.__cause__, OSError)
+    assert failed.value.__cause__.errno == errno.EADDRNOTAVAIL, failed.value

@@ -156,7 +156,7 @@ class SimFleet:
                 sock = socket.socket(family, socket.SOCK_DGRAM)
                 try:
                     sock.setblocking(False)
-                    sock.bind((address, port))
+                    sock.bind((address[0], port, *address[2:]))
                 except OSError as exc:
                     sock.close()
                     raise SolgateError(
@@ -356,15 +356,18 @@ class SimFleet:
         self._arm()
 
 
-def _bind_address(host: str) -> tuple[int, str]:
-    """The address family and numeric address to bind `host` (a name is resolved once, at
-    start, in this thread: the loop's resolver pool would keep a thread for nothing)."""
+def _bind_address(host: str) -> tuple[int, tuple[Any, ...]]:
+    """The address family and sockaddr (port 0) to bind `host` (a name is resolved once, at
+    start, in this thread: the loop's resolver pool would keep a thread for nothing).
+
+    The whole sockaddr is kept: for "fe80::11%v1" it is (host, port, flowinfo, scope_id),
+    and a link-local address bound without its scope ID is refused (EINVAL)."""
     try:
         infos = socket.getaddrinfo(host, 0, type=socket.SOCK_DGRAM)
     except OSError as exc:
         raise SolgateError(f"simulated BMCs cannot listen on {host}: {exc}") from exc
     family, _, _, _, sockaddr = infos[0]
-    return family, str(sockaddr[0])
+    return family, tuple(sockaddr)
 
 
 def _raise_file_limit(wanted: int) -> None:
