@@ -200,8 +200,12 @@ async def test_a_fleet_binds_ipv6_and_hands_the_scope_to_the_kernel() -> None:
             IpmiClient.connect(make_target(fleet.ports[1], host="::1")), 10)
         async with client:
             assert (await client.device_id()).ipmi_version == "2.0"
-    with pytest.raises(SolgateError) as failed:  # noqa: PT012 - start and stop are one step
+    refused: SolgateError | None = None
+    try:
         async with SimFleet(1, base_port=0, host="fe80::1%lo"):
-            pass
-    assert isinstance(failed.value.__cause__, OSError)
-    assert failed.value.__cause__.errno == errno.EADDRNOTAVAIL, failed.value
+            pass  # a machine whose loopback has fe80::1: bound with its scope
+    except SolgateError as failed:
+        refused = failed
+    if refused is not None:
+        assert isinstance(refused.__cause__, OSError)
+        assert refused.__cause__.errno == errno.EADDRNOTAVAIL, refused
