@@ -26,7 +26,7 @@ from solgate.errors import ConfigError
 
 if TYPE_CHECKING:
     from solgate.sim.faults import FaultConfig
-    from solgate.sim.fleet import SimFleet
+    from solgate.sim.fleet import SimBmcHandle, SimFleet
 
 DEFAULT_PASSWORD = b"password"
 DEFAULT_PASSWORD_ENV = "SOLGATE_SIM_PASSWORD"  # noqa: S105 - a variable name
@@ -84,6 +84,11 @@ def register(subparsers: Any) -> None:
     host.add_argument("--powered-off", action="store_true",
                       help="start with every host powered off; SIGUSR2 powers on every "
                            "host that is off, all at the same moment (a power restore)")
+    host.add_argument("--power-on-spread", type=duration_arg, default=0.0, metavar="T",
+                      help="on SIGUSR2, power the hosts on in sequence over T instead of at "
+                           "once: host i of N (in port order) at i*T/N after the signal, as "
+                           "PDU outlet delays and BMC power-restore delays stagger a real "
+                           "restore (0: all at once); --stats gives each host's delay")
     host.add_argument("--query-cursor", action="store_true",
                       help="end each shell prompt with a cursor position query (ESC [ 6 n), "
                       "as busybox ash and systemd's serial getty do")
@@ -185,6 +190,7 @@ async def run(args: argparse.Namespace) -> int:
     )
     fleet = SimFleet(args.count, args.base_port, args.bind, config_factory=config_factory,
                      faults=lambda index: _copy_faults(faults), power_on=not args.powered_off)
+    restore = PowerRestore(fleet, args.power_on_spread)
     started = time.monotonic()
     await fleet.start()
     try:
@@ -198,12 +204,13 @@ async def run(args: argparse.Namespace) -> int:
               flush=True)
         await _wait_for_signal(status=lambda: print(fleet_status(fleet), file=sys.stderr,
                                                     flush=True),
-                               power_on=lambda: _power_on_all(fleet))
+                               power_on=lambda: restore.start(asyncio.get_running_loop()))
     finally:
+        restore.cancel()
         status = fleet_status(fleet)
         await fleet.stop()
     if args.stats:
-        _write_stats(fleet, args.stats)
+        _write_stats(fleet, args.stats, restore.delays)
     for handle in fleet.bmcs:
         sol = handle.core.sol
         if sol.abandoned_bytes:
@@ -234,27 +241,71 @@ def _copy_faults(faults: FaultConfig) -> FaultConfig:
     )
 
 
-def _power_on_all(fleet: SimFleet) -> None:
-    """SIGUSR2: every host that is off powers on now, at one `now` (a power restore)."""
-    now = asyncio.get_running_loop().time()
-    count = 0
-    for handle in fleet.bmcs:
+def power_on_offsets(count: int, spread: float) -> list[float]:
+    """Seconds after the signal at which each of `count` hosts powers on: evenly over
+    `spread`, in order, the first at once (0 for every host when `spread` is 0)."""
+    return [spread * i / count for i in range(count)]
+
+
+class PowerRestore:
+    """SIGUSR2: every host that is off powers on, at one `now` (a power restore) or, with a
+    spread, one after another over it (a sequenced restore, as outlet power-on delays
+    stagger a real one). `delays` keeps each BMC's seconds from the signal to its host's
+    power-on, for `--stats`."""
+
+    def __init__(self, fleet: SimFleet, spread: float) -> None:
+        self.fleet = fleet
+        self.spread = spread
+        self.delays: dict[int, float] = {}
+        self._scheduled: set[int] = set()
+        self._timers: list[asyncio.TimerHandle] = []
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Power on now, or schedule the sequence; a host already scheduled is skipped."""
+        now = loop.time()
+        off = [h for h in self.fleet.bmcs
+               if h.host is not None and not h.host.powered and h.index not in self._scheduled]
+        if not self.spread:
+            for handle in off:
+                self._power_on(handle, now, 0.0)
+        else:
+            for handle, offset in zip(off, power_on_offsets(len(off), self.spread),
+                                      strict=True):
+                self._scheduled.add(handle.index)  # a second signal skips it
+                self._timers.append(loop.call_at(now + offset, self._power_on_later,
+                                                 handle, now))
+        how = "now" if not self.spread else f"over {self.spread:g} s"
+        print(f"solgate sim: powering on {len(off)} host{'' if len(off) == 1 else 's'} {how}",
+              file=sys.stderr, flush=True)
+
+    def _power_on_later(self, handle: SimBmcHandle, signalled: float) -> None:
+        self._scheduled.discard(handle.index)
+        now = asyncio.get_running_loop().time()
+        self._power_on(handle, now, now - signalled)
+
+    def _power_on(self, handle: SimBmcHandle, now: float, delay: float) -> None:
         host = handle.host
         if host is not None and not host.powered:
             host.power_on(now)
-            fleet.poke(handle)
-            count += 1
-    print(f"solgate sim: powered on {count} host{'' if count == 1 else 's'}", file=sys.stderr,
-          flush=True)
+            self.fleet.poke(handle)
+        self.delays[handle.index] = round(delay, 4)
+
+    def cancel(self) -> None:
+        """Stopping: hosts not yet powered on stay off."""
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
 
 
-def _write_stats(fleet: SimFleet, path: str) -> None:
-    """Per-BMC byte counters, so a benchmark can tell what a console should have logged."""
+def _write_stats(fleet: SimFleet, path: str, delays: dict[int, float]) -> None:
+    """Per-BMC byte counters, so a benchmark can tell what a console should have logged,
+    and when its host was powered on (seconds after SIGUSR2; null if it was not)."""
     rows = []
     for handle in fleet.bmcs:
         sol = handle.core.sol
         host = handle.host
         rows.append({"name": handle.name, "port": handle.port,
+                     "power_on_s": delays.get(handle.index),
                      "host_bytes": host.output_bytes if host is not None else 0,
                      "sol_sent": sol.sent_bytes, "abandoned": sol.abandoned_bytes,
                      "discarded": sol.discarded, "stalls": sol.stalls,
