@@ -2,6 +2,7 @@
 
     python bench/boot_storm.py [--hosts 2000] [--servers solgate,conman] [--log-size 64K]
                                [--sol-retries 7] [--sol-retry-interval 100ms] [--timeout 600]
+                               [--spread SECONDS]
 
 A power loss and restore is when console logs matter most and when a console server is
 busiest: N hosts each print a large boot log (`--log-size`, a server's 50-150 KB; 64 KiB
@@ -10,7 +11,10 @@ by default) at the full speed of their serial line, all at once. For each server
 `vs_conman.py`), a fresh `solgate sim` fleet is started with every host powered off and
 BMC SOL retries like a real BMC's (OpenBMC's 7 retries 100 ms apart by default: a packet
 not acknowledged within ~0.8 s is given up and its bytes are lost); once the server has
-every console connected, SIGUSR2 powers every host on at the same moment. Measured:
+every console connected, SIGUSR2 powers every host on at the same moment, or with
+`--spread S` in sequence over S seconds (`solgate sim --power-on-spread`: host i of a
+simulator process's N at i*S/N; with several processes, one host of each at each step),
+as outlet power-on delays and BMC power-restore delays stagger a real restore. Measured:
 
 * **bytes lost**: what each host put on its serial line (the simulator's count) against
   the host's bytes in the server's log file (the server's own lines, solgate's
@@ -18,8 +22,11 @@ every console connected, SIGUSR2 powers every host on at the same moment. Measur
   what the BMCs abandoned (unacknowledged after every retry), threw away while no SOL
   session was up, still in the host's UART or the BMC's SOL send buffer when the time
   ran out (late, not lost), and the rest;
-* **time to complete**: from power-on until every log ends with the host's shell prompt
-  (or `--timeout`); the line time of one boot log alone is the floor;
+* **time to complete**: from (the first) power-on until every log ends with the host's
+  shell prompt (or `--timeout`); the line time of one boot log alone is the floor, plus
+  the last host's power-on delay with `--spread`. Per host, from its own power-on to its
+  log complete: the median and the slowest (the power-on delays from the simulators'
+  `--stats`);
 * **UDP drops**: datagrams the kernel dropped because a receive buffer was full, the
   server's sockets and the simulators' (a BMC whose ACK was dropped resends, and gives up
   after its last retry);
@@ -46,6 +53,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
+    SIM_PER_PROCESS,
     Fleet,
     Server,
     parse_size,
@@ -169,12 +177,13 @@ class Cpu:
 
 def run_one(server: str, count: int, wd: Path, args: argparse.Namespace) -> dict[str, object]:
     """Fresh powered-off fleet, one server holding all of it, then power on every host."""
+    spread = ("--power-on-spread", f"{args.spread}s") if args.spread else ()
     fleet = Fleet(count, wd, baud=BAUD, suites=str(SUITE), boot_speed=args.boot_speed,
                   stats=True,
                   sim_args=("--powered-off", "--boot-log-size", str(args.log_size),
                             "--sol-retries", str(args.sol_retries),
-                            "--sol-retry-interval", args.sol_retry_interval))
-    out: dict[str, object] = {"server": server, "hosts": count}
+                            "--sol-retry-interval", args.sol_retry_interval, *spread))
+    out: dict[str, object] = {"server": server, "hosts": count, "spread_s": args.spread}
     fleet.start(timeout=300)
     srv: Server | ConMan
     if server == "solgate":
@@ -213,6 +222,7 @@ def run_one(server: str, count: int, wd: Path, args: argparse.Namespace) -> dict
         paths = {name: str(logdir / f"{name}.log") for name in names}
         sizes = dict.fromkeys(names, -1)
         done_at = 0.0
+        done: dict[str, float] = {}  # each log's completion, seconds after the signal
         deadline = t0 + args.timeout
         progress = t0
         # /proc/net/udp lists every socket: at 10,000 hosts reading it each second cost
@@ -242,7 +252,8 @@ def run_one(server: str, count: int, wd: Path, args: argparse.Namespace) -> dict
                 if prompts[name] in tail(Path(paths[name])):
                     pending.discard(name)
                     # The file's last write, not this poll, is when the log completed.
-                    done_at = max(done_at, st.st_mtime - wall0)
+                    done[name] = st.st_mtime - wall0
+                    done_at = max(done_at, done[name])
             if time.monotonic() - progress > 10:
                 progress = time.monotonic()
                 print(f"... {server}: {count - len(pending)}/{count} complete after "
@@ -296,6 +307,17 @@ def run_one(server: str, count: int, wd: Path, args: argparse.Namespace) -> dict
                                         - totals["discarded"] - totals["unsent"]
                                         - totals["bmc_queued"])
     out["bytes"] = totals
+    # Per host, from its own power-on (the simulator's delay after the signal) to its log
+    # complete: what each console's operator waited, whatever the spread.
+    own = sorted(done[name] - (stats[name].get("power_on_s") or 0.0)
+                 for name in done if name in stats)
+    if own:
+        out["per_host_s"] = {"median": round(own[len(own) // 2], 2),
+                             "p99": round(own[min(len(own) - 1, len(own) * 99 // 100)], 2),
+                             "max": round(own[-1], 2)}
+    delays = [st["power_on_s"] for st in stats.values() if st.get("power_on_s") is not None]
+    out["powered_on"] = len(delays)
+    out["last_power_on_s"] = round(max(delays), 2) if delays else None
     out["logs_short"] = len([w for w in worst if w[0] > 0])
     out["worst"] = [f"{name}: {diff}" for diff, name in sorted(worst, reverse=True)[:5]]
     print(f"... {json.dumps(out)}", file=sys.stderr, flush=True)
@@ -328,7 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sol-retry-interval", default="100ms",
                         help="BMC SOL retry interval (100ms, OpenBMC's)")
     parser.add_argument("--timeout", type=float, default=600.0,
-                        help="seconds from power-on to give up waiting for complete logs")
+                        help="seconds from (the first) power-on to give up waiting for "
+                             "complete logs")
+    parser.add_argument("--spread", type=float, default=0.0, metavar="SECONDS",
+                        help="power the hosts on in sequence over this many seconds "
+                             "(solgate sim --power-on-spread) instead of all at once (0)")
     parser.add_argument("--connect-timeout", type=float, default=300.0)
     parser.add_argument("--settle", type=float, default=5.0,
                         help="seconds between every console connected and power-on")
@@ -344,6 +370,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("conmand not found: apt-get install conman (or --servers solgate)")
     floor = round(line_floor(args.log_size, args.hosts, args.boot_speed), 2)
     print(f"... one boot log takes {floor} s on its serial line", file=sys.stderr, flush=True)
+    # The last host powers on at spread*(N-1)/N of its simulator's N (`Fleet` processes).
+    last = args.spread * (min(args.hosts, SIM_PER_PROCESS) - 1) / min(args.hosts,
+                                                                      SIM_PER_PROCESS)
+    fleet_floor = round(floor + last, 2)
     results = []
     for server in servers:
         with workdir() as wd:
@@ -357,22 +387,28 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['complete']}/{r['hosts']}",
                      r["complete_s"] if r["complete_s"] is not None
                      else f">{r['elapsed_s']}",
+                     "{median}/{max}".format(**r.get("per_host_s", {"median": "-",
+                                                                    "max": "-"})),
                      f"{r['server_cpu']['peak_pct']}/{r['server_cpu']['mean_pct']}",
                      f"{r['sim_cpu']['peak_pct']}/{r['sim_cpu']['mean_pct']}",
                      "{server}/{sim}".format(**r.get("udp_rcvbuf_drops",
                                                      {"server": "-", "sim": "-"})),
                      "{}/{}".format(*(r.get("udp_rx_queued_kb", {}).get(k, {}).get("peak", "-")
                                       for k in ("server", "sim")))])
-    print(f"boot storm: {args.hosts} hosts, {args.log_size}-byte boot logs at {BAUD} baud, "
-          f"BMC SOL retries {args.sol_retries} x {args.sol_retry_interval}, suite {SUITE}; "
-          f"one log's line time {floor} s")
+    how = (f"powered on in sequence over {args.spread:g} s (the last at {last:.2f} s)"
+           if args.spread else "powered on at once")
+    print(f"boot storm: {args.hosts} hosts {how}, {args.log_size}-byte boot logs at {BAUD} "
+          f"baud, BMC SOL retries {args.sol_retries} x {args.sol_retry_interval}, suite "
+          f"{SUITE}; one log's line time {floor} s, the fleet's {fleet_floor} s")
     print_table(["server", "hosts", "connected", "connect s", "expected B", "missing B",
                  "abandoned B", "discarded B", "still queued B", "short logs", "reconnects",
-                 "complete", "complete s", "server CPU % peak/mean",
+                 "complete", "complete s", "per host s median/max",
+                 "server CPU % peak/mean",
                  "sim CPU % peak/mean", "UDP drops server/sim",
                  "rx queue KB peak server/sim"], rows)
     path = write_result(args.name, {"hosts": args.hosts, "log_size": args.log_size,
                                     "baud": BAUD, "suite": SUITE, "line_floor_s": floor,
+                                    "spread_s": args.spread, "fleet_floor_s": fleet_floor,
                                     "sol_retries": args.sol_retries,
                                     "sol_retry_interval": args.sol_retry_interval,
                                     "runs": results})
