@@ -33,7 +33,8 @@ logged and published. The common datagram of a flood (an in-order data packet, n
 else in it) takes the compiled fast path instead (`ipmi/fastpath.py`, armed by
 `_serve` through `IpmiClient.attach_fast_path` while the stream is quiet): the shared
 socket hands it to one C call that checks, decrypts, ACKs and buffers it, and the
-buffered bytes come to `_on_output` in batches: on the loop's next turn for the first
+buffered bytes come to `_on_batch` (`_on_output`, with the hub writing to live viewers
+at once) in batches: on the loop's next turn for the first
 after arming (where a keystroke's echo lands) or after a quiet spell, else within
 `fastpath.FLUSH_DELAY` (100 ms; sooner past 8 KiB). So
 there the ACK goes out before the bytes are logged: in a flood they sit in solgate's
