@@ -24,6 +24,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def join_host_port(host: str, port: int) -> str:
+    """"HOST:PORT" as `split_listen` reads it: an IPv6 address goes in brackets
+    ("[fe80::11%eth0]:623"), so the port cannot be taken for part of it."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def split_listen(listen: str) -> tuple[str, int]:
     """(host, port) from "HOST:PORT" or "[IPv6]:PORT"; ValueError saying how to write it."""
     m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^\s:\[\]]+):(\d+)", listen.strip())

@@ -27,6 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
+from solgate.addresses import join_host_port
 from solgate.config import Config
 from solgate.console.manager import ConsoleManager
 from solgate.errors import ConfigError, SolgateError
@@ -119,9 +120,8 @@ async def run_server(
                 raise ConfigError(f"cannot listen on {server.listen}: {exc.strerror or exc}; "
                                   "choose another [server] listen or --listen") from None
             scheme = "https" if server.tls else "http"
-            host = f"[{server.host}]" if ":" in server.host else server.host
             port = runner.addresses[0][1] if runner.addresses else server.port  # port 0: bound
-            url = f"{scheme}://{host}:{port}/"
+            url = f"{scheme}://{join_host_port(server.host, port)}/"
             if member is not None and not member.advertise:
                 member.set_advertise(_advertised(url, server.host))
         if config.ssh is not None:

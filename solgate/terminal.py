@@ -51,6 +51,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from solgate.addresses import join_host_port
 from solgate.console.escape import (
     Detach,
     EscapeParser,
@@ -130,9 +131,7 @@ def resolve_server_url(explicit: str | None, environ: Mapping[str, str],
                           "give a configuration with [server] listen (-c FILE)")
     host, port, tls = listen
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{'https' if tls else 'http'}://{host}:{port}"
+    return f"{'https' if tls else 'http'}://{join_host_port(host, port)}"
 
 
 def read_token(token_file: str | None, environ: Mapping[str, str],

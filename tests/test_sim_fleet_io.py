@@ -209,3 +209,4 @@ async def test_a_fleet_binds_ipv6_and_hands_the_scope_to_the_kernel() -> None:
     if refused is not None:
         assert isinstance(refused.__cause__, OSError)
         assert refused.__cause__.errno == errno.EADDRNOTAVAIL, refused
+        assert "cannot listen on [fe80::1%lo]:0:" in str(refused)  # the port set apart

@@ -15,6 +15,7 @@ import argparse
 import tomllib
 from typing import TYPE_CHECKING, Any
 
+from solgate.addresses import join_host_port
 from solgate.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -139,8 +140,7 @@ def check_config(args: argparse.Namespace) -> int:
 
 
 def _console_line(console: ConsoleConfig) -> str:
-    where = (f"[{console.host}]:{console.port}" if ":" in console.host
-             else f"{console.host}:{console.port}")
+    where = join_host_port(console.host, console.port)
     user = console.username or "(null user)"
     suites = ",".join(str(s) for s in console.cipher_suites)
     extra = " insecure-allowed" if console.allow_insecure else ""

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from solgate.addresses import join_host_port
 from solgate.cli.config import add_config_argument, config_from_args
 from solgate.cli.fleet import add_selection_arguments, has_selection, request_from_args, run_fleet
 from solgate.console.power import POWER_ACTIONS, POWER_CHANGES
@@ -205,8 +206,7 @@ async def _optional(what: Awaitable[Any]) -> tuple[Any, str]:
 async def _info(client: IpmiClient, target: BmcTarget) -> int:
     session = client.session
     suite = session.suite.id if session.suite else "?"
-    where = (f"[{target.host}]:{target.port}" if ":" in target.host
-             else f"{target.host}:{target.port}")
+    where = join_host_port(target.host, target.port)
     rows = [("console", f"{target.name} ({where})" if target.name else where),
             ("session", f"cipher suite {suite}, privilege {session.privilege.name.lower()}")]
     dev, why = await _optional(client.device_id())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from solgate.addresses import join_host_port
 from solgate.ipmi.codec import Privilege
 
 DEFAULT_CIPHER_SUITES = (17, 3)
@@ -35,5 +36,5 @@ class BmcTarget:
     @property
     def label(self) -> str:
         """How errors name the BMC: 'BMC 10.0.0.5:623' or 'BMC web01 (10.0.0.5:623)'."""
-        where = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        where = join_host_port(self.host, self.port)
         return f"BMC {self.name} ({where})" if self.name else f"BMC {where}"

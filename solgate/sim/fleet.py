@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from solgate.addresses import join_host_port
 from solgate.errors import SolgateError
 from solgate.sim.bmc import SimBmc, SimBmcConfig
 from solgate.sim.bmc_session import Address
@@ -161,7 +162,8 @@ class SimFleet:
                     sock.close()
                     raise SolgateError(
                         f"simulated BMC {handle.name} cannot listen on "
-                        f"{self.bind_host}:{port}: {exc.strerror or exc}; pick another "
+                        f"{join_host_port(self.bind_host, port)}: {exc.strerror or exc}; "
+                        "pick another "
                         "--base-port or stop whatever uses it"
                     ) from exc
                 handle.sock = sock
