@@ -120,7 +120,7 @@ async def _run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         client = worker._client  # noqa: SLF001 - a benchmark reaches in
         assert client is not None
         session = client.session
-        protector = session._protector  # noqa: SLF001
+        protector = session.protector
         assert protector is not None
         stream = worker._stream  # noqa: SLF001
         assert stream is not None

@@ -137,6 +137,11 @@ NATIVE: bool = _native is not None and os.environ.get("SOLGATE_NATIVE", "1").str
     not in ("0", "no", "false", "off")
 
 
+def sol_fast_path_available() -> bool:
+    """Whether the compiled SOL fast path can run (built, and not turned off)."""
+    return NATIVE and hasattr(_native, "SolFastPath")
+
+
 def packet_path() -> str:
     """Which per-packet implementation runs, for the ready line and /metrics."""
     if _native is None or not NATIVE:
@@ -358,6 +363,15 @@ class PacketProtector:
     def native(self) -> bool:
         """Whether `seal` and `unseal` run the compiled twin."""
         return self._native is not None
+
+    def sol_fast_path(self, wake: Callable[[bool], object], cap: int) -> Any:
+        """The compiled SOL receive path (fastpath.py) with this protector's keys. Its ACK
+        IVs come from OpenSSL's CSPRNG where `_iv` would use os.urandom, else (tests) from
+        the same source `_iv` calls, 16 bytes per ACK."""
+        if self._native is None or not hasattr(_native, "SolFastPath"):
+            raise ValueError("the fast path needs the compiled packet path")
+        iv_source = None if self._random is os.urandom else self._random
+        return _native.SolFastPath(self._native, iv_source, wake, cap)
 
     def seal(self, payload_type: int, session_id: int, seq: int, payload: bytes) -> bytes:
         native = self._native

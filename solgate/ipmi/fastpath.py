@@ -55,7 +55,6 @@ nothing here runs.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -90,8 +89,7 @@ class FastRoute(Protocol):
 
 def available() -> bool:
     """Whether the compiled fast path can run (built, and not turned off)."""
-    return crypto.NATIVE and crypto._native is not None \
-        and hasattr(crypto._native, "SolFastPath")
+    return crypto.sol_fast_path_available()
 
 
 class FastPath:
@@ -103,8 +101,8 @@ class FastPath:
     def __init__(self, session: ClientSession, stream: SolStream, route: FastRoute,
                  deliver: Callable[[bytes], None], loop: Loop, *,
                  delay: float = FLUSH_DELAY, cap: int = FLUSH_BYTES) -> None:
-        protector = session._protector  # noqa: SLF001 - the session's own keys
-        if protector is None or protector._native is None:  # noqa: SLF001
+        protector = session.protector
+        if protector is None or not protector.native:
             raise ValueError("the fast path needs an established session on the compiled "
                              "packet path")
         self._session = session
@@ -113,12 +111,7 @@ class FastPath:
         self._deliver = deliver
         self._loop = loop
         self._delay = delay
-        # The IV source: os.urandom means "any CSPRNG" (the C side draws from OpenSSL);
-        # any other (tests) is called as the Python path would, one 16-byte IV per ACK.
-        rnd = protector._random  # noqa: SLF001
-        iv_source = None if rnd is os.urandom else rnd
-        self._c: Any = crypto._native.SolFastPath(  # noqa: SLF001
-            protector._native, iv_source, self._wake, cap)  # noqa: SLF001
+        self._c: Any = protector.sol_fast_path(self._wake, cap)
         self._timer: Any = None
         self._delivered_at = float("-inf")  # loop time of the last flush
         self.armed = False
@@ -128,8 +121,8 @@ class FastPath:
                deliver: Callable[[bytes], None], loop: Loop, **kwargs: Any
                ) -> FastPath | None:
         """A fast path for this session and stream, or None on the pure-Python path."""
-        protector = session._protector  # noqa: SLF001
-        if not available() or protector is None or protector._native is None:  # noqa: SLF001
+        protector = session.protector
+        if not available() or protector is None or not protector.native:
             return None
         return cls(session, stream, route, deliver, loop, **kwargs)
 

@@ -310,6 +310,11 @@ class ClientSession:
         self._outbound.value = outbound
 
     @property
+    def protector(self) -> PacketProtector | None:
+        """The established session's packet keys (None before, and on suite 0's clear)."""
+        return self._protector
+
+    @property
     def established(self) -> bool:
         return self.state is _ESTABLISHED
 
