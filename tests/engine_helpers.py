@@ -168,6 +168,36 @@ class HostInput:
         host.write = write  # type: ignore[method-assign]
 
 
+class Watching:
+    """A viewer's attachment read by a task, as a front end reads it: the console bytes
+    it got, and everything else (`controls`: Lagged, Closed, state messages)."""
+
+    def __init__(self, attachment: Any) -> None:
+        self.attachment = attachment
+        self.received: list[bytes] = []
+        self.controls: list[object] = []
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for item in self.attachment:
+            if isinstance(item, bytes):
+                self.received.append(item)
+            else:
+                self.controls.append(item)
+
+    def flood_after(self, echo: bytes, size: int) -> bytes | None:
+        """The `size` bytes the viewer got after the command's `echo`, once all came."""
+        seen = b"".join(self.received)
+        if echo not in seen:
+            return None
+        begin = seen.index(echo) + len(echo)
+        return seen[begin:begin + size] if len(seen) >= begin + size else None
+
+    async def close(self) -> None:
+        self.attachment.detach()
+        await asyncio.wait_for(self._task, 5)
+
+
 def log_bytes(worker: ConsoleWorker) -> bytes:
     return worker.log_path.read_bytes()
 

@@ -18,6 +18,7 @@ from solgate.ipmi import fastpath
 from solgate.sim.fleet import SimFleet
 from solgate.sim.host import verify_flood
 from tests.engine_helpers import (
+    Watching,
     engine_config,
     log_bytes,
     prompt,
@@ -44,32 +45,15 @@ async def test_a_flood_through_the_fast_path_reaches_log_and_viewer_and_typing_w
             await wait_active(worker)
             client = worker._client  # noqa: SLF001 - which path ran
             assert client is not None
-            reader = worker.hub.attach("viewer", can_write=False)
-            received: list[bytes] = []
-            controls: list[object] = []
-
-            async def read() -> None:
-                async for item in reader:
-                    if isinstance(item, bytes):
-                        received.append(item)
-                    else:
-                        controls.append(item)
-
-            task = asyncio.create_task(read())
+            viewer = Watching(worker.hub.attach("viewer", can_write=False))
             try:
                 await run_flood(worker, bmc.name, size, timeout=20)
                 echo = f"flood {size}\r\n".encode()
-
-                def viewer_has_it() -> bool:
-                    seen = b"".join(received)
-                    return echo in seen and len(seen) >= seen.index(echo) + len(echo) + size
-
-                await wait_for(viewer_has_it, 5, "the viewer to get the flood")
-                seen = b"".join(received)
-                begin = seen.index(echo) + len(echo)
-                ok, detail = verify_flood(seen[begin:begin + size], size)
+                await wait_for(lambda: viewer.flood_after(echo, size) is not None, 5,
+                               "the viewer to get the flood")
+                ok, detail = verify_flood(viewer.flood_after(echo, size) or b"", size)
                 assert ok, f"the viewer's copy: {detail}"
-                assert not [c for c in controls if isinstance(c, Lagged | Closed)]
+                assert not [c for c in viewer.controls if isinstance(c, Lagged | Closed)]
                 fast = client.fastpath  # made at the first SOL datagram
                 assert (fast is not None) == fastpath.available()
                 if fast is not None:
@@ -94,8 +78,7 @@ async def test_a_flood_through_the_fast_path_reaches_log_and_viewer_and_typing_w
                 counters = worker.sol_counters()
                 assert counters["stalls"] == 0
             finally:
-                reader.detach()
-                await asyncio.wait_for(task, 5)
+                await viewer.close()
 
 
 @pytest.mark.skipif(not fastpath.available(), reason="the compiled path is not built")

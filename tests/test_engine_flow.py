@@ -22,6 +22,7 @@ from solgate.sim.fleet import SimFleet
 from solgate.sim.host import verify_flood
 from tests.engine_helpers import (
     ThreadedFleet,
+    Watching,
     engine_config,
     event_lines,
     events_path,
@@ -82,34 +83,19 @@ async def test_a_viewer_that_never_reads_delays_nobody(tmp_path: Path) -> None:
             hub = worker.hub
             stuck = hub.attach("stuck", can_write=False)
             assert isinstance(await stuck.get(), Snapshot)  # looks once, then never again
-            reader = hub.attach("reader", can_write=False)
-            received: list[bytes] = []
-            controls: list[object] = []
-
-            async def read() -> None:
-                async for item in reader:
-                    if isinstance(item, bytes):
-                        received.append(item)
-                    else:
-                        controls.append(item)
-
-            task = asyncio.create_task(read())
+            reader = Watching(hub.attach("reader", can_write=False))
             try:
                 start = time.monotonic()
                 await run_flood(worker, bmc.name, size, timeout=15)
                 elapsed = time.monotonic() - start
                 echo = f"flood {size}\r\n".encode()
-                await wait_for(lambda: echo in b"".join(received)
-                               and len(b"".join(received)) >= b"".join(received).index(echo)
-                               + len(echo) + size, 5, "the reading viewer to get the flood")
+                await wait_for(lambda: reader.flood_after(echo, size) is not None, 5,
+                               "the reading viewer to get the flood")
             finally:
-                reader.detach()
-                await asyncio.wait_for(task, 5)
-            seen = b"".join(received)
-            begin = seen.index(echo) + len(echo)
-            ok, detail = verify_flood(seen[begin:begin + size], size)
+                await reader.close()
+            ok, detail = verify_flood(reader.flood_after(echo, size) or b"", size)
             assert ok, f"the reading viewer's copy: {detail}"
-            assert not [c for c in controls if isinstance(c, Lagged | Closed)
+            assert not [c for c in reader.controls if isinstance(c, Lagged | Closed)
                         and not (isinstance(c, Closed) and c.reason == "detached")]
             # The stuck viewer was resynced or dropped; its queue never held more than
             # its bound, and the flood went at full speed (~1 s) regardless.
